@@ -1,0 +1,2 @@
+//! kes-node: the std shell around kes-core.
+#![forbid(unsafe_code)]
