@@ -15,4 +15,5 @@ extern crate alloc;
 
 pub mod crypto;
 pub mod hsm;
+pub mod consensus;
 pub mod name;
