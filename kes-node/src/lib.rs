@@ -1,2 +1,17 @@
 //! kes-node: the std shell around kes-core.
+//!
+//! A request travels one way, each stage in its own module:
+//! socket ([`net`], mio) -> TLS (rustls) -> HTTP framing ([`http`], httparse) -> identity and
+//! policy ([`auth`]) -> route handler ([`api`]) -> [`store`] (redb) -> response encoding.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod hsm;
+pub mod http;
+pub mod identity;
+pub mod net;
+pub mod random;
+pub mod store;
+pub mod timefmt;
