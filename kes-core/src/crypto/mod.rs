@@ -9,8 +9,11 @@ mod ciphertext;
 mod hmac_key;
 mod secret_key;
 
+pub(crate) use ciphertext::GO_STD_BASE64;
+pub use ciphertext::{IV_LEN, NONCE_LEN, TAG_LEN};
+pub(crate) use hmac_key::hmac_sha256;
 pub use hmac_key::HmacKey;
-pub use secret_key::{Cipher, DecryptError, SecretKey, OVERHEAD, RANDOM_LEN};
+pub use secret_key::{hchacha20, Cipher, DecryptError, SecretKey, OVERHEAD, RANDOM_LEN};
 
 /// Length of a data encryption key produced by `/v1/key/generate`.
 pub const DEK_LEN: usize = 32;

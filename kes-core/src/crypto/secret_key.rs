@@ -1,10 +1,34 @@
-//! `SecretKey`: 32 bytes plus the cipher that uses them.
-use zeroize::{Zeroize, ZeroizeOnDrop};
+//! `SecretKey`: 32 bytes plus the cipher that uses them, and the KES encryption scheme (§8.2).
+//!
+//! Every encryption draws 28 random bytes from the caller: a 16-byte IV and a 12-byte nonce.
+//! The IV derives a fresh subkey for this one message, so a key can encrypt far more messages
+//! than the 96-bit nonce alone would allow:
+//!
+//! ```text
+//! AES256:   subkey = HMAC-SHA256(key, iv)   -> AES-256-GCM(subkey, nonce, plaintext, aad)
+//! ChaCha20: subkey = HChaCha20(key, iv)     -> ChaCha20-Poly1305(subkey, nonce, plaintext, aad)
+//! output   = ciphertext || tag(16) || iv(16) || nonce(12)
+//! ```
+//!
+//! The key's own cipher always decides the algorithm; see [`super::ciphertext`] for the
+//! framings accepted on decrypt. Subkeys live in zeroizing buffers and the AEAD instances
+//! wipe their key schedules on drop.
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit};
+use chacha20::cipher::consts::U10;
+use chacha20poly1305::ChaCha20Poly1305;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::ciphertext::{self, IV_LEN, NONCE_LEN, TAG_LEN};
+use super::hmac_key::hmac_sha256;
 
 /// Bytes added to a plaintext by [`SecretKey::encrypt_into`]: tag(16) + iv(16) + nonce(12).
 pub const OVERHEAD: usize = 44;
 /// Random bytes a caller supplies per encryption: iv(16) || nonce(12).
 pub const RANDOM_LEN: usize = 28;
+
+// The framing constants must add up to the public lengths.
+const _: () = assert!(RANDOM_LEN == IV_LEN + NONCE_LEN && OVERHEAD == TAG_LEN + RANDOM_LEN);
 
 /// The AEAD a secret key is used with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,12 +68,31 @@ pub enum DecryptError {
     BufferTooSmall,
 }
 
+impl core::fmt::Display for DecryptError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DecryptError::Malformed => "ciphertext is malformed",
+            DecryptError::NotAuthentic => "ciphertext is not authentic",
+            DecryptError::BufferTooSmall => "output buffer is too small",
+        })
+    }
+}
+
 /// A 256-bit key for AES-256-GCM or ChaCha20-Poly1305. Zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SecretKey {
     bytes: [u8; 32],
     #[zeroize(skip)]
     cipher: Cipher,
+}
+
+impl core::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print key material.
+        f.debug_struct("SecretKey")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SecretKey {
@@ -65,6 +108,9 @@ impl SecretKey {
 
     /// Encrypts `plaintext` with `aad` into `out`, which must hold at least
     /// `plaintext.len() + OVERHEAD` bytes. `random` is iv(16) || nonce(12). Returns the length written.
+    ///
+    /// Fails with [`DecryptError::BufferTooSmall`] if `out` is too short, and with
+    /// [`DecryptError::Malformed`] if the plaintext exceeds the AEAD's limit (64 GiB for GCM).
     pub fn encrypt_into(
         &self,
         random: &[u8; RANDOM_LEN],
@@ -72,7 +118,33 @@ impl SecretKey {
         aad: &[u8],
         out: &mut [u8],
     ) -> Result<usize, DecryptError> {
-        todo!("{random:?}{plaintext:?}{aad:?}{out:?}")
+        let total = plaintext
+            .len()
+            .checked_add(OVERHEAD)
+            .ok_or(DecryptError::BufferTooSmall)?;
+        let out = out.get_mut(..total).ok_or(DecryptError::BufferTooSmall)?;
+        let (iv, nonce) = random.split_at(IV_LEN);
+        let iv: &[u8; IV_LEN] = iv.try_into().expect("RANDOM_LEN = IV_LEN + NONCE_LEN");
+
+        let (body, trailer) = out.split_at_mut(plaintext.len());
+        body.copy_from_slice(plaintext);
+        let subkey = self.subkey(iv);
+        let tag = match self.cipher {
+            Cipher::Aes256 => Aes256Gcm::new(subkey.as_ref().into()).encrypt_in_place_detached(
+                nonce.into(),
+                aad,
+                body,
+            ),
+            Cipher::ChaCha20 => ChaCha20Poly1305::new(subkey.as_ref().into())
+                .encrypt_in_place_detached(nonce.into(), aad, body),
+        };
+        let Ok(tag) = tag else {
+            body.zeroize();
+            return Err(DecryptError::Malformed);
+        };
+        trailer[..TAG_LEN].copy_from_slice(&tag);
+        trailer[TAG_LEN..].copy_from_slice(random);
+        Ok(total)
     }
 
     /// Decrypts a ciphertext in any accepted format (raw, legacy JSON, legacy msgpack) using
@@ -83,10 +155,36 @@ impl SecretKey {
         aad: &[u8],
         buf: &'b mut [u8],
     ) -> Result<&'b [u8], DecryptError> {
-        todo!("{ciphertext:?}{aad:?}{buf:?}")
+        let parsed = ciphertext::parse(ciphertext, buf)?;
+        let Some(plaintext_len) = parsed.sealed_len.checked_sub(TAG_LEN) else {
+            return Err(DecryptError::Malformed);
+        };
+        let (body, tag) = buf[..parsed.sealed_len].split_at_mut(plaintext_len);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split leaves TAG_LEN bytes");
+
+        let subkey = self.subkey(&parsed.iv);
+        let nonce = &parsed.nonce;
+        // Both AEADs compare the tag in constant time and only decrypt once it verified.
+        let result = match self.cipher {
+            Cipher::Aes256 => Aes256Gcm::new(subkey.as_ref().into()).decrypt_in_place_detached(
+                nonce.into(),
+                aad,
+                body,
+                (&tag).into(),
+            ),
+            Cipher::ChaCha20 => ChaCha20Poly1305::new(subkey.as_ref().into())
+                .decrypt_in_place_detached(nonce.into(), aad, body, (&tag).into()),
+        };
+        match result {
+            Ok(()) => Ok(body),
+            Err(_) => Err(DecryptError::NotAuthentic),
+        }
     }
 
     /// `encrypt_into` into a new vector.
+    ///
+    /// # Panics
+    /// If the plaintext exceeds the AEAD's limit (64 GiB for AES-GCM).
     #[cfg(feature = "alloc")]
     pub fn encrypt(
         &self,
@@ -94,7 +192,12 @@ impl SecretKey {
         plaintext: &[u8],
         aad: &[u8],
     ) -> alloc::vec::Vec<u8> {
-        todo!("{random:?}{plaintext:?}{aad:?}")
+        let mut out = alloc::vec![0u8; plaintext.len() + OVERHEAD];
+        let n = self
+            .encrypt_into(random, plaintext, aad, &mut out)
+            .expect("plaintext within the AEAD limit");
+        out.truncate(n);
+        out
     }
 
     /// `decrypt_into` into a new vector.
@@ -104,6 +207,29 @@ impl SecretKey {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<alloc::vec::Vec<u8>, DecryptError> {
-        todo!("{ciphertext:?}{aad:?}")
+        let mut buf = alloc::vec![0u8; ciphertext.len()];
+        let n = self.decrypt_into(ciphertext, aad, &mut buf)?.len();
+        buf.truncate(n);
+        Ok(buf)
     }
+
+    /// The per-message subkey: HMAC-SHA256(key, iv) for AES256, HChaCha20(key, iv) for ChaCha20.
+    ///
+    /// Public so that the intermediate values of the test vectors can be checked; the holder of
+    /// the key can compute it anyway.
+    pub fn subkey(&self, iv: &[u8; IV_LEN]) -> Zeroizing<[u8; 32]> {
+        match self.cipher {
+            Cipher::Aes256 => Zeroizing::new(hmac_sha256(&self.bytes, &[iv])),
+            Cipher::ChaCha20 => hchacha20(&self.bytes, iv),
+        }
+    }
+}
+
+/// HChaCha20 (the XChaCha20 subkey function): 32-byte key and 16-byte input to 32 bytes.
+pub fn hchacha20(key: &[u8; 32], input: &[u8; 16]) -> Zeroizing<[u8; 32]> {
+    let mut block = chacha20::hchacha::<U10>(key.into(), input.into());
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&block);
+    block.as_mut_slice().zeroize();
+    out
 }
