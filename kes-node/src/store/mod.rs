@@ -1,14 +1,72 @@
 //! The one owner of `kes.db` (redb). Every value is encrypted with the root key, with
 //! `<table>/<enclave>/<name>` as associated data, so a value cannot be moved to another name
 //! or table undetected. The root key itself is stored sealed by each configured HSM.
-use std::path::Path;
+//!
+//! # Layout
+//!
+//! | table  | redb key            | value                                                  |
+//! |--------|---------------------|--------------------------------------------------------|
+//! | `meta` | `version`           | format version, `u32` little endian (currently 1)      |
+//! | `meta` | `root/<hsm name>`   | the 32-byte AES256 root key, sealed by that HSM        |
+//! | `key`  | `<enclave>/<name>`  | root-key ciphertext of a postcard `KeyRecord` ([`codec`]) |
+//!
+//! Further tables (`policy`, `identity`, `secret`, `enclave`) follow the `key` pattern: one
+//! [`Table`] constant plus typed wrappers around the private put-new/get/delete/list layer.
+//!
+//! # Atomic creation
+//!
+//! A new database is written to `kes.db.tmp`, its sealed root key committed in one durable
+//! transaction, and only then renamed to `kes.db` (and the directory synced). So `kes.db`,
+//! once it exists, always holds a root key. Opening an existing file checks the HSM key through
+//! a read-only backend ([`readonly`]) first, so a refused open never writes to the file.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-use kes_core::crypto::{HmacKey, SecretKey};
+use kes_core::crypto::{Cipher, HmacKey, SecretKey, RANDOM_LEN};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use zeroize::{Zeroize, Zeroizing};
 
-use crate::hsm::Hsm;
+use crate::hsm::{Hsm, HsmError};
+
+mod codec;
+mod readonly;
+#[cfg(test)]
+mod tests;
 
 /// The enclave that always exists; requests without `Kes-Enclave` use it.
 pub const DEFAULT_ENCLAVE: &str = "default";
+
+/// The file name of the database inside the node's directory.
+pub const DB_FILE: &str = "kes.db";
+/// Where a new database is prepared before it is renamed to [`DB_FILE`].
+const DB_TMP_FILE: &str = "kes.db.tmp";
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const META_VERSION: &str = "version";
+const META_ROOT_PREFIX: &str = "root/";
+
+/// A table of values encrypted with the root key and keyed by `<enclave>/<name>`.
+#[derive(Clone, Copy)]
+struct Table {
+    /// The redb table name and the first element of the associated data.
+    name: &'static str,
+    /// What an item is called in error messages.
+    what: &'static str,
+}
+
+impl Table {
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.name)
+    }
+}
+
+const KEYS: Table = Table { name: "key", what: "key" };
+/// Every encrypted table; all are created with the database so reads never miss one.
+const TABLES: [Table; 1] = [KEYS];
 
 /// A key as stored: the secret key, its HMAC key (absent for keys imported from legacy
 /// formats) and who created it when.
@@ -33,10 +91,27 @@ pub enum OpenError {
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = f;
-        todo!()
+        match self {
+            OpenError::WrongHsmKey { hsm } if hsm == kes_core::hsm::SOFT_HSM_NAME => f.write_str(
+                "kes.db is sealed with a different HSM key: set KES_HSM_KEY to the key this \
+                 database was created with",
+            ),
+            OpenError::WrongHsmKey { hsm } => write!(
+                f,
+                "kes.db is sealed with a different key of HSM '{hsm}': use the HSM key this \
+                 database was created with"
+            ),
+            OpenError::NoRootKeyForHsm { hsm } => write!(
+                f,
+                "kes.db has no root key sealed by HSM '{hsm}': start kes-node with the HSM this \
+                 database was created with"
+            ),
+            OpenError::Database(msg) => f.write_str(msg),
+        }
     }
 }
+
+impl std::error::Error for OpenError {}
 
 /// Why a store operation failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +124,23 @@ pub enum StoreError {
     Io(String),
 }
 
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotFound => f.write_str("not found"),
+            StoreError::Exists => f.write_str("already exists"),
+            StoreError::Corrupted(msg) => f.write_str(msg),
+            StoreError::Io(msg) => write!(f, "kes.db: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn io_err(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(err.to_string())
+}
+
 /// The open database and its unsealed root key.
 pub struct Store {
     _db: redb::Database,
@@ -59,22 +151,287 @@ impl Store {
     /// Opens `<dir>/kes.db`, creating it (with a fresh root key sealed by `hsm`) if missing.
     /// Creation is atomic: a failure never leaves a database without a root key behind.
     pub fn open(dir: &Path, hsm: &dyn Hsm) -> Result<Store, OpenError> {
-        todo!("{dir:?}{}", hsm.name())
+        let path = dir.join(DB_FILE);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => create(dir, hsm)?,
+            Err(err) => {
+                return Err(OpenError::Database(format!(
+                    "cannot access {}: {err}: check the directory's permissions",
+                    path.display()
+                )))
+            }
+        }
+        precheck(&path, hsm)?;
+        let db = Database::builder().open(&path).map_err(|err| open_failed(&path, err))?;
+        let root = unseal_root(&db, &path, hsm)?;
+        Ok(Store { _db: db, _root: root })
     }
+
     /// Stores a new key; `Exists` if the name is taken. Durable (fsync) when it returns.
     pub fn create_key(&self, enclave: &str, name: &str, rec: &KeyRecord) -> Result<(), StoreError> {
-        todo!("{enclave}{name}{:?}", rec.created_by)
+        let plaintext = codec::encode_key(rec).map_err(StoreError::Io)?;
+        self.put_new(KEYS, enclave, name, &plaintext)
     }
+
     /// Reads a key.
     pub fn key(&self, enclave: &str, name: &str) -> Result<KeyRecord, StoreError> {
-        todo!("{enclave}{name}")
+        let plaintext = self.get(KEYS, enclave, name)?;
+        codec::decode_key(&plaintext).map_err(|why| corrupted(KEYS, enclave, name, &why))
     }
+
     /// Deletes a key; `NotFound` if absent.
     pub fn delete_key(&self, enclave: &str, name: &str) -> Result<(), StoreError> {
-        todo!("{enclave}{name}")
+        self.delete(KEYS, enclave, name)
     }
+
     /// Names of the keys starting with `prefix`, sorted.
     pub fn list_keys(&self, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        todo!("{enclave}{prefix}")
+        self.list(KEYS, enclave, prefix)
     }
+
+    // The generic layer: every table stores root-key ciphertexts under `<enclave>/<name>`.
+
+    /// Encrypts and inserts `plaintext`; `Exists` (and nothing written) if the name is taken.
+    fn put_new(
+        &self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+        plaintext: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = item_key(enclave, name)?;
+        let random: [u8; RANDOM_LEN] = crate::random::bytes();
+        let value = self._root.encrypt(&random, plaintext, aad(table, &key).as_bytes());
+        let mut txn = self._db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(table.def()).map_err(io_err)?;
+            if t.get(key.as_str()).map_err(io_err)?.is_some() {
+                // Dropping `txn` without commit aborts it.
+                return Err(StoreError::Exists);
+            }
+            t.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    /// Reads and decrypts a value.
+    fn get(&self, table: Table, enclave: &str, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let key = item_key(enclave, name)?;
+        let txn = self._db.begin_read().map_err(io_err)?;
+        let t = match txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Err(StoreError::NotFound),
+            Err(err) => return Err(io_err(err)),
+        };
+        let value = t.get(key.as_str()).map_err(io_err)?.ok_or(StoreError::NotFound)?;
+        match self._root.decrypt(value.value(), aad(table, &key).as_bytes()) {
+            Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+            Err(_) => Err(corrupted(table, enclave, name, "does not decrypt with the root key")),
+        }
+    }
+
+    /// Removes a value; `NotFound` if absent. Durable when it returns.
+    fn delete(&self, table: Table, enclave: &str, name: &str) -> Result<(), StoreError> {
+        let key = item_key(enclave, name)?;
+        let mut txn = self._db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t = txn.open_table(table.def()).map_err(io_err)?;
+            if t.remove(key.as_str()).map_err(io_err)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    /// Sorted names in `enclave` that start with `prefix` (all names if it is empty).
+    fn list(&self, table: Table, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let start = match item_key(enclave, prefix) {
+            Ok(start) => start,
+            Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let txn = self._db.begin_read().map_err(io_err)?;
+        let t = match txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(io_err(err)),
+        };
+        let skip = enclave.len() + 1;
+        let mut names = Vec::new();
+        // redb orders `&str` keys bytewise, like `str`'s `Ord`, so the matches are contiguous.
+        for entry in t.range(start.as_str()..).map_err(io_err)? {
+            let (key, _) = entry.map_err(io_err)?;
+            let key = key.value();
+            if !key.starts_with(start.as_str()) {
+                break;
+            }
+            names.push(key[skip..].to_string());
+        }
+        Ok(names)
+    }
+}
+
+/// `<enclave>/<name>`. An enclave name containing `/` would make keys ambiguous
+/// (`a/b` + `c` vs `a` + `b/c`); no such enclave can exist, so it is `NotFound`.
+fn item_key(enclave: &str, name: &str) -> Result<String, StoreError> {
+    if enclave.contains('/') {
+        return Err(StoreError::NotFound);
+    }
+    Ok(format!("{enclave}/{name}"))
+}
+
+/// The associated data of a value: `<table>/<enclave>/<name>`.
+fn aad(table: Table, item_key: &str) -> String {
+    format!("{}/{item_key}", table.name)
+}
+
+fn corrupted(table: Table, enclave: &str, name: &str, why: &str) -> StoreError {
+    StoreError::Corrupted(format!(
+        "{} '{name}' in enclave '{enclave}' is corrupted: its stored value {why} (kes.db was \
+         modified outside kes-node)",
+        table.what
+    ))
+}
+
+fn root_entry(hsm: &dyn Hsm) -> String {
+    format!("{META_ROOT_PREFIX}{}", hsm.name())
+}
+
+fn open_failed(path: &Path, err: redb::DatabaseError) -> OpenError {
+    OpenError::Database(match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "{} is in use by another process: stop the other kes-node using this directory",
+            path.display()
+        ),
+        err => format!(
+            "cannot open {}: {err}: restore the file from a backup or use another directory",
+            path.display()
+        ),
+    })
+}
+
+fn db_failed(path: &Path, err: impl std::fmt::Display) -> OpenError {
+    OpenError::Database(format!(
+        "cannot read {}: {err}: restore the file from a backup or use another directory",
+        path.display()
+    ))
+}
+
+/// Checks the format version and unseals the root key of an open database.
+fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, OpenError> {
+    let txn = db.begin_read().map_err(|err| db_failed(path, err))?;
+    let meta = txn.open_table(META).map_err(|err| db_failed(path, err))?;
+    let version = meta.get(META_VERSION).map_err(|err| db_failed(path, err))?;
+    let version = version.as_ref().map(|v| v.value()).and_then(|v| <[u8; 4]>::try_from(v).ok());
+    match version.map(u32::from_le_bytes) {
+        Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(OpenError::Database(format!(
+                "{} has format version {v} but this kes-node reads version {FORMAT_VERSION}: \
+                 use a kes-node release that matches the database",
+                path.display()
+            )))
+        }
+        None => return Err(db_failed(path, "no valid format version")),
+    }
+    let sealed = meta.get(root_entry(hsm).as_str()).map_err(|err| db_failed(path, err))?;
+    let Some(sealed) = sealed else {
+        return Err(OpenError::NoRootKeyForHsm { hsm: hsm.name().to_string() });
+    };
+    let bytes = match hsm.unseal(sealed.value()) {
+        Ok(bytes) => bytes,
+        Err(HsmError::WrongKey) => {
+            return Err(OpenError::WrongHsmKey { hsm: hsm.name().to_string() })
+        }
+        Err(HsmError::Device(msg)) => {
+            return Err(OpenError::Database(format!(
+                "HSM '{}' cannot unseal the root key: {msg}: check the HSM",
+                hsm.name()
+            )))
+        }
+    };
+    let mut root = <[u8; 32]>::try_from(&bytes[..])
+        .map_err(|_| db_failed(path, "the unsealed root key is not 32 bytes"))?;
+    let key = SecretKey::new(Cipher::Aes256, root);
+    root.zeroize();
+    Ok(key)
+}
+
+/// Unseals the root key of an existing database through a read-only backend, so that every
+/// refusal leaves the file exactly as it was. If redb cannot open the file read-only (it
+/// needs repair after a crash), the check is left to the regular open.
+fn precheck(path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
+    let file = File::open(path).map_err(|err| {
+        OpenError::Database(format!(
+            "cannot open {}: {err}: check the file's permissions",
+            path.display()
+        ))
+    })?;
+    let Ok(db) = Database::builder().create_with_backend(readonly::ReadOnlyFile::new(file)) else {
+        return Ok(());
+    };
+    unseal_root(&db, path, hsm).map(drop)
+}
+
+/// Creates `<dir>/kes.db` with a fresh root key sealed by `hsm`, atomically.
+fn create(dir: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
+    let fail = |what: &str, path: &Path, err: &dyn std::fmt::Display| {
+        OpenError::Database(format!(
+            "cannot {what} {}: {err}: check that the directory is writable",
+            path.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|err| fail("create", dir, &err))?;
+    let tmp: PathBuf = dir.join(DB_TMP_FILE);
+    // A leftover from a creation that crashed before the rename: it holds nothing of value.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(fail("remove", &tmp, &err)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|err| fail("create", &tmp, &err))?;
+    let backend = redb::backends::FileBackend::new(file).map_err(|err| fail("lock", &tmp, &err))?;
+    let db = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|err| fail("create", &tmp, &err))?;
+
+    let mut root: [u8; 32] = crate::random::bytes();
+    let sealed = hsm.seal(&root);
+    root.zeroize();
+    let sealed = sealed.map_err(|err| {
+        OpenError::Database(format!("HSM '{}' cannot seal the root key: {err}", hsm.name()))
+    })?;
+    let write = || -> Result<(), redb::Error> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
+            meta.insert(root_entry(hsm).as_str(), sealed.as_slice())?;
+            for table in TABLES {
+                txn.open_table(table.def())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    write().map_err(|err| fail("write", &tmp, &err))?;
+    drop(db);
+
+    let path = dir.join(DB_FILE);
+    std::fs::rename(&tmp, &path).map_err(|err| fail("rename", &tmp, &err))?;
+    // The rename is durable only once the directory entry is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| fail("sync", dir, &err))?;
+    Ok(())
 }

@@ -1,0 +1,84 @@
+//! The plaintext encodings of stored values (postcard), before encryption with the root key.
+//!
+//! Each record type has a private serde struct so the on-disk layout is spelled out here and
+//! does not silently follow changes to the public types. Buffers that hold key material are
+//! zeroized when dropped.
+use kes_core::crypto::{Cipher, HmacKey, SecretKey};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::KeyRecord;
+
+/// `KeyRecord` on disk.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct StoredKey {
+    /// 0 = AES256, 1 = ChaCha20.
+    cipher: u8,
+    key: [u8; 32],
+    hmac: Option<[u8; 32]>,
+    /// Creation time as Unix seconds and nanoseconds (UTC).
+    created_secs: i64,
+    created_nanos: u32,
+    created_by: String,
+}
+
+const CIPHER_AES256: u8 = 0;
+const CIPHER_CHACHA20: u8 = 1;
+
+/// Serializes `value` into an exactly sized, zeroize-on-drop buffer: sizing first means the
+/// buffer never reallocates, so no copy of the plaintext is left behind in freed memory.
+fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, String> {
+    let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|err| format!("cannot encode: {err}"))?;
+    let mut buf = Zeroizing::new(vec![0u8; len]);
+    postcard::to_slice(value, &mut buf).map_err(|err| format!("cannot encode: {err}"))?;
+    Ok(buf)
+}
+
+/// Deserializes `bytes`, which must be consumed completely.
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|err| format!("does not decode: {err}"))?;
+    if !rest.is_empty() {
+        return Err(format!("has {} trailing bytes", rest.len()));
+    }
+    Ok(value)
+}
+
+pub(super) fn encode_key(rec: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+    let created = rec.created_at.to_offset(time::UtcOffset::UTC);
+    let stored = StoredKey {
+        cipher: match rec.key.cipher() {
+            Cipher::Aes256 => CIPHER_AES256,
+            Cipher::ChaCha20 => CIPHER_CHACHA20,
+        },
+        key: *rec.key.as_bytes(),
+        hmac: rec.hmac.as_ref().map(|h| *h.as_bytes()),
+        created_secs: created.unix_timestamp(),
+        created_nanos: created.nanosecond(),
+        created_by: rec.created_by.clone(),
+    };
+    encode(&stored)
+}
+
+/// Errors describe the problem without any key material.
+pub(super) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, String> {
+    let stored: StoredKey = decode(bytes)?;
+    let cipher = match stored.cipher {
+        CIPHER_AES256 => Cipher::Aes256,
+        CIPHER_CHACHA20 => Cipher::ChaCha20,
+        other => return Err(format!("has unknown cipher {other}")),
+    };
+    if stored.created_nanos >= 1_000_000_000 {
+        return Err("has an invalid creation time".into());
+    }
+    let nanos = i128::from(stored.created_secs) * 1_000_000_000 + i128::from(stored.created_nanos);
+    let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| "has an invalid creation time".to_string())?;
+    Ok(KeyRecord {
+        key: SecretKey::new(cipher, stored.key),
+        hmac: stored.hmac.map(HmacKey::new),
+        created_at,
+        created_by: stored.created_by.clone(),
+    })
+}
