@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod hsm;
 pub mod http;
@@ -14,4 +15,5 @@ pub mod identity;
 pub mod net;
 pub mod random;
 pub mod store;
+pub mod sysinfo;
 pub mod timefmt;

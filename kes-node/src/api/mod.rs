@@ -1,1 +1,200 @@
-//! placeholder
+//! The KES HTTP API: the route table, dispatch (path cleaning, redirects, method and auth
+//! checks in upstream's order) and the handlers.
+mod body;
+mod keys;
+mod metrics;
+mod routes;
+mod system;
+mod users;
+
+use std::time::Instant;
+
+use crate::auth::{Authorizer, Peer};
+use crate::http::{percent_decode, Request, Response};
+use crate::store::Store;
+
+pub use body::b64;
+pub use metrics::Metrics;
+pub use routes::{Route, ROUTES};
+
+/// Everything a handler may use.
+pub struct App {
+    pub store: Store,
+    /// The admin identity (`admin.identity`); a non-hex value disables admin access.
+    pub admin: String,
+    pub started: Instant,
+    pub started_at: time::OffsetDateTime,
+    pub metrics: Metrics,
+}
+
+/// One request as a handler sees it.
+pub struct Ctx<'a> {
+    pub req: &'a Request,
+    /// The percent-decoded path remainder after the route's prefix.
+    pub resource: String,
+    /// The authenticated caller, if the route identifies callers.
+    pub identity: Option<&'a str>,
+}
+
+impl App {
+    pub fn new(store: Store, admin: String) -> App {
+        App {
+            store,
+            admin,
+            started: Instant::now(),
+            started_at: crate::timefmt::now(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// How many body bytes the route of `req` accepts (0 for unknown routes).
+    pub fn body_limit(&self, req: &Request) -> usize {
+        match find_route(&req.path) {
+            Some(Match::Route(r)) => r.max_body,
+            _ => 0,
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: &Request, peer: &Peer) -> Response {
+        let Some(route_match) = (if is_clean(&req.path) {
+            find_route(&req.path)
+        } else {
+            None
+        }) else {
+            if !is_clean(&req.path) {
+                return Response::moved(&with_query(&clean(&req.path), req), &req.method);
+            }
+            return Response::text(404, "404 page not found\n");
+        };
+        let route = match route_match {
+            Match::Redirect(to) => return Response::moved(&with_query(&to, req), &req.method),
+            Match::Route(route) => route,
+        };
+        let raw_resource = resource_of(route, &req.path);
+        let method_ok =
+            req.method == route.method || (route.method == "PUT" && req.method == "POST");
+        if !method_ok {
+            let mut r = Response::error(
+                405,
+                &format!(
+                    "received method '{}' expected '{}'",
+                    req.method, route.method
+                ),
+            );
+            r.headers.insert(0, ("Accept", route.method.to_owned()));
+            return r;
+        }
+        let Some(resource) = percent_decode(raw_resource) else {
+            return Response::text(400, "400 Bad Request");
+        };
+        let Some(path) = percent_decode(&req.path) else {
+            return Response::text(400, "400 Bad Request");
+        };
+        let auth = Authorizer { admin: &self.admin };
+        let identity = match auth.check(route.auth, peer, &path) {
+            Ok(id) => id,
+            Err(resp) => return self.count(route, resp, None),
+        };
+        let started = Instant::now();
+        let ctx = Ctx {
+            req,
+            resource,
+            identity,
+        };
+        let resp = (route.handler)(self, &ctx);
+        self.count(route, resp, Some(started))
+    }
+
+    fn count(&self, route: &Route, resp: Response, started: Option<Instant>) -> Response {
+        if route.counted {
+            self.metrics
+                .record(resp.status, started.map(|s| s.elapsed()));
+        }
+        resp
+    }
+}
+
+enum Match {
+    Route(&'static Route),
+    Redirect(String),
+}
+
+/// Finds the route for an (encoded) path, like Go's ServeMux: exact paths match exactly,
+/// subtree paths (ending in `/`) match by prefix, and a subtree root without its slash redirects.
+fn find_route(path: &str) -> Option<Match> {
+    for route in ROUTES {
+        if route.path.ends_with('/') {
+            if path.starts_with(route.path) {
+                return Some(Match::Route(route));
+            }
+            if path.len() + 1 == route.path.len() && route.path.starts_with(path) {
+                return Some(Match::Redirect(route.path.to_owned()));
+            }
+        } else if path == route.path {
+            return Some(Match::Route(route));
+        }
+    }
+    None
+}
+
+/// The resource of a matched subtree route: the encoded remainder of the path.
+fn resource_of<'p>(route: &Route, path: &'p str) -> &'p str {
+    path.strip_prefix(route.path).unwrap_or("")
+}
+
+fn with_query(path: &str, req: &Request) -> String {
+    match &req.query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// True if `clean(path) == path`.
+fn is_clean(path: &str) -> bool {
+    !(path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/.."))
+}
+
+/// Go's `path.Clean`, keeping a trailing slash (as ServeMux does).
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = String::from("/");
+    out.push_str(&parts.join("/"));
+    if (path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..")) && out.len() > 1 {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_like_go() {
+        assert_eq!(
+            clean("/v1/key/describe//wire-k1"),
+            "/v1/key/describe/wire-k1"
+        );
+        assert_eq!(
+            clean("/v1/key/x/../describe/wire-k1"),
+            "/v1/key/describe/wire-k1"
+        );
+        assert_eq!(clean("/v1/key/list/"), "/v1/key/list/");
+        assert!(is_clean("/v1/key/create/wire-k9/"));
+        assert!(!is_clean("/a/./b"));
+    }
+}

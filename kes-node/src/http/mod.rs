@@ -1,1 +1,10 @@
-//! placeholder
+//! HTTP/1.1 framing: incremental request parsing (httparse) and response encoding.
+//!
+//! Nothing here knows about KES; the API layer decides what a request means.
+mod parser;
+mod request;
+mod response;
+
+pub use parser::{Parsed, RequestParser, MAX_HEAD_LEN};
+pub use request::{percent_decode, Request};
+pub use response::{go_json, Response};

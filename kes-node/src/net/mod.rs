@@ -1,1 +1,158 @@
-//! placeholder
+//! The event loop: one mio `Poll` serving the listener, every client connection and the
+//! shutdown signals on a single thread. Handlers are synchronous and short; nothing blocks on
+//! a client, so a slow or half-open client only holds its own connection until its timeout.
+mod connection;
+pub mod tls;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::api::App;
+use connection::Connection;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+/// How often deadlines are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// How long shutdown waits for in-flight responses.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections beyond this are refused (accepted and closed at once).
+const MAX_CONNECTIONS: usize = 16 * 1024;
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn serve(
+    mut listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: &App,
+) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+    let mut conns: Slab<Connection> = Slab::new();
+    let mut shutdown_at: Option<Instant> = None;
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+
+    loop {
+        let now = Instant::now();
+        let timeout = next_sweep.saturating_duration_since(now);
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => {
+                    if shutdown_at.is_none() {
+                        accept(&poll, &listener, &tls, &mut conns, now);
+                    }
+                }
+                SIGNALS => {
+                    if signals.pending().next().is_some() && shutdown_at.is_none() {
+                        shutdown_at = Some(now);
+                        poll.registry().deregister(&mut listener)?;
+                        for (_, c) in conns.iter_mut() {
+                            c.close_after_current();
+                        }
+                    }
+                }
+                Token(t) => {
+                    let key = t - FIRST_CONNECTION;
+                    if let Some(conn) = conns.get_mut(key) {
+                        conn.on_ready(app, now);
+                        if shutdown_at.is_some() {
+                            conn.close_after_current();
+                        }
+                        update(&poll, &mut conns, key);
+                    }
+                }
+            }
+        }
+        if now >= next_sweep {
+            next_sweep = now + SWEEP_INTERVAL;
+            let expired: Vec<usize> = conns
+                .iter_mut()
+                .filter_map(|(k, c)| {
+                    c.check_timeouts(now);
+                    c.is_closed().then_some(k)
+                })
+                .collect();
+            for key in expired {
+                update(&poll, &mut conns, key);
+            }
+        }
+        if let Some(t) = shutdown_at {
+            if conns.is_empty() || now - t > SHUTDOWN_GRACE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn accept(
+    poll: &Poll,
+    listener: &TcpListener,
+    tls: &Arc<rustls::ServerConfig>,
+    conns: &mut Slab<Connection>,
+    now: Instant,
+) {
+    loop {
+        match listener.accept() {
+            Ok((mut socket, _)) => {
+                if conns.len() >= MAX_CONNECTIONS {
+                    continue; // dropped: closes the socket
+                }
+                let _ = socket.set_nodelay(true);
+                let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
+                    continue;
+                };
+                let entry = conns.vacant_entry();
+                let token = Token(entry.key() + FIRST_CONNECTION);
+                if poll
+                    .registry()
+                    .register(&mut socket, token, Interest::READABLE)
+                    .is_ok()
+                {
+                    entry.insert(Connection::new(socket, session, now));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Out of file descriptors and the like: try again on the next event.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Re-registers interest after I/O, or removes a closed connection.
+fn update(poll: &Poll, conns: &mut Slab<Connection>, key: usize) {
+    let token = Token(key + FIRST_CONNECTION);
+    let conn = &mut conns[key];
+    if conn.is_closed() {
+        let mut c = conns.remove(key);
+        let _ = poll.registry().deregister(&mut c.socket);
+        return;
+    }
+    let interest = if conn.wants_write() {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    let _ = poll
+        .registry()
+        .reregister(&mut conn.socket, token, interest);
+}

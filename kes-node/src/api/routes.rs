@@ -1,0 +1,173 @@
+//! The route table: upstream's paths, methods, body limits and timeouts (spec §4), which is
+//! also what `GET /v1/api` reports.
+use super::{keys, system, users, App, Ctx};
+use crate::auth::Auth;
+use crate::http::Response;
+
+/// One API route. Paths ending in `/` take the rest of the URL path as their argument.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub max_body: usize,
+    /// Seconds; 0 = none (log streams).
+    pub timeout: u64,
+    pub auth: Auth,
+    /// Whether the request counters and latency histogram see this route (upstream counts
+    /// only key, policy and identity routes).
+    pub counted: bool,
+    pub handler: fn(&App, &Ctx) -> Response,
+}
+
+/// 1 MB as upstream counts it (`aead.dev/mem`: 1 MB = 1,000,000 bytes).
+const MB: usize = 1_000_000;
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    max_body: usize,
+    timeout: u64,
+    auth: Auth,
+    counted: bool,
+    handler: fn(&App, &Ctx) -> Response,
+) -> Route {
+    Route {
+        method,
+        path,
+        max_body,
+        timeout,
+        auth,
+        counted,
+        handler,
+    }
+}
+
+use Auth::{IdentifyOnly, None as NoAuth, Verify};
+
+pub static ROUTES: &[Route] = &[
+    route("GET", "/version", 0, 10, NoAuth, false, system::version),
+    route("GET", "/v1/ready", 0, 15, Verify, false, system::ready),
+    route("GET", "/v1/status", 0, 15, Verify, false, system::status),
+    route("GET", "/v1/metrics", 0, 15, Verify, false, system::metrics),
+    route("GET", "/v1/api", 0, 10, Verify, false, system::api),
+    route("PUT", "/v1/key/create/", 0, 15, Verify, true, keys::create),
+    route("PUT", "/v1/key/import/", MB, 15, Verify, true, keys::import),
+    route(
+        "GET",
+        "/v1/key/describe/",
+        0,
+        15,
+        Verify,
+        true,
+        keys::describe,
+    ),
+    route("GET", "/v1/key/list/", 0, 15, Verify, true, keys::list),
+    route(
+        "DELETE",
+        "/v1/key/delete/",
+        0,
+        15,
+        Verify,
+        true,
+        keys::delete,
+    ),
+    route(
+        "PUT",
+        "/v1/key/generate/",
+        MB,
+        15,
+        Verify,
+        true,
+        keys::generate,
+    ),
+    route(
+        "PUT",
+        "/v1/key/encrypt/",
+        MB,
+        15,
+        Verify,
+        true,
+        keys::encrypt,
+    ),
+    route(
+        "PUT",
+        "/v1/key/decrypt/",
+        MB,
+        15,
+        Verify,
+        true,
+        keys::decrypt,
+    ),
+    route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, keys::hmac),
+    route(
+        "GET",
+        "/v1/policy/describe/",
+        0,
+        15,
+        Verify,
+        true,
+        users::describe_policy,
+    ),
+    route(
+        "GET",
+        "/v1/policy/read/",
+        0,
+        15,
+        Verify,
+        true,
+        users::read_policy,
+    ),
+    route(
+        "GET",
+        "/v1/policy/list/",
+        0,
+        15,
+        Verify,
+        true,
+        users::list_policies,
+    ),
+    route(
+        "GET",
+        "/v1/identity/describe/",
+        0,
+        15,
+        Verify,
+        true,
+        users::describe_identity,
+    ),
+    route(
+        "GET",
+        "/v1/identity/list/",
+        0,
+        15,
+        Verify,
+        true,
+        users::list_identities,
+    ),
+    route(
+        "GET",
+        "/v1/identity/self/describe",
+        0,
+        15,
+        IdentifyOnly,
+        true,
+        users::describe_self,
+    ),
+    route(
+        "GET",
+        "/v1/log/error",
+        0,
+        0,
+        Verify,
+        false,
+        system::log_stream,
+    ),
+    route(
+        "GET",
+        "/v1/log/audit",
+        0,
+        0,
+        Verify,
+        false,
+        system::log_stream,
+    ),
+];

@@ -1,0 +1,59 @@
+//! The command line: `kes-node server`, `kes-node hsm new`.
+mod dev;
+mod server;
+
+use argh::FromArgs;
+
+/// kes-rs: a key management server for object storage, compatible with MinIO KES.
+#[derive(FromArgs)]
+pub struct Args {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Server(server::ServerArgs),
+    Hsm(HsmArgs),
+}
+
+/// Software HSM keys.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "hsm")]
+struct HsmArgs {
+    #[argh(subcommand)]
+    command: HsmCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum HsmCommand {
+    New(HsmNewArgs),
+}
+
+/// Print a new random SoftHSM key (for KES_HSM_KEY).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "new")]
+struct HsmNewArgs {}
+
+/// Runs the parsed command. Errors are one line, printed by `main`.
+pub fn run(args: Args) -> Result<(), String> {
+    match args.command {
+        Command::Server(a) => server::run(a),
+        Command::Hsm(HsmArgs {
+            command: HsmCommand::New(_),
+        }) => {
+            println!("{}", new_soft_hsm_key());
+            Ok(())
+        }
+    }
+}
+
+/// A new random SoftHSM key string `kes:v1:aes256:<base64>`.
+pub fn new_soft_hsm_key() -> String {
+    use kes_core::crypto::{Cipher, SecretKey};
+    let hsm =
+        kes_core::hsm::SoftHsm::from_key(SecretKey::new(Cipher::Aes256, crate::random::bytes()));
+    hsm.encode().as_str().to_owned()
+}

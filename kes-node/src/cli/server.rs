@@ -1,0 +1,110 @@
+//! `kes-node server`: open (or create) `kes.db` in a directory and serve the KES API.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+use kes_core::hsm::SoftHsm;
+
+use crate::api::App;
+use crate::config::Config;
+use crate::hsm::SoftHsmDevice;
+use crate::store::Store;
+
+/// Default listen address, as upstream.
+const DEFAULT_ADDR: &str = "0.0.0.0:7373";
+
+/// Run a stateful KES server whose state lives in DIR/kes.db.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "server")]
+pub struct ServerArgs {
+    /// the YAML configuration file
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// listen address IP:PORT (default 0.0.0.0:7373; 127.0.0.1:7373 with --dev)
+    #[argh(option)]
+    addr: Option<String>,
+    /// start a development server: generate keys and certificates, no set-up needed
+    #[argh(switch)]
+    dev: bool,
+    /// the working directory holding kes.db (with --dev: where to keep the generated files;
+    /// default a new temporary directory)
+    #[argh(positional)]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: ServerArgs) -> Result<(), String> {
+    if args.dev {
+        return super::dev::run(args.dir, args.addr);
+    }
+    let Some(config_path) = args.config else {
+        return Err(
+            "no --config FILE given (or use --dev for a development server with no set-up)".into(),
+        );
+    };
+    let Some(dir) = args.dir else {
+        return Err("no working directory given: kes-node server --config FILE DIR".into());
+    };
+    let config = crate::config::load(&config_path)?;
+    let addr = args
+        .addr
+        .or_else(|| config.address.clone())
+        .unwrap_or_else(|| DEFAULT_ADDR.into());
+    start(&config, &dir, &addr, |_| {})
+}
+
+/// Validates everything, opens the store, binds and serves. `on_listening` runs once the
+/// socket is bound (dev mode prints its instructions there).
+pub fn start(
+    config: &Config,
+    dir: &Path,
+    addr: &str,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    // Everything that can be checked is checked before kes.db is touched.
+    let hsm = soft_hsm(config)?;
+    let tls = crate::net::tls::server_config(
+        &config.tls.cert,
+        &config.tls.key,
+        config.tls.ca.as_deref(),
+    )?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let store = Store::open(dir, &SoftHsmDevice(hsm)).map_err(|e| e.to_string())?;
+
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = mio::net::TcpListener::from_std(listener);
+
+    let app = App::new(store, config.admin_identity.clone());
+    println!("kes-node: listening on {local}");
+    on_listening(local);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    crate::net::serve(listener, tls, &app).map_err(|e| format!("server failed: {e}"))?;
+    println!("kes-node: stopped");
+    Ok(())
+}
+
+/// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
+fn soft_hsm(config: &Config) -> Result<SoftHsm, String> {
+    let (key, source) = match std::env::var("KES_HSM_KEY") {
+        Ok(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),
+        _ => match &config.hsm_key {
+            Some(k) => (k.clone(), "hsm.key in the config"),
+            None => {
+                return Err("no HSM key: set KES_HSM_KEY (or hsm.key in the config) to the key that seals kes.db; \
+                            `kes-node hsm new` prints a new one"
+                    .into())
+            }
+        },
+    };
+    SoftHsm::parse(&key).map_err(|_| {
+        format!("{source} is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes> (or kes:v1:chacha20:...)")
+    })
+}

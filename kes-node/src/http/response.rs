@@ -1,0 +1,183 @@
+//! HTTP responses and their encoding, in the shapes Go's net/http and encoding/json produce
+//! (clients compare error messages byte for byte).
+
+/// A response to encode. `head_only` suppresses the body (HEAD requests) but keeps its length.
+#[derive(Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Close the connection after this response.
+    pub close: bool,
+    /// Stream: send the head with `Transfer-Encoding: chunked` and keep the connection open.
+    pub stream: bool,
+}
+
+impl Response {
+    /// `200` with no body.
+    pub fn ok() -> Response {
+        Response {
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    /// `200` with a JSON body (Go's encoder: compact, HTML-escaped, trailing newline).
+    pub fn json<T: serde::Serialize>(value: &T) -> Response {
+        Response {
+            status: 200,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: go_json(value),
+            ..Default::default()
+        }
+    }
+
+    /// A KES error: `{"message":"..."\n}` (the newline sits inside the object, as upstream sends it).
+    pub fn error(status: u16, message: &str) -> Response {
+        let mut body = b"{\"message\":".to_vec();
+        let mut encoded = go_json(&message);
+        encoded.pop(); // go_json ends with '\n'; upstream puts it before the closing brace.
+        body.extend_from_slice(&encoded);
+        body.extend_from_slice(b"\n}");
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+            ..Default::default()
+        }
+    }
+
+    /// A plain-text error, as Go's mux and server write them (`404 page not found\n`).
+    pub fn text(status: u16, text: &str) -> Response {
+        Response {
+            status,
+            headers: vec![
+                ("Content-Type", "text/plain; charset=utf-8".into()),
+                ("X-Content-Type-Options", "nosniff".into()),
+            ],
+            body: text.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// `301 Moved Permanently` to `location`; GET gets Go's little HTML body.
+    pub fn moved(location: &str, method: &str) -> Response {
+        let mut r = Response {
+            status: 301,
+            ..Default::default()
+        };
+        r.headers.push(("Location", location.to_owned()));
+        if method == "GET" || method == "HEAD" {
+            r.headers
+                .push(("Content-Type", "text/html; charset=utf-8".into()));
+            r.body = format!(
+                "<a href=\"{}\">Moved Permanently</a>.\n\n",
+                html_escape(location)
+            )
+            .into_bytes();
+        }
+        r
+    }
+
+    /// Encodes status line, headers and (unless `head_only`) body for HTTP/1.`minor`.
+    pub fn encode(&self, minor: u8, head_only: bool, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "HTTP/1.{} {} {}\r\n",
+            minor,
+            self.status,
+            reason(self.status)
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+        if self.stream {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            return;
+        }
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+/// Serializes like Go's `json.Encoder.Encode`: compact, `<`, `>`, `&`, U+2028 and U+2029
+/// escaped, followed by a newline.
+pub fn go_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let raw = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    // The escaped characters never occur in JSON outside of strings, so a byte-wise pass is exact.
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'<' => out.extend_from_slice(b"\\u003c"),
+            b'>' => out.extend_from_slice(b"\\u003e"),
+            b'&' => out.extend_from_slice(b"\\u0026"),
+            0xE2 if raw.get(i + 1) == Some(&0x80)
+                && matches!(raw.get(i + 2), Some(0xA8 | 0xA9)) =>
+            {
+                out.extend_from_slice(if raw[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out.push(b'\n');
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Request Entity Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_matches_upstream_bytes() {
+        let r = Response::error(400, "key already exists");
+        assert_eq!(r.body, b"{\"message\":\"key already exists\"\n}");
+    }
+
+    #[test]
+    fn json_escapes_like_go() {
+        assert_eq!(go_json(&"<unknown>"), b"\"\\u003cunknown\\u003e\"\n");
+    }
+}

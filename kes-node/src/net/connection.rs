@@ -1,0 +1,257 @@
+//! One client connection: TCP socket -> rustls -> request parser -> app -> responses.
+//!
+//! Requests are answered strictly in order. While a response is still waiting for the socket
+//! (the client reads slowly), no further pipelined request is processed and no more input is
+//! read beyond a bounded buffer: a slow client only ever costs its own connection memory.
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use rustls::ServerConnection;
+
+use crate::api::App;
+use crate::auth::Peer;
+use crate::http::{Parsed, RequestParser, Response};
+use crate::identity::peer_identity;
+
+/// Time allowed for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed from the first byte of a request to its last.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a keep-alive connection may sit idle.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Time a response may wait for the client to read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Plaintext read ahead of processing (pipelined requests) before we stop reading.
+const MAX_INPUT: usize = 2 * 1024 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and answering requests.
+    Open,
+    /// Send what is buffered, then close.
+    Closing,
+    /// A log stream: the response stays open; input is ignored.
+    Streaming,
+    /// Done: remove it.
+    Closed,
+}
+
+pub struct Connection {
+    pub socket: TcpStream,
+    tls: ServerConnection,
+    input: Vec<u8>,
+    parser: RequestParser,
+    peer: Option<Peer>,
+    phase: Phase,
+    created: Instant,
+    request_started: Option<Instant>,
+    last_activity: Instant,
+    write_blocked_since: Option<Instant>,
+    peer_eof: bool,
+}
+
+impl Connection {
+    pub fn new(socket: TcpStream, mut tls: ServerConnection, now: Instant) -> Connection {
+        // Responses can exceed rustls's default 64 KiB send buffer (decrypting 1 MB); our own
+        // loop provides backpressure by answering one request at a time.
+        tls.set_buffer_limit(None);
+        Connection {
+            socket,
+            tls,
+            input: Vec::new(),
+            parser: RequestParser::default(),
+            peer: None,
+            phase: Phase::Open,
+            created: now,
+            request_started: None,
+            last_activity: now,
+            write_blocked_since: None,
+            peer_eof: false,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// True if the connection is between requests (safe to close on shutdown).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Open
+            && self.input.is_empty()
+            && !self.tls.wants_write()
+            && self.request_started.is_none()
+    }
+
+    /// Shutdown: finish what is in flight, then close.
+    pub fn close_after_current(&mut self) {
+        if self.is_idle() || self.phase == Phase::Streaming {
+            self.tls.send_close_notify();
+            self.phase = Phase::Closing;
+            self.flush();
+        }
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    /// Reads what the socket has, answers complete requests, writes what it can.
+    pub fn on_ready(&mut self, app: &App, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.flush();
+        loop {
+            self.read(now);
+            let before = self.input.len();
+            self.serve(app, now);
+            self.flush();
+            // Reading stops at MAX_INPUT; with edge-triggered readiness no new event comes,
+            // so keep going here while serving frees room.
+            let stalled_on_limit = before >= MAX_INPUT && self.input.len() < before;
+            if !(stalled_on_limit && self.phase == Phase::Open && !self.tls.wants_write()) {
+                break;
+            }
+        }
+        if self.phase == Phase::Closing && !self.tls.wants_write() {
+            self.phase = Phase::Closed;
+        }
+        if self.peer_eof && self.phase != Phase::Closed && !self.tls.wants_write() {
+            // The client closed its side; anything it still sent has been answered.
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Closes connections that exceeded a deadline.
+    pub fn check_timeouts(&mut self, now: Instant) {
+        let expired = match self.phase {
+            Phase::Closed => false,
+            _ if self
+                .write_blocked_since
+                .is_some_and(|t| now - t > WRITE_TIMEOUT) =>
+            {
+                true
+            }
+            Phase::Streaming => false,
+            _ if self.tls.is_handshaking() => now - self.created > HANDSHAKE_TIMEOUT,
+            _ => match self.request_started {
+                Some(t) => now - t > REQUEST_TIMEOUT,
+                None => now - self.last_activity > IDLE_TIMEOUT,
+            },
+        };
+        if expired {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    fn read(&mut self, now: Instant) {
+        while self.input.len() < MAX_INPUT && !self.peer_eof {
+            match self.tls.read_tls(&mut self.socket) {
+                Ok(0) => self.peer_eof = true,
+                Ok(_) => {
+                    self.last_activity = now;
+                    if self.tls.process_new_packets().is_err() {
+                        // rustls queued an alert for the peer; send it and give up.
+                        self.flush();
+                        self.phase = Phase::Closed;
+                        return;
+                    }
+                    self.drain_plaintext();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.phase = Phase::Closed;
+                    return;
+                }
+            }
+        }
+        if self.request_started.is_none() && !self.input.is_empty() {
+            self.request_started = Some(now);
+        }
+    }
+
+    fn drain_plaintext(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.tls.reader().read(&mut chunk) {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    return;
+                }
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(_) => return, // WouldBlock: no more plaintext for now.
+            }
+        }
+    }
+
+    fn serve(&mut self, app: &App, now: Instant) {
+        while self.phase == Phase::Open && !self.tls.wants_write() {
+            if self.peer.is_none() {
+                if self.tls.is_handshaking() {
+                    return;
+                }
+                let certs = self.tls.peer_certificates().unwrap_or(&[]);
+                self.peer = Some(Peer {
+                    identity: peer_identity(certs),
+                });
+            }
+            let parsed = self.parser.poll(&mut self.input, |r| app.body_limit(r));
+            match parsed {
+                Parsed::Incomplete => return,
+                Parsed::Error(resp) => {
+                    self.send(&resp, 1, false);
+                    self.phase = Phase::Closing;
+                }
+                Parsed::Request(req) => {
+                    let peer = self.peer.as_ref().expect("peer identified");
+                    let mut resp = app.handle(&req, peer);
+                    if !req.keep_alive {
+                        resp.close = true;
+                    }
+                    self.send(&resp, req.minor_version, req.method == "HEAD");
+                    self.phase = if resp.stream {
+                        Phase::Streaming
+                    } else if resp.close {
+                        Phase::Closing
+                    } else {
+                        Phase::Open
+                    };
+                    self.request_started = if self.input.is_empty() {
+                        None
+                    } else {
+                        Some(now)
+                    };
+                    self.last_activity = now;
+                }
+            }
+            self.flush();
+        }
+    }
+
+    fn send(&mut self, resp: &Response, minor: u8, head_only: bool) {
+        let mut bytes = Vec::with_capacity(resp.body.len() + 128);
+        resp.encode(minor, head_only, &mut bytes);
+        // Cannot fail: the buffer limit is off.
+        let _ = self.tls.writer().write_all(&bytes);
+    }
+
+    fn flush(&mut self) {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.socket) {
+                Ok(_) => self.write_blocked_since = None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked_since.get_or_insert_with(Instant::now);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Closed;
+                    return;
+                }
+            }
+        }
+    }
+}
