@@ -64,7 +64,10 @@ impl Table {
     }
 }
 
-const KEYS: Table = Table { name: "key", what: "key" };
+const KEYS: Table = Table {
+    name: "key",
+    what: "key",
+};
 /// Every encrypted table; all are created with the database so reads never miss one.
 const TABLES: [Table; 1] = [KEYS];
 
@@ -163,9 +166,14 @@ impl Store {
             }
         }
         precheck(&path, hsm)?;
-        let db = Database::builder().open(&path).map_err(|err| open_failed(&path, err))?;
+        let db = Database::builder()
+            .open(&path)
+            .map_err(|err| open_failed(&path, err))?;
         let root = unseal_root(&db, &path, hsm)?;
-        Ok(Store { _db: db, _root: root })
+        Ok(Store {
+            _db: db,
+            _root: root,
+        })
     }
 
     /// Stores a new key; `Exists` if the name is taken. Durable (fsync) when it returns.
@@ -202,7 +210,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = item_key(enclave, name)?;
         let random: [u8; RANDOM_LEN] = crate::random::bytes();
-        let value = self._root.encrypt(&random, plaintext, aad(table, &key).as_bytes());
+        let value = self
+            ._root
+            .encrypt(&random, plaintext, aad(table, &key).as_bytes());
         let mut txn = self._db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
         {
@@ -217,7 +227,12 @@ impl Store {
     }
 
     /// Reads and decrypts a value.
-    fn get(&self, table: Table, enclave: &str, name: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    fn get(
+        &self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let key = item_key(enclave, name)?;
         let txn = self._db.begin_read().map_err(io_err)?;
         let t = match txn.open_table(table.def()) {
@@ -225,10 +240,21 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Err(StoreError::NotFound),
             Err(err) => return Err(io_err(err)),
         };
-        let value = t.get(key.as_str()).map_err(io_err)?.ok_or(StoreError::NotFound)?;
-        match self._root.decrypt(value.value(), aad(table, &key).as_bytes()) {
+        let value = t
+            .get(key.as_str())
+            .map_err(io_err)?
+            .ok_or(StoreError::NotFound)?;
+        match self
+            ._root
+            .decrypt(value.value(), aad(table, &key).as_bytes())
+        {
             Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
-            Err(_) => Err(corrupted(table, enclave, name, "does not decrypt with the root key")),
+            Err(_) => Err(corrupted(
+                table,
+                enclave,
+                name,
+                "does not decrypt with the root key",
+            )),
         }
     }
 
@@ -325,7 +351,10 @@ fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, O
     let txn = db.begin_read().map_err(|err| db_failed(path, err))?;
     let meta = txn.open_table(META).map_err(|err| db_failed(path, err))?;
     let version = meta.get(META_VERSION).map_err(|err| db_failed(path, err))?;
-    let version = version.as_ref().map(|v| v.value()).and_then(|v| <[u8; 4]>::try_from(v).ok());
+    let version = version
+        .as_ref()
+        .map(|v| v.value())
+        .and_then(|v| <[u8; 4]>::try_from(v).ok());
     match version.map(u32::from_le_bytes) {
         Some(FORMAT_VERSION) => {}
         Some(v) => {
@@ -337,14 +366,20 @@ fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, O
         }
         None => return Err(db_failed(path, "no valid format version")),
     }
-    let sealed = meta.get(root_entry(hsm).as_str()).map_err(|err| db_failed(path, err))?;
+    let sealed = meta
+        .get(root_entry(hsm).as_str())
+        .map_err(|err| db_failed(path, err))?;
     let Some(sealed) = sealed else {
-        return Err(OpenError::NoRootKeyForHsm { hsm: hsm.name().to_string() });
+        return Err(OpenError::NoRootKeyForHsm {
+            hsm: hsm.name().to_string(),
+        });
     };
     let bytes = match hsm.unseal(sealed.value()) {
         Ok(bytes) => bytes,
         Err(HsmError::WrongKey) => {
-            return Err(OpenError::WrongHsmKey { hsm: hsm.name().to_string() })
+            return Err(OpenError::WrongHsmKey {
+                hsm: hsm.name().to_string(),
+            })
         }
         Err(HsmError::Device(msg)) => {
             return Err(OpenError::Database(format!(
@@ -360,9 +395,9 @@ fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, O
     Ok(key)
 }
 
-/// Unseals the root key of an existing database through a read-only backend, so that every
-/// refusal leaves the file exactly as it was. If redb cannot open the file read-only (it
-/// needs repair after a crash), the check is left to the regular open.
+/// Unseals the root key of an existing database through a copy-on-write backend, so that
+/// every refusal leaves the file exactly as it was. If redb cannot open the file that way
+/// (it is not a redb file, say), the regular open reports why.
 fn precheck(path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
     let file = File::open(path).map_err(|err| {
         OpenError::Database(format!(
@@ -370,10 +405,32 @@ fn precheck(path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
             path.display()
         ))
     })?;
-    let Ok(db) = Database::builder().create_with_backend(readonly::ReadOnlyFile::new(file)) else {
+    let backend = readonly::ReadOnlyFile::new(file).map_err(|err| db_failed(path, err))?;
+    let Ok(db) = Database::builder().create_with_backend(backend) else {
         return Ok(());
     };
     unseal_root(&db, path, hsm).map(drop)
+}
+
+/// Writes the format version, the sealed root key and every table in one durable commit.
+fn init_tables(db: &Database, hsm: &dyn Hsm, sealed: &[u8]) -> Result<(), Box<redb::Error>> {
+    // Boxed: `redb::Error` is large.
+    fn boxed(err: impl Into<redb::Error>) -> Box<redb::Error> {
+        Box::new(err.into())
+    }
+    let mut txn = db.begin_write().map_err(boxed)?;
+    txn.set_durability(Durability::Immediate);
+    {
+        let mut meta = txn.open_table(META).map_err(boxed)?;
+        meta.insert(META_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())
+            .map_err(boxed)?;
+        meta.insert(root_entry(hsm).as_str(), sealed)
+            .map_err(boxed)?;
+        for table in TABLES {
+            txn.open_table(table.def()).map_err(boxed)?;
+        }
+    }
+    txn.commit().map_err(boxed)
 }
 
 /// Creates `<dir>/kes.db` with a fresh root key sealed by `hsm`, atomically.
@@ -384,6 +441,16 @@ fn create(dir: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
             path.display()
         ))
     };
+    let mut root: [u8; 32] = crate::random::bytes();
+    let sealed = hsm.seal(&root);
+    root.zeroize();
+    let sealed = sealed.map_err(|err| {
+        OpenError::Database(format!(
+            "HSM '{}' cannot seal a new root key: {err}: check the HSM",
+            hsm.name()
+        ))
+    })?;
+
     std::fs::create_dir_all(dir).map_err(|err| fail("create", dir, &err))?;
     let tmp: PathBuf = dir.join(DB_TMP_FILE);
     // A leftover from a creation that crashed before the rename: it holds nothing of value.
@@ -403,29 +470,12 @@ fn create(dir: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
     let db = Database::builder()
         .create_with_backend(backend)
         .map_err(|err| fail("create", &tmp, &err))?;
-
-    let mut root: [u8; 32] = crate::random::bytes();
-    let sealed = hsm.seal(&root);
-    root.zeroize();
-    let sealed = sealed.map_err(|err| {
-        OpenError::Database(format!("HSM '{}' cannot seal the root key: {err}", hsm.name()))
-    })?;
-    let write = || -> Result<(), redb::Error> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
-            meta.insert(root_entry(hsm).as_str(), sealed.as_slice())?;
-            for table in TABLES {
-                txn.open_table(table.def())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    };
-    write().map_err(|err| fail("write", &tmp, &err))?;
+    let written = init_tables(&db, hsm, &sealed);
     drop(db);
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail("write", &tmp, &err));
+    }
 
     let path = dir.join(DB_FILE);
     std::fs::rename(&tmp, &path).map_err(|err| fail("rename", &tmp, &err))?;

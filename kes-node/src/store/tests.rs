@@ -1,0 +1,456 @@
+//! Store tests: each runs in its own directory under the system temp dir.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kes_core::crypto::{Cipher, HmacKey, SecretKey};
+use kes_core::hsm::SoftHsm;
+use redb::Database;
+
+use super::*;
+use crate::hsm::SoftHsmDevice;
+
+/// A fresh directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "kes-node-store-{}-{test}-{n}-{}",
+            std::process::id(),
+            hex_nonce()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join(DB_FILE)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hex_nonce() -> String {
+    crate::random::bytes::<4>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hsm(byte: u8) -> SoftHsmDevice {
+    SoftHsmDevice(SoftHsm::from_key(SecretKey::new(
+        Cipher::Aes256,
+        [byte; 32],
+    )))
+}
+
+fn record(byte: u8, by: &str) -> KeyRecord {
+    KeyRecord {
+        key: SecretKey::new(
+            if byte & 1 == 0 {
+                Cipher::Aes256
+            } else {
+                Cipher::ChaCha20
+            },
+            [byte; 32],
+        ),
+        hmac: match byte % 3 {
+            0 => None,
+            _ => Some(HmacKey::new([byte ^ 0xff; 32])),
+        },
+        created_at: time::OffsetDateTime::from_unix_timestamp_nanos(
+            1_705_055_960_886_816_123 + i128::from(byte),
+        )
+        .unwrap(),
+        created_by: by.to_string(),
+    }
+}
+
+fn assert_same(a: &KeyRecord, b: &KeyRecord) {
+    assert_eq!(a.key.as_bytes(), b.key.as_bytes());
+    assert_eq!(a.key.cipher(), b.key.cipher());
+    assert_eq!(
+        a.hmac.as_ref().map(|h| *h.as_bytes()),
+        b.hmac.as_ref().map(|h| *h.as_bytes())
+    );
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.created_by, b.created_by);
+}
+
+fn corrupted_item(err: StoreError) -> String {
+    match err {
+        StoreError::Corrupted(msg) => msg,
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_get_delete_list() {
+    let dir = TempDir::new("crud");
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "").unwrap(),
+        Vec::<String>::new()
+    );
+
+    for (i, name) in ["b", "ab", "a", "a-1", "c"].iter().enumerate() {
+        store
+            .create_key(DEFAULT_ENCLAVE, name, &record(i as u8, "admin"))
+            .unwrap();
+    }
+    store
+        .create_key("other", "a", &record(9, "someone"))
+        .unwrap();
+
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "b").unwrap(),
+        &record(0, "admin"),
+    );
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "a").unwrap(),
+        &record(2, "admin"),
+    );
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "a-1").unwrap(),
+        &record(3, "admin"),
+    );
+    assert_same(&store.key("other", "a").unwrap(), &record(9, "someone"));
+
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "").unwrap(),
+        ["a", "a-1", "ab", "b", "c"]
+    );
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "a").unwrap(),
+        ["a", "a-1", "ab"]
+    );
+    assert_eq!(store.list_keys(DEFAULT_ENCLAVE, "ab").unwrap(), ["ab"]);
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "x").unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.list_keys("other", "").unwrap(), ["a"]);
+    assert_eq!(
+        store.list_keys("missing", "").unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.list_keys("bad/enclave", "").unwrap(),
+        Vec::<String>::new()
+    );
+
+    // `Exists` leaves the first key untouched.
+    assert_eq!(
+        store.create_key(DEFAULT_ENCLAVE, "a", &record(7, "x")),
+        Err(StoreError::Exists)
+    );
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "a").unwrap(),
+        &record(2, "admin"),
+    );
+
+    store.delete_key(DEFAULT_ENCLAVE, "a").unwrap();
+    assert!(matches!(
+        store.key(DEFAULT_ENCLAVE, "a"),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.delete_key(DEFAULT_ENCLAVE, "a"),
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "a").unwrap(),
+        ["a-1", "ab"]
+    );
+    // The other enclave's `a` is a different key.
+    assert_same(&store.key("other", "a").unwrap(), &record(9, "someone"));
+    assert!(matches!(store.key("nope", "a"), Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.key("other/a", ""),
+        Err(StoreError::NotFound)
+    ));
+
+    // A deleted name can be created again.
+    store
+        .create_key(DEFAULT_ENCLAVE, "a", &record(8, "again"))
+        .unwrap();
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "a").unwrap(),
+        &record(8, "again"),
+    );
+}
+
+#[test]
+fn concurrent_creates_of_one_name_exactly_one_wins() {
+    let dir = TempDir::new("race");
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = &store;
+                s.spawn(move || store.create_key(DEFAULT_ENCLAVE, "k", &record(i, "t")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(StoreError::Exists)));
+}
+
+#[test]
+fn survives_restart() {
+    let dir = TempDir::new("restart");
+    {
+        let store = Store::open(dir.path(), &hsm(1)).unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "k1", &record(1, "admin"))
+            .unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "k2", &record(2, "admin"))
+            .unwrap();
+        store.delete_key(DEFAULT_ENCLAVE, "k2").unwrap();
+    }
+    assert!(!dir.path().join(DB_TMP_FILE).exists());
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "k1").unwrap(),
+        &record(1, "admin"),
+    );
+    assert_eq!(store.list_keys(DEFAULT_ENCLAVE, "").unwrap(), ["k1"]);
+}
+
+#[test]
+fn creates_missing_directory_and_replaces_stale_tmp() {
+    let dir = TempDir::new("mkdir");
+    let nested = dir.path().join("a/b");
+    Store::open(&nested, &hsm(1)).unwrap();
+    assert!(nested.join(DB_FILE).exists());
+
+    // A crash before the rename leaves `kes.db.tmp`; the next start starts over.
+    let dir = TempDir::new("stale");
+    std::fs::write(dir.path().join(DB_TMP_FILE), b"half-written garbage").unwrap();
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    store
+        .create_key(DEFAULT_ENCLAVE, "k", &record(1, "a"))
+        .unwrap();
+    assert!(!dir.path().join(DB_TMP_FILE).exists());
+}
+
+/// An HSM that cannot seal: creation must fail without leaving a database behind.
+struct BrokenHsm;
+
+impl Hsm for BrokenHsm {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn seal(&self, _: &[u8]) -> Result<Vec<u8>, HsmError> {
+        Err(HsmError::Device("unplugged".into()))
+    }
+    fn unseal(&self, _: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        Err(HsmError::Device("unplugged".into()))
+    }
+}
+
+#[test]
+fn failed_creation_leaves_no_database() {
+    let dir = TempDir::new("broken");
+    let err = Store::open(dir.path(), &BrokenHsm).err().unwrap();
+    assert!(matches!(err, OpenError::Database(_)), "{err}");
+    assert!(!dir.db().exists());
+    // The next start with a working HSM creates the database.
+    Store::open(dir.path(), &hsm(1)).unwrap();
+}
+
+#[test]
+fn wrong_hsm_key_is_refused_and_changes_nothing() {
+    let dir = TempDir::new("wrongkey");
+    {
+        let store = Store::open(dir.path(), &hsm(1)).unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "k", &record(1, "admin"))
+            .unwrap();
+    }
+    let before = std::fs::read(dir.db()).unwrap();
+
+    let err = Store::open(dir.path(), &hsm(2)).err().unwrap();
+    assert!(matches!(&err, OpenError::WrongHsmKey { hsm } if hsm == kes_core::hsm::SOFT_HSM_NAME));
+    let msg = err.to_string();
+    assert!(msg.contains("KES_HSM_KEY") && !msg.contains('\n'), "{msg}");
+    assert_eq!(std::fs::read(dir.db()).unwrap(), before, "kes.db changed");
+
+    // An HSM without a sealed copy of the root key.
+    let err = Store::open(dir.path(), &BrokenHsm).err().unwrap();
+    assert!(
+        matches!(&err, OpenError::NoRootKeyForHsm { hsm } if hsm == "broken"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.db()).unwrap(), before, "kes.db changed");
+
+    // The right key still opens it, with the data intact.
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "k").unwrap(),
+        &record(1, "admin"),
+    );
+}
+
+#[test]
+fn clean_database_opens_read_only() {
+    // The HSM key check relies on this: a cleanly closed kes.db opens through the read-only
+    // backend (no repair needed), and reading it writes nothing.
+    let dir = TempDir::new("readonly");
+    {
+        let store = Store::open(dir.path(), &hsm(1)).unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "k", &record(1, "admin"))
+            .unwrap();
+    }
+    let before = std::fs::read(dir.db()).unwrap();
+    let file = std::fs::File::open(dir.db()).unwrap();
+    let db = Database::builder()
+        .create_with_backend(readonly::ReadOnlyFile::new(file).unwrap())
+        .unwrap();
+    unseal_root(&db, &dir.db(), &hsm(1)).unwrap();
+    drop(db);
+    assert_eq!(std::fs::read(dir.db()).unwrap(), before);
+}
+
+#[test]
+fn unknown_format_version_is_refused() {
+    let dir = TempDir::new("version");
+    drop(Store::open(dir.path(), &hsm(1)).unwrap());
+    {
+        let db = Database::open(dir.db()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_VERSION, 2u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(dir.db()).unwrap();
+    let err = Store::open(dir.path(), &hsm(1)).err().unwrap();
+    assert!(err.to_string().contains("format version 2"), "{err}");
+    assert_eq!(std::fs::read(dir.db()).unwrap(), before);
+}
+
+#[test]
+fn not_a_database_is_refused() {
+    let dir = TempDir::new("garbage");
+    std::fs::write(dir.db(), vec![0x42; 8192]).unwrap();
+    let err = Store::open(dir.path(), &hsm(1)).err().unwrap();
+    assert!(matches!(err, OpenError::Database(_)), "{err}");
+    assert_eq!(std::fs::read(dir.db()).unwrap(), vec![0x42; 8192]);
+}
+
+/// The raw (encrypted) value stored under `<enclave>/<name>` in the `key` table.
+fn raw_value(db: &Path, enclave: &str, name: &str) -> Vec<u8> {
+    let db = Database::open(db).unwrap();
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(KEYS.def()).unwrap();
+    let v = t
+        .get(format!("{enclave}/{name}").as_str())
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    v
+}
+
+#[test]
+fn flipped_byte_corrupts_only_that_item() {
+    let dir = TempDir::new("flip");
+    {
+        let store = Store::open(dir.path(), &hsm(1)).unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "victim", &record(1, "admin"))
+            .unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "other", &record(2, "admin"))
+            .unwrap();
+    }
+    let value = raw_value(&dir.db(), DEFAULT_ENCLAVE, "victim");
+    assert!(value.len() > 32 + 44, "value is encrypted key material");
+
+    // Flip one byte of every copy of the value in the file (copy-on-write may have left an
+    // older page holding it too).
+    let mut file = std::fs::read(dir.db()).unwrap();
+    let mut copies = 0;
+    let mut at = 0;
+    while let Some(pos) = file[at..]
+        .windows(value.len())
+        .position(|w| w == value.as_slice())
+    {
+        let start = at + pos;
+        file[start + value.len() / 2] ^= 0x01;
+        copies += 1;
+        at = start + value.len();
+    }
+    assert!(copies >= 1, "the encrypted value is in the file");
+    std::fs::write(dir.db(), &file).unwrap();
+
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    let msg = corrupted_item(store.key(DEFAULT_ENCLAVE, "victim").err().unwrap());
+    assert!(msg.starts_with("key 'victim'"), "{msg}");
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "other").unwrap(),
+        &record(2, "admin"),
+    );
+    assert_eq!(
+        store.list_keys(DEFAULT_ENCLAVE, "").unwrap(),
+        ["other", "victim"]
+    );
+}
+
+#[test]
+fn value_copied_under_another_name_does_not_decrypt() {
+    let dir = TempDir::new("aad");
+    {
+        let store = Store::open(dir.path(), &hsm(1)).unwrap();
+        store
+            .create_key(DEFAULT_ENCLAVE, "a", &record(1, "admin"))
+            .unwrap();
+    }
+    let value = raw_value(&dir.db(), DEFAULT_ENCLAVE, "a");
+    {
+        let db = Database::open(dir.db()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(KEYS.def()).unwrap();
+            t.insert("default/b", value.as_slice()).unwrap();
+            t.insert("other/a", value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    assert_same(
+        &store.key(DEFAULT_ENCLAVE, "a").unwrap(),
+        &record(1, "admin"),
+    );
+    let msg = corrupted_item(store.key(DEFAULT_ENCLAVE, "b").err().unwrap());
+    assert!(msg.starts_with("key 'b'"), "{msg}");
+    let msg = corrupted_item(store.key("other", "a").err().unwrap());
+    assert!(msg.starts_with("key 'a' in enclave 'other'"), "{msg}");
+}
+
+#[test]
+fn undecodable_plaintext_is_corrupted() {
+    let dir = TempDir::new("decode");
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    // Correctly encrypted, but not a key record.
+    store
+        .put_new(KEYS, DEFAULT_ENCLAVE, "junk", b"\x07not a key")
+        .unwrap();
+    let msg = corrupted_item(store.key(DEFAULT_ENCLAVE, "junk").err().unwrap());
+    assert!(msg.starts_with("key 'junk'"), "{msg}");
+}
