@@ -11,10 +11,30 @@
 //!   ca: ./ca.pem            # optional: verify client certificates against these CAs
 //! hsm:
 //!   key: kes:v1:aes256:...  # optional; KES_HSM_KEY wins when set (our extension)
+//! api:
+//!   /v1/status:
+//!     skip_auth: true
+//!     timeout: 15s          # Go duration; 0 = the route's default
+//! policy:
+//!   my-app:
+//!     allow: [/v1/key/create/my-app*, /v1/key/generate/my-app*]
+//!     deny: []
+//!     identities: [<hex identity>, ...]
 //! ```
+//!
+//! Any scalar may be `${ENV_VAR}` (the whole value, surrounding whitespace ignored); a missing
+//! variable is an error that names it. Relative paths are resolved against the directory of
+//! the config file. Sections upstream's stateless server has but kes-node does not use
+//! (`cache`, `log`, `keys`, `keystore`, `tls.auth`, `tls.proxy`) are accepted and ignored;
+//! any other unknown field is an error, so a typo never silently disables a setting.
+//!
+//! The file is walked as a YAML value tree rather than derived with serde so that every error
+//! can name the field it is about (`config: policy.my-app.identities[1]: ...`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde_norway::{Mapping, Value};
 
 /// A parsed and validated configuration.
 #[derive(Debug, Clone, Default)]
@@ -57,10 +77,659 @@ pub struct PolicyConfig {
 
 /// Reads and validates a config file. Errors are one line that names the problem.
 pub fn load(path: &Path) -> Result<Config, String> {
-    todo!("{path:?}")
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?;
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parse(&text, &base).map_err(|err| format!("{err} (in {})", path.display()))
 }
 
 /// Parses config text; `base` resolves relative paths.
 pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-    todo!("{text}{base:?}")
+    let root: Value = serde_norway::from_str(text)
+        .map_err(|err| format!("config: invalid YAML: {}", one_line(&err.to_string())))?;
+    let root = match root {
+        Value::Null => Mapping::new(),
+        Value::Mapping(m) => m,
+        _ => return Err("config: the file must be a YAML mapping of fields".into()),
+    };
+    let top = Fields::new("", &root)?;
+    top.check_known(
+        &["version", "address", "admin", "tls", "hsm", "api", "policy"],
+        &["cache", "log", "keys", "keystore"],
+    )?;
+
+    if let Some(version) = top.string("version")? {
+        if version != "v1" {
+            return Err(format!(
+                "config: version: unsupported version '{version}': use v1"
+            ));
+        }
+    }
+
+    let mut config = Config {
+        address: top.string("address")?,
+        ..Config::default()
+    };
+
+    let admin = top.section("admin")?;
+    admin.check_known(&["identity"], &[])?;
+    config.admin_identity = admin
+        .string("identity")?
+        .ok_or("config: admin.identity is required (an identity, or `disabled`)")?;
+
+    let tls = top.section("tls")?;
+    tls.check_known(&["key", "cert", "ca", "password"], &["auth", "proxy"])?;
+    if tls.string("password")?.is_some() {
+        return Err(
+            "config: tls.password: encrypted private keys are not supported: \
+                    decrypt the key file and remove tls.password"
+                .into(),
+        );
+    }
+    let path = |field: &str| -> Result<Option<PathBuf>, String> {
+        Ok(tls.string(field)?.map(|p| base.join(p)))
+    };
+    config.tls = TlsFiles {
+        key: path("key")?.ok_or("config: tls.key is required (the server's private key file)")?,
+        cert: path("cert")?
+            .ok_or("config: tls.cert is required (the server's certificate file)")?,
+        ca: path("ca")?,
+    };
+
+    let hsm = top.section("hsm")?;
+    hsm.check_known(&["key"], &[])?;
+    config.hsm_key = hsm.string("key")?;
+    if let Some(key) = &config.hsm_key {
+        // Never echo the value: it is the key that protects every other key.
+        if kes_core::hsm::SoftHsm::parse(key).is_err() {
+            return Err(
+                "config: hsm.key: not a SoftHSM key: expected kes:v1:aes256:<base64 of \
+                        32 bytes> (or kes:v1:chacha20:...)"
+                    .into(),
+            );
+        }
+    }
+
+    let api = top.section("api")?;
+    for (route, value) in api.entries()? {
+        let field = format!("api.{route}");
+        if !route.starts_with('/') {
+            return Err(format!("config: {field}: an API path starts with '/'"));
+        }
+        let route_fields = Fields::from_value(&field, value)?;
+        route_fields.check_known(&["skip_auth", "timeout"], &[])?;
+        let timeout = match route_fields.string("timeout")? {
+            None => None,
+            Some(s) => {
+                let d = parse_go_duration(&s)
+                    .map_err(|why| format!("config: {field}.timeout: {why}"))?;
+                (!d.is_zero()).then_some(d)
+            }
+        };
+        let skip_auth = route_fields.bool("skip_auth")?.unwrap_or(false);
+        config.api.insert(route, RouteConfig { skip_auth, timeout });
+    }
+
+    let policies = top.section("policy")?;
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in policies.entries()? {
+        let field = format!("policy.{name}");
+        if !kes_core::name::valid_name(&name) {
+            return Err(format!(
+                "config: {field}: invalid policy name: use 1 to 80 of [0-9A-Za-z_-]"
+            ));
+        }
+        let p = Fields::from_value(&field, value)?;
+        p.check_known(&["allow", "deny", "identities"], &[])?;
+        let policy = PolicyConfig {
+            allow: p.strings("allow")?,
+            deny: p.strings("deny")?,
+            identities: p.strings("identities")?,
+        };
+        for (i, identity) in policy.identities.iter().enumerate() {
+            let at = format!("config: {field}.identities[{i}]");
+            if !kes_core::name::valid_name(identity) {
+                return Err(format!("{at}: '{identity}' is not a valid identity"));
+            }
+            if *identity == config.admin_identity {
+                return Err(format!(
+                    "{at}: '{identity}' is the admin identity, which needs no policy"
+                ));
+            }
+            if let Some(other) = owner.insert(identity.clone(), name.clone()) {
+                return Err(format!(
+                    "{at}: cannot assign policy '{name}' to '{identity}': identity already has \
+                     policy '{other}'"
+                ));
+            }
+        }
+        config.policies.insert(name, policy);
+    }
+    Ok(config)
+}
+
+/// The fields of one YAML mapping, with the dotted path used in error messages.
+struct Fields<'a> {
+    path: String,
+    map: Option<&'a Mapping>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(path: &str, map: &'a Mapping) -> Result<Fields<'a>, String> {
+        let fields = Fields {
+            path: path.to_string(),
+            map: Some(map),
+        };
+        // Keys must be strings, so that every later lookup and error message can name them.
+        for key in map.keys() {
+            if key.as_str().is_none() {
+                return Err(format!(
+                    "config: {}: field names must be strings, found {}",
+                    fields.label(),
+                    describe(key)
+                ));
+            }
+        }
+        Ok(fields)
+    }
+
+    /// A section that may be absent or empty (`tls:` with nothing under it).
+    fn from_value(path: &str, value: &'a Value) -> Result<Fields<'a>, String> {
+        match value {
+            Value::Null => Ok(Fields {
+                path: path.to_string(),
+                map: None,
+            }),
+            Value::Mapping(m) => Fields::new(path, m),
+            other => Err(format!(
+                "config: {path}: expected a mapping, found {}",
+                describe(other)
+            )),
+        }
+    }
+
+    fn label(&self) -> &str {
+        if self.path.is_empty() {
+            "top level"
+        } else {
+            &self.path
+        }
+    }
+
+    fn child(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map?.get(name).filter(|v| !v.is_null())
+    }
+
+    /// Rejects fields that are neither `known` nor `ignored`.
+    fn check_known(&self, known: &[&str], ignored: &[&str]) -> Result<(), String> {
+        let Some(map) = self.map else { return Ok(()) };
+        for key in map.keys().filter_map(Value::as_str) {
+            if !known.contains(&key) && !ignored.contains(&key) {
+                return Err(format!(
+                    "config: unknown field '{}': expected one of {}",
+                    self.child(key),
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn section(&self, name: &str) -> Result<Fields<'a>, String> {
+        match self.map.and_then(|m| m.get(name)) {
+            None => Ok(Fields {
+                path: self.child(name),
+                map: None,
+            }),
+            Some(value) => Fields::from_value(&self.child(name), value),
+        }
+    }
+
+    /// The entries of a mapping whose keys are user-chosen names (`api`, `policy`).
+    fn entries(&self) -> Result<Vec<(String, &'a Value)>, String> {
+        let Some(map) = self.map else {
+            return Ok(Vec::new());
+        };
+        Ok(map
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+            .collect())
+    }
+
+    /// A scalar as a string, `${VAR}` expanded; empty means absent.
+    fn string(&self, name: &str) -> Result<Option<String>, String> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        let s = scalar(&self.child(name), value)?;
+        Ok((!s.is_empty()).then_some(s))
+    }
+
+    fn bool(&self, name: &str) -> Result<Option<bool>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(value) => {
+                let field = self.child(name);
+                let s = scalar(&field, value)?;
+                match s.as_str() {
+                    "" => Ok(None),
+                    "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Some(true)),
+                    "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Some(false)),
+                    _ => Err(format!(
+                        "config: {field}: expected true or false, found '{s}'"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A list of scalars; each element may be `${VAR}`.
+    fn strings(&self, name: &str) -> Result<Vec<String>, String> {
+        let field = self.child(name);
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| scalar(&format!("{field}[{i}]"), item))
+                .collect(),
+            Some(other) => Err(format!(
+                "config: {field}: expected a list, found {}",
+                describe(other)
+            )),
+        }
+    }
+}
+
+/// A scalar's text with `${VAR}` expanded and surrounding whitespace trimmed.
+fn scalar(field: &str, value: &Value) -> Result<String, String> {
+    let s = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        other => {
+            return Err(format!(
+                "config: {field}: expected a value, found {}",
+                describe(other)
+            ))
+        }
+    };
+    let trimmed = s.trim();
+    match trimmed
+        .strip_prefix("${")
+        .and_then(|rest| rest.strip_suffix('}'))
+    {
+        Some(var) => {
+            let var = var.trim();
+            match std::env::var(var) {
+                Ok(v) => Ok(v.trim().to_string()),
+                Err(std::env::VarError::NotPresent) => Err(format!(
+                    "config: {field}: environment variable '{var}' is not set"
+                )),
+                Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                    "config: {field}: environment variable '{var}' is not valid UTF-8"
+                )),
+            }
+        }
+        None => Ok(trimmed.to_string()),
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses a Go `time.ParseDuration` string (`15s`, `1m30s`, `1.5h`, `300ms`, `0`). Negative
+/// durations are rejected: no setting takes one.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration '{s}': use a Go duration such as 15s or 1m30s");
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.starts_with('-') {
+        if rest[1..].chars().all(|c| c == '0' || c == '.') && rest.len() > 1 {
+            return Ok(Duration::ZERO);
+        }
+        return Err(format!("invalid duration '{s}': must not be negative"));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u128 = 0; // nanoseconds
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (int, after) = rest.split_at(digits);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(after) => {
+                let n = after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len());
+                after.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(invalid());
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            "" => {
+                return Err(format!(
+                    "invalid duration '{s}': missing unit (ns, us, ms, s, m, h)"
+                ))
+            }
+            _ => return Err(format!("invalid duration '{s}': unknown unit '{unit}'")),
+        };
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| invalid())?
+        };
+        let mut value = int.checked_mul(scale).ok_or_else(invalid)?;
+        // The fraction, truncated to nanoseconds like Go.
+        let mut place = scale;
+        for d in frac.bytes() {
+            place /= 10;
+            if place == 0 {
+                break;
+            }
+            value += u128::from(d - b'0') * place;
+        }
+        total = total.checked_add(value).ok_or_else(invalid)?;
+        rest = after;
+    }
+    // Go durations are int64 nanoseconds.
+    if total > i64::MAX as u128 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
+    const ID1: &str = "df7281ca3fed4ef7d06297eb7cb9d590a4edc863b4425f4762bb2afaebfd3258";
+    const ID2: &str = "c0ecd5962eaf937422268b80a93dde4786dc9783fb2480ddea0f3e5fe471a731";
+
+    fn base() -> &'static Path {
+        Path::new("/etc/kes")
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!(
+            "admin:\n  identity: {ADMIN}\ntls:\n  key: server.key\n  cert: server.cert\n{extra}"
+        )
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text, base()).err().expect("expected an error");
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn full_config() {
+        let text = format!(
+            r#"
+version: v1
+address: 0.0.0.0:7373
+admin:
+  identity: {ADMIN}
+tls:
+  key: ./server.key
+  cert: /abs/server.cert
+  ca: certs/ca.pem
+  auth: on
+  proxy:
+    identities: []
+hsm:
+  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
+api:
+  /v1/status:
+    skip_auth: true
+    timeout: 1m30s
+  /v1/ready:
+    skip_auth: false
+    timeout: 0s
+  /v1/metrics: {{}}
+policy:
+  my-app:
+    allow:
+    - /v1/key/create/my-app*
+    - /v1/key/generate/my-app*
+    deny:
+    - /v1/key/generate/my-app-internal*
+    identities:
+    - {ID1}
+    - {ID2}
+  empty: {{}}
+cache:
+  expiry:
+    any: 5m0s
+log:
+  error: on
+keys:
+  - name: some-key
+keystore:
+  fs:
+    path: ./keys
+"#
+        );
+        let c = parse(&text, base()).unwrap();
+        assert_eq!(c.address.as_deref(), Some("0.0.0.0:7373"));
+        assert_eq!(c.admin_identity, ADMIN);
+        assert_eq!(c.tls.key, Path::new("/etc/kes/./server.key"));
+        assert_eq!(c.tls.cert, Path::new("/abs/server.cert"));
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(Path::new("/etc/kes/certs/ca.pem"))
+        );
+        assert!(c.hsm_key.as_deref().unwrap().starts_with("kes:v1:aes256:"));
+        let status = &c.api["/v1/status"];
+        assert!(status.skip_auth);
+        assert_eq!(status.timeout, Some(Duration::from_secs(90)));
+        assert!(!c.api["/v1/ready"].skip_auth);
+        assert_eq!(c.api["/v1/ready"].timeout, None);
+        assert_eq!(c.api["/v1/metrics"].timeout, None);
+        let p = &c.policies["my-app"];
+        assert_eq!(
+            p.allow,
+            ["/v1/key/create/my-app*", "/v1/key/generate/my-app*"]
+        );
+        assert_eq!(p.deny, ["/v1/key/generate/my-app-internal*"]);
+        assert_eq!(p.identities, [ID1, ID2]);
+        assert!(c.policies["empty"].allow.is_empty());
+    }
+
+    #[test]
+    fn minimal_config_and_defaults() {
+        let c = parse(&minimal(""), base()).unwrap();
+        assert_eq!(c.address, None);
+        assert_eq!(c.tls.ca, None);
+        assert_eq!(c.hsm_key, None);
+        assert!(c.api.is_empty() && c.policies.is_empty());
+        // Empty optional values count as absent.
+        let c = parse(&minimal("address: \"\"\nhsm:\n"), base()).unwrap();
+        assert_eq!(c.address, None);
+    }
+
+    #[test]
+    fn env_vars() {
+        std::env::set_var("KES_NODE_CONFIG_TEST_ADMIN", format!("  {ADMIN}\n"));
+        std::env::set_var("KES_NODE_CONFIG_TEST_SKIP", "true");
+        std::env::set_var("KES_NODE_CONFIG_TEST_ID", ID1);
+        let text = r#"
+admin:
+  identity: ${KES_NODE_CONFIG_TEST_ADMIN}
+tls:
+  key: " ${ KES_NODE_CONFIG_TEST_NOT_SET_EITHER } "
+  cert: server.cert
+"#;
+        let e = err(text);
+        assert_eq!(
+            e,
+            "config: tls.key: environment variable 'KES_NODE_CONFIG_TEST_NOT_SET_EITHER' is not set"
+        );
+        let text = r#"
+admin:
+  identity: ${KES_NODE_CONFIG_TEST_ADMIN}
+tls:
+  key: server.key
+  cert: server.cert
+api:
+  /v1/ready:
+    skip_auth: ${KES_NODE_CONFIG_TEST_SKIP}
+policy:
+  p:
+    identities: [ "${KES_NODE_CONFIG_TEST_ID}" ]
+"#;
+        let c = parse(text, base()).unwrap();
+        assert_eq!(c.admin_identity, ADMIN);
+        assert!(c.api["/v1/ready"].skip_auth);
+        assert_eq!(c.policies["p"].identities, [ID1]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            err("admin:\n  identity: x\n"),
+            "config: tls.key is required (the server's private key file)"
+        );
+        assert!(
+            err("tls:\n  key: a\n  cert: b\n").starts_with("config: admin.identity is required")
+        );
+        assert!(
+            err(&minimal("version: v2\n")).starts_with("config: version: unsupported version 'v2'")
+        );
+        assert!(
+            err(&minimal("adress: 1.2.3.4:7373\n")).starts_with("config: unknown field 'adress'")
+        );
+        assert!(err(&minimal("api:\n  /v1/ready:\n    skip-auth: true\n"))
+            .starts_with("config: unknown field 'api./v1/ready.skip-auth'"));
+        assert!(err(&minimal("api:\n  /v1/ready:\n    timeout: 15\n"))
+            .starts_with("config: api./v1/ready.timeout: invalid duration '15': missing unit"));
+        assert!(err(&minimal("api:\n  /v1/ready:\n    timeout: -1s\n"))
+            .contains("must not be negative"));
+        assert!(err(&minimal("api:\n  /v1/ready:\n    skip_auth: maybe\n"))
+            .starts_with("config: api./v1/ready.skip_auth: expected true or false"));
+        assert!(err(&minimal("api:\n  v1/ready: {}\n")).starts_with("config: api.v1/ready:"));
+        assert!(err(&minimal("policy:\n  p:\n    allow: /v1/key\n"))
+            .starts_with("config: policy.p.allow: expected a list"));
+        assert!(err(&minimal("policy:\n  p:\n    allows: []\n"))
+            .starts_with("config: unknown field 'policy.p.allows'"));
+        assert!(err(&minimal("policy:\n  bad/name: {}\n")).starts_with("config: policy.bad/name:"));
+        assert!(err(&minimal(&format!(
+            "policy:\n  p:\n    identities: [{ADMIN}]\n"
+        )))
+        .contains("admin identity"));
+        let twice =
+            format!("policy:\n  a:\n    identities: [{ID1}]\n  b:\n    identities: [{ID1}]\n");
+        assert_eq!(
+            err(&minimal(&twice)),
+            format!(
+                "config: policy.b.identities[0]: cannot assign policy 'b' to '{ID1}': identity \
+                 already has policy 'a'"
+            )
+        );
+        let e = err(&minimal("hsm:\n  key: kes:v1:aes256:c2VjcmV0\n"));
+        assert!(
+            e.starts_with("config: hsm.key:") && !e.contains("c2VjcmV0"),
+            "{e}"
+        );
+        // A section given twice.
+        assert!(err(&minimal("tls:\n  ca: x\n")).starts_with("config: invalid YAML"));
+        assert!(err("admin: [\n").starts_with("config: invalid YAML"));
+        assert!(err("- a\n- b\n").starts_with("config: the file must be a YAML mapping"));
+        assert!(err("admin: x\n").starts_with("config: admin: expected a mapping"));
+    }
+
+    #[test]
+    fn encrypted_key_password_is_refused() {
+        let text =
+            format!("admin:\n  identity: {ADMIN}\ntls:\n  key: k\n  cert: c\n  password: secret\n");
+        let e = err(&text);
+        assert!(
+            e.starts_with("config: tls.password:") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = |s: &str| parse_go_duration(s).unwrap();
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("15s"), Duration::from_secs(15));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("5m0s"), Duration::from_secs(300));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("300ms"), Duration::from_millis(300));
+        assert_eq!(ok("1h2m3s4ms5us6ns"), Duration::new(3723, 4_005_006));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("2µs"), Duration::from_micros(2));
+        for bad in ["", "s", "15", "1x", "1.s.", "-", "1h-1m", "99999999999h"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn load_resolves_against_the_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "kes-node-config-{}-{}",
+            std::process::id(),
+            line!()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.yml");
+        std::fs::write(&file, minimal("")).unwrap();
+        let c = load(&file).unwrap();
+        assert_eq!(c.tls.key, dir.join("server.key"));
+        let e = load(&dir.join("missing.yml")).err().unwrap();
+        assert!(e.starts_with("config: cannot read"), "{e}");
+        std::fs::write(&file, "nonsense: 1\n").unwrap();
+        let e = load(&file).err().unwrap();
+        assert!(
+            e.contains("unknown field 'nonsense'") && e.contains("config.yml"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
