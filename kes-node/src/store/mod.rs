@@ -146,8 +146,8 @@ fn io_err(err: impl std::fmt::Display) -> StoreError {
 
 /// The open database and its unsealed root key.
 pub struct Store {
-    _db: redb::Database,
-    _root: SecretKey,
+    db: redb::Database,
+    root: SecretKey,
 }
 
 impl Store {
@@ -170,10 +170,7 @@ impl Store {
             .open(&path)
             .map_err(|err| open_failed(&path, err))?;
         let root = unseal_root(&db, &path, hsm)?;
-        Ok(Store {
-            _db: db,
-            _root: root,
-        })
+        Ok(Store { db, root })
     }
 
     /// Stores a new key; `Exists` if the name is taken. Durable (fsync) when it returns.
@@ -211,9 +208,9 @@ impl Store {
         let key = item_key(enclave, name)?;
         let random: [u8; RANDOM_LEN] = crate::random::bytes();
         let value = self
-            ._root
+            .root
             .encrypt(&random, plaintext, aad(table, &key).as_bytes());
-        let mut txn = self._db.begin_write().map_err(io_err)?;
+        let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
         {
             let mut t = txn.open_table(table.def()).map_err(io_err)?;
@@ -234,7 +231,7 @@ impl Store {
         name: &str,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let key = item_key(enclave, name)?;
-        let txn = self._db.begin_read().map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(io_err)?;
         let t = match txn.open_table(table.def()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Err(StoreError::NotFound),
@@ -245,7 +242,7 @@ impl Store {
             .map_err(io_err)?
             .ok_or(StoreError::NotFound)?;
         match self
-            ._root
+            .root
             .decrypt(value.value(), aad(table, &key).as_bytes())
         {
             Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
@@ -261,7 +258,7 @@ impl Store {
     /// Removes a value; `NotFound` if absent. Durable when it returns.
     fn delete(&self, table: Table, enclave: &str, name: &str) -> Result<(), StoreError> {
         let key = item_key(enclave, name)?;
-        let mut txn = self._db.begin_write().map_err(io_err)?;
+        let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
         {
             let mut t = txn.open_table(table.def()).map_err(io_err)?;
@@ -279,7 +276,7 @@ impl Store {
             Err(StoreError::NotFound) => return Ok(Vec::new()),
             Err(err) => return Err(err),
         };
-        let txn = self._db.begin_read().map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(io_err)?;
         let t = match txn.open_table(table.def()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
