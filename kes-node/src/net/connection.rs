@@ -102,16 +102,16 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
-        self.flush();
         loop {
             self.read(now);
-            let before = self.input.len();
-            self.serve(app, now);
+            // Flush first: after the handshake rustls has session tickets to send, and requests
+            // are only served while nothing is waiting for the socket.
             self.flush();
-            // Reading stops at MAX_INPUT; with edge-triggered readiness no new event comes,
-            // so keep going here while serving frees room.
-            let stalled_on_limit = before >= MAX_INPUT && self.input.len() < before;
-            if !(stalled_on_limit && self.phase == Phase::Open && !self.tls.wants_write()) {
+            let served = self.serve(app, now);
+            self.flush();
+            // With edge-triggered readiness no new event comes for input we already hold
+            // (or stopped reading at MAX_INPUT), so keep going while requests get answered.
+            if served == 0 || self.phase != Phase::Open || self.tls.wants_write() {
                 break;
             }
         }
@@ -187,11 +187,13 @@ impl Connection {
         }
     }
 
-    fn serve(&mut self, app: &App, now: Instant) {
+    /// Answers complete requests while the socket keeps up; returns how many.
+    fn serve(&mut self, app: &App, now: Instant) -> usize {
+        let mut served = 0;
         while self.phase == Phase::Open && !self.tls.wants_write() {
             if self.peer.is_none() {
                 if self.tls.is_handshaking() {
-                    return;
+                    return served;
                 }
                 let certs = self.tls.peer_certificates().unwrap_or(&[]);
                 self.peer = Some(Peer {
@@ -199,8 +201,9 @@ impl Connection {
                 });
             }
             let parsed = self.parser.poll(&mut self.input, |r| app.body_limit(r));
+            served += 1;
             match parsed {
-                Parsed::Incomplete => return,
+                Parsed::Incomplete => return served - 1,
                 Parsed::Error(resp) => {
                     self.send(&resp, 1, false);
                     self.phase = Phase::Closing;
@@ -229,6 +232,7 @@ impl Connection {
             }
             self.flush();
         }
+        served
     }
 
     fn send(&mut self, resp: &Response, minor: u8, head_only: bool) {
