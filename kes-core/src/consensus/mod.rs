@@ -1,1 +1,122 @@
-//! The consensus state machine (see `../shared/spec/cluster.md`). Filled in by issue 4.
+//! The consensus core: all-node writes, any-node reads (`shared/spec/cluster.md`).
+//!
+//! This is Raft (Ongaro & Ousterhout, "In Search of an Understandable Consensus Algorithm") with
+//! one rule changed — an entry commits when **every** node of the configuration holds it, not a
+//! majority — and with what that change buys: any node can answer reads from its own state.
+//! The words are Raft's: term, vote, leader, follower, candidate, log, entry, index, match
+//! index, commit index, `AppendEntries`, `RequestVote`.
+//!
+//! # Shape
+//!
+//! [`Node`] is a pure state machine. The shell (`kes-node`) feeds it one [`Input`] at a time
+//! with [`Node::step`] — a tick with fresh randomness, a peer [`Message`], a client write
+//! ([`Input::Propose`]), a membership change, a client read — together with the current time of
+//! its monotonic clock. The node answers with a [`Ready`]: hard state and entries to persist,
+//! entries to apply, messages to send, snapshots to send, and the outcome of writes and reads.
+//! The core has no I/O, no clock, no randomness and no heap; every collection is a `heapless`
+//! one bounded by the constants below. Commands are opaque to the core (type parameter `C`; the
+//! shell picks e.g. `heapless::Vec<u8, N>` or a handle) and come with the [`Names`] they touch.
+//!
+//! The shell owns the log. The core keeps only the entries above the commit index (at most
+//! [`WINDOW`]) and the term and configuration at the commit index. Because the shell applies
+//! committed entries in the same transaction that persists new ones, *commit index = applied
+//! index* at every point the outside world can observe; on restart the shell passes the applied
+//! snapshot metadata and the stored entries above it to [`Node::new`].
+//!
+//! # The rules
+//!
+//! 1. **Election** (`election.rs`). Persistent `term` and `voted_for`; a follower whose
+//!    randomized election timeout passes becomes a candidate of `term + 1`; a node votes once per
+//!    term, for a member whose log is at least as up to date as its own; a candidate with votes
+//!    from a *majority* of its configuration becomes leader. A new leader resets every match
+//!    index and appends a **no-op** of its own term.
+//! 2. **Replication** (`replication.rs`). `AppendEntries` carries `prev_index`/`prev_term`; a
+//!    follower rejects a mismatch, truncates only from the first conflicting entry, appends the
+//!    rest, and persists before acknowledging. Match indexes count only acknowledgements of the
+//!    leader's current term.
+//! 3. **All-node commit** (`replication.rs`). Index `c` commits when every member of the
+//!    configuration has matched `c` (plus the membership rules below). The leader then applies and
+//!    immediately sends the new commit index to every follower.
+//! 4. **Two-phase visibility** (`visibility.rs`). A read of a name waits while any entry above the
+//!    applied index touches that name, and is released when that entry is applied or truncated.
+//!    Reads of other names never wait.
+//! 5. **Membership** (`membership.rs`). One node at a time; a configuration is a log entry and
+//!    takes effect when appended. Shrink commits with all nodes of the old configuration, expand
+//!    with all of the new one, a forced shrink with the remaining nodes only.
+//! 6. **Snapshots** (`replication.rs`). A follower that lacks entries at or below the leader's
+//!    commit index (only a joining node can) is sent the leader's applied state; the core says
+//!    which, the shell produces and installs it.
+//! 7. **Read lease** (optional, `Params::read_lease`). A node serves reads only while it holds a
+//!    lease. A follower's lease is anchored at the time *it sent* a response that the leader
+//!    echoes back in a later `AppendEntries` (so the anchor precedes the leader's sending); a
+//!    leader's lease at the time it sent an `AppendEntries` that a follower answered in its term.
+//!    Both last `read_lease - clock_drift` on the holder's clock. A forced shrink commits only
+//!    `read_lease` after all remaining nodes acknowledged it in the leader's term.
+//!
+//! # Why it is safe
+//!
+//! - *Election safety*: one vote per term, persisted before it is sent, and majorities of one
+//!   configuration intersect (changes are one node at a time, so consecutive configurations'
+//!   majorities intersect too): at most one leader per term.
+//! - *Log matching*: as in Raft, an entry is identified by (index, term) and the
+//!   `prev_index`/`prev_term` check makes equal entries have equal prefixes.
+//! - *Every committed entry is on every node*: by the commit rule, and it is never removed since
+//!   a follower truncates only conflicting entries and a committed entry is held by every later
+//!   leader (its voters include a node holding it, which only votes for logs at least as up to
+//!   date). Entries of earlier terms may therefore commit the same way, unlike Raft's figure 8:
+//!   an entry held by every node cannot be overwritten.
+//! - *Linearizable reads everywhere*: a write becomes visible (applied) somewhere only after every
+//!   node holds it; a node holding a write it has not applied refuses reads of the names it
+//!   touches. Crashes lose nothing a node acknowledged, because the shell persists before it
+//!   sends. A node that leaves appends its removal before anything can commit without it.
+//! - *Pending entries after a leader dies* are decided by the ordinary protocol: the new
+//!   leader's no-op either carries them to commit or truncates them (a committed entry is on
+//!   every node, so one the new leader lacks was never committed).
+//!
+//! # Differences from Raft
+//!
+//! - Commit needs all nodes of the configuration, not a majority; election still needs a
+//!   majority. So a single unreachable node stops writes (they time out with the nodes named),
+//!   while reads keep working on every node and elections still succeed.
+//! - Entries of earlier terms commit by the same rule (no "current term only" restriction).
+//! - No read index or leader round trip for reads: visibility is local (rule 4).
+//! - Snapshots are only needed for joining nodes: a member always holds every committed entry.
+//! - The core keeps a bounded window of uncommitted entries; the shell keeps the log.
+//! - Requests for votes from non-members are answered with `NotMember` instead of a term bump.
+//! - The leader never removes itself; move leadership first (not implemented: the shell asks
+//!   another node to propose the removal after the leader steps down or fails).
+
+mod election;
+mod log;
+mod membership;
+mod message;
+mod node;
+mod replication;
+mod visibility;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use message::{
+    Body, Config, Entry, Envelope, HardState, Index, Members, Message, NameId, Names, NodeId,
+    SnapshotMeta, Term, Time,
+};
+pub use node::{
+    Change, Input, Node, Params, ProposalId, ProposeError, ReadError, ReadId, Ready, Role,
+    StartError,
+};
+
+/// The largest cluster.
+pub const MAX_NODES: usize = 7;
+/// The most names one command may touch.
+pub const MAX_NAMES: usize = 4;
+/// The most uncommitted entries a node holds (and the most writes in flight).
+pub const WINDOW: usize = 32;
+/// The most entries in one `AppendEntries`.
+pub const MAX_BATCH: usize = 8;
+/// The most messages one step produces (beyond it messages are dropped, i.e. lost).
+pub const MAX_MESSAGES: usize = 4 * MAX_NODES;
+/// The most reads waiting on one node.
+pub const MAX_READS: usize = 64;
+/// The most writes one node tracks.
+pub const MAX_PROPOSALS: usize = WINDOW;

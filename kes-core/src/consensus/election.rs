@@ -1,0 +1,151 @@
+//! Leader election, as in Raft §5.2 and §5.4.1.
+//!
+//! ```text
+//!            timeout, member            majority of votes
+//! Follower ----------------> Candidate -------------------> Leader
+//!    ^  ^                       |  (timeout: new term)        |
+//!    |  +-- AppendEntries ------+                             |
+//!    +------------------ higher term -------------------------+
+//! ```
+//!
+//! - A follower or candidate whose election deadline passes and that is a member of its latest
+//!   configuration starts term `term + 1`, votes for itself (persisted before any request is
+//!   sent) and asks every other member.
+//! - A node grants at most one vote per term, only to a member of its latest configuration, and
+//!   only if the candidate's log is at least as up to date as its own (last term, then last
+//!   index). A vote is persisted before it is sent. A request from a non-member is answered
+//!   with `NotMember` and its term is ignored, so a removed node cannot disrupt the cluster.
+//! - A candidate with votes from a majority of its latest configuration becomes leader, resets
+//!   every match index and appends a no-op of its own term.
+//! - The election deadline is `now + election_timeout + random % election_timeout`, the random
+//!   number coming from the shell with each tick.
+
+use heapless::Vec;
+
+use super::message::{Body, Entry, Index, Message, NodeId, Term};
+use super::node::{Node, Progress, Ready, Role};
+
+impl<C: Clone> Node<C> {
+    pub(super) fn reset_election_timer(&mut self) {
+        let t = self.params.election_timeout.max(1);
+        self.election_deadline = self.now + t + self.random % t;
+        // Stir, so consecutive resets within one tick differ.
+        self.random = self.random.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    }
+
+    /// Whether this node counts itself a member of the cluster.
+    pub fn is_member(&self) -> bool {
+        let config = self.log.config();
+        config.contains(self.id) && self.removed_at.map_or(true, |r| r <= config.index)
+    }
+
+    pub(super) fn campaign(&mut self, ready: &mut Ready<C>) {
+        self.reset_election_timer();
+        if !self.is_member() {
+            return;
+        }
+        self.term += 1;
+        self.voted_for = Some(self.id);
+        self.persist_hard_state(ready);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        let _ = self.votes.push(self.id);
+        let config = self.log.config();
+        if self.votes.len() >= config.majority() {
+            self.become_leader(ready);
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for &peer in config.members.iter().filter(|&&m| m != self.id) {
+            self.send(peer, Message::RequestVote { term: self.term, last_index, last_term }, ready);
+        }
+    }
+
+    pub(super) fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+        ready: &mut Ready<C>,
+    ) {
+        let config = self.log.config();
+        if !config.contains(from) {
+            let message = Message::NotMember { term: self.term, config_index: config.index };
+            self.send(from, message, ready);
+            return;
+        }
+        if term > self.term {
+            self.become_follower(term, None, ready);
+        }
+        let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
+        let granted = term == self.term
+            && self.voted_for.map_or(true, |v| v == from)
+            && up_to_date
+            && self.role != Role::Leader;
+        if granted {
+            if self.voted_for.is_none() {
+                self.voted_for = Some(from);
+                self.persist_hard_state(ready);
+            }
+            self.reset_election_timer();
+        }
+        self.send(from, Message::Vote { term: self.term, granted }, ready);
+    }
+
+    pub(super) fn handle_vote(&mut self, from: NodeId, term: Term, granted: bool, ready: &mut Ready<C>) {
+        if term > self.term {
+            self.become_follower(term, None, ready);
+            return;
+        }
+        if self.role != Role::Candidate || term != self.term || !granted {
+            return;
+        }
+        let config = self.log.config();
+        if !config.contains(from) || self.votes.contains(&from) {
+            return;
+        }
+        let _ = self.votes.push(from);
+        if self.votes.len() >= config.majority() {
+            self.become_leader(ready);
+        }
+    }
+
+    fn become_leader(&mut self, ready: &mut Ready<C>) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.progress = Vec::new();
+        self.forced_acked = None;
+        self.lease_until = 0;
+        self.sync_progress();
+        self.noop_pending = true;
+        self.append_noop(ready);
+        self.broadcast_append(ready);
+    }
+
+    /// Appends the leader's no-op if the window has room (otherwise retried on each commit).
+    pub(super) fn append_noop(&mut self, ready: &mut Ready<C>) {
+        if !self.log.has_room() {
+            return;
+        }
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, body: Body::Noop };
+        if self.append_own(entry, ready) {
+            self.noop_pending = false;
+        }
+    }
+
+    /// Makes `progress` hold exactly the current replication targets (new ones start at the
+    /// end of the leader's log with nothing matched).
+    pub(super) fn sync_progress(&mut self) {
+        let targets = self.replication_targets();
+        self.progress.retain(|p| targets.contains(&p.id));
+        let next = self.log.last_index() + 1;
+        for id in targets {
+            if !self.progress.iter().any(|p| p.id == id) {
+                let _ = self.progress.push(Progress { id, next, matched: 0, echo: None });
+            }
+        }
+    }
+}

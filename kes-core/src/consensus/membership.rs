@@ -1,0 +1,93 @@
+//! Membership changes, one node at a time.
+//!
+//! A configuration is a log entry, and every node acts on the *latest* configuration in its log,
+//! committed or not (Raft §6 single-server changes). The leader refuses a new change while one
+//! is uncommitted in its log, and never removes itself.
+//!
+//! - **Expand** (`Change::Add`): the new node is a replication target from the moment the entry
+//!   is appended; it is caught up with a snapshot. Since it is in the latest configuration,
+//!   nothing commits until it holds everything: the change commits when every node of the new
+//!   configuration holds it.
+//! - **Shrink** (`Change::Remove`): the leaving node stays a target, and the entry (and
+//!   everything before it) commits only when every node of the *old* configuration holds it. The
+//!   leaving node stops serving reads as soon as it appends the entry (it is no longer a member of
+//!   its latest configuration), so nothing commits without it while it still serves reads.
+//! - **Forced shrink** (`Change::ForceRemove`): commits with the remaining nodes only. Without
+//!   `read_lease` a removed node that is in fact alive behind a partition keeps serving (stale)
+//!   reads until it hears from the cluster: that is the documented hazard. With `read_lease`,
+//!   the leader holds every commit until `read_lease` has passed since all remaining nodes
+//!   acknowledged the entry in its term, by which time the removed node's lease has expired.
+//! - A node that asks for votes but is not a member gets `NotMember` back and stops campaigning
+//!   and serving (until a leader replicates to it again, e.g. after it is re-added).
+
+use heapless::Vec;
+
+use super::log::config_of;
+use super::message::{Body, Index, NodeId};
+use super::node::{Change, Node, ProposalId, ProposeError, Ready};
+use super::MAX_NODES;
+
+impl<C: Clone> Node<C> {
+    /// The nodes the leader replicates to: the latest configuration, plus the nodes of the
+    /// configuration before each uncommitted non-forced change (they must acknowledge it).
+    pub(super) fn replication_targets(&self) -> Vec<NodeId, MAX_NODES> {
+        let mut targets = self.log.config().members;
+        let mut prev = self.log.committed_config().clone();
+        for entry in self.log.pending() {
+            let Some(config) = config_of(entry) else {
+                continue;
+            };
+            if !config.forced {
+                for m in prev.members.iter() {
+                    if !targets.contains(m) {
+                        let _ = targets.push(*m);
+                    }
+                }
+            }
+            prev = config;
+        }
+        targets.retain(|&m| m != self.id);
+        targets
+    }
+
+    pub(super) fn propose_change(&mut self, id: ProposalId, change: Change, command: C, ready: &mut Ready<C>) {
+        let result = self.validate_change(change).and_then(|members| {
+            let forced = matches!(change, Change::ForceRemove(_));
+            self.append_proposal(id, Body::Config { members, forced, command }, ready)
+        });
+        if let Err(e) = result {
+            let _ = ready.proposals.push((id, Err(e)));
+        }
+    }
+
+    fn validate_change(&self, change: Change) -> Result<super::Members, ProposeError> {
+        if self.role != super::Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if self.log.config_pending() {
+            return Err(ProposeError::InvalidChange);
+        }
+        let mut members = self.log.config().members;
+        match change {
+            Change::Add(n) => {
+                if members.contains(&n) || members.push(n).is_err() {
+                    return Err(ProposeError::InvalidChange);
+                }
+                members.sort_unstable();
+            }
+            Change::Remove(n) | Change::ForceRemove(n) => {
+                if !members.contains(&n) || n == self.id {
+                    return Err(ProposeError::InvalidChange);
+                }
+                members.retain(|&m| m != n);
+            }
+        }
+        Ok(members)
+    }
+
+    pub(super) fn handle_not_member(&mut self, config_index: Index) {
+        if config_index > self.log.config().index {
+            self.removed_at = Some(self.removed_at.map_or(config_index, |r| r.max(config_index)));
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The node: its state, the inputs it takes, the [`Ready`] batch of outputs it returns, and the
+//! single entry point [`Node::step`]. The protocol rules live in the sibling files
+//! (`election`, `replication`, `membership`, `visibility`); this file only dispatches.
+
+use heapless::Vec;
+
+use super::log::Log;
+use super::message::{
+    Entry, Envelope, HardState, Index, Members, Message, NodeId, Names, SnapshotMeta, Term, Time,
+};
+use super::{MAX_BATCH, MAX_MESSAGES, MAX_NODES, MAX_PROPOSALS, MAX_READS, WINDOW};
+
+/// Timing parameters, in the unit of [`Time`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// A follower or candidate that hears nothing for a random time in
+    /// `[election_timeout, 2 * election_timeout)` starts an election.
+    pub election_timeout: Time,
+    /// How often a leader sends `AppendEntries` when it has nothing else to say.
+    pub heartbeat_interval: Time,
+    /// How long a read may wait for pending entries (or a lease) before it fails.
+    pub read_timeout: Time,
+    /// How long a proposal may wait for its commit before its outcome is reported unknown.
+    pub write_timeout: Time,
+    /// The optional read lease (see the module docs). `None` disables it.
+    pub read_lease: Option<Time>,
+    /// Bound on the clock error accumulated over one `read_lease`.
+    pub clock_drift: Time,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            election_timeout: 1000,
+            heartbeat_interval: 100,
+            read_timeout: 5000,
+            write_timeout: 5000,
+            read_lease: None,
+            clock_drift: 0,
+        }
+    }
+}
+
+/// A node's role in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// The shell's handle for a client write, returned with its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProposalId(pub u64);
+
+/// The shell's handle for a client read, returned when the read may be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadId(pub u64);
+
+/// A membership change; one node at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Expand: commits when every node of the new configuration holds it.
+    Add(NodeId),
+    /// Shrink: commits when every node of the old configuration holds it.
+    Remove(NodeId),
+    /// Forced shrink of a dead node: commits with the remaining nodes only.
+    ForceRemove(NodeId),
+}
+
+/// One input to [`Node::step`].
+#[derive(Clone, Debug)]
+pub enum Input<C> {
+    /// Time passed. `random` is fresh randomness for the election timeout.
+    Tick { random: u64 },
+    /// A message from a peer.
+    Message(Envelope<C>),
+    /// A client write touching `names`.
+    Propose { id: ProposalId, names: Names, command: C },
+    /// A membership change; `command` is the shell's part of the configuration entry.
+    ChangeMembership { id: ProposalId, change: Change, command: C },
+    /// A client read of `names`; answered in [`Ready::reads`] once it may be served.
+    Read { id: ReadId, names: Names },
+}
+
+/// Why a write did not (or may not) commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader; `leader` is the last one it heard of. Nothing was appended.
+    NotLeader { leader: Option<NodeId> },
+    /// Too many writes in flight; nothing was appended. Retry later.
+    Busy,
+    /// The membership change is invalid (already a member, not a member, removes the leader, or
+    /// another change is still pending). Nothing was appended.
+    InvalidChange,
+    /// The entry was replaced by another one: it will never commit.
+    Overwritten,
+    /// The entry did not commit in time; the nodes in `unreachable` had not stored it. It may
+    /// still commit later.
+    Timeout { unreachable: Members },
+    /// This node lost track of the entry (it installed a snapshot); it may or may not have
+    /// committed.
+    Unknown,
+}
+
+/// Why a read may not be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// This node is not a member of the cluster (never joined, or removed).
+    NotMember,
+    /// Too many reads are waiting.
+    Busy,
+    /// An entry touching one of the names is still undecided on this node (the entry's index).
+    Pending { index: Index },
+    /// `read_lease` is on and this node holds no lease (it cannot hear from a leader).
+    NoLease,
+}
+
+/// What the shell must do after a step, in this order:
+///
+/// 1. In one durable transaction (fsync before going on): persist `hard_state`; if `restore` is
+///    set, install the snapshot that came with the message; remove the log entries from
+///    `truncate_from` on; append `append`; apply `apply` to the state machine, in order, and
+///    record the applied index and term.
+/// 2. Send `messages`. Send each of `snapshots` with a snapshot of the state just applied.
+/// 3. Answer `proposals` and `reads` (a released read is answered from the state of step 1).
+///
+/// Crashing anywhere in between is safe: the transaction either happened or not, and a lost
+/// message is just a lost message.
+#[derive(Clone, Debug)]
+pub struct Ready<C> {
+    pub hard_state: Option<HardState>,
+    pub restore: Option<SnapshotMeta>,
+    pub truncate_from: Option<Index>,
+    pub append: Vec<Entry<C>, { MAX_BATCH + 1 }>,
+    pub apply: Vec<Entry<C>, { WINDOW + MAX_BATCH + 1 }>,
+    pub messages: Vec<Envelope<C>, MAX_MESSAGES>,
+    pub snapshots: Vec<Envelope<C>, MAX_NODES>,
+    pub proposals: Vec<(ProposalId, Result<Index, ProposeError>), MAX_PROPOSALS>,
+    pub reads: Vec<(ReadId, Result<(), ReadError>), MAX_READS>,
+}
+
+impl<C> Default for Ready<C> {
+    fn default() -> Self {
+        Ready {
+            hard_state: None,
+            restore: None,
+            truncate_from: None,
+            append: Vec::new(),
+            apply: Vec::new(),
+            messages: Vec::new(),
+            snapshots: Vec::new(),
+            proposals: Vec::new(),
+            reads: Vec::new(),
+        }
+    }
+}
+
+impl<C> Ready<C> {
+    pub fn clear(&mut self) {
+        *self = Ready::default();
+    }
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.restore.is_none()
+            && self.truncate_from.is_none()
+            && self.append.is_empty()
+            && self.apply.is_empty()
+            && self.messages.is_empty()
+            && self.snapshots.is_empty()
+            && self.proposals.is_empty()
+            && self.reads.is_empty()
+    }
+}
+
+/// Why [`Node::new`] refused the stored state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// More than [`WINDOW`] stored entries above the applied index.
+    TooManyEntries,
+    /// The stored entries do not follow the applied index.
+    Gap,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::TooManyEntries => f.write_str("more log entries above the applied index than the consensus window holds"),
+            StartError::Gap => f.write_str("the stored log does not continue from the applied index"),
+        }
+    }
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Progress {
+    pub id: NodeId,
+    /// The next index to send.
+    pub next: Index,
+    /// The highest index acknowledged in this term.
+    pub matched: Index,
+    /// The follower's clock at its latest response (for its lease).
+    pub echo: Option<Time>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Proposal {
+    pub id: ProposalId,
+    pub index: Index,
+    pub term: Term,
+    pub deadline: Time,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct WaitingRead {
+    pub id: ReadId,
+    pub names: Names,
+    pub deadline: Time,
+}
+
+/// One consensus node. See the module docs for the rules.
+#[derive(Clone, Debug)]
+pub struct Node<C> {
+    pub(super) id: NodeId,
+    pub(super) params: Params,
+    pub(super) now: Time,
+    pub(super) random: u64,
+    // Persistent (mirrored by the shell through `Ready::hard_state`).
+    pub(super) term: Term,
+    pub(super) voted_for: Option<NodeId>,
+    // Volatile.
+    pub(super) role: Role,
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: Log<C>,
+    pub(super) election_deadline: Time,
+    pub(super) heartbeat_deadline: Time,
+    pub(super) votes: Vec<NodeId, MAX_NODES>,
+    pub(super) progress: Vec<Progress, MAX_NODES>,
+    pub(super) noop_pending: bool,
+    /// (index of a forced configuration, time all its members acknowledged it in this term).
+    pub(super) forced_acked: Option<(Index, Time)>,
+    pub(super) proposals: Vec<Proposal, MAX_PROPOSALS>,
+    pub(super) reads: Vec<WaitingRead, MAX_READS>,
+    pub(super) lease_until: Time,
+    /// Set when a member told us its configuration (this index) excludes us.
+    pub(super) removed_at: Option<Index>,
+}
+
+impl<C: Clone> Node<C> {
+    /// Starts a node from its stored state: the hard state, the snapshot of the applied state
+    /// (for a new cluster: index 0, term 0 and the initial configuration; for a node that is
+    /// about to join: index 0 and an empty configuration) and the stored entries above it.
+    pub fn new(
+        id: NodeId,
+        params: Params,
+        now: Time,
+        random: u64,
+        hard_state: HardState,
+        applied: SnapshotMeta,
+        entries: &[Entry<C>],
+    ) -> Result<Self, StartError> {
+        let mut log = Log::new(applied);
+        for entry in entries {
+            if entry.index <= log.commit() {
+                continue;
+            }
+            if entry.index != log.last_index() + 1 {
+                return Err(StartError::Gap);
+            }
+            if !log.push(entry.clone()) {
+                return Err(StartError::TooManyEntries);
+            }
+        }
+        let mut node = Node {
+            id,
+            params,
+            now,
+            random,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            role: Role::Follower,
+            leader: None,
+            log,
+            election_deadline: 0,
+            heartbeat_deadline: 0,
+            votes: Vec::new(),
+            progress: Vec::new(),
+            noop_pending: false,
+            forced_acked: None,
+            proposals: Vec::new(),
+            reads: Vec::new(),
+            lease_until: 0,
+            removed_at: None,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// Feeds one input at time `now` (this node's monotonic clock). `ready` is cleared first and
+    /// then filled with what the shell must do (see [`Ready`]).
+    pub fn step(&mut self, now: Time, input: Input<C>, ready: &mut Ready<C>) {
+        ready.clear();
+        self.now = self.now.max(now);
+        match input {
+            Input::Tick { random } => {
+                self.random = random;
+                self.tick(ready);
+            }
+            Input::Message(envelope) => {
+                if envelope.to == self.id && envelope.from != self.id {
+                    self.handle_message(envelope.from, envelope.message, ready);
+                }
+            }
+            Input::Propose { id, names, command } => self.propose(id, names, command, ready),
+            Input::ChangeMembership { id, change, command } => {
+                self.propose_change(id, change, command, ready)
+            }
+            Input::Read { id, names } => self.read(id, names, ready),
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit(ready);
+        }
+        self.release_reads(ready);
+    }
+
+    fn tick(&mut self, ready: &mut Ready<C>) {
+        self.expire_proposals(ready);
+        self.expire_reads(ready);
+        match self.role {
+            Role::Leader => {
+                if self.now >= self.heartbeat_deadline {
+                    self.broadcast_append(ready);
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                if self.now >= self.election_deadline {
+                    self.campaign(ready);
+                }
+            }
+        }
+    }
+
+    fn handle_message(&mut self, from: NodeId, message: Message<C>, ready: &mut Ready<C>) {
+        match message {
+            Message::RequestVote { term, last_index, last_term } => {
+                self.handle_request_vote(from, term, last_index, last_term, ready)
+            }
+            Message::Vote { term, granted } => self.handle_vote(from, term, granted, ready),
+            Message::AppendEntries { term, prev_index, prev_term, entries, commit, sent_at, echo } => self
+                .handle_append(
+                    from,
+                    term,
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                    sent_at,
+                    echo,
+                    ready,
+                ),
+            Message::AppendResponse { term, success, index, last_index, echo, sent_at } => self
+                .handle_append_response(
+                    from, term, success, index, last_index, echo, sent_at, ready,
+                ),
+            Message::InstallSnapshot { term, meta, sent_at } => {
+                self.handle_snapshot(from, term, meta, sent_at, ready)
+            }
+            Message::NotMember { config_index, .. } => self.handle_not_member(config_index),
+        }
+    }
+
+    // ---- shared helpers -------------------------------------------------------------------
+
+    /// Queues a message; a full queue drops it, which the protocol tolerates like any loss.
+    pub(super) fn send(&self, to: NodeId, message: Message<C>, ready: &mut Ready<C>) {
+        let _ = ready.messages.push(Envelope { from: self.id, to, message });
+    }
+
+    pub(super) fn persist_hard_state(&self, ready: &mut Ready<C>) {
+        ready.hard_state = Some(HardState { term: self.term, voted_for: self.voted_for });
+    }
+
+    /// Adopts `term` (if newer) and becomes a follower of `leader`.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>, ready: &mut Ready<C>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state(ready);
+        }
+        if self.role != Role::Follower {
+            self.reset_election_timer();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.noop_pending = false;
+        self.forced_acked = None;
+    }
+
+    /// Appends an entry this node created (as leader) and records it for the shell.
+    pub(super) fn append_own(&mut self, entry: Entry<C>, ready: &mut Ready<C>) -> bool {
+        if !self.log.push(entry.clone()) {
+            return false;
+        }
+        if ready.append.push(entry).is_err() {
+            // Cannot happen: one step appends at most MAX_BATCH + 1 entries.
+            unreachable!("ready.append overflow");
+        }
+        true
+    }
+
+    /// Commits up to `index`, moving the entries to `ready.apply` and settling proposals.
+    pub(super) fn commit_to(&mut self, index: Index, ready: &mut Ready<C>) {
+        let proposals = &mut self.proposals;
+        let apply = &mut ready.apply;
+        let results = &mut ready.proposals;
+        self.log.commit_to(index, |entry| {
+            proposals.retain(|p| {
+                if p.index != entry.index {
+                    return true;
+                }
+                let result = if p.term == entry.term {
+                    Ok(p.index)
+                } else {
+                    Err(ProposeError::Overwritten)
+                };
+                let _ = results.push((p.id, result));
+                false
+            });
+            if apply.push(entry).is_err() {
+                unreachable!("ready.apply overflow");
+            }
+        });
+        if self.noop_pending && self.role == Role::Leader {
+            self.append_noop(ready);
+        }
+    }
+
+    /// Removes uncommitted entries from `index` on; their proposals will never commit.
+    pub(super) fn truncate_from(&mut self, index: Index, ready: &mut Ready<C>) {
+        self.log.truncate_from(index);
+        ready.truncate_from = Some(ready.truncate_from.map_or(index, |i| i.min(index)));
+        // Entries queued for appending in this same step at or above `index` are gone too.
+        while ready.append.last().is_some_and(|e| e.index >= index) {
+            ready.append.pop();
+        }
+        self.proposals.retain(|p| {
+            if p.index < index {
+                return true;
+            }
+            let _ = ready.proposals.push((p.id, Err(ProposeError::Overwritten)));
+            false
+        });
+    }
+
+    // ---- queries ------------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for }
+    }
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// The commit index, which is also the index the shell has applied.
+    pub fn commit_index(&self) -> Index {
+        self.log.commit()
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+    /// The uncommitted entries this node holds.
+    pub fn pending_entries(&self) -> &[Entry<C>] {
+        self.log.pending()
+    }
+    /// The latest configuration in this node's log (committed or not).
+    pub fn config(&self) -> super::message::Config {
+        self.log.config()
+    }
+    /// The configuration in force at the commit index.
+    pub fn committed_config(&self) -> &super::message::Config {
+        self.log.committed_config()
+    }
+    /// The leader's match index for `id` (its own last index for itself).
+    pub fn match_index(&self, id: NodeId) -> Option<Index> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        if id == self.id {
+            return Some(self.log.last_index());
+        }
+        self.progress.iter().find(|p| p.id == id).map(|p| p.matched)
+    }
+    /// When the next timer needs a tick (the shell may tick more often).
+    pub fn next_deadline(&self) -> Time {
+        let timer = if self.role == Role::Leader { self.heartbeat_deadline } else { self.election_deadline };
+        let reads = self.reads.iter().map(|r| r.deadline).min().unwrap_or(Time::MAX);
+        let proposals = self.proposals.iter().map(|p| p.deadline).min().unwrap_or(Time::MAX);
+        timer.min(reads).min(proposals)
+    }
+}

@@ -1,0 +1,368 @@
+//! Log replication and the all-node commit rule (Raft §5.3, with the commit rule changed).
+//!
+//! Leader side:
+//! - For each replication target it keeps `next` (the next index to send, optimistic) and
+//!   `matched` (the highest index acknowledged *in this term*; reset to 0 on election).
+//! - It sends `AppendEntries` (at most `MAX_BATCH` entries from `next`) on every proposal, on
+//!   every heartbeat and whenever a follower is behind after a response. A rejection moves
+//!   `next` back to the follower's hint; if the follower lacks an entry at or below the
+//!   leader's commit index (a joining node) the leader asks the shell to send a snapshot.
+//! - **Commit rule**: index `c` commits when every member of the latest configuration has
+//!   matched `c`; an uncommitted (non-forced) configuration entry at `e` additionally needs
+//!   every member of the configuration before it to have matched `min(c, e)`. A forced shrink
+//!   with `read_lease` on holds all commits until `read_lease` has passed since every remaining
+//!   member acknowledged it. When the commit index advances the leader applies and immediately
+//!   tells every target (the commit notice), not only on the next heartbeat.
+//!
+//! Follower side (Raft's rules exactly): reject a lower term; check `prev_index`/`prev_term`
+//! (entries at or below the follower's commit index match by construction); skip matching
+//! entries; truncate from the first *conflicting* entry only (never a matching suffix, so a stale
+//! duplicate cannot erase newer entries); append the rest while the window has room; commit to
+//! `min(leader commit, last index verified by this message)`.
+
+use heapless::Vec;
+
+use super::log::config_of;
+use super::message::{Entry, Index, Message, NodeId, Names, SnapshotMeta, Term, Time};
+use super::node::{Node, Proposal, ProposalId, ProposeError, Ready, Role};
+use super::{Body, MAX_BATCH};
+
+impl<C: Clone> Node<C> {
+    pub(super) fn match_of(&self, id: NodeId) -> Index {
+        if id == self.id {
+            return self.log.last_index();
+        }
+        self.progress.iter().find(|p| p.id == id).map_or(0, |p| p.matched)
+    }
+
+    pub(super) fn broadcast_append(&mut self, ready: &mut Ready<C>) {
+        self.sync_progress();
+        for i in 0..self.progress.len() {
+            let id = self.progress[i].id;
+            self.send_append(id, ready);
+        }
+        self.heartbeat_deadline = self.now + self.params.heartbeat_interval.max(1);
+    }
+
+    pub(super) fn send_append(&mut self, to: NodeId, ready: &mut Ready<C>) {
+        let commit = self.log.commit();
+        let last = self.log.last_index();
+        let Some(p) = self.progress.iter_mut().find(|p| p.id == to) else {
+            return;
+        };
+        p.next = p.next.clamp(commit + 1, last + 1);
+        let prev_index = p.next - 1;
+        let prev_term = self.log.term_at(prev_index).unwrap_or(0);
+        let mut entries: Vec<Entry<C>, MAX_BATCH> = Vec::new();
+        let mut index = p.next;
+        while index <= last && !entries.is_full() {
+            if let Some(entry) = self.log.entry(index) {
+                let _ = entries.push(entry.clone());
+            }
+            index += 1;
+        }
+        p.next = index;
+        let echo = p.echo;
+        let message = Message::AppendEntries {
+            term: self.term,
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            sent_at: self.now,
+            echo,
+        };
+        self.send(to, message, ready);
+    }
+
+    fn send_snapshot(&mut self, to: NodeId, ready: &mut Ready<C>) {
+        let meta = SnapshotMeta {
+            index: self.log.commit(),
+            term: self.log.commit_term(),
+            config: self.log.committed_config().clone(),
+        };
+        if let Some(p) = self.progress.iter_mut().find(|p| p.id == to) {
+            p.next = meta.index + 1;
+        }
+        let message = Message::InstallSnapshot { term: self.term, meta, sent_at: self.now };
+        let _ = ready.snapshots.push(super::Envelope { from: self.id, to, message });
+    }
+
+    fn respond(&self, to: NodeId, success: bool, index: Index, echo: Time, ready: &mut Ready<C>) {
+        let message = Message::AppendResponse {
+            term: self.term,
+            success,
+            index,
+            last_index: self.log.last_index(),
+            echo,
+            sent_at: self.now,
+        };
+        self.send(to, message, ready);
+    }
+
+    /// Accepting a message from the leader of our term: follow it, reset the election timer,
+    /// and (with `read_lease`) extend the lease from our own earlier send time it echoes.
+    fn heard_from_leader(&mut self, from: NodeId, term: Term, echo: Option<Time>, ready: &mut Ready<C>) {
+        self.become_follower(term, Some(from), ready);
+        self.reset_election_timer();
+        self.removed_at = None;
+        if let (Some(lease), Some(echo)) = (self.params.read_lease, echo) {
+            let until = (echo + lease).saturating_sub(self.params.clock_drift);
+            self.lease_until = self.lease_until.max(until);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry<C>, MAX_BATCH>,
+        leader_commit: Index,
+        sent_at: Time,
+        echo: Option<Time>,
+        ready: &mut Ready<C>,
+    ) {
+        if term < self.term {
+            self.respond(from, false, prev_index, sent_at, ready);
+            return;
+        }
+        if self.role == Role::Leader && term == self.term {
+            // Two leaders in one term cannot happen; ignore rather than corrupt state.
+            return;
+        }
+        self.heard_from_leader(from, term, echo, ready);
+        // A joining node has no configuration yet: it waits for a snapshot.
+        let joining = self.log.committed_config().members.is_empty();
+        if joining || prev_index > self.log.last_index() {
+            self.respond(from, false, prev_index, sent_at, ready);
+            return;
+        }
+        // Entries at or below our commit index are committed, hence on the leader too.
+        if prev_index >= self.log.commit() && self.log.term_at(prev_index) != Some(prev_term) {
+            self.respond(from, false, prev_index, sent_at, ready);
+            return;
+        }
+        let mut matched = prev_index;
+        for entry in entries {
+            if entry.index <= self.log.commit() {
+                matched = matched.max(entry.index);
+                continue;
+            }
+            match self.log.term_at(entry.index) {
+                Some(t) if t == entry.term => {
+                    matched = entry.index;
+                    continue;
+                }
+                Some(_) => self.truncate_from(entry.index, ready),
+                None => {}
+            }
+            if entry.index != self.log.last_index() + 1 {
+                break;
+            }
+            if !self.log.has_room() {
+                self.commit_to(leader_commit.min(matched), ready);
+                if !self.log.has_room() {
+                    break;
+                }
+            }
+            matched = entry.index;
+            self.log.push(entry.clone());
+            if ready.append.push(entry).is_err() {
+                unreachable!("ready.append overflow");
+            }
+        }
+        self.commit_to(leader_commit.min(matched), ready);
+        self.respond(from, true, matched, sent_at, ready);
+    }
+
+    pub(super) fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        sent_at: Time,
+        ready: &mut Ready<C>,
+    ) {
+        if term < self.term {
+            self.respond(from, false, meta.index, sent_at, ready);
+            return;
+        }
+        if self.role == Role::Leader && term == self.term {
+            return;
+        }
+        self.heard_from_leader(from, term, None, ready);
+        let joining = self.log.committed_config().members.is_empty();
+        if meta.index > self.log.commit() || (joining && !meta.config.members.is_empty()) {
+            let keep = self.log.term_at(meta.index) == Some(meta.term);
+            // Proposals below the snapshot: this node cannot tell their outcome any more.
+            self.proposals.retain(|p| {
+                if p.index > meta.index && keep {
+                    return true;
+                }
+                let result = if p.index > meta.index {
+                    ProposeError::Overwritten
+                } else {
+                    ProposeError::Unknown
+                };
+                let _ = ready.proposals.push((p.id, Err(result)));
+                false
+            });
+            let index = meta.index;
+            self.log.restore(meta.clone());
+            ready.restore = Some(meta);
+            if !keep {
+                ready.truncate_from = Some(index + 1);
+            }
+        }
+        self.respond(from, true, self.log.commit().min(self.log.last_index()), sent_at, ready);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        success: bool,
+        index: Index,
+        last_index: Index,
+        echo: Time,
+        sent_at: Time,
+        ready: &mut Ready<C>,
+    ) {
+        if term > self.term {
+            self.become_follower(term, None, ready);
+            return;
+        }
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let commit = self.log.commit();
+        let last = self.log.last_index();
+        let Some(p) = self.progress.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        // Any response in our term was sent by a node that had not yet moved to a later term.
+        if let Some(lease) = self.params.read_lease {
+            let until = (echo + lease).saturating_sub(self.params.clock_drift);
+            self.lease_until = self.lease_until.max(until);
+        }
+        p.echo = Some(p.echo.map_or(sent_at, |e| e.max(sent_at)));
+        if success {
+            let index = index.min(last);
+            p.matched = p.matched.max(index);
+            p.next = p.next.max(index + 1);
+            let behind = p.next <= last;
+            self.maybe_commit(ready);
+            if behind {
+                self.send_append(from, ready);
+            }
+        } else {
+            if index < p.matched {
+                return; // stale
+            }
+            if index <= commit || last_index < commit {
+                self.send_snapshot(from, ready);
+            } else {
+                p.next = (commit + 1).max(index.min(last_index + 1));
+                self.send_append(from, ready);
+            }
+        }
+    }
+
+    /// Applies the commit rule (see the module docs) and, if the commit index moved, applies
+    /// and sends the commit notice.
+    pub(super) fn maybe_commit(&mut self, ready: &mut Ready<C>) {
+        let commit = self.log.commit();
+        let mut c = self.log.last_index();
+        let latest = self.log.config();
+        for &m in latest.members.iter() {
+            c = c.min(self.match_of(m));
+        }
+        let mut prev = self.log.committed_config().clone();
+        let mut forced_acked = self.forced_acked;
+        for entry in self.log.pending() {
+            let Some(config) = config_of(entry) else {
+                continue;
+            };
+            if !config.forced {
+                for &m in prev.members.iter() {
+                    let matched = self.match_of(m);
+                    if matched < entry.index {
+                        c = c.min(matched);
+                    }
+                }
+            } else if let Some(lease) = self.params.read_lease {
+                if forced_acked.map(|(i, _)| i) != Some(entry.index)
+                    && config.members.iter().all(|&m| self.match_of(m) >= entry.index)
+                {
+                    forced_acked = Some((entry.index, self.now));
+                }
+                let elapsed = matches!(forced_acked, Some((i, t)) if i == entry.index && self.now >= t + lease);
+                if !elapsed {
+                    c = c.min(commit);
+                }
+            }
+            prev = config;
+        }
+        self.forced_acked = forced_acked;
+        if c > commit {
+            self.commit_to(c, ready);
+            self.broadcast_append(ready);
+        }
+    }
+
+    pub(super) fn propose(&mut self, id: ProposalId, names: Names, command: C, ready: &mut Ready<C>) {
+        let body = Body::Command { names, command };
+        if let Err(e) = self.append_proposal(id, body, ready) {
+            let _ = ready.proposals.push((id, Err(e)));
+        }
+    }
+
+    /// Appends a client entry as leader, tracks it and replicates it.
+    pub(super) fn append_proposal(
+        &mut self,
+        id: ProposalId,
+        body: Body<C>,
+        ready: &mut Ready<C>,
+    ) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if self.noop_pending || !self.log.has_room() || self.proposals.is_full() {
+            return Err(ProposeError::Busy);
+        }
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, body };
+        let (index, term) = (entry.index, entry.term);
+        if !self.append_own(entry, ready) {
+            return Err(ProposeError::Busy);
+        }
+        let deadline = self.now + self.params.write_timeout;
+        let _ = self.proposals.push(Proposal { id, index, term, deadline });
+        self.broadcast_append(ready);
+        Ok(())
+    }
+
+    pub(super) fn expire_proposals(&mut self, ready: &mut Ready<C>) {
+        let now = self.now;
+        let mut i = 0;
+        while i < self.proposals.len() {
+            if self.proposals[i].deadline > now {
+                i += 1;
+                continue;
+            }
+            let p = self.proposals.swap_remove(i);
+            let mut unreachable = super::Members::new();
+            if self.role == Role::Leader {
+                for t in self.replication_targets() {
+                    if self.match_of(t) < p.index {
+                        let _ = unreachable.push(t);
+                    }
+                }
+            }
+            let _ = ready.proposals.push((p.id, Err(ProposeError::Timeout { unreachable })));
+        }
+    }
+}
