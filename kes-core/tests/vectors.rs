@@ -380,10 +380,10 @@ fn a3_pr394_example() {
 // §A4
 // ---------------------------------------------------------------------------------------------
 
-/// (cipher, key, plaintext, ad) for every §A4 input, both ciphers for the v0.22.3 ones.
 /// (cipher, key, plaintext, associated data)
 type A4Input = (Cipher, [u8; 32], Vec<u8>, Vec<u8>);
 
+/// Every §A4 input; the v0.22.3 ones under both ciphers.
 fn a4_inputs() -> Vec<A4Input> {
     let mut v = vec![
         (Cipher::Aes256, Z32, P16.to_vec(), vec![]),
