@@ -11,8 +11,12 @@
 //! ```
 //!
 //! The key's own cipher always decides the algorithm; see [`super::ciphertext`] for the
-//! framings accepted on decrypt. Subkeys live in zeroizing buffers and the AEAD instances
-//! wipe their key schedules on drop.
+//! framings accepted on decrypt.
+//!
+//! Wiping: keys and subkeys live in zeroizing buffers, and the AEAD instances wipe their key
+//! schedules on drop (the `zeroize` features of `aes`, `aes-gcm` and `chacha20`). The inner
+//! states of HMAC-SHA256 and HChaCha20 are not wiped: `hmac`/`sha2` 0.10 and the `hchacha`
+//! function offer no way to, so this is best effort, as in most Rust and Go crypto code.
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use chacha20::cipher::consts::U10;
