@@ -639,6 +639,23 @@ fn f_soft_hsm_derivations() {
     }
 }
 
+/// The cluster API keys of the §F table are `kes:v1:` + base64(0x00 || seed); the leading
+/// zero byte marks an Ed25519 key. (The identities need Ed25519 and are kes-node's to check.)
+#[test]
+fn f_soft_hsm_api_key_encoding() {
+    let api_keys = [
+        "kes:v1:ACW5Kef2ZoG5yyqOm3BEmInFmZF7AAdWY//iUqElA0Qi",
+        "kes:v1:AHodnEsniQ/cxZTmW5rbRaicclJqwiWteB33LqJcTG3D",
+        "kes:v1:AF/Ve+h8N/Z9KjE5BNyl4KmQAe8cAvDncQ5Hy8tHGweQ",
+    ];
+    for ((hsm, _, _), api_key) in SOFT_HSM.iter().zip(api_keys) {
+        let seed = SoftHsm::parse(hsm).unwrap().api_key_seed(&[]);
+        let decoded = b64(api_key.strip_prefix("kes:v1:").unwrap());
+        assert_eq!(decoded[0], 0);
+        assert_eq!(decoded[1..], seed, "{hsm}");
+    }
+}
+
 #[test]
 fn f_derive_key_single_block() {
     // Row 1 of the table: one HMAC block over 01000000 || label || 00 || context || 20000000.
