@@ -7,13 +7,15 @@
 //! - [`crypto`]: secret keys, the KES ciphertext format (and its legacy variants), HMAC keys.
 //! - [`hsm`]: the software HSM (`kes:v1:aes256:...`), its key derivation and root-key sealing.
 //! - [`name`]: validation of key, policy and identity names and of listing patterns.
+//! - [`policy`]: allow/deny path patterns and the subset rule.
 #![no_std]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod consensus;
 pub mod crypto;
 pub mod hsm;
-pub mod consensus;
 pub mod name;
+pub mod policy;
