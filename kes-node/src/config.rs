@@ -409,8 +409,9 @@ fn one_line(s: &str) -> String {
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration '{s}': use a Go duration such as 15s or 1m30s");
     let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.starts_with('-') {
-        if rest[1..].chars().all(|c| c == '0' || c == '.') && rest.len() > 1 {
+    if let Some(magnitude) = rest.strip_prefix('-') {
+        // Go accepts `-0`; anything else below zero is refused.
+        if !magnitude.is_empty() && magnitude.chars().all(|c| c == '0' || c == '.') {
             return Ok(Duration::ZERO);
         }
         return Err(format!("invalid duration '{s}': must not be negative"));
@@ -501,7 +502,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        let e = parse(text, base()).err().expect("expected an error");
+        let e = parse(text, base()).expect_err("expected an error");
         assert!(!e.contains('\n'), "one line: {e}");
         e
     }
