@@ -8,17 +8,18 @@
 //! |--------|---------------------|--------------------------------------------------------|
 //! | `meta` | `version`           | format version, `u32` little endian (currently 1)      |
 //! | `meta` | `root/<hsm name>`   | the 32-byte AES256 root key, sealed by that HSM        |
-//! | `key`  | `<enclave>/<name>`  | root-key ciphertext of a postcard `KeyRecord` ([`codec`]) |
+//! | `key`  | `<enclave>/<name>`  | root-key ciphertext of a postcard `KeyRecord` (`codec.rs`) |
 //!
 //! Further tables (`policy`, `identity`, `secret`, `enclave`) follow the `key` pattern: one
-//! [`Table`] constant plus typed wrappers around the private put-new/get/delete/list layer.
+//! `Table` constant (listed in `TABLES`, so new databases create it), a record struct in
+//! `codec.rs`, and typed wrappers around the private put-new/get/delete/list layer.
 //!
 //! # Atomic creation
 //!
 //! A new database is written to `kes.db.tmp`, its sealed root key committed in one durable
 //! transaction, and only then renamed to `kes.db` (and the directory synced). So `kes.db`,
 //! once it exists, always holds a root key. Opening an existing file checks the HSM key through
-//! a read-only backend ([`readonly`]) first, so a refused open never writes to the file.
+//! a copy-on-write backend (`readonly.rs`) first, so a refused open never writes to the file.
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
