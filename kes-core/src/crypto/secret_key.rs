@@ -17,6 +17,7 @@
 //! schedules on drop (the `zeroize` features of `aes`, `aes-gcm` and `chacha20`). The inner
 //! states of HMAC-SHA256 and HChaCha20 are not wiped: `hmac`/`sha2` 0.10 and the `hchacha`
 //! function offer no way to, so this is best effort, as in most Rust and Go crypto code.
+use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use chacha20::cipher::consts::U10;
@@ -164,7 +165,7 @@ impl SecretKey {
             return Err(DecryptError::Malformed);
         };
         let (body, tag) = buf[..parsed.sealed_len].split_at_mut(plaintext_len);
-        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("split leaves TAG_LEN bytes");
+        let tag = GenericArray::from_slice(tag);
 
         let subkey = self.subkey(&parsed.iv);
         let nonce = &parsed.nonce;
@@ -174,10 +175,10 @@ impl SecretKey {
                 nonce.into(),
                 aad,
                 body,
-                (&tag).into(),
+                tag,
             ),
             Cipher::ChaCha20 => ChaCha20Poly1305::new(subkey.as_ref().into())
-                .decrypt_in_place_detached(nonce.into(), aad, body, (&tag).into()),
+                .decrypt_in_place_detached(nonce.into(), aad, body, tag),
         };
         match result {
             Ok(()) => Ok(body),
