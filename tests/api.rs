@@ -705,13 +705,15 @@ const P28: &str = "CLcJoykFCWZDkEIiUq9bJRqwCwW9ZDvdgu8EMA==";
 const AD16: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
 
 /// (case, key, ciphertext bytes, context, expected plaintext or None = not authentic)
-fn vector_cases() -> Vec<(
+type VectorCase = (
     &'static str,
     &'static str,
     Vec<u8>,
     Option<Vec<u8>>,
     Option<Vec<u8>>,
-)> {
+);
+
+fn vector_cases() -> Vec<VectorCase> {
     let json = |s: &str| s.as_bytes().to_vec();
     let p16 = Some(unb64(P16));
     let p28 = Some(unb64(P28));
@@ -1192,7 +1194,8 @@ fn pipelined_requests_are_answered_in_order() {
 
     // Creates, describes and errors, written in one go.
     let mut batch = Vec::new();
-    let mut expect: Vec<Box<dyn Fn(&Response)>> = Vec::new();
+    type Check = Box<dyn Fn(&Response)>;
+    let mut expect: Vec<Check> = Vec::new();
     for i in 0..8 {
         let name = format!("p{i}");
         batch.extend(c.build_request("PUT", &format!("/v1/key/create/{name}"), &[], None));
@@ -1397,6 +1400,7 @@ fn assert_clean_failure(exit: &Exited, what: &str) {
         "{what}: want a non-zero exit code, got {status:?}"
     );
     let stderr = exit.stderr.trim_end();
+    eprintln!("{what}: {status:?}: {stderr}");
     assert!(!stderr.is_empty(), "{what}: stderr is empty");
     assert_eq!(
         stderr.lines().count(),
@@ -1608,11 +1612,15 @@ fn a_tampered_key_in_kes_db_is_detected() {
         "could not find the stored value of the victim key in kes.db (is the key name stored \
          as a redb key?)"
     );
+    eprintln!(
+        "tamper: victim value copies at {ranges:?} in a {} byte kes.db",
+        db.len()
+    );
     for r in &ranges {
         // Flip a few bytes in the middle of the value: inside the sealed ciphertext.
         let mid = r.start + r.len() / 2;
-        for i in mid.saturating_sub(2)..(mid + 2).min(r.end) {
-            db[i] ^= 0x5a;
+        for b in &mut db[mid.saturating_sub(2)..(mid + 2).min(r.end)] {
+            *b ^= 0x5a;
         }
     }
     std::fs::write(&path, &db).unwrap();
@@ -1620,6 +1628,7 @@ fn a_tampered_key_in_kes_db_is_detected() {
     let server = env.start();
     let mut c = server.admin();
     let check = |resp: &Response, what: &str| {
+        eprintln!("tamper: {what} → {} {:?}", resp.status, resp.text());
         assert!(
             resp.status >= 500,
             "{what} of the tampered key: want a status >= 500, got {} {:?}",
@@ -1679,4 +1688,62 @@ fn a_tampered_key_in_kes_db_is_detected() {
     c.create_key("new-after-tamper");
     let (pt, ct) = c.generate("new-after-tamper", None);
     assert_eq!(c.decrypt("new-after-tamper", &ct, None), pt);
+}
+
+// -------------------------------------------------------------------------------------------
+// Concurrency
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn concurrent_clients_get_their_own_answers() {
+    let env = Env::new("concurrent");
+    let server = env.start();
+    let mut c = server.admin();
+    c.create_key("shared");
+    let addr = server.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr, Some(&pki().admin), Tls::default()).unwrap();
+                let own = format!("thread-{t}");
+                c.create_key(&own);
+                for i in 0..25 {
+                    let ctx = format!("{t}-{i}");
+                    let key = if i % 2 == 0 { "shared" } else { own.as_str() };
+                    let (pt, ct) = c.generate(key, Some(ctx.as_bytes()));
+                    assert_eq!(c.decrypt(key, &ct, Some(ctx.as_bytes())), pt);
+                    let msg = format!("message {t} {i}");
+                    let ct = c.encrypt(key, msg.as_bytes(), None);
+                    assert_eq!(c.decrypt(key, &ct, None), msg.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let names = c.list("thread");
+    assert_eq!(names.len(), 8, "{names:?}");
+}
+
+#[test]
+fn a_second_server_on_the_same_dir_fails_cleanly() {
+    let env = Env::new("twice");
+    let server = env.start();
+    let mut c = server.admin();
+    c.create_key("k");
+    match env.try_start() {
+        Ok(second) => {
+            // Two processes serving one redb file would corrupt it.
+            panic!(
+                "a second kes-node started on the same DIR (listening on {})",
+                second.addr
+            );
+        }
+        Err(exit) => assert_clean_failure(&exit, "a second server on the same DIR"),
+    }
+    // The first one is unaffected.
+    let (pt, ct) = c.generate("k", None);
+    assert_eq!(c.decrypt("k", &ct, None), pt);
+    assert_eq!(c.list("*"), ["k"]);
 }

@@ -1135,7 +1135,7 @@ pub fn padded_json_body(field: &str, len: usize, lead: usize) -> Vec<u8> {
     let tail = "\"}";
     let n = (len - head.len() - tail.len()) / 4 * 4;
     let mut body = head.into_bytes();
-    body.extend(std::iter::repeat(b'A').take(n));
+    body.resize(body.len() + n, b'A');
     body.extend_from_slice(tail.as_bytes());
     body.resize(len, b' ');
     body
