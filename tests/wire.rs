@@ -36,7 +36,7 @@ fn skip_reason(e: &Value) -> Option<&'static str> {
     if case.starts_with("identity.") && case != "identity.self.describe" {
         return Some("identities");
     }
-    if case.ends_with(".self.describe") && client != "admin" {
+    if (case.ends_with(".self.describe") || case.ends_with(".self-describe")) && client != "admin" {
         return Some("identities");
     }
     if case.starts_with("log.") {
@@ -735,6 +735,76 @@ fn replay_fixture_verified_client_certs() {
     assert!(
         failures.is_empty(),
         "verified-client-cert cases differ:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The `skip_auth_server` section: `/v1/status` and `/v1/ready` configured with
+/// `skip_auth: true`, so clients without a certificate can connect; other routes still
+/// reject them at the HTTP level.
+#[test]
+#[ignore = "api.<path>.skip_auth is outside the issue-2 contract (parsed, not yet honoured)"]
+fn replay_fixture_skip_auth_server() {
+    let fixture = load_fixture();
+    let mut env = Env::new("wire-skipauth");
+    env.append_config(
+        "api:\n  /v1/status:\n    skip_auth: true\n  /v1/ready:\n    skip_auth: true\n",
+    );
+    let server = env.start();
+    let mut failures = Vec::new();
+    let mut replayed = 0;
+    let mut skipped = 0;
+    for e in fixture["skip_auth_server"]
+        .as_array()
+        .expect("skip_auth_server")
+    {
+        let case = e["case"].as_str().unwrap();
+        if skip_reason(e).is_some() {
+            skipped += 1;
+            continue;
+        }
+        replayed += 1;
+        let method = e["method"].as_str().unwrap();
+        let path = e["path"].as_str().unwrap();
+        let cert = cert_for(e["client"].as_str().unwrap());
+        let resp = match Client::connect(server.addr, cert, Tls::default())
+            .and_then(|mut c| c.request(method, path, &[], None))
+        {
+            Ok(resp) => resp,
+            Err(err) => {
+                failures.push(format!("{case}: {method} {path}: {err}"));
+                continue;
+            }
+        };
+        let want = e["status"].as_u64().unwrap() as u16;
+        if resp.status != want {
+            failures.push(format!(
+                "{case}: status want {want}, got {} {:?}",
+                resp.status,
+                resp.text()
+            ));
+            continue;
+        }
+        if let (Some(body), false) = (e["body"].as_str(), path == "/version") {
+            if resp.text() != substitute_identities(body) {
+                failures.push(format!("{case}: body want {body:?}, got {:?}", resp.text()));
+            }
+        }
+        if let Some(summary) = e.get("body_summary") {
+            let mut errs = Vec::new();
+            match serde_json::from_str::<Value>(&resp.text()) {
+                Ok(got) => body_summary_matches(summary, &got, &mut errs),
+                Err(_) => errs.push(format!("want JSON, got {:?}", resp.text())),
+            }
+            if !errs.is_empty() {
+                failures.push(format!("{case}: {}", errs.join("; ")));
+            }
+        }
+    }
+    println!("wire skip-auth: {replayed} replayed, {skipped} skipped (later issues)");
+    assert!(
+        failures.is_empty(),
+        "skip_auth cases differ:\n{}",
         failures.join("\n")
     );
 }

@@ -241,6 +241,8 @@ pub struct Env {
     pub hsm: HsmKey,
     /// Extra YAML appended to the `tls:` section (e.g. `  ca: /path`).
     tls_extra: String,
+    /// Extra top-level YAML appended to the config.
+    extra: String,
 }
 
 impl Env {
@@ -264,6 +266,7 @@ impl Env {
             tmp,
             hsm,
             tls_extra: String::new(),
+            extra: String::new(),
         };
         env.write_config();
         env
@@ -272,6 +275,12 @@ impl Env {
     /// Sets `tls.ca` to the test CA: client certificates are then verified.
     pub fn verify_client_certs(&mut self) {
         self.tls_extra = format!("  ca: {}\n", self.tmp.path().join("ca.pem").display());
+        self.write_config();
+    }
+
+    /// Appends top-level YAML (e.g. an `api:` section) to the config file.
+    pub fn append_config(&mut self, yaml: &str) {
+        self.extra.push_str(yaml);
         self.write_config();
     }
 
@@ -292,6 +301,7 @@ impl Env {
         if let HsmKey::Config(key) = &self.hsm {
             yaml.push_str(&format!("hsm:\n  key: \"{key}\"\n"));
         }
+        yaml.push_str(&self.extra);
         std::fs::write(&self.config, yaml).unwrap();
     }
 
