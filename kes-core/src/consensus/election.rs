@@ -14,7 +14,8 @@
 //! - A node grants at most one vote per term, only to a member of its latest configuration, and
 //!   only if the candidate's log is at least as up to date as its own (last term, then last
 //!   index). A vote is persisted before it is sent. A request from a non-member is answered
-//!   with `NotMember` and its term is ignored, so a removed node cannot disrupt the cluster.
+//!   with `NotMember` and its term is ignored, so a removed node cannot disrupt the cluster
+//!   (a node that has no configuration yet, i.e. is joining, votes normally).
 //! - A candidate with votes from a majority of its latest configuration becomes leader, resets
 //!   every match index and appends a no-op of its own term.
 //! - The election deadline is `now + election_timeout + random % election_timeout`, the random
@@ -30,7 +31,10 @@ impl<C: Clone> Node<C> {
         let t = self.params.election_timeout.max(1);
         self.election_deadline = self.now + t + self.random % t;
         // Stir, so consecutive resets within one tick differ.
-        self.random = self.random.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.random = self
+            .random
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
     }
 
     /// Whether this node counts itself a member of the cluster.
@@ -58,7 +62,15 @@ impl<C: Clone> Node<C> {
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for &peer in config.members.iter().filter(|&&m| m != self.id) {
-            self.send(peer, Message::RequestVote { term: self.term, last_index, last_term }, ready);
+            self.send(
+                peer,
+                Message::RequestVote {
+                    term: self.term,
+                    last_index,
+                    last_term,
+                },
+                ready,
+            );
         }
     }
 
@@ -71,8 +83,13 @@ impl<C: Clone> Node<C> {
         ready: &mut Ready<C>,
     ) {
         let config = self.log.config();
-        if !config.contains(from) {
-            let message = Message::NotMember { term: self.term, config_index: config.index };
+        // A joining node (no configuration yet) votes like any Raft node: a cluster that
+        // just added it may need its vote.
+        if !config.members.is_empty() && !config.contains(from) {
+            let message = Message::NotMember {
+                term: self.term,
+                config_index: config.index,
+            };
             self.send(from, message, ready);
             return;
         }
@@ -91,10 +108,23 @@ impl<C: Clone> Node<C> {
             }
             self.reset_election_timer();
         }
-        self.send(from, Message::Vote { term: self.term, granted }, ready);
+        self.send(
+            from,
+            Message::Vote {
+                term: self.term,
+                granted,
+            },
+            ready,
+        );
     }
 
-    pub(super) fn handle_vote(&mut self, from: NodeId, term: Term, granted: bool, ready: &mut Ready<C>) {
+    pub(super) fn handle_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        granted: bool,
+        ready: &mut Ready<C>,
+    ) {
         if term > self.term {
             self.become_follower(term, None, ready);
             return;
@@ -115,6 +145,8 @@ impl<C: Clone> Node<C> {
     fn become_leader(&mut self, ready: &mut Ready<C>) {
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        // A majority of our configuration just counted us a member.
+        self.removed_at = None;
         self.votes.clear();
         self.progress = Vec::new();
         self.forced_acked = None;
@@ -130,9 +162,15 @@ impl<C: Clone> Node<C> {
         if !self.log.has_room() {
             return;
         }
-        let entry = Entry { term: self.term, index: self.log.last_index() + 1, body: Body::Noop };
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            body: Body::Noop,
+        };
+        let index = entry.index;
         if self.append_own(entry, ready) {
             self.noop_pending = false;
+            self.noop_index = index;
         }
     }
 
@@ -144,7 +182,12 @@ impl<C: Clone> Node<C> {
         let next = self.log.last_index() + 1;
         for id in targets {
             if !self.progress.iter().any(|p| p.id == id) {
-                let _ = self.progress.push(Progress { id, next, matched: 0, echo: None });
+                let _ = self.progress.push(Progress {
+                    id,
+                    next,
+                    matched: 0,
+                    echo: None,
+                });
             }
         }
     }

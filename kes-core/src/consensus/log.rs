@@ -108,7 +108,11 @@ impl<C: Clone> Log<C> {
     pub fn restore(&mut self, meta: SnapshotMeta) {
         let keep = self.term_at(meta.index) == Some(meta.term);
         let rest: Vec<Entry<C>, WINDOW> = if keep {
-            self.entries.iter().filter(|e| e.index > meta.index).cloned().collect()
+            self.entries
+                .iter()
+                .filter(|e| e.index > meta.index)
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -129,7 +133,9 @@ impl<C: Clone> Log<C> {
 
     /// Whether an uncommitted configuration entry is in the window.
     pub fn config_pending(&self) -> bool {
-        self.entries.iter().any(|e| matches!(e.body, Body::Config { .. }))
+        self.entries
+            .iter()
+            .any(|e| matches!(e.body, Body::Config { .. }))
     }
 
     /// Whether any entry above the applied (= commit) index touches `name`.
@@ -141,7 +147,9 @@ impl<C: Clone> Log<C> {
 /// The configuration an entry creates, if it is a configuration entry.
 pub fn config_of<C>(entry: &Entry<C>) -> Option<Config> {
     match &entry.body {
-        Body::Config { members, forced, .. } => Some(Config {
+        Body::Config {
+            members, forced, ..
+        } => Some(Config {
             index: entry.index,
             members: members.clone(),
             forced: *forced,

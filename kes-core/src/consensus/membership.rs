@@ -50,10 +50,24 @@ impl<C: Clone> Node<C> {
         targets
     }
 
-    pub(super) fn propose_change(&mut self, id: ProposalId, change: Change, command: C, ready: &mut Ready<C>) {
+    pub(super) fn propose_change(
+        &mut self,
+        id: ProposalId,
+        change: Change,
+        command: C,
+        ready: &mut Ready<C>,
+    ) {
         let result = self.validate_change(change).and_then(|members| {
             let forced = matches!(change, Change::ForceRemove(_));
-            self.append_proposal(id, Body::Config { members, forced, command }, ready)
+            self.append_proposal(
+                id,
+                Body::Config {
+                    members,
+                    forced,
+                    command,
+                },
+                ready,
+            )
         });
         if let Err(e) = result {
             let _ = ready.proposals.push((id, Err(e)));
@@ -62,7 +76,9 @@ impl<C: Clone> Node<C> {
 
     fn validate_change(&self, change: Change) -> Result<super::Members, ProposeError> {
         if self.role != super::Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.log.config_pending() {
             return Err(ProposeError::InvalidChange);
@@ -85,9 +101,16 @@ impl<C: Clone> Node<C> {
         Ok(members)
     }
 
-    pub(super) fn handle_not_member(&mut self, config_index: Index) {
+    pub(super) fn handle_not_member(&mut self, term: super::Term, config_index: Index) {
+        // Stale news (an older term) or news contradicted by our own election are ignored.
+        if self.role == super::Role::Leader || term < self.term {
+            return;
+        }
         if config_index > self.log.config().index {
-            self.removed_at = Some(self.removed_at.map_or(config_index, |r| r.max(config_index)));
+            self.removed_at = Some(
+                self.removed_at
+                    .map_or(config_index, |r| r.max(config_index)),
+            );
         }
     }
 }

@@ -50,7 +50,11 @@ pub enum Body<C> {
     Command { names: Names, command: C },
     /// A new configuration (one node added or removed). `forced` marks a forced shrink, which
     /// commits without the removed node. `command` is the shell's part (e.g. addresses).
-    Config { members: Members, forced: bool, command: C },
+    Config {
+        members: Members,
+        forced: bool,
+        command: C,
+    },
 }
 
 impl<C> Entry<C> {
@@ -112,7 +116,11 @@ pub struct Envelope<C> {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Message<C> {
     /// A candidate asks for a vote.
-    RequestVote { term: Term, last_index: Index, last_term: Term },
+    RequestVote {
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+    },
     /// The answer to `RequestVote`.
     Vote { term: Term, granted: bool },
     /// Replication and heartbeat from the leader. `sent_at` is the leader's clock when sending;
@@ -141,7 +149,11 @@ pub enum Message<C> {
     },
     /// The leader replaces the follower's state with a snapshot. The shell carries the snapshot
     /// data next to this message and hands it to the follower's shell.
-    InstallSnapshot { term: Term, meta: SnapshotMeta, sent_at: Time },
+    InstallSnapshot {
+        term: Term,
+        meta: SnapshotMeta,
+        sent_at: Time,
+    },
     /// "You are not a member of my configuration `config_index`": sent to a node that asks for a
     /// vote without being a member, so a removed node learns it was removed.
     NotMember { term: Term, config_index: Index },

@@ -6,7 +6,7 @@ use heapless::Vec;
 
 use super::log::Log;
 use super::message::{
-    Entry, Envelope, HardState, Index, Members, Message, NodeId, Names, SnapshotMeta, Term, Time,
+    Entry, Envelope, HardState, Index, Members, Message, Names, NodeId, SnapshotMeta, Term, Time,
 };
 use super::{MAX_BATCH, MAX_MESSAGES, MAX_NODES, MAX_PROPOSALS, MAX_READS, WINDOW};
 
@@ -76,9 +76,17 @@ pub enum Input<C> {
     /// A message from a peer.
     Message(Envelope<C>),
     /// A client write touching `names`.
-    Propose { id: ProposalId, names: Names, command: C },
+    Propose {
+        id: ProposalId,
+        names: Names,
+        command: C,
+    },
     /// A membership change; `command` is the shell's part of the configuration entry.
-    ChangeMembership { id: ProposalId, change: Change, command: C },
+    ChangeMembership {
+        id: ProposalId,
+        change: Change,
+        command: C,
+    },
     /// A client read of `names`; answered in [`Ready::reads`] once it may be served.
     Read { id: ReadId, names: Names },
 }
@@ -114,6 +122,8 @@ pub enum ReadError {
     Pending { index: Index },
     /// `read_lease` is on and this node holds no lease (it cannot hear from a leader).
     NoLease,
+    /// The leader has committed entries this node does not hold yet.
+    CatchingUp,
 }
 
 /// What the shell must do after a step, in this order:
@@ -185,8 +195,12 @@ pub enum StartError {
 impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            StartError::TooManyEntries => f.write_str("more log entries above the applied index than the consensus window holds"),
-            StartError::Gap => f.write_str("the stored log does not continue from the applied index"),
+            StartError::TooManyEntries => f.write_str(
+                "more log entries above the applied index than the consensus window holds",
+            ),
+            StartError::Gap => {
+                f.write_str("the stored log does not continue from the applied index")
+            }
         }
     }
 }
@@ -244,6 +258,12 @@ pub struct Node<C> {
     pub(super) lease_until: Time,
     /// Set when a member told us its configuration (this index) excludes us.
     pub(super) removed_at: Option<Index>,
+    /// The highest commit index a leader of our term told us about; reads wait while our own
+    /// commit index is lower (we lack committed entries, e.g. after being force-removed).
+    pub(super) leader_commit: Index,
+    /// As leader: the index of our no-op (0 until appended). Followers get lease echoes only
+    /// once they hold it, i.e. hold every committed entry.
+    pub(super) noop_index: Index,
 }
 
 impl<C: Clone> Node<C> {
@@ -291,6 +311,8 @@ impl<C: Clone> Node<C> {
             reads: Vec::new(),
             lease_until: 0,
             removed_at: None,
+            leader_commit: 0,
+            noop_index: 0,
         };
         node.reset_election_timer();
         Ok(node)
@@ -312,9 +334,11 @@ impl<C: Clone> Node<C> {
                 }
             }
             Input::Propose { id, names, command } => self.propose(id, names, command, ready),
-            Input::ChangeMembership { id, change, command } => {
-                self.propose_change(id, change, command, ready)
-            }
+            Input::ChangeMembership {
+                id,
+                change,
+                command,
+            } => self.propose_change(id, change, command, ready),
             Input::Read { id, names } => self.read(id, names, ready),
         }
         if self.role == Role::Leader {
@@ -342,30 +366,39 @@ impl<C: Clone> Node<C> {
 
     fn handle_message(&mut self, from: NodeId, message: Message<C>, ready: &mut Ready<C>) {
         match message {
-            Message::RequestVote { term, last_index, last_term } => {
-                self.handle_request_vote(from, term, last_index, last_term, ready)
-            }
+            Message::RequestVote {
+                term,
+                last_index,
+                last_term,
+            } => self.handle_request_vote(from, term, last_index, last_term, ready),
             Message::Vote { term, granted } => self.handle_vote(from, term, granted, ready),
-            Message::AppendEntries { term, prev_index, prev_term, entries, commit, sent_at, echo } => self
-                .handle_append(
-                    from,
-                    term,
-                    prev_index,
-                    prev_term,
-                    entries,
-                    commit,
-                    sent_at,
-                    echo,
-                    ready,
-                ),
-            Message::AppendResponse { term, success, index, last_index, echo, sent_at } => self
-                .handle_append_response(
-                    from, term, success, index, last_index, echo, sent_at, ready,
-                ),
-            Message::InstallSnapshot { term, meta, sent_at } => {
-                self.handle_snapshot(from, term, meta, sent_at, ready)
-            }
-            Message::NotMember { config_index, .. } => self.handle_not_member(config_index),
+            Message::AppendEntries {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                sent_at,
+                echo,
+            } => self.handle_append(
+                from, term, prev_index, prev_term, entries, commit, sent_at, echo, ready,
+            ),
+            Message::AppendResponse {
+                term,
+                success,
+                index,
+                last_index,
+                echo,
+                sent_at,
+            } => self.handle_append_response(
+                from, term, success, index, last_index, echo, sent_at, ready,
+            ),
+            Message::InstallSnapshot {
+                term,
+                meta,
+                sent_at,
+            } => self.handle_snapshot(from, term, meta, sent_at, ready),
+            Message::NotMember { term, config_index } => self.handle_not_member(term, config_index),
         }
     }
 
@@ -373,15 +406,27 @@ impl<C: Clone> Node<C> {
 
     /// Queues a message; a full queue drops it, which the protocol tolerates like any loss.
     pub(super) fn send(&self, to: NodeId, message: Message<C>, ready: &mut Ready<C>) {
-        let _ = ready.messages.push(Envelope { from: self.id, to, message });
+        let _ = ready.messages.push(Envelope {
+            from: self.id,
+            to,
+            message,
+        });
     }
 
     pub(super) fn persist_hard_state(&self, ready: &mut Ready<C>) {
-        ready.hard_state = Some(HardState { term: self.term, voted_for: self.voted_for });
+        ready.hard_state = Some(HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        });
     }
 
     /// Adopts `term` (if newer) and becomes a follower of `leader`.
-    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>, ready: &mut Ready<C>) {
+    pub(super) fn become_follower(
+        &mut self,
+        term: Term,
+        leader: Option<NodeId>,
+        ready: &mut Ready<C>,
+    ) {
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -395,6 +440,7 @@ impl<C: Clone> Node<C> {
         self.votes.clear();
         self.progress.clear();
         self.noop_pending = false;
+        self.noop_index = 0;
         self.forced_acked = None;
     }
 
@@ -469,7 +515,10 @@ impl<C: Clone> Node<C> {
         self.voted_for
     }
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, voted_for: self.voted_for }
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }
     }
     /// The leader of the current term, if known.
     pub fn leader(&self) -> Option<NodeId> {
@@ -509,9 +558,23 @@ impl<C: Clone> Node<C> {
     }
     /// When the next timer needs a tick (the shell may tick more often).
     pub fn next_deadline(&self) -> Time {
-        let timer = if self.role == Role::Leader { self.heartbeat_deadline } else { self.election_deadline };
-        let reads = self.reads.iter().map(|r| r.deadline).min().unwrap_or(Time::MAX);
-        let proposals = self.proposals.iter().map(|p| p.deadline).min().unwrap_or(Time::MAX);
+        let timer = if self.role == Role::Leader {
+            self.heartbeat_deadline
+        } else {
+            self.election_deadline
+        };
+        let reads = self
+            .reads
+            .iter()
+            .map(|r| r.deadline)
+            .min()
+            .unwrap_or(Time::MAX);
+        let proposals = self
+            .proposals
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or(Time::MAX);
         timer.min(reads).min(proposals)
     }
 }

@@ -23,7 +23,7 @@
 use heapless::Vec;
 
 use super::log::config_of;
-use super::message::{Entry, Index, Message, NodeId, Names, SnapshotMeta, Term, Time};
+use super::message::{Entry, Index, Message, Names, NodeId, SnapshotMeta, Term, Time};
 use super::node::{Node, Proposal, ProposalId, ProposeError, Ready, Role};
 use super::{Body, MAX_BATCH};
 
@@ -32,7 +32,10 @@ impl<C: Clone> Node<C> {
         if id == self.id {
             return self.log.last_index();
         }
-        self.progress.iter().find(|p| p.id == id).map_or(0, |p| p.matched)
+        self.progress
+            .iter()
+            .find(|p| p.id == id)
+            .map_or(0, |p| p.matched)
     }
 
     pub(super) fn broadcast_append(&mut self, ready: &mut Ready<C>) {
@@ -62,7 +65,8 @@ impl<C: Clone> Node<C> {
             index += 1;
         }
         p.next = index;
-        let echo = p.echo;
+        // A lease only for a follower known to hold every committed entry (our no-op).
+        let echo = if self.noop_index > 0 && p.matched >= self.noop_index { p.echo } else { None };
         let message = Message::AppendEntries {
             term: self.term,
             prev_index,
@@ -84,8 +88,16 @@ impl<C: Clone> Node<C> {
         if let Some(p) = self.progress.iter_mut().find(|p| p.id == to) {
             p.next = meta.index + 1;
         }
-        let message = Message::InstallSnapshot { term: self.term, meta, sent_at: self.now };
-        let _ = ready.snapshots.push(super::Envelope { from: self.id, to, message });
+        let message = Message::InstallSnapshot {
+            term: self.term,
+            meta,
+            sent_at: self.now,
+        };
+        let _ = ready.snapshots.push(super::Envelope {
+            from: self.id,
+            to,
+            message,
+        });
     }
 
     fn respond(&self, to: NodeId, success: bool, index: Index, echo: Time, ready: &mut Ready<C>) {
@@ -102,7 +114,13 @@ impl<C: Clone> Node<C> {
 
     /// Accepting a message from the leader of our term: follow it, reset the election timer,
     /// and (with `read_lease`) extend the lease from our own earlier send time it echoes.
-    fn heard_from_leader(&mut self, from: NodeId, term: Term, echo: Option<Time>, ready: &mut Ready<C>) {
+    fn heard_from_leader(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        echo: Option<Time>,
+        ready: &mut Ready<C>,
+    ) {
         self.become_follower(term, Some(from), ready);
         self.reset_election_timer();
         self.removed_at = None;
@@ -134,6 +152,7 @@ impl<C: Clone> Node<C> {
             return;
         }
         self.heard_from_leader(from, term, echo, ready);
+        self.leader_commit = self.leader_commit.max(leader_commit);
         // A joining node has no configuration yet: it waits for a snapshot.
         let joining = self.log.committed_config().members.is_empty();
         if joining || prev_index > self.log.last_index() {
@@ -194,6 +213,7 @@ impl<C: Clone> Node<C> {
             return;
         }
         self.heard_from_leader(from, term, None, ready);
+        self.leader_commit = self.leader_commit.max(meta.index);
         let joining = self.log.committed_config().members.is_empty();
         if meta.index > self.log.commit() || (joining && !meta.config.members.is_empty()) {
             let keep = self.log.term_at(meta.index) == Some(meta.term);
@@ -217,7 +237,13 @@ impl<C: Clone> Node<C> {
                 ready.truncate_from = Some(index + 1);
             }
         }
-        self.respond(from, true, self.log.commit().min(self.log.last_index()), sent_at, ready);
+        self.respond(
+            from,
+            true,
+            self.log.commit().min(self.log.last_index()),
+            sent_at,
+            ready,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -296,7 +322,10 @@ impl<C: Clone> Node<C> {
                 }
             } else if let Some(lease) = self.params.read_lease {
                 if forced_acked.map(|(i, _)| i) != Some(entry.index)
-                    && config.members.iter().all(|&m| self.match_of(m) >= entry.index)
+                    && config
+                        .members
+                        .iter()
+                        .all(|&m| self.match_of(m) >= entry.index)
                 {
                     forced_acked = Some((entry.index, self.now));
                 }
@@ -314,7 +343,13 @@ impl<C: Clone> Node<C> {
         }
     }
 
-    pub(super) fn propose(&mut self, id: ProposalId, names: Names, command: C, ready: &mut Ready<C>) {
+    pub(super) fn propose(
+        &mut self,
+        id: ProposalId,
+        names: Names,
+        command: C,
+        ready: &mut Ready<C>,
+    ) {
         let body = Body::Command { names, command };
         if let Err(e) = self.append_proposal(id, body, ready) {
             let _ = ready.proposals.push((id, Err(e)));
@@ -329,18 +364,29 @@ impl<C: Clone> Node<C> {
         ready: &mut Ready<C>,
     ) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.noop_pending || !self.log.has_room() || self.proposals.is_full() {
             return Err(ProposeError::Busy);
         }
-        let entry = Entry { term: self.term, index: self.log.last_index() + 1, body };
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            body,
+        };
         let (index, term) = (entry.index, entry.term);
         if !self.append_own(entry, ready) {
             return Err(ProposeError::Busy);
         }
         let deadline = self.now + self.params.write_timeout;
-        let _ = self.proposals.push(Proposal { id, index, term, deadline });
+        let _ = self.proposals.push(Proposal {
+            id,
+            index,
+            term,
+            deadline,
+        });
         self.broadcast_append(ready);
         Ok(())
     }
@@ -362,7 +408,9 @@ impl<C: Clone> Node<C> {
                     }
                 }
             }
-            let _ = ready.proposals.push((p.id, Err(ProposeError::Timeout { unreachable })));
+            let _ = ready
+                .proposals
+                .push((p.id, Err(ProposeError::Timeout { unreachable })));
         }
     }
 }

@@ -6,7 +6,9 @@
 //! 2. no entry above the applied index touches any of the names (such an entry's outcome is not
 //!    known here yet, or it is known but not applied); the read *waits* until the entry is
 //!    committed and applied, or truncated;
-//! 3. with `read_lease` on, the node holds a lease (see the module docs); the read waits for one.
+//! 3. the node's commit index is not below a commit index a leader told it about (otherwise it
+//!    lacks committed entries, e.g. after being force-removed and added back);
+//! 4. with `read_lease` on, the node holds a lease (see the module docs); the read waits for one.
 //!
 //! A waiting read fails after `read_timeout` with the reason it was still waiting. Since the
 //! commit index is the applied index here (the shell applies in the same transaction that
@@ -25,8 +27,16 @@ impl<C: Clone> Node<C> {
         if !self.is_member() {
             return Err(ReadError::NotMember);
         }
-        if let Some(entry) = self.log.pending().iter().find(|e| names.iter().any(|&n| e.touches(n))) {
+        if let Some(entry) = self
+            .log
+            .pending()
+            .iter()
+            .find(|e| names.iter().any(|&n| e.touches(n)))
+        {
             return Err(ReadError::Pending { index: entry.index });
+        }
+        if self.log.commit() < self.leader_commit {
+            return Err(ReadError::CatchingUp);
         }
         if !self.has_lease() {
             return Err(ReadError::NoLease);
@@ -61,7 +71,15 @@ impl<C: Clone> Node<C> {
             }
             Err(_) => {
                 let deadline = self.now + self.params.read_timeout;
-                if self.reads.push(WaitingRead { id, names, deadline }).is_err() {
+                if self
+                    .reads
+                    .push(WaitingRead {
+                        id,
+                        names,
+                        deadline,
+                    })
+                    .is_err()
+                {
                     let _ = ready.reads.push((id, Err(ReadError::Busy)));
                 }
             }
@@ -94,7 +112,10 @@ impl<C: Clone> Node<C> {
                 continue;
             }
             let read = self.reads.remove(i);
-            let why = self.read_status(&read.names).err().unwrap_or(ReadError::Busy);
+            let why = self
+                .read_status(&read.names)
+                .err()
+                .unwrap_or(ReadError::Busy);
             let _ = ready.reads.push((read.id, Err(why)));
         }
     }

@@ -1,1 +1,370 @@
-//! sim
+//! A deterministic cluster simulator for the consensus core (feature `sim`).
+//!
+//! [`Cluster`] holds 1–5 [`Node`](super::Node)s with simulated disks, a network that loses,
+//! duplicates, delays and reorders messages, partitions, crashes (also in the middle of handling
+//! a `Ready`), restarts, membership changes and clients writing and reading on every node. Every
+//! decision comes from one [`Chooser`] (a seeded generator or fuzz bytes), so a seed replays
+//! exactly. After every event [`Cluster::check`] asserts the safety invariants; at the end the
+//! client history is checked for linearizability and liveness is checked: with faults stopped
+//! and everyone connected, a leader emerges and a write commits within a bounded time, and every
+//! member then serves reads.
+//!
+//! ```
+//! # use kes_core::consensus::sim::{run_seed, Options};
+//! run_seed(7, &Options::for_seed(7)).expect("seed 7 passes");
+//! ```
+
+mod cluster;
+pub mod linearizability;
+mod rng;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub use cluster::{names, Cluster, Cmd, Disk, SimNode, CONFIG_CMD};
+pub use rng::{Chooser, Rng};
+
+use super::{Change, Params, Role};
+
+/// What a simulation run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Nodes in the initial configuration (1–5).
+    pub members: usize,
+    /// Nodes in total (the others may join).
+    pub total: usize,
+    /// Scheduler events in the fault phase.
+    pub steps: usize,
+    pub read_lease: bool,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub membership: bool,
+    /// Percent of messages lost / duplicated at sending.
+    pub drop_percent: u64,
+    pub dup_percent: u64,
+    /// Keep a trace of events (returned with a failure).
+    pub trace: bool,
+}
+
+impl Options {
+    /// The options seed `seed` runs with: every combination appears among consecutive seeds.
+    pub fn for_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let members = 1 + (rng.next_u64() % 5) as usize;
+        let total = (members + (rng.next_u64() % 2) as usize).min(5);
+        Options {
+            members,
+            total,
+            steps: 300,
+            read_lease: rng.next_u64() % 3 == 0,
+            crashes: rng.next_u64() % 4 != 0,
+            partitions: rng.next_u64() % 3 != 0,
+            membership: rng.next_u64() % 2 == 0,
+            drop_percent: rng.next_u64() % 10,
+            dup_percent: rng.next_u64() % 5,
+            trace: false,
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        Params {
+            election_timeout: 10,
+            heartbeat_interval: 3,
+            read_timeout: 40,
+            write_timeout: 40,
+            read_lease: if self.read_lease { Some(12) } else { None },
+            clock_drift: 1,
+        }
+    }
+}
+
+/// A failed run: what broke, at which event, and the trace if one was kept.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub event: usize,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "event {}: {}", self.event, self.message)?;
+        let skip = self.trace.len().saturating_sub(200);
+        for line in &self.trace[skip..] {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a successful run saw.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub committed: usize,
+    pub acked_writes: usize,
+    pub reads: usize,
+    pub ticks: u64,
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, options: &Options) -> Result<Stats, Failure> {
+    run(Chooser::seeded(seed), options, false)
+}
+
+/// Runs a schedule steered by fuzz input: the first bytes pick the options, the rest the events.
+pub fn run_fuzz(data: &[u8]) -> Result<Stats, Failure> {
+    let (head, rest) = data.split_at(data.len().min(2));
+    let seed = head.iter().fold(0u64, |h, &b| (h << 8) | b as u64);
+    let mut options = Options::for_seed(seed);
+    options.steps = 2000;
+    run(Chooser::from_bytes(rest), &options, true)
+}
+
+fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure> {
+    let mut cluster = Cluster::new(options.members, options.total, options.params(), chooser);
+    cluster.drop_percent = options.drop_percent;
+    cluster.dup_percent = options.dup_percent;
+    cluster.max_delay = 4;
+    cluster.crash_in_ready_percent = if options.crashes { 1 } else { 0 };
+    if options.trace {
+        cluster.trace = Some(Vec::new());
+    }
+    let mut event = 0;
+    let fail = |cluster: &mut Cluster, event: usize, message: String| Failure {
+        event,
+        message,
+        trace: cluster.trace.take().unwrap_or_default(),
+    };
+    while event < options.steps && !(fuzz && cluster.chooser.exhausted()) {
+        event += 1;
+        if let Err(message) = random_event(&mut cluster, options).and_then(|()| cluster.check()) {
+            return Err(fail(&mut cluster, event, message));
+        }
+    }
+    if let Err(message) = liveness(&mut cluster, options) {
+        return Err(fail(&mut cluster, event, format!("liveness: {message}")));
+    }
+    if let Err(message) = cluster.check_history() {
+        let key = message.as_bytes().get(message.find('k').unwrap_or(0) + 1).map_or(0, |b| b - b'0');
+        let mut failure = fail(&mut cluster, event, message);
+        failure.trace.extend(cluster.history_of(key));
+        return Err(failure);
+    }
+    Ok(Stats {
+        committed: cluster.committed.len(),
+        acked_writes: cluster.acked.len(),
+        reads: cluster.history.iter().flatten().filter(|o| matches!(o.kind, linearizability::Kind::Read(_))).count(),
+        ticks: cluster.now,
+    })
+}
+
+const KEYS: u64 = 3;
+
+fn live(cluster: &Cluster) -> Vec<usize> {
+    (0..cluster.nodes.len()).filter(|&i| cluster.is_up(i)).collect()
+}
+
+fn pick(cluster: &mut Cluster, from: &[usize]) -> Option<usize> {
+    if from.is_empty() {
+        return None;
+    }
+    Some(from[cluster.chooser.below(from.len() as u64) as usize])
+}
+
+/// One scheduler event of the fault phase.
+fn random_event(cluster: &mut Cluster, options: &Options) -> Result<(), String> {
+    let roll = cluster.chooser.below(100);
+    match roll {
+        0..=24 => cluster.tick(),
+        25..=59 => {
+            if !cluster.deliver_random()? {
+                cluster.tick()?;
+            }
+            Ok(())
+        }
+        60..=71 => {
+            // Clients mostly find the leader (as a forwarding client would); some ask others.
+            let up = match cluster.leader() {
+                Some(l) if cluster.chooser.chance(75) => alloc::vec![l],
+                _ => live(cluster),
+            };
+            if let Some(i) = pick(cluster, &up) {
+                let key = cluster.chooser.below(KEYS) as u8;
+                cluster.write(i, key)?;
+            }
+            Ok(())
+        }
+        72..=85 => {
+            let up = live(cluster);
+            if let Some(i) = pick(cluster, &up) {
+                let key = cluster.chooser.below(KEYS) as u8;
+                cluster.read(i, key)?;
+            }
+            Ok(())
+        }
+        86..=87 => {
+            if options.drop_percent > 0 {
+                cluster.drop_random();
+            }
+            Ok(())
+        }
+        88 => {
+            if options.dup_percent > 0 {
+                cluster.duplicate_random();
+            }
+            Ok(())
+        }
+        89..=90 => {
+            if options.crashes {
+                let up = live(cluster);
+                if let Some(i) = pick(cluster, &up) {
+                    cluster.crash(i);
+                }
+            }
+            Ok(())
+        }
+        91..=93 => {
+            let down: Vec<usize> =
+                (0..cluster.nodes.len()).filter(|&i| !cluster.is_up(i) && !cluster.nodes[i].destroyed).collect();
+            if let Some(i) = pick(cluster, &down) {
+                cluster.restart(i);
+            }
+            Ok(())
+        }
+        94..=95 => {
+            if options.partitions {
+                let groups: Vec<u8> = (0..cluster.nodes.len()).map(|_| cluster.chooser.below(2) as u8).collect();
+                cluster.partition(&groups);
+            }
+            Ok(())
+        }
+        96..=97 => {
+            cluster.heal();
+            Ok(())
+        }
+        _ => {
+            if options.membership {
+                random_change(cluster, options)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String> {
+    let Some(l) = cluster.leader() else {
+        return Ok(());
+    };
+    let config = cluster.node(l).config();
+    // Like an operator: first force-remove members that are gone for good.
+    if let Some(&dead) = config.members.iter().find(|&&m| cluster.nodes[m as usize].destroyed) {
+        cluster.change(l, Change::ForceRemove(dead))?;
+        return Ok(());
+    }
+    let outsiders: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|&i| !config.contains(i as u16) && !cluster.nodes[i].destroyed)
+        .collect();
+    let others: Vec<usize> = config.members.iter().map(|&m| m as usize).filter(|&m| m != l).collect();
+    match cluster.chooser.below(3) {
+        0 => {
+            if let Some(n) = pick(cluster, &outsiders) {
+                cluster.change(l, Change::Add(n as u16))?;
+            }
+        }
+        1 => {
+            if let Some(n) = pick(cluster, &others) {
+                cluster.change(l, Change::Remove(n as u16))?;
+            }
+        }
+        _ => {
+            // Without a lease, force-removing a live node is the documented hazard: only
+            // force-remove a crashed node, which then never comes back, and only while a
+            // majority remains without it (else it is a case for offline recovery).
+            if options.read_lease {
+                if let Some(n) = pick(cluster, &others) {
+                    cluster.change(l, Change::ForceRemove(n as u16))?;
+                }
+            } else if config.members.len() >= 3 {
+                let down: Vec<usize> = others.into_iter().filter(|&m| !cluster.is_up(m)).collect();
+                if let Some(n) = pick(cluster, &down) {
+                    if cluster.change(l, Change::ForceRemove(n as u16))? {
+                        cluster.nodes[n].destroyed = true;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Faults stop, everyone is connected: a leader must emerge and a write commit within a bound,
+/// and then every live member must serve reads.
+fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
+    const BOUND: u64 = 400;
+    cluster.heal();
+    cluster.drop_percent = 0;
+    cluster.dup_percent = 0;
+    cluster.crash_in_ready_percent = 0;
+    for i in 0..cluster.nodes.len() {
+        cluster.restart(i);
+    }
+    let start = cluster.now;
+    let mut write: Option<usize> = None;
+    while cluster.now < start + BOUND {
+        cluster.tick()?;
+        cluster.deliver_all()?;
+        cluster.check()?;
+        if let Some(op) = write {
+            match cluster.completed(op) {
+                Some(true) => break,
+                Some(false) if cluster.write_pending(op) => continue,
+                _ => write = None,
+            }
+        }
+        let Some(l) = cluster.leader() else {
+            continue;
+        };
+        // Members that are gone for good must be force-removed by the operator.
+        let config = cluster.node(l).config();
+        if let Some(&dead) = config.members.iter().find(|&&m| cluster.nodes[m as usize].destroyed) {
+            cluster.change(l, Change::ForceRemove(dead))?;
+            continue;
+        }
+        if write.is_none() {
+            write = Some(cluster.write(l, 0)?);
+        }
+    }
+    match write {
+        Some(op) if cluster.completed(op) == Some(true) => {}
+        _ => {
+            let roles: Vec<_> = live(cluster)
+                .into_iter()
+                .map(|i| {
+                    let n = cluster.node(i);
+                    (i, n.role(), n.term(), n.commit_index(), n.last_index(), n.config().members)
+                })
+                .collect();
+            return Err(format!("no write committed within {BOUND} ticks of healing: {roles:?}"));
+        }
+    }
+    // Every live member serves a read of every key.
+    let l = cluster.leader().ok_or("leader lost")?;
+    let members = cluster.node(l).config().members;
+    let mut reads = Vec::new();
+    for &m in members.iter() {
+        if cluster.is_up(m as usize) {
+            for key in 0..KEYS as u8 {
+                reads.push((m, cluster.read(m as usize, key)?));
+            }
+        }
+    }
+    cluster.run_until(BOUND, |c| reads.iter().all(|&(_, op)| c.completed(op) != Some(false)))?;
+    for (m, op) in reads {
+        if cluster.completed(op) != Some(true) {
+            return Err(format!("member n{m} did not serve a read after healing"));
+        }
+    }
+    let _ = Role::Leader;
+    Ok(())
+}
