@@ -1747,3 +1747,110 @@ fn a_second_server_on_the_same_dir_fails_cleanly() {
     assert_eq!(c.decrypt("k", &ct, None), pt);
     assert_eq!(c.list("*"), ["k"]);
 }
+
+#[test]
+fn a_client_that_does_not_read_does_not_block_others() {
+    let env = Env::new("noread");
+    let server = env.start();
+    let mut c = server.admin();
+    // 200 keys with long names make a key listing of ~17 KB.
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        let name = format!("{i:03}{}", "n".repeat(77));
+        batch.extend(c.build_request("PUT", &format!("/v1/key/create/{name}"), &[], None));
+    }
+    c.send_raw(&batch).unwrap();
+    for _ in 0..200 {
+        c.read_response().unwrap().assert_empty_ok();
+    }
+    let listing = c.get("/v1/key/list/*");
+    assert!(listing.body.len() > 16_000);
+
+    // ~8 MB of responses queued on a connection that does not read them; the requests are
+    // small enough to sit in the socket buffers.
+    let mut lazy = server.admin();
+    let count = 500;
+    let mut batch = Vec::new();
+    for _ in 0..count {
+        batch.extend(lazy.build_request("GET", "/v1/key/list/*", &[], None));
+    }
+    lazy.send_raw(&batch).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let first = format!("000{}", "n".repeat(77));
+    let start = Instant::now();
+    for _ in 0..10 {
+        let mut other = server.admin();
+        let (pt, ct) = other.generate(first.as_str(), None);
+        assert_eq!(other.decrypt(first.as_str(), &ct, None), pt);
+        assert_eq!(c.get("/version").status, 200);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "requests took {:?} while another client did not read",
+        start.elapsed()
+    );
+
+    // Reading now drains everything, in order and intact.
+    for i in 0..count {
+        let resp = lazy
+            .read_response()
+            .unwrap_or_else(|err| panic!("queued response {i}: {err}"));
+        assert_eq!(resp.body, listing.body, "queued response {i}");
+    }
+}
+
+#[test]
+fn abrupt_disconnects_do_not_hurt_the_server() {
+    let env = Env::new("abrupt");
+    let server = env.start();
+    let mut c = server.admin();
+    c.create_key("k");
+    for round in 0..5 {
+        // Closed in the middle of a request body.
+        let mut a = server.admin();
+        let req = format!(
+            "PUT /v1/key/encrypt/k HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n{{\"plaintext\":\"",
+            a.host
+        );
+        a.send_raw(req.as_bytes()).unwrap();
+        drop(a);
+        // Closed before reading a large response.
+        let mut b = server.admin();
+        let big = serde_json::to_vec(&json!({"plaintext": b64(&vec![1u8; 500_000])})).unwrap();
+        let req = b.build_request("PUT", "/v1/key/encrypt/k", &[], Some(&big));
+        b.send_raw(&req).unwrap();
+        b.stream.sock.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(b);
+        // Garbage instead of a TLS ClientHello, and a TCP connection closed at once.
+        let mut raw = TcpStream::connect(server.addr).unwrap();
+        let _ = raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        drop(raw);
+        drop(TcpStream::connect(server.addr).unwrap());
+        // The server still serves, on the old and on new connections.
+        let (pt, ct) = c.generate("k", Some(format!("{round}").as_bytes()));
+        assert_eq!(
+            server
+                .admin()
+                .decrypt("k", &ct, Some(format!("{round}").as_bytes())),
+            pt
+        );
+    }
+}
+
+#[test]
+fn many_open_connections() {
+    let env = Env::new("many");
+    let server = env.start();
+    let mut clients: Vec<Client> = (0..150).map(|_| server.admin()).collect();
+    clients[0].create_key("k");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let ctx = format!("conn-{i}");
+        let (pt, ct) = c.generate("k", Some(ctx.as_bytes()));
+        assert_eq!(c.decrypt("k", &ct, Some(ctx.as_bytes())), pt);
+    }
+    // In reverse order too: every connection is still served.
+    for c in clients.iter_mut().rev() {
+        assert_eq!(c.get("/version").status, 200);
+    }
+}
