@@ -74,6 +74,17 @@ impl Fields {
     }
 }
 
+impl Fields {
+    /// A `bool` field: absent or `null` is false.
+    pub fn boolean(&self, name: &str) -> Result<bool, BadBody> {
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(BadBody),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

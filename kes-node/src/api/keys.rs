@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use super::body::{b64, Fields};
 use super::{App, Ctx};
+use crate::command::Command;
 use crate::http::Response;
 use crate::random;
-use crate::store::{KeyRecord, StoreError, DEFAULT_ENCLAVE};
+use crate::store::{KeyRecord, StoreError};
 use crate::timefmt;
 
 const INVALID_BODY: &str = "invalid request body";
@@ -21,19 +22,15 @@ fn invalid_name(name: &str) -> Response {
 
 /// Maps a failed key lookup to upstream's answers; corruption is ours to report clearly.
 fn read_error(err: StoreError) -> Response {
-    match err {
-        StoreError::NotFound => Response::error(404, "key does not exist"),
-        StoreError::Corrupted(what) => Response::error(500, &what),
-        StoreError::Exists | StoreError::Io(_) => Response::error(502, "failed to read key"),
-    }
+    super::errors::store_error(super::errors::Kind::Key, err, "failed to read key")
 }
 
 /// Validates the name and loads the key.
-fn load(app: &App, name: &str) -> Result<KeyRecord, Response> {
+fn load(app: &App, enclave: &str, name: &str) -> Result<KeyRecord, Response> {
     if !valid_name(name) {
         return Err(invalid_name(name));
     }
-    app.store.key(DEFAULT_ENCLAVE, name).map_err(read_error)
+    app.store.key(enclave, name).map_err(read_error)
 }
 
 /// The cipher for new keys: AES-256-GCM where the CPU accelerates it, else ChaCha20-Poly1305
@@ -64,13 +61,18 @@ fn store_new(app: &App, ctx: &Ctx, key: SecretKey) -> Response {
         key,
         hmac: Some(HmacKey::new(random::bytes())),
         created_at: timefmt::now(),
-        created_by: ctx.identity.unwrap_or_default().to_owned(),
+        created_by: ctx.identity().to_owned(),
     };
-    match app.store.create_key(DEFAULT_ENCLAVE, name, &rec) {
+    let cmd = Command::CreateKey {
+        enclave: ctx.enclave.clone(),
+        name: name.clone(),
+        key: rec,
+    };
+    match app.write(cmd) {
         Ok(()) => Response::ok(),
-        Err(StoreError::Exists) => Response::error(400, "key already exists"),
-        Err(StoreError::Corrupted(what)) => Response::error(500, &what),
-        Err(_) => Response::error(502, "failed to create key"),
+        Err(err) => {
+            super::errors::store_error(super::errors::Kind::Key, err, "failed to create key")
+        }
     }
 }
 
@@ -112,7 +114,7 @@ struct DescribeKey<'a> {
 }
 
 pub fn describe(app: &App, ctx: &Ctx) -> Response {
-    let rec = match load(app, &ctx.resource) {
+    let rec = match load(app, &ctx.enclave, &ctx.resource) {
         Ok(rec) => rec,
         Err(resp) => return resp,
     };
@@ -139,10 +141,11 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
     // Upstream passes the pattern as a literal prefix; only `*` alone means "all" (spec §4.7).
     let prefix = if pattern == "*" { "" } else { pattern };
-    match app.store.list_keys(DEFAULT_ENCLAVE, prefix) {
+    match app.store.list_keys(&ctx.enclave, prefix) {
         Ok(names) => Response::json(&KeyList { names }),
-        Err(StoreError::Corrupted(what)) => Response::error(500, &what),
-        Err(_) => Response::error(502, "failed to list keys"),
+        Err(err) => {
+            super::errors::store_error(super::errors::Kind::Key, err, "failed to list keys")
+        }
     }
 }
 
@@ -150,10 +153,15 @@ pub fn delete(app: &App, ctx: &Ctx) -> Response {
     if !valid_name(&ctx.resource) {
         return invalid_name(&ctx.resource);
     }
-    match app.store.delete_key(DEFAULT_ENCLAVE, &ctx.resource) {
+    let cmd = Command::DeleteKey {
+        enclave: ctx.enclave.clone(),
+        name: ctx.resource.clone(),
+    };
+    match app.write(cmd) {
         Ok(()) => Response::ok(),
-        Err(StoreError::NotFound) => Response::error(404, "key does not exist"),
-        Err(_) => Response::error(502, "failed to delete key"),
+        Err(err) => {
+            super::errors::store_error(super::errors::Kind::Key, err, "failed to delete key")
+        }
     }
 }
 
@@ -183,7 +191,7 @@ pub fn generate(app: &App, ctx: &Ctx) -> Response {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let rec = match load(app, &ctx.resource) {
+    let rec = match load(app, &ctx.enclave, &ctx.resource) {
         Ok(rec) => rec,
         Err(resp) => return resp,
     };
@@ -220,7 +228,7 @@ pub fn encrypt(app: &App, ctx: &Ctx) -> Response {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let rec = match load(app, &ctx.resource) {
+    let rec = match load(app, &ctx.enclave, &ctx.resource) {
         Ok(rec) => rec,
         Err(resp) => return resp,
     };
@@ -254,7 +262,7 @@ pub fn decrypt(app: &App, ctx: &Ctx) -> Response {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let rec = match load(app, &ctx.resource) {
+    let rec = match load(app, &ctx.enclave, &ctx.resource) {
         Ok(rec) => rec,
         Err(resp) => return resp,
     };
@@ -285,7 +293,7 @@ pub fn hmac(app: &App, ctx: &Ctx) -> Response {
         Ok(m) => m,
         Err(resp) => return resp,
     };
-    let rec = match load(app, &ctx.resource) {
+    let rec = match load(app, &ctx.enclave, &ctx.resource) {
         Ok(rec) => rec,
         Err(resp) => return resp,
     };

@@ -1,17 +1,22 @@
 //! The KES HTTP API: the route table, dispatch (path cleaning, redirects, method and auth
 //! checks in upstream's order) and the handlers.
 mod body;
+mod enclaves;
+mod errors;
+mod identities;
 mod keys;
 mod metrics;
+mod policies;
 mod routes;
+mod secrets;
 mod system;
-mod users;
 
 use std::time::Instant;
 
-use crate::auth::{Authorizer, Peer};
+use crate::auth::{authorize, Caller, Peer};
+use crate::command::Command;
 use crate::http::{percent_decode, Request, Response};
-use crate::store::Store;
+use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
 pub use body::b64;
 pub use metrics::Metrics;
@@ -32,8 +37,17 @@ pub struct Ctx<'a> {
     pub req: &'a Request,
     /// The percent-decoded path remainder after the route's prefix.
     pub resource: String,
-    /// The authenticated caller, if the route identifies callers.
-    pub identity: Option<&'a str>,
+    /// Who is calling.
+    pub caller: Caller<'a>,
+    /// The enclave the request addresses (`Kes-Enclave`, else `default`).
+    pub enclave: String,
+}
+
+impl Ctx<'_> {
+    /// The caller's identity, or empty.
+    pub fn identity(&self) -> &str {
+        self.caller.id().unwrap_or_default()
+    }
 }
 
 impl App {
@@ -91,19 +105,28 @@ impl App {
         let Some(path) = percent_decode(&req.path) else {
             return Response::text(400, "400 Bad Request");
         };
-        let auth = Authorizer { admin: &self.admin };
-        let identity = match auth.check(route.auth, peer, &path) {
-            Ok(id) => id,
+        let enclave = match req.header("Kes-Enclave") {
+            Some(v) if !v.is_empty() => String::from_utf8_lossy(v).into_owned(),
+            _ => DEFAULT_ENCLAVE.to_owned(),
+        };
+        let caller = match authorize(&self.store, &self.admin, route.auth, peer, &enclave, &path) {
+            Ok(c) => c,
             Err(resp) => return self.count(route, resp, None),
         };
         let started = Instant::now();
         let ctx = Ctx {
             req,
             resource,
-            identity,
+            caller,
+            enclave,
         };
         let resp = (route.handler)(self, &ctx);
         self.count(route, resp, Some(started))
+    }
+
+    /// Applies a state change. (With clusters this is where a command is replicated.)
+    pub fn write(&self, cmd: Command) -> Result<(), StoreError> {
+        self.store.apply(&cmd)
     }
 
     fn count(&self, route: &Route, resp: Response, started: Option<Instant>) -> Response {

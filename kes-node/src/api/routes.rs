@@ -1,6 +1,6 @@
 //! The route table: upstream's paths, methods, body limits and timeouts (spec §4), which is
 //! also what `GET /v1/api` reports.
-use super::{keys, system, users, App, Ctx};
+use super::{enclaves, identities, keys, policies, secrets, system, App, Ctx};
 use crate::auth::Auth;
 use crate::http::Response;
 
@@ -41,8 +41,14 @@ const fn route(
     }
 }
 
-use Auth::{IdentifyOnly, None as NoAuth, Verify};
+use Auth::{Admin, IdentifyOnly, None as NoAuth, Verify};
 
+/// Secret values are at most 1 MB; their base64 form in JSON is a third longer.
+const SECRET_BODY: usize = 1_400_000;
+/// Identity and assign bodies are tiny (upstream: 1 KB).
+const KB: usize = 1_000;
+
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
     route("GET", "/version", 0, 10, NoAuth, false, system::version),
     route("GET", "/v1/ready", 0, 15, Verify, false, system::ready),
@@ -51,123 +57,35 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/api", 0, 10, Verify, false, system::api),
     route("PUT", "/v1/key/create/", 0, 15, Verify, true, keys::create),
     route("PUT", "/v1/key/import/", MB, 15, Verify, true, keys::import),
-    route(
-        "GET",
-        "/v1/key/describe/",
-        0,
-        15,
-        Verify,
-        true,
-        keys::describe,
-    ),
+    route("GET", "/v1/key/describe/", 0, 15, Verify, true, keys::describe),
     route("GET", "/v1/key/list/", 0, 15, Verify, true, keys::list),
-    route(
-        "DELETE",
-        "/v1/key/delete/",
-        0,
-        15,
-        Verify,
-        true,
-        keys::delete,
-    ),
-    route(
-        "PUT",
-        "/v1/key/generate/",
-        MB,
-        15,
-        Verify,
-        true,
-        keys::generate,
-    ),
-    route(
-        "PUT",
-        "/v1/key/encrypt/",
-        MB,
-        15,
-        Verify,
-        true,
-        keys::encrypt,
-    ),
-    route(
-        "PUT",
-        "/v1/key/decrypt/",
-        MB,
-        15,
-        Verify,
-        true,
-        keys::decrypt,
-    ),
+    route("DELETE", "/v1/key/delete/", 0, 15, Verify, true, keys::delete),
+    route("PUT", "/v1/key/generate/", MB, 15, Verify, true, keys::generate),
+    route("PUT", "/v1/key/encrypt/", MB, 15, Verify, true, keys::encrypt),
+    route("PUT", "/v1/key/decrypt/", MB, 15, Verify, true, keys::decrypt),
     route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, keys::hmac),
-    route(
-        "GET",
-        "/v1/policy/describe/",
-        0,
-        15,
-        Verify,
-        true,
-        users::describe_policy,
-    ),
-    route(
-        "GET",
-        "/v1/policy/read/",
-        0,
-        15,
-        Verify,
-        true,
-        users::read_policy,
-    ),
-    route(
-        "GET",
-        "/v1/policy/list/",
-        0,
-        15,
-        Verify,
-        true,
-        users::list_policies,
-    ),
-    route(
-        "GET",
-        "/v1/identity/describe/",
-        0,
-        15,
-        Verify,
-        true,
-        users::describe_identity,
-    ),
-    route(
-        "GET",
-        "/v1/identity/list/",
-        0,
-        15,
-        Verify,
-        true,
-        users::list_identities,
-    ),
-    route(
-        "GET",
-        "/v1/identity/self/describe",
-        0,
-        15,
-        IdentifyOnly,
-        true,
-        users::describe_self,
-    ),
-    route(
-        "GET",
-        "/v1/log/error",
-        0,
-        0,
-        Verify,
-        false,
-        system::log_stream,
-    ),
-    route(
-        "GET",
-        "/v1/log/audit",
-        0,
-        0,
-        Verify,
-        false,
-        system::log_stream,
-    ),
+    route("PUT", "/v1/policy/create/", MB, 15, Verify, true, policies::create),
+    route("POST", "/v1/policy/assign/", KB, 15, Verify, true, policies::assign),
+    route("GET", "/v1/policy/describe/", 0, 15, Verify, true, policies::describe),
+    route("GET", "/v1/policy/read/", 0, 15, Verify, true, policies::read),
+    route("GET", "/v1/policy/list/", 0, 15, Verify, true, policies::list),
+    route("DELETE", "/v1/policy/delete/", 0, 15, Verify, true, policies::delete),
+    route("PUT", "/v1/identity/create/", KB, 15, Verify, true, identities::create),
+    route("GET", "/v1/identity/describe/", 0, 15, Verify, true, identities::describe),
+    route("GET", "/v1/identity/list/", 0, 15, Verify, true, identities::list),
+    route("DELETE", "/v1/identity/delete/", 0, 15, Verify, true, identities::delete),
+    route("GET", "/v1/identity/self/describe", 0, 15, IdentifyOnly, true, identities::describe_self),
+    route("PUT", "/v1/secret/create/", SECRET_BODY, 15, Verify, true, secrets::create),
+    route("GET", "/v1/secret/describe/", 0, 15, Verify, true, secrets::describe),
+    route("GET", "/v1/secret/read/", 0, 15, Verify, true, secrets::read),
+    // Upstream's stateful server registered the listing without a trailing slash; both work.
+    route("GET", "/v1/secret/list", 0, 15, Verify, true, secrets::list),
+    route("GET", "/v1/secret/list/", 0, 15, Verify, true, secrets::list),
+    route("DELETE", "/v1/secret/delete/", 0, 15, Verify, true, secrets::delete),
+    route("PUT", "/v1/enclave/create/", 0, 15, Admin, true, enclaves::create),
+    route("GET", "/v1/enclave/describe/", 0, 15, Verify, true, enclaves::describe),
+    route("GET", "/v1/enclave/list/", 0, 15, Verify, true, enclaves::list),
+    route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, enclaves::delete),
+    route("GET", "/v1/log/error", 0, 0, Verify, false, system::log_stream),
+    route("GET", "/v1/log/audit", 0, 0, Verify, false, system::log_stream),
 ];

@@ -1,12 +1,18 @@
-//! Who may call what. The admin identity may do everything; every other identity is checked
-//! against its policy (policies arrive with the next issue: until then, nobody else may).
+//! Who may call what (spec §2.2, §3). The admin identity may do everything. Any other identity
+//! must exist in the request's enclave (the `Kes-Enclave` header, `default` without one), must
+//! not be expired, and then either is an enclave admin or its policy must allow the URL path:
+//! deny patterns win, and a path no allow pattern matches is refused.
+use std::net::IpAddr;
+
 use crate::http::Response;
 use crate::identity::PeerIdentityError;
+use crate::store::{Store, StoreError};
 
 /// The TLS peer of a connection, identified once after the handshake.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub identity: Result<String, PeerIdentityError>,
+    pub ip: Option<IpAddr>,
 }
 
 /// How a route authenticates its callers.
@@ -16,48 +22,106 @@ pub enum Auth {
     None,
     /// The caller's identity is looked up but never rejected (`/v1/identity/self/describe`).
     IdentifyOnly,
-    /// Admin, or an identity whose policy allows the path.
+    /// Admin, enclave admin, or an identity whose policy allows the path.
     Verify,
+    /// The admin identity only (creating and deleting enclaves).
+    Admin,
 }
 
 /// The reason every upstream client understands for a refused request.
 pub const NOT_ALLOWED: &str = "not authorized: insufficient permissions";
 
-/// The decision for one request.
-pub struct Authorizer<'a> {
-    pub admin: &'a str,
+/// Who the caller turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// Unknown (routes that do not authenticate).
+    Anonymous,
+    /// The admin identity (`admin.identity`).
+    Admin(&'a str),
+    /// An identity of the request's enclave; `enclave_admin` if it has admin rights there.
+    Identity { id: &'a str, enclave_admin: bool },
 }
 
-impl Authorizer<'_> {
-    /// Checks `peer` for `path` under `auth`. Returns the caller's identity, if known.
-    pub fn check<'p>(
-        &self,
-        auth: Auth,
-        peer: &'p Peer,
-        path: &str,
-    ) -> Result<Option<&'p str>, Response> {
-        let _ = path; // Policy matching on the path comes with policies.
-        match auth {
-            Auth::None => Ok(None),
-            Auth::IdentifyOnly => Ok(peer.identity.as_deref().ok()),
-            Auth::Verify => {
-                let id = match &peer.identity {
-                    Ok(id) => id.as_str(),
-                    Err(PeerIdentityError::NoCertificate) => {
-                        return Err(Response::error(400, "tls: client certificate is required"))
-                    }
-                    Err(PeerIdentityError::TooMany) => {
-                        return Err(Response::error(
-                            400,
-                            "tls: received more than one client certificate",
-                        ))
-                    }
-                };
-                if is_admin(self.admin, id) {
-                    Ok(Some(id))
-                } else {
-                    Err(Response::error(403, NOT_ALLOWED))
-                }
+impl<'a> Caller<'a> {
+    /// The caller's identity, if known.
+    pub fn id(&self) -> Option<&'a str> {
+        match *self {
+            Caller::Anonymous => None,
+            Caller::Admin(id) | Caller::Identity { id, .. } => Some(id),
+        }
+    }
+
+    /// True for the admin identity.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin(_))
+    }
+}
+
+/// Decides whether `peer` may call `path` in `enclave` under `auth`.
+pub fn authorize<'p>(
+    store: &Store,
+    admin: &str,
+    auth: Auth,
+    peer: &'p Peer,
+    enclave: &str,
+    path: &str,
+) -> Result<Caller<'p>, Response> {
+    if auth == Auth::None {
+        return Ok(Caller::Anonymous);
+    }
+    let id = match (&peer.identity, auth) {
+        (Ok(id), _) => id.as_str(),
+        (Err(_), Auth::IdentifyOnly) => return Ok(Caller::Anonymous),
+        (Err(PeerIdentityError::NoCertificate), _) => {
+            return Err(Response::error(400, "tls: client certificate is required"))
+        }
+        (Err(PeerIdentityError::TooMany), _) => {
+            return Err(Response::error(
+                400,
+                "tls: received more than one client certificate",
+            ))
+        }
+    };
+    if is_admin(admin, id) {
+        return Ok(Caller::Admin(id));
+    }
+    let forbidden = || Response::error(403, NOT_ALLOWED);
+    let record = match store.identity(enclave, id) {
+        Ok(r) => r,
+        Err(_) if auth == Auth::IdentifyOnly => return Ok(Caller::Anonymous),
+        // Unknown identities and unknown enclaves are refused alike: a caller learns nothing.
+        Err(StoreError::NotFound) | Err(StoreError::NoEnclave) => return Err(forbidden()),
+        Err(err) => return Err(Response::error(500, &err.to_string())),
+    };
+    if record.expired(crate::timefmt::now()) {
+        return match auth {
+            Auth::IdentifyOnly => Ok(Caller::Anonymous),
+            _ => Err(forbidden()),
+        };
+    }
+    let caller = Caller::Identity {
+        id,
+        enclave_admin: record.admin,
+    };
+    match auth {
+        Auth::IdentifyOnly => Ok(caller),
+        Auth::Admin => Err(forbidden()),
+        _ if record.admin => Ok(caller),
+        _ => {
+            let policy = match store.policy(enclave, &record.policy) {
+                Ok(p) => p,
+                Err(StoreError::NotFound) => return Err(forbidden()),
+                Err(err) => return Err(Response::error(500, &err.to_string())),
+            };
+            let allowed = kes_core::policy::verify(
+                policy.allow.iter().map(String::as_str),
+                policy.deny.iter().map(String::as_str),
+                path,
+            );
+            if allowed {
+                Ok(caller)
+            } else {
+                Err(forbidden())
             }
         }
     }

@@ -49,9 +49,7 @@ impl Endpoint {
             return Err(invalid("expected HOST[:PORT]"));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (addr, after) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '['"))?;
+            let (addr, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed '['"))?;
             let port = match after {
                 "" => None,
                 p => Some(p.strip_prefix(':').ok_or_else(|| invalid("bad port"))?),
@@ -304,8 +302,8 @@ impl Conn {
     pub fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         let line = self.read_line()?;
         let size = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| invalid_data("malformed chunk size"))?;
+        let size =
+            usize::from_str_radix(size, 16).map_err(|_| invalid_data("malformed chunk size"))?;
         if size == 0 {
             // Trailers, up to an empty line.
             while !self.read_line()?.is_empty() {}
@@ -442,7 +440,15 @@ mod tests {
         assert_eq!(ok("[::1]"), "[::1]:7373");
         assert_eq!(ok("::1"), "[::1]:7373");
         assert_eq!(Endpoint::parse("[::1]:7001").unwrap().host, "[::1]");
-        for bad in ["", "https://", "host:port", "host:99999", "a/b", "[::1", "host:"] {
+        for bad in [
+            "",
+            "https://",
+            "host:port",
+            "host:99999",
+            "a/b",
+            "[::1",
+            "host:",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

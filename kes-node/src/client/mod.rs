@@ -452,7 +452,11 @@ impl Client {
         if (200..300).contains(&resp.status) {
             Ok(resp)
         } else {
-            Err(api_error(resp.status, resp.header("Content-Type"), &resp.body))
+            Err(api_error(
+                resp.status,
+                resp.header("Content-Type"),
+                &resp.body,
+            ))
         }
     }
 

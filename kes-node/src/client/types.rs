@@ -305,10 +305,9 @@ mod tests {
         .unwrap();
         assert_eq!(flat.identity.policy.as_deref(), Some("p"));
         assert!(flat.allow.contains_key("/v1/key/*"));
-        let nested: SelfInfo = serde_json::from_str(
-            r#"{"identity":"ab","policy":{"name":"q","deny":{"/v1/x":{}}}}"#,
-        )
-        .unwrap();
+        let nested: SelfInfo =
+            serde_json::from_str(r#"{"identity":"ab","policy":{"name":"q","deny":{"/v1/x":{}}}}"#)
+                .unwrap();
         assert_eq!(nested.identity.policy.as_deref(), Some("q"));
         assert!(nested.deny.contains_key("/v1/x"));
         let admin: SelfInfo =

@@ -198,6 +198,7 @@ impl Connection {
                 let certs = self.tls.peer_certificates().unwrap_or(&[]);
                 self.peer = Some(Peer {
                     identity: peer_identity(certs),
+                    ip: self.socket.peer_addr().ok().map(|a| a.ip()),
                 });
             }
             let parsed = self.parser.poll(&mut self.input, |r| app.body_limit(r));

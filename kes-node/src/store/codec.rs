@@ -82,3 +82,157 @@ pub(super) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, String> {
         created_by: stored.created_by.clone(),
     })
 }
+
+/// Unix seconds and nanoseconds of a time (UTC).
+fn to_parts(t: time::OffsetDateTime) -> (i64, u32) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    (t.unix_timestamp(), t.nanosecond())
+}
+
+fn from_parts(secs: i64, nanos: u32) -> Result<time::OffsetDateTime, String> {
+    if nanos >= 1_000_000_000 {
+        return Err("has an invalid time".into());
+    }
+    time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+    )
+    .map_err(|_| "has an invalid time".to_string())
+}
+
+/// `PolicyRecord` on disk.
+#[derive(Serialize, Deserialize)]
+struct StoredPolicy {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    created_secs: i64,
+    created_nanos: u32,
+    created_by: String,
+}
+
+pub(super) fn encode_policy(p: &super::PolicyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (created_secs, created_nanos) = to_parts(p.created_at);
+    encode(&StoredPolicy {
+        allow: p.allow.clone(),
+        deny: p.deny.clone(),
+        created_secs,
+        created_nanos,
+        created_by: p.created_by.clone(),
+    })
+}
+
+pub(super) fn decode_policy(bytes: &[u8]) -> Result<super::PolicyRecord, String> {
+    let s: StoredPolicy = decode(bytes)?;
+    Ok(super::PolicyRecord {
+        created_at: from_parts(s.created_secs, s.created_nanos)?,
+        allow: s.allow,
+        deny: s.deny,
+        created_by: s.created_by,
+    })
+}
+
+/// `IdentityRecord` on disk.
+#[derive(Serialize, Deserialize)]
+struct StoredIdentity {
+    policy: String,
+    admin: bool,
+    ttl_nanos: u64,
+    /// Unix seconds/nanos, or `None` for identities that do not expire.
+    expires: Option<(i64, u32)>,
+    created_secs: i64,
+    created_nanos: u32,
+    created_by: String,
+    children: Vec<String>,
+}
+
+pub(super) fn encode_identity(r: &super::IdentityRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (created_secs, created_nanos) = to_parts(r.created_at);
+    encode(&StoredIdentity {
+        policy: r.policy.clone(),
+        admin: r.admin,
+        ttl_nanos: r.ttl.as_nanos().min(u64::MAX as u128) as u64,
+        expires: r.expires_at.map(to_parts),
+        created_secs,
+        created_nanos,
+        created_by: r.created_by.clone(),
+        children: r.children.clone(),
+    })
+}
+
+pub(super) fn decode_identity(bytes: &[u8]) -> Result<super::IdentityRecord, String> {
+    let s: StoredIdentity = decode(bytes)?;
+    Ok(super::IdentityRecord {
+        policy: s.policy,
+        admin: s.admin,
+        ttl: std::time::Duration::from_nanos(s.ttl_nanos),
+        expires_at: s.expires.map(|(a, b)| from_parts(a, b)).transpose()?,
+        created_at: from_parts(s.created_secs, s.created_nanos)?,
+        created_by: s.created_by,
+        children: s.children,
+    })
+}
+
+/// `SecretRecord` on disk.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct StoredSecret {
+    value: Vec<u8>,
+    created_secs: i64,
+    created_nanos: u32,
+    created_by: String,
+}
+
+pub(super) fn encode_secret(r: &super::SecretRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (created_secs, created_nanos) = to_parts(r.created_at);
+    encode(&StoredSecret {
+        value: r.value.to_vec(),
+        created_secs,
+        created_nanos,
+        created_by: r.created_by.clone(),
+    })
+}
+
+pub(super) fn decode_secret(bytes: &[u8]) -> Result<super::SecretRecord, String> {
+    let s: StoredSecret = decode(bytes)?;
+    Ok(super::SecretRecord {
+        value: Zeroizing::new(s.value.clone()),
+        created_at: from_parts(s.created_secs, s.created_nanos)?,
+        created_by: s.created_by.clone(),
+    })
+}
+
+/// `EnclaveRecord` on disk: the enclave's data key and who made it.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct StoredEnclave {
+    cipher: u8,
+    key: [u8; 32],
+    created_secs: i64,
+    created_nanos: u32,
+    created_by: String,
+}
+
+pub(super) fn encode_enclave(r: &super::EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (created_secs, created_nanos) = to_parts(r.created_at);
+    encode(&StoredEnclave {
+        cipher: match r.key.cipher() {
+            Cipher::Aes256 => CIPHER_AES256,
+            Cipher::ChaCha20 => CIPHER_CHACHA20,
+        },
+        key: *r.key.as_bytes(),
+        created_secs,
+        created_nanos,
+        created_by: r.created_by.clone(),
+    })
+}
+
+pub(super) fn decode_enclave(bytes: &[u8]) -> Result<super::EnclaveRecord, String> {
+    let s: StoredEnclave = decode(bytes)?;
+    let cipher = match s.cipher {
+        CIPHER_AES256 => Cipher::Aes256,
+        CIPHER_CHACHA20 => Cipher::ChaCha20,
+        other => return Err(format!("has unknown cipher {other}")),
+    };
+    Ok(super::EnclaveRecord {
+        key: SecretKey::new(cipher, s.key),
+        created_at: from_parts(s.created_secs, s.created_nanos)?,
+        created_by: s.created_by.clone(),
+    })
+}

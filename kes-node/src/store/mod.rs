@@ -20,10 +20,12 @@
 //! transaction, and only then renamed to `kes.db` (and the directory synced). So `kes.db`,
 //! once it exists, always holds a root key. Opening an existing file checks the HSM key through
 //! a copy-on-write backend (`readonly.rs`) first, so a refused open never writes to the file.
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kes_core::crypto::{Cipher, HmacKey, SecretKey, RANDOM_LEN};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -31,8 +33,13 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::hsm::{Hsm, HsmError};
 
+mod apply;
 mod codec;
 mod readonly;
+mod records;
+
+pub use crate::command::Command;
+pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};
 #[cfg(test)]
 mod tests;
 
@@ -52,7 +59,7 @@ const META_ROOT_PREFIX: &str = "root/";
 
 /// A table of values encrypted with the root key and keyed by `<enclave>/<name>`.
 #[derive(Clone, Copy)]
-struct Table {
+pub(crate) struct Table {
     /// The redb table name and the first element of the associated data.
     name: &'static str,
     /// What an item is called in error messages.
@@ -65,12 +72,29 @@ impl Table {
     }
 }
 
-const KEYS: Table = Table {
+pub(crate) const KEYS: Table = Table {
     name: "key",
     what: "key",
 };
-/// Every encrypted table; all are created with the database so reads never miss one.
-const TABLES: [Table; 1] = [KEYS];
+pub(crate) const POLICIES: Table = Table {
+    name: "policy",
+    what: "policy",
+};
+pub(crate) const IDENTITIES: Table = Table {
+    name: "identity",
+    what: "identity",
+};
+pub(crate) const SECRETS: Table = Table {
+    name: "secret",
+    what: "secret",
+};
+/// Enclave records, keyed by the enclave name alone and encrypted with the root key.
+const ENCLAVES: Table = Table {
+    name: "enclave",
+    what: "enclave",
+};
+/// Every table keyed by `<enclave>/<name>`; all are created with the database.
+const TABLES: [Table; 4] = [KEYS, POLICIES, IDENTITIES, SECRETS];
 
 /// A key as stored: the secret key, its HMAC key (absent for keys imported from legacy
 /// formats) and who created it when.
@@ -122,6 +146,10 @@ impl std::error::Error for OpenError {}
 pub enum StoreError {
     NotFound,
     Exists,
+    /// The enclave of the item does not exist.
+    NoEnclave,
+    /// A rule of the change was violated (the message says which); maps to a client error.
+    Refused(String),
     /// The stored value does not decrypt or decode: the file was modified outside kes-node.
     Corrupted(String),
     /// redb or the disk failed.
@@ -133,6 +161,8 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Exists => f.write_str("already exists"),
+            StoreError::NoEnclave => f.write_str("enclave does not exist"),
+            StoreError::Refused(msg) => f.write_str(msg),
             StoreError::Corrupted(msg) => f.write_str(msg),
             StoreError::Io(msg) => write!(f, "kes.db: {msg}"),
         }
@@ -149,6 +179,8 @@ fn io_err(err: impl std::fmt::Display) -> StoreError {
 pub struct Store {
     db: redb::Database,
     root: SecretKey,
+    /// Unsealed enclave data keys; an entry is dropped when its enclave is deleted.
+    enclave_keys: Mutex<HashMap<String, Arc<SecretKey>>>,
 }
 
 impl Store {
@@ -171,13 +203,39 @@ impl Store {
             .open(&path)
             .map_err(|err| open_failed(&path, err))?;
         let root = unseal_root(&db, &path, hsm)?;
-        Ok(Store { db, root })
+        let store = Store {
+            db,
+            root,
+            enclave_keys: Mutex::new(HashMap::new()),
+        };
+        store
+            .ensure_default_enclave()
+            .map_err(|err| db_failed(&path, err))?;
+        Ok(store)
+    }
+
+    /// Applies one state change in one durable transaction. Every write goes through here,
+    /// so that a replicated log can later apply the same commands in the same order.
+    pub fn apply(&self, cmd: &Command) -> Result<(), StoreError> {
+        let mut tx = self.begin()?;
+        apply::apply(&mut tx, cmd)?;
+        tx.commit()?;
+        if let Command::DeleteEnclave { name } = cmd {
+            self.enclave_keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+        }
+        Ok(())
     }
 
     /// Stores a new key; `Exists` if the name is taken. Durable (fsync) when it returns.
     pub fn create_key(&self, enclave: &str, name: &str, rec: &KeyRecord) -> Result<(), StoreError> {
-        let plaintext = codec::encode_key(rec).map_err(StoreError::Io)?;
-        self.put_new(KEYS, enclave, name, &plaintext)
+        self.apply(&Command::CreateKey {
+            enclave: enclave.into(),
+            name: name.into(),
+            key: rec.clone(),
+        })
     }
 
     /// Reads a key.
@@ -188,7 +246,10 @@ impl Store {
 
     /// Deletes a key; `NotFound` if absent.
     pub fn delete_key(&self, enclave: &str, name: &str) -> Result<(), StoreError> {
-        self.delete(KEYS, enclave, name)
+        self.apply(&Command::DeleteKey {
+            enclave: enclave.into(),
+            name: name.into(),
+        })
     }
 
     /// Names of the keys starting with `prefix`, sorted.
@@ -196,32 +257,94 @@ impl Store {
         self.list(KEYS, enclave, prefix)
     }
 
-    // The generic layer: every table stores root-key ciphertexts under `<enclave>/<name>`.
+    /// Reads a policy.
+    pub fn policy(&self, enclave: &str, name: &str) -> Result<PolicyRecord, StoreError> {
+        let plaintext = self.get(POLICIES, enclave, name)?;
+        codec::decode_policy(&plaintext).map_err(|why| corrupted(POLICIES, enclave, name, &why))
+    }
 
-    /// Encrypts and inserts `plaintext`; `Exists` (and nothing written) if the name is taken.
-    fn put_new(
-        &self,
-        table: Table,
-        enclave: &str,
-        name: &str,
-        plaintext: &[u8],
-    ) -> Result<(), StoreError> {
-        let key = item_key(enclave, name)?;
-        let random: [u8; RANDOM_LEN] = crate::random::bytes();
-        let value = self
-            .root
-            .encrypt(&random, plaintext, aad(table, &key).as_bytes());
+    /// Names of the policies starting with `prefix`, sorted.
+    pub fn list_policies(&self, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list(POLICIES, enclave, prefix)
+    }
+
+    /// Reads an identity.
+    pub fn identity(&self, enclave: &str, id: &str) -> Result<IdentityRecord, StoreError> {
+        let plaintext = self.get(IDENTITIES, enclave, id)?;
+        codec::decode_identity(&plaintext).map_err(|why| corrupted(IDENTITIES, enclave, id, &why))
+    }
+
+    /// Identities starting with `prefix`, sorted.
+    pub fn list_identities(&self, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list(IDENTITIES, enclave, prefix)
+    }
+
+    /// Reads a secret.
+    pub fn secret(&self, enclave: &str, name: &str) -> Result<SecretRecord, StoreError> {
+        let plaintext = self.get(SECRETS, enclave, name)?;
+        codec::decode_secret(&plaintext).map_err(|why| corrupted(SECRETS, enclave, name, &why))
+    }
+
+    /// Names of the secrets starting with `prefix`, sorted.
+    pub fn list_secrets(&self, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list(SECRETS, enclave, prefix)
+    }
+
+    /// Reads an enclave's record; `NotFound` if it does not exist.
+    pub fn enclave(&self, name: &str) -> Result<EnclaveRecord, StoreError> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        read_enclave(
+            &txn.open_table(ENCLAVES.def()).map_err(io_err)?,
+            &self.root,
+            name,
+        )
+    }
+
+    /// Names of the enclaves starting with `prefix`, sorted.
+    pub fn list_enclaves(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+        let mut names = Vec::new();
+        for entry in t.range(prefix..).map_err(io_err)? {
+            let (key, _) = entry.map_err(io_err)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            names.push(key.value().to_string());
+        }
+        Ok(names)
+    }
+
+    // The generic layer: every table stores ciphertexts under `<enclave>/<name>`, encrypted
+    // with the enclave's data key, which is itself stored encrypted with the root key.
+
+    fn begin(&self) -> Result<Tx<'_>, StoreError> {
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
+        Ok(Tx { store: self, txn })
+    }
+
+    /// The data key of `enclave`, cached after the first read.
+    fn enclave_key(&self, enclave: &str) -> Result<Arc<SecretKey>, StoreError> {
+        if let Some(k) = self
+            .enclave_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(enclave)
         {
-            let mut t = txn.open_table(table.def()).map_err(io_err)?;
-            if t.get(key.as_str()).map_err(io_err)?.is_some() {
-                // Dropping `txn` without commit aborts it.
-                return Err(StoreError::Exists);
-            }
-            t.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
+            return Ok(k.clone());
         }
-        txn.commit().map_err(io_err)
+        let rec = match self.enclave(enclave) {
+            Ok(rec) => rec,
+            Err(StoreError::NotFound) => return Err(StoreError::NoEnclave),
+            Err(err) => return Err(err),
+        };
+        let key = Arc::new(rec.key.clone());
+        self.enclave_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(enclave.to_string(), key.clone());
+        Ok(key)
     }
 
     /// Reads and decrypts a value.
@@ -232,6 +355,7 @@ impl Store {
         name: &str,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let key = item_key(enclave, name)?;
+        let enclave_key = self.enclave_key(enclave)?;
         let txn = self.db.begin_read().map_err(io_err)?;
         let t = match txn.open_table(table.def()) {
             Ok(t) => t,
@@ -242,32 +366,7 @@ impl Store {
             .get(key.as_str())
             .map_err(io_err)?
             .ok_or(StoreError::NotFound)?;
-        match self
-            .root
-            .decrypt(value.value(), aad(table, &key).as_bytes())
-        {
-            Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
-            Err(_) => Err(corrupted(
-                table,
-                enclave,
-                name,
-                "does not decrypt with the root key",
-            )),
-        }
-    }
-
-    /// Removes a value; `NotFound` if absent. Durable when it returns.
-    fn delete(&self, table: Table, enclave: &str, name: &str) -> Result<(), StoreError> {
-        let key = item_key(enclave, name)?;
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut t = txn.open_table(table.def()).map_err(io_err)?;
-            if t.remove(key.as_str()).map_err(io_err)?.is_none() {
-                return Err(StoreError::NotFound);
-            }
-        }
-        txn.commit().map_err(io_err)
+        decrypt(&enclave_key, table, enclave, name, &key, value.value())
     }
 
     /// Sorted names in `enclave` that start with `prefix` (all names if it is empty).
@@ -296,6 +395,181 @@ impl Store {
         }
         Ok(names)
     }
+
+    /// Creates the `default` enclave if the database has none (a new database).
+    fn ensure_default_enclave(&self) -> Result<(), StoreError> {
+        match self.enclave(DEFAULT_ENCLAVE) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound) => self.apply(&Command::CreateEnclave {
+                name: DEFAULT_ENCLAVE.into(),
+                record: EnclaveRecord {
+                    key: SecretKey::new(Cipher::Aes256, crate::random::bytes()),
+                    created_at: crate::timefmt::now(),
+                    created_by: String::new(),
+                },
+            }),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// A write transaction: reads see its own writes; nothing is visible until `commit`.
+pub(crate) struct Tx<'s> {
+    store: &'s Store,
+    txn: redb::WriteTransaction,
+}
+
+impl Tx<'_> {
+    fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit().map_err(io_err)
+    }
+
+    /// The data key of an enclave as this transaction sees it.
+    fn enclave_key(&self, enclave: &str) -> Result<SecretKey, StoreError> {
+        let t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+        match read_enclave(&t, &self.store.root, enclave) {
+            Ok(rec) => Ok(rec.key),
+            Err(StoreError::NotFound) => Err(StoreError::NoEnclave),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub(crate) fn get(
+        &self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let key = item_key(enclave, name)?;
+        let enclave_key = self.enclave_key(enclave)?;
+        let t = self.txn.open_table(table.def()).map_err(io_err)?;
+        let value = t
+            .get(key.as_str())
+            .map_err(io_err)?
+            .ok_or(StoreError::NotFound)?;
+        decrypt(&enclave_key, table, enclave, name, &key, value.value())
+    }
+
+    /// Encrypts and stores `plaintext`; with `must_be_new`, `Exists` if the name is taken.
+    pub(crate) fn put(
+        &mut self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+        plaintext: &[u8],
+        must_be_new: bool,
+    ) -> Result<(), StoreError> {
+        let key = item_key(enclave, name)?;
+        let enclave_key = self.enclave_key(enclave)?;
+        let random: [u8; RANDOM_LEN] = crate::random::bytes();
+        let value = enclave_key.encrypt(&random, plaintext, aad(table, &key).as_bytes());
+        let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
+        if must_be_new && t.get(key.as_str()).map_err(io_err)?.is_some() {
+            return Err(StoreError::Exists);
+        }
+        t.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Removes a value; `NotFound` if absent.
+    pub(crate) fn delete(
+        &mut self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let key = item_key(enclave, name)?;
+        let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
+        if t.remove(key.as_str()).map_err(io_err)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Stores a new enclave record (encrypted with the root key).
+    pub(crate) fn create_enclave(
+        &mut self,
+        name: &str,
+        rec: &EnclaveRecord,
+    ) -> Result<(), StoreError> {
+        if name.contains('/') {
+            return Err(StoreError::NotFound);
+        }
+        let plaintext = codec::encode_enclave(rec).map_err(StoreError::Io)?;
+        let random: [u8; RANDOM_LEN] = crate::random::bytes();
+        let value = self
+            .store
+            .root
+            .encrypt(&random, &plaintext, enclave_aad(name).as_bytes());
+        let mut t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+        if t.get(name).map_err(io_err)?.is_some() {
+            return Err(StoreError::Exists);
+        }
+        t.insert(name, value.as_slice()).map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Removes an enclave record and every item of the enclave in every table.
+    pub(crate) fn delete_enclave(&mut self, name: &str) -> Result<(), StoreError> {
+        {
+            let mut t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+            if t.remove(name).map_err(io_err)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
+        let prefix = item_key(name, "")?;
+        for table in TABLES {
+            let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
+            let doomed: Vec<String> = t
+                .range(prefix.as_str()..)
+                .map_err(io_err)?
+                .map_while(|e| e.ok().map(|(k, _)| k.value().to_string()))
+                .take_while(|k| k.starts_with(prefix.as_str()))
+                .collect();
+            for k in doomed {
+                t.remove(k.as_str()).map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decrypts a stored value or reports which item is corrupted.
+fn decrypt(
+    key: &SecretKey,
+    table: Table,
+    enclave: &str,
+    name: &str,
+    item_key: &str,
+    value: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    match key.decrypt(value, aad(table, item_key).as_bytes()) {
+        Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+        Err(_) => Err(corrupted(
+            table,
+            enclave,
+            name,
+            "does not decrypt with its enclave's key",
+        )),
+    }
+}
+
+fn enclave_aad(name: &str) -> String {
+    format!("{}/{name}", ENCLAVES.name)
+}
+
+/// Reads an enclave record from an open `enclave` table.
+fn read_enclave(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    root: &SecretKey,
+    name: &str,
+) -> Result<EnclaveRecord, StoreError> {
+    let value = t.get(name).map_err(io_err)?.ok_or(StoreError::NotFound)?;
+    let plaintext = root
+        .decrypt(value.value(), enclave_aad(name).as_bytes())
+        .map_err(|_| corrupted(ENCLAVES, name, name, "does not decrypt with the root key"))?;
+    let plaintext = Zeroizing::new(plaintext);
+    codec::decode_enclave(&plaintext).map_err(|why| corrupted(ENCLAVES, name, name, &why))
 }
 
 /// `<enclave>/<name>`. An enclave name containing `/` would make keys ambiguous
@@ -424,7 +698,7 @@ fn init_tables(db: &Database, hsm: &dyn Hsm, sealed: &[u8]) -> Result<(), Box<re
             .map_err(boxed)?;
         meta.insert(root_entry(hsm).as_str(), sealed)
             .map_err(boxed)?;
-        for table in TABLES {
+        for table in TABLES.iter().chain([&ENCLAVES]) {
             txn.open_table(table.def()).map_err(boxed)?;
         }
     }

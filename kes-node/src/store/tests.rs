@@ -106,6 +106,21 @@ fn create_get_delete_list() {
             .create_key(DEFAULT_ENCLAVE, name, &record(i as u8, "admin"))
             .unwrap();
     }
+    assert_eq!(
+        store.create_key("other", "a", &record(9, "someone")),
+        Err(StoreError::NoEnclave),
+        "an enclave must exist before it holds keys"
+    );
+    store
+        .apply(&Command::CreateEnclave {
+            name: "other".into(),
+            record: EnclaveRecord {
+                key: SecretKey::new(Cipher::ChaCha20, [7; 32]),
+                created_at: crate::timefmt::now(),
+                created_by: String::new(),
+            },
+        })
+        .unwrap();
     store
         .create_key("other", "a", &record(9, "someone"))
         .unwrap();
@@ -172,7 +187,7 @@ fn create_get_delete_list() {
     );
     // The other enclave's `a` is a different key.
     assert_same(&store.key("other", "a").unwrap(), &record(9, "someone"));
-    assert!(matches!(store.key("nope", "a"), Err(StoreError::NotFound)));
+    assert!(matches!(store.key("nope", "a"), Err(StoreError::NoEnclave)));
     assert!(matches!(
         store.key("other/a", ""),
         Err(StoreError::NotFound)
@@ -420,6 +435,16 @@ fn value_copied_under_another_name_does_not_decrypt() {
         store
             .create_key(DEFAULT_ENCLAVE, "a", &record(1, "admin"))
             .unwrap();
+        store
+            .apply(&Command::CreateEnclave {
+                name: "other".into(),
+                record: EnclaveRecord {
+                    key: SecretKey::new(Cipher::Aes256, [9; 32]),
+                    created_at: crate::timefmt::now(),
+                    created_by: String::new(),
+                },
+            })
+            .unwrap();
     }
     let value = raw_value(&dir.db(), DEFAULT_ENCLAVE, "a");
     {
@@ -448,9 +473,10 @@ fn undecodable_plaintext_is_corrupted() {
     let dir = TempDir::new("decode");
     let store = Store::open(dir.path(), &hsm(1)).unwrap();
     // Correctly encrypted, but not a key record.
-    store
-        .put_new(KEYS, DEFAULT_ENCLAVE, "junk", b"\x07not a key")
+    let mut tx = store.begin().unwrap();
+    tx.put(KEYS, DEFAULT_ENCLAVE, "junk", b"\x07not a key", true)
         .unwrap();
+    tx.commit().unwrap();
     let msg = corrupted_item(store.key(DEFAULT_ENCLAVE, "junk").err().unwrap());
     assert!(msg.starts_with("key 'junk'"), "{msg}");
 }

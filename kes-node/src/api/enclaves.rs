@@ -1,0 +1,78 @@
+//! Enclave routes: tenants with their own keys, policies, identities, secrets and data key.
+//! Only the admin identity creates and deletes enclaves.
+use kes_core::crypto::{Cipher, SecretKey};
+use kes_core::name::{valid_name, valid_pattern};
+use serde::Serialize;
+
+use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
+use super::policies::{prefix_of, NameList};
+use super::{App, Ctx};
+use crate::command::Command;
+use crate::http::Response;
+use crate::store::EnclaveRecord;
+use crate::{random, timefmt};
+
+pub fn create(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Enclave, &ctx.resource);
+    }
+    let record = EnclaveRecord {
+        key: SecretKey::new(Cipher::Aes256, random::bytes()),
+        created_at: timefmt::now(),
+        created_by: ctx.identity().to_owned(),
+    };
+    match app.write(Command::CreateEnclave {
+        name: ctx.resource.clone(),
+        record,
+    }) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Enclave, err, "failed to create enclave"),
+    }
+}
+
+#[derive(Serialize)]
+struct DescribeEnclave<'a> {
+    name: &'a str,
+    created_at: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    created_by: &'a str,
+}
+
+pub fn describe(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Enclave, &ctx.resource);
+    }
+    match app.store.enclave(&ctx.resource) {
+        Ok(e) => Response::json(&DescribeEnclave {
+            name: &ctx.resource,
+            created_at: timefmt::rfc3339(e.created_at),
+            created_by: &e.created_by,
+        }),
+        Err(err) => store_error(Kind::Enclave, err, "failed to read enclave"),
+    }
+}
+
+pub fn list(app: &App, ctx: &Ctx) -> Response {
+    if !valid_pattern(&ctx.resource) {
+        return invalid_pattern(&ctx.resource);
+    }
+    match app.store.list_enclaves(prefix_of(&ctx.resource)) {
+        Ok(names) => Response::json(&NameList {
+            names,
+            continue_at: "",
+        }),
+        Err(err) => store_error(Kind::Enclave, err, "failed to list enclaves"),
+    }
+}
+
+pub fn delete(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Enclave, &ctx.resource);
+    }
+    match app.write(Command::DeleteEnclave {
+        name: ctx.resource.clone(),
+    }) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Enclave, err, "failed to delete enclave"),
+    }
+}

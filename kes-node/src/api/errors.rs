@@ -1,0 +1,63 @@
+//! One place that turns store errors into KES error responses with upstream's messages.
+use crate::http::Response;
+use crate::store::StoreError;
+
+/// What kind of item an error is about.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Key,
+    Policy,
+    Identity,
+    Secret,
+    Enclave,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Key => "key",
+            Kind::Policy => "policy",
+            Kind::Identity => "identity",
+            Kind::Secret => "secret",
+            Kind::Enclave => "enclave",
+        }
+    }
+}
+
+/// Maps a store error; `io_message` is upstream's text for a failing key store.
+pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
+    match err {
+        StoreError::NotFound => Response::error(404, &format!("{} does not exist", kind.noun())),
+        // Upstream's ErrSecretExists is a 404 and clients compare status and message, so the
+        // odd status stays for compatibility.
+        StoreError::Exists if matches!(kind, Kind::Secret) => {
+            Response::error(404, "secret already exists")
+        }
+        StoreError::Exists => Response::error(400, &format!("{} already exists", kind.noun())),
+        StoreError::NoEnclave => Response::error(404, "enclave does not exist"),
+        StoreError::Refused(why) => Response::error(400, &why),
+        StoreError::Corrupted(what) => Response::error(500, &what),
+        StoreError::Io(_) => Response::error(502, io_message),
+    }
+}
+
+/// `400 <kind> name '<s>' is empty, too long or contains invalid characters` (identities:
+/// `identity '<s>' ...`), upstream's messages.
+pub fn invalid_name(kind: Kind, s: &str) -> Response {
+    let what = match kind {
+        Kind::Identity => "identity".to_owned(),
+        k => format!("{} name", k.noun()),
+    };
+    Response::error(
+        400,
+        &format!("{what} '{s}' is empty, too long or contains invalid characters"),
+    )
+}
+
+/// `400 listing pattern '<s>' is empty, too long or is invalid`
+pub fn invalid_pattern(s: &str) -> Response {
+    Response::error(
+        400,
+        &format!("listing pattern '{s}' is empty, too long or is invalid"),
+    )
+}

@@ -1,0 +1,246 @@
+//! Identity routes: create, describe, list, delete (with every identity it created), and the
+//! caller's own description in the flat shape the Go client decodes (spec §4.9).
+use kes_core::name::{valid_name, valid_pattern};
+use serde::Serialize;
+
+use super::body::Fields;
+use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
+use super::policies::{pattern_set, prefix_of, PatternSet};
+use super::{App, Ctx};
+use crate::auth::{is_admin, Caller, NOT_ALLOWED};
+use crate::command::Command;
+use crate::http::Response;
+use crate::store::{IdentityRecord, StoreError};
+use crate::timefmt;
+
+pub fn create(app: &App, ctx: &Ctx) -> Response {
+    let id = &ctx.resource;
+    if !valid_name(id) {
+        return invalid_name(Kind::Identity, id);
+    }
+    let parsed = Fields::decode(&ctx.req.body).and_then(|f| {
+        let admin = f.boolean("admin")?;
+        Ok((f.string("policy")?, admin, f.string("ttl")?))
+    });
+    let Ok((policy, admin, ttl)) = parsed else {
+        return Response::error(400, "invalid request body");
+    };
+    if is_admin(&app.admin, id) {
+        return Response::error(400, "identity already exists");
+    }
+    let ttl = if ttl.is_empty() {
+        std::time::Duration::ZERO
+    } else {
+        match crate::config::parse_go_duration(&ttl) {
+            Ok(d) => d,
+            Err(_) => return Response::error(400, &format!("invalid ttl '{ttl}'")),
+        }
+    };
+    let now = timefmt::now();
+    let mut expires_at = (!ttl.is_zero()).then(|| now + ttl);
+
+    // The child's rights may not exceed the parent's (spec §10.5).
+    if let Caller::Identity {
+        id: parent_id,
+        enclave_admin,
+    } = ctx.caller
+    {
+        let parent = match app.store.identity(&ctx.enclave, parent_id) {
+            Ok(p) => p,
+            Err(_) => return Response::error(403, NOT_ALLOWED),
+        };
+        if admin && !enclave_admin {
+            return Response::error(403, "insufficient permissions to create admin identity");
+        }
+        if !admin && !enclave_admin {
+            let (Ok(child), Ok(own)) = (
+                app.store.policy(&ctx.enclave, &policy),
+                app.store.policy(&ctx.enclave, &parent.policy),
+            ) else {
+                return Response::error(403, "policy is not a subset of parent policy");
+            };
+            let subset = kes_core::policy::is_subset(
+                child.allow.iter().map(String::as_str),
+                child.deny.iter().map(String::as_str),
+                own.allow.iter().map(String::as_str),
+                own.deny.iter().map(String::as_str),
+            );
+            if !subset {
+                return Response::error(403, "policy is not a subset of parent policy");
+            }
+        }
+        if let Some(limit) = parent.expires_at {
+            expires_at = Some(expires_at.map_or(limit, |e| e.min(limit)));
+        }
+    }
+    if !admin {
+        if !valid_name(&policy) {
+            return invalid_name(Kind::Policy, &policy);
+        }
+        if let Err(err) = app.store.policy(&ctx.enclave, &policy) {
+            return store_error(Kind::Policy, err, "failed to read policy");
+        }
+    }
+    let record = IdentityRecord {
+        policy: if admin { String::new() } else { policy },
+        admin,
+        ttl: expires_at.map_or(std::time::Duration::ZERO, |e| (e - now).unsigned_abs()),
+        expires_at,
+        created_at: now,
+        created_by: ctx.identity().to_owned(),
+        children: Vec::new(),
+    };
+    let cmd = Command::CreateIdentity {
+        enclave: ctx.enclave.clone(),
+        identity: id.clone(),
+        record,
+        replace: false,
+    };
+    match app.write(cmd) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Identity, err, "failed to create identity"),
+    }
+}
+
+#[derive(Serialize)]
+struct AdminIdentity {
+    admin: bool,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct DescribeIdentity<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    policy: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    admin: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    created_by: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    children: &'a [String],
+}
+
+fn describe_record(rec: &IdentityRecord) -> DescribeIdentity<'_> {
+    DescribeIdentity {
+        policy: &rec.policy,
+        admin: rec.admin,
+        ttl: (!rec.ttl.is_zero()).then(|| timefmt::go_duration(rec.ttl)),
+        expires_at: rec.expires_at.map(timefmt::rfc3339),
+        created_at: timefmt::rfc3339(rec.created_at),
+        created_by: &rec.created_by,
+        children: &rec.children,
+    }
+}
+
+pub fn describe(app: &App, ctx: &Ctx) -> Response {
+    let id = &ctx.resource;
+    if !valid_name(id) {
+        return invalid_name(Kind::Identity, id);
+    }
+    if is_admin(&app.admin, id) {
+        return Response::json(&AdminIdentity {
+            admin: true,
+            created_at: timefmt::rfc3339(app.started_at),
+        });
+    }
+    match app.store.identity(&ctx.enclave, id) {
+        Ok(rec) => Response::json(&describe_record(&rec)),
+        Err(err) => store_error(Kind::Identity, err, "failed to read identity"),
+    }
+}
+
+#[derive(Serialize)]
+struct IdentityList {
+    identities: Vec<String>,
+    continue_at: &'static str,
+}
+
+pub fn list(app: &App, ctx: &Ctx) -> Response {
+    if !valid_pattern(&ctx.resource) {
+        return invalid_pattern(&ctx.resource);
+    }
+    let prefix = prefix_of(&ctx.resource);
+    let mut identities = match app.store.list_identities(&ctx.enclave, prefix) {
+        Ok(ids) => ids,
+        Err(err) => return store_error(Kind::Identity, err, "failed to list identities"),
+    };
+    // The admin identity is part of every listing that matches it (as upstream).
+    if valid_name(&app.admin) && app.admin.starts_with(prefix) && !identities.contains(&app.admin) {
+        identities.push(app.admin.clone());
+        identities.sort();
+    }
+    Response::json(&IdentityList {
+        identities,
+        continue_at: "",
+    })
+}
+
+pub fn delete(app: &App, ctx: &Ctx) -> Response {
+    let id = &ctx.resource;
+    if !valid_name(id) {
+        return invalid_name(Kind::Identity, id);
+    }
+    if is_admin(&app.admin, id) {
+        return Response::error(400, "the admin identity cannot be deleted");
+    }
+    let cmd = Command::DeleteIdentity {
+        enclave: ctx.enclave.clone(),
+        identity: id.clone(),
+    };
+    match app.write(cmd) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Identity, err, "failed to delete identity"),
+    }
+}
+
+#[derive(Serialize)]
+struct SelfAdmin<'a> {
+    identity: &'a str,
+    admin: bool,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct SelfDescription<'a> {
+    identity: &'a str,
+    #[serde(flatten)]
+    record: DescribeIdentity<'a>,
+    #[serde(skip_serializing_if = "PatternSet::is_empty")]
+    allow: PatternSet,
+    #[serde(skip_serializing_if = "PatternSet::is_empty")]
+    deny: PatternSet,
+}
+
+pub fn describe_self(app: &App, ctx: &Ctx) -> Response {
+    let not_found = || Response::error(404, "identity does not exist");
+    match ctx.caller {
+        Caller::Admin(id) => Response::json(&SelfAdmin {
+            identity: id,
+            admin: true,
+            created_at: timefmt::rfc3339(app.started_at),
+        }),
+        Caller::Identity { id, .. } => {
+            let rec = match app.store.identity(&ctx.enclave, id) {
+                Ok(rec) => rec,
+                Err(_) => return not_found(),
+            };
+            let (allow, deny) = match app.store.policy(&ctx.enclave, &rec.policy) {
+                Ok(p) => (pattern_set(&p.allow), pattern_set(&p.deny)),
+                Err(StoreError::NotFound) => Default::default(),
+                Err(err) => return store_error(Kind::Policy, err, "failed to read policy"),
+            };
+            Response::json(&SelfDescription {
+                identity: id,
+                record: describe_record(&rec),
+                allow,
+                deny,
+            })
+        }
+        Caller::Anonymous => not_found(),
+    }
+}

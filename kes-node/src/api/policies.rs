@@ -1,0 +1,217 @@
+//! Policy routes: create, describe, read, list, delete, and the legacy assign.
+use std::collections::BTreeMap;
+
+use kes_core::name::{valid_name, valid_pattern};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
+use super::{App, Ctx};
+use crate::command::Command;
+use crate::http::Response;
+use crate::store::{IdentityRecord, PolicyRecord};
+use crate::timefmt;
+
+/// Policy and identity listings treat a trailing `*` as "prefix" (spec §4.8).
+pub fn prefix_of(pattern: &str) -> &str {
+    pattern.strip_suffix('*').unwrap_or(pattern)
+}
+
+/// Reads `allow`/`deny` in either wire form: `{"pattern":{}}` (current) or `["pattern"]`
+/// (legacy and the YAML config). Field names match case-insensitively, as Go's decoder does.
+fn parse_policy_body(body: &[u8]) -> Result<(Vec<String>, Vec<String>), Response> {
+    let bad = || Response::error(400, "invalid policy request body");
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let Some(Ok(Value::Object(map))) = values.next() else {
+        return Err(bad());
+    };
+    let field = |name: &str| -> Result<Vec<String>, Response> {
+        let v = map.get(name).or_else(|| {
+            map.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        });
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(m)) => Ok(m.keys().cloned().collect()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|p| p.as_str().map(str::to_owned).ok_or_else(bad))
+                .collect(),
+            Some(_) => Err(bad()),
+        }
+    };
+    let (mut allow, mut deny) = (field("allow")?, field("deny")?);
+    allow.sort();
+    allow.dedup();
+    deny.sort();
+    deny.dedup();
+    Ok((allow, deny))
+}
+
+pub fn create(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Policy, &ctx.resource);
+    }
+    let (allow, deny) = match parse_policy_body(&ctx.req.body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let policy = PolicyRecord {
+        allow,
+        deny,
+        created_at: timefmt::now(),
+        created_by: ctx.identity().to_owned(),
+    };
+    let cmd = Command::CreatePolicy {
+        enclave: ctx.enclave.clone(),
+        name: ctx.resource.clone(),
+        policy,
+        replace: false,
+    };
+    match app.write(cmd) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Policy, err, "failed to create policy"),
+    }
+}
+
+fn load(app: &App, ctx: &Ctx) -> Result<PolicyRecord, Response> {
+    if !valid_name(&ctx.resource) {
+        return Err(invalid_name(Kind::Policy, &ctx.resource));
+    }
+    app.store
+        .policy(&ctx.enclave, &ctx.resource)
+        .map_err(|err| store_error(Kind::Policy, err, "failed to read policy"))
+}
+
+#[derive(Serialize)]
+struct DescribePolicy<'a> {
+    name: &'a str,
+    created_at: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    created_by: &'a str,
+}
+
+pub fn describe(app: &App, ctx: &Ctx) -> Response {
+    match load(app, ctx) {
+        Ok(p) => Response::json(&DescribePolicy {
+            name: &ctx.resource,
+            created_at: timefmt::rfc3339(p.created_at),
+            created_by: &p.created_by,
+        }),
+        Err(resp) => resp,
+    }
+}
+
+/// `{"pattern":{}}` maps, as upstream's Go `map[string]struct{}` marshals.
+pub type PatternSet = BTreeMap<String, BTreeMap<String, ()>>;
+
+pub fn pattern_set(patterns: &[String]) -> PatternSet {
+    patterns
+        .iter()
+        .map(|p| (p.clone(), BTreeMap::new()))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ReadPolicy<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    allow: PatternSet,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    deny: PatternSet,
+    created_at: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    created_by: &'a str,
+}
+
+pub fn read(app: &App, ctx: &Ctx) -> Response {
+    match load(app, ctx) {
+        Ok(p) => Response::json(&ReadPolicy {
+            name: &ctx.resource,
+            allow: pattern_set(&p.allow),
+            deny: pattern_set(&p.deny),
+            created_at: timefmt::rfc3339(p.created_at),
+            created_by: &p.created_by,
+        }),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Serialize)]
+pub struct NameList {
+    pub names: Vec<String>,
+    pub continue_at: &'static str,
+}
+
+pub fn list(app: &App, ctx: &Ctx) -> Response {
+    if !valid_pattern(&ctx.resource) {
+        return invalid_pattern(&ctx.resource);
+    }
+    match app
+        .store
+        .list_policies(&ctx.enclave, prefix_of(&ctx.resource))
+    {
+        Ok(names) => Response::json(&NameList {
+            names,
+            continue_at: "",
+        }),
+        Err(err) => store_error(Kind::Policy, err, "failed to list policies"),
+    }
+}
+
+pub fn delete(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Policy, &ctx.resource);
+    }
+    let cmd = Command::DeletePolicy {
+        enclave: ctx.enclave.clone(),
+        name: ctx.resource.clone(),
+    };
+    match app.write(cmd) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Policy, err, "failed to delete policy"),
+    }
+}
+
+/// `POST /v1/policy/assign/<policy>` `{"identity":"<hex>"}` (v0.19–v0.22 clients): makes the
+/// identity use the policy, creating the identity if needed.
+pub fn assign(app: &App, ctx: &Ctx) -> Response {
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Policy, &ctx.resource);
+    }
+    let Ok(fields) = super::body::Fields::decode(&ctx.req.body) else {
+        return Response::error(400, "invalid request body");
+    };
+    let Ok(identity) = fields.string("identity") else {
+        return Response::error(400, "invalid request body");
+    };
+    if !valid_name(&identity) {
+        return invalid_name(Kind::Identity, &identity);
+    }
+    if crate::auth::is_admin(&app.admin, &identity) {
+        return Response::error(400, "cannot assign a policy to the admin identity");
+    }
+    if let Err(resp) = load(app, ctx) {
+        return resp;
+    }
+    let record = IdentityRecord {
+        policy: ctx.resource.clone(),
+        admin: false,
+        ttl: std::time::Duration::ZERO,
+        expires_at: None,
+        created_at: timefmt::now(),
+        created_by: ctx.identity().to_owned(),
+        children: Vec::new(),
+    };
+    let cmd = Command::CreateIdentity {
+        enclave: ctx.enclave.clone(),
+        identity,
+        record,
+        replace: true,
+    };
+    match app.write(cmd) {
+        Ok(()) => Response::ok(),
+        Err(err) => store_error(Kind::Identity, err, "failed to assign policy"),
+    }
+}

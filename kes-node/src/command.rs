@@ -1,0 +1,92 @@
+//! State changes as values. Every write the API makes is a [`Command`] that the store applies
+//! in one transaction. Commands are deterministic: the node that takes the request draws the
+//! random key material and reads the clock, and puts the results inside the command, so that
+//! applying the same commands in the same order gives the same state on every node.
+use crate::store::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
+
+/// One state change.
+#[derive(Clone)]
+pub enum Command {
+    CreateKey {
+        enclave: String,
+        name: String,
+        key: KeyRecord,
+    },
+    DeleteKey {
+        enclave: String,
+        name: String,
+    },
+    /// With `replace`, an existing policy of that name is overwritten (config reloads and the
+    /// legacy assign flow); otherwise it is `Exists`.
+    CreatePolicy {
+        enclave: String,
+        name: String,
+        policy: PolicyRecord,
+        replace: bool,
+    },
+    DeletePolicy {
+        enclave: String,
+        name: String,
+    },
+    /// With `replace`, an existing identity keeps its children and gets the new policy.
+    CreateIdentity {
+        enclave: String,
+        identity: String,
+        record: IdentityRecord,
+        replace: bool,
+    },
+    /// Deletes the identity and, recursively, every identity it created.
+    DeleteIdentity {
+        enclave: String,
+        identity: String,
+    },
+    CreateSecret {
+        enclave: String,
+        name: String,
+        secret: SecretRecord,
+    },
+    DeleteSecret {
+        enclave: String,
+        name: String,
+    },
+    CreateEnclave {
+        name: String,
+        record: EnclaveRecord,
+    },
+    /// Deletes the enclave and everything in it.
+    DeleteEnclave {
+        name: String,
+    },
+}
+
+impl Command {
+    /// The names this command changes, as `<kind>/<enclave>/<name>`: reads of these names
+    /// must wait while the command is pending (two-phase visibility in clusters).
+    pub fn touches(&self) -> Vec<String> {
+        use Command::*;
+        match self {
+            CreateKey { enclave, name, .. } | DeleteKey { enclave, name } => {
+                vec![format!("key/{enclave}/{name}")]
+            }
+            CreatePolicy { enclave, name, .. } | DeletePolicy { enclave, name } => {
+                vec![format!("policy/{enclave}/{name}")]
+            }
+            CreateIdentity {
+                enclave,
+                identity,
+                record,
+                ..
+            } => {
+                vec![
+                    format!("identity/{enclave}/{identity}"),
+                    format!("identity/{enclave}/{}", record.created_by),
+                ]
+            }
+            DeleteIdentity { enclave, identity } => vec![format!("identity/{enclave}/{identity}")],
+            CreateSecret { enclave, name, .. } | DeleteSecret { enclave, name } => {
+                vec![format!("secret/{enclave}/{name}")]
+            }
+            CreateEnclave { name, .. } | DeleteEnclave { name } => vec![format!("enclave/{name}")],
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! How each [`Command`] changes the tables, inside one write transaction.
+use super::{codec, corrupted, StoreError, Tx, IDENTITIES, KEYS, POLICIES, SECRETS};
+use crate::command::Command;
+use crate::store::DEFAULT_ENCLAVE;
+
+/// Identities deeper than this in a parent/child chain are refused (bounds recursion).
+const MAX_IDENTITY_DEPTH: usize = 64;
+
+pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
+    match cmd {
+        Command::CreateKey { enclave, name, key } => {
+            let plaintext = codec::encode_key(key).map_err(StoreError::Io)?;
+            tx.put(KEYS, enclave, name, &plaintext, true)
+        }
+        Command::DeleteKey { enclave, name } => tx.delete(KEYS, enclave, name),
+        Command::CreatePolicy {
+            enclave,
+            name,
+            policy,
+            replace,
+        } => {
+            let plaintext = codec::encode_policy(policy).map_err(StoreError::Io)?;
+            tx.put(POLICIES, enclave, name, &plaintext, !replace)
+        }
+        Command::DeletePolicy { enclave, name } => tx.delete(POLICIES, enclave, name),
+        Command::CreateIdentity {
+            enclave,
+            identity,
+            record,
+            replace,
+        } => {
+            let mut record = record.clone();
+            match read_identity(tx, enclave, identity) {
+                Ok(old) if *replace => record.children = old.children,
+                Ok(_) => return Err(StoreError::Exists),
+                Err(StoreError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+            let plaintext = codec::encode_identity(&record).map_err(StoreError::Io)?;
+            tx.put(IDENTITIES, enclave, identity, &plaintext, false)?;
+            // Link the child to its parent, if the parent is an identity of this enclave
+            // (the cluster admin and config-declared identities have no record as parent).
+            if record.created_by != *identity {
+                if let Ok(mut parent) = read_identity(tx, enclave, &record.created_by) {
+                    if !parent.children.contains(identity) {
+                        parent.children.push(identity.clone());
+                        write_identity(tx, enclave, &record.created_by, &parent)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::DeleteIdentity { enclave, identity } => {
+            let record = read_identity(tx, enclave, identity)?;
+            if let Ok(mut parent) = read_identity(tx, enclave, &record.created_by) {
+                parent.children.retain(|c| c != identity);
+                write_identity(tx, enclave, &record.created_by, &parent)?;
+            }
+            delete_identity_tree(tx, enclave, identity, 0)
+        }
+        Command::CreateSecret {
+            enclave,
+            name,
+            secret,
+        } => {
+            let plaintext = codec::encode_secret(secret).map_err(StoreError::Io)?;
+            tx.put(SECRETS, enclave, name, &plaintext, true)
+        }
+        Command::DeleteSecret { enclave, name } => tx.delete(SECRETS, enclave, name),
+        Command::CreateEnclave { name, record } => tx.create_enclave(name, record),
+        Command::DeleteEnclave { name } => {
+            if name == DEFAULT_ENCLAVE {
+                return Err(StoreError::Refused(
+                    "the default enclave cannot be deleted".into(),
+                ));
+            }
+            tx.delete_enclave(name)
+        }
+    }
+}
+
+fn read_identity(
+    tx: &Tx<'_>,
+    enclave: &str,
+    id: &str,
+) -> Result<crate::store::IdentityRecord, StoreError> {
+    let plaintext = tx.get(IDENTITIES, enclave, id)?;
+    codec::decode_identity(&plaintext).map_err(|why| corrupted(IDENTITIES, enclave, id, &why))
+}
+
+fn write_identity(
+    tx: &mut Tx<'_>,
+    enclave: &str,
+    id: &str,
+    rec: &crate::store::IdentityRecord,
+) -> Result<(), StoreError> {
+    let plaintext = codec::encode_identity(rec).map_err(StoreError::Io)?;
+    tx.put(IDENTITIES, enclave, id, &plaintext, false)
+}
+
+/// Deletes `id` and its descendants. A child that is already gone is skipped.
+fn delete_identity_tree(
+    tx: &mut Tx<'_>,
+    enclave: &str,
+    id: &str,
+    depth: usize,
+) -> Result<(), StoreError> {
+    if depth > MAX_IDENTITY_DEPTH {
+        return Err(StoreError::Refused("identity tree is too deep".into()));
+    }
+    let record = match read_identity(tx, enclave, id) {
+        Ok(r) => r,
+        Err(StoreError::NotFound) if depth > 0 => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    for child in &record.children {
+        if child != id {
+            delete_identity_tree(tx, enclave, child, depth + 1)?;
+        }
+    }
+    tx.delete(IDENTITIES, enclave, id)
+}
