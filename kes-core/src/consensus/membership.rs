@@ -101,9 +101,10 @@ impl<C: Clone> Node<C> {
         Ok(members)
     }
 
-    pub(super) fn handle_not_member(&mut self, term: super::Term, config_index: Index) {
-        // Stale news (an older term) or news contradicted by our own election are ignored.
-        if self.role == super::Role::Leader || term < self.term {
+    pub(super) fn handle_not_member(&mut self, config_index: Index) {
+        // A leader was just counted a member by a majority: stale news. (A follower that acts on
+        // stale news is corrected by the next AppendEntries of a leader, which clears it.)
+        if self.role == super::Role::Leader {
             return;
         }
         if config_index > self.log.config().index {

@@ -398,7 +398,7 @@ impl<C: Clone> Node<C> {
                 meta,
                 sent_at,
             } => self.handle_snapshot(from, term, meta, sent_at, ready),
-            Message::NotMember { term, config_index } => self.handle_not_member(term, config_index),
+            Message::NotMember { config_index, .. } => self.handle_not_member(config_index),
         }
     }
 

@@ -100,6 +100,11 @@ pub struct Cluster {
     pub crash_in_ready_percent: u64,
     pub trace: Option<Vec<String>>,
     refused: bool,
+    /// Every error a write or membership change got, in order (node, error).
+    pub write_errors: Vec<(usize, ProposeError)>,
+    /// Scenario hook: crash node `.0` at action `.1` of the first `Ready` that applies entries
+    /// (action 0: before its transaction; 1: after it, before any message; ...).
+    pub crash_on_apply: Option<(usize, usize)>,
     /// Nodes whose forced removal a leader accepted: from then on entries may commit without
     /// them (that is what a forced shrink is for).
     force_removed: Vec<NodeId>,
@@ -139,6 +144,8 @@ impl Cluster {
             trace: None,
             refused: false,
             force_removed: Vec::new(),
+            crash_on_apply: None,
+            write_errors: Vec::new(),
         };
         for id in 0..total {
             let applied = SnapshotMeta {
@@ -193,11 +200,17 @@ impl Cluster {
         };
         let mut ready = Ready::default();
         node.step(now, input, &mut ready);
-        let crash_at = if self.crash_in_ready_percent > 0 && self.chooser.chance(self.crash_in_ready_percent) {
+        let mut crash_at = if self.crash_in_ready_percent > 0 && self.chooser.chance(self.crash_in_ready_percent) {
             Some(self.chooser.below(ready.messages.len() as u64 + 3) as usize)
         } else {
             None
         };
+        if let Some((n, action)) = self.crash_on_apply {
+            if n == i && !ready.apply.is_empty() {
+                self.crash_on_apply = None;
+                crash_at = Some(action);
+            }
+        }
         self.process(i, ready, crash_at)
     }
 
@@ -364,6 +377,9 @@ impl Cluster {
             return Ok(());
         };
         self.log(|| format!("n{i} proposal {id:?} -> {result:?}"));
+        if let Err(e) = &result {
+            self.write_errors.push((i, e.clone()));
+        }
         match pending {
             Pending::Write(op) => match result {
                 Ok(index) => {

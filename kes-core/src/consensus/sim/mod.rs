@@ -349,6 +349,7 @@ fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
         }
     }
     // Every live member serves a read of every key.
+    cluster.run_until(BOUND, |c| c.leader().is_some())?;
     let l = cluster.leader().ok_or("leader lost")?;
     let members = cluster.node(l).config().members;
     let mut reads = Vec::new();
