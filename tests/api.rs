@@ -1860,3 +1860,44 @@ fn many_open_connections() {
         assert_eq!(c.get("/version").status, 200);
     }
 }
+
+// -------------------------------------------------------------------------------------------
+// Identities (spec §2.1, §2.4, kes-vectors.md §C)
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn the_identity_is_the_hash_of_the_public_key() {
+    // API key `kes:v1:AGaV6VXHasF0FnaB60WdCOeTZ8eTIDikL4zlN16c8NAs` (kms-go ExampleAPIKey_Identity).
+    let seed = unhex("6695e955c76ac174167681eb459d08e79367c7932038a42f8ce5375e9cf0d02c");
+    let identity = "ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6";
+    let api_key_cert = ed25519_client_cert(&seed, identity);
+    assert_eq!(api_key_cert.identity, identity, "harness: SPKI hash");
+    // Another certificate for the same key: a different subject and serial, same identity.
+    let reissued = ed25519_client_cert(&seed, "reissued");
+    assert_ne!(reissued.chain[0], api_key_cert.chain[0]);
+
+    let mut env = Env::new("identity");
+    env.set_admin(identity);
+    let server = env.start();
+    let mut c = server.client(&api_key_cert);
+    c.create_key("k");
+    let v = c.get("/v1/key/describe/k").assert_json_ok();
+    assert_eq!(v["created_by"], identity, "{v}");
+    assert_eq!(server.client(&reissued).list("*"), ["k"]);
+    // The CA-signed certificate that is admin elsewhere is nobody here.
+    server
+        .admin()
+        .get("/v1/key/list/*")
+        .assert_error(403, NOT_AUTHORIZED);
+}
+
+#[test]
+fn admin_access_can_be_disabled() {
+    let mut env = Env::new("noadmin");
+    env.set_admin("disabled");
+    let server = env.start();
+    let mut c = server.admin();
+    assert_eq!(c.get("/version").status, 200);
+    c.put("/v1/key/create/k").assert_error(403, NOT_AUTHORIZED);
+    c.get("/v1/key/list/*").assert_error(403, NOT_AUTHORIZED);
+}

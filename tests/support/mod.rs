@@ -243,6 +243,8 @@ pub struct Env {
     tls_extra: String,
     /// Extra top-level YAML appended to the config.
     extra: String,
+    /// `admin.identity` (default: the identity of `pki().admin`).
+    admin: String,
 }
 
 impl Env {
@@ -267,6 +269,7 @@ impl Env {
             hsm,
             tls_extra: String::new(),
             extra: String::new(),
+            admin: pki.admin.identity.clone(),
         };
         env.write_config();
         env
@@ -275,6 +278,12 @@ impl Env {
     /// Sets `tls.ca` to the test CA: client certificates are then verified.
     pub fn verify_client_certs(&mut self) {
         self.tls_extra = format!("  ca: {}\n", self.tmp.path().join("ca.pem").display());
+        self.write_config();
+    }
+
+    /// Sets `admin.identity`.
+    pub fn set_admin(&mut self, identity: &str) {
+        self.admin = identity.to_string();
         self.write_config();
     }
 
@@ -293,7 +302,7 @@ impl Env {
         let dir = self.tmp.path();
         let mut yaml = format!(
             "version: v1\naddress: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{}",
-            pki().admin.identity,
+            self.admin,
             dir.join("server.key").display(),
             dir.join("server.cert").display(),
             self.tls_extra,
@@ -1149,4 +1158,25 @@ pub fn padded_json_body(field: &str, len: usize, lead: usize) -> Vec<u8> {
     body.extend_from_slice(tail.as_bytes());
     body.resize(len, b' ');
     body
+}
+
+/// A self-signed Ed25519 client certificate for the key with this 32-byte seed, the way
+/// `kes identity new` / kms-go `GenerateCertificate` make one for an API key (spec §2.4).
+pub fn ed25519_client_cert(seed: &[u8], cn: &str) -> ClientCert {
+    let mut pkcs8 = unhex("302e020100300506032b657004220420");
+    pkcs8.extend_from_slice(seed);
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &rcgen::PKCS_ED25519,
+    )
+    .expect("Ed25519 key from seed");
+    let cert = leaf_params(cn, ExtendedKeyUsagePurpose::ClientAuth, vec![])
+        .self_signed(&key)
+        .unwrap();
+    let der = cert.der().clone();
+    ClientCert {
+        identity: identity_of(&der),
+        chain: vec![der],
+        key_der: pkcs8,
+    }
 }
