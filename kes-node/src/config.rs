@@ -50,6 +50,10 @@ pub struct Config {
     pub api: BTreeMap<String, RouteConfig>,
     /// `policy.<name>`: static policies and the identities assigned to them.
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// `log.audit: on`: audit events to standard output.
+    pub log_audit: bool,
+    /// `log.error: on` (the default): error events to standard error.
+    pub log_error: bool,
 }
 
 /// `tls:`. Relative paths are resolved against the config file's directory.
@@ -97,8 +101,10 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     };
     let top = Fields::new("", &root)?;
     top.check_known(
-        &["version", "address", "admin", "tls", "hsm", "api", "policy"],
-        &["cache", "log", "keys", "keystore"],
+        &[
+            "version", "address", "admin", "tls", "hsm", "api", "policy", "log",
+        ],
+        &["cache", "keys", "keystore"],
     )?;
 
     if let Some(version) = top.string("version")? {
@@ -138,6 +144,29 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             .ok_or("config: tls.cert is required (the server's certificate file)")?,
         ca: path("ca")?,
     };
+
+    // `log.audit` / `log.error`: `on` writes those events to standard output (upstream also
+    // accepts level names; any of them counts as on).
+    {
+        let log = top.section("log")?;
+        log.check_known(&["audit", "error"], &[])?;
+        let on = |field: &str, default: bool| -> Result<bool, String> {
+            Ok(
+                match log
+                    .string(field)?
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None | Some("") => default,
+                    Some("off") => false,
+                    Some(_) => true,
+                },
+            )
+        };
+        config.log_audit = on("audit", false)?;
+        config.log_error = on("error", true)?;
+    }
 
     let hsm = top.section("hsm")?;
     hsm.check_known(&["key"], &[])?;

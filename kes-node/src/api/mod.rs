@@ -5,6 +5,7 @@ mod enclaves;
 mod errors;
 mod identities;
 mod keys;
+pub mod logs;
 mod metrics;
 mod policies;
 mod routes;
@@ -30,6 +31,7 @@ pub struct App {
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     pub metrics: Metrics,
+    pub logs: logs::LogHub,
 }
 
 /// One request as a handler sees it.
@@ -58,6 +60,7 @@ impl App {
             started: Instant::now(),
             started_at: crate::timefmt::now(),
             metrics: Metrics::default(),
+            logs: logs::LogHub::default(),
         }
     }
 
@@ -69,8 +72,27 @@ impl App {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request and records it in the audit log.
     pub fn handle(&self, req: &Request, peer: &Peer) -> Response {
+        let started = Instant::now();
+        let resp = self.dispatch(req, peer);
+        let identity = peer.identity.as_deref().unwrap_or_default();
+        self.logs
+            .audit(peer.ip, &req.path, identity, resp.status, started.elapsed());
+        if resp.status >= 500 {
+            let message = String::from_utf8_lossy(&resp.body);
+            self.logs.error(&format!(
+                "{} {}: {} {}",
+                req.method,
+                req.path,
+                resp.status,
+                message.trim()
+            ));
+        }
+        resp
+    }
+
+    fn dispatch(&self, req: &Request, peer: &Peer) -> Response {
         let Some(route_match) = (if is_clean(&req.path) {
             find_route(&req.path)
         } else {

@@ -81,13 +81,79 @@ pub fn start(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = mio::net::TcpListener::from_std(listener);
 
-    let app = App::new(store, config.admin_identity.clone());
+    let mut app = App::new(store, config.admin_identity.clone());
+    app.logs.audit_to_stdout = config.log_audit;
+    app.logs.error_to_stderr = config.log_error;
+    seed_policies(&app, config)?;
     println!("kes-node: listening on {local}");
     on_listening(local);
     use std::io::Write;
     let _ = std::io::stdout().flush();
     crate::net::serve(listener, tls, &app).map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
+    Ok(())
+}
+
+/// Writes the config's `policy:` section into the default enclave: each policy, and each of
+/// its identities assigned to it. Entries that already match are left alone.
+fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
+    use crate::command::Command;
+    use crate::store::{IdentityRecord, PolicyRecord, DEFAULT_ENCLAVE};
+    let now = crate::timefmt::now();
+    for (name, p) in &config.policies {
+        let mut allow = p.allow.clone();
+        let mut deny = p.deny.clone();
+        allow.sort();
+        allow.dedup();
+        deny.sort();
+        deny.dedup();
+        let same = app
+            .store
+            .policy(DEFAULT_ENCLAVE, name)
+            .is_ok_and(|old| old.allow == allow && old.deny == deny);
+        if !same {
+            let policy = PolicyRecord {
+                allow,
+                deny,
+                created_at: now,
+                created_by: config.admin_identity.clone(),
+            };
+            let cmd = Command::CreatePolicy {
+                enclave: DEFAULT_ENCLAVE.into(),
+                name: name.clone(),
+                policy,
+                replace: true,
+            };
+            app.write(cmd)
+                .map_err(|e| format!("config: policy.{name}: cannot store it: {e}"))?;
+        }
+        for id in &p.identities {
+            if app
+                .store
+                .identity(DEFAULT_ENCLAVE, id)
+                .is_ok_and(|old| old.policy == *name && !old.admin)
+            {
+                continue;
+            }
+            let record = IdentityRecord {
+                policy: name.clone(),
+                admin: false,
+                ttl: std::time::Duration::ZERO,
+                expires_at: None,
+                created_at: now,
+                created_by: config.admin_identity.clone(),
+                children: Vec::new(),
+            };
+            let cmd = Command::CreateIdentity {
+                enclave: DEFAULT_ENCLAVE.into(),
+                identity: id.clone(),
+                record,
+                replace: true,
+            };
+            app.write(cmd)
+                .map_err(|e| format!("config: policy.{name}.identities: cannot store {id}: {e}"))?;
+        }
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
+use crate::api::logs::Topic;
 use crate::api::App;
 use crate::auth::Peer;
 use crate::http::{Parsed, RequestParser, Response};
@@ -50,6 +51,10 @@ pub struct Connection {
     last_activity: Instant,
     write_blocked_since: Option<Instant>,
     peer_eof: bool,
+    /// The log stream this connection subscribed to, if any.
+    topic: Option<Topic>,
+    /// Set when the subscription starts, taken by the event loop to count subscribers.
+    new_subscription: bool,
 }
 
 impl Connection {
@@ -69,6 +74,8 @@ impl Connection {
             last_activity: now,
             write_blocked_since: None,
             peer_eof: false,
+            topic: None,
+            new_subscription: false,
         }
     }
 
@@ -216,6 +223,10 @@ impl Connection {
                         resp.close = true;
                     }
                     self.send(&resp, req.minor_version, req.method == "HEAD");
+                    if resp.stream {
+                        self.topic = Topic::of_path(&req.path);
+                        self.new_subscription = self.topic.is_some();
+                    }
                     self.phase = if resp.stream {
                         Phase::Streaming
                     } else if resp.close {
@@ -241,6 +252,32 @@ impl Connection {
         resp.encode(minor, head_only, &mut bytes);
         // Cannot fail: the buffer limit is off.
         let _ = self.tls.writer().write_all(&bytes);
+    }
+
+    /// The topic of a log stream that just started (once).
+    pub fn take_new_subscription(&mut self) -> Option<Topic> {
+        std::mem::take(&mut self.new_subscription)
+            .then_some(self.topic)
+            .flatten()
+    }
+
+    /// The topic this connection streams, if it is a log stream.
+    pub fn topic(&self) -> Option<Topic> {
+        self.topic
+            .filter(|_| self.phase == Phase::Streaming || self.phase == Phase::Closed)
+    }
+
+    /// Appends one event to a log stream as an HTTP chunk. Returns false if not streaming.
+    pub fn send_event(&mut self, line: &[u8]) -> bool {
+        if self.phase != Phase::Streaming {
+            return false;
+        }
+        let mut bytes = format!("{:x}\r\n", line.len()).into_bytes();
+        bytes.extend_from_slice(line);
+        bytes.extend_from_slice(b"\r\n");
+        let _ = self.tls.writer().write_all(&bytes);
+        self.flush();
+        true
     }
 
     fn flush(&mut self) {

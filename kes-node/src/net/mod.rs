@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::api::logs::Topic;
 use crate::api::App;
 use connection::Connection;
 
@@ -74,10 +75,13 @@ pub fn serve(
                     let key = t - FIRST_CONNECTION;
                     if let Some(conn) = conns.get_mut(key) {
                         conn.on_ready(app, now);
+                        if let Some(topic) = conn.take_new_subscription() {
+                            app.logs.subscribe(topic, 1);
+                        }
                         if shutdown_at.is_some() {
                             conn.close_after_current();
                         }
-                        update(&poll, &mut conns, key);
+                        update(&poll, &mut conns, key, app);
                     }
                 }
             }
@@ -92,9 +96,10 @@ pub fn serve(
                 })
                 .collect();
             for key in expired {
-                update(&poll, &mut conns, key);
+                update(&poll, &mut conns, key, app);
             }
         }
+        publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {
             if conns.is_empty() || now - t > SHUTDOWN_GRACE {
                 return Ok(());
@@ -138,12 +143,41 @@ fn accept(
     }
 }
 
+/// Writes queued log events to the connections streaming their topic.
+fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
+    let events = app.logs.take();
+    if events.is_empty() {
+        return;
+    }
+    let streams: Vec<usize> = conns
+        .iter()
+        .filter(|(_, c)| c.topic().is_some())
+        .map(|(k, _)| k)
+        .collect();
+    for key in streams {
+        let conn = &mut conns[key];
+        for (topic, line) in &events {
+            if conn.topic() == Some(*topic) && conn.send_event(line) {
+                let counter = match topic {
+                    Topic::Audit => &app.metrics.audit_events,
+                    Topic::Error => &app.metrics.error_events,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        update(poll, conns, key, app);
+    }
+}
+
 /// Re-registers interest after I/O, or removes a closed connection.
-fn update(poll: &Poll, conns: &mut Slab<Connection>, key: usize) {
+fn update(poll: &Poll, conns: &mut Slab<Connection>, key: usize, app: &App) {
     let token = Token(key + FIRST_CONNECTION);
     let conn = &mut conns[key];
     if conn.is_closed() {
         let mut c = conns.remove(key);
+        if let Some(topic) = c.topic() {
+            app.logs.subscribe(topic, -1);
+        }
         let _ = poll.registry().deregister(&mut c.socket);
         return;
     }
