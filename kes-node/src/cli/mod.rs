@@ -1,4 +1,5 @@
 //! The command line: `kes-node server`, `kes-node hsm new`.
+mod client;
 mod dev;
 mod server;
 
@@ -16,6 +17,13 @@ pub struct Args {
 enum Command {
     Server(server::ServerArgs),
     Hsm(HsmArgs),
+    Key(client::key::KeyArgs),
+    Policy(client::policy::PolicyArgs),
+    Identity(client::identity::IdentityArgs),
+    Secret(client::secret::SecretArgs),
+    Enclave(client::enclave::EnclaveArgs),
+    Log(client::log::LogArgs),
+    Status(client::status::StatusArgs),
 }
 
 /// Software HSM keys.
@@ -47,6 +55,13 @@ pub fn run(args: Args) -> Result<(), String> {
             println!("{}", new_soft_hsm_key());
             Ok(())
         }
+        Command::Key(a) => client::key::run(a),
+        Command::Policy(a) => client::policy::run(a),
+        Command::Identity(a) => client::identity::run(a),
+        Command::Secret(a) => client::secret::run(a),
+        Command::Enclave(a) => client::enclave::run(a),
+        Command::Log(a) => client::log::run(a),
+        Command::Status(a) => client::status::run(a),
     }
 }
 

@@ -16,7 +16,7 @@
 //! client.create_key("my-key")?;
 //! let dek = client.generate_key("my-key", b"")?;
 //! let plaintext = client.decrypt("my-key", &dek.ciphertext, b"")?;
-//! assert_eq!(plaintext, dek.plaintext);
+//! assert_eq!(*plaintext, dek.plaintext);
 //! # Ok::<(), kes_node::client::ClientError>(())
 //! ```
 //!
@@ -196,7 +196,7 @@ impl Client {
 
     /// `PUT /v1/key/import/<name>`: a 32-byte key for `cipher` (`AES256` or `ChaCha20`).
     pub fn import_key(&self, name: &str, key: &[u8], cipher: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "key": crate::api::b64(key), "cipher": cipher });
+        let body = serde_json::json!({ "key": b64(key), "cipher": cipher });
         self.empty(self.put("/v1/key/import/", name, Some(body)))
     }
 
@@ -229,7 +229,7 @@ impl Client {
         context: &[u8],
     ) -> Result<Reply<Vec<u8>>, ClientError> {
         let mut body = with_context(context);
-        body["plaintext"] = crate::api::b64(plaintext).into();
+        body["plaintext"] = b64(plaintext).into();
         let reply: Reply<types::Ciphertext> =
             self.json(self.put("/v1/key/encrypt/", name, Some(body)))?;
         Ok(Reply {
@@ -244,17 +244,20 @@ impl Client {
         name: &str,
         ciphertext: &[u8],
         context: &[u8],
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<Reply<Vec<u8>>, ClientError> {
         let mut body = with_context(context);
-        body["ciphertext"] = crate::api::b64(ciphertext).into();
+        body["ciphertext"] = b64(ciphertext).into();
         let reply: Reply<types::Plaintext> =
             self.json(self.put("/v1/key/decrypt/", name, Some(body)))?;
-        Ok(reply.into_inner().plaintext)
+        Ok(Reply {
+            value: reply.value.plaintext,
+            body: reply.body,
+        })
     }
 
     /// `PUT /v1/key/hmac/<name>`: HMAC-SHA256 of `message` under the key's HMAC key.
     pub fn hmac(&self, name: &str, message: &[u8]) -> Result<Reply<Vec<u8>>, ClientError> {
-        let body = serde_json::json!({ "message": crate::api::b64(message) });
+        let body = serde_json::json!({ "message": b64(message) });
         let reply: Reply<types::Mac> = self.json(self.put("/v1/key/hmac/", name, Some(body)))?;
         Ok(Reply {
             value: reply.value.hmac,
@@ -337,7 +340,7 @@ impl Client {
 
     /// `PUT /v1/secret/create/<name>`
     pub fn create_secret(&self, name: &str, secret: &[u8]) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "secret": crate::api::b64(secret) });
+        let body = serde_json::json!({ "secret": b64(secret) });
         self.empty(self.put("/v1/secret/create/", name, Some(body)))
     }
 
@@ -574,7 +577,7 @@ fn with_context(context: &[u8]) -> serde_json::Value {
     if context.is_empty() {
         serde_json::json!({})
     } else {
-        serde_json::json!({ "context": crate::api::b64(context) })
+        serde_json::json!({ "context": b64(context) })
     }
 }
 
@@ -603,6 +606,12 @@ fn api_error(status: u16, content_type: Option<&str>, body: &[u8]) -> ClientErro
         }
     });
     ClientError::Api { status, message }
+}
+
+/// Standard base64 with padding, as Go encodes `[]byte`.
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Percent-encodes a path segment: everything but unreserved characters and `*`.

@@ -1,0 +1,151 @@
+//! `kes-node secret ...`: create, describe, show, list and delete secrets (stateful servers,
+//! spec §10.7).
+use argh::FromArgs;
+
+use super::{
+    client_command, encode_b64, need_names, print_fields, print_json, print_names, read_stdin,
+};
+
+/// Manage secrets.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "secret")]
+pub struct SecretArgs {
+    #[argh(subcommand)]
+    command: SecretCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum SecretCommand {
+    Create(Create),
+    Info(Info),
+    Show(Show),
+    Ls(Ls),
+    Rm(Rm),
+}
+
+client_command! {
+    /// Create a secret (its value is read from stdin if not given).
+    #[argh(subcommand, name = "create")]
+    struct Create {
+        /// the name of the secret
+        #[argh(positional)]
+        name: String,
+        /// the value, as text
+        #[argh(positional)]
+        value: Option<String>,
+    }
+}
+
+client_command! {
+    /// Describe a secret.
+    #[argh(subcommand, name = "info")]
+    struct Info {
+        /// the name of the secret
+        #[argh(positional)]
+        name: String,
+    }
+}
+
+client_command! {
+    /// Print a secret's value.
+    #[argh(subcommand, name = "show")]
+    struct Show {
+        /// the name of the secret
+        #[argh(positional)]
+        name: String,
+    }
+}
+
+client_command! {
+    /// List secrets (all of them, or those starting with PREFIX).
+    #[argh(subcommand, name = "ls")]
+    struct Ls {
+        /// a name prefix (default: all secrets)
+        #[argh(positional, default = "String::new()")]
+        prefix: String,
+    }
+}
+
+client_command! {
+    /// Delete secrets.
+    #[argh(subcommand, name = "rm")]
+    struct Rm {
+        /// the names of the secrets
+        #[argh(positional)]
+        names: Vec<String>,
+    }
+}
+
+pub fn run(args: SecretArgs) -> Result<(), String> {
+    match args.command {
+        SecretCommand::Create(a) => {
+            let value = match &a.value {
+                Some(v) => v.as_bytes().to_vec(),
+                None => read_stdin("the secret")?,
+            };
+            a.connect()?
+                .create_secret(&a.name, &value)
+                .map_err(|e| e.to_string())?;
+            if !a.json {
+                println!("created secret {}", a.name);
+            }
+            Ok(())
+        }
+        SecretCommand::Info(a) => {
+            let info = a
+                .connect()?
+                .describe_secret(&a.name)
+                .map_err(|e| e.to_string())?;
+            if a.json {
+                print_json(info.body());
+            } else {
+                print_fields(&[
+                    ("Name", Some(info.name.clone().unwrap_or(a.name.clone()))),
+                    ("Version", info.version.as_ref().map(|v| v.to_string())),
+                    ("Type", info.kind.clone()),
+                    ("Created", info.created_at.clone()),
+                    ("Owner", info.created_by.clone()),
+                ]);
+            }
+            Ok(())
+        }
+        SecretCommand::Show(a) => {
+            let secret = a
+                .connect()?
+                .read_secret(&a.name)
+                .map_err(|e| e.to_string())?;
+            if a.json {
+                print_json(secret.body());
+            } else {
+                match std::str::from_utf8(&secret.secret) {
+                    Ok(text) => println!("{text}"),
+                    Err(_) => {
+                        eprintln!("kes-node: the secret is binary; printed as base64");
+                        println!("{}", encode_b64(&secret.secret));
+                    }
+                }
+            }
+            Ok(())
+        }
+        SecretCommand::Ls(a) => {
+            let list = a
+                .connect()?
+                .list_secrets(&a.prefix)
+                .map_err(|e| e.to_string())?;
+            print_names(&list.names, a.json, "name");
+            Ok(())
+        }
+        SecretCommand::Rm(a) => {
+            need_names(&a.names, "secret name")?;
+            let client = a.connect()?;
+            for name in &a.names {
+                client.delete_secret(name).map_err(|e| e.to_string())?;
+                if !a.json {
+                    println!("deleted secret {name}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
