@@ -313,6 +313,19 @@ fn key_create_describe_list_delete() {
     // The name can be used again.
     c.create_key("k1");
     assert_eq!(c.list("*"), ["k1", "k2", "k3"]);
+    // Names are case-sensitive.
+    c.create_key("K1");
+    assert_eq!(c.list("*"), ["K1", "k1", "k2", "k3"]);
+    c.delete("/v1/key/delete/K1").assert_empty_ok();
+    c.get("/v1/key/describe/k1").assert_json_ok();
+    // A deleted key's ciphertexts do not open with a new key of the same name.
+    let (_, ct) = c.generate("k2", None);
+    c.delete("/v1/key/delete/k2").assert_empty_ok();
+    c.decrypt_resp("k2", &ct, None)
+        .assert_error(404, KEY_NOT_FOUND);
+    c.create_key("k2");
+    c.decrypt_resp("k2", &ct, None)
+        .assert_error(400, NOT_AUTHENTIC);
 
     // Method checks.
     assert_405(&c.get("/v1/key/create/k9"), "GET", "PUT");
@@ -1771,6 +1784,11 @@ fn a_client_that_does_not_read_does_not_block_others() {
     }
     let listing = c.get("/v1/key/list/*");
     assert!(listing.body.len() > 16_000);
+    let names = names_of(&listing.assert_json_ok());
+    let want: Vec<String> = (0..200)
+        .map(|i| format!("{i:03}{}", "n".repeat(77)))
+        .collect();
+    assert_eq!(names, want, "all names, sorted");
 
     // ~8 MB of responses queued on a connection that does not read them; the requests are
     // small enough to sit in the socket buffers.
