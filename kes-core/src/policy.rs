@@ -28,9 +28,15 @@ where
 }
 
 /// Is policy `p` (allow `p_allow`, deny `p_deny`) a subset of policy `o`: does `o` allow
-/// everything `p` allows? Every allow rule of `p` must be covered by an allow rule of `o`, and
-/// for every deny rule of `o` that cuts into one of `p`'s allow rules, `p` must deny at least
-/// as much. This is how a child identity's policy is checked against its parent's.
+/// everything `p` allows? This is how a child identity's policy is checked against its parent's,
+/// so it must never say yes wrongly. For every allow rule `a` of `p`:
+/// - some allow rule of `o` must match every path `a` matches, and
+/// - every deny rule `d` of `o` that overlaps `a` must be matched by a deny rule of `p` over the
+///   whole overlap (the narrower of `a` and `d`).
+///
+/// Upstream's rule checks only deny rules narrower than `a`; a parent's deny rule that is
+/// broader than the child's allow rule (or a prefix deny over an exact allow) slipped through,
+/// letting a child reach paths its parent may not. The vectors of upstream's tests still hold.
 pub fn is_subset<'a, PA, PD, OA, OD>(p_allow: PA, p_deny: PD, o_allow: OA, o_deny: OD) -> bool
 where
     PA: IntoIterator<Item = &'a str>,
@@ -39,14 +45,33 @@ where
     OD: IntoIterator<Item = &'a str> + Clone,
 {
     p_allow.into_iter().all(|a| {
-        let covered = o_allow.clone().into_iter().any(|o| matches(o, a));
-        let denies_kept = o_deny
-            .clone()
-            .into_iter()
-            .filter(|d| matches(a, d))
-            .all(|d| p_deny.clone().into_iter().any(|pd| matches(pd, d)));
+        let covered = o_allow.clone().into_iter().any(|o| covers(o, a));
+        let denies_kept = o_deny.clone().into_iter().all(|d| {
+            // Two patterns overlap exactly when one covers the other; the overlap is the
+            // narrower one.
+            let overlap = if covers(a, d) {
+                d
+            } else if covers(d, a) {
+                a
+            } else {
+                return true;
+            };
+            p_deny.clone().into_iter().any(|pd| covers(pd, overlap))
+        });
         covered && denies_kept
     })
+}
+
+/// Does `outer` match every path `inner` matches?
+pub fn covers(outer: &str, inner: &str) -> bool {
+    if inner.is_empty() {
+        return true; // The empty pattern matches nothing.
+    }
+    match (inner.strip_suffix('*'), outer.strip_suffix('*')) {
+        (None, _) => matches(outer, inner),
+        (Some(x), Some(y)) => x.starts_with(y),
+        (Some(_), None) => false,
+    }
 }
 
 #[cfg(test)]
@@ -64,5 +89,21 @@ mod tests {
             "only a trailing star is special"
         );
         assert!(matches("*", "/anything"));
+    }
+
+    #[test]
+    fn broad_parent_deny_is_not_escaped() {
+        // Parent allows /v1/key/* but denies everything under /v1/key/decrypt/.
+        let (o_allow, o_deny) = (["/v1/key/*"], ["/v1/key/decrypt/*"]);
+        // A child asking for one key's decrypt must not be a subset.
+        assert!(!is_subset(["/v1/key/decrypt/k1"], [], o_allow, o_deny));
+        assert!(!is_subset(["/v1/key/decrypt/k*"], [], o_allow, o_deny));
+        assert!(is_subset(["/v1/key/create/k*"], [], o_allow, o_deny));
+        assert!(is_subset(
+            ["/v1/key/*"],
+            ["/v1/key/decrypt/*"],
+            o_allow,
+            o_deny
+        ));
     }
 }
