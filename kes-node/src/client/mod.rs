@@ -292,10 +292,13 @@ impl Client {
         self.empty(self.delete("/v1/policy/delete/", name))
     }
 
-    /// `PUT /v1/policy/assign/<policy>` with `{"identity": ...}`.
+    /// `POST /v1/policy/assign/<policy>` with `{"identity": ...}` (the route of KES v0.19 to
+    /// v0.22; it creates the identity with that policy).
     pub fn assign_policy(&self, policy: &str, identity: &str) -> Result<(), ClientError> {
         let body = serde_json::json!({ "identity": identity });
-        self.empty(self.put("/v1/policy/assign/", policy, Some(body)))
+        let mut call = self.put("/v1/policy/assign/", policy, Some(body));
+        call.method = "POST";
+        self.empty(call)
     }
 
     // ---- identities ------------------------------------------------------------------

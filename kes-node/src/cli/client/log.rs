@@ -77,8 +77,9 @@ fn audit_line(line: &str) -> String {
     };
     let time: String = s("/time").chars().take(19).collect();
     let identity: String = s("/request/identity").chars().take(16).collect();
+    // Nanoseconds, as the Go client reads it (a `time.Duration`).
     let latency = match v.pointer("/response/time").and_then(|t| t.as_u64()) {
-        Some(ms) => format!("{ms}ms"),
+        Some(ns) => latency(ns),
         None => String::new(),
     };
     format!(
@@ -86,6 +87,17 @@ fn audit_line(line: &str) -> String {
         s("/response/code"),
         s("/request/path"),
     )
+}
+
+/// A latency in nanoseconds as `850ns`, `12.3µs`, `4.5ms` or `1.2s`.
+fn latency(ns: u64) -> String {
+    let ns_f = ns as f64;
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns_f / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns_f / 1e6),
+        _ => format!("{:.1}s", ns_f / 1e9),
+    }
 }
 
 #[cfg(test)]
@@ -99,12 +111,15 @@ mod tests {
             "time=x level=ERROR msg=boom"
         );
         let row = audit_line(
-            r#"{"time":"2024-01-12T10:39:20.886816Z","request":{"path":"/v1/key/create/k","identity":"0123456789abcdef0123"},"response":{"code":200,"time":3}}"#,
+            r#"{"time":"2024-01-12T10:39:20.886816Z","request":{"path":"/v1/key/create/k","identity":"0123456789abcdef0123"},"response":{"code":200,"time":2998844}}"#,
         );
         assert_eq!(
             row,
-            "2024-01-12T10:39:20   200        3ms  0123456789abcdef  /v1/key/create/k"
+            "2024-01-12T10:39:20   200      3.0ms  0123456789abcdef  /v1/key/create/k"
         );
         assert_eq!(audit_line("not json"), "not json");
+        assert_eq!(latency(850), "850ns");
+        assert_eq!(latency(9_972), "10.0µs");
+        assert_eq!(latency(1_500_000_000), "1.5s");
     }
 }
