@@ -21,7 +21,10 @@ fn cluster(members: usize, total: usize, lease: bool, seed: u64) -> Cluster {
 /// Runs until there is a leader whose log is fully committed on it.
 fn elect(c: &mut Cluster) -> usize {
     let ok = c
-        .run_until(300, |c| c.leader().is_some_and(|l| c.node(l).commit_index() == c.node(l).last_index()))
+        .run_until(300, |c| {
+            c.leader()
+                .is_some_and(|l| c.node(l).commit_index() == c.node(l).last_index())
+        })
         .unwrap();
     assert!(ok, "no leader");
     c.leader().unwrap()
@@ -52,24 +55,40 @@ fn leader_crash_after_all_acks_before_commit_notice() {
     let v = value_of(&c, w);
     assert!(c.run_until(20, |c| !c.is_up(l)).unwrap());
     assert_eq!(c.completed(w), Some(false), "the client never heard back");
-    assert!(c.committed.iter().any(|e| matches!(&e.body, Body::Command { command, .. } if command.value == v)));
+    assert!(c
+        .committed
+        .iter()
+        .any(|e| matches!(&e.body, Body::Command { command, .. } if command.value == v)));
     // Every follower holds it as pending: reads of its name wait, other names do not.
     let followers: Vec<usize> = (0..3).filter(|&i| i != l).collect();
     let mut reads = Vec::new();
     for &f in &followers {
-        assert!(c.node(f).is_pending(NameId(1)), "n{f} must hold the write as pending");
-        assert!(c.node(f).read_status(&names(1)).is_ok(), "untouched names never wait");
+        assert!(
+            c.node(f).is_pending(NameId(1)),
+            "n{f} must hold the write as pending"
+        );
+        assert!(
+            c.node(f).read_status(&names(1)).is_ok(),
+            "untouched names never wait"
+        );
         reads.push(c.read(f, 0).unwrap());
     }
     // A new leader is elected, but while the old one is down nothing commits (all-node rule),
     // so the entry stays undecided and the reads keep waiting.
     assert!(c.run_until(100, |c| c.leader().is_some()).unwrap());
     c.run(20).unwrap();
-    assert!(reads.iter().all(|&r| c.completed(r) == Some(false)), "reads must wait");
+    assert!(
+        reads.iter().all(|&r| c.completed(r) == Some(false)),
+        "reads must wait"
+    );
     // The old leader returns: the new leader's no-op commits, deciding the entry, and the
     // waiting reads see the write.
     c.restart(l);
-    assert!(c.run_until(300, |c| done(c, &reads)).unwrap(), "{}", trace(&c));
+    assert!(
+        c.run_until(300, |c| done(c, &reads)).unwrap(),
+        "{}",
+        trace(&c)
+    );
     for r in reads {
         assert_eq!(c.read_value(r), Some(Some(v)));
     }
@@ -89,7 +108,9 @@ fn follower_with_divergent_uncommitted_suffix() {
     let old_last = c.node(l1).last_index();
     assert_eq!(c.node(l1).pending_entries().len(), 2);
     // The others elect a new leader, which appends its own entries at the same indexes.
-    assert!(c.run_until(300, |c| c.leader().is_some_and(|l| l != l1)).unwrap());
+    assert!(c
+        .run_until(300, |c| c.leader().is_some_and(|l| l != l1))
+        .unwrap());
     let l2 = c.leader().unwrap();
     let w3 = c.write(l2, 2).unwrap();
     // On the old leader the suffix is pending: reads of its names wait.
@@ -97,17 +118,37 @@ fn follower_with_divergent_uncommitted_suffix() {
     c.run(3).unwrap();
     assert_eq!(c.completed(r), Some(false));
     c.heal();
-    assert!(c.run_until(300, |c| done(c, &[r, w3])).unwrap(), "{}", trace(&c));
+    assert!(
+        c.run_until(300, |c| done(c, &[r, w3])).unwrap(),
+        "{}",
+        trace(&c)
+    );
     // The divergent suffix was truncated (never committed) and its writes failed definitely.
     assert!(c.node(l1).role() != Role::Leader);
-    assert!(c.write_errors.iter().filter(|(n, e)| *n == l1 && *e == ProposeError::Overwritten).count() >= 2);
+    assert!(
+        c.write_errors
+            .iter()
+            .filter(|(n, e)| *n == l1 && *e == ProposeError::Overwritten)
+            .count()
+            >= 2
+    );
     assert_eq!(c.completed(w1), None);
     assert_eq!(c.completed(w2), None);
-    assert_eq!(c.read_value(r), Some(None), "the truncated write was never visible");
+    assert_eq!(
+        c.read_value(r),
+        Some(None),
+        "the truncated write was never visible"
+    );
     assert_eq!(c.completed(w3), Some(true));
     let disk = &c.nodes[l1].disk;
-    assert!(disk.log.iter().all(|e| !matches!(&e.body, Body::Command { command, .. } if command.key < 2)));
-    assert!(disk.log.len() as u64 >= old_last, "replaced by the new leader's entries");
+    assert!(disk
+        .log
+        .iter()
+        .all(|e| !matches!(&e.body, Body::Command { command, .. } if command.key < 2)));
+    assert!(
+        disk.log.len() as u64 >= old_last,
+        "replaced by the new leader's entries"
+    );
     c.check_history().unwrap();
 }
 
@@ -125,13 +166,27 @@ fn node_restarting_with_pending_entries() {
     c.partition(&groups);
     c.crash(f);
     c.restart(f);
-    assert!(c.node(f).is_pending(NameId(1)), "restart must restore the pending entry");
-    assert!(matches!(c.node(f).read_status(&names(0)), Err(ReadError::Pending { .. })));
+    assert!(
+        c.node(f).is_pending(NameId(1)),
+        "restart must restore the pending entry"
+    );
+    assert!(matches!(
+        c.node(f).read_status(&names(0)),
+        Err(ReadError::Pending { .. })
+    ));
     let r = c.read(f, 0).unwrap();
     c.run(5).unwrap();
-    assert_eq!(c.completed(r), Some(false), "the read waits while the entry is pending");
+    assert_eq!(
+        c.completed(r),
+        Some(false),
+        "the read waits while the entry is pending"
+    );
     c.heal();
-    assert!(c.run_until(300, |c| done(c, &[r])).unwrap(), "{}", trace(&c));
+    assert!(
+        c.run_until(300, |c| done(c, &[r])).unwrap(),
+        "{}",
+        trace(&c)
+    );
     assert_eq!(c.read_value(r), Some(Some(v)));
     c.check_history().unwrap();
 }
@@ -149,7 +204,11 @@ fn forced_shrink_of_live_partitioned_node(lease: bool) -> (Cluster, usize, usize
     assert!(c.change(l, Change::ForceRemove(r as u16)).unwrap());
     let w1 = c.write(l, 0).unwrap();
     let start = c.now;
-    assert!(c.run_until(200, |c| c.completed(w1) == Some(true)).unwrap(), "{}", trace(&c));
+    assert!(
+        c.run_until(200, |c| c.completed(w1) == Some(true)).unwrap(),
+        "{}",
+        trace(&c)
+    );
     assert!(!c.node(l).committed_config().contains(r as u16));
     (c, l, r, start)
 }
@@ -160,11 +219,15 @@ fn forced_shrink_while_removed_node_alive_without_lease_is_the_documented_hazard
     // The removed node does not know and still answers from its old state: a stale read.
     let stale = c.read(r, 0).unwrap();
     assert_eq!(c.completed(stale), Some(true));
-    assert!(c.check_history().is_err(), "without read_lease this is the documented stale read");
+    assert!(
+        c.check_history().is_err(),
+        "without read_lease this is the documented stale read"
+    );
     // Once it can talk to the cluster again it learns it was removed and stops serving.
     c.heal();
     assert!(c
-        .run_until(300, |c| c.node(r).read_status(&names(0)) == Err(ReadError::NotMember))
+        .run_until(300, |c| c.node(r).read_status(&names(0))
+            == Err(ReadError::NotMember))
         .unwrap());
     assert!(!c.node(r).is_member());
 }
@@ -174,7 +237,11 @@ fn forced_shrink_while_removed_node_alive_with_read_lease() {
     let (mut c, l, r, start) = forced_shrink_of_live_partitioned_node(true);
     // The forced removal waited for the lease to run out before it committed.
     let lease = c.params.read_lease.unwrap();
-    assert!(c.now >= start + lease, "committed after {} ticks, lease is {lease}", c.now - start);
+    assert!(
+        c.now >= start + lease,
+        "committed after {} ticks, lease is {lease}",
+        c.now - start
+    );
     // The removed node's lease has expired: it refuses (waits, then fails) instead of
     // answering from its stale state.
     assert_eq!(c.node(r).read_status(&names(0)), Err(ReadError::NoLease));
@@ -184,7 +251,8 @@ fn forced_shrink_while_removed_node_alive_with_read_lease() {
     c.check_history().unwrap();
     c.heal();
     assert!(c
-        .run_until(300, |c| c.node(r).read_status(&names(0)) == Err(ReadError::NotMember))
+        .run_until(300, |c| c.node(r).read_status(&names(0))
+            == Err(ReadError::NotMember))
         .unwrap());
     // The remaining nodes still serve reads and take writes.
     let w = c.write(l, 1).unwrap();
@@ -195,12 +263,35 @@ fn forced_shrink_while_removed_node_alive_with_read_lease() {
 /// Drives bare nodes (no simulator) so the exact interleaving is explicit.
 #[test]
 fn two_candidates_in_the_same_term() {
-    let params = Params { election_timeout: 10, heartbeat_interval: 3, ..Params::default() };
+    let params = Params {
+        election_timeout: 10,
+        heartbeat_interval: 3,
+        ..Params::default()
+    };
     let mut members = Members::new();
     members.extend([0, 1, 2]);
-    let applied = SnapshotMeta { index: 0, term: 0, config: Config { index: 0, members, forced: false } };
+    let applied = SnapshotMeta {
+        index: 0,
+        term: 0,
+        config: Config {
+            index: 0,
+            members,
+            forced: false,
+        },
+    };
     let mut nodes: Vec<Node<u64>> = (0..3)
-        .map(|i| Node::new(i, params, 0, i as u64, HardState::default(), applied.clone(), &[]).unwrap())
+        .map(|i| {
+            Node::new(
+                i,
+                params,
+                0,
+                i as u64,
+                HardState::default(),
+                applied.clone(),
+                &[],
+            )
+            .unwrap()
+        })
         .collect();
     let mut ready = Ready::default();
     let mut outbox: Vec<Envelope<u64>> = Vec::new();
@@ -209,7 +300,13 @@ fn two_candidates_in_the_same_term() {
         nodes[i].step(100, Input::Tick { random: 0 }, &mut ready);
         assert_eq!(nodes[i].role(), Role::Candidate);
         assert_eq!(nodes[i].term(), 1);
-        assert_eq!(ready.hard_state, Some(HardState { term: 1, voted_for: Some(i as u16) }));
+        assert_eq!(
+            ready.hard_state,
+            Some(HardState {
+                term: 1,
+                voted_for: Some(i as u16)
+            })
+        );
         outbox.extend(ready.messages.iter().cloned());
     }
     let deliver = |nodes: &mut Vec<Node<u64>>, e: Envelope<u64>, out: &mut Vec<Envelope<u64>>| {
@@ -224,10 +321,26 @@ fn two_candidates_in_the_same_term() {
     let first = to_n2.iter().find(|e| e.from == 0).unwrap().clone();
     let second = to_n2.iter().find(|e| e.from == 1).unwrap().clone();
     let r = deliver(&mut nodes, first, &mut replies);
-    assert_eq!(r.hard_state, Some(HardState { term: 1, voted_for: Some(0) }));
+    assert_eq!(
+        r.hard_state,
+        Some(HardState {
+            term: 1,
+            voted_for: Some(0)
+        })
+    );
     deliver(&mut nodes, second, &mut replies);
-    assert!(replies.iter().any(|e| e.to == 0 && e.message == Message::Vote { term: 1, granted: true }));
-    assert!(replies.iter().any(|e| e.to == 1 && e.message == Message::Vote { term: 1, granted: false }));
+    assert!(replies.iter().any(|e| e.to == 0
+        && e.message
+            == Message::Vote {
+                term: 1,
+                granted: true
+            }));
+    assert!(replies.iter().any(|e| e.to == 1
+        && e.message
+            == Message::Vote {
+                term: 1,
+                granted: false
+            }));
     // The candidates refuse each other.
     for e in outbox.iter().filter(|e| e.to != 2).cloned() {
         deliver(&mut nodes, e, &mut replies);
@@ -242,7 +355,10 @@ fn two_candidates_in_the_same_term() {
         rounds += 1;
         assert!(rounds < 1000);
     }
-    let leaders: Vec<_> = nodes.iter().filter(|n| n.role() == Role::Leader && n.term() == 1).collect();
+    let leaders: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.role() == Role::Leader && n.term() == 1)
+        .collect();
     assert_eq!(leaders.len(), 1, "exactly one leader in term 1");
     assert_eq!(nodes[0].role(), Role::Leader);
     assert_eq!(nodes[1].role(), Role::Follower);
@@ -268,7 +384,12 @@ fn one_node_down_writes_fail_cleanly_and_reads_work_everywhere() {
     assert_eq!(c.completed(w), Some(false));
     assert!(!c.write_pending(w));
     let (_, error) = c.write_errors.last().unwrap();
-    assert_eq!(*error, ProposeError::Timeout { unreachable: [down as u16].into_iter().collect() });
+    assert_eq!(
+        *error,
+        ProposeError::Timeout {
+            unreachable: [down as u16].into_iter().collect()
+        }
+    );
     // Reads of names no pending write touches are served by every live node at once.
     for i in (0..3).filter(|&i| i != down) {
         let r = c.read(i, 1).unwrap();
@@ -276,11 +397,16 @@ fn one_node_down_writes_fail_cleanly_and_reads_work_everywhere() {
     }
     // When the node comes back, the write commits and progress resumes by itself.
     c.restart(down);
-    assert!(c.run_until(300, |c| c.committed.iter().any(|e| e.body == Body::Command {
-        names: names(0),
-        command: kes_core::consensus::sim::Cmd { key: 0, value: value_of(c, w) }
-    }))
-    .unwrap());
+    assert!(c
+        .run_until(300, |c| c.committed.iter().any(|e| e.body
+            == Body::Command {
+                names: names(0),
+                command: kes_core::consensus::sim::Cmd {
+                    key: 0,
+                    value: value_of(c, w)
+                }
+            }))
+        .unwrap());
     c.check_history().unwrap();
 }
 
@@ -296,23 +422,46 @@ fn expand_ships_a_snapshot_then_shrink() {
     }
     assert_eq!(c.node(2).read_status(&names(0)), Err(ReadError::NotMember));
     assert!(c.change(l, Change::Add(2)).unwrap());
-    assert!(c.run_until(100, |c| c.node(l).committed_config().contains(2)).unwrap(), "{}", trace(&c));
+    assert!(
+        c.run_until(100, |c| c.node(l).committed_config().contains(2))
+            .unwrap(),
+        "{}",
+        trace(&c)
+    );
     c.run(5).unwrap();
-    assert_eq!(c.nodes[2].disk.kv, c.nodes[l].disk.kv, "the new node got the state");
+    assert_eq!(
+        c.nodes[2].disk.kv, c.nodes[l].disk.kv,
+        "the new node got the state"
+    );
     let r = c.read(2, 2).unwrap();
     assert_eq!(c.read_value(r), Some(Some(last)));
     // Writes now need the new node too.
     let w = c.write(l, 0).unwrap();
     assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
-    assert!(c.nodes[2].disk.log.iter().any(|e| e.index == c.committed.len() as u64));
+    assert!(c.nodes[2]
+        .disk
+        .log
+        .iter()
+        .any(|e| e.index == c.committed.len() as u64));
     // Shrink: the leaving node stops serving as soon as it appends its removal.
     let leaving = (0..3).find(|&i| i != l).unwrap();
     assert!(c.change(l, Change::Remove(leaving as u16)).unwrap());
-    assert!(c.run_until(100, |c| !c.node(l).committed_config().contains(leaving as u16)).unwrap());
-    assert_eq!(c.node(leaving).read_status(&names(0)), Err(ReadError::NotMember));
+    assert!(c
+        .run_until(100, |c| !c
+            .node(l)
+            .committed_config()
+            .contains(leaving as u16))
+        .unwrap());
+    assert_eq!(
+        c.node(leaving).read_status(&names(0)),
+        Err(ReadError::NotMember)
+    );
     let w = c.write(l, 1).unwrap();
     c.crash(leaving);
-    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap(), "commits without the removed node");
+    assert!(
+        c.run_until(50, |c| c.completed(w) == Some(true)).unwrap(),
+        "commits without the removed node"
+    );
     c.check_history().unwrap();
 }
 
@@ -320,7 +469,14 @@ fn expand_ships_a_snapshot_then_shrink() {
 fn messages_and_hard_state_encode_with_postcard() {
     let mut entries = heapless::Vec::new();
     entries
-        .push(kes_core::consensus::Entry { term: 3, index: 7, body: Body::Command { names: names(1), command: 42u64 } })
+        .push(kes_core::consensus::Entry {
+            term: 3,
+            index: 7,
+            body: Body::Command {
+                names: names(1),
+                command: 42u64,
+            },
+        })
         .unwrap();
     let message: Message<u64> = Message::AppendEntries {
         term: 3,
@@ -335,7 +491,10 @@ fn messages_and_hard_state_encode_with_postcard() {
     let bytes = postcard::to_slice(&message, &mut buf).unwrap();
     let back: Message<u64> = postcard::from_bytes(bytes).unwrap();
     assert_eq!(back, message);
-    let hard = HardState { term: 9, voted_for: Some(2) };
+    let hard = HardState {
+        term: 9,
+        voted_for: Some(2),
+    };
     let bytes = postcard::to_slice(&hard, &mut buf).unwrap();
     assert_eq!(postcard::from_bytes::<HardState>(bytes).unwrap(), hard);
 }

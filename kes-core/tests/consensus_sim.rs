@@ -36,7 +36,10 @@ fn run_seeds(start: u64, count: u64) {
     if let Some((seed, failure)) = failures.first() {
         let mut options = Options::for_seed(*seed);
         options.trace = true;
-        let replay = run_seed(*seed, &options).err().map(|f| f.to_string()).unwrap_or_default();
+        let replay = run_seed(*seed, &options)
+            .err()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
         panic!(
             "seed {seed} failed ({options:?}): {failure}\n\nreplay: KES_SIM_SEED={seed} cargo test -p kes-core \
              --test consensus_sim replay -- --nocapture\n\ntrace:\n{replay}"
@@ -71,7 +74,10 @@ fn replay() {
             for line in &failure.trace {
                 eprintln!("{line}");
             }
-            panic!("seed {seed} ({options:?}) fails at event {}: {}", failure.event, failure.message)
+            panic!(
+                "seed {seed} ({options:?}) fails at event {}: {}",
+                failure.event, failure.message
+            )
         }
     }
 }
@@ -80,8 +86,12 @@ fn replay() {
 fn seeds_replay_exactly() {
     for seed in [1, 2, 3, 42] {
         let options = Options::for_seed(seed);
-        let a = run_seed(seed, &options).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
-        let b = run_seed(seed, &options).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
+        let a = run_seed(seed, &options)
+            .map(|s| format!("{s:?}"))
+            .map_err(|f| f.to_string());
+        let b = run_seed(seed, &options)
+            .map(|s| format!("{s:?}"))
+            .map_err(|f| f.to_string());
         assert_eq!(a, b, "seed {seed} is not deterministic");
     }
 }

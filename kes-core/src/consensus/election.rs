@@ -40,7 +40,7 @@ impl<C: Clone> Node<C> {
     /// Whether this node counts itself a member of the cluster.
     pub fn is_member(&self) -> bool {
         let config = self.log.config();
-        config.contains(self.id) && self.removed_at.map_or(true, |r| r <= config.index)
+        config.contains(self.id) && !matches!(self.removed_at, Some(r) if r > config.index)
     }
 
     pub(super) fn campaign(&mut self, ready: &mut Ready<C>) {
@@ -98,7 +98,7 @@ impl<C: Clone> Node<C> {
         }
         let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
         let granted = term == self.term
-            && self.voted_for.map_or(true, |v| v == from)
+            && (self.voted_for.is_none() || self.voted_for == Some(from))
             && up_to_date
             && self.role != Role::Leader;
         if granted {

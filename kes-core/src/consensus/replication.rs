@@ -66,7 +66,11 @@ impl<C: Clone> Node<C> {
         }
         p.next = index;
         // A lease only for a follower known to hold every committed entry (our no-op).
-        let echo = if self.noop_index > 0 && p.matched >= self.noop_index { p.echo } else { None };
+        let echo = if self.noop_index > 0 && p.matched >= self.noop_index {
+            p.echo
+        } else {
+            None
+        };
         let message = Message::AppendEntries {
             term: self.term,
             prev_index,

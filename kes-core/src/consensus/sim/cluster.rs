@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 use super::linearizability::{Kind, Operation};
 use super::rng::Chooser;
 use crate::consensus::{
-    Body, Change, Config, Entry, Envelope, HardState, Index, Input, Members, Message, NameId, Names,
-    Node, NodeId, Params, ProposalId, ProposeError, ReadId, Ready, Role, SnapshotMeta, Term,
+    Body, Change, Config, Entry, Envelope, HardState, Index, Input, Members, Message, NameId,
+    Names, Node, NodeId, Params, ProposalId, ProposeError, ReadId, Ready, Role, SnapshotMeta, Term,
 };
 
 /// The simulated application command: set register `key` to `value`.
@@ -26,7 +26,10 @@ pub struct Cmd {
 }
 
 /// The command carried by configuration entries in the simulation.
-pub const CONFIG_CMD: Cmd = Cmd { key: u8::MAX, value: 0 };
+pub const CONFIG_CMD: Cmd = Cmd {
+    key: u8::MAX,
+    value: 0,
+};
 
 /// What a simulated disk holds.
 #[derive(Clone, Debug, Default)]
@@ -119,7 +122,11 @@ impl Cluster {
         for id in 0..members {
             let _ = initial.push(id as NodeId);
         }
-        let config = Config { index: 0, members: initial, forced: false };
+        let config = Config {
+            index: 0,
+            members: initial,
+            forced: false,
+        };
         let mut cluster = Cluster {
             nodes: Vec::new(),
             net: Vec::new(),
@@ -151,11 +158,24 @@ impl Cluster {
             let applied = SnapshotMeta {
                 index: 0,
                 term: 0,
-                config: if id < members { config.clone() } else { Config::default() },
+                config: if id < members {
+                    config.clone()
+                } else {
+                    Config::default()
+                },
             };
-            let disk = Disk { applied, ..Disk::default() };
+            let disk = Disk {
+                applied,
+                ..Disk::default()
+            };
             let offset = cluster.chooser.random() % 1000;
-            cluster.nodes.push(SimNode { node: None, disk, offset, destroyed: false, incoming: None });
+            cluster.nodes.push(SimNode {
+                node: None,
+                disk,
+                offset,
+                destroyed: false,
+                incoming: None,
+            });
             cluster.start(id);
         }
         cluster
@@ -172,8 +192,16 @@ impl Cluster {
         let now = self.now + self.nodes[i].offset;
         let disk = &self.nodes[i].disk;
         let above = &disk.log[disk.applied.index as usize..];
-        let node = Node::new(i as NodeId, self.params, now, random, disk.hard, disk.applied.clone(), above)
-            .expect("stored state accepted");
+        let node = Node::new(
+            i as NodeId,
+            self.params,
+            now,
+            random,
+            disk.hard,
+            disk.applied.clone(),
+            above,
+        )
+        .expect("stored state accepted");
         self.nodes[i].node = Some(node);
     }
 
@@ -188,7 +216,12 @@ impl Cluster {
     /// The live leader with the highest term, if any.
     pub fn leader(&self) -> Option<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Leader))
+            .filter(|&i| {
+                self.nodes[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.role() == Role::Leader)
+            })
             .max_by_key(|&i| self.node(i).term())
     }
 
@@ -200,7 +233,9 @@ impl Cluster {
         };
         let mut ready = Ready::default();
         node.step(now, input, &mut ready);
-        let mut crash_at = if self.crash_in_ready_percent > 0 && self.chooser.chance(self.crash_in_ready_percent) {
+        let mut crash_at = if self.crash_in_ready_percent > 0
+            && self.chooser.chance(self.crash_in_ready_percent)
+        {
             Some(self.chooser.below(ready.messages.len() as u64 + 3) as usize)
         } else {
             None
@@ -244,9 +279,14 @@ impl Cluster {
                 return Err(format!("n{i}: snapshot output without InstallSnapshot"));
             };
             if disk.applied.index != meta.index || disk.applied.term != meta.term {
-                return Err(format!("n{i}: snapshot meta {meta:?} is not the applied state"));
+                return Err(format!(
+                    "n{i}: snapshot meta {meta:?} is not the applied state"
+                ));
             }
-            let data = SnapshotData { kv: disk.kv.clone(), log: disk.log[..meta.index as usize].to_vec() };
+            let data = SnapshotData {
+                kv: disk.kv.clone(),
+                log: disk.log[..meta.index as usize].to_vec(),
+            };
             self.send(envelope, Some(data));
         }
         if cut(self) {
@@ -286,11 +326,19 @@ impl Cluster {
             disk.hard = hard;
         }
         if let Some(meta) = &ready.restore {
-            let data = sim.incoming.take().ok_or_else(|| format!("n{i}: restore without snapshot data"))?;
+            let data = sim
+                .incoming
+                .take()
+                .ok_or_else(|| format!("n{i}: restore without snapshot data"))?;
             if data.log.len() as Index != meta.index {
                 return Err(format!("n{i}: snapshot data does not match {meta:?}"));
             }
-            let suffix: Vec<_> = disk.log.iter().filter(|e| e.index > meta.index).cloned().collect();
+            let suffix: Vec<_> = disk
+                .log
+                .iter()
+                .filter(|e| e.index > meta.index)
+                .cloned()
+                .collect();
             disk.log = data.log;
             disk.log.extend(suffix);
             disk.kv = data.kv;
@@ -299,30 +347,48 @@ impl Cluster {
         if let Some(from) = ready.truncate_from {
             let last = disk.log.len() as Index;
             if from <= last && from <= committed_len {
-                return Err(format!("n{i} truncates committed entries from {from} (committed {committed_len})"));
+                return Err(format!(
+                    "n{i} truncates committed entries from {from} (committed {committed_len})"
+                ));
             }
             disk.log.truncate(from.saturating_sub(1) as usize);
         }
         for entry in &ready.append {
             if entry.index != disk.log.len() as Index + 1 {
-                return Err(format!("n{i} appends {} after {}", entry.index, disk.log.len()));
+                return Err(format!(
+                    "n{i} appends {} after {}",
+                    entry.index,
+                    disk.log.len()
+                ));
             }
             disk.log.push(entry.clone());
         }
         let mut newly = Vec::new();
         for entry in &ready.apply {
             if entry.index != disk.applied.index + 1 {
-                return Err(format!("n{i} applies {} after {}", entry.index, disk.applied.index));
+                return Err(format!(
+                    "n{i} applies {} after {}",
+                    entry.index, disk.applied.index
+                ));
             }
             if disk.log.get(entry.index as usize - 1) != Some(entry) {
-                return Err(format!("n{i} applies entry {} that is not in its log", entry.index));
+                return Err(format!(
+                    "n{i} applies entry {} that is not in its log",
+                    entry.index
+                ));
             }
             match &entry.body {
                 Body::Command { command, .. } => {
                     disk.kv.insert(command.key, command.value);
                 }
-                Body::Config { members, forced, .. } => {
-                    disk.applied.config = Config { index: entry.index, members: members.clone(), forced: *forced };
+                Body::Config {
+                    members, forced, ..
+                } => {
+                    disk.applied.config = Config {
+                        index: entry.index,
+                        members: members.clone(),
+                        forced: *forced,
+                    };
                 }
                 Body::Noop => {}
             }
@@ -331,7 +397,8 @@ impl Cluster {
             newly.push(entry.clone());
         }
         let node = sim.node.as_ref().expect("node is up");
-        if node.commit_index() != disk.applied.index || node.last_index() != disk.log.len() as Index {
+        if node.commit_index() != disk.applied.index || node.last_index() != disk.log.len() as Index
+        {
             return Err(format!(
                 "n{i}: core (commit {}, last {}) disagrees with disk (applied {}, last {})",
                 node.commit_index(),
@@ -358,8 +425,15 @@ impl Cluster {
                 ));
             }
         } else if index == self.committed.len() + 1 {
-            if let Body::Config { members, forced, .. } = &entry.body {
-                self.committed_config = Config { index: entry.index, members: members.clone(), forced: *forced };
+            if let Body::Config {
+                members, forced, ..
+            } = &entry.body
+            {
+                self.committed_config = Config {
+                    index: entry.index,
+                    members: members.clone(),
+                    forced: *forced,
+                };
                 // A committed configuration that still holds a node means its forced removal
                 // did not happen (it was truncated), or it was added back.
                 self.force_removed.retain(|n| !members.contains(n));
@@ -367,12 +441,20 @@ impl Cluster {
             self.log(|| format!("commit {entry:?} (first seen on n{i})"));
             self.committed.push(entry);
         } else {
-            return Err(format!("n{i} committed {index} beyond the committed log {}", self.committed.len()));
+            return Err(format!(
+                "n{i} committed {index} beyond the committed log {}",
+                self.committed.len()
+            ));
         }
         Ok(())
     }
 
-    fn proposal_result(&mut self, i: usize, id: ProposalId, result: core::result::Result<Index, ProposeError>) -> Result {
+    fn proposal_result(
+        &mut self,
+        i: usize,
+        id: ProposalId,
+        result: core::result::Result<Index, ProposeError>,
+    ) -> Result {
         let Some(pending) = self.writes.remove(&(i, id.0)) else {
             return Ok(());
         };
@@ -390,10 +472,17 @@ impl Cluster {
                     let (key, Kind::Write(value)) = (operation.key, operation.kind.clone()) else {
                         unreachable!()
                     };
-                    let expected = Body::Command { names: names(key), command: Cmd { key, value } };
+                    let expected = Body::Command {
+                        names: names(key),
+                        command: Cmd { key, value },
+                    };
                     match self.committed.get(index as usize - 1) {
                         Some(entry) if entry.body == expected => {}
-                        other => return Err(format!("n{i} acknowledged write {value} at {index} but committed is {other:?}")),
+                        other => {
+                            return Err(format!(
+                            "n{i} acknowledged write {value} at {index} but committed is {other:?}"
+                        ))
+                        }
                     }
                     self.acked.push((index, key, value));
                 }
@@ -401,7 +490,12 @@ impl Cluster {
                 Err(_) => self.history[op] = None,
             },
             Pending::Change => {
-                if matches!(result, Err(ProposeError::NotLeader { .. } | ProposeError::Busy | ProposeError::InvalidChange)) {
+                if matches!(
+                    result,
+                    Err(ProposeError::NotLeader { .. }
+                        | ProposeError::Busy
+                        | ProposeError::InvalidChange)
+                ) {
                     self.refused = true;
                 }
             }
@@ -413,10 +507,18 @@ impl Cluster {
         if self.chooser.chance(self.drop_percent) {
             return;
         }
-        let copies = if self.chooser.chance(self.dup_percent) { 2 } else { 1 };
+        let copies = if self.chooser.chance(self.dup_percent) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let at = self.now + 1 + self.chooser.below(self.max_delay.max(1));
-            self.net.push(Packet { envelope: envelope.clone(), snapshot: snapshot.clone(), at });
+            self.net.push(Packet {
+                envelope: envelope.clone(),
+                snapshot: snapshot.clone(),
+                at,
+            });
         }
     }
 
@@ -432,7 +534,9 @@ impl Cluster {
 
     /// Messages due for delivery.
     fn due(&self) -> Vec<usize> {
-        (0..self.net.len()).filter(|&k| self.net[k].at <= self.now).collect()
+        (0..self.net.len())
+            .filter(|&k| self.net[k].at <= self.now)
+            .collect()
     }
 
     /// Delivers packet `k` (dropped if its destination is down or partitioned away).
@@ -482,7 +586,11 @@ impl Cluster {
     }
 
     /// Runs until `done` holds (checked after each tick), at most `ticks` ticks.
-    pub fn run_until(&mut self, ticks: u64, mut done: impl FnMut(&Cluster) -> bool) -> Result<bool> {
+    pub fn run_until(
+        &mut self,
+        ticks: u64,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> Result<bool> {
         for _ in 0..ticks {
             if done(self) {
                 return Ok(true);
@@ -502,10 +610,19 @@ impl Cluster {
         self.next_id += 1;
         self.clock += 1;
         let op = self.history.len();
-        self.history.push(Some(Operation { key, kind: Kind::Write(value), call: self.clock, ret: None }));
+        self.history.push(Some(Operation {
+            key,
+            kind: Kind::Write(value),
+            call: self.clock,
+            ret: None,
+        }));
         self.writes.insert((i, id), Pending::Write(op));
         self.log(|| format!("n{i} client write k{key}={value} ({id})"));
-        let input = Input::Propose { id: ProposalId(id), names: names(key), command: Cmd { key, value } };
+        let input = Input::Propose {
+            id: ProposalId(id),
+            names: names(key),
+            command: Cmd { key, value },
+        };
         self.step(i, input)?;
         Ok(op)
     }
@@ -516,10 +633,21 @@ impl Cluster {
         self.next_id += 1;
         self.clock += 1;
         let op = self.history.len();
-        self.history.push(Some(Operation { key, kind: Kind::Read(None), call: self.clock, ret: None }));
+        self.history.push(Some(Operation {
+            key,
+            kind: Kind::Read(None),
+            call: self.clock,
+            ret: None,
+        }));
         self.reads.insert((i, id), op);
         self.log(|| format!("n{i} client read k{key} ({id})"));
-        self.step(i, Input::Read { id: ReadId(id), names: names(key) })?;
+        self.step(
+            i,
+            Input::Read {
+                id: ReadId(id),
+                names: names(key),
+            },
+        )?;
         Ok(op)
     }
 
@@ -531,13 +659,19 @@ impl Cluster {
 
     /// Whether the write at history index `op` still waits for its outcome.
     pub fn write_pending(&self, op: usize) -> bool {
-        self.writes.values().any(|p| matches!(p, Pending::Write(o) if *o == op))
+        self.writes
+            .values()
+            .any(|p| matches!(p, Pending::Write(o) if *o == op))
     }
 
     /// The value a completed read returned.
     pub fn read_value(&self, op: usize) -> Option<Option<u64>> {
         match self.history[op].as_ref() {
-            Some(Operation { kind: Kind::Read(v), ret: Some(_), .. }) => Some(*v),
+            Some(Operation {
+                kind: Kind::Read(v),
+                ret: Some(_),
+                ..
+            }) => Some(*v),
             _ => None,
         }
     }
@@ -550,7 +684,14 @@ impl Cluster {
         self.writes.insert((i, id), Pending::Change);
         self.log(|| format!("n{i} membership {change:?} ({id})"));
         self.refused = false;
-        self.step(i, Input::ChangeMembership { id: ProposalId(id), change, command: CONFIG_CMD })?;
+        self.step(
+            i,
+            Input::ChangeMembership {
+                id: ProposalId(id),
+                change,
+                command: CONFIG_CMD,
+            },
+        )?;
         if let (Change::ForceRemove(n), false) = (change, self.refused) {
             self.force_removed.push(n);
         }
@@ -566,7 +707,12 @@ impl Cluster {
         self.nodes[i].incoming = None;
         // Writes in flight have an unknown outcome; reads in flight are simply unanswered.
         self.writes.retain(|&(n, _), _| n != i);
-        let reads: Vec<usize> = self.reads.iter().filter(|(&(n, _), _)| n == i).map(|(_, &op)| op).collect();
+        let reads: Vec<usize> = self
+            .reads
+            .iter()
+            .filter(|(&(n, _), _)| n == i)
+            .map(|(_, &op)| op)
+            .collect();
         for op in reads {
             self.history[op] = None;
         }
@@ -600,17 +746,28 @@ impl Cluster {
                 if node.role() == Role::Leader {
                     let leader = *self.leaders.entry(node.term()).or_insert(i as NodeId);
                     if leader != i as NodeId {
-                        return Err(format!("two leaders in term {}: n{leader} and n{i}", node.term()));
+                        return Err(format!(
+                            "two leaders in term {}: n{leader} and n{i}",
+                            node.term()
+                        ));
                     }
                 }
             }
         }
         // Every committed entry is on every node of the configuration (on its disk).
         if let Some(last) = self.committed.last() {
-            for &m in self.committed_config.members.iter().filter(|m| !self.force_removed.contains(m)) {
+            for &m in self
+                .committed_config
+                .members
+                .iter()
+                .filter(|m| !self.force_removed.contains(m))
+            {
                 let disk = &self.nodes[m as usize].disk;
                 if disk.log.get(last.index as usize - 1) != Some(last) {
-                    return Err(format!("committed entry {} is missing on member n{m}", last.index));
+                    return Err(format!(
+                        "committed entry {} is missing on member n{m}",
+                        last.index
+                    ));
                 }
             }
         }
@@ -618,7 +775,8 @@ impl Cluster {
         // every applied entry is compared with it; here: still there).
         for &(index, key, value) in &self.acked {
             let entry = &self.committed[index as usize - 1];
-            if !matches!(&entry.body, Body::Command { command, .. } if *command == Cmd { key, value }) {
+            if !matches!(&entry.body, Body::Command { command, .. } if *command == Cmd { key, value })
+            {
                 return Err(format!("acknowledged write k{key}={value} at {index} lost"));
             }
         }
@@ -628,12 +786,18 @@ impl Cluster {
     /// Linearizability of the recorded client history.
     pub fn check_history(&self) -> Result {
         let history: Vec<Operation> = self.history.iter().flatten().cloned().collect();
-        super::linearizability::check(&history).map_err(|key| format!("history of k{key} is not linearizable"))
+        super::linearizability::check(&history)
+            .map_err(|key| format!("history of k{key} is not linearizable"))
     }
 
     /// Renders the history of one key (for failure reports).
     pub fn history_of(&self, key: u8) -> Vec<String> {
-        self.history.iter().flatten().filter(|o| o.key == key).map(|o| format!("{o:?}")).collect()
+        self.history
+            .iter()
+            .flatten()
+            .filter(|o| o.key == key)
+            .map(|o| format!("{o:?}"))
+            .collect()
     }
 
     pub(super) fn drop_random(&mut self) {

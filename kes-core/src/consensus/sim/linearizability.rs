@@ -107,10 +107,20 @@ mod tests {
     use super::*;
 
     fn w(v: u64, call: u64, ret: Option<u64>) -> Operation {
-        Operation { key: 0, kind: Kind::Write(v), call, ret }
+        Operation {
+            key: 0,
+            kind: Kind::Write(v),
+            call,
+            ret,
+        }
     }
     fn r(v: Option<u64>, call: u64, ret: u64) -> Operation {
-        Operation { key: 0, kind: Kind::Read(v), call, ret: Some(ret) }
+        Operation {
+            key: 0,
+            kind: Kind::Read(v),
+            call,
+            ret: Some(ret),
+        }
     }
 
     #[test]
@@ -119,12 +129,24 @@ mod tests {
         // A read after a completed write must see it.
         assert!(!check_register(&[w(1, 0, Some(1)), r(None, 2, 3)]));
         // Concurrent read may see either.
-        assert!(check_register(&[w(1, 0, Some(5)), r(None, 1, 2), r(Some(1), 3, 4)]));
+        assert!(check_register(&[
+            w(1, 0, Some(5)),
+            r(None, 1, 2),
+            r(Some(1), 3, 4)
+        ]));
         // No going back: once seen, always seen.
-        assert!(!check_register(&[w(1, 0, Some(9)), r(Some(1), 1, 2), r(None, 3, 4)]));
+        assert!(!check_register(&[
+            w(1, 0, Some(9)),
+            r(Some(1), 1, 2),
+            r(None, 3, 4)
+        ]));
         // Unknown writes may or may not take effect.
         assert!(check_register(&[w(1, 0, None), r(None, 2, 3)]));
         assert!(check_register(&[w(1, 0, None), r(Some(1), 2, 3)]));
-        assert!(!check_register(&[w(1, 0, None), r(Some(1), 2, 3), r(None, 4, 5)]));
+        assert!(!check_register(&[
+            w(1, 0, None),
+            r(Some(1), 2, 3),
+            r(None, 4, 5)
+        ]));
     }
 }

@@ -57,10 +57,10 @@ impl Options {
             members,
             total,
             steps: 300,
-            read_lease: rng.next_u64() % 3 == 0,
-            crashes: rng.next_u64() % 4 != 0,
-            partitions: rng.next_u64() % 3 != 0,
-            membership: rng.next_u64() % 2 == 0,
+            read_lease: matches!(rng.next_u64() % 3, 0),
+            crashes: !matches!(rng.next_u64() % 4, 0),
+            partitions: !matches!(rng.next_u64() % 3, 0),
+            membership: matches!(rng.next_u64() % 2, 0),
             drop_percent: rng.next_u64() % 10,
             dup_percent: rng.next_u64() % 5,
             trace: false,
@@ -146,7 +146,10 @@ fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure
         return Err(fail(&mut cluster, event, format!("liveness: {message}")));
     }
     if let Err(message) = cluster.check_history() {
-        let key = message.as_bytes().get(message.find('k').unwrap_or(0) + 1).map_or(0, |b| b - b'0');
+        let key = message
+            .as_bytes()
+            .get(message.find('k').unwrap_or(0) + 1)
+            .map_or(0, |b| b - b'0');
         let mut failure = fail(&mut cluster, event, message);
         failure.trace.extend(cluster.history_of(key));
         return Err(failure);
@@ -154,7 +157,12 @@ fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure
     Ok(Stats {
         committed: cluster.committed.len(),
         acked_writes: cluster.acked.len(),
-        reads: cluster.history.iter().flatten().filter(|o| matches!(o.kind, linearizability::Kind::Read(_))).count(),
+        reads: cluster
+            .history
+            .iter()
+            .flatten()
+            .filter(|o| matches!(o.kind, linearizability::Kind::Read(_)))
+            .count(),
         ticks: cluster.now,
     })
 }
@@ -162,7 +170,9 @@ fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure
 const KEYS: u64 = 3;
 
 fn live(cluster: &Cluster) -> Vec<usize> {
-    (0..cluster.nodes.len()).filter(|&i| cluster.is_up(i)).collect()
+    (0..cluster.nodes.len())
+        .filter(|&i| cluster.is_up(i))
+        .collect()
 }
 
 fn pick(cluster: &mut Cluster, from: &[usize]) -> Option<usize> {
@@ -225,8 +235,9 @@ fn random_event(cluster: &mut Cluster, options: &Options) -> Result<(), String> 
             Ok(())
         }
         91..=93 => {
-            let down: Vec<usize> =
-                (0..cluster.nodes.len()).filter(|&i| !cluster.is_up(i) && !cluster.nodes[i].destroyed).collect();
+            let down: Vec<usize> = (0..cluster.nodes.len())
+                .filter(|&i| !cluster.is_up(i) && !cluster.nodes[i].destroyed)
+                .collect();
             if let Some(i) = pick(cluster, &down) {
                 cluster.restart(i);
             }
@@ -234,7 +245,9 @@ fn random_event(cluster: &mut Cluster, options: &Options) -> Result<(), String> 
         }
         94..=95 => {
             if options.partitions {
-                let groups: Vec<u8> = (0..cluster.nodes.len()).map(|_| cluster.chooser.below(2) as u8).collect();
+                let groups: Vec<u8> = (0..cluster.nodes.len())
+                    .map(|_| cluster.chooser.below(2) as u8)
+                    .collect();
                 cluster.partition(&groups);
             }
             Ok(())
@@ -258,14 +271,23 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
     };
     let config = cluster.node(l).config();
     // Like an operator: first force-remove members that are gone for good.
-    if let Some(&dead) = config.members.iter().find(|&&m| cluster.nodes[m as usize].destroyed) {
+    if let Some(&dead) = config
+        .members
+        .iter()
+        .find(|&&m| cluster.nodes[m as usize].destroyed)
+    {
         cluster.change(l, Change::ForceRemove(dead))?;
         return Ok(());
     }
     let outsiders: Vec<usize> = (0..cluster.nodes.len())
         .filter(|&i| !config.contains(i as u16) && !cluster.nodes[i].destroyed)
         .collect();
-    let others: Vec<usize> = config.members.iter().map(|&m| m as usize).filter(|&m| m != l).collect();
+    let others: Vec<usize> = config
+        .members
+        .iter()
+        .map(|&m| m as usize)
+        .filter(|&m| m != l)
+        .collect();
     match cluster.chooser.below(3) {
         0 => {
             if let Some(n) = pick(cluster, &outsiders) {
@@ -327,8 +349,25 @@ fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
         };
         // Members that are gone for good must be force-removed by the operator.
         let config = cluster.node(l).config();
-        if let Some(&dead) = config.members.iter().find(|&&m| cluster.nodes[m as usize].destroyed) {
-            cluster.change(l, Change::ForceRemove(dead))?;
+        if let Some(&dead) = config
+            .members
+            .iter()
+            .find(|&&m| cluster.nodes[m as usize].destroyed)
+        {
+            if cluster
+                .node(l)
+                .pending_entries()
+                .iter()
+                .any(|e| matches!(e.body, super::Body::Config { .. }))
+            {
+                // Another change (e.g. an expand the dead node must acknowledge) is pending on
+                // the leader, so its forced removal did not happen: the node was not really
+                // gone, bring it back (the shell would restore its disk).
+                cluster.nodes[dead as usize].destroyed = false;
+                cluster.restart(dead as usize);
+            } else {
+                cluster.change(l, Change::ForceRemove(dead))?;
+            }
             continue;
         }
         if write.is_none() {
@@ -342,10 +381,19 @@ fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
                 .into_iter()
                 .map(|i| {
                     let n = cluster.node(i);
-                    (i, n.role(), n.term(), n.commit_index(), n.last_index(), n.config().members)
+                    (
+                        i,
+                        n.role(),
+                        n.term(),
+                        n.commit_index(),
+                        n.last_index(),
+                        n.config().members,
+                    )
                 })
                 .collect();
-            return Err(format!("no write committed within {BOUND} ticks of healing: {roles:?}"));
+            return Err(format!(
+                "no write committed within {BOUND} ticks of healing: {roles:?}"
+            ));
         }
     }
     // Every live member serves a read of every key.
@@ -360,7 +408,9 @@ fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
             }
         }
     }
-    cluster.run_until(BOUND, |c| reads.iter().all(|&(_, op)| c.completed(op) != Some(false)))?;
+    cluster.run_until(BOUND, |c| {
+        reads.iter().all(|&(_, op)| c.completed(op) != Some(false))
+    })?;
     for (m, op) in reads {
         if cluster.completed(op) != Some(true) {
             return Err(format!("member n{m} did not serve a read after healing"));

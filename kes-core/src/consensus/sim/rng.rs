@@ -30,11 +30,21 @@ pub struct Chooser {
 
 impl Chooser {
     pub fn seeded(seed: u64) -> Self {
-        Chooser { rng: Rng::new(seed), bytes: None, pos: 0 }
+        Chooser {
+            rng: Rng::new(seed),
+            bytes: None,
+            pos: 0,
+        }
     }
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        let seed = bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64));
-        Chooser { rng: Rng::new(seed), bytes: Some(bytes.to_vec()), pos: 0 }
+        let seed = bytes
+            .iter()
+            .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64));
+        Chooser {
+            rng: Rng::new(seed),
+            bytes: Some(bytes.to_vec()),
+            pos: 0,
+        }
     }
     /// Whether fuzz bytes were given and are used up.
     pub fn exhausted(&self) -> bool {
