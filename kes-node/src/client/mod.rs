@@ -25,6 +25,8 @@
 mod http;
 mod tls;
 mod types;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

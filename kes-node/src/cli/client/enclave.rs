@@ -95,7 +95,7 @@ pub fn run(args: EnclaveArgs) -> Result<(), String> {
                 .connect()?
                 .list_enclaves(&a.prefix)
                 .map_err(|e| e.to_string())?;
-            print_names(&list.names, a.json, "name");
+            print_names(&list, a.json, "name");
             Ok(())
         }
         EnclaveCommand::Rm(a) => {

@@ -186,7 +186,7 @@ pub fn run(args: IdentityArgs) -> Result<(), String> {
                 .connect()?
                 .list_identities(&a.pattern)
                 .map_err(|e| e.to_string())?;
-            print_names(&list.names, a.json, "identity");
+            print_names(&list, a.json, "identity");
             Ok(())
         }
         IdentityCommand::Rm(a) => {

@@ -193,7 +193,7 @@ pub fn run(args: KeyArgs) -> Result<(), String> {
                 .connect()?
                 .list_keys(&a.pattern)
                 .map_err(|e| e.to_string())?;
-            print_names(&list.names, a.json, "name");
+            print_names(&list, a.json, "name");
             Ok(())
         }
         KeyCommand::Rm(a) => {

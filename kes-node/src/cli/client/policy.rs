@@ -145,7 +145,7 @@ pub fn run(args: PolicyArgs) -> Result<(), String> {
                 .connect()?
                 .list_policies(&a.pattern)
                 .map_err(|e| e.to_string())?;
-            print_names(&list.names, a.json, "name");
+            print_names(&list, a.json, "name");
             Ok(())
         }
         PolicyCommand::Rm(a) => {

@@ -133,7 +133,7 @@ pub fn run(args: SecretArgs) -> Result<(), String> {
                 .connect()?
                 .list_secrets(&a.prefix)
                 .map_err(|e| e.to_string())?;
-            print_names(&list.names, a.json, "name");
+            print_names(&list, a.json, "name");
             Ok(())
         }
         SecretCommand::Rm(a) => {

@@ -1,0 +1,256 @@
+//! The client against a scripted TLS server: response framing (length, chunks, end of
+//! connection), keep-alive reuse, the retry on a connection the server closed while idle, the
+//! enclave header and a streamed log.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+
+use super::*;
+
+/// What the scripted server does with one request.
+struct Answer {
+    bytes: Vec<u8>,
+    /// Close the connection after answering.
+    close: bool,
+}
+
+fn answer(bytes: &str) -> Answer {
+    Answer {
+        bytes: bytes.as_bytes().to_vec(),
+        close: false,
+    }
+}
+
+fn json_ok(body: &str) -> Answer {
+    answer(&format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The script: request line and headers in, answer out.
+fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
+    match (method, path) {
+        ("GET", "/version") => json_ok("{\"version\":\"v1\",\"commit\":\"c\"}\n"),
+        ("GET", "/v1/key/describe/chunked") => answer(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+             8\r\n{\"name\":\r\n\
+             13;ext=1\r\n\"chunked\",\"algorith\r\n\
+             d\r\nm\":\"AES256\"}\n\r\n\
+             0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        ("GET", "/v1/key/describe/missing") => answer(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n\
+             {\"message\":\"key does not exist\"\n}",
+        ),
+        ("GET", "/v1/status") => Answer {
+            bytes: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n\
+                     {\"version\":\"v1\",\"uptime\":42}\n"
+                .to_vec(),
+            close: true,
+        },
+        // Answers, then closes as a server does when a kept connection idles too long.
+        ("GET", "/v1/metrics") => Answer {
+            close: true,
+            ..answer("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nmetrics\n")
+        },
+        ("PUT", "/v1/key/hmac/k") => {
+            // Echo the enclave header as the "MAC", and check the body.
+            let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(body["message"], "bXNn");
+            let enclave = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Kes-Enclave: "))
+                .unwrap_or("");
+            json_ok(&format!("{{\"hmac\":\"{}\"}}\n", b64(enclave.as_bytes())))
+        }
+        ("GET", "/v1/log/audit") => answer(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n\
+             c\r\n{\"a\":1}\n{\"a\"\r\n\
+             4\r\n:2}\n\r\n\
+             9\r\n\n{\"a\":3}\n\r\n\
+             0\r\n\r\n",
+        ),
+        _ => answer("HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\n\r\n404 page not found\n"),
+    }
+}
+
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    roots: Arc<RootCertStore>,
+}
+
+fn start() -> Scripted {
+    let (cert_pem, key_pem) =
+        crate::identity::self_signed_server_pem(&["127.0.0.1".to_owned()]).unwrap();
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let config = Arc::new(
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let config = config.clone();
+            std::thread::spawn(move || serve(config, tcp));
+        }
+    });
+    Scripted {
+        addr,
+        accepted,
+        roots: Arc::new(roots),
+    }
+}
+
+fn serve(config: Arc<ServerConfig>, tcp: TcpStream) {
+    let conn = ServerConnection::new(config).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut tmp = [0u8; 4096];
+            match tls.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut tmp = [0u8; 4096];
+            match tls.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap(), words.next().unwrap());
+        let reply = script(method, path, &head, &body);
+        if tls
+            .write_all(&reply.bytes)
+            .and_then(|()| tls.flush())
+            .is_err()
+        {
+            return;
+        }
+        if reply.close {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            return;
+        }
+    }
+}
+
+fn client(server: &Scripted) -> Client {
+    let key = crate::identity::ApiKey::generate();
+    let credentials = Credentials::from_api_key(&key.encode()).unwrap();
+    Client::new(
+        &server.addr.to_string(),
+        credentials,
+        ServerTrust::Roots(server.roots.clone()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn framing_keep_alive_and_retry() {
+    let server = start();
+    let client = client(&server);
+    let accepted = || server.accepted.load(Ordering::SeqCst);
+
+    assert_eq!(client.version().unwrap().version, "v1");
+    let info = client.describe_key("chunked").unwrap();
+    assert_eq!(info.name, "chunked");
+    assert_eq!(info.algorithm.as_deref(), Some("AES256"));
+    assert_eq!(
+        info.body(),
+        b"{\"name\":\"chunked\",\"algorithm\":\"AES256\"}\n"
+    );
+    assert_eq!(
+        client.describe_key("missing").unwrap_err(),
+        ClientError::Api {
+            status: 404,
+            message: "key does not exist".into()
+        }
+    );
+    assert_eq!(
+        client.describe_key("nowhere").unwrap_err().to_string(),
+        "404 page not found"
+    );
+    assert_eq!(accepted(), 1, "one kept-alive connection so far");
+
+    // A body that ends with the connection: the next call needs a new one.
+    assert_eq!(client.status().unwrap().uptime, 42.0);
+    assert_eq!(client.version().unwrap().version, "v1");
+    assert_eq!(accepted(), 2);
+
+    // The server closes a kept connection after this answer; the next call notices
+    // before any answer arrived and goes again on a fresh connection.
+    assert_eq!(client.metrics().unwrap(), "metrics\n");
+    assert_eq!(client.version().unwrap().version, "v1");
+    assert_eq!(accepted(), 3);
+
+    let client = client.with_enclave(Some("tenant-1".into()));
+    assert_eq!(*client.hmac("k", b"msg").unwrap(), b"tenant-1");
+
+    let lines: Vec<String> = client.audit_log().unwrap().map(Result::unwrap).collect();
+    assert_eq!(lines, ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]);
+}
+
+#[test]
+fn unverifiable_server_certificate() {
+    let server = start();
+    let key = crate::identity::ApiKey::generate();
+    // Trust some other certificate: the handshake fails with advice.
+    let (other, _) = crate::identity::self_signed_server_pem(&["127.0.0.1".to_owned()]).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(other.as_bytes()).unwrap())
+        .unwrap();
+    let strict = Client::new(
+        &server.addr.to_string(),
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Roots(Arc::new(roots)),
+    )
+    .unwrap();
+    let err = strict.version().unwrap_err().to_string();
+    assert!(
+        err.contains("cannot verify the server's certificate") && err.contains("-k/--insecure"),
+        "{err}"
+    );
+    // Insecure: any certificate.
+    let insecure = Client::new(
+        &server.addr.to_string(),
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap();
+    assert_eq!(insecure.version().unwrap().version, "v1");
+}
