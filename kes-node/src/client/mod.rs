@@ -459,6 +459,15 @@ impl Client {
         let resp = self.round_trip(&call)?;
         if (200..300).contains(&resp.status) {
             Ok(resp)
+        } else if (300..400).contains(&resp.status) {
+            // We send clean paths with their slashes, so a redirect means a different API.
+            Err(ClientError::Response(format!(
+                "{} {} was redirected ({}) to '{}'",
+                call.method,
+                call.path,
+                resp.status,
+                resp.header("Location").unwrap_or_default()
+            )))
         } else {
             Err(api_error(
                 resp.status,
@@ -619,11 +628,13 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Percent-encodes a path segment: everything but unreserved characters and `*`.
+/// Percent-encodes a path segment: everything but letters, digits, `-`, `_`, `~` and `*`.
+/// Dots are encoded as well, so that `.` and `..` reach the server as names (and are refused
+/// as such) instead of being cleaned out of the path.
 fn escape(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'*') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'*') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -667,5 +678,6 @@ mod tests {
         assert_eq!(escape("my-key_1"), "my-key_1");
         assert_eq!(escape("app*"), "app*");
         assert_eq!(escape("a/b c"), "a%2Fb%20c");
+        assert_eq!(escape(".."), "%2E%2E");
     }
 }

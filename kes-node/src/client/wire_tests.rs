@@ -48,6 +48,9 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n\
              {\"message\":\"key does not exist\"\n}",
         ),
+        ("GET", "/v1/key/describe/moved") => answer(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: /elsewhere/\r\nContent-Length: 0\r\n\r\n",
+        ),
         ("GET", "/v1/status") => Answer {
             bytes: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n\
                      {\"version\":\"v1\",\"uptime\":42}\n"
@@ -203,6 +206,10 @@ fn framing_keep_alive_and_retry() {
     assert_eq!(
         client.describe_key("nowhere").unwrap_err().to_string(),
         "404 page not found"
+    );
+    assert_eq!(
+        client.describe_key("moved").unwrap_err().to_string(),
+        "unexpected server response: GET /v1/key/describe/moved was redirected (301) to '/elsewhere/'"
     );
     assert_eq!(accepted(), 1, "one kept-alive connection so far");
 
