@@ -618,9 +618,8 @@ fn identity_new_writes_a_usable_key_pair() {
         .env("KES_CLIENT_CERT", cert_s)
         .env("KES_CLIENT_KEY", key_s)
         .env("KES_CA", server.file("server.cert").to_str().unwrap());
-    let me = by_files.run(&["identity", "info"]);
-    // Not admin and without a policy: the server knows no such identity.
-    me.failure("identity does not exist");
+    // Authenticated as the new identity, which the server knows no policy for.
+    by_files.fails(&["key", "ls"], "not authorized: insufficient permissions");
 }
 
 // ---------------------------------------------------------------------------------------
