@@ -5,7 +5,7 @@
 //!   one seed with a trace.
 //! - `cargo test -p kes-core --test consensus_sim -- --ignored` runs 100,000 seeds.
 
-use kes_core::consensus::sim::{run_seed, Options};
+use kes_core::consensus::sim::{run_seed, Counters, Options};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -14,8 +14,10 @@ fn env(name: &str) -> Option<u64> {
 }
 
 /// Runs seeds `start..start + count` on all cores; panics with the first failing seed.
-fn run_seeds(start: u64, count: u64) {
+/// Returns the summed event counters.
+fn run_seeds(start: u64, count: u64) -> Counters {
     let next = AtomicU64::new(start);
+    let counters = Mutex::new(Counters::default());
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
@@ -25,8 +27,9 @@ fn run_seeds(start: u64, count: u64) {
                 if seed >= start + count || !failures.lock().unwrap().is_empty() {
                     return;
                 }
-                if let Err(failure) = run_seed(seed, &Options::for_seed(seed)) {
-                    failures.lock().unwrap().push((seed, failure.to_string()));
+                match run_seed(seed, &Options::for_seed(seed)) {
+                    Ok(stats) => counters.lock().unwrap().add(&stats.counters),
+                    Err(failure) => failures.lock().unwrap().push((seed, failure.to_string())),
                 }
             });
         }
@@ -45,20 +48,37 @@ fn run_seeds(start: u64, count: u64) {
              --test consensus_sim replay -- --nocapture\n\ntrace:\n{replay}"
         );
     }
+    counters.into_inner().unwrap()
 }
 
 #[test]
 fn many_seeds() {
     let count = env("KES_SIM_SEEDS").unwrap_or(2_000);
     let started = std::time::Instant::now();
-    run_seeds(env("KES_SIM_START").unwrap_or(0), count);
-    eprintln!("{count} seeds in {:?}", started.elapsed());
+    let c = run_seeds(env("KES_SIM_START").unwrap_or(0), count);
+    eprintln!("{count} seeds in {:?}: {c:?}", started.elapsed());
+    // The schedule must keep exercising every mechanism.
+    if count >= 1000 {
+        assert!(
+            c.elections > count && c.truncations > 0 && c.snapshots_installed > 0,
+            "{c:?}"
+        );
+        assert!(
+            c.config_commits > 0 && c.forced_commits > 0 && c.crashes_in_ready > 0,
+            "{c:?}"
+        );
+        assert!(
+            c.reads_waited > 0 && c.partitions > 0 && c.restarts > 0,
+            "{c:?}"
+        );
+    }
 }
 
 #[test]
 #[ignore = "100,000 seeds; run explicitly"]
 fn hundred_thousand_seeds() {
-    run_seeds(1_000_000, 100_000);
+    let c = run_seeds(1_000_000, 100_000);
+    eprintln!("100000 seeds: {c:?}");
 }
 
 #[test]

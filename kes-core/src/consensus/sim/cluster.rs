@@ -103,6 +103,7 @@ pub struct Cluster {
     pub crash_in_ready_percent: u64,
     pub trace: Option<Vec<String>>,
     refused: bool,
+    pub counters: super::Counters,
     /// Every error a write or membership change got, in order (node, error).
     pub write_errors: Vec<(usize, ProposeError)>,
     /// Scenario hook: crash node `.0` at action `.1` of the first `Ready` that applies entries
@@ -153,6 +154,7 @@ impl Cluster {
             force_removed: Vec::new(),
             crash_on_apply: None,
             write_errors: Vec::new(),
+            counters: super::Counters::default(),
         };
         for id in 0..total {
             let applied = SnapshotMeta {
@@ -256,6 +258,7 @@ impl Cluster {
             action += 1;
             if stop {
                 cluster.log(|| format!("n{i} crashes while handling its ready"));
+                cluster.counters.crashes_in_ready += 1;
                 cluster.crash(i);
             }
             stop
@@ -343,6 +346,7 @@ impl Cluster {
             disk.log.extend(suffix);
             disk.kv = data.kv;
             disk.applied = meta.clone();
+            self.counters.snapshots_installed += 1;
         }
         if let Some(from) = ready.truncate_from {
             let last = disk.log.len() as Index;
@@ -350,6 +354,9 @@ impl Cluster {
                 return Err(format!(
                     "n{i} truncates committed entries from {from} (committed {committed_len})"
                 ));
+            }
+            if from <= last {
+                self.counters.truncations += 1;
             }
             disk.log.truncate(from.saturating_sub(1) as usize);
         }
@@ -437,6 +444,10 @@ impl Cluster {
                 // A committed configuration that still holds a node means its forced removal
                 // did not happen (it was truncated), or it was added back.
                 self.force_removed.retain(|n| !members.contains(n));
+                self.counters.config_commits += 1;
+                if *forced {
+                    self.counters.forced_commits += 1;
+                }
             }
             self.log(|| format!("commit {entry:?} (first seen on n{i})"));
             self.committed.push(entry);
@@ -648,6 +659,9 @@ impl Cluster {
                 names: names(key),
             },
         )?;
+        if self.reads.contains_key(&(i, id)) {
+            self.counters.reads_waited += 1;
+        }
         Ok(op)
     }
 
@@ -704,6 +718,7 @@ impl Cluster {
             return;
         }
         self.log(|| format!("n{i} crashes"));
+        self.counters.crashes += 1;
         self.nodes[i].incoming = None;
         // Writes in flight have an unknown outcome; reads in flight are simply unanswered.
         self.writes.retain(|&(n, _), _| n != i);
@@ -724,12 +739,14 @@ impl Cluster {
             return;
         }
         self.log(|| format!("n{i} restarts"));
+        self.counters.restarts += 1;
         self.start(i);
     }
 
     /// Splits the nodes into `groups` (node -> group number); messages across groups are lost.
     pub fn partition(&mut self, groups: &[u8]) {
         self.log(|| format!("partition {groups:?}"));
+        self.counters.partitions += 1;
         self.group = groups.to_vec();
     }
 
@@ -744,7 +761,11 @@ impl Cluster {
         for i in 0..self.nodes.len() {
             if let Some(node) = &self.nodes[i].node {
                 if node.role() == Role::Leader {
-                    let leader = *self.leaders.entry(node.term()).or_insert(i as NodeId);
+                    let term = node.term();
+                    let leader = *self.leaders.entry(term).or_insert_with(|| {
+                        self.counters.elections += 1;
+                        i as NodeId
+                    });
                     if leader != i as NodeId {
                         return Err(format!(
                             "two leaders in term {}: n{leader} and n{i}",

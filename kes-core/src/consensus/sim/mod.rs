@@ -105,6 +105,42 @@ pub struct Stats {
     pub acked_writes: usize,
     pub reads: usize,
     pub ticks: u64,
+    /// How often interesting things happened (to see what a set of seeds covers).
+    pub counters: Counters,
+}
+
+/// Event counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub elections: u64,
+    pub truncations: u64,
+    pub snapshots_installed: u64,
+    pub config_commits: u64,
+    pub forced_commits: u64,
+    pub crashes: u64,
+    pub crashes_in_ready: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub reads_waited: u64,
+    pub acked_writes: u64,
+    pub reads_served: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.elections += o.elections;
+        self.truncations += o.truncations;
+        self.snapshots_installed += o.snapshots_installed;
+        self.config_commits += o.config_commits;
+        self.forced_commits += o.forced_commits;
+        self.crashes += o.crashes;
+        self.crashes_in_ready += o.crashes_in_ready;
+        self.restarts += o.restarts;
+        self.partitions += o.partitions;
+        self.reads_waited += o.reads_waited;
+        self.acked_writes += o.acked_writes;
+        self.reads_served += o.reads_served;
+    }
 }
 
 /// Runs one seed.
@@ -154,7 +190,16 @@ fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure
         failure.trace.extend(cluster.history_of(key));
         return Err(failure);
     }
+    let mut counters = cluster.counters;
+    counters.acked_writes = cluster.acked.len() as u64;
+    counters.reads_served = cluster
+        .history
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o.kind, linearizability::Kind::Read(_)) && o.ret.is_some())
+        .count() as u64;
     Ok(Stats {
+        counters,
         committed: cluster.committed.len(),
         acked_writes: cluster.acked.len(),
         reads: cluster
