@@ -6,28 +6,30 @@ use serde::Serialize;
 
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::policies::{prefix_of, NameList};
+use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
 use crate::http::Response;
 use crate::store::EnclaveRecord;
 use crate::{random, timefmt};
 
-pub fn create(app: &App, ctx: &Ctx) -> Response {
+pub fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Enclave, &ctx.resource);
+        return invalid_name(Kind::Enclave, &ctx.resource).into();
     }
     let record = EnclaveRecord {
         key: SecretKey::new(Cipher::Aes256, random::bytes()),
         created_at: timefmt::now(),
         created_by: ctx.identity().to_owned(),
     };
-    match app.write(Command::CreateEnclave {
-        name: ctx.resource.clone(),
-        record,
-    }) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Enclave, err, "failed to create enclave"),
-    }
+    Reply::write(
+        Command::CreateEnclave {
+            name: ctx.resource.clone(),
+            record,
+        },
+        Kind::Enclave,
+        "failed to create enclave",
+    )
 }
 
 #[derive(Serialize)]
@@ -65,14 +67,15 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Response {
+pub fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Enclave, &ctx.resource);
+        return invalid_name(Kind::Enclave, &ctx.resource).into();
     }
-    match app.write(Command::DeleteEnclave {
-        name: ctx.resource.clone(),
-    }) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Enclave, err, "failed to delete enclave"),
-    }
+    Reply::write(
+        Command::DeleteEnclave {
+            name: ctx.resource.clone(),
+        },
+        Kind::Enclave,
+        "failed to delete enclave",
+    )
 }

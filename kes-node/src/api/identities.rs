@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::body::Fields;
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::policies::{pattern_set, prefix_of, PatternSet};
+use super::reply::Reply;
 use super::{App, Ctx};
 use crate::auth::{is_admin, Caller, NOT_ALLOWED};
 use crate::command::Command;
@@ -13,27 +14,27 @@ use crate::http::Response;
 use crate::store::{IdentityRecord, StoreError};
 use crate::timefmt;
 
-pub fn create(app: &App, ctx: &Ctx) -> Response {
+pub fn create(app: &App, ctx: &Ctx) -> Reply {
     let id = &ctx.resource;
     if !valid_name(id) {
-        return invalid_name(Kind::Identity, id);
+        return invalid_name(Kind::Identity, id).into();
     }
     let parsed = Fields::decode(&ctx.req.body).and_then(|f| {
         let admin = f.boolean("admin")?;
         Ok((f.string("policy")?, admin, f.string("ttl")?))
     });
     let Ok((policy, admin, ttl)) = parsed else {
-        return Response::error(400, "invalid request body");
+        return Response::error(400, "invalid request body").into();
     };
     if is_admin(&app.admin, id) {
-        return Response::error(400, "identity already exists");
+        return Response::error(400, "identity already exists").into();
     }
     let ttl = if ttl.is_empty() {
         std::time::Duration::ZERO
     } else {
         match crate::config::parse_go_duration(&ttl) {
             Ok(d) => d,
-            Err(_) => return Response::error(400, &format!("invalid ttl '{ttl}'")),
+            Err(_) => return Response::error(400, &format!("invalid ttl '{ttl}'")).into(),
         }
     };
     let now = timefmt::now();
@@ -47,27 +48,14 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
     {
         let parent = match app.store.identity(&ctx.enclave, parent_id) {
             Ok(p) => p,
-            Err(_) => return Response::error(403, NOT_ALLOWED),
+            Err(_) => return Response::error(403, NOT_ALLOWED).into(),
         };
         if admin && !enclave_admin {
-            return Response::error(403, "insufficient permissions to create admin identity");
+            return Response::error(403, "insufficient permissions to create admin identity")
+                .into();
         }
-        if !admin && !enclave_admin {
-            let (Ok(child), Ok(own)) = (
-                app.store.policy(&ctx.enclave, &policy),
-                app.store.policy(&ctx.enclave, &parent.policy),
-            ) else {
-                return Response::error(403, "policy is not a subset of parent policy");
-            };
-            let subset = kes_core::policy::is_subset(
-                child.allow.iter().map(String::as_str),
-                child.deny.iter().map(String::as_str),
-                own.allow.iter().map(String::as_str),
-                own.deny.iter().map(String::as_str),
-            );
-            if !subset {
-                return Response::error(403, "policy is not a subset of parent policy");
-            }
+        if !admin && !enclave_admin && !policy_within(app, &ctx.enclave, &policy, &parent.policy) {
+            return Response::error(403, NOT_SUBSET).into();
         }
         if let Some(limit) = parent.expires_at {
             expires_at = Some(expires_at.map_or(limit, |e| e.min(limit)));
@@ -75,10 +63,10 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
     }
     if !admin {
         if !valid_name(&policy) {
-            return invalid_name(Kind::Policy, &policy);
+            return invalid_name(Kind::Policy, &policy).into();
         }
         if let Err(err) = app.store.policy(&ctx.enclave, &policy) {
-            return store_error(Kind::Policy, err, "failed to read policy");
+            return store_error(Kind::Policy, err, "failed to read policy").into();
         }
     }
     let record = IdentityRecord {
@@ -96,10 +84,26 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
         record,
         replace: false,
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Identity, err, "failed to create identity"),
-    }
+    Reply::write(cmd, Kind::Identity, "failed to create identity")
+}
+
+/// `403` when a caller hands out a policy that is not within its own.
+pub const NOT_SUBSET: &str = "policy is not a subset of parent policy";
+
+/// True if policy `child` exists and is a subset of policy `parent` (spec §3.1 `IsSubset`).
+pub fn policy_within(app: &App, enclave: &str, child: &str, parent: &str) -> bool {
+    let (Ok(child), Ok(own)) = (
+        app.store.policy(enclave, child),
+        app.store.policy(enclave, parent),
+    ) else {
+        return false;
+    };
+    kes_core::policy::is_subset(
+        child.allow.iter().map(String::as_str),
+        child.deny.iter().map(String::as_str),
+        own.allow.iter().map(String::as_str),
+        own.deny.iter().map(String::as_str),
+    )
 }
 
 #[derive(Serialize)]
@@ -180,22 +184,19 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     })
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Response {
+pub fn delete(app: &App, ctx: &Ctx) -> Reply {
     let id = &ctx.resource;
     if !valid_name(id) {
-        return invalid_name(Kind::Identity, id);
+        return invalid_name(Kind::Identity, id).into();
     }
     if is_admin(&app.admin, id) {
-        return Response::error(400, "the admin identity cannot be deleted");
+        return Response::error(400, "the admin identity cannot be deleted").into();
     }
     let cmd = Command::DeleteIdentity {
         enclave: ctx.enclave.clone(),
         identity: id.clone(),
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Identity, err, "failed to delete identity"),
-    }
+    Reply::write(cmd, Kind::Identity, "failed to delete identity")
 }
 
 #[derive(Serialize)]

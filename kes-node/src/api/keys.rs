@@ -4,6 +4,7 @@ use kes_core::name::{valid_name, valid_pattern};
 use serde::Serialize;
 
 use super::body::{b64, Fields};
+use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
 use crate::http::Response;
@@ -55,7 +56,7 @@ fn default_cipher() -> Cipher {
     Cipher::ChaCha20
 }
 
-fn store_new(app: &App, ctx: &Ctx, key: SecretKey) -> Response {
+fn store_new(ctx: &Ctx, key: SecretKey) -> Reply {
     let name = &ctx.resource;
     let rec = KeyRecord {
         key,
@@ -68,40 +69,35 @@ fn store_new(app: &App, ctx: &Ctx, key: SecretKey) -> Response {
         name: name.clone(),
         key: rec,
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => {
-            super::errors::store_error(super::errors::Kind::Key, err, "failed to create key")
-        }
-    }
+    Reply::write(cmd, super::errors::Kind::Key, "failed to create key")
 }
 
-pub fn create(app: &App, ctx: &Ctx) -> Response {
+pub fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return invalid_name(&ctx.resource).into();
     }
-    store_new(app, ctx, SecretKey::new(default_cipher(), random::bytes()))
+    store_new(ctx, SecretKey::new(default_cipher(), random::bytes()))
 }
 
-pub fn import(app: &App, ctx: &Ctx) -> Response {
+pub fn import(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return invalid_name(&ctx.resource).into();
     }
     const BAD: &str = "invalid import key request body";
     let Ok(fields) = Fields::decode(&ctx.req.body) else {
-        return Response::error(400, BAD);
+        return Response::error(400, BAD).into();
     };
     let (Ok(key), Ok(cipher_name)) = (fields.bytes("key"), fields.string("cipher")) else {
-        return Response::error(400, BAD);
+        return Response::error(400, BAD).into();
     };
     let key = zeroize::Zeroizing::new(key);
     let Some(cipher) = Cipher::parse(&cipher_name) else {
-        return Response::error(406, &format!("algorithm '{cipher_name}' is not supported"));
+        return Response::error(406, &format!("algorithm '{cipher_name}' is not supported")).into();
     };
     let Ok(bytes) = <[u8; 32]>::try_from(key.as_slice()) else {
-        return Response::error(406, &format!("invalid key size for '{cipher_name}'"));
+        return Response::error(406, &format!("invalid key size for '{cipher_name}'")).into();
     };
-    store_new(app, ctx, SecretKey::new(cipher, bytes))
+    store_new(ctx, SecretKey::new(cipher, bytes))
 }
 
 #[derive(Serialize)]
@@ -149,20 +145,15 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Response {
+pub fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return invalid_name(&ctx.resource).into();
     }
     let cmd = Command::DeleteKey {
         enclave: ctx.enclave.clone(),
         name: ctx.resource.clone(),
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => {
-            super::errors::store_error(super::errors::Kind::Key, err, "failed to delete key")
-        }
-    }
+    Reply::write(cmd, super::errors::Kind::Key, "failed to delete key")
 }
 
 /// Decodes the JSON body of a crypto request; an absent body counts as `{}` only where

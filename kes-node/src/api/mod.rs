@@ -8,6 +8,7 @@ mod keys;
 pub mod logs;
 mod metrics;
 mod policies;
+mod reply;
 mod routes;
 mod secrets;
 mod system;
@@ -21,7 +22,8 @@ use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
 pub use body::b64;
 pub use metrics::Metrics;
-pub use routes::{Route, ROUTES};
+pub use reply::{Reply, Write};
+pub use routes::{Handler, Route, ROUTES};
 
 /// Everything a handler may use.
 pub struct App {
@@ -72,19 +74,44 @@ impl App {
         }
     }
 
-    /// Answers one request and records it in the audit log.
-    pub fn handle(&self, req: &Request, peer: &Peer) -> Response {
-        let started = Instant::now();
-        let resp = self.dispatch(req, peer);
-        let identity = peer.identity.as_deref().unwrap_or_default();
+    /// Answers one request, or returns the write it needs; records it in the audit log and
+    /// the metrics once it is answered.
+    pub fn handle(&self, req: &Request, peer: &Peer) -> Outcome {
+        let (reply, route) = self.dispatch(req, peer);
+        let done = Done {
+            started: Instant::now(),
+            counted: route.is_some_and(|r| r.counted),
+            ip: peer.ip,
+            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            method: req.method.clone(),
+            path: req.path.clone(),
+        };
+        match reply {
+            Reply::Now(resp) => Outcome::Done(self.record(&done, resp)),
+            Reply::Write(write) => Outcome::Write(Pending { write, done }),
+        }
+    }
+
+    /// Answers a write once its outcome is known.
+    pub fn finish(&self, pending: Pending, outcome: Result<(), StoreError>) -> Response {
+        let resp = pending.write.respond(outcome);
+        self.record(&pending.done, resp)
+    }
+
+    /// Counts, audits and (for server errors) logs an answered request.
+    fn record(&self, done: &Done, resp: Response) -> Response {
+        let took = done.started.elapsed();
+        if done.counted {
+            self.metrics.record(resp.status, Some(took));
+        }
         self.logs
-            .audit(peer.ip, &req.path, identity, resp.status, started.elapsed());
+            .audit(done.ip, &done.path, &done.identity, resp.status, took);
         if resp.status >= 500 {
             let message = String::from_utf8_lossy(&resp.body);
             self.logs.error(&format!(
                 "{} {}: {} {}",
-                req.method,
-                req.path,
+                done.method,
+                done.path,
                 resp.status,
                 message.trim()
             ));
@@ -92,19 +119,27 @@ impl App {
         resp
     }
 
-    fn dispatch(&self, req: &Request, peer: &Peer) -> Response {
+    fn dispatch(&self, req: &Request, peer: &Peer) -> (Reply, Option<&'static Route>) {
         let Some(route_match) = (if is_clean(&req.path) {
             find_route(&req.path)
         } else {
             None
         }) else {
             if !is_clean(&req.path) {
-                return Response::moved(&with_query(&clean(&req.path), req), &req.method);
+                return (
+                    Response::moved(&with_query(&clean(&req.path), req), &req.method).into(),
+                    None,
+                );
             }
-            return Response::text(404, "404 page not found\n");
+            return (Response::text(404, "404 page not found\n").into(), None);
         };
         let route = match route_match {
-            Match::Redirect(to) => return Response::moved(&with_query(&to, req), &req.method),
+            Match::Redirect(to) => {
+                return (
+                    Response::moved(&with_query(&to, req), &req.method).into(),
+                    None,
+                )
+            }
             Match::Route(route) => route,
         };
         let raw_resource = resource_of(route, &req.path);
@@ -119,13 +154,12 @@ impl App {
                 ),
             );
             r.headers.insert(0, ("Accept", route.method.to_owned()));
-            return r;
+            return (r.into(), None);
         }
-        let Some(resource) = percent_decode(raw_resource) else {
-            return Response::text(400, "400 Bad Request");
-        };
-        let Some(path) = percent_decode(&req.path) else {
-            return Response::text(400, "400 Bad Request");
+        let (Some(resource), Some(path)) =
+            (percent_decode(raw_resource), percent_decode(&req.path))
+        else {
+            return (Response::text(400, "400 Bad Request").into(), None);
         };
         let enclave = match req.header("Kes-Enclave") {
             Some(v) if !v.is_empty() => String::from_utf8_lossy(v).into_owned(),
@@ -133,31 +167,48 @@ impl App {
         };
         let caller = match authorize(&self.store, &self.admin, route.auth, peer, &enclave, &path) {
             Ok(c) => c,
-            Err(resp) => return self.count(route, resp, None),
+            Err(resp) => return (resp.into(), Some(route)),
         };
-        let started = Instant::now();
         let ctx = Ctx {
             req,
             resource,
             caller,
             enclave,
         };
-        let resp = (route.handler)(self, &ctx);
-        self.count(route, resp, Some(started))
+        let reply = match route.handler {
+            Handler::Read(f) => Reply::Now(f(self, &ctx)),
+            Handler::Write(f) => f(self, &ctx),
+        };
+        (reply, Some(route))
     }
 
-    /// Applies a state change. (With clusters this is where a command is replicated.)
-    pub fn write(&self, cmd: Command) -> Result<(), StoreError> {
+    /// Applies a state change to this node's store directly, bypassing replication: only for
+    /// state every node derives the same way on its own (the config's static policies).
+    pub fn write_local(&self, cmd: Command) -> Result<(), StoreError> {
         self.store.apply(&cmd)
     }
+}
 
-    fn count(&self, route: &Route, resp: Response, started: Option<Instant>) -> Response {
-        if route.counted {
-            self.metrics
-                .record(resp.status, started.map(|s| s.elapsed()));
-        }
-        resp
-    }
+/// What became of a request.
+pub enum Outcome {
+    Done(Response),
+    /// A write waiting for its outcome; answer it with [`App::finish`].
+    Write(Pending),
+}
+
+/// A write in flight and what the audit log needs once it is answered.
+pub struct Pending {
+    pub write: reply::Write,
+    done: Done,
+}
+
+struct Done {
+    started: Instant,
+    counted: bool,
+    ip: Option<std::net::IpAddr>,
+    identity: String,
+    method: String,
+    path: String,
 }
 
 enum Match {

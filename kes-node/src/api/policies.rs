@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
-use super::{App, Ctx};
+use super::reply::Reply;
+use super::{identities, App, Ctx};
+use crate::auth::Caller;
 use crate::command::Command;
 use crate::http::Response;
 use crate::store::{IdentityRecord, PolicyRecord};
@@ -49,13 +51,13 @@ fn parse_policy_body(body: &[u8]) -> Result<(Vec<String>, Vec<String>), Response
     Ok((allow, deny))
 }
 
-pub fn create(app: &App, ctx: &Ctx) -> Response {
+pub fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Policy, &ctx.resource);
+        return invalid_name(Kind::Policy, &ctx.resource).into();
     }
     let (allow, deny) = match parse_policy_body(&ctx.req.body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let policy = PolicyRecord {
         allow,
@@ -69,10 +71,7 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
         policy,
         replace: false,
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Policy, err, "failed to create policy"),
-    }
+    Reply::write(cmd, Kind::Policy, "failed to create policy")
 }
 
 fn load(app: &App, ctx: &Ctx) -> Result<PolicyRecord, Response> {
@@ -160,40 +159,53 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Response {
+pub fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Policy, &ctx.resource);
+        return invalid_name(Kind::Policy, &ctx.resource).into();
     }
     let cmd = Command::DeletePolicy {
         enclave: ctx.enclave.clone(),
         name: ctx.resource.clone(),
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Policy, err, "failed to delete policy"),
-    }
+    Reply::write(cmd, Kind::Policy, "failed to delete policy")
 }
 
 /// `POST /v1/policy/assign/<policy>` `{"identity":"<hex>"}` (v0.19–v0.22 clients): makes the
 /// identity use the policy, creating the identity if needed.
-pub fn assign(app: &App, ctx: &Ctx) -> Response {
+pub fn assign(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Policy, &ctx.resource);
+        return invalid_name(Kind::Policy, &ctx.resource).into();
     }
     let Ok(fields) = super::body::Fields::decode(&ctx.req.body) else {
-        return Response::error(400, "invalid request body");
+        return Response::error(400, "invalid request body").into();
     };
     let Ok(identity) = fields.string("identity") else {
-        return Response::error(400, "invalid request body");
+        return Response::error(400, "invalid request body").into();
     };
     if !valid_name(&identity) {
-        return invalid_name(Kind::Identity, &identity);
+        return invalid_name(Kind::Identity, &identity).into();
     }
     if crate::auth::is_admin(&app.admin, &identity) {
-        return Response::error(400, "cannot assign a policy to the admin identity");
+        return Response::error(400, "cannot assign policy to system admin").into();
+    }
+    // Upstream refuses self-assignment; and, as for the identities it creates, a caller may
+    // only hand out a policy within its own (else it could widen its own rights via a child).
+    if let Caller::Identity { id, enclave_admin } = ctx.caller {
+        if id == identity {
+            return Response::error(403, "identity cannot assign policy to itself").into();
+        }
+        if let Err(resp) = load(app, ctx) {
+            return resp.into();
+        }
+        let within = app.store.identity(&ctx.enclave, id).is_ok_and(|me| {
+            enclave_admin || identities::policy_within(app, &ctx.enclave, &ctx.resource, &me.policy)
+        });
+        if !within {
+            return Response::error(403, identities::NOT_SUBSET).into();
+        }
     }
     if let Err(resp) = load(app, ctx) {
-        return resp;
+        return resp.into();
     }
     let record = IdentityRecord {
         policy: ctx.resource.clone(),
@@ -210,8 +222,5 @@ pub fn assign(app: &App, ctx: &Ctx) -> Response {
         record,
         replace: true,
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Identity, err, "failed to assign policy"),
-    }
+    Reply::write(cmd, Kind::Identity, "failed to assign policy")
 }

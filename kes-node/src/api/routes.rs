@@ -1,5 +1,6 @@
 //! The route table: upstream's paths, methods, body limits and timeouts (spec §4), which is
 //! also what `GET /v1/api` reports.
+use super::reply::Reply;
 use super::{enclaves, identities, keys, policies, secrets, system, App, Ctx};
 use crate::auth::Auth;
 use crate::http::Response;
@@ -15,8 +16,17 @@ pub struct Route {
     /// Whether the request counters and latency histogram see this route (upstream counts
     /// only key, policy and identity routes).
     pub counted: bool,
-    pub handler: fn(&App, &Ctx) -> Response,
+    pub handler: Handler,
 }
+
+/// A route's handler: reads answer at once; writes return the state change to replicate.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    Read(fn(&App, &Ctx) -> Response),
+    Write(fn(&App, &Ctx) -> Reply),
+}
+
+use Handler::{Read as R, Write as W};
 
 /// 1 MB as upstream counts it (`aead.dev/mem`: 1 MB = 1,000,000 bytes).
 const MB: usize = 1_000_000;
@@ -28,7 +38,7 @@ const fn route(
     timeout: u64,
     auth: Auth,
     counted: bool,
-    handler: fn(&App, &Ctx) -> Response,
+    handler: Handler,
 ) -> Route {
     Route {
         method,
@@ -50,42 +60,42 @@ const KB: usize = 1_000;
 
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
-    route("GET", "/version", 0, 10, NoAuth, false, system::version),
-    route("GET", "/v1/ready", 0, 15, Verify, false, system::ready),
-    route("GET", "/v1/status", 0, 15, Verify, false, system::status),
-    route("GET", "/v1/metrics", 0, 15, Verify, false, system::metrics),
-    route("GET", "/v1/api", 0, 10, Verify, false, system::api),
-    route("PUT", "/v1/key/create/", 0, 15, Verify, true, keys::create),
-    route("PUT", "/v1/key/import/", MB, 15, Verify, true, keys::import),
-    route("GET", "/v1/key/describe/", 0, 15, Verify, true, keys::describe),
-    route("GET", "/v1/key/list/", 0, 15, Verify, true, keys::list),
-    route("DELETE", "/v1/key/delete/", 0, 15, Verify, true, keys::delete),
-    route("PUT", "/v1/key/generate/", MB, 15, Verify, true, keys::generate),
-    route("PUT", "/v1/key/encrypt/", MB, 15, Verify, true, keys::encrypt),
-    route("PUT", "/v1/key/decrypt/", MB, 15, Verify, true, keys::decrypt),
-    route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, keys::hmac),
-    route("PUT", "/v1/policy/create/", MB, 15, Verify, true, policies::create),
-    route("POST", "/v1/policy/assign/", KB, 15, Verify, true, policies::assign),
-    route("GET", "/v1/policy/describe/", 0, 15, Verify, true, policies::describe),
-    route("GET", "/v1/policy/read/", 0, 15, Verify, true, policies::read),
-    route("GET", "/v1/policy/list/", 0, 15, Verify, true, policies::list),
-    route("DELETE", "/v1/policy/delete/", 0, 15, Verify, true, policies::delete),
-    route("PUT", "/v1/identity/create/", KB, 15, Verify, true, identities::create),
-    route("GET", "/v1/identity/describe/", 0, 15, Verify, true, identities::describe),
-    route("GET", "/v1/identity/list/", 0, 15, Verify, true, identities::list),
-    route("DELETE", "/v1/identity/delete/", 0, 15, Verify, true, identities::delete),
-    route("GET", "/v1/identity/self/describe", 0, 15, IdentifyOnly, true, identities::describe_self),
-    route("PUT", "/v1/secret/create/", SECRET_BODY, 15, Verify, true, secrets::create),
-    route("GET", "/v1/secret/describe/", 0, 15, Verify, true, secrets::describe),
-    route("GET", "/v1/secret/read/", 0, 15, Verify, true, secrets::read),
+    route("GET", "/version", 0, 10, NoAuth, false, R(system::version)),
+    route("GET", "/v1/ready", 0, 15, Verify, false, R(system::ready)),
+    route("GET", "/v1/status", 0, 15, Verify, false, R(system::status)),
+    route("GET", "/v1/metrics", 0, 15, Verify, false, R(system::metrics)),
+    route("GET", "/v1/api", 0, 10, Verify, false, R(system::api)),
+    route("PUT", "/v1/key/create/", 0, 15, Verify, true, W(keys::create)),
+    route("PUT", "/v1/key/import/", MB, 15, Verify, true, W(keys::import)),
+    route("GET", "/v1/key/describe/", 0, 15, Verify, true, R(keys::describe)),
+    route("GET", "/v1/key/list/", 0, 15, Verify, true, R(keys::list)),
+    route("DELETE", "/v1/key/delete/", 0, 15, Verify, true, W(keys::delete)),
+    route("PUT", "/v1/key/generate/", MB, 15, Verify, true, R(keys::generate)),
+    route("PUT", "/v1/key/encrypt/", MB, 15, Verify, true, R(keys::encrypt)),
+    route("PUT", "/v1/key/decrypt/", MB, 15, Verify, true, R(keys::decrypt)),
+    route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, R(keys::hmac)),
+    route("PUT", "/v1/policy/create/", MB, 15, Verify, true, W(policies::create)),
+    route("POST", "/v1/policy/assign/", KB, 15, Verify, true, W(policies::assign)),
+    route("GET", "/v1/policy/describe/", 0, 15, Verify, true, R(policies::describe)),
+    route("GET", "/v1/policy/read/", 0, 15, Verify, true, R(policies::read)),
+    route("GET", "/v1/policy/list/", 0, 15, Verify, true, R(policies::list)),
+    route("DELETE", "/v1/policy/delete/", 0, 15, Verify, true, W(policies::delete)),
+    route("PUT", "/v1/identity/create/", KB, 15, Verify, true, W(identities::create)),
+    route("GET", "/v1/identity/describe/", 0, 15, Verify, true, R(identities::describe)),
+    route("GET", "/v1/identity/list/", 0, 15, Verify, true, R(identities::list)),
+    route("DELETE", "/v1/identity/delete/", 0, 15, Verify, true, W(identities::delete)),
+    route("GET", "/v1/identity/self/describe", 0, 15, IdentifyOnly, true, R(identities::describe_self)),
+    route("PUT", "/v1/secret/create/", SECRET_BODY, 15, Verify, true, W(secrets::create)),
+    route("GET", "/v1/secret/describe/", 0, 15, Verify, true, R(secrets::describe)),
+    route("GET", "/v1/secret/read/", 0, 15, Verify, true, R(secrets::read)),
     // Upstream's stateful server registered the listing without a trailing slash; both work.
-    route("GET", "/v1/secret/list", 0, 15, Verify, true, secrets::list),
-    route("GET", "/v1/secret/list/", 0, 15, Verify, true, secrets::list),
-    route("DELETE", "/v1/secret/delete/", 0, 15, Verify, true, secrets::delete),
-    route("PUT", "/v1/enclave/create/", 0, 15, Admin, true, enclaves::create),
-    route("GET", "/v1/enclave/describe/", 0, 15, Verify, true, enclaves::describe),
-    route("GET", "/v1/enclave/list/", 0, 15, Verify, true, enclaves::list),
-    route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, enclaves::delete),
-    route("GET", "/v1/log/error", 0, 0, Verify, false, system::log_stream),
-    route("GET", "/v1/log/audit", 0, 0, Verify, false, system::log_stream),
+    route("GET", "/v1/secret/list", 0, 15, Verify, true, R(secrets::list)),
+    route("GET", "/v1/secret/list/", 0, 15, Verify, true, R(secrets::list)),
+    route("DELETE", "/v1/secret/delete/", 0, 15, Verify, true, W(secrets::delete)),
+    route("PUT", "/v1/enclave/create/", 0, 15, Admin, true, W(enclaves::create)),
+    route("GET", "/v1/enclave/describe/", 0, 15, Verify, true, R(enclaves::describe)),
+    route("GET", "/v1/enclave/list/", 0, 15, Verify, true, R(enclaves::list)),
+    route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, W(enclaves::delete)),
+    route("GET", "/v1/log/error", 0, 0, Verify, false, R(system::log_stream)),
+    route("GET", "/v1/log/audit", 0, 0, Verify, false, R(system::log_stream)),
 ];

@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 use super::body::{b64, Fields};
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::policies::{prefix_of, NameList};
+use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
 use crate::http::Response;
@@ -15,9 +16,9 @@ use crate::timefmt;
 /// Largest secret value, in bytes (upstream's `MaxSecretSize = 1 MB`).
 pub const MAX_SECRET: usize = 1_000_000;
 
-pub fn create(app: &App, ctx: &Ctx) -> Response {
+pub fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Secret, &ctx.resource);
+        return invalid_name(Kind::Secret, &ctx.resource).into();
     }
     // `secret` is the current field; v0.22 clients sent `bytes`.
     let value = Fields::decode(&ctx.req.body).and_then(|f| {
@@ -29,11 +30,11 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
         }
     });
     let Ok(value) = value else {
-        return Response::error(400, "invalid request body");
+        return Response::error(400, "invalid request body").into();
     };
     let value = Zeroizing::new(value);
     if value.len() > MAX_SECRET {
-        return Response::error(400, "secret is too large: at most 1000000 bytes");
+        return Response::error(400, "secret is too large: at most 1000000 bytes").into();
     }
     let secret = SecretRecord {
         value,
@@ -45,10 +46,7 @@ pub fn create(app: &App, ctx: &Ctx) -> Response {
         name: ctx.resource.clone(),
         secret,
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Secret, err, "failed to create secret"),
-    }
+    Reply::write(cmd, Kind::Secret, "failed to create secret")
 }
 
 fn load(app: &App, ctx: &Ctx) -> Result<SecretRecord, Response> {
@@ -122,16 +120,13 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Response {
+pub fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
-        return invalid_name(Kind::Secret, &ctx.resource);
+        return invalid_name(Kind::Secret, &ctx.resource).into();
     }
     let cmd = Command::DeleteSecret {
         enclave: ctx.enclave.clone(),
         name: ctx.resource.clone(),
     };
-    match app.write(cmd) {
-        Ok(()) => Response::ok(),
-        Err(err) => store_error(Kind::Secret, err, "failed to delete secret"),
-    }
+    Reply::write(cmd, Kind::Secret, "failed to delete secret")
 }

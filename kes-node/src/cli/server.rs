@@ -124,7 +124,7 @@ fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
                 policy,
                 replace: true,
             };
-            app.write(cmd)
+            app.write_local(cmd)
                 .map_err(|e| format!("config: policy.{name}: cannot store it: {e}"))?;
         }
         for id in &p.identities {
@@ -150,7 +150,7 @@ fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
                 record,
                 replace: true,
             };
-            app.write(cmd)
+            app.write_local(cmd)
                 .map_err(|e| format!("config: policy.{name}.identities: cannot store {id}: {e}"))?;
         }
     }

@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use rustls::ServerConnection;
 
 use crate::api::logs::Topic;
-use crate::api::App;
+use crate::api::{App, Outcome, Pending};
 use crate::auth::Peer;
 use crate::http::{Parsed, RequestParser, Response};
 use crate::identity::peer_identity;
@@ -35,8 +35,18 @@ enum Phase {
     Closing,
     /// A log stream: the response stays open; input is ignored.
     Streaming,
+    /// A request waits for its write to commit; nothing else is served meanwhile.
+    Waiting,
     /// Done: remove it.
     Closed,
+}
+
+/// How to answer a request whose response comes later.
+struct Answer {
+    minor: u8,
+    head_only: bool,
+    keep_alive: bool,
+    topic: Option<Topic>,
 }
 
 pub struct Connection {
@@ -55,6 +65,9 @@ pub struct Connection {
     topic: Option<Topic>,
     /// Set when the subscription starts, taken by the event loop to count subscribers.
     new_subscription: bool,
+    /// The request waiting for a write, and the write itself until the event loop takes it.
+    waiting: Option<Answer>,
+    writes: Vec<Pending>,
 }
 
 impl Connection {
@@ -76,6 +89,8 @@ impl Connection {
             peer_eof: false,
             topic: None,
             new_subscription: false,
+            waiting: None,
+            writes: Vec::new(),
         }
     }
 
@@ -218,33 +233,70 @@ impl Connection {
                 }
                 Parsed::Request(req) => {
                     let peer = self.peer.as_ref().expect("peer identified");
-                    let mut resp = app.handle(&req, peer);
-                    if !req.keep_alive {
-                        resp.close = true;
-                    }
-                    self.send(&resp, req.minor_version, req.method == "HEAD");
-                    if resp.stream {
-                        self.topic = Topic::of_path(&req.path);
-                        self.new_subscription = self.topic.is_some();
-                    }
-                    self.phase = if resp.stream {
-                        Phase::Streaming
-                    } else if resp.close {
-                        Phase::Closing
-                    } else {
-                        Phase::Open
+                    let answer = Answer {
+                        minor: req.minor_version,
+                        head_only: req.method == "HEAD",
+                        keep_alive: req.keep_alive,
+                        topic: Topic::of_path(&req.path),
                     };
-                    self.request_started = if self.input.is_empty() {
-                        None
-                    } else {
-                        Some(now)
-                    };
-                    self.last_activity = now;
+                    match app.handle(&req, peer) {
+                        Outcome::Done(resp) => self.respond(resp, &answer, now),
+                        Outcome::Write(pending) => {
+                            // Nothing more is read off this connection until the write is
+                            // answered: responses go out in request order.
+                            self.writes.push(pending);
+                            self.waiting = Some(answer);
+                            self.phase = Phase::Waiting;
+                        }
+                    }
                 }
             }
             self.flush();
         }
         served
+    }
+
+    /// Sends the answer to the request at the head of the line and gets ready for the next.
+    fn respond(&mut self, mut resp: Response, answer: &Answer, now: Instant) {
+        if !answer.keep_alive {
+            resp.close = true;
+        }
+        self.send(&resp, answer.minor, answer.head_only);
+        if resp.stream {
+            self.topic = answer.topic;
+            self.new_subscription = self.topic.is_some();
+        }
+        self.phase = if resp.stream {
+            Phase::Streaming
+        } else if resp.close {
+            Phase::Closing
+        } else {
+            Phase::Open
+        };
+        self.request_started = if self.input.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
+        self.last_activity = now;
+    }
+
+    /// The writes this connection's requests are waiting for (taken by the event loop).
+    pub fn take_writes(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Answers the write this connection waits for, then serves what is pipelined behind it.
+    pub fn complete(&mut self, app: &App, resp: Response, now: Instant) {
+        let Some(answer) = self.waiting.take() else {
+            return;
+        };
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        self.respond(resp, &answer, now);
+        self.flush();
+        self.on_ready(app, now);
     }
 
     fn send(&mut self, resp: &Response, minor: u8, head_only: bool) {

@@ -75,6 +75,7 @@ pub fn serve(
                     let key = t - FIRST_CONNECTION;
                     if let Some(conn) = conns.get_mut(key) {
                         conn.on_ready(app, now);
+                        commit_writes(conn, app, now);
                         if let Some(topic) = conn.take_new_subscription() {
                             app.logs.subscribe(topic, 1);
                         }
@@ -139,6 +140,21 @@ fn accept(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Out of file descriptors and the like: try again on the next event.
             Err(_) => return,
+        }
+    }
+}
+
+/// Applies the writes a connection waits for and answers them.
+fn commit_writes(conn: &mut Connection, app: &App, now: Instant) {
+    loop {
+        let writes = conn.take_writes();
+        if writes.is_empty() {
+            return;
+        }
+        for pending in writes {
+            let outcome = app.store.apply(&pending.write.cmd);
+            let resp = app.finish(pending, outcome);
+            conn.complete(app, resp, now);
         }
     }
 }
