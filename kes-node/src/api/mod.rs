@@ -88,12 +88,12 @@ impl App {
         };
         match reply {
             Reply::Now(resp) => Outcome::Done(self.record(&done, resp)),
-            Reply::Write(write) => Outcome::Write(Pending { write, done }),
+            Reply::Write(write) => Outcome::Write(Box::new(Pending { write, done })),
         }
     }
 
     /// Answers a write once its outcome is known.
-    pub fn finish(&self, pending: Pending, outcome: Result<(), StoreError>) -> Response {
+    pub fn finish(&self, pending: Box<Pending>, outcome: Result<(), StoreError>) -> Response {
         let resp = pending.write.respond(outcome);
         self.record(&pending.done, resp)
     }
@@ -193,7 +193,7 @@ impl App {
 pub enum Outcome {
     Done(Response),
     /// A write waiting for its outcome; answer it with [`App::finish`].
-    Write(Pending),
+    Write(Box<Pending>),
 }
 
 /// A write in flight and what the audit log needs once it is answered.

@@ -67,7 +67,7 @@ pub struct Connection {
     new_subscription: bool,
     /// The request waiting for a write, and the write itself until the event loop takes it.
     waiting: Option<Answer>,
-    writes: Vec<Pending>,
+    writes: Vec<Box<Pending>>,
 }
 
 impl Connection {
@@ -282,7 +282,7 @@ impl Connection {
     }
 
     /// The writes this connection's requests are waiting for (taken by the event loop).
-    pub fn take_writes(&mut self) -> Vec<Pending> {
+    pub fn take_writes(&mut self) -> Vec<Box<Pending>> {
         std::mem::take(&mut self.writes)
     }
 
