@@ -67,7 +67,7 @@ pub struct Connection {
     new_subscription: bool,
     /// The request waiting for a write, and the write itself until the event loop takes it.
     waiting: Option<Answer>,
-    writes: Vec<Box<Pending>>,
+    write: Option<Box<Pending>>,
 }
 
 impl Connection {
@@ -90,7 +90,7 @@ impl Connection {
             topic: None,
             new_subscription: false,
             waiting: None,
-            writes: Vec::new(),
+            write: None,
         }
     }
 
@@ -244,7 +244,7 @@ impl Connection {
                         Outcome::Write(pending) => {
                             // Nothing more is read off this connection until the write is
                             // answered: responses go out in request order.
-                            self.writes.push(pending);
+                            self.write = Some(pending);
                             self.waiting = Some(answer);
                             self.phase = Phase::Waiting;
                         }
@@ -281,9 +281,9 @@ impl Connection {
         self.last_activity = now;
     }
 
-    /// The writes this connection's requests are waiting for (taken by the event loop).
-    pub fn take_writes(&mut self) -> Vec<Box<Pending>> {
-        std::mem::take(&mut self.writes)
+    /// The write this connection's request waits for (taken once by the event loop).
+    pub fn take_write(&mut self) -> Option<Box<Pending>> {
+        self.write.take()
     }
 
     /// Answers the write this connection waits for, then serves what is pipelined behind it.

@@ -146,16 +146,10 @@ fn accept(
 
 /// Applies the writes a connection waits for and answers them.
 fn commit_writes(conn: &mut Connection, app: &App, now: Instant) {
-    loop {
-        let writes = conn.take_writes();
-        if writes.is_empty() {
-            return;
-        }
-        for pending in writes {
-            let outcome = app.store.apply(&pending.write.cmd);
-            let resp = app.finish(pending, outcome);
-            conn.complete(app, resp, now);
-        }
+    while let Some(pending) = conn.take_write() {
+        let outcome = app.store.apply(&pending.write.cmd);
+        let resp = app.finish(pending, outcome);
+        conn.complete(app, resp, now);
     }
 }
 
