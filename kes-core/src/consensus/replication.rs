@@ -10,9 +10,11 @@
 //! - **Commit rule**: index `c` commits when every member of the latest configuration has
 //!   matched `c`; an uncommitted (non-forced) configuration entry at `e` additionally needs
 //!   every member of the configuration before it to have matched `min(c, e)`. A forced shrink
-//!   with `read_lease` on holds all commits until `read_lease` has passed since every remaining
-//!   member acknowledged it. When the commit index advances the leader applies and immediately
-//!   tells every target (the commit notice), not only on the next heartbeat.
+//!   at `e` needs the removed node for `c < e` only (so entries commit without it only together
+//!   with its removal); with `read_lease` on it holds all commits until `read_lease` has passed
+//!   since every remaining member acknowledged it. When the commit index advances the leader
+//!   applies and immediately tells every target (the commit notice), not only on the next
+//!   heartbeat.
 //!
 //! Follower side (Raft's rules exactly): reject a lower term; check `prev_index`/`prev_term`
 //! (entries at or below the follower's commit index match by construction); skip matching
@@ -324,7 +326,16 @@ impl<C: Clone> Node<C> {
                         c = c.min(matched);
                     }
                 }
-            } else if let Some(lease) = self.params.read_lease {
+            } else {
+                // Forced: the removed node is not needed for the entry itself and what follows,
+                // but it is below it, so nothing commits without it unless its removal does.
+                if c < entry.index {
+                    for &m in prev.members.iter() {
+                        c = c.min(self.match_of(m));
+                    }
+                }
+            }
+            if let (true, Some(lease)) = (config.forced, self.params.read_lease) {
                 if forced_acked.map(|(i, _)| i) != Some(entry.index)
                     && config
                         .members

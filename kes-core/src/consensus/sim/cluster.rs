@@ -109,9 +109,6 @@ pub struct Cluster {
     /// Scenario hook: crash node `.0` at action `.1` of the first `Ready` that applies entries
     /// (action 0: before its transaction; 1: after it, before any message; ...).
     pub crash_on_apply: Option<(usize, usize)>,
-    /// Nodes whose forced removal a leader accepted: from then on entries may commit without
-    /// them (that is what a forced shrink is for).
-    force_removed: Vec<NodeId>,
 }
 
 pub type Result<T = ()> = core::result::Result<T, String>;
@@ -151,7 +148,6 @@ impl Cluster {
             crash_in_ready_percent: 0,
             trace: None,
             refused: false,
-            force_removed: Vec::new(),
             crash_on_apply: None,
             write_errors: Vec::new(),
             counters: super::Counters::default(),
@@ -441,9 +437,6 @@ impl Cluster {
                     members: members.clone(),
                     forced: *forced,
                 };
-                // A committed configuration that still holds a node means its forced removal
-                // did not happen (it was truncated), or it was added back.
-                self.force_removed.retain(|n| !members.contains(n));
                 self.counters.config_commits += 1;
                 if *forced {
                     self.counters.forced_commits += 1;
@@ -706,9 +699,6 @@ impl Cluster {
                 command: CONFIG_CMD,
             },
         )?;
-        if let (Change::ForceRemove(n), false) = (change, self.refused) {
-            self.force_removed.push(n);
-        }
         Ok(!self.refused)
     }
 
@@ -777,12 +767,7 @@ impl Cluster {
         }
         // Every committed entry is on every node of the configuration (on its disk).
         if let Some(last) = self.committed.last() {
-            for &m in self
-                .committed_config
-                .members
-                .iter()
-                .filter(|m| !self.force_removed.contains(m))
-            {
+            for &m in self.committed_config.members.iter() {
                 let disk = &self.nodes[m as usize].disk;
                 if disk.log.get(last.index as usize - 1) != Some(last) {
                     return Err(format!(
