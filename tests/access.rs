@@ -107,6 +107,10 @@ fn fields(v: &Value) -> Vec<String> {
     out
 }
 
+fn refs(items: &[String]) -> Vec<&str> {
+    items.iter().map(String::as_str).collect()
+}
+
 fn strs(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -519,7 +523,7 @@ fn identity_policies_are_enforced() {
         .assert_error(404, POLICY_NOT_FOUND);
     admin
         .post_json("/v1/policy/assign/app", &json!({"identity": admin_id}))
-        .assert_error(400, "cannot assign a policy to the admin identity");
+        .assert_error(400, "cannot assign policy to system admin");
     admin
         .post_json("/v1/policy/assign/app", &json!({"identity": "not hex!"}))
         .assert_error(
@@ -775,6 +779,353 @@ fn child_identities_follow_the_subset_rule() {
         .assert_json_ok();
     assert!(desc.get("children").is_none(), "{desc}");
     p.put("/v1/key/create/p-after").assert_empty_ok();
+}
+
+/// `kes-vectors.md` §H1 over the wire: prefix and exact patterns, deny before allow.
+#[test]
+fn vectors_h1_policy_verify() {
+    let env = Env::new("acc-h1");
+    let server = env.start();
+    let mut admin = server.admin();
+    let rows: &[(&[&str], &[&str], &[(&str, bool)])] = &[
+        (
+            &[],
+            &[],
+            &[
+                ("/v1/status", false),
+                ("/v1/key/create/my-key", false),
+                ("/v1/identity/list/a", false),
+            ],
+        ),
+        (
+            &["/v1/status"],
+            &[],
+            &[
+                ("/v1/status", true),
+                ("/v1/key/create/my-key", false),
+                ("/v1/identity/list/a", false),
+            ],
+        ),
+        (
+            &["/v1/key/create/my*", "/v1/key/create/your*"],
+            &[],
+            &[
+                ("/v1/key/create/my-key", true),
+                ("/v1/key/create/your-key", true),
+                ("/v1/identity/list/somekey", false),
+            ],
+        ),
+        (
+            &["/v1/key/create/my*", "/v1/key/create/your*"],
+            &["/v1/key/create/my-key*"],
+            &[
+                ("/v1/key/create/my-key", false),
+                ("/v1/key/create/my-key1", false),
+                ("/v1/key/create/my-minio-key", true),
+                ("/v1/key/create/your-minio-key", true),
+            ],
+        ),
+    ];
+    for (i, (allow, deny, cases)) in rows.iter().enumerate() {
+        let cert = new_cert(&format!("h1-{i}"));
+        create_policy(&mut admin, D, &format!("h1-{i}"), allow, deny);
+        create_identity(
+            &mut admin,
+            D,
+            &cert.identity,
+            &json!({"policy": format!("h1-{i}")}),
+        )
+        .assert_empty_ok();
+        let mut c = server.client(&cert);
+        for (path, allowed) in cases.iter() {
+            // The route's own method: the method is checked before the policy (spec §0.1).
+            let resp = if path.starts_with("/v1/key/create/") {
+                c.put(path)
+            } else {
+                c.get(path)
+            };
+            if *allowed {
+                assert_ne!(resp.status, 403, "row {i}: PUT {path}: {}", resp.text());
+            } else {
+                assert_forbidden(&resp);
+            }
+        }
+    }
+}
+
+/// `kes-vectors.md` §H2 over the wire: a parent whose policy is B creates a child whose
+/// policy is A; 200 iff A ⊆ B. (B also allows `/v1/identity/create/*` so the parent may
+/// create identities at all; adding an allow rule changes none of the table's answers.)
+#[test]
+fn vectors_h2_subset_rule_for_children() {
+    let env = Env::new("acc-h2");
+    let server = env.start();
+    let mut admin = server.admin();
+    let ops = ["create", "describe", "generate", "decrypt", "encrypt"];
+    let ops_all: Vec<String> = ops.iter().map(|o| format!("/v1/key/{o}/*")).collect();
+    let ops_internal_star: Vec<String> = ops
+        .iter()
+        .map(|o| format!("/v1/key/{o}/internal*"))
+        .collect();
+    let ops_internal_dir: Vec<String> = ops
+        .iter()
+        .map(|o| format!("/v1/key/{o}/internal/*"))
+        .collect();
+    let r = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let o = |v: &[&str]| -> Vec<String> { strs(v) };
+    let row7_a_allow = o(&[
+        "/v1/policy/describe/minio",
+        "/v1/policy/show/minio",
+        "/v1/policy/list/minio",
+        "/v1/identity/delete/*",
+    ]);
+    let row7_b_allow = o(&[
+        "/v1/identity/create/*",
+        "/v1/identity/describe/*",
+        "/v1/identity/list/*",
+        "/v1/identity/delete/*",
+        "/v1/policy/describe/minio",
+        "/v1/policy/show/minio",
+        "/v1/policy/list/minio",
+    ]);
+    let row7_b_deny = o(&[
+        "/v1/identity/delete/88acf8c3220a69497f2fa1fc7f52f56b9ff2996402d9379a49fbaffe2b56fdfd",
+    ]);
+    // (A allow, A deny, B allow, B deny, A ⊆ B)
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>, bool)> = vec![
+        (o(&[]), o(&[]), o(&[]), o(&[]), true),
+        (
+            o(&["/v1/key/create/*"]),
+            o(&[]),
+            o(&["/v1/key/create/*"]),
+            o(&[]),
+            true,
+        ),
+        (
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/policy/create/*"]),
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/policy/create/*"]),
+            true,
+        ),
+        (o(&[]), o(&[]), o(&["/v1/status"]), o(&[]), true),
+        (o(&[]), o(&["/v1/status"]), o(&[]), o(&[]), true),
+        (
+            o(&["/v1/key/create/my-key", "/v1/key/create/foo*"]),
+            o(&[]),
+            o(&["/v1/key/create/*"]),
+            o(&[]),
+            true,
+        ),
+        (
+            r(&ops_all),
+            r(&ops_internal_star),
+            r(&ops_all),
+            r(&ops_internal_dir),
+            true,
+        ),
+        (
+            row7_a_allow.clone(),
+            o(&["/v1/identity/delete/88*"]),
+            row7_b_allow.clone(),
+            row7_b_deny.clone(),
+            true,
+        ),
+        (o(&["/v1/status"]), o(&[]), o(&[]), o(&[]), false),
+        (
+            o(&["/v1/key/create/*"]),
+            o(&[]),
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/key/create/my-key"]),
+            false,
+        ),
+        (
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/key/create/internal*"]),
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/key/create/my-key"]),
+            false,
+        ),
+        (
+            row7_a_allow,
+            o(&["/v1/identity/delete/89*"]),
+            row7_b_allow,
+            row7_b_deny,
+            false,
+        ),
+        // kes@pr394 internal/auth/example_test.go.
+        (
+            o(&["/v1/key/describe/*", "/v1/key/generate/*"]),
+            o(&[]),
+            o(&[
+                "/v1/key/create/*",
+                "/v1/key/describe/*",
+                "/v1/key/generate/*",
+                "/v1/key/decrypt/*",
+                "/v1/policy/describe/minio",
+                "/v1/policy/show/minio",
+            ]),
+            o(&[]),
+            true,
+        ),
+        // A parent deny rule broader than the child's allow rule (upstream's rule misses it).
+        (
+            o(&["/v1/key/create/ab*"]),
+            o(&[]),
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/key/create/a*"]),
+            false,
+        ),
+        // A prefix deny over an exact allow.
+        (
+            o(&["/v1/key/create/abc"]),
+            o(&[]),
+            o(&["/v1/key/create/*"]),
+            o(&["/v1/key/create/a*"]),
+            false,
+        ),
+    ];
+    for (i, (a_allow, a_deny, b_allow, b_deny, subset)) in rows.into_iter().enumerate() {
+        let mut b_allow = b_allow;
+        if !b_allow.iter().any(|p| p == "/v1/identity/create/*") {
+            b_allow.push("/v1/identity/create/*".into());
+        }
+        create_policy(
+            &mut admin,
+            D,
+            &format!("a{i}"),
+            &refs(&a_allow),
+            &refs(&a_deny),
+        );
+        create_policy(
+            &mut admin,
+            D,
+            &format!("b{i}"),
+            &refs(&b_allow),
+            &refs(&b_deny),
+        );
+        let parent = new_cert(&format!("h2-{i}"));
+        create_identity(
+            &mut admin,
+            D,
+            &parent.identity,
+            &json!({"policy": format!("b{i}")}),
+        )
+        .assert_empty_ok();
+        let child = format!("{:064x}", i + 1);
+        let resp = create_identity(
+            &mut server.client(&parent),
+            D,
+            &child,
+            &json!({"policy": format!("a{i}")}),
+        );
+        if subset {
+            assert_eq!((resp.status, resp.text()), (200, String::new()), "row {i}");
+        } else {
+            assert_eq!(
+                (resp.status, resp.text()),
+                (403, kes_error_body(NOT_SUBSET)),
+                "row {i}"
+            );
+        }
+    }
+}
+
+/// The legacy assign route (v0.19–v0.22 clients) may not hand out more than the caller has:
+/// no self-assignment (upstream's 403), and, as for created children, only subsets of the
+/// caller's own policy. A re-assigned identity moves to its new parent.
+#[test]
+fn legacy_assign_follows_the_parent_rules() {
+    let env = Env::new("acc-assign");
+    let server = env.start();
+    let mut admin = server.admin();
+    let admin_id = pki().admin.identity.clone();
+    let x = new_cert("x");
+    let y = new_cert("y");
+    let z = new_cert("z");
+
+    create_policy(
+        &mut admin,
+        D,
+        "assigner",
+        &[
+            "/v1/policy/assign/*",
+            "/v1/identity/create/*",
+            "/v1/key/create/a-*",
+        ],
+        &[],
+    );
+    create_policy(&mut admin, D, "keys", &["/v1/key/create/a-*"], &[]);
+    create_policy(&mut admin, D, "all", &["/v1/*"], &[]);
+    create_identity(&mut admin, D, &x.identity, &json!({"policy": "assigner"})).assert_empty_ok();
+    let mut cx = server.client(&x);
+
+    // Not to itself (upstream v0.22: 403 "identity cannot assign policy to itself").
+    cx.post_json("/v1/policy/assign/all", &json!({"identity": x.identity}))
+        .assert_error(403, "identity cannot assign policy to itself");
+    cx.post_json("/v1/policy/assign/keys", &json!({"identity": x.identity}))
+        .assert_error(403, "identity cannot assign policy to itself");
+    // Not more than it has.
+    cx.post_json("/v1/policy/assign/all", &json!({"identity": y.identity}))
+        .assert_error(403, NOT_SUBSET);
+    admin
+        .get(&format!("/v1/identity/describe/{}", y.identity))
+        .assert_error(404, IDENTITY_NOT_FOUND);
+    assert_forbidden(&server.client(&y).delete("/v1/key/delete/a-1"));
+    // Not to the admin.
+    cx.post_json("/v1/policy/assign/keys", &json!({"identity": admin_id}))
+        .assert_error(400, "cannot assign policy to system admin");
+
+    // A subset is fine: y becomes x's child.
+    cx.post_json("/v1/policy/assign/keys", &json!({"identity": y.identity}))
+        .assert_empty_ok();
+    let mut cy = server.client(&y);
+    cy.put("/v1/key/create/a-y").assert_empty_ok();
+    assert_forbidden(&cy.put("/v1/key/create/b-y"));
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{}", y.identity))
+        .assert_json_ok();
+    assert_eq!(desc["created_by"], x.identity.as_str(), "{desc}");
+    assert_eq!(desc["policy"], "keys");
+
+    // The escalation the rules prevent: x's child may not hand x (or anyone) more rights.
+    create_policy(
+        &mut admin,
+        D,
+        "assign-keys",
+        &["/v1/policy/assign/*", "/v1/key/create/a-*"],
+        &[],
+    );
+    create_identity(&mut cx, D, &z.identity, &json!({"policy": "assign-keys"})).assert_empty_ok();
+    let mut cz = server.client(&z);
+    cz.post_json("/v1/policy/assign/all", &json!({"identity": x.identity}))
+        .assert_error(403, NOT_SUBSET);
+    assert_forbidden(&cx.delete("/v1/key/delete/a-y"));
+
+    // The admin re-assigns y: y leaves x's children, so deleting x no longer deletes y.
+    admin
+        .post_json("/v1/policy/assign/all", &json!({"identity": y.identity}))
+        .assert_empty_ok();
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{}", x.identity))
+        .assert_json_ok();
+    assert_eq!(desc["children"], json!([z.identity]), "{desc}");
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{}", y.identity))
+        .assert_json_ok();
+    assert_eq!(desc["created_by"], admin_id.as_str(), "{desc}");
+    cy.delete("/v1/key/delete/a-y").assert_empty_ok();
+    admin
+        .delete(&format!("/v1/identity/delete/{}", x.identity))
+        .assert_empty_ok();
+    admin
+        .get(&format!("/v1/identity/describe/{}", z.identity))
+        .assert_error(404, IDENTITY_NOT_FOUND);
+    cy.put("/v1/key/create/a-y2").assert_empty_ok();
+    admin
+        .get(&format!("/v1/identity/describe/{}", y.identity))
+        .assert_json_ok();
 }
 
 #[test]

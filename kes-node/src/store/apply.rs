@@ -31,7 +31,17 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
         } => {
             let mut record = record.clone();
             match read_identity(tx, enclave, identity) {
-                Ok(old) if *replace => record.children = old.children,
+                Ok(old) if *replace => {
+                    record.children = old.children;
+                    // A re-assigned identity moves to its new parent: the old one no longer
+                    // lists it (else deleting the old parent would delete it too).
+                    if old.created_by != record.created_by && old.created_by != *identity {
+                        if let Ok(mut parent) = read_identity(tx, enclave, &old.created_by) {
+                            parent.children.retain(|c| c != identity);
+                            write_identity(tx, enclave, &old.created_by, &parent)?;
+                        }
+                    }
+                }
                 Ok(_) => return Err(StoreError::Exists),
                 Err(StoreError::NotFound) => {}
                 Err(err) => return Err(err),
