@@ -1227,7 +1227,7 @@ fn identities_expire_after_their_ttl() {
         &mut admin,
         D,
         "status",
-        &["/v1/status", "/v1/identity/create/*"],
+        &["/v1/status", "/v1/identity/create/*", "/v1/policy/assign/*"],
         &[],
     );
     create_policy(&mut admin, D, "only-status", &["/v1/status"], &[]);
@@ -1278,6 +1278,23 @@ fn identities_expire_after_their_ttl() {
     assert!(secs > 0.0 && secs <= 2.0, "capped ttl {ttl:?}");
     let mut k = server.client(&kid);
     k.get("/v1/status").assert_json_ok();
+    // The same cap for an identity it assigns a policy to (legacy route).
+    let kid2 = new_cert("kid2");
+    t.post_json(
+        "/v1/policy/assign/only-status",
+        &json!({"identity": kid2.identity}),
+    )
+    .assert_empty_ok();
+    let k2desc = admin
+        .get(&format!("/v1/identity/describe/{}", kid2.identity))
+        .assert_json_ok();
+    assert_eq!(
+        k2desc["expires_at"], desc["expires_at"],
+        "{k2desc} vs {desc}"
+    );
+    assert!(k2desc["ttl"].is_string(), "{k2desc}");
+    let mut k2 = server.client(&kid2);
+    k2.get("/v1/status").assert_json_ok();
 
     // Invalid TTLs.
     create_identity(
@@ -1293,6 +1310,7 @@ fn identities_expire_after_their_ttl() {
     std::thread::sleep(wait);
     assert_forbidden(&t.get("/v1/status"));
     assert_forbidden(&k.get("/v1/status"));
+    assert_forbidden(&k2.get("/v1/status"));
     t.get("/v1/identity/self/describe")
         .assert_error(404, IDENTITY_NOT_FOUND);
     admin

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::reply::Reply;
 use super::{identities, App, Ctx};
-use crate::auth::Caller;
+use crate::auth::{Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
 use crate::store::{IdentityRecord, PolicyRecord};
@@ -188,31 +188,35 @@ pub fn assign(app: &App, ctx: &Ctx) -> Reply {
     if crate::auth::is_admin(&app.admin, &identity) {
         return Response::error(400, "cannot assign policy to system admin").into();
     }
-    // Upstream refuses self-assignment; and, as for the identities it creates, a caller may
-    // only hand out a policy within its own (else it could widen its own rights via a child).
-    if let Caller::Identity { id, enclave_admin } = ctx.caller {
-        if id == identity {
-            return Response::error(403, "identity cannot assign policy to itself").into();
-        }
-        if let Err(resp) = load(app, ctx) {
-            return resp.into();
-        }
-        let within = app.store.identity(&ctx.enclave, id).is_ok_and(|me| {
-            enclave_admin || identities::policy_within(app, &ctx.enclave, &ctx.resource, &me.policy)
-        });
-        if !within {
-            return Response::error(403, identities::NOT_SUBSET).into();
-        }
+    // Upstream refuses self-assignment.
+    if ctx.caller.id() == Some(identity.as_str()) {
+        return Response::error(403, "identity cannot assign policy to itself").into();
     }
     if let Err(resp) = load(app, ctx) {
         return resp.into();
     }
+    let now = timefmt::now();
+    let mut expires_at = None;
+    // As for the identities it creates, a caller may only hand out a policy within its own
+    // (else it could widen its own rights via a child), and the identity expires no later
+    // than the caller.
+    if let Caller::Identity { id, enclave_admin } = ctx.caller {
+        let Ok(me) = app.store.identity(&ctx.enclave, id) else {
+            return Response::error(403, NOT_ALLOWED).into();
+        };
+        if !enclave_admin
+            && !identities::policy_within(app, &ctx.enclave, &ctx.resource, &me.policy)
+        {
+            return Response::error(403, identities::NOT_SUBSET).into();
+        }
+        expires_at = me.expires_at;
+    }
     let record = IdentityRecord {
         policy: ctx.resource.clone(),
         admin: false,
-        ttl: std::time::Duration::ZERO,
-        expires_at: None,
-        created_at: timefmt::now(),
+        ttl: expires_at.map_or(std::time::Duration::ZERO, |e| (e - now).unsigned_abs()),
+        expires_at,
+        created_at: now,
         created_by: ctx.identity().to_owned(),
         children: Vec::new(),
     };
