@@ -13,9 +13,10 @@
 //!   sent) and asks every other member.
 //! - A node grants at most one vote per term, only to a member of its latest configuration, and
 //!   only if the candidate's log is at least as up to date as its own (last term, then last
-//!   index). A vote is persisted before it is sent. A request from a non-member is answered
-//!   with `NotMember` and its term is ignored, so a removed node cannot disrupt the cluster
-//!   (a node that has no configuration yet, i.e. is joining, votes normally).
+//!   index). A vote is persisted before it is sent. A request from a node that a *committed*
+//!   configuration excludes is answered with `NotMember` and its term is ignored, so a removed
+//!   node cannot disrupt the cluster (with an uncommitted change, or no configuration yet,
+//!   a node votes as in Raft: the candidate may still be needed).
 //! - A candidate with votes from a majority of its latest configuration becomes leader, resets
 //!   every match index and appends a no-op of its own term.
 //! - The election deadline is `now + election_timeout + random % election_timeout`, the random
@@ -83,12 +84,30 @@ impl<C: Clone> Node<C> {
         ready: &mut Ready<C>,
     ) {
         let config = self.log.config();
-        // A joining node (no configuration yet) votes like any Raft node: a cluster that
-        // just added it may need its vote.
-        if !config.members.is_empty() && !config.contains(from) {
+        // Only a *committed* configuration that excludes the candidate proves it was removed.
+        // Otherwise vote like any Raft node: an uncommitted change may yet be truncated and the
+        // candidate be needed (and a joining node, with no configuration, may be needed too).
+        let removed = !config.members.is_empty()
+            && !config.contains(from)
+            && config.index <= self.log.commit();
+        if removed {
             let message = Message::NotMember {
                 term: self.term,
                 config_index: config.index,
+            };
+            self.send(from, message, ready);
+            return;
+        }
+        // Leader stickiness (Raft thesis §4.2.3): a follower that heard from a leader within the
+        // minimum election timeout ignores a candidate, so a node that cannot hear the leader
+        // (or was removed without knowing it) cannot depose a working leader.
+        let sticky = self.role == Role::Follower
+            && self.leader.is_some()
+            && self.now < self.leader_contact + self.params.election_timeout;
+        if term > self.term && sticky {
+            let message = Message::Vote {
+                term: self.term,
+                granted: false,
             };
             self.send(from, message, ready);
             return;

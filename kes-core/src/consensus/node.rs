@@ -264,6 +264,8 @@ pub struct Node<C> {
     /// As leader: the index of our no-op (0 until appended). Followers get lease echoes only
     /// once they hold it, i.e. hold every committed entry.
     pub(super) noop_index: Index,
+    /// When we last accepted a message from the leader of our term.
+    pub(super) leader_contact: Time,
 }
 
 impl<C: Clone> Node<C> {
@@ -313,6 +315,7 @@ impl<C: Clone> Node<C> {
             removed_at: None,
             leader_commit: 0,
             noop_index: 0,
+            leader_contact: 0,
         };
         node.reset_election_timer();
         Ok(node)

@@ -130,6 +130,7 @@ impl<C: Clone> Node<C> {
         self.become_follower(term, Some(from), ready);
         self.reset_election_timer();
         self.removed_at = None;
+        self.leader_contact = self.now;
         if let (Some(lease), Some(echo)) = (self.params.read_lease, echo) {
             let until = (echo + lease).saturating_sub(self.params.clock_drift);
             self.lease_until = self.lease_until.max(until);
