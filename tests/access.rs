@@ -1304,6 +1304,43 @@ fn identities_expire_after_their_ttl() {
         &json!({"policy": "status", "ttl": "soon"}),
     )
     .assert_error(400, "invalid ttl 'soon'");
+    for bad in ["-1s", "1x", "2562047h48m"] {
+        create_identity(
+            &mut admin,
+            D,
+            &new_cert("x").identity,
+            &json!({"policy": "status", "ttl": bad}),
+        )
+        .assert_error(400, &format!("invalid ttl '{bad}'"));
+    }
+    // TTLs are shown as Go prints a time.Duration; zero means "never expires".
+    for (ttl, shown) in [
+        ("1h", Some("1h0m0s")),
+        ("90m", Some("1h30m0s")),
+        ("1.5s", Some("1.5s")),
+        ("2562047h47m16.854775807s", Some("2562047h47m16.854775807s")),
+        ("0s", None),
+        ("", None),
+    ] {
+        let id = new_cert("ttl").identity;
+        create_identity(&mut admin, D, &id, &json!({"policy": "status", "ttl": ttl}))
+            .assert_empty_ok();
+        let d = admin
+            .get(&format!("/v1/identity/describe/{id}"))
+            .assert_json_ok();
+        match shown {
+            Some(shown) => {
+                assert_eq!(d["ttl"], shown, "{d}");
+                time_field(&d, "expires_at");
+            }
+            None => {
+                assert!(
+                    d.get("ttl").is_none() && d.get("expires_at").is_none(),
+                    "{d}"
+                );
+            }
+        }
+    }
 
     // After expiry: refused, and unknown to self-describe; still listed and describable.
     let wait = Duration::from_millis(2500).saturating_sub(created.elapsed());
@@ -1686,7 +1723,8 @@ fn access_state_survives_a_restart() {
     let child = new_cert("child");
     const A: &str = "tenant-a";
 
-    let (policy_before, identity_before, enclave_before, secret_before);
+    let hourly = new_cert("hourly");
+    let (policy_before, identity_before, enclave_before, secret_before, ttl_before);
     {
         let mut server = env.start();
         let mut admin = server.admin();
@@ -1728,6 +1766,16 @@ fn access_state_survives_a_restart() {
             &json!({"secret": b64(b"tenant secret")}),
         )
         .assert_empty_ok();
+        create_identity(
+            &mut admin,
+            D,
+            &hourly.identity,
+            &json!({"policy": "app", "ttl": "1h"}),
+        )
+        .assert_empty_ok();
+        ttl_before = admin
+            .get(&format!("/v1/identity/describe/{}", hourly.identity))
+            .assert_json_ok();
         admin.put("/v1/enclave/create/gone").assert_empty_ok();
         admin.delete("/v1/enclave/delete/gone").assert_empty_ok();
         admin.delete("/v1/policy/delete/status").assert_empty_ok();
@@ -1769,6 +1817,17 @@ fn access_state_survives_a_restart() {
         admin.get("/v1/secret/read/s1").assert_json_ok(),
         secret_before
     );
+    assert_eq!(
+        admin
+            .get(&format!("/v1/identity/describe/{}", hourly.identity))
+            .assert_json_ok(),
+        ttl_before
+    );
+    assert_eq!(ttl_before["ttl"], "1h0m0s");
+    server
+        .client(&hourly)
+        .put("/v1/key/create/app-hourly")
+        .assert_empty_ok();
     let read = get_in(&mut admin, "/v1/secret/read/ts", A).assert_json_ok();
     assert_eq!(unb64(read["secret"].as_str().unwrap()), b"tenant secret");
 
