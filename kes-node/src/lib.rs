@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod hsm;

@@ -36,6 +36,7 @@ pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
         StoreError::Exists => Response::error(400, &format!("{} already exists", kind.noun())),
         StoreError::NoEnclave => Response::error(404, "enclave does not exist"),
         StoreError::Refused(why) => Response::error(400, &why),
+        StoreError::Unavailable(why) => Response::error(503, &why),
         StoreError::Corrupted(what) => Response::error(500, &what),
         StoreError::Io(_) => Response::error(502, io_message),
     }

@@ -34,6 +34,8 @@ pub struct App {
     pub started_at: time::OffsetDateTime,
     pub metrics: Metrics,
     pub logs: logs::LogHub,
+    /// The cluster as the event loop last saw it (for `/v1/cluster/describe`).
+    pub cluster: std::sync::Mutex<crate::cluster::Describe>,
 }
 
 /// One request as a handler sees it.
@@ -63,6 +65,7 @@ impl App {
             started_at: crate::timefmt::now(),
             metrics: Metrics::default(),
             logs: logs::LogHub::default(),
+            cluster: Default::default(),
         }
     }
 

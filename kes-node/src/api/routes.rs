@@ -96,6 +96,7 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/enclave/describe/", 0, 15, Verify, true, R(enclaves::describe)),
     route("GET", "/v1/enclave/list/", 0, 15, Verify, true, R(enclaves::list)),
     route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, W(enclaves::delete)),
+    route("GET", "/v1/cluster/describe", 0, 15, Verify, false, R(system::describe_cluster)),
     route("GET", "/v1/log/error", 0, 0, Verify, false, R(system::log_stream)),
     route("GET", "/v1/log/audit", 0, 0, Verify, false, R(system::log_stream)),
 ];

@@ -130,3 +130,14 @@ pub fn log_stream(_: &App, _: &Ctx) -> Response {
     r.stream = true;
     r
 }
+
+/// `GET /v1/cluster/describe`: the members, the leader (`u64::MAX` when unknown, as upstream)
+/// and this node's view (id, term, commit index, role).
+pub fn describe_cluster(app: &App, _: &Ctx) -> Response {
+    let view = app
+        .cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Response::json(&view)
+}

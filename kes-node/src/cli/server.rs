@@ -71,7 +71,8 @@ pub fn start(
         .parse()
         .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let store = Store::open(dir, &SoftHsmDevice(hsm)).map_err(|e| e.to_string())?;
+    let device = SoftHsmDevice(hsm);
+    let store = Store::open(dir, &device).map_err(|e| e.to_string())?;
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -80,6 +81,7 @@ pub fn start(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = mio::net::TcpListener::from_std(listener);
+    let mut cluster = crate::cluster::Cluster::open(&store, dir, local, &device.0)?;
 
     let mut app = App::new(store, config.admin_identity.clone());
     app.logs.audit_to_stdout = config.log_audit;
@@ -89,7 +91,8 @@ pub fn start(
     on_listening(local);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    crate::net::serve(listener, tls, &app).map_err(|e| format!("server failed: {e}"))?;
+    crate::net::serve(listener, tls, &app, &mut cluster)
+        .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())
 }

@@ -209,12 +209,29 @@ impl Connection {
         }
     }
 
+    /// True once the handshake chose the peer protocol: the event loop hands the connection
+    /// to the cluster (see [`Connection::into_link`]).
+    pub fn is_peer_link(&self) -> bool {
+        !self.tls.is_handshaking() && self.tls.alpn_protocol() == Some(crate::cluster::peer::ALPN)
+    }
+
+    /// Turns a peer connection into a cluster link (with any bytes already read).
+    pub fn into_link(self, now: Instant) -> crate::cluster::peer::Link {
+        crate::cluster::peer::Link::new(
+            self.socket,
+            rustls::Connection::Server(self.tls),
+            false,
+            self.input,
+            now,
+        )
+    }
+
     /// Answers complete requests while the socket keeps up; returns how many.
     fn serve(&mut self, app: &App, now: Instant) -> usize {
         let mut served = 0;
         while self.phase == Phase::Open && !self.tls.wants_write() {
             if self.peer.is_none() {
-                if self.tls.is_handshaking() {
+                if self.tls.is_handshaking() || self.is_peer_link() {
                     return served;
                 }
                 let certs = self.tls.peer_certificates().unwrap_or(&[]);

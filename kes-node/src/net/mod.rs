@@ -16,6 +16,7 @@ use slab::Slab;
 
 use crate::api::logs::Topic;
 use crate::api::App;
+use crate::cluster::{Cluster, LINK_BASE};
 use connection::Connection;
 
 const LISTENER: Token = Token(0);
@@ -33,6 +34,7 @@ pub fn serve(
     mut listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: &App,
+    cluster: &mut Cluster,
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
@@ -48,7 +50,9 @@ pub fn serve(
 
     loop {
         let now = Instant::now();
-        let timeout = next_sweep.saturating_duration_since(now);
+        let timeout = next_sweep
+            .saturating_duration_since(now)
+            .min(cluster.next_timeout());
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -71,11 +75,22 @@ pub fn serve(
                         }
                     }
                 }
+                Token(t) if t >= LINK_BASE => {
+                    cluster.on_link_event(poll.registry(), &app.store, Token(t));
+                }
                 Token(t) => {
                     let key = t - FIRST_CONNECTION;
                     if let Some(conn) = conns.get_mut(key) {
                         conn.on_ready(app, now);
-                        commit_writes(conn, app, now);
+                        if conn.is_peer_link() {
+                            let link = conns.remove(key).into_link(now);
+                            let token = cluster.adopt(poll.registry(), link);
+                            cluster.on_link_event(poll.registry(), &app.store, token);
+                            continue;
+                        }
+                        if let Some(pending) = conn.take_write() {
+                            cluster.propose(&app.store, Token(t), pending);
+                        }
                         if let Some(topic) = conn.take_new_subscription() {
                             app.logs.subscribe(topic, 1);
                         }
@@ -100,6 +115,10 @@ pub fn serve(
                 update(&poll, &mut conns, key, app);
             }
         }
+        cluster.tick(&app.store);
+        cluster.maintain(poll.registry());
+        cluster.publish(&app.cluster);
+        answer_writes(&poll, &mut conns, app, cluster, now);
         publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {
             if conns.is_empty() || now - t > SHUTDOWN_GRACE {
@@ -144,12 +163,31 @@ fn accept(
     }
 }
 
-/// Applies the writes a connection waits for and answers them.
-fn commit_writes(conn: &mut Connection, app: &App, now: Instant) {
-    while let Some(pending) = conn.take_write() {
-        let outcome = app.store.apply(&pending.write.cmd);
-        let resp = app.finish(pending, outcome);
-        conn.complete(app, resp, now);
+/// Answers the connections whose writes finished; a connection with more pipelined writes
+/// proposes the next one.
+fn answer_writes(
+    poll: &Poll,
+    conns: &mut Slab<Connection>,
+    app: &App,
+    cluster: &mut Cluster,
+    now: Instant,
+) {
+    while !cluster.completions.is_empty() {
+        for (token, pending, outcome) in std::mem::take(&mut cluster.completions) {
+            let resp = app.finish(pending, outcome);
+            let key = token.0 - FIRST_CONNECTION;
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            conn.complete(app, resp, now);
+            if let Some(next) = conn.take_write() {
+                cluster.propose(&app.store, token, next);
+            }
+            if let Some(topic) = conn.take_new_subscription() {
+                app.logs.subscribe(topic, 1);
+            }
+            update(poll, conns, key, app);
+        }
     }
 }
 

@@ -58,7 +58,8 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Peers of a cluster reach each other on the same port with their own protocol.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), crate::cluster::peer::ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -236,3 +236,181 @@ pub(super) fn decode_enclave(bytes: &[u8]) -> Result<super::EnclaveRecord, Strin
         created_by: s.created_by.clone(),
     })
 }
+
+/// A [`Command`](crate::command::Command) on the wire and in the replicated log: each record in
+/// its stored encoding (above), so there is one encoding per record type.
+#[derive(Serialize, Deserialize)]
+enum WireCommand<'a> {
+    CreateKey {
+        enclave: &'a str,
+        name: &'a str,
+        key: &'a [u8],
+    },
+    DeleteKey {
+        enclave: &'a str,
+        name: &'a str,
+    },
+    CreatePolicy {
+        enclave: &'a str,
+        name: &'a str,
+        policy: &'a [u8],
+        replace: bool,
+    },
+    DeletePolicy {
+        enclave: &'a str,
+        name: &'a str,
+    },
+    CreateIdentity {
+        enclave: &'a str,
+        identity: &'a str,
+        record: &'a [u8],
+        replace: bool,
+    },
+    DeleteIdentity {
+        enclave: &'a str,
+        identity: &'a str,
+    },
+    CreateSecret {
+        enclave: &'a str,
+        name: &'a str,
+        secret: &'a [u8],
+    },
+    DeleteSecret {
+        enclave: &'a str,
+        name: &'a str,
+    },
+    CreateEnclave {
+        name: &'a str,
+        record: &'a [u8],
+    },
+    DeleteEnclave {
+        name: &'a str,
+    },
+}
+
+/// Encodes a command for replication. The buffer holds key material: it is zeroized on drop.
+pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>>, String> {
+    use crate::command::Command as C;
+    let record: Zeroizing<Vec<u8>> = match cmd {
+        C::CreateKey { key, .. } => encode_key(key)?,
+        C::CreatePolicy { policy, .. } => encode_policy(policy)?,
+        C::CreateIdentity { record, .. } => encode_identity(record)?,
+        C::CreateSecret { secret, .. } => encode_secret(secret)?,
+        C::CreateEnclave { record, .. } => encode_enclave(record)?,
+        _ => Zeroizing::new(Vec::new()),
+    };
+    let r = record.as_slice();
+    let wire = match cmd {
+        C::CreateKey { enclave, name, .. } => WireCommand::CreateKey {
+            enclave,
+            name,
+            key: r,
+        },
+        C::DeleteKey { enclave, name } => WireCommand::DeleteKey { enclave, name },
+        C::CreatePolicy {
+            enclave,
+            name,
+            replace,
+            ..
+        } => WireCommand::CreatePolicy {
+            enclave,
+            name,
+            policy: r,
+            replace: *replace,
+        },
+        C::DeletePolicy { enclave, name } => WireCommand::DeletePolicy { enclave, name },
+        C::CreateIdentity {
+            enclave,
+            identity,
+            replace,
+            ..
+        } => WireCommand::CreateIdentity {
+            enclave,
+            identity,
+            record: r,
+            replace: *replace,
+        },
+        C::DeleteIdentity { enclave, identity } => {
+            WireCommand::DeleteIdentity { enclave, identity }
+        }
+        C::CreateSecret { enclave, name, .. } => WireCommand::CreateSecret {
+            enclave,
+            name,
+            secret: r,
+        },
+        C::DeleteSecret { enclave, name } => WireCommand::DeleteSecret { enclave, name },
+        C::CreateEnclave { name, .. } => WireCommand::CreateEnclave { name, record: r },
+        C::DeleteEnclave { name } => WireCommand::DeleteEnclave { name },
+    };
+    encode(&wire)
+}
+
+/// Decodes what [`encode_command`] produced.
+pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, String> {
+    use crate::command::Command as C;
+    let (wire, rest): (WireCommand<'_>, _) = postcard::take_from_bytes(bytes)
+        .map_err(|err| format!("command does not decode: {err}"))?;
+    if !rest.is_empty() {
+        return Err("command has trailing bytes".into());
+    }
+    let s = |x: &str| x.to_owned();
+    Ok(match wire {
+        WireCommand::CreateKey { enclave, name, key } => C::CreateKey {
+            enclave: s(enclave),
+            name: s(name),
+            key: decode_key(key)?,
+        },
+        WireCommand::DeleteKey { enclave, name } => C::DeleteKey {
+            enclave: s(enclave),
+            name: s(name),
+        },
+        WireCommand::CreatePolicy {
+            enclave,
+            name,
+            policy,
+            replace,
+        } => C::CreatePolicy {
+            enclave: s(enclave),
+            name: s(name),
+            policy: decode_policy(policy)?,
+            replace,
+        },
+        WireCommand::DeletePolicy { enclave, name } => C::DeletePolicy {
+            enclave: s(enclave),
+            name: s(name),
+        },
+        WireCommand::CreateIdentity {
+            enclave,
+            identity,
+            record,
+            replace,
+        } => C::CreateIdentity {
+            enclave: s(enclave),
+            identity: s(identity),
+            record: decode_identity(record)?,
+            replace,
+        },
+        WireCommand::DeleteIdentity { enclave, identity } => C::DeleteIdentity {
+            enclave: s(enclave),
+            identity: s(identity),
+        },
+        WireCommand::CreateSecret {
+            enclave,
+            name,
+            secret,
+        } => C::CreateSecret {
+            enclave: s(enclave),
+            name: s(name),
+            secret: decode_secret(secret)?,
+        },
+        WireCommand::DeleteSecret { enclave, name } => C::DeleteSecret {
+            enclave: s(enclave),
+            name: s(name),
+        },
+        WireCommand::CreateEnclave { name, record } => C::CreateEnclave {
+            name: s(name),
+            record: decode_enclave(record)?,
+        },
+        WireCommand::DeleteEnclave { name } => C::DeleteEnclave { name: s(name) },
+    })
+}

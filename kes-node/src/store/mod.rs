@@ -34,9 +34,12 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::hsm::{Hsm, HsmError};
 
 mod apply;
-mod codec;
+pub mod codec;
+mod raft;
 mod readonly;
 mod records;
+
+pub use raft::{encode_addresses, Addresses, LogEntry, RaftState};
 
 pub use crate::command::Command;
 pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};
@@ -150,6 +153,8 @@ pub enum StoreError {
     NoEnclave,
     /// A rule of the change was violated (the message says which); maps to a client error.
     Refused(String),
+    /// The cluster could not commit the change (the message says why); maps to `503`.
+    Unavailable(String),
     /// The stored value does not decrypt or decode: the file was modified outside kes-node.
     Corrupted(String),
     /// redb or the disk failed.
@@ -162,7 +167,7 @@ impl std::fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Exists => f.write_str("already exists"),
             StoreError::NoEnclave => f.write_str("enclave does not exist"),
-            StoreError::Refused(msg) => f.write_str(msg),
+            StoreError::Refused(msg) | StoreError::Unavailable(msg) => f.write_str(msg),
             StoreError::Corrupted(msg) => f.write_str(msg),
             StoreError::Io(msg) => write!(f, "kes.db: {msg}"),
         }

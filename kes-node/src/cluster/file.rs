@@ -1,0 +1,148 @@
+//! `.cluster.json`: the cluster's members as upstream writes them, `{"0":"host:port",...}`
+//! (node id → address, one line). It mirrors the configuration in `kes.db` for people and
+//! tools; `kes.db` is the source of truth once the node has run.
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use crate::store::Addresses;
+
+/// The file name inside the node's directory.
+pub const FILE: &str = ".cluster.json";
+
+/// Reads `.cluster.json`; `None` if it does not exist.
+pub fn read(dir: &Path) -> Result<Option<Addresses>, String> {
+    let path = dir.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let raw: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a JSON object of node id to address: {e}",
+            path.display()
+        )
+    })?;
+    let mut nodes = Addresses::new();
+    for (id, addr) in raw {
+        let id: u16 = id.parse().map_err(|_| {
+            format!(
+                "{}: node id '{id}' is not a small non-negative integer",
+                path.display()
+            )
+        })?;
+        let addr = normalize(&addr).map_err(|e| format!("{}: node {id}: {e}", path.display()))?;
+        if nodes.values().any(|a| *a == addr) {
+            return Err(format!("{}: address {addr} appears twice", path.display()));
+        }
+        nodes.insert(id, addr);
+    }
+    if nodes.is_empty() {
+        return Err(format!("{}: lists no nodes", path.display()));
+    }
+    Ok(Some(nodes))
+}
+
+/// Writes `.cluster.json` atomically (temporary file, fsync, rename).
+pub fn write(dir: &Path, nodes: &Addresses) -> Result<(), String> {
+    use std::io::Write;
+    let map: BTreeMap<String, &String> = nodes.iter().map(|(id, a)| (id.to_string(), a)).collect();
+    let mut text = serde_json::to_string(&map).map_err(|e| e.to_string())?;
+    text.push('\n');
+    let path = dir.join(FILE);
+    let tmp = dir.join(".cluster.json.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `host:port` with an optional `https://` prefix (upstream's address syntax).
+pub fn normalize(addr: &str) -> Result<String, String> {
+    let a = addr.trim();
+    let a = a.strip_prefix("https://").unwrap_or(a);
+    let (host, port) = a
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address '{addr}' needs host:port"))?;
+    if host.is_empty()
+        || port.parse::<u16>().is_err()
+        || (host.contains(':') && !host.starts_with('['))
+    {
+        return Err(format!("address '{addr}' needs host:port"));
+    }
+    Ok(a.to_owned())
+}
+
+/// Resolves an address to a socket address (the first one).
+pub fn resolve(addr: &str) -> Option<SocketAddr> {
+    addr.to_socket_addrs().ok()?.next()
+}
+
+/// The id of the node listening on `listen`: same port, and the same host or both loopback.
+pub fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
+    nodes.iter().find_map(|(id, addr)| {
+        let a = resolve(addr)?;
+        let same_host = a.ip() == listen.ip()
+            || (a.ip().is_loopback() && listen.ip().is_loopback())
+            || listen.ip().is_unspecified();
+        (a.port() == listen.port() && same_host).then_some(*id)
+    })
+}
+
+/// Where to dial each peer: its address, unless `KES_PEER_DIAL` (`id=host:port,...`) says
+/// otherwise. The override exists for tests that put a fault-injecting proxy between nodes.
+pub fn dial_overrides() -> BTreeMap<u16, String> {
+    let Ok(v) = std::env::var("KES_PEER_DIAL") else {
+        return BTreeMap::new();
+    };
+    v.split(',')
+        .filter_map(|part| {
+            let (id, addr) = part.trim().split_once('=')?;
+            Some((id.trim().parse().ok()?, addr.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            normalize("https://localhost:7373").unwrap(),
+            "localhost:7373"
+        );
+        assert!(normalize("127.0.0.1").is_err());
+        assert!(normalize(":7373").is_err());
+        assert!(normalize("fe80::1:7373").is_err());
+        assert!(normalize("[fe80::1]:7373").is_ok());
+        let mut nodes = Addresses::new();
+        nodes.insert(0, "127.0.0.1:7001".into());
+        nodes.insert(1, "127.0.0.1:7002".into());
+        assert_eq!(
+            find_self(&nodes, "127.0.0.1:7002".parse().unwrap()),
+            Some(1)
+        );
+        assert_eq!(find_self(&nodes, "127.0.0.1:7003".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("kes-cluster-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Addresses::new();
+        nodes.insert(0, "127.0.0.1:7001".into());
+        nodes.insert(10, "127.0.0.1:7010".into());
+        write(&dir, &nodes).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(FILE)).unwrap(),
+            "{\"0\":\"127.0.0.1:7001\",\"10\":\"127.0.0.1:7010\"}\n"
+        );
+        assert_eq!(read(&dir).unwrap().unwrap(), nodes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,658 @@
+//! The cluster shell: drives the pure consensus core (`kes_core::consensus`) with time,
+//! randomness, peer messages and client writes, and carries out what it asks for: persist and
+//! apply through the store, send messages over peer links, answer waiting clients.
+//!
+//! One node is the smallest cluster, so every write of every server goes through here: the
+//! handler returns a command, the event loop proposes it, and the client is answered once the
+//! command committed on every node (or failed). A follower forwards writes to the leader over
+//! its peer link and relays the answer.
+pub mod file;
+pub mod peer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kes_core::consensus::{
+    Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
+    ProposeError, Ready, Role, MAX_NAMES,
+};
+use kes_core::crypto::HmacKey;
+use mio::{Interest, Registry, Token};
+use sha2::{Digest, Sha256};
+use slab::Slab;
+
+use crate::api::Pending;
+use crate::command::Command;
+use crate::store::{codec, Addresses, Store, StoreError};
+use peer::{Frame, Link, LinkState, WireOutcome};
+
+/// Tokens of peer links start here (the HTTP connections use the low range).
+pub const LINK_BASE: usize = 1 << 30;
+/// How long a forwarded write waits for the leader's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// Delay before redialing a peer whose link failed.
+const REDIAL: Duration = Duration::from_millis(250);
+
+/// A finished write: which connection waits for it, its request, and its outcome.
+pub type Completion = (Token, Box<Pending>, Result<(), StoreError>);
+
+enum Waiter {
+    /// A client of this node.
+    Local(Token, Box<Pending>),
+    /// A client of another node that forwarded the write (its forward id).
+    Remote(NodeId, u64),
+}
+
+/// This node's part of the cluster.
+pub struct Cluster {
+    id: NodeId,
+    node: Node<Vec<u8>>,
+    ready: Ready<Vec<u8>>,
+    epoch: Instant,
+    dir: PathBuf,
+    addresses: Addresses,
+    dial: BTreeMap<NodeId, String>,
+    secret: HmacKey,
+    client_tls: Arc<rustls::ClientConfig>,
+    links: Slab<Link>,
+    outbound: BTreeMap<NodeId, usize>,
+    redial_at: BTreeMap<NodeId, Instant>,
+    next_id: u64,
+    proposals: HashMap<u64, Waiter>,
+    forwards: HashMap<u64, (Token, Box<Pending>, Instant)>,
+    outcomes: HashMap<u64, Result<(), StoreError>>,
+    /// Finished writes for the event loop to answer.
+    pub completions: Vec<Completion>,
+}
+
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// The 64-bit id of a name (`<kind>/<enclave>/<name>`): the first bytes of its SHA-256, the
+/// same on every node and every build.
+pub fn name_id(name: &str) -> NameId {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut id = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    if id == NameId::CLUSTER.0 {
+        id = 1;
+    }
+    NameId(id)
+}
+
+fn names_of(cmd: &Command) -> Names {
+    let mut names = Names::new();
+    for n in cmd.touches().iter().take(MAX_NAMES) {
+        let _ = names.push(name_id(n));
+    }
+    names
+}
+
+fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
+    match outcome {
+        Ok(()) => WireOutcome::Ok,
+        Err(StoreError::NotFound) => WireOutcome::NotFound,
+        Err(StoreError::Exists) => WireOutcome::Exists,
+        Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
+        Err(StoreError::Refused(m)) => WireOutcome::Refused(m.clone()),
+        Err(StoreError::Unavailable(m)) => WireOutcome::Unavailable(m.clone()),
+        Err(e) => WireOutcome::Failed(e.to_string()),
+    }
+}
+
+fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
+    match outcome {
+        WireOutcome::Ok => Ok(()),
+        WireOutcome::NotFound => Err(StoreError::NotFound),
+        WireOutcome::Exists => Err(StoreError::Exists),
+        WireOutcome::NoEnclave => Err(StoreError::NoEnclave),
+        WireOutcome::Refused(m) => Err(StoreError::Refused(m)),
+        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(m)),
+        WireOutcome::Failed(m) => Err(StoreError::Io(m)),
+    }
+}
+
+impl Cluster {
+    /// Loads (or, for a new database, bootstraps from `.cluster.json`) this node's consensus
+    /// state. `listen` identifies this node among the members.
+    pub fn open(
+        store: &Store,
+        dir: &Path,
+        listen: SocketAddr,
+        hsm: &kes_core::hsm::SoftHsm,
+    ) -> Result<Cluster, String> {
+        let state = match store.raft_state().map_err(|e| e.to_string())? {
+            Some(s) => s,
+            None => {
+                let nodes = match file::read(dir)? {
+                    Some(nodes) => nodes,
+                    None => Addresses::from([(0, listen.to_string())]),
+                };
+                let mut members = Members::new();
+                for id in nodes.keys() {
+                    members
+                        .push(*id)
+                        .map_err(|_| "too many nodes in .cluster.json (at most 7)".to_string())?;
+                }
+                store
+                    .init_raft(
+                        Config {
+                            index: 0,
+                            members,
+                            forced: false,
+                        },
+                        &nodes,
+                    )
+                    .map_err(|e| format!("cannot initialize the cluster state: {e}"))?;
+                store
+                    .raft_state()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("cluster state missing after init")?
+            }
+        };
+        let id = file::find_self(&state.addresses, listen).ok_or_else(|| {
+            format!(
+                "this node ({listen}) is not part of the cluster {:?}: start it with --addr set to its address in .cluster.json",
+                state.addresses
+            )
+        })?;
+        file::write(dir, &state.addresses)?;
+        let single = state.applied.config.members.len() == 1;
+        let params = Params {
+            // A cluster of one has nobody to wait for: elect at once.
+            election_timeout: if single { 5 } else { 1000 },
+            heartbeat_interval: 100,
+            read_timeout: 5000,
+            write_timeout: 5000,
+            read_lease: None,
+            clock_drift: 0,
+        };
+        let epoch = Instant::now();
+        let random = u64::from_le_bytes(crate::random::bytes());
+        let node = Node::new(
+            id,
+            params,
+            0,
+            random,
+            state.hard_state,
+            state.applied,
+            &state.entries,
+        )
+        .map_err(|e| format!("cannot start the cluster state: {e}"))?;
+        let seed = hsm.api_key_seed(&[]);
+        let cluster_key = crate::identity::ApiKey::from_seed(seed);
+        let secret = HmacKey::new(hsm.api_key_seed(b"kes:v1:peer_auth"));
+        Ok(Cluster {
+            id,
+            node,
+            ready: Ready::default(),
+            epoch,
+            dir: dir.to_path_buf(),
+            addresses: state.addresses,
+            dial: file::dial_overrides(),
+            secret,
+            client_tls: client_config(&cluster_key)?,
+            links: Slab::new(),
+            outbound: BTreeMap::new(),
+            redial_at: BTreeMap::new(),
+            next_id: 1,
+            proposals: HashMap::new(),
+            forwards: HashMap::new(),
+            outcomes: HashMap::new(),
+            completions: Vec::new(),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Milliseconds until the core wants its next tick.
+    pub fn next_timeout(&self) -> Duration {
+        Duration::from_millis(self.node.next_deadline().saturating_sub(now_ms(self.epoch)))
+    }
+
+    /// Ticks the core if a deadline passed.
+    pub fn tick(&mut self, store: &Store) {
+        let now = now_ms(self.epoch);
+        if now >= self.node.next_deadline() {
+            let random = u64::from_le_bytes(crate::random::bytes());
+            self.step(store, Input::Tick { random });
+        }
+    }
+
+    fn step(&mut self, store: &Store, input: Input<Vec<u8>>) {
+        let now = now_ms(self.epoch);
+        let mut ready = std::mem::take(&mut self.ready);
+        self.node.step(now, input, &mut ready);
+        self.carry_out(store, &ready);
+        self.ready = ready;
+    }
+
+    /// Does what a step asked for, in the order [`Ready`] prescribes.
+    fn carry_out(&mut self, store: &Store, ready: &Ready<Vec<u8>>) {
+        match store.persist(ready) {
+            Ok(outcomes) => {
+                for (index, outcome) in outcomes {
+                    self.outcomes.insert(index, outcome);
+                }
+            }
+            Err(err) => {
+                // Continuing would acknowledge what is not on disk.
+                eprintln!("kes-node: cannot persist the cluster state: {err}");
+                std::process::exit(70);
+            }
+        }
+        if ready
+            .apply
+            .iter()
+            .any(|e| matches!(e.body, kes_core::consensus::Body::Config { .. }))
+        {
+            if let Ok(addresses) = store.applied_addresses() {
+                self.addresses = addresses;
+                if let Err(err) = file::write(&self.dir, &self.addresses) {
+                    eprintln!("kes-node: {err}");
+                }
+            }
+        }
+        for env in &ready.messages {
+            self.send_to(env.to, &Frame::Raft(env.clone()));
+        }
+        for (id, result) in &ready.proposals {
+            let outcome = match result {
+                Ok(index) => self.outcomes.remove(index).unwrap_or(Ok(())),
+                Err(err) => Err(self.unavailable(err)),
+            };
+            match self.proposals.remove(&id.0) {
+                Some(Waiter::Local(token, pending)) => {
+                    self.completions.push((token, pending, outcome))
+                }
+                Some(Waiter::Remote(node, fid)) => {
+                    let frame = Frame::ForwardResult {
+                        id: fid,
+                        outcome: to_wire(&outcome),
+                    };
+                    self.send_to(node, &frame);
+                }
+                None => {}
+            }
+        }
+        // Outcomes of entries nobody waits for here (other leaders' proposals) are dropped.
+        if self.proposals.is_empty() {
+            self.outcomes.clear();
+        }
+    }
+
+    fn unavailable(&self, err: &ProposeError) -> StoreError {
+        let name = |id: &NodeId| {
+            format!(
+                "{id} ({})",
+                self.addresses.get(id).map(String::as_str).unwrap_or("?")
+            )
+        };
+        StoreError::Unavailable(match err {
+            ProposeError::NotLeader { .. } => {
+                "cluster: this node lost its leadership; retry".into()
+            }
+            ProposeError::Busy => "cluster: too many writes in flight; retry".into(),
+            ProposeError::InvalidChange => "cluster: invalid membership change".into(),
+            ProposeError::Overwritten => {
+                "cluster: the write was overwritten by a new leader; retry".into()
+            }
+            ProposeError::Timeout { unreachable } => format!(
+                "cluster: write not committed: node(s) {} unreachable",
+                unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
+            ProposeError::Unknown => "cluster: the outcome of the write is unknown".into(),
+        })
+    }
+
+    /// Proposes a client's write (or forwards it to the leader).
+    pub fn propose(&mut self, store: &Store, token: Token, pending: Box<Pending>) {
+        let command = match codec::encode_command(&pending.write.cmd) {
+            Ok(c) => c.to_vec(),
+            Err(e) => {
+                self.completions
+                    .push((token, pending, Err(StoreError::Io(e))));
+                return;
+            }
+        };
+        let names = names_of(&pending.write.cmd);
+        if self.node.role() == Role::Leader {
+            let id = self.next();
+            self.proposals.insert(id, Waiter::Local(token, pending));
+            self.step(
+                store,
+                Input::Propose {
+                    id: ProposalId(id),
+                    names,
+                    command,
+                },
+            );
+            return;
+        }
+        match self.node.leader() {
+            Some(leader) if leader != self.id => {
+                let id = self.next();
+                let frame = Frame::Forward { id, command };
+                if self.send_to(leader, &frame) {
+                    self.forwards
+                        .insert(id, (token, pending, Instant::now() + FORWARD_TIMEOUT));
+                } else {
+                    let why = format!("cluster: the leader (node {leader}) is unreachable; retry");
+                    self.completions
+                        .push((token, pending, Err(StoreError::Unavailable(why))));
+                }
+            }
+            _ => {
+                let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
+                self.completions
+                    .push((token, pending, Err(StoreError::Unavailable(why))));
+            }
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn send_to(&mut self, to: NodeId, frame: &Frame) -> bool {
+        match self.outbound.get(&to).and_then(|k| self.links.get_mut(*k)) {
+            Some(link) => link.send(frame),
+            None => false,
+        }
+    }
+
+    /// Handles frames that arrived on a link.
+    fn on_frame(&mut self, store: &Store, from: NodeId, frame: Frame) {
+        match frame {
+            Frame::Hello { .. } => {}
+            Frame::Raft(env) => {
+                if env.from == from && env.to == self.id {
+                    self.step(store, Input::Message(env));
+                }
+            }
+            Frame::Forward { id, command } => {
+                if self.node.role() != Role::Leader {
+                    let outcome = WireOutcome::Unavailable("cluster: not the leader; retry".into());
+                    self.send_to(from, &Frame::ForwardResult { id, outcome });
+                    return;
+                }
+                let names = match codec::decode_command(&command) {
+                    Ok(cmd) => names_of(&cmd),
+                    Err(_) => return,
+                };
+                let pid = self.next();
+                self.proposals.insert(pid, Waiter::Remote(from, id));
+                self.step(
+                    store,
+                    Input::Propose {
+                        id: ProposalId(pid),
+                        names,
+                        command,
+                    },
+                );
+            }
+            Frame::ForwardResult { id, outcome } => {
+                if let Some((token, pending, _)) = self.forwards.remove(&id) {
+                    self.completions.push((token, pending, from_wire(outcome)));
+                }
+            }
+        }
+    }
+
+    /// Takes over an inbound peer connection accepted by the HTTP listener.
+    pub fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        let link = entry.insert(link);
+        let _ = registry.reregister(
+            &mut link.socket,
+            Token(LINK_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        Token(LINK_BASE + key)
+    }
+
+    /// Readiness of a link.
+    pub fn on_link_event(&mut self, registry: &Registry, store: &Store, token: Token) {
+        let key = token.0 - LINK_BASE;
+        let mut frames = Vec::new();
+        let peer = match self.links.get_mut(key) {
+            Some(link) => {
+                link.on_ready(self.id, &self.secret, &mut frames);
+                link.peer
+            }
+            None => return,
+        };
+        if let Some(from) = peer {
+            for f in frames {
+                self.on_frame(store, from, f);
+            }
+        }
+        self.update_link(registry, key);
+    }
+
+    fn update_link(&mut self, registry: &Registry, key: usize) {
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        if link.state == LinkState::Closed {
+            let mut link = self.links.remove(key);
+            let _ = registry.deregister(&mut link.socket);
+            self.outbound.retain(|_, k| *k != key);
+            return;
+        }
+        let interest = if link.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = registry.reregister(&mut link.socket, Token(LINK_BASE + key), interest);
+    }
+
+    /// Keeps an outbound link to every other member, expires forwarded writes, and flushes.
+    pub fn maintain(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        let members: Vec<NodeId> = self
+            .addresses
+            .keys()
+            .copied()
+            .filter(|id| *id != self.id)
+            .collect();
+        for id in members {
+            if self.outbound.contains_key(&id) || self.redial_at.get(&id).is_some_and(|t| now < *t)
+            {
+                continue;
+            }
+            self.redial_at.insert(id, now + REDIAL);
+            let addr = self
+                .dial
+                .get(&id)
+                .or_else(|| self.addresses.get(&id))
+                .cloned()
+                .unwrap_or_default();
+            if let Err(err) = self.dial(registry, id, &addr, now) {
+                let _ = err; // Unreachable peers are normal; the core reports them on writes.
+            }
+        }
+        let expired: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, (_, _, d))| now >= *d)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            if let Some((token, pending, _)) = self.forwards.remove(&id) {
+                let why = "cluster: the leader did not answer in time; the write may still commit"
+                    .to_string();
+                self.completions
+                    .push((token, pending, Err(StoreError::Unavailable(why))));
+            }
+        }
+        // Links opened long ago but never authenticated are dropped.
+        let stale: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.state == LinkState::Opening && now - l.opened > Duration::from_secs(10)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            if let Some(l) = self.links.get_mut(key) {
+                l.state = LinkState::Closed;
+            }
+            self.update_link(registry, key);
+        }
+    }
+
+    fn dial(
+        &mut self,
+        registry: &Registry,
+        id: NodeId,
+        addr: &str,
+        now: Instant,
+    ) -> io::Result<()> {
+        let sock = file::resolve(addr).ok_or_else(|| io::Error::other("unresolvable"))?;
+        let mut socket = mio::net::TcpStream::connect(sock)?;
+        let _ = socket.set_nodelay(true);
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
+            .unwrap_or("localhost");
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(io::Error::other)?;
+        let mut tls = rustls::ClientConnection::new(self.client_tls.clone(), name)
+            .map_err(io::Error::other)?;
+        tls.set_buffer_limit(None);
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        registry.register(
+            &mut socket,
+            Token(LINK_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Link::new(
+            socket,
+            rustls::Connection::Client(tls),
+            true,
+            Vec::new(),
+            now,
+        ));
+        self.outbound.insert(id, key);
+        Ok(())
+    }
+
+    /// The cluster as `/v1/cluster/describe` shows it.
+    pub fn describe(&self) -> Describe {
+        Describe {
+            nodes: self
+                .addresses
+                .iter()
+                .map(|(id, a)| (id.to_string(), a.clone()))
+                .collect(),
+            leader_id: self.node.leader().map(u64::from).unwrap_or(u64::MAX),
+            node_id: self.id,
+            term: self.node.term(),
+            commit_index: self.node.commit_index(),
+            role: format!("{:?}", self.node.role()).to_lowercase(),
+        }
+    }
+
+    /// Updates the shared view of the cluster if it changed.
+    pub fn publish(&self, view: &std::sync::Mutex<Describe>) {
+        let mut v = view.lock().unwrap_or_else(|e| e.into_inner());
+        let leader = self.node.leader().map(u64::from).unwrap_or(u64::MAX);
+        let changed = v.term != self.node.term()
+            || v.leader_id != leader
+            || v.commit_index != self.node.commit_index()
+            || v.nodes.len() != self.addresses.len()
+            || v.nodes.is_empty();
+        if changed {
+            *v = self.describe();
+        }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.node.hard_state()
+    }
+}
+
+/// The body of `GET /v1/cluster/describe`: upstream's fields and ours.
+#[derive(serde::Serialize, Clone, Debug, Default)]
+pub struct Describe {
+    pub nodes: BTreeMap<String, String>,
+    pub leader_id: u64,
+    pub node_id: NodeId,
+    pub term: u64,
+    pub commit_index: u64,
+    pub role: String,
+}
+
+/// TLS for dialing peers: the cluster's client certificate, ALPN [`peer::ALPN`]. The server's
+/// certificate is not checked here; the Hello exchange authenticates the peer (see `peer`).
+fn client_config(key: &crate::identity::ApiKey) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, private) = key.certificate_pem()?;
+    let cert = CertificateDer::from_pem_slice(cert.as_bytes()).map_err(|e| e.to_string())?;
+    let private = PrivateKeyDer::from_pem_slice(private.as_bytes()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer {
+            algs: provider.signature_verification_algorithms,
+        }))
+        .with_client_auth_cert(vec![cert], private)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![peer::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (checking only the handshake signature): peers prove who
+/// they are with the Hello MAC over the session, which an impostor without the HSM key cannot
+/// produce, and the dialer sends nothing before it verified that Hello.
+#[derive(Debug)]
+struct AnyServer {
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

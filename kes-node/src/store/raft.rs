@@ -1,0 +1,235 @@
+//! The consensus state in `kes.db`: the hard state (term, vote), the applied point (index,
+//! term, configuration and the members' addresses) and the log entries above it, each entry
+//! encrypted with the root key like every other value.
+//!
+//! [`Store::persist`] carries out one [`Ready`] of the consensus core in a single durable
+//! transaction: hard state, truncation, appended entries and the application of committed
+//! entries to the tables. So the applied state and the log can never disagree after a crash.
+use std::collections::BTreeMap;
+
+use kes_core::consensus::{Body, Config, Entry, HardState, Index, NodeId, Ready, SnapshotMeta};
+use kes_core::crypto::RANDOM_LEN;
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{apply, codec, io_err, Store, StoreError};
+
+const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const HARD_STATE: &str = "hard_state";
+const APPLIED: &str = "applied";
+
+/// The members' addresses: the shell's part of a configuration entry.
+pub type Addresses = BTreeMap<NodeId, String>;
+
+/// A log entry as the shell keeps it: the command is the encoded [`Command`] (or, for
+/// configuration entries, the encoded [`Addresses`]).
+pub type LogEntry = Entry<Vec<u8>>;
+
+/// What a node needs to restart its consensus state.
+pub struct RaftState {
+    pub hard_state: HardState,
+    pub applied: SnapshotMeta,
+    pub addresses: Addresses,
+    pub entries: Vec<LogEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Applied {
+    meta: SnapshotMeta,
+    addresses: Addresses,
+}
+
+/// Encodes a configuration's addresses for a configuration entry.
+pub fn encode_addresses(a: &Addresses) -> Vec<u8> {
+    postcard::to_allocvec(a).unwrap_or_default()
+}
+
+fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupted(format!("cluster addresses do not decode: {e}")))
+}
+
+fn log_aad(index: Index) -> String {
+    format!("raft_log/{index}")
+}
+
+impl Store {
+    /// The stored consensus state, or `None` for a database that never ran consensus.
+    pub fn raft_state(&self) -> Result<Option<RaftState>, StoreError> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let raft = match txn.open_table(RAFT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(err) => return Err(io_err(err)),
+        };
+        let Some(applied) = raft.get(APPLIED).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let applied: Applied = postcard::from_bytes(applied.value()).map_err(|e| {
+            StoreError::Corrupted(format!("the applied consensus state does not decode: {e}"))
+        })?;
+        let hard_state = match raft.get(HARD_STATE).map_err(io_err)? {
+            Some(v) => postcard::from_bytes(v.value()).map_err(|e| {
+                StoreError::Corrupted(format!("the consensus hard state does not decode: {e}"))
+            })?,
+            None => HardState::default(),
+        };
+        let mut entries = Vec::new();
+        if let Ok(log) = txn.open_table(LOG) {
+            for row in log.range(applied.meta.index + 1..).map_err(io_err)? {
+                let (index, value) = row.map_err(io_err)?;
+                let index = index.value();
+                let plaintext = self
+                    .root
+                    .decrypt(value.value(), log_aad(index).as_bytes())
+                    .map_err(|_| {
+                        StoreError::Corrupted(format!("log entry {index} does not decrypt"))
+                    })?;
+                let entry: LogEntry = postcard::from_bytes(&plaintext).map_err(|e| {
+                    StoreError::Corrupted(format!("log entry {index} does not decode: {e}"))
+                })?;
+                entries.push(entry);
+            }
+        }
+        Ok(Some(RaftState {
+            hard_state,
+            applied: applied.meta,
+            addresses: applied.addresses,
+            entries,
+        }))
+    }
+
+    /// Writes the initial consensus state of a new cluster (nothing applied yet).
+    pub fn init_raft(&self, config: Config, addresses: &Addresses) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        {
+            let mut raft = tx.txn.open_table(RAFT).map_err(io_err)?;
+            let applied = Applied {
+                meta: SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    config,
+                },
+                addresses: addresses.clone(),
+            };
+            let bytes = postcard::to_allocvec(&applied).map_err(io_err)?;
+            raft.insert(APPLIED, bytes.as_slice()).map_err(io_err)?;
+        }
+        tx.commit()
+    }
+
+    /// Carries out the storage part of `ready` in one durable transaction and returns the
+    /// outcome of every applied command entry. An entry whose command fails (a name that
+    /// already exists, say) fails the same way on every node; its outcome goes to the client.
+    pub fn persist(
+        &self,
+        ready: &Ready<Vec<u8>>,
+    ) -> Result<Vec<(Index, Result<(), StoreError>)>, StoreError> {
+        let mut outcomes = Vec::new();
+        if ready.hard_state.is_none()
+            && ready.truncate_from.is_none()
+            && ready.append.is_empty()
+            && ready.apply.is_empty()
+        {
+            return Ok(outcomes);
+        }
+        let mut tx = self.begin()?;
+        {
+            let mut raft = tx.txn.open_table(RAFT).map_err(io_err)?;
+            if let Some(hs) = &ready.hard_state {
+                let bytes = postcard::to_allocvec(hs).map_err(io_err)?;
+                raft.insert(HARD_STATE, bytes.as_slice()).map_err(io_err)?;
+            }
+        }
+        {
+            let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
+            if let Some(from) = ready.truncate_from {
+                let doomed: Vec<u64> = log
+                    .range(from..)
+                    .map_err(io_err)?
+                    .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                    .collect();
+                for i in doomed {
+                    log.remove(i).map_err(io_err)?;
+                }
+            }
+            for entry in &ready.append {
+                let plaintext =
+                    zeroize::Zeroizing::new(postcard::to_allocvec(entry).map_err(io_err)?);
+                let random: [u8; RANDOM_LEN] = crate::random::bytes();
+                let value = self
+                    .root
+                    .encrypt(&random, &plaintext, log_aad(entry.index).as_bytes());
+                log.insert(entry.index, value.as_slice()).map_err(io_err)?;
+            }
+        }
+        if !ready.apply.is_empty() {
+            let mut applied = {
+                let raft = tx.txn.open_table(RAFT).map_err(io_err)?;
+                let value = raft
+                    .get(APPLIED)
+                    .map_err(io_err)?
+                    .ok_or_else(|| StoreError::Corrupted("no applied consensus state".into()))?;
+                postcard::from_bytes::<Applied>(value.value()).map_err(|e| {
+                    StoreError::Corrupted(format!(
+                        "the applied consensus state does not decode: {e}"
+                    ))
+                })?
+            };
+            for entry in &ready.apply {
+                match &entry.body {
+                    Body::Noop => {}
+                    Body::Command { command, .. } => {
+                        let outcome = match codec::decode_command(command) {
+                            Ok(cmd) => apply::apply(&mut tx, &cmd),
+                            Err(why) => Err(StoreError::Corrupted(format!(
+                                "log entry {}: {why}",
+                                entry.index
+                            ))),
+                        };
+                        outcomes.push((entry.index, outcome));
+                    }
+                    Body::Config {
+                        members,
+                        forced,
+                        command,
+                    } => {
+                        applied.meta.config = Config {
+                            index: entry.index,
+                            members: members.clone(),
+                            forced: *forced,
+                        };
+                        applied.addresses = decode_addresses(command)?;
+                    }
+                }
+                applied.meta.index = entry.index;
+                applied.meta.term = entry.term;
+            }
+            let bytes = postcard::to_allocvec(&applied).map_err(io_err)?;
+            tx.txn
+                .open_table(RAFT)
+                .map_err(io_err)?
+                .insert(APPLIED, bytes.as_slice())
+                .map_err(io_err)?;
+            // Applied entries are never needed again: every member holds them, and a joining
+            // node gets a snapshot.
+            let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
+            let done: Vec<u64> = log
+                .range(..=applied.meta.index)
+                .map_err(io_err)?
+                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                .collect();
+            for i in done {
+                log.remove(i).map_err(io_err)?;
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// The addresses of the configuration at the applied point.
+    pub fn applied_addresses(&self) -> Result<Addresses, StoreError> {
+        Ok(self.raft_state()?.map(|s| s.addresses).unwrap_or_default())
+    }
+}
