@@ -1032,6 +1032,43 @@ fn vectors_h2_subset_rule_for_children() {
     }
 }
 
+/// A long chain of identities, each created by the one before: deleting the first deletes
+/// them all (no depth limit makes the head undeletable).
+#[test]
+fn deleting_the_head_of_a_long_chain_deletes_the_chain() {
+    let env = Env::new("acc-chain");
+    let server = env.start();
+    let mut admin = server.admin();
+    create_policy(
+        &mut admin,
+        D,
+        "maker",
+        &["/v1/identity/create/*", "/v1/status"],
+        &[],
+    );
+    let chain: Vec<ClientCert> = (0..70).map(|i| new_cert(&format!("link-{i}"))).collect();
+    create_identity(
+        &mut admin,
+        D,
+        &chain[0].identity,
+        &json!({"policy": "maker"}),
+    )
+    .assert_empty_ok();
+    for pair in chain.windows(2) {
+        let mut c = server.client(&pair[0]);
+        create_identity(&mut c, D, &pair[1].identity, &json!({"policy": "maker"}))
+            .assert_empty_ok();
+    }
+    let mut last = server.client(&chain[69]);
+    last.get("/v1/status").assert_json_ok();
+    admin
+        .delete(&format!("/v1/identity/delete/{}", chain[0].identity))
+        .assert_empty_ok();
+    assert_forbidden(&last.get("/v1/status"));
+    let list = admin.get("/v1/identity/list/").assert_json_ok();
+    assert_eq!(identities_of(&list), vec![pki().admin.identity.clone()]);
+}
+
 /// The legacy assign route (v0.19–v0.22 clients) may not hand out more than the caller has:
 /// no self-assignment (upstream's 403), and, as for created children, only subsets of the
 /// caller's own policy. A re-assigned identity moves to its new parent.

@@ -3,9 +3,6 @@ use super::{codec, corrupted, StoreError, Tx, IDENTITIES, KEYS, POLICIES, SECRET
 use crate::command::Command;
 use crate::store::DEFAULT_ENCLAVE;
 
-/// Identities deeper than this in a parent/child chain are refused (bounds recursion).
-const MAX_IDENTITY_DEPTH: usize = 64;
-
 pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
     match cmd {
         Command::CreateKey { enclave, name, key } => {
@@ -66,7 +63,7 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
                 parent.children.retain(|c| c != identity);
                 write_identity(tx, enclave, &record.created_by, &parent)?;
             }
-            delete_identity_tree(tx, enclave, identity, 0)
+            delete_identity_tree(tx, enclave, identity)
         }
         Command::CreateSecret {
             enclave,
@@ -108,25 +105,28 @@ fn write_identity(
     tx.put(IDENTITIES, enclave, id, &plaintext, false)
 }
 
-/// Deletes `id` and its descendants. A child that is already gone is skipped.
-fn delete_identity_tree(
-    tx: &mut Tx<'_>,
-    enclave: &str,
-    id: &str,
-    depth: usize,
-) -> Result<(), StoreError> {
-    if depth > MAX_IDENTITY_DEPTH {
-        return Err(StoreError::Refused("identity tree is too deep".into()));
-    }
-    let record = match read_identity(tx, enclave, id) {
-        Ok(r) => r,
-        Err(StoreError::NotFound) if depth > 0 => return Ok(()),
-        Err(err) => return Err(err),
-    };
-    for child in &record.children {
-        if child != id {
-            delete_identity_tree(tx, enclave, child, depth + 1)?;
+/// Deletes `id` and its descendants, breadth first and without recursion, so that neither a
+/// long chain nor a cycle (re-assignment can make one) stops the delete. A child that is
+/// already gone is skipped.
+fn delete_identity_tree(tx: &mut Tx<'_>, enclave: &str, id: &str) -> Result<(), StoreError> {
+    let root = read_identity(tx, enclave, id)?;
+    let mut seen = std::collections::BTreeSet::from([id.to_owned()]);
+    let mut queue: std::collections::VecDeque<(String, Vec<String>)> =
+        std::collections::VecDeque::from([(id.to_owned(), root.children)]);
+    while let Some((id, children)) = queue.pop_front() {
+        for child in children {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            match read_identity(tx, enclave, &child) {
+                // A stale link (the child was re-assigned to another parent) is not followed.
+                Ok(rec) if rec.created_by == id => queue.push_back((child, rec.children)),
+                Ok(_) => {}
+                Err(StoreError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
         }
+        tx.delete(IDENTITIES, enclave, &id)?;
     }
-    tx.delete(IDENTITIES, enclave, id)
+    Ok(())
 }
