@@ -3,6 +3,8 @@
 //! HTTP/1.1 client (httparse) that keeps its connection for keep-alive and pipelining tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
