@@ -260,6 +260,65 @@ fn forced_shrink_while_removed_node_alive_with_read_lease() {
     c.check_history().unwrap();
 }
 
+/// The lease must be anchored at a send time, not at receipt: a removed node that gets a
+/// leader's message late (sent before its removal) must not extend its lease from it.
+#[test]
+fn late_message_does_not_extend_a_removed_nodes_lease() {
+    let mut c = cluster(3, 3, true, 17);
+    let mut params = c.params;
+    params.election_timeout = 200; // the removed node must not campaign meanwhile
+    c.params = params;
+    for i in 0..3 {
+        c.crash(i);
+        c.restart(i);
+    }
+    let l = elect(&mut c);
+    let r = (l + 1) % 3;
+    let w0 = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w0) == Some(true)).unwrap());
+    c.run(5).unwrap();
+    // Send a heartbeat carrying a lease echo to r, then hold it back for 40 ticks.
+    c.run_until(20, |c| c.node(r).has_lease()).unwrap();
+    let mut held = 0;
+    for _ in 0..10 {
+        c.tick().unwrap();
+        held = c.delay_matching(40, |e| {
+            e.to == r as u16 && matches!(e.message, Message::AppendEntries { echo: Some(_), .. })
+        });
+        if held > 0 {
+            break;
+        }
+        c.deliver_all().unwrap();
+    }
+    assert!(held > 0);
+    let mut groups = vec![0u8; 3];
+    groups[r] = 1;
+    c.partition(&groups);
+    let start = c.now;
+    assert!(c.change(l, Change::ForceRemove(r as u16)).unwrap());
+    let w1 = c.write(l, 0).unwrap();
+    assert!(
+        c.run_until(30, |c| c.completed(w1) == Some(true)).unwrap(),
+        "{}",
+        trace(&c)
+    );
+    // Heal just before the held message arrives; r gets it and then a client reads on r.
+    while c.now < start + 38 {
+        c.run(1).unwrap();
+    }
+    c.heal();
+    c.run(4).unwrap();
+    assert_eq!(c.node(r).role(), Role::Follower);
+    let read = c.read(r, 0).unwrap();
+    assert_ne!(
+        c.completed(read),
+        Some(true),
+        "stale read served: {}",
+        trace(&c)
+    );
+    c.check_history().unwrap();
+}
+
 /// Drives bare nodes (no simulator) so the exact interleaving is explicit.
 #[test]
 fn two_candidates_in_the_same_term() {

@@ -61,8 +61,10 @@ pub struct SimNode {
     /// `None` while crashed.
     pub node: Option<Node<Cmd>>,
     pub disk: Disk,
-    /// This machine's clock is `now + offset` (clocks of different nodes disagree).
+    /// This machine's clock is `offset + now * rate / 100` (clocks of different nodes disagree
+    /// and run at slightly different rates, within the `clock_drift` the params allow).
     pub offset: u64,
+    pub rate: u64,
     /// Gone for good (force-removed while crashed).
     pub destroyed: bool,
     incoming: Option<SnapshotData>,
@@ -99,6 +101,8 @@ pub struct Cluster {
     pub drop_percent: u64,
     pub dup_percent: u64,
     pub max_delay: u64,
+    /// Percent of messages held back up to 40 more ticks (longer than a lease).
+    pub long_delay_percent: u64,
     /// Percent chance that processing a `Ready` is cut by a crash.
     pub crash_in_ready_percent: u64,
     pub trace: Option<Vec<String>>,
@@ -145,6 +149,7 @@ impl Cluster {
             drop_percent: 0,
             dup_percent: 0,
             max_delay: 3,
+            long_delay_percent: 0,
             crash_in_ready_percent: 0,
             trace: None,
             refused: false,
@@ -167,10 +172,13 @@ impl Cluster {
                 ..Disk::default()
             };
             let offset = cluster.chooser.random() % 1000;
+            // Rates 97%..=103%: over a 12-tick lease that is well within a drift bound of 1.
+            let rate = 97 + cluster.chooser.random() % 7;
             cluster.nodes.push(SimNode {
                 node: None,
                 disk,
                 offset,
+                rate,
                 destroyed: false,
                 incoming: None,
             });
@@ -187,7 +195,7 @@ impl Cluster {
 
     fn start(&mut self, i: usize) {
         let random = self.chooser.random();
-        let now = self.now + self.nodes[i].offset;
+        let now = self.clock_of(i);
         let disk = &self.nodes[i].disk;
         let above = &disk.log[disk.applied.index as usize..];
         let node = Node::new(
@@ -201,6 +209,11 @@ impl Cluster {
         )
         .expect("stored state accepted");
         self.nodes[i].node = Some(node);
+    }
+
+    /// Node `i`'s clock.
+    pub fn clock_of(&self, i: usize) -> u64 {
+        self.nodes[i].offset + self.now * self.nodes[i].rate / 100
     }
 
     pub fn is_up(&self, i: usize) -> bool {
@@ -225,7 +238,7 @@ impl Cluster {
 
     /// Feeds one input to node `i` and carries out its `Ready`.
     pub fn step(&mut self, i: usize, input: Input<Cmd>) -> Result {
-        let now = self.now + self.nodes[i].offset;
+        let now = self.clock_of(i);
         let Some(node) = self.nodes[i].node.as_mut() else {
             return Ok(());
         };
@@ -517,7 +530,10 @@ impl Cluster {
             1
         };
         for _ in 0..copies {
-            let at = self.now + 1 + self.chooser.below(self.max_delay.max(1));
+            let mut at = self.now + 1 + self.chooser.below(self.max_delay.max(1));
+            if self.chooser.chance(self.long_delay_percent) {
+                at += self.chooser.below(40);
+            }
             self.net.push(Packet {
                 envelope: envelope.clone(),
                 snapshot: snapshot.clone(),
@@ -804,6 +820,17 @@ impl Cluster {
             .filter(|o| o.key == key)
             .map(|o| format!("{o:?}"))
             .collect()
+    }
+
+    /// Holds back every message in flight that matches `pred` by `ticks` more ticks; returns
+    /// how many matched.
+    pub fn delay_matching(&mut self, ticks: u64, pred: impl Fn(&Envelope<Cmd>) -> bool) -> usize {
+        let mut n = 0;
+        for packet in self.net.iter_mut().filter(|p| pred(&p.envelope)) {
+            packet.at += ticks;
+            n += 1;
+        }
+        n
     }
 
     pub(super) fn drop_random(&mut self) {

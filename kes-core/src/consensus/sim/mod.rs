@@ -43,6 +43,8 @@ pub struct Options {
     /// Percent of messages lost / duplicated at sending.
     pub drop_percent: u64,
     pub dup_percent: u64,
+    /// Percent of messages delayed far longer than usual.
+    pub long_delay_percent: u64,
     /// Keep a trace of events (returned with a failure).
     pub trace: bool,
 }
@@ -63,6 +65,7 @@ impl Options {
             membership: matches!(rng.next_u64() % 2, 0),
             drop_percent: rng.next_u64() % 10,
             dup_percent: rng.next_u64() % 5,
+            long_delay_percent: rng.next_u64() % 4,
             trace: false,
         }
     }
@@ -162,6 +165,7 @@ fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Stats, Failure
     cluster.drop_percent = options.drop_percent;
     cluster.dup_percent = options.dup_percent;
     cluster.max_delay = 4;
+    cluster.long_delay_percent = options.long_delay_percent;
     cluster.crash_in_ready_percent = if options.crashes { 1 } else { 0 };
     if options.trace {
         cluster.trace = Some(Vec::new());
@@ -372,6 +376,7 @@ fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), String> {
     cluster.heal();
     cluster.drop_percent = 0;
     cluster.dup_percent = 0;
+    cluster.long_delay_percent = 0;
     cluster.crash_in_ready_percent = 0;
     for i in 0..cluster.nodes.len() {
         cluster.restart(i);
