@@ -1687,6 +1687,45 @@ fn enclaves_isolate_tenants() {
         .delete("/v1/enclave/delete/default")
         .assert_error(400, "the default enclave cannot be deleted");
     admin.get("/v1/enclave/describe/default").assert_json_ok();
+}
+
+#[test]
+fn deleting_an_enclave_deletes_its_contents() {
+    let env = Env::new("acc-enclave-del");
+    let mut server = env.start();
+    let mut admin = server.admin();
+    let tenant = new_cert("tenant");
+    const A: &str = "tenant-a";
+    const B: &str = "tenant-b";
+
+    admin.put("/v1/enclave/create/tenant-a").assert_empty_ok();
+    admin.put("/v1/enclave/create/tenant-b").assert_empty_ok();
+    put_in(&mut admin, "/v1/key/create/k1", A).assert_empty_ok();
+    put_in(&mut admin, "/v1/key/create/k1", B).assert_empty_ok();
+    let ct = {
+        let body = json!({"plaintext": b64(b"tenant data")});
+        let resp = put_json_in(&mut admin, "/v1/key/encrypt/k1", A, &body);
+        resp.assert_json_ok();
+        resp.b64_field("ciphertext")
+    };
+    let body = json!({"ciphertext": b64(&ct)});
+    create_policy(&mut admin, A, "tenant", &["/v1/key/*"], &[]);
+    put_json_in(
+        &mut admin,
+        "/v1/secret/create/s",
+        A,
+        &json!({"secret": b64(b"a")}),
+    )
+    .assert_empty_ok();
+    create_identity(
+        &mut admin,
+        A,
+        &tenant.identity,
+        &json!({"policy": "tenant"}),
+    )
+    .assert_empty_ok();
+    let mut t = server.client(&tenant);
+    get_in(&mut t, "/v1/key/describe/k1", A).assert_json_ok();
 
     // Deleting an enclave deletes everything in it; a new enclave of that name is empty.
     admin
@@ -1714,6 +1753,33 @@ fn enclaves_isolate_tenants() {
     put_json_in(&mut admin, "/v1/key/decrypt/k1", A, &body)
         .assert_error(400, "decryption failed: ciphertext is not authentic");
     // tenant-b is untouched.
+    get_in(&mut admin, "/v1/key/describe/k1", B).assert_json_ok();
+
+    // What the recreated enclave holds is sealed with its own new data key: it is still
+    // readable after a restart (no stale key of the deleted enclave was used).
+    let ct2 = {
+        let body = json!({"plaintext": b64(b"second life")});
+        let resp = put_json_in(&mut admin, "/v1/key/encrypt/k1", A, &body);
+        resp.assert_json_ok();
+        resp.b64_field("ciphertext")
+    };
+    put_json_in(
+        &mut admin,
+        "/v1/secret/create/s2",
+        A,
+        &json!({"secret": b64(b"new tenant")}),
+    )
+    .assert_empty_ok();
+    drop((admin, t));
+    server.stop();
+    let server = env.start();
+    let mut admin = server.admin();
+    let body = json!({"ciphertext": b64(&ct2)});
+    let resp = put_json_in(&mut admin, "/v1/key/decrypt/k1", A, &body);
+    resp.assert_json_ok();
+    assert_eq!(resp.b64_field("plaintext"), b"second life");
+    let read = get_in(&mut admin, "/v1/secret/read/s2", A).assert_json_ok();
+    assert_eq!(unb64(read["secret"].as_str().unwrap()), b"new tenant");
     get_in(&mut admin, "/v1/key/describe/k1", B).assert_json_ok();
 }
 
