@@ -10,26 +10,66 @@
 //!
 //! [`Node`] is a pure state machine. The shell (`kes-node`) feeds it one [`Input`] at a time
 //! with [`Node::step`] — a tick with fresh randomness, a peer [`Message`], a client write
-//! ([`Input::Propose`]), a membership change, a client read — together with the current time of
-//! its monotonic clock. The node answers with a [`Ready`]: hard state and entries to persist,
-//! entries to apply, messages to send, snapshots to send, and the outcome of writes and reads.
+//! ([`Input::Propose`]), a membership change ([`Input::ChangeMembership`]), a client read
+//! ([`Input::Read`]) — together with the current time of its monotonic clock. The node answers
+//! with a [`Ready`], which the shell carries out in order:
+//!
+//! 1. one durable transaction: `hard_state` (term, vote), `restore` (install a received
+//!    snapshot), `truncate_from`, `append` (new log entries), `apply` (committed entries, in
+//!    order, with the applied index);
+//! 2. send `messages`, and `snapshots` (each with a snapshot of the state just applied);
+//! 3. answer `proposals` (write outcomes) and `reads` (a released read is answered from the
+//!    state of step 1).
+//!
 //! The core has no I/O, no clock, no randomness and no heap; every collection is a `heapless`
 //! one bounded by the constants below. Commands are opaque to the core (type parameter `C`; the
 //! shell picks e.g. `heapless::Vec<u8, N>` or a handle) and come with the [`Names`] they touch.
+//! Messages and hard state derive `Serialize`/`Deserialize` for postcard.
 //!
 //! The shell owns the log. The core keeps only the entries above the commit index (at most
 //! [`WINDOW`]) and the term and configuration at the commit index. Because the shell applies
 //! committed entries in the same transaction that persists new ones, *commit index = applied
-//! index* at every point the outside world can observe; on restart the shell passes the applied
-//! snapshot metadata and the stored entries above it to [`Node::new`].
+//! index* at every point the outside world can observe; on restart the shell passes the hard
+//! state, the applied [`SnapshotMeta`] and the stored entries above it to [`Node::new`].
+//!
+//! ```
+//! use kes_core::consensus::*;
+//!
+//! let mut members = Members::new();
+//! members.push(0).unwrap();
+//! let applied = SnapshotMeta { index: 0, term: 0, config: Config { index: 0, members, forced: false } };
+//! let mut node: Node<u64> =
+//!     Node::new(0, Params::default(), 0, 42, HardState::default(), applied, &[]).unwrap();
+//! let mut ready = Ready::default();
+//!
+//! // Time passes; the only member elects itself and commits its no-op at once.
+//! node.step(5_000, Input::Tick { random: 7 }, &mut ready);
+//! assert_eq!(node.role(), Role::Leader);
+//! assert_eq!(ready.hard_state, Some(HardState { term: 1, voted_for: Some(0) }));
+//! assert_eq!(ready.apply[0].body, Body::Noop);
+//!
+//! // A client write touching name 1: persisted, applied and acknowledged in one Ready.
+//! let mut names = Names::new();
+//! names.push(NameId(1)).unwrap();
+//! node.step(5_001, Input::Propose { id: ProposalId(7), names, command: 99 }, &mut ready);
+//! assert_eq!(ready.append.len(), 1);
+//! assert_eq!(ready.apply.len(), 1);
+//! assert_eq!(ready.proposals[0], (ProposalId(7), Ok(2)));
+//!
+//! // Reads of name 1 may be served at once: nothing touching it is pending.
+//! assert_eq!(node.read_status(&[NameId(1)]), Ok(()));
+//! ```
 //!
 //! # The rules
 //!
 //! 1. **Election** (`election.rs`). Persistent `term` and `voted_for`; a follower whose
 //!    randomized election timeout passes becomes a candidate of `term + 1`; a node votes once per
-//!    term, for a member whose log is at least as up to date as its own; a candidate with votes
-//!    from a *majority* of its configuration becomes leader. A new leader resets every match
-//!    index and appends a **no-op** of its own term.
+//!    term, for a candidate whose log is at least as up to date as its own; a candidate with
+//!    votes from a *majority* of its configuration becomes leader. A new leader resets every match
+//!    index and appends a **no-op** of its own term. A follower that heard from a leader within
+//!    the election timeout ignores candidates (leader stickiness), and a node answers a candidate
+//!    that a *committed* configuration excludes with `NotMember`, so removed or cut-off nodes
+//!    cannot depose a working leader.
 //! 2. **Replication** (`replication.rs`). `AppendEntries` carries `prev_index`/`prev_term`; a
 //!    follower rejects a mismatch, truncates only from the first conflicting entry, appends the
 //!    rest, and persists before acknowledging. Match indexes count only acknowledgements of the
@@ -39,19 +79,22 @@
 //!    immediately sends the new commit index to every follower.
 //! 4. **Two-phase visibility** (`visibility.rs`). A read of a name waits while any entry above the
 //!    applied index touches that name, and is released when that entry is applied or truncated.
-//!    Reads of other names never wait.
+//!    It also waits while a leader has told this node of a commit index above its own (it lacks
+//!    committed entries). Otherwise reads never wait.
 //! 5. **Membership** (`membership.rs`). One node at a time; a configuration is a log entry and
 //!    takes effect when appended. Shrink commits with all nodes of the old configuration, expand
-//!    with all of the new one, a forced shrink with the remaining nodes only.
+//!    with all of the new one, a forced shrink with the remaining nodes only (and entries below
+//!    it commit without the removed node only together with it).
 //! 6. **Snapshots** (`replication.rs`). A follower that lacks entries at or below the leader's
 //!    commit index (only a joining node can) is sent the leader's applied state; the core says
-//!    which, the shell produces and installs it.
+//!    to whom and with which metadata, the shell produces, ships and installs the data.
 //! 7. **Read lease** (optional, `Params::read_lease`). A node serves reads only while it holds a
 //!    lease. A follower's lease is anchored at the time *it sent* a response that the leader
-//!    echoes back in a later `AppendEntries` (so the anchor precedes the leader's sending); a
-//!    leader's lease at the time it sent an `AppendEntries` that a follower answered in its term.
-//!    Both last `read_lease - clock_drift` on the holder's clock. A forced shrink commits only
-//!    `read_lease` after all remaining nodes acknowledged it in the leader's term.
+//!    echoes back in a later `AppendEntries` (so the anchor precedes the leader's sending), and
+//!    the leader echoes only to followers that hold its no-op (hence every committed entry). A
+//!    leader's lease is anchored at the time it sent an `AppendEntries` that a follower answered
+//!    in its term. Both last `read_lease - clock_drift` on the holder's clock. A forced shrink
+//!    commits only `read_lease` after all remaining nodes acknowledged it in the leader's term.
 //!
 //! # Why it is safe
 //!
@@ -69,22 +112,36 @@
 //!   node holds it; a node holding a write it has not applied refuses reads of the names it
 //!   touches. Crashes lose nothing a node acknowledged, because the shell persists before it
 //!   sends. A node that leaves appends its removal before anything can commit without it.
+//!   A force-removed node is the exception (it may be cut off and not know): without a lease it
+//!   can serve stale reads until it hears from the cluster (the documented hazard); with a lease,
+//!   its lease has run out before anything commits without it.
 //! - *Pending entries after a leader dies* are decided by the ordinary protocol: the new
 //!   leader's no-op either carries them to commit or truncates them (a committed entry is on
-//!   every node, so one the new leader lacks was never committed).
+//!   every node, so one the new leader lacks was never committed). While a member is down they
+//!   may stay undecided, and reads of their names wait (bounded by `read_timeout`).
 //!
 //! # Differences from Raft
 //!
 //! - Commit needs all nodes of the configuration, not a majority; election still needs a
-//!   majority. So a single unreachable node stops writes (they time out with the nodes named),
-//!   while reads keep working on every node and elections still succeed.
+//!   majority. So a single unreachable node stops writes (they time out, naming the nodes that
+//!   did not store the entry), while reads keep working on every node and elections succeed.
 //! - Entries of earlier terms commit by the same rule (no "current term only" restriction).
 //! - No read index or leader round trip for reads: visibility is local (rule 4).
-//! - Snapshots are only needed for joining nodes: a member always holds every committed entry.
-//! - The core keeps a bounded window of uncommitted entries; the shell keeps the log.
-//! - Requests for votes from non-members are answered with `NotMember` instead of a term bump.
-//! - The leader never removes itself; move leadership first (not implemented: the shell asks
-//!   another node to propose the removal after the leader steps down or fails).
+//! - Snapshots are only needed for joining (or re-joining) nodes: a member always holds every
+//!   committed entry.
+//! - The core keeps a bounded window of uncommitted entries; the shell keeps the log and applies
+//!   in the same transaction that persists, so commit index = applied index.
+//! - Candidates that a committed configuration excludes get `NotMember` instead of a vote.
+//! - The leader never removes itself (a change removing it is refused); the shell removes a
+//!   leader by having another node propose it after a leadership change. Leadership transfer
+//!   is not implemented.
+//!
+//! # Testing
+//!
+//! The `sim` module (feature `sim`) simulates whole clusters deterministically and checks the
+//! invariants after every event and linearizability at the end; `tests/consensus_sim.rs` runs thousands of seeds and
+//! `tests/consensus_scenarios.rs` the regression scenarios; `fuzz/fuzz_targets/consensus.rs`
+//! lets libFuzzer steer the simulator.
 
 mod election;
 mod log;
