@@ -247,6 +247,10 @@ pub struct Env {
     extra: String,
     /// `admin.identity` (default: the identity of `pki().admin`).
     admin: String,
+    /// Where the last server of this environment listened. A node's address is recorded in
+    /// `DIR/.cluster.json`, so a restart listens there again (the first start binds an
+    /// ephemeral port).
+    last_addr: Mutex<Option<SocketAddr>>,
 }
 
 impl Env {
@@ -272,6 +276,7 @@ impl Env {
             tls_extra: String::new(),
             extra: String::new(),
             admin: pki.admin.identity.clone(),
+            last_addr: Mutex::new(None),
         };
         env.write_config();
         env
@@ -320,13 +325,21 @@ impl Env {
         self.data.join("kes.db")
     }
 
-    fn command(&self) -> Command {
+    /// The `--addr` of the next start: the last server's address, else an ephemeral port.
+    pub fn next_addr(&self) -> String {
+        match *self.last_addr.lock().unwrap() {
+            Some(addr) => addr.to_string(),
+            None => "127.0.0.1:0".to_string(),
+        }
+    }
+
+    fn command(&self, addr: &str) -> Command {
         let mut cmd = Command::new(KES_NODE);
         cmd.arg("server")
             .arg("--config")
             .arg(&self.config)
             .arg("--addr")
-            .arg("127.0.0.1:0")
+            .arg(addr)
             .arg(&self.data)
             .env_remove("KES_HSM_KEY")
             .stdin(Stdio::null())
@@ -352,7 +365,12 @@ impl Env {
 
     /// Starts the server; `Err` with its output if it exits before listening.
     pub fn try_start(&self) -> Result<Server, Exited> {
-        let mut child = self.command().spawn().expect("spawn kes-node");
+        self.try_start_on(&self.next_addr())
+    }
+
+    /// Starts the server with `--addr addr`.
+    pub fn try_start_on(&self, addr: &str) -> Result<Server, Exited> {
+        let mut child = self.command(addr).spawn().expect("spawn kes-node");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         {
             let mut pipe = child.stderr.take().unwrap();
@@ -398,6 +416,7 @@ impl Env {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
+                *self.last_addr.lock().unwrap() = Some(addr);
                 return Ok(Server {
                     child: Some(child),
                     addr,
