@@ -1920,3 +1920,31 @@ fn admin_access_can_be_disabled() {
     c.put("/v1/key/create/k").assert_error(403, NOT_AUTHORIZED);
     c.get("/v1/key/list/*").assert_error(403, NOT_AUTHORIZED);
 }
+
+#[test]
+fn a_fresh_server_accepts_writes_as_soon_as_it_listens() {
+    // The listening line is the readiness signal (and /v1/ready agrees): the very first
+    // write must succeed, on a new database and after a restart.
+    for round in 0..3 {
+        let env = Env::new("firstwrite");
+        let mut server = env.start();
+        let mut c = server.admin();
+        let resp = c.put("/v1/key/create/first");
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, String::new()),
+            "round {round}: the first create on a new server"
+        );
+        drop(c);
+        server.stop();
+        let server = env.start();
+        let mut c = server.admin();
+        c.get("/v1/ready").assert_empty_ok();
+        let resp = c.put("/v1/key/create/second");
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, String::new()),
+            "round {round}: the first create after a restart (/v1/ready said 200)"
+        );
+    }
+}
