@@ -449,6 +449,16 @@ fn one_node_down_writes_fail_cleanly_and_reads_work_everywhere() {
             unreachable: [down as u16].into_iter().collect()
         }
     );
+    // Later writes fail at once, cleanly (nothing appended), naming the unreachable node.
+    let w2 = c.write(l, 2).unwrap();
+    assert_eq!(c.completed(w2), None, "a definite failure");
+    let (_, error) = c.write_errors.last().unwrap();
+    assert_eq!(
+        *error,
+        ProposeError::Unavailable {
+            unreachable: [down as u16].into_iter().collect()
+        }
+    );
     // Reads of names no pending write touches are served by every live node at once.
     for i in (0..3).filter(|&i| i != down) {
         let r = c.read(i, 1).unwrap();

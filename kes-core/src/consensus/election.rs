@@ -206,6 +206,7 @@ impl<C: Clone> Node<C> {
                     next,
                     matched: 0,
                     echo: None,
+                    last_heard: self.now,
                 });
             }
         }

@@ -98,6 +98,9 @@ pub enum ProposeError {
     NotLeader { leader: Option<NodeId> },
     /// Too many writes in flight; nothing was appended. Retry later.
     Busy,
+    /// These nodes have not answered for an election timeout, so the write could not commit;
+    /// nothing was appended.
+    Unavailable { unreachable: Members },
     /// The membership change is invalid (already a member, not a member, removes the leader, or
     /// another change is still pending). Nothing was appended.
     InvalidChange,
@@ -215,6 +218,8 @@ pub(super) struct Progress {
     pub matched: Index,
     /// The follower's clock at its latest response (for its lease).
     pub echo: Option<Time>,
+    /// Our clock when we last got a response from it (or began replicating to it).
+    pub last_heard: Time,
 }
 
 #[derive(Clone, Debug)]
@@ -559,6 +564,14 @@ impl<C: Clone> Node<C> {
         }
         self.progress.iter().find(|p| p.id == id).map(|p| p.matched)
     }
+    /// As leader: each replication target with its match index and when the leader last heard
+    /// from it (its own clock). For `describe`.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, Index, Time)> + '_ {
+        self.progress
+            .iter()
+            .map(|p| (p.id, p.matched, p.last_heard))
+    }
+
     /// When the next timer needs a tick (the shell may tick more often).
     pub fn next_deadline(&self) -> Time {
         let timer = if self.role == Role::Leader {

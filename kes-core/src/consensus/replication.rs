@@ -283,6 +283,7 @@ impl<C: Clone> Node<C> {
             self.lease_until = self.lease_until.max(until);
         }
         p.echo = Some(p.echo.map_or(sent_at, |e| e.max(sent_at)));
+        p.last_heard = self.now;
         if success {
             let index = index.min(last);
             p.matched = p.matched.max(index);
@@ -386,6 +387,18 @@ impl<C: Clone> Node<C> {
         }
         if self.noop_pending || !self.log.has_room() || self.proposals.is_full() {
             return Err(ProposeError::Busy);
+        }
+        // Fail fast and cleanly while a node that must store the entry is unreachable (not for
+        // membership changes: a forced shrink is how a dead node is removed).
+        let mut unreachable = super::Members::new();
+        let is_command = matches!(body, Body::Command { .. });
+        for p in self.progress.iter().filter(|_| is_command) {
+            if self.now >= p.last_heard + self.params.election_timeout {
+                let _ = unreachable.push(p.id);
+            }
+        }
+        if !unreachable.is_empty() {
+            return Err(ProposeError::Unavailable { unreachable });
         }
         let entry = Entry {
             term: self.term,
