@@ -787,7 +787,9 @@ fn vectors_h1_policy_verify() {
     let env = Env::new("acc-h1");
     let server = env.start();
     let mut admin = server.admin();
-    let rows: &[(&[&str], &[&str], &[(&str, bool)])] = &[
+    /// (allow, deny, [(path, allowed)])
+    type Row<'a> = (&'a [&'a str], &'a [&'a str], &'a [(&'a str, bool)]);
+    let rows: &[Row] = &[
         (
             &[],
             &[],
