@@ -149,8 +149,8 @@ pub struct Ready<C> {
     pub apply: Vec<Entry<C>, { WINDOW + MAX_BATCH + 1 }>,
     pub messages: Vec<Envelope<C>, MAX_MESSAGES>,
     pub snapshots: Vec<Envelope<C>, MAX_NODES>,
-    pub proposals: Vec<(ProposalId, Result<Index, ProposeError>), MAX_PROPOSALS>,
-    pub reads: Vec<(ReadId, Result<(), ReadError>), MAX_READS>,
+    pub proposals: Vec<(ProposalId, Result<Index, ProposeError>), { MAX_PROPOSALS + 1 }>,
+    pub reads: Vec<(ReadId, Result<(), ReadError>), { MAX_READS + 1 }>,
 }
 
 impl<C> Default for Ready<C> {
