@@ -64,29 +64,45 @@ impl Command {
     /// must wait while the command is pending (two-phase visibility in clusters).
     pub fn touches(&self) -> Vec<String> {
         use Command::*;
+        // Each item name, plus its listing (`<kind>/<enclave>`) for creations and deletions,
+        // so that listings are linearizable too.
         match self {
             CreateKey { enclave, name, .. } | DeleteKey { enclave, name } => {
-                vec![format!("key/{enclave}/{name}")]
+                vec![format!("key/{enclave}/{name}"), format!("key/{enclave}")]
             }
             CreatePolicy { enclave, name, .. } | DeletePolicy { enclave, name } => {
-                vec![format!("policy/{enclave}/{name}")]
+                vec![
+                    format!("policy/{enclave}/{name}"),
+                    format!("policy/{enclave}"),
+                ]
             }
             CreateIdentity {
                 enclave,
                 identity,
                 record,
                 ..
-            } => {
+            } => vec![
+                format!("identity/{enclave}/{identity}"),
+                format!("identity/{enclave}/{}", record.created_by),
+                format!("identity/{enclave}"),
+            ],
+            // A deletion may take children along; their reads are not held back (they fail
+            // with "does not exist" either way once it commits).
+            DeleteIdentity { enclave, identity } => {
                 vec![
                     format!("identity/{enclave}/{identity}"),
-                    format!("identity/{enclave}/{}", record.created_by),
+                    format!("identity/{enclave}"),
                 ]
             }
-            DeleteIdentity { enclave, identity } => vec![format!("identity/{enclave}/{identity}")],
             CreateSecret { enclave, name, .. } | DeleteSecret { enclave, name } => {
-                vec![format!("secret/{enclave}/{name}")]
+                vec![
+                    format!("secret/{enclave}/{name}"),
+                    format!("secret/{enclave}"),
+                ]
             }
-            CreateEnclave { name, .. } | DeleteEnclave { name } => vec![format!("enclave/{name}")],
+            CreateEnclave { name, .. } | DeleteEnclave { name } => {
+                vec![format!("enclave/{name}"), "enclave".to_string()]
+            }
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct App {
     pub started_at: time::OffsetDateTime,
     pub metrics: Metrics,
     pub logs: logs::LogHub,
+    /// True while this node holds writes of undecided outcome: reads then pass the gate.
+    pub gating: std::sync::atomic::AtomicBool,
     /// The cluster as the event loop last saw it (for `/v1/cluster/describe`).
     pub cluster: std::sync::Mutex<crate::cluster::Describe>,
 }
@@ -66,6 +68,7 @@ impl App {
             metrics: Metrics::default(),
             logs: logs::LogHub::default(),
             cluster: Default::default(),
+            gating: Default::default(),
         }
     }
 
@@ -79,8 +82,9 @@ impl App {
 
     /// Answers one request, or returns the write it needs; records it in the audit log and
     /// the metrics once it is answered.
-    pub fn handle(&self, req: &Request, peer: &Peer) -> Outcome {
-        let (reply, route) = self.dispatch(req, peer);
+    /// `granted` is true when the request comes back after its read gate opened.
+    pub fn handle(&self, req: &Request, peer: &Peer, granted: bool) -> Outcome {
+        let (reply, route) = self.dispatch(req, peer, granted);
         let done = Done {
             started: Instant::now(),
             counted: route.is_some_and(|r| r.counted),
@@ -92,6 +96,7 @@ impl App {
         match reply {
             Reply::Now(resp) => Outcome::Done(self.record(&done, resp)),
             Reply::Write(write) => Outcome::Write(Box::new(Pending { write, done })),
+            Reply::Gate(names) => Outcome::Gate(names),
         }
     }
 
@@ -99,6 +104,19 @@ impl App {
     pub fn finish(&self, pending: Box<Pending>, outcome: Result<(), StoreError>) -> Response {
         let resp = pending.write.respond(outcome);
         self.record(&pending.done, resp)
+    }
+
+    /// Answers a gated read that may not be served (`503` with the reason).
+    pub fn read_refused(&self, req: &Request, peer: &Peer, why: &str) -> Response {
+        let done = Done {
+            started: Instant::now(),
+            counted: true,
+            ip: peer.ip,
+            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            method: req.method.clone(),
+            path: req.path.clone(),
+        };
+        self.record(&done, Response::error(503, why))
     }
 
     /// Counts, audits and (for server errors) logs an answered request.
@@ -122,7 +140,12 @@ impl App {
         resp
     }
 
-    fn dispatch(&self, req: &Request, peer: &Peer) -> (Reply, Option<&'static Route>) {
+    fn dispatch(
+        &self,
+        req: &Request,
+        peer: &Peer,
+        granted: bool,
+    ) -> (Reply, Option<&'static Route>) {
         let Some(route_match) = (if is_clean(&req.path) {
             find_route(&req.path)
         } else {
@@ -179,7 +202,13 @@ impl App {
             enclave,
         };
         let reply = match route.handler {
-            Handler::Read(f) => Reply::Now(f(self, &ctx)),
+            Handler::Read(f) => {
+                let gate = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
+                match gate.then(|| read_names(route, &ctx)).flatten() {
+                    Some(names) => Reply::Gate(names),
+                    None => Reply::Now(f(self, &ctx)),
+                }
+            }
             Handler::Write(f) => f(self, &ctx),
         };
         (reply, Some(route))
@@ -197,6 +226,27 @@ pub enum Outcome {
     Done(Response),
     /// A write waiting for its outcome; answer it with [`App::finish`].
     Write(Box<Pending>),
+    /// A read that must wait for pending writes to these names; handle it again (granted)
+    /// once the cluster releases it, or answer [`App::read_refused`].
+    Gate(Vec<String>),
+}
+
+/// The names a read route reads (`<kind>/<enclave>/<name>`, or `<kind>/<enclave>` for a
+/// listing), matching what [`Command::touches`] declares for writes.
+fn read_names(route: &Route, ctx: &Ctx) -> Option<Vec<String>> {
+    let mut parts = route.path.trim_matches('/').split('/').skip(1);
+    let (kind, op) = (parts.next()?, parts.next()?);
+    let e = &ctx.enclave;
+    let name = match (kind, op) {
+        ("key" | "policy" | "secret", "list") => format!("{kind}/{e}"),
+        ("identity", "list") => format!("identity/{e}"),
+        ("identity", "self") => format!("identity/{e}/{}", ctx.identity()),
+        ("enclave", "list") => "enclave".to_string(),
+        ("enclave", _) => format!("enclave/{}", ctx.resource),
+        ("key" | "policy" | "secret" | "identity", _) => format!("{kind}/{e}/{}", ctx.resource),
+        _ => return None,
+    };
+    Some(vec![name])
 }
 
 /// A write in flight and what the audit log needs once it is answered.

@@ -10,6 +10,9 @@ use crate::store::StoreError;
 pub enum Reply {
     Now(Response),
     Write(Write),
+    /// A read of these names must wait until no write to them is pending on this node; the
+    /// event loop asks the cluster and handles the request again once it may be answered.
+    Gate(Vec<String>),
 }
 
 /// A state change and how to answer the client once its outcome is known.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use kes_core::consensus::{
     Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
-    ProposeError, Ready, Role, MAX_NAMES,
+    ProposeError, ReadError, ReadId, Ready, Role, MAX_NAMES,
 };
 use kes_core::crypto::HmacKey;
 use mio::{Interest, Registry, Token};
@@ -34,15 +34,25 @@ use peer::{Frame, Link, LinkState, WireOutcome};
 pub const LINK_BASE: usize = 1 << 30;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long a write waits for an election to produce a leader.
+const LEADERLESS_WAIT: Duration = Duration::from_secs(5);
 /// Delay before redialing a peer whose link failed.
 const REDIAL: Duration = Duration::from_millis(250);
 
+/// A client connection of the event loop: its token and a serial number, so that an answer
+/// for a connection that went away never reaches a new connection that reuses the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub token: Token,
+    pub serial: u64,
+}
+
 /// A finished write: which connection waits for it, its request, and its outcome.
-pub type Completion = (Token, Box<Pending>, Result<(), StoreError>);
+pub type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
 
 enum Waiter {
     /// A client of this node.
-    Local(Token, Box<Pending>),
+    Local(ConnRef, Box<Pending>),
     /// A client of another node that forwarded the write (its forward id).
     Remote(NodeId, u64),
 }
@@ -63,10 +73,15 @@ pub struct Cluster {
     redial_at: BTreeMap<NodeId, Instant>,
     next_id: u64,
     proposals: HashMap<u64, Waiter>,
-    forwards: HashMap<u64, (Token, Box<Pending>, Instant)>,
+    forwards: HashMap<u64, (ConnRef, Box<Pending>, Instant)>,
     outcomes: HashMap<u64, Result<(), StoreError>>,
     /// Finished writes for the event loop to answer.
     pub completions: Vec<Completion>,
+    reads: HashMap<u64, ConnRef>,
+    /// Writes that arrived while no leader was known, with their deadline.
+    leaderless: Vec<(ConnRef, Box<Pending>, Instant)>,
+    /// Decided gated reads: the connection and `Ok`, or why the read may not be served.
+    pub released: Vec<(ConnRef, Result<(), String>)>,
 }
 
 fn now_ms(epoch: Instant) -> u64 {
@@ -186,7 +201,7 @@ impl Cluster {
         let seed = hsm.api_key_seed(&[]);
         let cluster_key = crate::identity::ApiKey::from_seed(seed);
         let secret = HmacKey::new(hsm.api_key_seed(b"kes:v1:peer_auth"));
-        Ok(Cluster {
+        let mut cluster = Cluster {
             id,
             node,
             ready: Ready::default(),
@@ -204,7 +219,25 @@ impl Cluster {
             forwards: HashMap::new(),
             outcomes: HashMap::new(),
             completions: Vec::new(),
-        })
+            reads: HashMap::new(),
+            leaderless: Vec::new(),
+            released: Vec::new(),
+        };
+        if single {
+            // Nobody else can vote: become leader before serving the first request.
+            for _ in 0..3 {
+                if cluster.node.role() == Role::Leader {
+                    break;
+                }
+                let at = cluster.node.next_deadline();
+                let random = u64::from_le_bytes(crate::random::bytes());
+                let mut ready = std::mem::take(&mut cluster.ready);
+                cluster.node.step(at, Input::Tick { random }, &mut ready);
+                cluster.carry_out(store, &ready);
+                cluster.ready = ready;
+            }
+        }
+        Ok(cluster)
     }
 
     pub fn id(&self) -> NodeId {
@@ -260,7 +293,7 @@ impl Cluster {
             }
         }
         for env in &ready.messages {
-            self.send_to(env.to, &Frame::Raft(env.clone()));
+            self.send_to(env.to, &Frame::Raft(Box::new(env.clone())));
         }
         for (id, result) in &ready.proposals {
             let outcome = match result {
@@ -279,6 +312,20 @@ impl Cluster {
                     self.send_to(node, &frame);
                 }
                 None => {}
+            }
+        }
+        for (id, result) in &ready.reads {
+            if let Some(token) = self.reads.remove(&id.0) {
+                let decision = result.as_ref().map(|_| ()).map_err(|err| match err {
+                    ReadError::NotMember => "cluster: this node is not a member of the cluster".to_string(),
+                    ReadError::Busy => "cluster: too many reads are waiting; retry".to_string(),
+                    ReadError::Pending { index } => {
+                        format!("cluster: a write to this name (log index {index}) is still undecided; retry")
+                    }
+                    ReadError::NoLease => "cluster: this node holds no read lease".to_string(),
+                    ReadError::CatchingUp => "cluster: this node is catching up with the leader; retry".to_string(),
+                });
+                self.released.push((token, decision));
             }
         }
         // Outcomes of entries nobody waits for here (other leaders' proposals) are dropped.
@@ -303,6 +350,10 @@ impl Cluster {
             ProposeError::Overwritten => {
                 "cluster: the write was overwritten by a new leader; retry".into()
             }
+            ProposeError::Unavailable { unreachable } => format!(
+                "cluster: write refused: node(s) {} unreachable",
+                unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
             ProposeError::Timeout { unreachable } => format!(
                 "cluster: write not committed: node(s) {} unreachable",
                 unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
@@ -312,7 +363,7 @@ impl Cluster {
     }
 
     /// Proposes a client's write (or forwards it to the leader).
-    pub fn propose(&mut self, store: &Store, token: Token, pending: Box<Pending>) {
+    pub fn propose(&mut self, store: &Store, token: ConnRef, pending: Box<Pending>) {
         let command = match codec::encode_command(&pending.write.cmd) {
             Ok(c) => c.to_vec(),
             Err(e) => {
@@ -349,11 +400,34 @@ impl Cluster {
                 }
             }
             _ => {
-                let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
-                self.completions
-                    .push((token, pending, Err(StoreError::Unavailable(why))));
+                // An election is under way: hold the write until a leader is known.
+                self.leaderless
+                    .push((token, pending, Instant::now() + LEADERLESS_WAIT));
             }
         }
+    }
+
+    /// Asks whether a read of `names` may be answered now; the decision lands in `released`
+    /// (at once, or when the writes it waits for are decided).
+    pub fn read(&mut self, store: &Store, token: ConnRef, names: &[String]) {
+        let mut ids = Names::new();
+        for n in names.iter().take(MAX_NAMES) {
+            let _ = ids.push(name_id(n));
+        }
+        let id = self.next();
+        self.reads.insert(id, token);
+        self.step(
+            store,
+            Input::Read {
+                id: ReadId(id),
+                names: ids,
+            },
+        );
+    }
+
+    /// True while this node holds entries it has not applied: reads must pass the gate.
+    pub fn has_pending(&self) -> bool {
+        !self.node.pending_entries().is_empty()
     }
 
     fn next(&mut self) -> u64 {
@@ -374,7 +448,7 @@ impl Cluster {
             Frame::Hello { .. } => {}
             Frame::Raft(env) => {
                 if env.from == from && env.to == self.id {
-                    self.step(store, Input::Message(env));
+                    self.step(store, Input::Message(*env));
                 }
             }
             Frame::Forward { id, command } => {
@@ -457,8 +531,23 @@ impl Cluster {
     }
 
     /// Keeps an outbound link to every other member, expires forwarded writes, and flushes.
-    pub fn maintain(&mut self, registry: &Registry) {
+    pub fn maintain(&mut self, registry: &Registry, store: &Store) {
         let now = Instant::now();
+        if !self.leaderless.is_empty() {
+            let held = std::mem::take(&mut self.leaderless);
+            let leader_known = self.node.leader().is_some();
+            for (token, pending, deadline) in held {
+                if leader_known {
+                    self.propose(store, token, pending);
+                } else if now >= deadline {
+                    let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
+                    self.completions
+                        .push((token, pending, Err(StoreError::Unavailable(why))));
+                } else {
+                    self.leaderless.push((token, pending, deadline));
+                }
+            }
+        }
         let members: Vec<NodeId> = self
             .addresses
             .keys()

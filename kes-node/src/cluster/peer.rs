@@ -28,8 +28,8 @@ const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
 pub enum Frame {
     /// First frame in both directions: who I am, proven with the cluster secret.
     Hello { node: NodeId, mac: [u8; 32] },
-    /// A consensus message.
-    Raft(Envelope<Vec<u8>>),
+    /// A consensus message (boxed: it is much larger than the other frames).
+    Raft(Box<Envelope<Vec<u8>>>),
     /// A follower hands a client's write to the leader.
     Forward { id: u64, command: Vec<u8> },
     /// The leader's answer to a `Forward`.

@@ -51,6 +51,8 @@ struct Answer {
 
 pub struct Connection {
     pub socket: TcpStream,
+    /// Unique among all connections of this process (tokens are reused, serials are not).
+    pub serial: u64,
     tls: ServerConnection,
     input: Vec<u8>,
     parser: RequestParser,
@@ -68,6 +70,9 @@ pub struct Connection {
     /// The request waiting for a write, and the write itself until the event loop takes it.
     waiting: Option<Answer>,
     write: Option<Box<Pending>>,
+    /// A read waiting at the gate, and the names it waits for until the event loop takes them.
+    gated: Option<crate::http::Request>,
+    gate: Option<Vec<String>>,
 }
 
 impl Connection {
@@ -75,8 +80,10 @@ impl Connection {
         // Responses can exceed rustls's default 64 KiB send buffer (decrypting 1 MB); our own
         // loop provides backpressure by answering one request at a time.
         tls.set_buffer_limit(None);
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Connection {
             socket,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tls,
             input: Vec::new(),
             parser: RequestParser::default(),
@@ -91,6 +98,8 @@ impl Connection {
             new_subscription: false,
             waiting: None,
             write: None,
+            gated: None,
+            gate: None,
         }
     }
 
@@ -256,16 +265,8 @@ impl Connection {
                         keep_alive: req.keep_alive,
                         topic: Topic::of_path(&req.path),
                     };
-                    match app.handle(&req, peer) {
-                        Outcome::Done(resp) => self.respond(resp, &answer, now),
-                        Outcome::Write(pending) => {
-                            // Nothing more is read off this connection until the write is
-                            // answered: responses go out in request order.
-                            self.write = Some(pending);
-                            self.waiting = Some(answer);
-                            self.phase = Phase::Waiting;
-                        }
-                    }
+                    let outcome = app.handle(&req, peer, false);
+                    self.take_outcome(outcome, answer, req, now);
                 }
             }
             self.flush();
@@ -296,6 +297,57 @@ impl Connection {
             Some(now)
         };
         self.last_activity = now;
+    }
+
+    fn take_outcome(
+        &mut self,
+        outcome: Outcome,
+        answer: Answer,
+        req: crate::http::Request,
+        now: Instant,
+    ) {
+        match outcome {
+            Outcome::Done(resp) => self.respond(resp, &answer, now),
+            Outcome::Write(pending) => {
+                // Nothing more is read off this connection until the write is answered:
+                // responses go out in request order.
+                self.write = Some(pending);
+                self.waiting = Some(answer);
+                self.phase = Phase::Waiting;
+            }
+            Outcome::Gate(names) => {
+                self.gate = Some(names);
+                self.gated = Some(req);
+                self.waiting = Some(answer);
+                self.phase = Phase::Waiting;
+            }
+        }
+    }
+
+    /// The names a gated read waits for (taken once by the event loop).
+    pub fn take_gate(&mut self) -> Option<Vec<String>> {
+        self.gate.take()
+    }
+
+    /// The cluster decided a gated read: handle it now, or refuse it with `why`.
+    pub fn release(&mut self, app: &App, decision: Result<(), String>, now: Instant) {
+        let (Some(req), Some(answer)) = (self.gated.take(), self.waiting.take()) else {
+            return;
+        };
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        let peer = self.peer.clone().expect("peer identified");
+        let outcome = match decision {
+            Ok(()) => app.handle(&req, &peer, true),
+            Err(why) => Outcome::Done(app.read_refused(&req, &peer, &why)),
+        };
+        self.phase = Phase::Open;
+        self.take_outcome(outcome, answer, req, now);
+        self.flush();
+        if self.phase == Phase::Open {
+            self.on_ready(app, now);
+        }
     }
 
     /// The write this connection's request waits for (taken once by the event loop).

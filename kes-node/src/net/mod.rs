@@ -16,7 +16,7 @@ use slab::Slab;
 
 use crate::api::logs::Topic;
 use crate::api::App;
-use crate::cluster::{Cluster, LINK_BASE};
+use crate::cluster::{Cluster, ConnRef, LINK_BASE};
 use connection::Connection;
 
 const LISTENER: Token = Token(0);
@@ -88,8 +88,15 @@ pub fn serve(
                             cluster.on_link_event(poll.registry(), &app.store, token);
                             continue;
                         }
+                        let me = ConnRef {
+                            token: Token(t),
+                            serial: conn.serial,
+                        };
                         if let Some(pending) = conn.take_write() {
-                            cluster.propose(&app.store, Token(t), pending);
+                            cluster.propose(&app.store, me, pending);
+                        }
+                        if let Some(names) = conn.take_gate() {
+                            cluster.read(&app.store, me, &names);
                         }
                         if let Some(topic) = conn.take_new_subscription() {
                             app.logs.subscribe(topic, 1);
@@ -116,8 +123,10 @@ pub fn serve(
             }
         }
         cluster.tick(&app.store);
-        cluster.maintain(poll.registry());
+        cluster.maintain(poll.registry(), &app.store);
         cluster.publish(&app.cluster);
+        app.gating
+            .store(cluster.has_pending(), std::sync::atomic::Ordering::Relaxed);
         answer_writes(&poll, &mut conns, app, cluster, now);
         publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {
@@ -172,16 +181,40 @@ fn answer_writes(
     cluster: &mut Cluster,
     now: Instant,
 ) {
-    while !cluster.completions.is_empty() {
-        for (token, pending, outcome) in std::mem::take(&mut cluster.completions) {
+    let find = |conns: &Slab<Connection>, r: ConnRef| -> Option<usize> {
+        let key = r.token.0 - FIRST_CONNECTION;
+        conns
+            .get(key)
+            .is_some_and(|c| c.serial == r.serial)
+            .then_some(key)
+    };
+    while !cluster.completions.is_empty() || !cluster.released.is_empty() {
+        let writes = std::mem::take(&mut cluster.completions);
+        let reads = std::mem::take(&mut cluster.released);
+        let mut touched = Vec::with_capacity(writes.len() + reads.len());
+        for (r, pending, outcome) in writes {
+            // Answered (and audited) even if the client went away: the write happened.
             let resp = app.finish(pending, outcome);
-            let key = token.0 - FIRST_CONNECTION;
-            let Some(conn) = conns.get_mut(key) else {
-                continue;
-            };
-            conn.complete(app, resp, now);
+            if let Some(key) = find(conns, r) {
+                conns[key].complete(app, resp, now);
+                touched.push(r);
+            }
+        }
+        for (r, decision) in reads {
+            if let Some(key) = find(conns, r) {
+                conns[key].release(app, decision, now);
+                touched.push(r);
+            }
+        }
+        for r in touched {
+            let Some(key) = find(conns, r) else { continue };
+            let conn = &mut conns[key];
+            // Answering may have let the connection serve what was pipelined behind.
             if let Some(next) = conn.take_write() {
-                cluster.propose(&app.store, token, next);
+                cluster.propose(&app.store, r, next);
+            }
+            if let Some(names) = conn.take_gate() {
+                cluster.read(&app.store, r, &names);
             }
             if let Some(topic) = conn.take_new_subscription() {
                 app.logs.subscribe(topic, 1);

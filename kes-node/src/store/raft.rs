@@ -26,6 +26,9 @@ pub type Addresses = BTreeMap<NodeId, String>;
 /// configuration entries, the encoded [`Addresses`]).
 pub type LogEntry = Entry<Vec<u8>>;
 
+/// The outcome of each applied command entry, by log index.
+pub type Outcomes = Vec<(Index, Result<(), StoreError>)>;
+
 /// What a node needs to restart its consensus state.
 pub struct RaftState {
     pub hard_state: HardState,
@@ -122,10 +125,7 @@ impl Store {
     /// Carries out the storage part of `ready` in one durable transaction and returns the
     /// outcome of every applied command entry. An entry whose command fails (a name that
     /// already exists, say) fails the same way on every node; its outcome goes to the client.
-    pub fn persist(
-        &self,
-        ready: &Ready<Vec<u8>>,
-    ) -> Result<Vec<(Index, Result<(), StoreError>)>, StoreError> {
+    pub fn persist(&self, ready: &Ready<Vec<u8>>) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
         if ready.hard_state.is_none()
             && ready.truncate_from.is_none()
@@ -134,6 +134,7 @@ impl Store {
         {
             return Ok(outcomes);
         }
+        let mut deleted_enclaves = Vec::new();
         let mut tx = self.begin()?;
         {
             let mut raft = tx.txn.open_table(RAFT).map_err(io_err)?;
@@ -182,7 +183,12 @@ impl Store {
                     Body::Noop => {}
                     Body::Command { command, .. } => {
                         let outcome = match codec::decode_command(command) {
-                            Ok(cmd) => apply::apply(&mut tx, &cmd),
+                            Ok(cmd) => {
+                                if let crate::command::Command::DeleteEnclave { name } = &cmd {
+                                    deleted_enclaves.push(name.clone());
+                                }
+                                apply::apply(&mut tx, &cmd)
+                            }
                             Err(why) => Err(StoreError::Corrupted(format!(
                                 "log entry {}: {why}",
                                 entry.index
@@ -225,6 +231,12 @@ impl Store {
             }
         }
         tx.commit()?;
+        if !deleted_enclaves.is_empty() {
+            let mut cache = self.enclave_keys.lock().unwrap_or_else(|e| e.into_inner());
+            for name in deleted_enclaves {
+                cache.remove(&name);
+            }
+        }
         Ok(outcomes)
     }
 
