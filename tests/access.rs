@@ -691,6 +691,9 @@ fn child_identities_follow_the_subset_rule() {
         .get(&format!("/v1/identity/describe/{}", parent.identity))
         .assert_json_ok();
     assert_eq!(desc["children"], json!([child.identity]), "{desc}");
+    let me = p.get("/v1/identity/self/describe").assert_json_ok();
+    assert_eq!(me["children"], json!([child.identity]), "{me}");
+    assert_eq!(me["policy"], "parent");
 
     // Not a subset: an allow rule the parent lacks, or a dropped parent deny rule.
     create_identity(&mut p, D, &child2.identity, &json!({"policy": "wider"}))
@@ -1573,6 +1576,13 @@ fn enclaves_isolate_tenants() {
     // A key in tenant-a is invisible elsewhere.
     put_in(&mut admin, "/v1/key/create/k1", A).assert_empty_ok();
     get_in(&mut admin, "/v1/key/describe/k1", A).assert_json_ok();
+    // Header names are case-insensitive.
+    admin
+        .must("GET", "/v1/key/describe/k1", &[("kes-enclave", A)], None)
+        .assert_json_ok();
+    admin
+        .must("GET", "/v1/key/describe/k1", &[("KES-ENCLAVE", A)], None)
+        .assert_json_ok();
     admin
         .get("/v1/key/describe/k1")
         .assert_error(404, KEY_NOT_FOUND);
