@@ -1188,12 +1188,22 @@ impl Cluster {
     /// as the leader and every running member of its configuration agrees; returns the
     /// leader's slot. `Err` says what the nodes last reported.
     pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize, String> {
+        self.wait_for_leader_among(&self.up(), timeout)
+    }
+
+    /// Like [`Cluster::wait_for_leader`], asking only `slots` (for example the majority side
+    /// of a partition: the cut-off node cannot know the new leader).
+    pub fn wait_for_leader_among(
+        &self,
+        slots: &[usize],
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let views: Vec<(usize, Result<ClusterView, String>)> = self
-                .up()
-                .into_iter()
-                .map(|s| (s, self.describe(s)))
+            let views: Vec<(usize, Result<ClusterView, String>)> = slots
+                .iter()
+                .filter(|&&s| self.is_up(s))
+                .map(|&s| (s, self.describe(s)))
                 .collect();
             let last = match self.agreed_leader(&views) {
                 Ok(slot) => return Ok(slot),
