@@ -355,7 +355,7 @@ impl Cluster {
                 unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
             ),
             ProposeError::Timeout { unreachable } => format!(
-                "cluster: write not committed: node(s) {} unreachable",
+                "cluster: write not committed yet: node(s) {} unreachable (it commits once they are back)",
                 unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
             ),
             ProposeError::Unknown => "cluster: the outcome of the write is unknown".into(),
@@ -364,6 +364,17 @@ impl Cluster {
 
     /// Proposes a client's write (or forwards it to the leader).
     pub fn propose(&mut self, store: &Store, token: ConnRef, pending: Box<Pending>) {
+        self.propose_until(store, token, pending, Instant::now() + LEADERLESS_WAIT);
+    }
+
+    /// Proposes or forwards; without a reachable leader the write waits until `deadline`.
+    fn propose_until(
+        &mut self,
+        store: &Store,
+        token: ConnRef,
+        pending: Box<Pending>,
+        deadline: Instant,
+    ) {
         let command = match codec::encode_command(&pending.write.cmd) {
             Ok(c) => c.to_vec(),
             Err(e) => {
@@ -393,17 +404,22 @@ impl Cluster {
                 if self.send_to(leader, &frame) {
                     self.forwards
                         .insert(id, (token, pending, Instant::now() + FORWARD_TIMEOUT));
-                } else {
+                } else if Instant::now() >= deadline {
                     let why = format!("cluster: the leader (node {leader}) is unreachable; retry");
                     self.completions
                         .push((token, pending, Err(StoreError::Unavailable(why))));
+                } else {
+                    // Its link is down: the leader is restarting, or an election will replace it.
+                    self.leaderless.push((token, pending, deadline));
                 }
             }
-            _ => {
-                // An election is under way: hold the write until a leader is known.
-                self.leaderless
-                    .push((token, pending, Instant::now() + LEADERLESS_WAIT));
+            _ if Instant::now() >= deadline => {
+                let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
+                self.completions
+                    .push((token, pending, Err(StoreError::Unavailable(why))));
             }
+            // An election is under way: hold the write until a leader is known.
+            _ => self.leaderless.push((token, pending, deadline)),
         }
     }
 
@@ -538,7 +554,7 @@ impl Cluster {
             let leader_known = self.node.leader().is_some();
             for (token, pending, deadline) in held {
                 if leader_known {
-                    self.propose(store, token, pending);
+                    self.propose_until(store, token, pending, deadline);
                 } else if now >= deadline {
                     let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
                     self.completions
