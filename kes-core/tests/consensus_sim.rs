@@ -102,6 +102,46 @@ fn replay() {
     }
 }
 
+/// `KES_SIM_FUZZ=path/to/crash-file`: replays a fuzz input with a trace.
+#[test]
+fn replay_fuzz() {
+    let Ok(path) = std::env::var("KES_SIM_FUZZ") else {
+        return;
+    };
+    let data = std::fs::read(&path).unwrap();
+    if let Err(failure) = kes_core::consensus::sim::run_fuzz_traced(&data, true) {
+        for line in &failure.trace {
+            eprintln!("{line}");
+        }
+        panic!(
+            "{path} fails at event {}: {}",
+            failure.event, failure.message
+        );
+    }
+}
+
+/// Inputs the fuzzer found failing once, kept as regressions.
+#[test]
+fn fuzz_regressions() {
+    // Split votes forever: a removed node's term bumps reset every candidate's timer at once.
+    const SPLIT_VOTES: &[u8] = &[
+        98, 98, 83, 85, 192, 161, 226, 170, 170, 2, 248, 248, 248, 248, 22, 0, 93, 0, 0, 0, 0, 0,
+        248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248,
+        248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248,
+        233, 233, 233, 76, 0, 0, 98, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 248,
+        248, 248, 248, 248, 248, 248, 248, 248, 248, 248, 63, 254, 255, 255, 255, 255, 255, 255,
+        255, 248, 248, 248, 248, 248, 248, 248, 0, 248, 233, 233, 76, 233, 248, 248, 0, 98, 29, 98,
+        31, 0, 0, 0, 6, 0, 0, 1, 0, 0, 4, 0, 0, 0, 232, 0, 98, 98, 66, 98, 45, 1, 0, 0, 0, 0, 0, 0,
+        232, 36, 79, 98, 98, 199, 98, 191, 43, 188, 64, 64, 170, 170, 170, 162, 4, 170, 91, 0, 37,
+        91, 91, 16, 170, 0, 98, 230,
+    ];
+    for (name, data) in [("split votes", SPLIT_VOTES)] {
+        if let Err(failure) = kes_core::consensus::sim::run_fuzz(data) {
+            panic!("{name}: {failure}");
+        }
+    }
+}
+
 #[test]
 fn seeds_replay_exactly() {
     for seed in [1, 2, 3, 42] {

@@ -440,7 +440,10 @@ impl<C: Clone> Node<C> {
             self.voted_for = None;
             self.persist_hard_state(ready);
         }
-        if self.role != Role::Follower {
+        // As in Raft, a candidate that steps down keeps its timer running (resetting it here
+        // would let one node's higher term synchronize everyone's timeouts into split votes);
+        // a leader had no timer running, so it starts one.
+        if self.role == Role::Leader {
             self.reset_election_timer();
         }
         self.role = Role::Follower;

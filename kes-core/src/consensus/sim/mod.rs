@@ -153,10 +153,16 @@ pub fn run_seed(seed: u64, options: &Options) -> Result<Stats, Failure> {
 
 /// Runs a schedule steered by fuzz input: the first bytes pick the options, the rest the events.
 pub fn run_fuzz(data: &[u8]) -> Result<Stats, Failure> {
+    run_fuzz_traced(data, false)
+}
+
+/// [`run_fuzz`], optionally keeping a trace (to replay a fuzz crash).
+pub fn run_fuzz_traced(data: &[u8], trace: bool) -> Result<Stats, Failure> {
     let (head, rest) = data.split_at(data.len().min(2));
     let seed = head.iter().fold(0u64, |h, &b| (h << 8) | b as u64);
     let mut options = Options::for_seed(seed);
     options.steps = 2000;
+    options.trace = trace;
     run(Chooser::from_bytes(rest), &options, true)
 }
 
