@@ -15,6 +15,7 @@
 //! ```
 
 mod cluster;
+mod invariants;
 pub mod linearizability;
 mod rng;
 mod schedule;
