@@ -46,9 +46,9 @@ fn skip_reason(e: &Value) -> Option<&'static str> {
         return Some("metrics");
     }
     // Deliberate differences: the stateful server also serves secrets and enclaves (upstream's
-    // stateless server answers 404) and lists those routes in /v1/api (tests/api.rs checks
-    // that upstream's 22 routes are all there).
-    if matches!(case, "api" | "unknown.secret" | "unknown.enclave") {
+    // stateless server answers 404). It also lists those routes in /v1/api, so the `api` case
+    // checks that upstream's 22 routes are all there (see `body_summary_matches`).
+    if matches!(case, "unknown.secret" | "unknown.enclave") {
         return Some("stateful routes");
     }
     None
@@ -292,25 +292,25 @@ fn body_summary_matches(summary: &Value, got: &Value, errs: &mut Vec<String>) {
             .as_array()
             .map(|a| a.iter().map(|r| r.to_string()).collect())
             .unwrap_or_default();
-        if want != got_set {
-            errs.push(format!(
-                "/v1/api: missing {:?}, unexpected {:?}",
-                want.difference(&got_set).collect::<Vec<_>>(),
-                got_set.difference(&want).collect::<Vec<_>>()
-            ));
+        // Every upstream route, with its method, body limit and timeout; the stateful server's
+        // own routes (policies, identities, secrets, enclaves, cluster) may come on top.
+        let missing: Vec<_> = want.difference(&got_set).collect();
+        if !missing.is_empty() {
+            errs.push(format!("/v1/api: upstream routes missing: {missing:?}"));
         }
         if let Some(count) = summary["count"].as_u64() {
-            if got.as_array().map(|a| a.len() as u64) != Some(count) {
-                errs.push(format!("/v1/api: want {count} routes"));
+            if got.as_array().map(|a| a.len() as u64).unwrap_or(0) < count {
+                errs.push(format!("/v1/api: want at least {count} routes"));
             }
         }
     }
 }
 
-/// Sends one case's request on a fresh connection and returns the response.
 /// A connection kept for the next case: (fixture client, previous case, connection).
 type Kept = Option<(String, String, Client)>;
 
+/// Sends one case's request (on the kept connection if there is one for the same client)
+/// and returns the response and the JSON body that was sent.
 fn send_case(
     server: &Server,
     e: &Value,
