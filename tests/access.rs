@@ -1387,10 +1387,6 @@ fn identities_expire_after_their_ttl() {
     // Until just past the server's expires_at (same machine, same clock).
     let left = expires - OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
     std::thread::sleep(Duration::try_from(left).unwrap_or_default());
-    assert!(
-        created.elapsed() < Duration::from_secs(10),
-        "the test ran too long"
-    );
     assert_forbidden(&t.get("/v1/status"));
     assert_forbidden(&k.get("/v1/status"));
     assert_forbidden(&k2.get("/v1/status"));
