@@ -322,9 +322,11 @@ fn late_message_does_not_extend_a_removed_nodes_lease() {
 /// Drives bare nodes (no simulator) so the exact interleaving is explicit.
 #[test]
 fn two_candidates_in_the_same_term() {
+    // Plain Raft elections (pre-votes would make both first ask, changing nothing).
     let params = Params {
         election_timeout: 10,
         heartbeat_interval: 3,
+        pre_vote: false,
         ..Params::default()
     };
     let mut members = Members::new();
@@ -392,13 +394,15 @@ fn two_candidates_in_the_same_term() {
         && e.message
             == Message::Vote {
                 term: 1,
-                granted: true
+                granted: true,
+                pre_vote: false
             }));
     assert!(replies.iter().any(|e| e.to == 1
         && e.message
             == Message::Vote {
                 term: 1,
-                granted: false
+                granted: false,
+                pre_vote: false
             }));
     // The candidates refuse each other.
     for e in outbox.iter().filter(|e| e.to != 2).cloned() {

@@ -135,7 +135,20 @@ fn fuzz_regressions() {
         232, 36, 79, 98, 98, 199, 98, 191, 43, 188, 64, 64, 170, 170, 170, 162, 4, 170, 91, 0, 37,
         91, 91, 16, 170, 0, 98, 230,
     ];
-    for (name, data) in [("split votes", SPLIT_VOTES)] {
+    // A node whose forced removal is not committed keeps bumping terms and aborting elections
+    // (fixed by pre-votes).
+    const DISRUPTIVE_REMOVED_NODE: &[u8] = &[
+        63, 212, 0, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
+        128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 0, 0, 138, 109, 194, 226,
+        194, 16, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
+        128, 128, 128, 128, 116, 128, 128, 8, 4, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 36, 1, 0, 0, 31, 98, 87, 2, 0, 0, 37, 0, 4, 0, 0, 36, 1, 0, 0, 44, 0, 98, 98, 98, 98,
+        0, 221, 0, 110, 77, 1, 36, 98, 0, 0, 0, 0, 0, 2, 253, 0, 0, 77, 0, 0, 88,
+    ];
+    for (name, data) in [
+        ("split votes", SPLIT_VOTES),
+        ("disruptive removed node", DISRUPTIVE_REMOVED_NODE),
+    ] {
         if let Err(failure) = kes_core::consensus::sim::run_fuzz(data) {
             panic!("{name}: {failure}");
         }

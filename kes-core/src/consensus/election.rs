@@ -1,16 +1,20 @@
 //! Leader election, as in Raft §5.2 and §5.4.1.
 //!
 //! ```text
-//!            timeout, member            majority of votes
-//! Follower ----------------> Candidate -------------------> Leader
-//!    ^  ^                       |  (timeout: new term)        |
-//!    |  +-- AppendEntries ------+                             |
-//!    +------------------ higher term -------------------------+
+//!           timeout, member             majority of               majority of
+//!                                       pre-votes                 votes
+//! Follower ----------------> PreCandidate ------> Candidate ------------> Leader
+//!    ^  ^                         |                   |  (timeout:           |
+//!    |  +---- AppendEntries ------+-------------------+   pre-vote again)    |
+//!    +--------------------------- higher term -------------------------------+
 //! ```
 //!
 //! - A follower or candidate whose election deadline passes and that is a member of its latest
-//!   configuration starts term `term + 1`, votes for itself (persisted before any request is
-//!   sent) and asks every other member.
+//!   configuration first asks every other member for a *pre-vote* for `term + 1` (would you
+//!   vote for me?), changing nothing; only with pre-votes from a majority does it start term
+//!   `term + 1`, vote for itself (persisted before any request is sent) and ask every other
+//!   member. A node grants a pre-vote on the same log check, unless it is a leader or heard
+//!   from one within the election timeout. So a node that cannot win never bumps terms.
 //! - A node grants at most one vote per term, only to a member of its latest configuration, and
 //!   only if the candidate's log is at least as up to date as its own (last term, then last
 //!   index). A vote is persisted before it is sent. A request from a node that a *committed*
@@ -44,11 +48,29 @@ impl<C: Clone> Node<C> {
         config.contains(self.id) && !matches!(self.removed_at, Some(r) if r > config.index)
     }
 
+    /// The election timeout passed: start a pre-vote round (or, without pre-votes, an
+    /// election).
     pub(super) fn campaign(&mut self, ready: &mut Ready<C>) {
         self.reset_election_timer();
         if !self.is_member() {
             return;
         }
+        if !self.params.pre_vote {
+            self.start_election(ready);
+            return;
+        }
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        let _ = self.votes.push(self.id);
+        if self.votes.len() >= self.log.config().majority() {
+            self.start_election(ready);
+            return;
+        }
+        self.request_votes(self.term + 1, true, ready);
+    }
+
+    fn start_election(&mut self, ready: &mut Ready<C>) {
         self.term += 1;
         self.voted_for = Some(self.id);
         self.persist_hard_state(ready);
@@ -56,22 +78,24 @@ impl<C: Clone> Node<C> {
         self.leader = None;
         self.votes.clear();
         let _ = self.votes.push(self.id);
-        let config = self.log.config();
-        if self.votes.len() >= config.majority() {
+        if self.votes.len() >= self.log.config().majority() {
             self.become_leader(ready);
             return;
         }
+        self.request_votes(self.term, false, ready);
+    }
+
+    fn request_votes(&mut self, term: Term, pre_vote: bool, ready: &mut Ready<C>) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let config = self.log.config();
         for &peer in config.members.iter().filter(|&&m| m != self.id) {
-            self.send(
-                peer,
-                Message::RequestVote {
-                    term: self.term,
-                    last_index,
-                    last_term,
-                },
-                ready,
-            );
+            let message = Message::RequestVote {
+                term,
+                last_index,
+                last_term,
+                pre_vote,
+            };
+            self.send(peer, message, ready);
         }
     }
 
@@ -81,6 +105,7 @@ impl<C: Clone> Node<C> {
         term: Term,
         last_index: Index,
         last_term: Term,
+        pre_vote: bool,
         ready: &mut Ready<C>,
     ) {
         let config = self.log.config();
@@ -104,10 +129,24 @@ impl<C: Clone> Node<C> {
         let sticky = self.role == Role::Follower
             && self.leader.is_some()
             && self.now < self.leader_contact + self.params.election_timeout;
+        let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
+        if pre_vote {
+            // Would we vote for it in `term`? Nothing changes here.
+            let granted = term > self.term && up_to_date && !sticky && self.role != Role::Leader;
+            let term = if granted { term } else { self.term };
+            let message = Message::Vote {
+                term,
+                granted,
+                pre_vote: true,
+            };
+            self.send(from, message, ready);
+            return;
+        }
         if term > self.term && sticky {
             let message = Message::Vote {
                 term: self.term,
                 granted: false,
+                pre_vote: false,
             };
             self.send(from, message, ready);
             return;
@@ -115,7 +154,6 @@ impl<C: Clone> Node<C> {
         if term > self.term {
             self.become_follower(term, None, ready);
         }
-        let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
         let granted = term == self.term
             && (self.voted_for.is_none() || self.voted_for == Some(from))
             && up_to_date
@@ -132,6 +170,7 @@ impl<C: Clone> Node<C> {
             Message::Vote {
                 term: self.term,
                 granted,
+                pre_vote: false,
             },
             ready,
         );
@@ -142,14 +181,29 @@ impl<C: Clone> Node<C> {
         from: NodeId,
         term: Term,
         granted: bool,
+        pre_vote: bool,
         ready: &mut Ready<C>,
     ) {
-        if term > self.term {
-            self.become_follower(term, None, ready);
-            return;
-        }
-        if self.role != Role::Candidate || term != self.term || !granted {
-            return;
+        if pre_vote {
+            if granted {
+                if self.role != Role::PreCandidate || term != self.term + 1 {
+                    return;
+                }
+            } else {
+                // A refusal carries the voter's term: if it is ahead, catch up.
+                if term > self.term {
+                    self.become_follower(term, None, ready);
+                }
+                return;
+            }
+        } else {
+            if term > self.term {
+                self.become_follower(term, None, ready);
+                return;
+            }
+            if self.role != Role::Candidate || term != self.term || !granted {
+                return;
+            }
         }
         let config = self.log.config();
         if !config.contains(from) || self.votes.contains(&from) {
@@ -157,6 +211,10 @@ impl<C: Clone> Node<C> {
         }
         let _ = self.votes.push(from);
         if self.votes.len() >= config.majority() {
+            if pre_vote {
+                self.start_election(ready);
+                return;
+            }
             self.become_leader(ready);
         }
     }

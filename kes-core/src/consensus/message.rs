@@ -115,14 +115,20 @@ pub struct Envelope<C> {
 /// The peer protocol (Raft's RPCs, with responses as separate messages).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Message<C> {
-    /// A candidate asks for a vote.
+    /// A candidate asks for a vote. With `pre_vote` it only asks whether it *would* get one in
+    /// `term` (Raft thesis §9.6): nobody changes term or vote for a pre-vote.
     RequestVote {
         term: Term,
         last_index: Index,
         last_term: Term,
+        pre_vote: bool,
     },
-    /// The answer to `RequestVote`.
-    Vote { term: Term, granted: bool },
+    /// The answer to `RequestVote` (a granted pre-vote carries the requested term).
+    Vote {
+        term: Term,
+        granted: bool,
+        pre_vote: bool,
+    },
     /// Replication and heartbeat from the leader. `sent_at` is the leader's clock when sending;
     /// `echo` is the latest `sent_at` of this follower's responses the leader has seen (the
     /// follower's clock), which anchors the follower's read lease.

@@ -26,6 +26,9 @@ pub struct Params {
     pub read_lease: Option<Time>,
     /// Bound on the clock error accumulated over one `read_lease`.
     pub clock_drift: Time,
+    /// Ask for pre-votes before starting an election (Raft thesis §9.6), so a node that cannot
+    /// win (cut off, behind, or removed without knowing it) never bumps everyone's term.
+    pub pre_vote: bool,
 }
 
 impl Default for Params {
@@ -37,6 +40,7 @@ impl Default for Params {
             write_timeout: 5000,
             read_lease: None,
             clock_drift: 0,
+            pre_vote: true,
         }
     }
 }
@@ -45,6 +49,8 @@ impl Default for Params {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Follower,
+    /// Asking for pre-votes: would a majority vote for us in the next term?
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -364,7 +370,7 @@ impl<C: Clone> Node<C> {
                     self.broadcast_append(ready);
                 }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if self.now >= self.election_deadline {
                     self.campaign(ready);
                 }
@@ -378,8 +384,13 @@ impl<C: Clone> Node<C> {
                 term,
                 last_index,
                 last_term,
-            } => self.handle_request_vote(from, term, last_index, last_term, ready),
-            Message::Vote { term, granted } => self.handle_vote(from, term, granted, ready),
+                pre_vote,
+            } => self.handle_request_vote(from, term, last_index, last_term, pre_vote, ready),
+            Message::Vote {
+                term,
+                granted,
+                pre_vote,
+            } => self.handle_vote(from, term, granted, pre_vote, ready),
             Message::AppendEntries {
                 term,
                 prev_index,

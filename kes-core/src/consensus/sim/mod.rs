@@ -48,6 +48,9 @@ pub struct Options {
     pub dup_percent: u64,
     /// Percent of messages delayed far longer than usual.
     pub long_delay_percent: u64,
+    /// Pre-votes before elections (on in every seed: without them a removed or cut-off node can
+    /// keep the cluster electing forever, which the liveness check would report).
+    pub pre_vote: bool,
     /// Keep a trace of events (returned with a failure).
     pub trace: bool,
 }
@@ -69,6 +72,7 @@ impl Options {
             drop_percent: rng.next_u64() % 10,
             dup_percent: rng.next_u64() % 5,
             long_delay_percent: rng.next_u64() % 4,
+            pre_vote: true,
             trace: false,
         }
     }
@@ -81,6 +85,7 @@ impl Options {
             write_timeout: 40,
             read_lease: if self.read_lease { Some(12) } else { None },
             clock_drift: 1,
+            pre_vote: self.pre_vote,
         }
     }
 }
