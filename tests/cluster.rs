@@ -525,7 +525,7 @@ fn verify_after_faults(
     faults: &[String],
 ) -> String {
     // Every failure names the seed and the fault schedule (times match the history's).
-    let seed = format!("seed {}, faults [{}]", load.seed, faults.join(", "));
+    let seed = format!("{}, faults [{}]", load.seed, faults.join(", "));
     let leader = cluster
         .wait_for_leader(LEADER_TIMEOUT)
         .unwrap_or_else(|e| panic!("seed {seed}: no leader after the faults: {e}"));

@@ -844,10 +844,11 @@ impl Cluster {
         std::fs::write(root.join("server.key"), &pki.server_key_pem).unwrap();
         std::fs::write(root.join("ca.pem"), &pki.ca_cert_pem).unwrap();
         let config = root.join("config.yml");
+        // Audit events (every request, with its time and status) go to the node logs.
         std::fs::write(
             &config,
             format!(
-                "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n",
+                "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nlog:\n  audit: on\n  error: on\n",
                 pki.admin.identity,
                 root.join("server.key").display(),
                 root.join("server.cert").display(),
