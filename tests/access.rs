@@ -1796,9 +1796,6 @@ fn deleting_an_enclave_deletes_its_contents() {
 }
 
 #[test]
-#[ignore = "server bug: listings in a missing enclave answer 200 {\"names\":[]} instead of \
-            404 enclave does not exist (kes-node/src/store/mod.rs Store::list does not check \
-            that the enclave exists)"]
 fn listings_in_a_missing_enclave_are_404() {
     let env = Env::new("acc-nolist");
     let server = env.start();

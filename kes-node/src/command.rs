@@ -57,6 +57,15 @@ pub enum Command {
     DeleteEnclave {
         name: String,
     },
+    /// Adds the node at `endpoint` to the cluster (a membership change, not a table change).
+    Expand {
+        endpoint: String,
+    },
+    /// Removes the node at `endpoint`; `force` removes a dead node without its consent.
+    Shrink {
+        endpoint: String,
+        force: bool,
+    },
 }
 
 impl Command {
@@ -103,6 +112,7 @@ impl Command {
             CreateEnclave { name, .. } | DeleteEnclave { name } => {
                 vec![format!("enclave/{name}"), "enclave".to_string()]
             }
+            Expand { .. } | Shrink { .. } => vec!["cluster".to_string()],
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum Kind {
     Identity,
     Secret,
     Enclave,
+    /// A cluster member (expand, shrink).
+    Cluster,
 }
 
 impl Kind {
@@ -20,6 +22,7 @@ impl Kind {
             Kind::Identity => "identity",
             Kind::Secret => "secret",
             Kind::Enclave => "enclave",
+            Kind::Cluster => "node",
         }
     }
 }
@@ -27,6 +30,12 @@ impl Kind {
 /// Maps a store error; `io_message` is upstream's text for a failing key store.
 pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
     match err {
+        StoreError::NotFound if matches!(kind, Kind::Cluster) => {
+            Response::error(409, "node is not part of the cluster")
+        }
+        StoreError::Exists if matches!(kind, Kind::Cluster) => {
+            Response::error(409, "node is already part of the cluster")
+        }
         StoreError::NotFound => Response::error(404, &format!("{} does not exist", kind.noun())),
         // Upstream's ErrSecretExists is a 404 and clients compare status and message, so the
         // odd status stays for compatibility.

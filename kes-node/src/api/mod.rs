@@ -1,6 +1,7 @@
 //! The KES HTTP API: the route table, dispatch (path cleaning, redirects, method and auth
 //! checks in upstream's order) and the handlers.
 mod body;
+mod cluster;
 mod enclaves;
 mod errors;
 mod identities;
@@ -34,6 +35,9 @@ pub struct App {
     pub started_at: time::OffsetDateTime,
     pub metrics: Metrics,
     pub logs: logs::LogHub,
+    /// False while this node is not a member of its cluster (joining, or removed): it then
+    /// answers nothing but `/version` and `/v1/cluster/describe`.
+    pub member: std::sync::atomic::AtomicBool,
     /// True while this node holds writes of undecided outcome: reads then pass the gate.
     pub gating: std::sync::atomic::AtomicBool,
     /// The cluster as the event loop last saw it (for `/v1/cluster/describe`).
@@ -69,6 +73,7 @@ impl App {
             logs: logs::LogHub::default(),
             cluster: Default::default(),
             gating: Default::default(),
+            member: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -168,6 +173,12 @@ impl App {
             }
             Match::Route(route) => route,
         };
+        let member = self.member.load(std::sync::atomic::Ordering::Relaxed);
+        if !member && route.path != "/version" && route.path != "/v1/cluster/describe" {
+            let why =
+                "cluster: this node is not a member of the cluster (it is joining, or was removed)";
+            return (Response::error(503, why).into(), Some(route));
+        }
         let raw_resource = resource_of(route, &req.path);
         let method_ok =
             req.method == route.method || (route.method == "PUT" && req.method == "POST");

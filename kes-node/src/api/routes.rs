@@ -1,7 +1,7 @@
 //! The route table: upstream's paths, methods, body limits and timeouts (spec §4), which is
 //! also what `GET /v1/api` reports.
 use super::reply::Reply;
-use super::{enclaves, identities, keys, policies, secrets, system, App, Ctx};
+use super::{cluster, enclaves, identities, keys, policies, secrets, system, App, Ctx};
 use crate::auth::Auth;
 use crate::http::Response;
 
@@ -96,6 +96,8 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/enclave/describe/", 0, 15, Verify, true, R(enclaves::describe)),
     route("GET", "/v1/enclave/list/", 0, 15, Verify, true, R(enclaves::list)),
     route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, W(enclaves::delete)),
+    route("PUT", "/v1/cluster/expand", KB, 300, Admin, false, W(cluster::expand)),
+    route("DELETE", "/v1/cluster/shrink", KB, 15, Admin, false, W(cluster::shrink)),
     route("GET", "/v1/cluster/describe", 0, 15, Verify, false, R(system::describe_cluster)),
     route("GET", "/v1/log/error", 0, 0, Verify, false, R(system::log_stream)),
     route("GET", "/v1/log/audit", 0, 0, Verify, false, R(system::log_stream)),

@@ -26,6 +26,9 @@ pub struct ServerArgs {
     /// start a development server: generate keys and certificates, no set-up needed
     #[argh(switch)]
     dev: bool,
+    /// start empty and wait to be added to a cluster (PUT /v1/cluster/expand on a member)
+    #[argh(switch)]
+    join: bool,
     /// the working directory holding kes.db (with --dev: where to keep the generated files;
     /// default a new temporary directory)
     #[argh(positional)]
@@ -49,7 +52,7 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         .addr
         .or_else(|| config.address.clone())
         .unwrap_or_else(|| DEFAULT_ADDR.into());
-    start(&config, &dir, &addr, |_| {})
+    start(&config, &dir, &addr, args.join, |_| {})
 }
 
 /// Validates everything, opens the store, binds and serves. `on_listening` runs once the
@@ -58,6 +61,7 @@ pub fn start(
     config: &Config,
     dir: &Path,
     addr: &str,
+    join: bool,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     // Everything that can be checked is checked before kes.db is touched.
@@ -81,11 +85,13 @@ pub fn start(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = mio::net::TcpListener::from_std(listener);
-    let mut cluster = crate::cluster::Cluster::open(&store, dir, local, &device.0)?;
+    let mut cluster = crate::cluster::Cluster::open(&store, dir, local, &device.0, join)?;
 
     let mut app = App::new(store, config.admin_identity.clone());
     app.logs.audit_to_stdout = config.log_audit;
     app.logs.error_to_stderr = config.log_error;
+    app.member
+        .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
     seed_policies(&app, config)?;
     println!("kes-node: listening on {local}");
     on_listening(local);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kes_core::consensus::{
-    Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
+    Change, Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
     ProposeError, ReadError, ReadId, Ready, Role, MAX_NAMES,
 };
 use kes_core::crypto::HmacKey;
@@ -34,6 +34,8 @@ use peer::{Frame, Link, LinkState, WireOutcome};
 pub const LINK_BASE: usize = 1 << 30;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// The placeholder id of a node that waits to be added (no real node has it).
+const JOINING_ID: NodeId = NodeId::MAX;
 /// How long a write waits for an election to produce a leader.
 const LEADERLESS_WAIT: Duration = Duration::from_secs(5);
 /// Delay before redialing a peer whose link failed.
@@ -78,6 +80,11 @@ pub struct Cluster {
     /// Finished writes for the event loop to answer.
     pub completions: Vec<Completion>,
     reads: HashMap<u64, ConnRef>,
+    /// True until a joining node learned its id from the leader (`--join`).
+    joining: bool,
+    params: Params,
+    /// Snapshot data that came with an `InstallSnapshot`, for the next persist.
+    incoming_snapshot: Option<zeroize::Zeroizing<Vec<u8>>>,
     /// Writes that arrived while no leader was known, with their deadline.
     leaderless: Vec<(ConnRef, Box<Pending>, Instant)>,
     /// Decided gated reads: the connection and `Ok`, or why the read may not be served.
@@ -139,9 +146,21 @@ impl Cluster {
         dir: &Path,
         listen: SocketAddr,
         hsm: &kes_core::hsm::SoftHsm,
+        join: bool,
     ) -> Result<Cluster, String> {
         let state = match store.raft_state().map_err(|e| e.to_string())? {
             Some(s) => s,
+            None if join => {
+                // A node about to join: nothing applied, no configuration. The leader's
+                // snapshot brings both.
+                store
+                    .init_raft(Config::default(), &Addresses::new())
+                    .map_err(|e| format!("cannot initialize the cluster state: {e}"))?;
+                store
+                    .raft_state()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("cluster state missing after init")?
+            }
             None => {
                 let nodes = match file::read(dir)? {
                     Some(nodes) => nodes,
@@ -169,22 +188,29 @@ impl Cluster {
                     .ok_or("cluster state missing after init")?
             }
         };
-        let id = file::find_self(&state.addresses, listen).ok_or_else(|| {
+        let joining = state.applied.config.members.is_empty();
+        let id = if joining {
+            JOINING_ID
+        } else {
+            file::find_self(&state.addresses, listen).ok_or_else(|| {
             format!(
                 "this node ({listen}) is not part of the cluster {:?}: start it with --addr set to its address in .cluster.json",
                 state.addresses
             )
-        })?;
-        file::write(dir, &state.addresses)?;
+        })?
+        };
+        if !joining {
+            file::write(dir, &state.addresses)?;
+        }
         let single = state.applied.config.members.len() == 1;
         let params = Params {
-            // A cluster of one has nobody to wait for: elect at once.
-            election_timeout: if single { 5 } else { 1000 },
+            election_timeout: 1000,
             heartbeat_interval: 100,
             read_timeout: 5000,
             write_timeout: 5000,
             read_lease: None,
             clock_drift: 0,
+            ..Params::default()
         };
         let epoch = Instant::now();
         let random = u64::from_le_bytes(crate::random::bytes());
@@ -222,6 +248,9 @@ impl Cluster {
             reads: HashMap::new(),
             leaderless: Vec::new(),
             released: Vec::new(),
+            joining,
+            params,
+            incoming_snapshot: None,
         };
         if single {
             // Nobody else can vote: become leader before serving the first request.
@@ -268,7 +297,8 @@ impl Cluster {
 
     /// Does what a step asked for, in the order [`Ready`] prescribes.
     fn carry_out(&mut self, store: &Store, ready: &Ready<Vec<u8>>) {
-        match store.persist(ready) {
+        let snapshot = self.incoming_snapshot.take();
+        match store.persist(ready, snapshot.as_deref().map(|v| v.as_slice())) {
             Ok(outcomes) => {
                 for (index, outcome) in outcomes {
                     self.outcomes.insert(index, outcome);
@@ -292,8 +322,36 @@ impl Cluster {
                 }
             }
         }
+        // A configuration takes effect when appended: dial new members at once.
+        for entry in &ready.append {
+            if let kes_core::consensus::Body::Config { command, .. } = &entry.body {
+                if let Ok(addresses) = crate::store::decode_addresses(command) {
+                    self.addresses = addresses;
+                }
+            }
+        }
+        if ready.restore.is_some() {
+            if let Ok(addresses) = store.applied_addresses() {
+                self.addresses = addresses;
+            }
+        }
         for env in &ready.messages {
             self.send_to(env.to, &Frame::Raft(Box::new(env.clone())));
+        }
+        for env in &ready.snapshots {
+            match store.snapshot() {
+                Ok(data) => {
+                    let frame = Frame::Snapshot {
+                        envelope: Box::new(env.clone()),
+                        data: data.to_vec(),
+                    };
+                    self.send_to(env.to, &frame);
+                }
+                Err(err) => eprintln!(
+                    "kes-node: cannot produce a snapshot for node {}: {err}",
+                    env.to
+                ),
+            }
         }
         for (id, result) in &ready.proposals {
             let outcome = match result {
@@ -386,15 +444,20 @@ impl Cluster {
         let names = names_of(&pending.write.cmd);
         if self.node.role() == Role::Leader {
             let id = self.next();
-            self.proposals.insert(id, Waiter::Local(token, pending));
-            self.step(
-                store,
-                Input::Propose {
+            let input = match self.membership_input(&pending.write.cmd, id) {
+                Some(Ok(input)) => input,
+                Some(Err(err)) => {
+                    self.completions.push((token, pending, Err(err)));
+                    return;
+                }
+                None => Input::Propose {
                     id: ProposalId(id),
                     names,
                     command,
                 },
-            );
+            };
+            self.proposals.insert(id, Waiter::Local(token, pending));
+            self.step(store, input);
             return;
         }
         match self.node.leader() {
@@ -452,8 +515,19 @@ impl Cluster {
     }
 
     fn send_to(&mut self, to: NodeId, frame: &Frame) -> bool {
-        match self.outbound.get(&to).and_then(|k| self.links.get_mut(*k)) {
-            Some(link) => link.send(frame),
+        if let Some(link) = self.outbound.get(&to).and_then(|k| self.links.get_mut(*k)) {
+            if link.state == LinkState::Open {
+                return link.send(frame);
+            }
+        }
+        // No outbound link (a joining node does not know the leader's address yet): answer on
+        // the link the peer opened to us.
+        match self
+            .links
+            .iter_mut()
+            .find(|(_, l)| !l.dialer && l.peer == Some(to) && l.state == LinkState::Open)
+        {
+            Some((_, link)) => link.send(frame),
             None => false,
         }
     }
@@ -463,8 +537,17 @@ impl Cluster {
         match frame {
             Frame::Hello { .. } => {}
             Frame::Raft(env) => {
-                if env.from == from && env.to == self.id {
+                self.learn_id(env.to);
+                if env.to == self.id {
                     self.step(store, Input::Message(*env));
+                }
+            }
+            Frame::Snapshot { envelope, data } => {
+                self.learn_id(envelope.to);
+                if envelope.to == self.id {
+                    self.incoming_snapshot = Some(zeroize::Zeroizing::new(data));
+                    self.step(store, Input::Message(*envelope));
+                    self.incoming_snapshot = None;
                 }
             }
             Frame::Forward { id, command } => {
@@ -473,20 +556,29 @@ impl Cluster {
                     self.send_to(from, &Frame::ForwardResult { id, outcome });
                     return;
                 }
-                let names = match codec::decode_command(&command) {
-                    Ok(cmd) => names_of(&cmd),
+                let cmd = match codec::decode_command(&command) {
+                    Ok(cmd) => cmd,
                     Err(_) => return,
                 };
                 let pid = self.next();
-                self.proposals.insert(pid, Waiter::Remote(from, id));
-                self.step(
-                    store,
-                    Input::Propose {
+                let input = match self.membership_input(&cmd, pid) {
+                    Some(Ok(input)) => input,
+                    Some(Err(err)) => {
+                        let frame = Frame::ForwardResult {
+                            id,
+                            outcome: to_wire(&Err(err)),
+                        };
+                        self.send_to(from, &frame);
+                        return;
+                    }
+                    None => Input::Propose {
                         id: ProposalId(pid),
-                        names,
+                        names: names_of(&cmd),
                         command,
                     },
-                );
+                };
+                self.proposals.insert(pid, Waiter::Remote(from, id));
+                self.step(store, input);
             }
             Frame::ForwardResult { id, outcome } => {
                 if let Some((token, pending, _)) = self.forwards.remove(&id) {
@@ -494,6 +586,87 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The consensus input for a membership command (`None` for any other command): the
+    /// change and the new members' addresses, or why the change is refused.
+    fn membership_input(
+        &self,
+        cmd: &Command,
+        id: u64,
+    ) -> Option<Result<Input<Vec<u8>>, StoreError>> {
+        let mut addresses = self.addresses.clone();
+        let change = match cmd {
+            Command::Expand { endpoint } => {
+                let endpoint = match file::normalize(endpoint) {
+                    Ok(e) => e,
+                    Err(why) => return Some(Err(StoreError::Refused(why))),
+                };
+                if addresses.values().any(|a| *a == endpoint) {
+                    return Some(Err(StoreError::Exists));
+                }
+                let new = (0..).find(|i| !addresses.contains_key(i)).unwrap_or(0);
+                addresses.insert(new, endpoint);
+                Change::Add(new)
+            }
+            Command::Shrink { endpoint, force } => {
+                let endpoint = file::normalize(endpoint).unwrap_or_else(|_| endpoint.clone());
+                let Some(gone) = addresses
+                    .iter()
+                    .find(|(_, a)| **a == endpoint)
+                    .map(|(i, _)| *i)
+                else {
+                    return Some(Err(StoreError::NotFound));
+                };
+                if gone == self.id {
+                    let why = "the leader cannot remove itself: send the shrink to another node after it stepped down, or stop it and use force".to_string();
+                    return Some(Err(StoreError::Refused(why)));
+                }
+                addresses.remove(&gone);
+                if *force {
+                    Change::ForceRemove(gone)
+                } else {
+                    Change::Remove(gone)
+                }
+            }
+            _ => return None,
+        };
+        let command = crate::store::encode_addresses(&addresses);
+        Some(Ok(Input::ChangeMembership {
+            id: ProposalId(id),
+            change,
+            command,
+        }))
+    }
+
+    /// A joining node learns its id from the first message the leader addresses to it.
+    fn learn_id(&mut self, to: NodeId) {
+        if !self.joining || to == JOINING_ID {
+            return;
+        }
+        let random = u64::from_le_bytes(crate::random::bytes());
+        let now = now_ms(self.epoch);
+        match Node::new(
+            to,
+            self.params,
+            now,
+            random,
+            HardState::default(),
+            Default::default(),
+            &[],
+        ) {
+            Ok(node) => {
+                self.node = node;
+                self.id = to;
+                self.joining = false;
+            }
+            Err(err) => eprintln!("kes-node: cannot join as node {to}: {err}"),
+        }
+    }
+
+    /// True if this node may serve clients: it is a member of the configuration it holds.
+    pub fn is_member(&self) -> bool {
+        !self.joining && self.node.config().members.contains(&self.id)
     }
 
     /// Takes over an inbound peer connection accepted by the HTTP listener.

@@ -30,6 +30,11 @@ pub enum Frame {
     Hello { node: NodeId, mac: [u8; 32] },
     /// A consensus message (boxed: it is much larger than the other frames).
     Raft(Box<Envelope<Vec<u8>>>),
+    /// `InstallSnapshot` with the snapshot data (see `Store::snapshot`), for a joining node.
+    Snapshot {
+        envelope: Box<Envelope<Vec<u8>>>,
+        data: Vec<u8>,
+    },
     /// A follower hands a client's write to the leader.
     Forward { id: u64, command: Vec<u8> },
     /// The leader's answer to a `Forward`.

@@ -5,6 +5,7 @@ mod connection;
 pub mod tls;
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,8 +126,8 @@ pub fn serve(
         cluster.tick(&app.store);
         cluster.maintain(poll.registry(), &app.store);
         cluster.publish(&app.cluster);
-        app.gating
-            .store(cluster.has_pending(), std::sync::atomic::Ordering::Relaxed);
+        app.gating.store(cluster.has_pending(), Ordering::Relaxed);
+        app.member.store(cluster.is_member(), Ordering::Relaxed);
         answer_writes(&poll, &mut conns, app, cluster, now);
         publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {

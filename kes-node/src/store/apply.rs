@@ -75,6 +75,8 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
         }
         Command::DeleteSecret { enclave, name } => tx.delete(SECRETS, enclave, name),
         Command::CreateEnclave { name, record } => tx.create_enclave(name, record),
+        // Membership changes are configuration entries of the log, never applied as commands.
+        Command::Expand { .. } | Command::Shrink { .. } => Ok(()),
         Command::DeleteEnclave { name } => {
             if name == DEFAULT_ENCLAVE {
                 return Err(StoreError::Refused(

@@ -286,6 +286,13 @@ enum WireCommand<'a> {
     DeleteEnclave {
         name: &'a str,
     },
+    Expand {
+        endpoint: &'a str,
+    },
+    Shrink {
+        endpoint: &'a str,
+        force: bool,
+    },
 }
 
 /// Encodes a command for replication. The buffer holds key material: it is zeroized on drop.
@@ -341,6 +348,11 @@ pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>
         C::DeleteSecret { enclave, name } => WireCommand::DeleteSecret { enclave, name },
         C::CreateEnclave { name, .. } => WireCommand::CreateEnclave { name, record: r },
         C::DeleteEnclave { name } => WireCommand::DeleteEnclave { name },
+        C::Expand { endpoint } => WireCommand::Expand { endpoint },
+        C::Shrink { endpoint, force } => WireCommand::Shrink {
+            endpoint,
+            force: *force,
+        },
     };
     encode(&wire)
 }
@@ -412,5 +424,12 @@ pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, String> {
             record: decode_enclave(record)?,
         },
         WireCommand::DeleteEnclave { name } => C::DeleteEnclave { name: s(name) },
+        WireCommand::Expand { endpoint } => C::Expand {
+            endpoint: s(endpoint),
+        },
+        WireCommand::Shrink { endpoint, force } => C::Shrink {
+            endpoint: s(endpoint),
+            force,
+        },
     })
 }

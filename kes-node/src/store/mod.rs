@@ -39,7 +39,7 @@ mod raft;
 mod readonly;
 mod records;
 
-pub use raft::{encode_addresses, Addresses, LogEntry, RaftState};
+pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState};
 
 pub use crate::command::Command;
 pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};
@@ -92,12 +92,12 @@ pub(crate) const SECRETS: Table = Table {
     what: "secret",
 };
 /// Enclave records, keyed by the enclave name alone and encrypted with the root key.
-const ENCLAVES: Table = Table {
+pub(crate) const ENCLAVES: Table = Table {
     name: "enclave",
     what: "enclave",
 };
 /// Every table keyed by `<enclave>/<name>`; all are created with the database.
-const TABLES: [Table; 4] = [KEYS, POLICIES, IDENTITIES, SECRETS];
+pub(crate) const TABLES: [Table; 4] = [KEYS, POLICIES, IDENTITIES, SECRETS];
 
 /// A key as stored: the secret key, its HMAC key (absent for keys imported from legacy
 /// formats) and who created it when.
@@ -376,6 +376,8 @@ impl Store {
 
     /// Sorted names in `enclave` that start with `prefix` (all names if it is empty).
     fn list(&self, table: Table, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // A listing in an enclave that does not exist is an error, not an empty list.
+        self.enclave_key(enclave)?;
         let start = match item_key(enclave, prefix) {
             Ok(start) => start,
             Err(StoreError::NotFound) => return Ok(Vec::new()),
@@ -540,7 +542,7 @@ impl Tx<'_> {
 }
 
 /// Decrypts a stored value or reports which item is corrupted.
-fn decrypt(
+pub(crate) fn decrypt(
     key: &SecretKey,
     table: Table,
     enclave: &str,
@@ -564,7 +566,7 @@ fn enclave_aad(name: &str) -> String {
 }
 
 /// Reads an enclave record from an open `enclave` table.
-fn read_enclave(
+pub(crate) fn read_enclave(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     root: &SecretKey,
     name: &str,

@@ -48,7 +48,7 @@ pub fn encode_addresses(a: &Addresses) -> Vec<u8> {
     postcard::to_allocvec(a).unwrap_or_default()
 }
 
-fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
+pub fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
     postcard::from_bytes(bytes)
         .map_err(|e| StoreError::Corrupted(format!("cluster addresses do not decode: {e}")))
 }
@@ -125,9 +125,15 @@ impl Store {
     /// Carries out the storage part of `ready` in one durable transaction and returns the
     /// outcome of every applied command entry. An entry whose command fails (a name that
     /// already exists, say) fails the same way on every node; its outcome goes to the client.
-    pub fn persist(&self, ready: &Ready<Vec<u8>>) -> Result<Outcomes, StoreError> {
+    /// `snapshot` is the data that came with an `InstallSnapshot` (installed if `ready.restore`).
+    pub fn persist(
+        &self,
+        ready: &Ready<Vec<u8>>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
         if ready.hard_state.is_none()
+            && ready.restore.is_none()
             && ready.truncate_from.is_none()
             && ready.append.is_empty()
             && ready.apply.is_empty()
@@ -142,6 +148,12 @@ impl Store {
                 let bytes = postcard::to_allocvec(hs).map_err(io_err)?;
                 raft.insert(HARD_STATE, bytes.as_slice()).map_err(io_err)?;
             }
+        }
+        if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
+            self.install(&mut tx, data, meta)?;
+        }
+        if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
+            self.install(&mut tx, data, meta)?;
         }
         {
             let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
@@ -243,5 +255,114 @@ impl Store {
     /// The addresses of the configuration at the applied point.
     pub fn applied_addresses(&self) -> Result<Addresses, StoreError> {
         Ok(self.raft_state()?.map(|s| s.addresses).unwrap_or_default())
+    }
+}
+
+/// A logical copy of the applied state, for a node that joins: every enclave and every item
+/// in plaintext (the receiver encrypts with its own root and enclave keys), plus the members'
+/// addresses. It travels only inside a peer link's TLS session and is zeroized after use.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    addresses: Addresses,
+    /// (enclave name, encoded enclave record)
+    enclaves: Vec<(String, Vec<u8>)>,
+    /// (table, `<enclave>/<name>`, plaintext value)
+    items: Vec<(String, String, Vec<u8>)>,
+}
+
+impl Drop for SnapshotData {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, r) in &mut self.enclaves {
+            r.zeroize();
+        }
+        for (_, _, v) in &mut self.items {
+            v.zeroize();
+        }
+    }
+}
+
+impl Store {
+    /// The applied state as snapshot data (see [`SnapshotData`]).
+    pub fn snapshot(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let addresses = self.applied_addresses()?;
+        let mut data = SnapshotData {
+            addresses,
+            enclaves: Vec::new(),
+            items: Vec::new(),
+        };
+        let mut keys = BTreeMap::new();
+        let enclaves = txn.open_table(super::ENCLAVES.def()).map_err(io_err)?;
+        for row in enclaves.iter().map_err(io_err)? {
+            let (name, _) = row.map_err(io_err)?;
+            let name = name.value().to_string();
+            let rec = super::read_enclave(&enclaves, &self.root, &name)?;
+            data.enclaves.push((
+                name.clone(),
+                codec::encode_enclave(&rec)
+                    .map_err(StoreError::Io)?
+                    .to_vec(),
+            ));
+            keys.insert(name, rec.key);
+        }
+        for table in super::TABLES {
+            let t = txn.open_table(table.def()).map_err(io_err)?;
+            for row in t.iter().map_err(io_err)? {
+                let (key, value) = row.map_err(io_err)?;
+                let key = key.value();
+                let (enclave, name) = key.split_once('/').unwrap_or((key, ""));
+                let Some(ek) = keys.get(enclave) else {
+                    continue;
+                };
+                let plaintext = super::decrypt(ek, table, enclave, name, key, value.value())?;
+                data.items
+                    .push((table.name.to_string(), key.to_string(), plaintext.to_vec()));
+            }
+        }
+        Ok(zeroize::Zeroizing::new(
+            postcard::to_allocvec(&data).map_err(io_err)?,
+        ))
+    }
+
+    /// Replaces every table with snapshot data (inside the transaction of a `persist`).
+    fn install(
+        &self,
+        tx: &mut super::Tx<'_>,
+        bytes: &[u8],
+        meta: &SnapshotMeta,
+    ) -> Result<(), StoreError> {
+        let data: SnapshotData = postcard::from_bytes(bytes)
+            .map_err(|e| StoreError::Corrupted(format!("snapshot does not decode: {e}")))?;
+        for table in super::TABLES.iter().chain([&super::ENCLAVES]) {
+            tx.txn.delete_table(table.def()).map_err(io_err)?;
+        }
+        tx.txn.delete_table(LOG).map_err(io_err)?;
+        for (name, record) in &data.enclaves {
+            let rec = codec::decode_enclave(record).map_err(StoreError::Corrupted)?;
+            tx.create_enclave(name, &rec)?;
+        }
+        for (table, key, plaintext) in &data.items {
+            let Some(table) = super::TABLES.iter().find(|t| t.name == table.as_str()) else {
+                continue;
+            };
+            let (enclave, name) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            tx.put(*table, enclave, name, plaintext, false)?;
+        }
+        let applied = Applied {
+            meta: meta.clone(),
+            addresses: data.addresses.clone(),
+        };
+        let bytes = postcard::to_allocvec(&applied).map_err(io_err)?;
+        tx.txn
+            .open_table(RAFT)
+            .map_err(io_err)?
+            .insert(APPLIED, bytes.as_slice())
+            .map_err(io_err)?;
+        self.enclave_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
     }
 }

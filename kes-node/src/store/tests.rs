@@ -153,13 +153,10 @@ fn create_get_delete_list() {
         Vec::<String>::new()
     );
     assert_eq!(store.list_keys("other", "").unwrap(), ["a"]);
+    assert_eq!(store.list_keys("missing", ""), Err(StoreError::NoEnclave));
     assert_eq!(
-        store.list_keys("missing", "").unwrap(),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        store.list_keys("bad/enclave", "").unwrap(),
-        Vec::<String>::new()
+        store.list_keys("bad/enclave", ""),
+        Err(StoreError::NoEnclave)
     );
 
     // `Exists` leaves the first key untouched.

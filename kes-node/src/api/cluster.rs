@@ -1,0 +1,47 @@
+//! Cluster membership routes: expand (add a node that was started with `--join`) and shrink
+//! (remove a node; `force` for a dead one). Both are membership changes of the consensus log,
+//! carried out by the leader one node at a time.
+use super::body::Fields;
+use super::errors::Kind;
+use super::reply::Reply;
+use super::{App, Ctx};
+use crate::command::Command;
+use crate::http::Response;
+
+fn endpoint(ctx: &Ctx) -> Result<(String, bool), Response> {
+    let bad = || {
+        Response::error(
+            400,
+            "invalid request body: want {\"endpoint\":\"host:port\"}",
+        )
+    };
+    let fields = Fields::decode(&ctx.req.body).map_err(|_| bad())?;
+    let endpoint = fields.string("endpoint").map_err(|_| bad())?;
+    let force = fields.boolean("force").map_err(|_| bad())?;
+    if endpoint.is_empty() {
+        return Err(bad());
+    }
+    Ok((endpoint, force))
+}
+
+pub fn expand(_: &App, ctx: &Ctx) -> Reply {
+    match endpoint(ctx) {
+        Ok((endpoint, _)) => Reply::write(
+            Command::Expand { endpoint },
+            Kind::Cluster,
+            "failed to expand the cluster",
+        ),
+        Err(resp) => resp.into(),
+    }
+}
+
+pub fn shrink(_: &App, ctx: &Ctx) -> Reply {
+    match endpoint(ctx) {
+        Ok((endpoint, force)) => Reply::write(
+            Command::Shrink { endpoint, force },
+            Kind::Cluster,
+            "failed to shrink the cluster",
+        ),
+        Err(resp) => resp.into(),
+    }
+}
