@@ -66,10 +66,12 @@
 //!    randomized election timeout passes becomes a candidate of `term + 1`; a node votes once per
 //!    term, for a candidate whose log is at least as up to date as its own; a candidate with
 //!    votes from a *majority* of its configuration becomes leader. A new leader resets every match
-//!    index and appends a **no-op** of its own term. A follower that heard from a leader within
-//!    the election timeout ignores candidates (leader stickiness), and a node answers a candidate
-//!    that a *committed* configuration excludes with `NotMember`, so removed or cut-off nodes
-//!    cannot depose a working leader.
+//!    index and appends a **no-op** of its own term. Three guards keep nodes that cannot win
+//!    (cut off, behind, removed without knowing it) from disrupting the others, as in the Raft
+//!    thesis: a node first asks for *pre-votes* and starts an election only if a majority would
+//!    vote for it; a follower that heard from a leader within the election timeout refuses
+//!    candidates (leader stickiness); and a candidate that a *committed* configuration excludes
+//!    gets `NotMember`, which tells it it was removed.
 //! 2. **Replication** (`replication.rs`). `AppendEntries` carries `prev_index`/`prev_term`; a
 //!    follower rejects a mismatch, truncates only from the first conflicting entry, appends the
 //!    rest, and persists before acknowledging. Match indexes count only acknowledgements of the
