@@ -1,4 +1,5 @@
-//! The command line: `kes-node server`, `kes-node hsm new`.
+//! The command line: `kes-node server` and `hsm new` run a node; the other subcommands are a
+//! KES client (keys, policies, identities, secrets, enclaves, logs, status, cluster).
 mod client;
 mod dev;
 mod server;
@@ -24,6 +25,7 @@ enum Command {
     Enclave(client::enclave::EnclaveArgs),
     Log(client::log::LogArgs),
     Status(client::status::StatusArgs),
+    Cluster(client::cluster::ClusterArgs),
 }
 
 /// Software HSM keys.
@@ -62,6 +64,7 @@ pub fn run(args: Args) -> Result<(), String> {
         Command::Enclave(a) => client::enclave::run(a),
         Command::Log(a) => client::log::run(a),
         Command::Status(a) => client::status::run(a),
+        Command::Cluster(a) => client::cluster::run(a),
     }
 }
 

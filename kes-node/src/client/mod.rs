@@ -391,6 +391,33 @@ impl Client {
         self.empty(self.delete("/v1/enclave/delete/", name))
     }
 
+    // ---- cluster ---------------------------------------------------------------------
+
+    /// `GET /v1/cluster/describe`: the members, the leader and the answering node's view.
+    pub fn describe_cluster(&self) -> Result<Reply<serde_json::Value>, ClientError> {
+        self.json(self.get("/v1/cluster/describe"))
+    }
+
+    /// `PUT /v1/cluster/expand {"endpoint"}`: adds a node started with `--join`.
+    pub fn expand_cluster(&self, endpoint: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "endpoint": endpoint });
+        self.empty(Call {
+            method: "PUT",
+            path: "/v1/cluster/expand".into(),
+            body: Some(body.to_string().into_bytes()),
+        })
+    }
+
+    /// `DELETE /v1/cluster/shrink {"endpoint","force"}`: removes a node.
+    pub fn shrink_cluster(&self, endpoint: &str, force: bool) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "endpoint": endpoint, "force": force });
+        self.empty(Call {
+            method: "DELETE",
+            path: "/v1/cluster/shrink".into(),
+            body: Some(body.to_string().into_bytes()),
+        })
+    }
+
     // ---- logs ------------------------------------------------------------------------
 
     /// `GET /v1/log/audit`: audit events (ndjson lines) from now on, until the server or the

@@ -1,0 +1,100 @@
+//! `kes-node cluster ...`: show the cluster, add a node (started with `--join`), remove one.
+use argh::FromArgs;
+
+use super::{client_command, print_fields, print_json};
+
+/// Manage the cluster's members.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "cluster")]
+pub struct ClusterArgs {
+    #[argh(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum ClusterCommand {
+    Info(Info),
+    Add(Add),
+    Rm(Rm),
+}
+
+client_command! {
+    /// Show the members, the leader and the answering node's term and commit index.
+    #[argh(subcommand, name = "info")]
+    struct Info {}
+}
+
+client_command! {
+    /// Add the node at NODE (host:port), which was started empty with `--join`.
+    #[argh(subcommand, name = "add")]
+    struct Add {
+        /// the new node's address
+        #[argh(positional)]
+        node: String,
+    }
+}
+
+client_command! {
+    /// Remove the node at NODE (host:port); --force removes a dead node.
+    #[argh(subcommand, name = "rm")]
+    struct Rm {
+        /// the node's address
+        #[argh(positional)]
+        node: String,
+        /// remove the node although it cannot agree (it is down for good)
+        #[argh(switch)]
+        force: bool,
+    }
+}
+
+pub fn run(args: ClusterArgs) -> Result<(), String> {
+    match args.command {
+        ClusterCommand::Info(a) => {
+            let info = a.connect()?.describe_cluster().map_err(|e| e.to_string())?;
+            if a.json {
+                print_json(info.body());
+                return Ok(());
+            }
+            let v = info.into_inner();
+            let leader = v["leader_id"].as_u64().filter(|l| *l != u64::MAX);
+            if let Some(nodes) = v["nodes"].as_object() {
+                for (id, addr) in nodes {
+                    let mark = if leader.map(|l| l.to_string()) == Some(id.clone()) {
+                        "  (leader)"
+                    } else {
+                        ""
+                    };
+                    println!("{id:>3}  {}{mark}", addr.as_str().unwrap_or_default());
+                }
+            }
+            print_fields(&[
+                ("answered by", v["node_id"].as_u64().map(|n| n.to_string())),
+                ("term", v["term"].as_u64().map(|n| n.to_string())),
+                (
+                    "commit index",
+                    v["commit_index"].as_u64().map(|n| n.to_string()),
+                ),
+            ]);
+            Ok(())
+        }
+        ClusterCommand::Add(a) => {
+            a.connect()?
+                .expand_cluster(&a.node)
+                .map_err(|e| e.to_string())?;
+            if !a.json {
+                println!("added {}", a.node);
+            }
+            Ok(())
+        }
+        ClusterCommand::Rm(a) => {
+            a.connect()?
+                .shrink_cluster(&a.node, a.force)
+                .map_err(|e| e.to_string())?;
+            if !a.json {
+                println!("removed {}", a.node);
+            }
+            Ok(())
+        }
+    }
+}
