@@ -63,7 +63,6 @@ enum Waiter {
 pub struct Cluster {
     id: NodeId,
     node: Node<Vec<u8>>,
-    ready: Ready<Vec<u8>>,
     epoch: Instant,
     dir: PathBuf,
     addresses: Addresses,
@@ -83,6 +82,8 @@ pub struct Cluster {
     /// True until a joining node learned its id from the leader (`--join`).
     joining: bool,
     params: Params,
+    /// Steps whose storage work is not persisted yet (see [`Cluster::flush`]).
+    batch: Vec<(Ready<Vec<u8>>, Option<zeroize::Zeroizing<Vec<u8>>>)>,
     /// Snapshot data that came with an `InstallSnapshot`, for the next persist.
     incoming_snapshot: Option<zeroize::Zeroizing<Vec<u8>>>,
     /// Writes that arrived while no leader was known, with their deadline.
@@ -230,7 +231,6 @@ impl Cluster {
         let mut cluster = Cluster {
             id,
             node,
-            ready: Ready::default(),
             epoch,
             dir: dir.to_path_buf(),
             addresses: state.addresses,
@@ -251,6 +251,7 @@ impl Cluster {
             joining,
             params,
             incoming_snapshot: None,
+            batch: Vec::new(),
         };
         if single {
             // Nobody else can vote: become leader before serving the first request.
@@ -260,10 +261,10 @@ impl Cluster {
                 }
                 let at = cluster.node.next_deadline();
                 let random = u64::from_le_bytes(crate::random::bytes());
-                let mut ready = std::mem::take(&mut cluster.ready);
+                let mut ready = Ready::default();
                 cluster.node.step(at, Input::Tick { random }, &mut ready);
-                cluster.carry_out(store, &ready);
-                cluster.ready = ready;
+                cluster.batch.push((ready, None));
+                cluster.flush(store);
             }
         }
         Ok(cluster)
@@ -287,18 +288,32 @@ impl Cluster {
         }
     }
 
-    fn step(&mut self, store: &Store, input: Input<Vec<u8>>) {
+    /// Feeds one input to the core. Its storage work joins the batch that [`Cluster::flush`]
+    /// persists in one transaction; nothing it asks for leaves this node before that.
+    fn step(&mut self, _store: &Store, input: Input<Vec<u8>>) {
         let now = now_ms(self.epoch);
-        let mut ready = std::mem::take(&mut self.ready);
+        let mut ready = Ready::default();
         self.node.step(now, input, &mut ready);
-        self.carry_out(store, &ready);
-        self.ready = ready;
+        let snapshot = if ready.restore.is_some() {
+            self.incoming_snapshot.take()
+        } else {
+            None
+        };
+        self.batch.push((ready, snapshot));
     }
 
-    /// Does what a step asked for, in the order [`Ready`] prescribes.
-    fn carry_out(&mut self, store: &Store, ready: &Ready<Vec<u8>>) {
-        let snapshot = self.incoming_snapshot.take();
-        match store.persist(ready, snapshot.as_deref().map(|v| v.as_slice())) {
+    /// Persists everything the steps since the last flush asked for in one durable
+    /// transaction (group commit), then sends their messages and answers their clients.
+    pub fn flush(&mut self, store: &Store) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let refs: Vec<(&Ready<Vec<u8>>, Option<&[u8]>)> = batch
+            .iter()
+            .map(|(r, s)| (r, s.as_deref().map(|v| v.as_slice())))
+            .collect();
+        match store.persist_batch(&refs) {
             Ok(outcomes) => {
                 for (index, outcome) in outcomes {
                     self.outcomes.insert(index, outcome);
@@ -310,6 +325,13 @@ impl Cluster {
                 std::process::exit(70);
             }
         }
+        for (ready, _) in &batch {
+            self.carry_out(store, ready);
+        }
+    }
+
+    /// Does what a persisted step asked for, in the order [`Ready`] prescribes.
+    fn carry_out(&mut self, store: &Store, ready: &Ready<Vec<u8>>) {
         if ready
             .apply
             .iter()

@@ -125,6 +125,8 @@ pub fn serve(
         }
         cluster.tick(&app.store);
         cluster.maintain(poll.registry(), &app.store);
+        // One transaction (one fsync) for every step of this round: group commit.
+        cluster.flush(&app.store);
         cluster.publish(&app.cluster);
         app.gating.store(cluster.has_pending(), Ordering::Relaxed);
         app.member.store(cluster.is_member(), Ordering::Relaxed);
@@ -189,7 +191,12 @@ fn answer_writes(
             .is_some_and(|c| c.serial == r.serial)
             .then_some(key)
     };
-    while !cluster.completions.is_empty() || !cluster.released.is_empty() {
+    loop {
+        // Steps taken while answering (pipelined requests) are persisted here too.
+        cluster.flush(&app.store);
+        if cluster.completions.is_empty() && cluster.released.is_empty() {
+            return;
+        }
         let writes = std::mem::take(&mut cluster.completions);
         let reads = std::mem::take(&mut cluster.released);
         let mut touched = Vec::with_capacity(writes.len() + reads.len());

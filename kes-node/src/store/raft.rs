@@ -122,26 +122,64 @@ impl Store {
         tx.commit()
     }
 
-    /// Carries out the storage part of `ready` in one durable transaction and returns the
-    /// outcome of every applied command entry. An entry whose command fails (a name that
-    /// already exists, say) fails the same way on every node; its outcome goes to the client.
-    /// `snapshot` is the data that came with an `InstallSnapshot` (installed if `ready.restore`).
+    /// Carries out the storage part of a batch of [`Ready`]s, in order, in one durable
+    /// transaction (one fsync for all: group commit), and returns the outcome of every applied
+    /// command entry. An entry whose command fails (a name that already exists, say) fails the
+    /// same way on every node; its outcome goes to the client. The data next to a `Ready` is
+    /// the snapshot that came with an `InstallSnapshot` (installed if `ready.restore`).
+    pub fn persist_batch(
+        &self,
+        batch: &[(&Ready<Vec<u8>>, Option<&[u8]>)],
+    ) -> Result<Outcomes, StoreError> {
+        let mut outcomes = Vec::new();
+        let needs_write = |r: &Ready<Vec<u8>>| {
+            r.hard_state.is_some()
+                || r.restore.is_some()
+                || r.truncate_from.is_some()
+                || !r.append.is_empty()
+                || !r.apply.is_empty()
+        };
+        if !batch.iter().any(|(r, _)| needs_write(r)) {
+            return Ok(outcomes);
+        }
+        let mut deleted_enclaves = Vec::new();
+        let mut tx = self.begin()?;
+        for (ready, snapshot) in batch {
+            self.persist_one(
+                &mut tx,
+                ready,
+                *snapshot,
+                &mut outcomes,
+                &mut deleted_enclaves,
+            )?;
+        }
+        tx.commit()?;
+        if !deleted_enclaves.is_empty() {
+            let mut cache = self.enclave_keys.lock().unwrap_or_else(|e| e.into_inner());
+            for name in deleted_enclaves {
+                cache.remove(&name);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// [`Store::persist_batch`] for one `Ready`.
     pub fn persist(
         &self,
         ready: &Ready<Vec<u8>>,
         snapshot: Option<&[u8]>,
     ) -> Result<Outcomes, StoreError> {
-        let mut outcomes = Vec::new();
-        if ready.hard_state.is_none()
-            && ready.restore.is_none()
-            && ready.truncate_from.is_none()
-            && ready.append.is_empty()
-            && ready.apply.is_empty()
-        {
-            return Ok(outcomes);
-        }
-        let mut deleted_enclaves = Vec::new();
-        let mut tx = self.begin()?;
+        self.persist_batch(&[(ready, snapshot)])
+    }
+
+    fn persist_one(
+        &self,
+        tx: &mut super::Tx<'_>,
+        ready: &Ready<Vec<u8>>,
+        snapshot: Option<&[u8]>,
+        outcomes: &mut Outcomes,
+        deleted_enclaves: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
         {
             let mut raft = tx.txn.open_table(RAFT).map_err(io_err)?;
             if let Some(hs) = &ready.hard_state {
@@ -150,10 +188,10 @@ impl Store {
             }
         }
         if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
-            self.install(&mut tx, data, meta)?;
+            self.install(tx, data, meta)?;
         }
         if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
-            self.install(&mut tx, data, meta)?;
+            self.install(tx, data, meta)?;
         }
         {
             let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
@@ -199,7 +237,7 @@ impl Store {
                                 if let crate::command::Command::DeleteEnclave { name } = &cmd {
                                     deleted_enclaves.push(name.clone());
                                 }
-                                apply::apply(&mut tx, &cmd)
+                                apply::apply(tx, &cmd)
                             }
                             Err(why) => Err(StoreError::Corrupted(format!(
                                 "log entry {}: {why}",
@@ -242,14 +280,7 @@ impl Store {
                 log.remove(i).map_err(io_err)?;
             }
         }
-        tx.commit()?;
-        if !deleted_enclaves.is_empty() {
-            let mut cache = self.enclave_keys.lock().unwrap_or_else(|e| e.into_inner());
-            for name in deleted_enclaves {
-                cache.remove(&name);
-            }
-        }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// The addresses of the configuration at the applied point.
