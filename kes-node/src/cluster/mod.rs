@@ -34,6 +34,9 @@ use peer::{Frame, Link, LinkState, WireOutcome};
 pub const LINK_BASE: usize = 1 << 30;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// Snapshot data received with an `InstallSnapshot` (key material: zeroized on drop).
+type SnapshotBytes = zeroize::Zeroizing<Vec<u8>>;
+
 /// The placeholder id of a node that waits to be added (no real node has it).
 const JOINING_ID: NodeId = NodeId::MAX;
 /// How long a write waits for an election to produce a leader.
@@ -83,7 +86,7 @@ pub struct Cluster {
     joining: bool,
     params: Params,
     /// Steps whose storage work is not persisted yet (see [`Cluster::flush`]).
-    batch: Vec<(Ready<Vec<u8>>, Option<zeroize::Zeroizing<Vec<u8>>>)>,
+    batch: Vec<(Ready<Vec<u8>>, Option<SnapshotBytes>)>,
     /// Snapshot data that came with an `InstallSnapshot`, for the next persist.
     incoming_snapshot: Option<zeroize::Zeroizing<Vec<u8>>>,
     /// Writes that arrived while no leader was known, with their deadline.
@@ -309,7 +312,7 @@ impl Cluster {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let refs: Vec<(&Ready<Vec<u8>>, Option<&[u8]>)> = batch
+        let refs: Vec<crate::store::ReadyRef<'_>> = batch
             .iter()
             .map(|(r, s)| (r, s.as_deref().map(|v| v.as_slice())))
             .collect();

@@ -39,7 +39,7 @@ mod raft;
 mod readonly;
 mod records;
 
-pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState};
+pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
 
 pub use crate::command::Command;
 pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};

@@ -26,6 +26,9 @@ pub type Addresses = BTreeMap<NodeId, String>;
 /// configuration entries, the encoded [`Addresses`]).
 pub type LogEntry = Entry<Vec<u8>>;
 
+/// One step's storage work and the snapshot data that came with it.
+pub type ReadyRef<'a> = (&'a Ready<Vec<u8>>, Option<&'a [u8]>);
+
 /// The outcome of each applied command entry, by log index.
 pub type Outcomes = Vec<(Index, Result<(), StoreError>)>;
 
@@ -127,10 +130,7 @@ impl Store {
     /// command entry. An entry whose command fails (a name that already exists, say) fails the
     /// same way on every node; its outcome goes to the client. The data next to a `Ready` is
     /// the snapshot that came with an `InstallSnapshot` (installed if `ready.restore`).
-    pub fn persist_batch(
-        &self,
-        batch: &[(&Ready<Vec<u8>>, Option<&[u8]>)],
-    ) -> Result<Outcomes, StoreError> {
+    pub fn persist_batch(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
         let needs_write = |r: &Ready<Vec<u8>>| {
             r.hard_state.is_some()
