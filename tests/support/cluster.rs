@@ -1263,15 +1263,28 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Every node's log tail, for failure messages.
+    /// The last `lines` lines of a node's log that are not audit events (starts, kills,
+    /// errors, anything unusual), and how many audit events the log holds.
+    pub fn log_notable(&self, slot: usize, lines: usize) -> (String, usize) {
+        let path = self.tmp.path().join(format!("node{slot}.log"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let is_audit = |l: &&str| l.starts_with("[out] {\"time\"");
+        let audits = text.lines().filter(is_audit).count();
+        let notable: Vec<&str> = text.lines().filter(|l| !is_audit(l)).collect();
+        (
+            notable[notable.len().saturating_sub(lines)..].join("\n"),
+            audits,
+        )
+    }
+
+    /// Every node's notable log lines, for failure messages.
     pub fn dump_logs(&self, lines: usize) -> String {
         let mut out = String::new();
         for slot in 0..self.slots() {
+            let (notable, audits) = self.log_notable(slot, lines);
             out.push_str(&format!(
-                "----- {} node {slot} ({}) log tail -----\n{}\n",
-                self.name,
-                self.addrs[slot],
-                self.log_tail(slot, lines)
+                "----- {} node {slot} ({}): last lines besides {audits} audit events (all in node{slot}.log) -----\n{notable}\n",
+                self.name, self.addrs[slot],
             ));
         }
         out
