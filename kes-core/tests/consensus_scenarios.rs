@@ -571,3 +571,13 @@ fn messages_and_hard_state_encode_with_postcard() {
     let bytes = postcard::to_slice(&hard, &mut buf).unwrap();
     assert_eq!(postcard::from_bytes::<HardState>(bytes).unwrap(), hard);
 }
+
+/// Memory is bounded by the constants: the node and one `Ready` have fixed sizes.
+#[test]
+fn memory_is_bounded() {
+    type Command = heapless::Vec<u8, 256>;
+    let node = core::mem::size_of::<Node<Command>>();
+    let ready = core::mem::size_of::<Ready<Command>>();
+    eprintln!("Node<Vec<u8, 256>>: {node} bytes, Ready: {ready} bytes");
+    assert!(node < 64 * 1024 && ready < 256 * 1024, "{node} {ready}");
+}
