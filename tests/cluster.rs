@@ -1134,7 +1134,7 @@ fn single_node_without_cluster_json_bootstraps_itself() {
 }
 
 // -------------------------------------------------------------------------------------------
-// 5. Membership: expand under load, shrink, forced shrink, a removed node refuses to serve
+// 5. Membership: expand under load, shrink, id reuse, forced shrink, a removed node returns
 // -------------------------------------------------------------------------------------------
 
 /// `PUT /v1/cluster/expand` until it answers something else than 503 (bounded).
@@ -1160,15 +1160,18 @@ fn shrink(conn: &mut Conn, endpoint: SocketAddr, force: bool) -> Result<Response
     )
 }
 
-/// Polls until a key read on `slot` answers 503 (the node refuses to serve).
+/// Polls until a key read on `slot` answers 503 (the node refuses to serve). Every other
+/// answer is remembered; `stale` = the node answered 404 for `key` (which exists).
 #[track_caller]
 fn assert_refuses(cluster: &Cluster, slot: usize, key: &str, why: &str) {
     let mut conn = cluster.conn(slot);
     let mut last = String::new();
+    let mut stale = 0usize;
     let refused = poll(HEAL_TIMEOUT, Duration::from_millis(200), || {
         match conn.read("GET", &describe_path(key), None) {
             Ok(resp) if resp.status == 503 => Some(()),
             Ok(resp) => {
+                stale += usize::from(resp.status == 404);
                 last = format!("{} {}", resp.status, resp.text());
                 None
             }
@@ -1178,16 +1181,82 @@ fn assert_refuses(cluster: &Cluster, slot: usize, key: &str, why: &str) {
             }
         }
     });
-    assert!(refused.is_some(), "{why}: node {slot} still serves: {last}");
+    assert!(
+        refused.is_some(),
+        "{why}: node {slot} still serves after {HEAL_TIMEOUT:?} ({stale} stale 404s for the existing key {key}); last answer: {last}"
+    );
 }
 
+/// Starts `slot` empty with `--join` and expands the cluster with it via `via`; waits until
+/// `members` (the new configuration) all list it and agree on a leader.
+#[track_caller]
+fn join(cluster: &mut Cluster, slot: usize, via: usize, members: &[usize]) -> Duration {
+    cluster.start_node_with(slot, &["--join"]);
+    let start = Instant::now();
+    let resp = expand(&mut cluster.conn(via), cluster.addr(slot));
+    assert_eq!(
+        resp.status,
+        200,
+        "expand with node {slot} via {via}: {}",
+        resp.text()
+    );
+    let took = start.elapsed();
+    let addr = cluster.addr(slot).to_string();
+    let mut last = String::new();
+    let grown = poll(LEADER_TIMEOUT, Duration::from_millis(200), || {
+        let views: Vec<_> = members.iter().map(|&s| (s, cluster.describe(s))).collect();
+        let ok = views.iter().all(|(_, v)| {
+            matches!(v, Ok(v) if v.nodes.len() == members.len() && v.id_of(&addr).is_some())
+        });
+        last = format!("{views:?}");
+        ok.then_some(())
+    });
+    assert!(
+        grown.is_some(),
+        "node {slot} ({addr}) joined via {via} (expand 200), but the members {members:?} do not all list it: {last}"
+    );
+    cluster
+        .wait_for_leader_among(members, LEADER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("after node {slot} joined: {e}"));
+    took
+}
+
+/// Shrinks `gone` out via `via`, asserting 200, and waits until `rest` all stop listing it.
+#[track_caller]
+fn remove(cluster: &Cluster, gone: usize, via: usize, rest: &[usize], force: bool) {
+    let resp = ok_response(
+        "shrink",
+        shrink(&mut cluster.conn(via), cluster.addr(gone), force),
+    );
+    assert_eq!(
+        resp.status,
+        200,
+        "shrink (force {force}) of node {gone} via {via}: {}",
+        resp.text()
+    );
+    let addr = cluster.addr(gone).to_string();
+    let shrunk = poll(LEADER_TIMEOUT, Duration::from_millis(200), || {
+        rest.iter()
+            .all(|&s| {
+                matches!(cluster.describe(s), Ok(v) if v.nodes.len() == rest.len()
+                    && v.id_of(&addr).is_none())
+            })
+            .then_some(())
+    });
+    assert!(
+        shrunk.is_some(),
+        "node {gone} is still listed after the shrink"
+    );
+}
+
+/// 1 → 3 nodes by expand under write load (every acknowledged key on every node), then
+/// 3 → 2 by shrinking a follower: it refuses to serve, the other two go on.
 #[test]
-#[ignore = "needs expand/shrink"]
-fn expand_under_load_then_shrink_and_forced_shrink() {
+fn expand_under_load_then_shrink() {
     let mut cluster = Cluster::new(
-        "membership",
+        "expand",
         ClusterOpts {
-            slots: 4,
+            slots: 3,
             members: 1,
             bootstrap_json: false,
             proxy: false,
@@ -1205,8 +1274,8 @@ fn expand_under_load_then_shrink_and_forced_shrink() {
         std::thread::spawn(move || {
             let mut rng = Rng::new(Rng::seed_from_env());
             let mut conns: BTreeMap<SocketAddr, Conn> = BTreeMap::new();
-            let (mut acked, mut failed, mut latency) = (Vec::new(), 0usize, Vec::new());
-            let cap = Instant::now() + Duration::from_secs(180);
+            let (mut acked, mut failed, mut latency) = (Vec::new(), Vec::new(), Vec::new());
+            let cap = Instant::now() + Duration::from_secs(120);
             for seq in 0..20_000usize {
                 if stop.load(Ordering::SeqCst) || Instant::now() > cap {
                     break;
@@ -1225,8 +1294,11 @@ fn expand_under_load_then_shrink_and_forced_shrink() {
                         latency.push(start.elapsed());
                         acked.push(name);
                     }
-                    _ => {
-                        failed += 1;
+                    other => {
+                        failed.push(match other {
+                            Ok(resp) => format!("{name}: {} {}", resp.status, error_message(&resp)),
+                            Err(err) => format!("{name}: {err}"),
+                        });
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
@@ -1238,20 +1310,9 @@ fn expand_under_load_then_shrink_and_forced_shrink() {
     let mut expand_times = Vec::new();
     for (slot, via) in [(1usize, 0usize), (2, 1)] {
         std::thread::sleep(Duration::from_millis(700));
-        cluster.start_node_with(slot, &["--join"]);
-        let start = Instant::now();
-        let resp = expand(&mut cluster.conn(via), cluster.addr(slot));
-        assert_eq!(resp.status, 200, "expand {slot} via {via}: {}", resp.text());
-        expand_times.push(start.elapsed());
+        let members_now: Vec<usize> = (0..=slot).collect();
+        expand_times.push(join(&mut cluster, slot, via, &members_now));
         members.lock().unwrap().push(cluster.addr(slot));
-        let want = slot + 1;
-        let grown = poll(LEADER_TIMEOUT, Duration::from_millis(200), || {
-            (0..=slot)
-                .all(|s| matches!(cluster.describe(s), Ok(v) if v.nodes.len() == want))
-                .then_some(())
-        });
-        assert!(grown.is_some(), "the cluster did not grow to {want} nodes");
-        cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::SeqCst);
@@ -1275,85 +1336,157 @@ fn expand_under_load_then_shrink_and_forced_shrink() {
     let gone = (leader + 1) % 3;
     let rest: Vec<usize> = (0..3).filter(|&s| s != gone).collect();
     let via = *rest.iter().find(|&&s| s != leader).unwrap();
-    let resp = ok_response("shrink", shrink(&mut conns[via], cluster.addr(gone), false));
-    assert_eq!(
-        resp.status,
-        200,
-        "shrink node {gone} via {via}: {}",
-        resp.text()
-    );
-    let shrunk = poll(LEADER_TIMEOUT, Duration::from_millis(200), || {
-        rest.iter()
-            .all(|&s| {
-                matches!(cluster.describe(s), Ok(v) if v.nodes.len() == 2
-                    && v.id_of(&cluster.addr(gone).to_string()).is_none())
-            })
-            .then_some(())
-    });
-    assert!(
-        shrunk.is_some(),
-        "node {gone} is still listed after the shrink"
-    );
+    remove(&cluster, gone, via, &rest, false);
     assert_refuses(&cluster, gone, &acked[0], "after shrink");
     let (name, _) = write_until_ok(&cluster, &rest, "after-shrink", HEAL_TIMEOUT);
     for &s in &rest {
         describe_ok(&mut conns[s], &name, "after shrink");
     }
-
-    // Grow again with node 3, then kill it: writes fail until a forced shrink removes it.
-    cluster.start_node_with(3, &["--join"]);
-    let resp = expand(&mut conns[rest[0]], cluster.addr(3));
-    assert_eq!(resp.status, 200, "expand 3: {}", resp.text());
-    let mut with3 = rest.clone();
-    with3.push(3);
-    cluster
-        .wait_for_leader_among(&with3, LEADER_TIMEOUT)
-        .unwrap();
-    let (name, _) = write_until_ok(&cluster, &with3, "with-3", HEAL_TIMEOUT);
-    describe_ok(&mut cluster.conn(3), &name, "node 3 after expand");
-    cluster.kill(3);
-    let resp = ok_response(
-        "write",
-        conns[rest[0]].request("PUT", &create_path("while-3-down"), None),
+    assert_refuses(&cluster, gone, &name, "after shrink, a newer key");
+    println!(
+        "expand/shrink: creates ok={} failed={} expand times={:?} ms p50 write={:.1} ms removed node {gone} refuses",
+        acked.len(),
+        failed.len(),
+        expand_times.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        ms(percentile(&latency, 50.0)),
     );
-    assert_eq!(resp.status, 503, "write with node 3 down: {}", resp.text());
-    let normal = shrink(&mut conns[rest[0]], cluster.addr(3), false);
-    if let Ok(resp) = &normal {
-        assert_ne!(
-            resp.status, 200,
-            "a plain shrink of a dead node cannot commit"
-        );
+}
+
+/// After a shrink, a new node gets the removed node's id (upstream: lowest free id) while
+/// the removed process still runs: the new node must be the one that is configured.
+#[test]
+fn expand_reuses_the_id_of_a_removed_node() {
+    let mut cluster = Cluster::new(
+        "reuse-id",
+        ClusterOpts {
+            slots: 4,
+            members: 3,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    cluster.start_nodes(&[0, 1, 2]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let gone = (leader + 1) % 3;
+    let rest: Vec<usize> = (0..3).filter(|&s| s != gone).collect();
+    remove(&cluster, gone, leader, &rest, false);
+    let mut with_new = rest.clone();
+    with_new.push(3);
+    let took = join(&mut cluster, 3, rest[1], &with_new);
+    let id = cluster
+        .describe(rest[0])
+        .unwrap()
+        .id_of(&cluster.addr(3).to_string());
+    let (name, _) = write_until_ok(&cluster, &with_new, "after-reuse", HEAL_TIMEOUT);
+    for &s in &with_new {
+        describe_ok(&mut cluster.conn(s), &name, "after the id was reused");
     }
+    assert_refuses(&cluster, gone, &name, "the removed node, its id reused");
+    let file = std::fs::read_to_string(cluster.dir(gone).join(".cluster.json")).unwrap_or_default();
+    assert!(
+        !file.contains(&cluster.addr(3).to_string()),
+        "the removed node {gone} took the new configuration: {file}"
+    );
+    println!(
+        "id reuse: removed node {gone}, new node 3 got id {id:?}, expand took {:.0} ms",
+        ms(took)
+    );
+}
+
+/// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but
+/// a forced shrink afterwards must, and writes go on without it.
+#[test]
+fn forced_shrink_after_a_failed_plain_shrink() {
+    let mut cluster = Cluster::start("force-after-plain", ClusterOpts::nodes(3));
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let dead = (leader + 1) % 3;
+    let rest: Vec<usize> = (0..3).filter(|&s| s != dead).collect();
+    cluster.kill(dead);
+    let start = Instant::now();
+    let plain = shrink(&mut cluster.conn(leader), cluster.addr(dead), false);
+    let plain = match plain {
+        Ok(resp) => {
+            assert_ne!(
+                resp.status,
+                200,
+                "a plain shrink of a dead node cannot commit: {}",
+                resp.text()
+            );
+            format!("{} {}", resp.status, error_message(&resp))
+        }
+        Err(err) => err.to_string(),
+    };
+    let plain_took = start.elapsed();
+    let mut last = String::new();
+    let via = rest[0];
     let forced = poll(HEAL_TIMEOUT, Duration::from_millis(500), || {
-        match shrink(&mut conns[rest[1]], cluster.addr(3), true) {
-            Ok(resp) if resp.status == 200 => Some(resp),
-            _ => None,
+        match shrink(&mut cluster.conn(via), cluster.addr(dead), true) {
+            Ok(resp) if resp.status == 200 => Some(()),
+            Ok(resp) => {
+                last = format!("{} {}", resp.status, error_message(&resp));
+                None
+            }
+            Err(err) => {
+                last = err.to_string();
+                None
+            }
         }
     });
     assert!(
         forced.is_some(),
-        "forced shrink of the dead node 3 never succeeded"
+        "forced shrink of the dead node {dead} never succeeded after a plain shrink answered {plain:?}; last answer: {last}"
     );
-    let (name, _) = write_until_ok(&cluster, &rest, "after-forced", HEAL_TIMEOUT);
+    let (name, took) = write_until_ok(&cluster, &rest, "after-forced", HEAL_TIMEOUT);
     for &s in &rest {
-        describe_ok(&mut conns[s], &name, "after forced shrink");
+        describe_ok(&mut cluster.conn(s), &name, "after forced shrink");
     }
-
-    // The removed node comes back: it refuses to serve (or to start at all).
-    match cluster.try_start_node(3, &[]) {
-        Ok(()) => assert_refuses(&cluster, 3, &name, "node 3 back after forced removal"),
-        Err(exit) => assert!(
-            exit.status.is_some_and(|s| !s.success()),
-            "removed node 3 neither served nor exited: {exit:?}"
-        ),
-    }
-    assert_refuses(&cluster, gone, &name, "a node long after its removal");
     println!(
-        "membership: creates ok={} failed={failed} expand times={:?} ms p50 write={:.1} ms kills={}",
-        acked.len(),
-        expand_times.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
-        ms(percentile(&latency, 50.0)),
-        cluster.kills,
+        "forced after plain shrink: dead={dead} plain answered {plain:?} after {:.0} ms, write ok {:.0} ms after the forced shrink",
+        ms(plain_took),
+        ms(took)
+    );
+}
+
+/// A follower dies and is force-removed; writes go on without it. When it comes back it
+/// must refuse to serve (it must not answer from its old state).
+#[test]
+fn force_removed_node_refuses_to_serve_when_it_returns() {
+    let mut cluster = Cluster::start("force-return", ClusterOpts::nodes(3));
+    let mut conn = cluster.conn(0);
+    create_ok(&mut conn, "before-removal");
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let dead = (leader + 1) % 3;
+    let rest: Vec<usize> = (0..3).filter(|&s| s != dead).collect();
+    cluster.kill(dead);
+    remove(&cluster, dead, rest[0], &rest, true);
+    let (name, took) = write_until_ok(&cluster, &rest, "after-forced", HEAL_TIMEOUT);
+    for &s in &rest {
+        describe_ok(&mut cluster.conn(s), &name, "after forced shrink");
+    }
+    // It comes back: it refuses to serve (or to start at all), and never answers from its
+    // old state (a 404 for the key created after its removal would be a stale read).
+    let outcome = match cluster.try_start_node(dead, &[]) {
+        Ok(()) => {
+            assert_refuses(&cluster, dead, &name, "the force-removed node back");
+            assert_refuses(
+                &cluster,
+                dead,
+                "before-removal",
+                "the force-removed node back",
+            );
+            "refuses (503)".to_string()
+        }
+        Err(exit) => {
+            assert!(
+                exit.status.is_some_and(|s| !s.success()),
+                "removed node {dead} neither served nor exited: {exit:?}"
+            );
+            format!("exits: {:?}", exit.stderr.lines().last())
+        }
+    };
+    println!(
+        "force-removed node returns: dead={dead} write ok {:.0} ms after the forced shrink, comeback {outcome}",
+        ms(took)
     );
 }
 
