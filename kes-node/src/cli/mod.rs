@@ -26,6 +26,7 @@ enum Command {
     Log(client::log::LogArgs),
     Status(client::status::StatusArgs),
     Cluster(client::cluster::ClusterArgs),
+    Bench(client::bench::BenchArgs),
 }
 
 /// Software HSM keys.
@@ -65,6 +66,7 @@ pub fn run(args: Args) -> Result<(), String> {
         Command::Log(a) => client::log::run(a),
         Command::Status(a) => client::status::run(a),
         Command::Cluster(a) => client::cluster::run(a),
+        Command::Bench(a) => client::bench::run(a),
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use kes_core::consensus::{
     Change, Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
-    ProposeError, ReadError, ReadId, Ready, Role, MAX_NAMES,
+    ProposeError, ReadError, ReadId, Ready, Role, MAX_NAMES, WINDOW,
 };
 use kes_core::crypto::HmacKey;
 use mio::{Interest, Registry, Token};
@@ -85,6 +85,11 @@ pub struct Cluster {
     /// True until a joining node learned its id from the leader (`--join`).
     joining: bool,
     params: Params,
+    /// Persist the steps of one event-loop round together (on unless `KES_GROUP_COMMIT=off`,
+    /// which exists to measure what batching buys).
+    group_commit: bool,
+    /// Proposals waiting for room in the core's window, with their deadline.
+    backlog: std::collections::VecDeque<(Input<Vec<u8>>, Instant)>,
     /// Steps whose storage work is not persisted yet (see [`Cluster::flush`]).
     batch: Vec<(Ready<Vec<u8>>, Option<SnapshotBytes>)>,
     /// Snapshot data that came with an `InstallSnapshot`, for the next persist.
@@ -255,6 +260,8 @@ impl Cluster {
             params,
             incoming_snapshot: None,
             batch: Vec::new(),
+            backlog: Default::default(),
+            group_commit: std::env::var("KES_GROUP_COMMIT").map_or(true, |v| v != "off"),
         };
         if single {
             // Nobody else can vote: become leader before serving the first request.
@@ -293,7 +300,7 @@ impl Cluster {
 
     /// Feeds one input to the core. Its storage work joins the batch that [`Cluster::flush`]
     /// persists in one transaction; nothing it asks for leaves this node before that.
-    fn step(&mut self, _store: &Store, input: Input<Vec<u8>>) {
+    fn step(&mut self, store: &Store, input: Input<Vec<u8>>) {
         let now = now_ms(self.epoch);
         let mut ready = Ready::default();
         self.node.step(now, input, &mut ready);
@@ -303,33 +310,83 @@ impl Cluster {
             None
         };
         self.batch.push((ready, snapshot));
+        if !self.group_commit {
+            self.flush(store);
+        }
+    }
+
+    /// Proposes, or queues the proposal while the core's window of uncommitted entries is full
+    /// (the queue drains as entries commit; see [`Cluster::flush`]).
+    fn submit(&mut self, store: &Store, input: Input<Vec<u8>>) {
+        let full = self.node.pending_entries().len() + 1 >= WINDOW;
+        if matches!(input, Input::Propose { .. }) && (full || !self.backlog.is_empty()) {
+            self.backlog
+                .push_back((input, Instant::now() + LEADERLESS_WAIT));
+            return;
+        }
+        self.step(store, input);
+    }
+
+    /// Proposes queued writes while the window has room.
+    fn drain_backlog(&mut self, store: &Store) {
+        while !self.backlog.is_empty() && self.node.pending_entries().len() + 1 < WINDOW {
+            if self.node.role() != Role::Leader {
+                // Leadership moved: tell the waiting clients to retry.
+                for (input, _) in std::mem::take(&mut self.backlog) {
+                    if let Input::Propose { id, .. } = input {
+                        self.fail_proposal(id.0, "cluster: this node lost its leadership; retry");
+                    }
+                }
+                return;
+            }
+            let (input, _) = self.backlog.pop_front().expect("non-empty");
+            self.step(store, input);
+        }
+    }
+
+    /// Answers a proposal's waiter with `503 why`.
+    fn fail_proposal(&mut self, id: u64, why: &str) {
+        let outcome = Err(StoreError::Unavailable(why.to_string()));
+        match self.proposals.remove(&id) {
+            Some(Waiter::Local(token, pending)) => self.completions.push((token, pending, outcome)),
+            Some(Waiter::Remote(node, fid)) => {
+                let frame = Frame::ForwardResult {
+                    id: fid,
+                    outcome: to_wire(&outcome),
+                };
+                self.send_to(node, &frame);
+            }
+            None => {}
+        }
     }
 
     /// Persists everything the steps since the last flush asked for in one durable
     /// transaction (group commit), then sends their messages and answers their clients.
     pub fn flush(&mut self, store: &Store) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let refs: Vec<crate::store::ReadyRef<'_>> = batch
-            .iter()
-            .map(|(r, s)| (r, s.as_deref().map(|v| v.as_slice())))
-            .collect();
-        match store.persist_batch(&refs) {
-            Ok(outcomes) => {
-                for (index, outcome) in outcomes {
-                    self.outcomes.insert(index, outcome);
+        while !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            let refs: Vec<crate::store::ReadyRef<'_>> = batch
+                .iter()
+                .map(|(r, s)| (r, s.as_deref().map(|v| v.as_slice())))
+                .collect();
+            match store.persist_batch(&refs) {
+                Ok(outcomes) => {
+                    for (index, outcome) in outcomes {
+                        self.outcomes.insert(index, outcome);
+                    }
+                }
+                Err(err) => {
+                    // Continuing would acknowledge what is not on disk.
+                    eprintln!("kes-node: cannot persist the cluster state: {err}");
+                    std::process::exit(70);
                 }
             }
-            Err(err) => {
-                // Continuing would acknowledge what is not on disk.
-                eprintln!("kes-node: cannot persist the cluster state: {err}");
-                std::process::exit(70);
+            for (ready, _) in &batch {
+                self.carry_out(store, ready);
             }
-        }
-        for (ready, _) in &batch {
-            self.carry_out(store, ready);
+            // Commits made room in the window: queued writes go next (and are persisted by
+            // the next round of this loop).
+            self.drain_backlog(store);
         }
     }
 
@@ -482,7 +539,7 @@ impl Cluster {
                 },
             };
             self.proposals.insert(id, Waiter::Local(token, pending));
-            self.step(store, input);
+            self.submit(store, input);
             return;
         }
         match self.node.leader() {
@@ -603,7 +660,7 @@ impl Cluster {
                     },
                 };
                 self.proposals.insert(pid, Waiter::Remote(from, id));
-                self.step(store, input);
+                self.submit(store, input);
             }
             Frame::ForwardResult { id, outcome } => {
                 if let Some((token, pending, _)) = self.forwards.remove(&id) {
@@ -796,6 +853,11 @@ impl Cluster {
                     .to_string();
                 self.completions
                     .push((token, pending, Err(StoreError::Unavailable(why))));
+            }
+        }
+        while self.backlog.front().is_some_and(|(_, d)| now >= *d) {
+            if let Some((Input::Propose { id, .. }, _)) = self.backlog.pop_front() {
+                self.fail_proposal(id.0, "cluster: too many writes in flight; retry");
             }
         }
         // Links opened long ago but never authenticated are dropped.

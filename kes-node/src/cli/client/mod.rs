@@ -10,6 +10,7 @@
 //! Output: with `--json` the server's JSON exactly as it came (a listing becomes one object per
 //! line, `{"name":...}` or `{"identity":...}`); otherwise short lines and aligned tables for
 //! people. Errors go to stderr as `kes-node: <message>` with exit code 1 (see `main`).
+pub mod bench;
 pub mod cluster;
 pub mod enclave;
 pub mod identity;
