@@ -1208,7 +1208,14 @@ fn join(cluster: &mut Cluster, slot: usize, via: usize, members: &[usize]) -> Du
         let ok = views.iter().all(|(_, v)| {
             matches!(v, Ok(v) if v.nodes.len() == members.len() && v.id_of(&addr).is_some())
         });
-        last = format!("{views:?}");
+        last = views
+            .iter()
+            .map(|(s, v)| match v {
+                Ok(v) => format!("node {s} lists {:?} (leader {:?})", v.nodes, v.leader_id),
+                Err(e) => e.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         ok.then_some(())
     });
     assert!(
