@@ -661,7 +661,8 @@ fn kill_nine_under_load_loses_nothing_and_stays_linearizable() {
 }
 
 /// Network faults on the peer links (one direction, both directions of a pair, a whole
-/// node, the leader) mixed with kill -9, under load; same checks as the kill -9 test.
+/// node, the leader) mixed with kill -9 and SIGSTOP/SIGCONT, under load; same checks as the
+/// kill -9 test.
 #[test]
 fn link_faults_under_load_lose_nothing_and_stay_linearizable() {
     const FAULTS: usize = 8;
@@ -683,8 +684,9 @@ fn link_faults_under_load_lose_nothing_and_stay_linearizable() {
         let (a, b) = (rng.index(3), rng.index(2));
         let b = if b >= a { b + 1 } else { b };
         let mut killed = None;
+        let mut paused = None;
         let at = load.history.now();
-        let what = match rng.index(5) {
+        let what = match rng.index(6) {
             0 => {
                 cluster.proxy().cut(a, b, mode);
                 format!("cut {a}->{b}")
@@ -704,13 +706,21 @@ fn link_faults_under_load_lose_nothing_and_stay_linearizable() {
                 cluster.proxy().partition(l, mode);
                 format!("isolate leader {l}")
             }
-            _ => {
+            4 => {
                 cluster.kill(a);
                 killed = Some(a);
                 format!("kill -9 {a}")
             }
+            _ => {
+                cluster.pause(a);
+                paused = Some(a);
+                format!("SIGSTOP {a}")
+            }
         };
         std::thread::sleep(hold);
+        if let Some(p) = paused {
+            cluster.resume(p);
+        }
         cluster.proxy().heal_all();
         if let Some(k) = killed {
             cluster.start_node(k);
@@ -723,7 +733,7 @@ fn link_faults_under_load_lose_nothing_and_stay_linearizable() {
         log.push(format!(
             "@{}ms {what}{} for {}ms",
             at / 1_000_000,
-            if killed.is_some() {
+            if killed.is_some() || paused.is_some() {
                 String::new()
             } else {
                 format!(" {mode:?}")

@@ -103,7 +103,13 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let (lo, _) = ephemeral_range();
-    let mut rng = Rng::new(Rng::seed_from_env() ^ 0x5eed);
+    // Not from KES_TEST_SEED: two test processes replaying one seed must not pick the
+    // same ports.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng::new(nanos ^ u64::from(std::process::id()) << 32);
     let mut out = Vec::with_capacity(n);
     let mut hold = Vec::with_capacity(n);
     let base: u16 = 20000;
@@ -1137,6 +1143,31 @@ impl Cluster {
             "===== node {slot} stopped (SIGTERM): {status:?} ====="
         ));
         status.success()
+    }
+
+    /// SIGSTOP: the process stays alive with its sockets open but does nothing (a gray
+    /// failure: peers see a silent node, not a dead one) until [`Cluster::resume`].
+    pub fn pause(&mut self, slot: usize) {
+        let pid = self.nodes[slot]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {slot} is not running"))
+            .pid();
+        // SAFETY: kill(2) on the pid of our own child process.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP node {slot}");
+        self.logs[slot].line(&format!("===== node {slot} paused (SIGSTOP) ====="));
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&mut self, slot: usize) {
+        let pid = self.nodes[slot]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {slot} is not running"))
+            .pid();
+        // SAFETY: kill(2) on the pid of our own child process.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        assert_eq!(rc, 0, "SIGCONT node {slot}");
+        self.logs[slot].line(&format!("===== node {slot} resumed (SIGCONT) ====="));
     }
 
     /// kill -9 then start again on the same port and directory.
