@@ -791,7 +791,6 @@ fn replay_fixture_verified_client_certs() {
 /// `skip_auth: true`, so clients without a certificate can connect; other routes still
 /// reject them at the HTTP level.
 #[test]
-#[ignore = "api.<path>.skip_auth is outside the issue-2 contract (parsed, not yet honoured)"]
 fn replay_fixture_skip_auth_server() {
     let fixture = load_fixture();
     let mut env = Env::new("wire-skipauth");

@@ -70,6 +70,7 @@ pub fn start(
         &config.tls.cert,
         &config.tls.key,
         config.tls.ca.as_deref(),
+        config.api.values().any(|r| r.skip_auth),
     )?;
     let addr: SocketAddr = addr
         .parse()
@@ -90,6 +91,12 @@ pub fn start(
     let mut app = App::new(store, config.admin_identity.clone());
     app.logs.audit_to_stdout = config.log_audit;
     app.logs.error_to_stderr = config.log_error;
+    app.skip_auth = config
+        .api
+        .iter()
+        .filter(|(_, r)| r.skip_auth)
+        .map(|(p, _)| p.trim_end_matches('/').to_owned())
+        .collect();
     app.member
         .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
     seed_policies(&app, config)?;

@@ -21,6 +21,7 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
     ca: Option<&Path>,
+    optional_client_cert: bool,
 ) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -44,12 +45,20 @@ pub fn server_config(
                     .add(c)
                     .map_err(|e| format!("invalid CA certificate in {}: {e}", ca.display()))?;
             }
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let builder = if optional_client_cert {
+                builder.allow_unauthenticated()
+            } else {
+                builder
+            };
+            builder
                 .build()
                 .map_err(|e| format!("cannot use CA file {}: {e}", ca.display()))?
         }
         None => Arc::new(AnyClientCert {
             algs: provider.signature_verification_algorithms,
+            mandatory: !optional_client_cert,
         }),
     };
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -67,11 +76,18 @@ pub fn server_config(
 #[derive(Debug)]
 struct AnyClientCert {
     algs: WebPkiSupportedAlgorithms,
+    /// False when some route skips authentication (`api.<path>.skip_auth`): clients without a
+    /// certificate may connect, and authenticated routes refuse them at the HTTP level.
+    mandatory: bool,
 }
 
 impl ClientCertVerifier for AnyClientCert {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(
