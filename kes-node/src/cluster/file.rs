@@ -47,7 +47,13 @@ pub fn read(dir: &Path) -> Result<Option<Addresses>, String> {
 /// Writes `.cluster.json` atomically (temporary file, fsync, rename).
 pub fn write(dir: &Path, nodes: &Addresses) -> Result<(), String> {
     use std::io::Write;
-    let map: BTreeMap<String, &String> = nodes.iter().map(|(id, a)| (id.to_string(), a)).collect();
+    // Removed nodes stay in the configuration as tombstones (empty addresses) so their ids are
+    // never reused; the file lists only the members.
+    let map: BTreeMap<String, &String> = nodes
+        .iter()
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(id, a)| (id.to_string(), a))
+        .collect();
     let mut text = serde_json::to_string(&map).map_err(|e| e.to_string())?;
     text.push('\n');
     let path = dir.join(FILE);
@@ -83,13 +89,16 @@ pub fn resolve(addr: &str) -> Option<SocketAddr> {
 
 /// The id of the node listening on `listen`: same port, and the same host or both loopback.
 pub fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
-    nodes.iter().find_map(|(id, addr)| {
-        let a = resolve(addr)?;
-        let same_host = a.ip() == listen.ip()
-            || (a.ip().is_loopback() && listen.ip().is_loopback())
-            || listen.ip().is_unspecified();
-        (a.port() == listen.port() && same_host).then_some(*id)
-    })
+    nodes
+        .iter()
+        .filter(|(_, a)| !a.is_empty())
+        .find_map(|(id, addr)| {
+            let a = resolve(addr)?;
+            let same_host = a.ip() == listen.ip()
+                || (a.ip().is_loopback() && listen.ip().is_loopback())
+                || listen.ip().is_unspecified();
+            (a.port() == listen.port() && same_host).then_some(*id)
+        })
 }
 
 /// Where to dial each peer: its address, unless `KES_PEER_DIAL` (`id=host:port,...`) says

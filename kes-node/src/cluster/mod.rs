@@ -687,7 +687,9 @@ impl Cluster {
                 if addresses.values().any(|a| *a == endpoint) {
                     return Some(Err(StoreError::Exists));
                 }
-                let new = (0..).find(|i| !addresses.contains_key(i)).unwrap_or(0);
+                // Ids are never reused: a removed node that still runs must not be mistaken
+                // for its successor. Removed ids stay in the map as tombstones (empty address).
+                let new = addresses.keys().max().map_or(0, |m| m + 1);
                 addresses.insert(new, endpoint);
                 Change::Add(new)
             }
@@ -704,7 +706,19 @@ impl Cluster {
                     let why = "the leader cannot remove itself: send the shrink to another node after it stepped down, or stop it and use force".to_string();
                     return Some(Err(StoreError::Refused(why)));
                 }
-                addresses.remove(&gone);
+                let reachable = self
+                    .outbound
+                    .get(&gone)
+                    .and_then(|k| self.links.get(*k))
+                    .is_some_and(|l| l.state == LinkState::Open);
+                if !*force && !reachable {
+                    let why = format!(
+                        "node {gone} ({endpoint}) is unreachable: a shrink needs its agreement; \
+                         if it is gone for good, remove it with force"
+                    );
+                    return Some(Err(StoreError::Unavailable(why)));
+                }
+                addresses.insert(gone, String::new());
                 if *force {
                     Change::ForceRemove(gone)
                 } else {
@@ -748,7 +762,7 @@ impl Cluster {
 
     /// True if this node may serve clients: it is a member of the configuration it holds.
     pub fn is_member(&self) -> bool {
-        !self.joining && self.node.config().members.contains(&self.id)
+        !self.joining && self.node.is_member()
     }
 
     /// Takes over an inbound peer connection accepted by the HTTP listener.
@@ -821,9 +835,9 @@ impl Cluster {
         }
         let members: Vec<NodeId> = self
             .addresses
-            .keys()
-            .copied()
-            .filter(|id| *id != self.id)
+            .iter()
+            .filter(|(id, a)| **id != self.id && !a.is_empty())
+            .map(|(id, _)| *id)
             .collect();
         for id in members {
             if self.outbound.contains_key(&id) || self.redial_at.get(&id).is_some_and(|t| now < *t)
@@ -920,6 +934,7 @@ impl Cluster {
             nodes: self
                 .addresses
                 .iter()
+                .filter(|(_, a)| !a.is_empty())
                 .map(|(id, a)| (id.to_string(), a.clone()))
                 .collect(),
             leader_id: self.node.leader().map(u64::from).unwrap_or(u64::MAX),
@@ -937,7 +952,7 @@ impl Cluster {
         let changed = v.term != self.node.term()
             || v.leader_id != leader
             || v.commit_index != self.node.commit_index()
-            || v.nodes.len() != self.addresses.len()
+            || v.nodes.len() != self.addresses.values().filter(|a| !a.is_empty()).count()
             || v.nodes.is_empty();
         if changed {
             *v = self.describe();

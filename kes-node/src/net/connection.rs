@@ -121,6 +121,9 @@ impl Connection {
             self.tls.send_close_notify();
             self.phase = Phase::Closing;
             self.flush();
+            if !self.tls.wants_write() {
+                self.phase = Phase::Closed;
+            }
         }
     }
 

@@ -71,8 +71,11 @@ pub fn serve(
                     if signals.pending().next().is_some() && shutdown_at.is_none() {
                         shutdown_at = Some(now);
                         poll.registry().deregister(&mut listener)?;
-                        for (_, c) in conns.iter_mut() {
-                            c.close_after_current();
+                        let keys: Vec<usize> = conns.iter().map(|(k, _)| k).collect();
+                        for key in keys {
+                            conns[key].close_after_current();
+                            // Idle connections close now; busy ones after their answer.
+                            update(&poll, &mut conns, key, app);
                         }
                     }
                 }

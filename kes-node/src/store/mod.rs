@@ -124,8 +124,8 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::WrongHsmKey { hsm } if hsm == kes_core::hsm::SOFT_HSM_NAME => f.write_str(
-                "kes.db is sealed with a different HSM key: set KES_HSM_KEY to the key this \
-                 database was created with",
+                "kes.db is sealed with a different HSM key: use the key this database was \
+                 created with (KES_HSM_KEY, or hsm.key in the config)",
             ),
             OpenError::WrongHsmKey { hsm } => write!(
                 f,
