@@ -256,6 +256,7 @@ pub(super) fn liveness(cluster: &mut Cluster, _options: &Options) -> Result<(), 
                     served = true;
                     break;
                 }
+                cluster.run(10)?;
             }
             if !served {
                 return Err(format!(
