@@ -1878,3 +1878,68 @@ fn harness_history_checker() {
     assert_eq!(percentile(&samples, 50.0), Duration::from_millis(51));
     assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
 }
+
+/// With `cluster.read_lease`, a node cut off from the leader stops answering reads once its
+/// lease runs out (instead of serving possibly stale data), while the connected nodes keep
+/// reading; after the heal it serves again. Without the lease (the partition test above) the
+/// cut-off node keeps answering reads.
+#[test]
+fn read_lease_stops_reads_on_a_cut_off_node() {
+    let mut cluster = Cluster::new("lease", ClusterOpts::nodes(3).with_proxy());
+    let config = cluster.root().join("config.yml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("cluster:\n  read_lease: 1s\n  clock_drift: 100ms\n");
+    std::fs::write(&config, text).unwrap();
+    cluster.start_nodes(&[0, 1, 2]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).expect("a leader");
+    let mut conns: Vec<Conn> = (0..3).map(|i| cluster.conn(i)).collect();
+    create_ok(&mut conns[leader], "leased");
+    for conn in conns.iter_mut() {
+        describe_ok(conn, "leased", "before the partition");
+    }
+
+    let k = (leader + 1) % 3;
+    cluster.proxy().partition(k, CutMode::Refuse);
+    // The lease (1 s) runs out; poll until the cut-off node refuses (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let resp = conns[k].read("GET", "/v1/key/describe/leased", None);
+        if let Ok(resp) = &resp {
+            if resp.status == 503 {
+                break error_message(resp);
+            }
+            assert_eq!(
+                resp.status,
+                200,
+                "node {k} while its lease lasts: {}",
+                resp.text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {k} kept serving reads without a lease"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(refused.contains("lease"), "the refusal says why: {refused}");
+    // The connected nodes keep reading.
+    for i in (0..3).filter(|&i| i != k) {
+        describe_ok(&mut conns[i], "leased", "during the partition");
+    }
+
+    cluster.proxy().heal_all();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match conns[k].read("GET", "/v1/key/describe/leased", None) {
+            Ok(resp) if resp.status == 200 => break,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {k} serves reads again after the heal"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    println!("read lease: node {k} refused reads during the partition ({refused}) and served after the heal");
+}

@@ -54,6 +54,11 @@ pub struct Config {
     pub log_audit: bool,
     /// `log.error: on` (the default): error events to standard error.
     pub log_error: bool,
+    /// `cluster.read_lease`: serve reads only while holding a lease of this length (see
+    /// `shared/spec/cluster.md`); off by default.
+    pub read_lease: Option<Duration>,
+    /// `cluster.clock_drift`: the bound on clock error over one lease (default 10% of it).
+    pub clock_drift: Option<Duration>,
 }
 
 /// `tls:`. Relative paths are resolved against the config file's directory.
@@ -102,7 +107,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     let top = Fields::new("", &root)?;
     top.check_known(
         &[
-            "version", "address", "admin", "tls", "hsm", "api", "policy", "log",
+            "version", "address", "admin", "tls", "hsm", "api", "policy", "log", "cluster",
         ],
         &["cache", "keys", "keystore"],
     )?;
@@ -167,6 +172,19 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         config.log_audit = on("audit", false)?;
         config.log_error = on("error", true)?;
     }
+
+    let cluster = top.section("cluster")?;
+    cluster.check_known(&["read_lease", "clock_drift"], &[])?;
+    let duration = |field: &str| -> Result<Option<Duration>, String> {
+        match cluster.string(field)? {
+            None => Ok(None),
+            Some(v) => parse_go_duration(&v)
+                .map(Some)
+                .map_err(|e| format!("config: cluster.{field}: {e}")),
+        }
+    };
+    config.read_lease = duration("read_lease")?.filter(|d| !d.is_zero());
+    config.clock_drift = duration("clock_drift")?;
 
     let hsm = top.section("hsm")?;
     hsm.check_known(&["key"], &[])?;

@@ -86,7 +86,16 @@ pub fn start(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = mio::net::TcpListener::from_std(listener);
-    let mut cluster = crate::cluster::Cluster::open(&store, dir, local, &device.0, join)?;
+    let mut cluster = crate::cluster::Cluster::open(
+        &store,
+        dir,
+        local,
+        &device.0,
+        join,
+        config
+            .read_lease
+            .map(|l| (l, config.clock_drift.unwrap_or(l / 10))),
+    )?;
 
     let mut app = App::new(store, config.admin_identity.clone());
     app.logs.audit_to_stdout = config.log_audit;

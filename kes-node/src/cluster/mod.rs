@@ -156,6 +156,7 @@ impl Cluster {
         listen: SocketAddr,
         hsm: &kes_core::hsm::SoftHsm,
         join: bool,
+        read_lease: Option<(Duration, Duration)>,
     ) -> Result<Cluster, String> {
         let state = match store.raft_state().map_err(|e| e.to_string())? {
             Some(s) => s,
@@ -217,8 +218,10 @@ impl Cluster {
             heartbeat_interval: 100,
             read_timeout: 5000,
             write_timeout: 5000,
-            read_lease: None,
-            clock_drift: 0,
+            // With a lease, a node answers reads only while a leader recently counted it a
+            // member, which bounds stale reads after a forced removal (spec: read_lease).
+            read_lease: read_lease.map(|(lease, _)| lease.as_millis() as u64),
+            clock_drift: read_lease.map_or(0, |(_, drift)| drift.as_millis() as u64),
             ..Params::default()
         };
         let epoch = Instant::now();
@@ -586,9 +589,10 @@ impl Cluster {
         );
     }
 
-    /// True while this node holds entries it has not applied: reads must pass the gate.
+    /// True while reads must pass the gate: this node holds entries it has not applied, or
+    /// it serves reads only under a lease (which the core checks on every read).
     pub fn has_pending(&self) -> bool {
-        !self.node.pending_entries().is_empty()
+        self.params.read_lease.is_some() || !self.node.pending_entries().is_empty()
     }
 
     fn next(&mut self) -> u64 {
