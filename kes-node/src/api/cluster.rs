@@ -45,3 +45,18 @@ pub fn shrink(_: &App, ctx: &Ctx) -> Reply {
         Err(resp) => resp.into(),
     }
 }
+
+/// `GET /v1/cluster/backup`: a consistent copy of this node's applied state, readable only
+/// with the cluster's HSM key (see `store/backup.rs`). Restore it with `kes-node restore`.
+pub fn backup(app: &App, _: &Ctx) -> Response {
+    match app.store.backup() {
+        Ok(bytes) => {
+            let mut r = Response::ok();
+            r.headers
+                .push(("Content-Type", "application/octet-stream".into()));
+            r.body = bytes;
+            r
+        }
+        Err(err) => Response::error(500, &format!("cannot back up: {err}")),
+    }
+}

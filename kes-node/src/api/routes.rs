@@ -98,6 +98,7 @@ pub static ROUTES: &[Route] = &[
     route("DELETE", "/v1/enclave/delete/", 0, 15, Admin, true, W(enclaves::delete)),
     route("PUT", "/v1/cluster/expand", KB, 300, Admin, false, W(cluster::expand)),
     route("DELETE", "/v1/cluster/shrink", KB, 15, Admin, false, W(cluster::shrink)),
+    route("GET", "/v1/cluster/backup", 0, 300, Admin, false, R(cluster::backup)),
     route("GET", "/v1/cluster/describe", 0, 15, Verify, false, R(system::describe_cluster)),
     route("GET", "/v1/log/error", 0, 0, Verify, false, R(system::log_stream)),
     route("GET", "/v1/log/audit", 0, 0, Verify, false, R(system::log_stream)),

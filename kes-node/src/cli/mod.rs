@@ -27,6 +27,7 @@ enum Command {
     Status(client::status::StatusArgs),
     Cluster(client::cluster::ClusterArgs),
     Bench(client::bench::BenchArgs),
+    Restore(server::RestoreArgs),
 }
 
 /// Software HSM keys.
@@ -67,6 +68,7 @@ pub fn run(args: Args) -> Result<(), String> {
         Command::Status(a) => client::status::run(a),
         Command::Cluster(a) => client::cluster::run(a),
         Command::Bench(a) => client::bench::run(a),
+        Command::Restore(a) => server::restore(a),
     }
 }
 

@@ -199,3 +199,56 @@ fn soft_hsm(config: &Config) -> Result<SoftHsm, String> {
         format!("{source} is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes> (or kes:v1:chacha20:...)")
     })
 }
+
+/// Restore a backup (from `kes-node cluster backup`) into a new directory DIR; then start a
+/// server on DIR as usual. The HSM key (KES_HSM_KEY or hsm.key in --config) must be the
+/// backed-up cluster's.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore")]
+pub struct RestoreArgs {
+    /// the backup file
+    #[argh(option)]
+    from: PathBuf,
+    /// a config file with hsm.key (otherwise KES_HSM_KEY)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// the new node directory (must not hold a kes.db yet)
+    #[argh(positional)]
+    dir: PathBuf,
+}
+
+pub fn restore(args: RestoreArgs) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => crate::config::load(path)?,
+        None => Config::default(),
+    };
+    let bytes = std::fs::read(&args.from)
+        .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
+    if args.dir.join(crate::store::DB_FILE).exists() {
+        return Err(format!(
+            "{} already holds a kes.db: restore into a new directory",
+            args.dir.display()
+        ));
+    }
+    let device = SoftHsmDevice(soft_hsm(&config)?);
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    let store = Store::open(&args.dir, &device).map_err(|e| e.to_string())?;
+    if let Err(err) = store.restore(&bytes, &device) {
+        drop(store);
+        // Leave no half-made database behind.
+        let _ = std::fs::remove_file(args.dir.join(crate::store::DB_FILE));
+        return Err(err.to_string());
+    }
+    let keys = store
+        .list_keys(crate::store::DEFAULT_ENCLAVE, "")
+        .map(|k| k.len())
+        .unwrap_or(0);
+    let enclaves = store.list_enclaves("").map(|e| e.len()).unwrap_or(0);
+    println!(
+        "restored {} into {} ({keys} keys in the default enclave, {enclaves} enclaves)",
+        args.from.display(),
+        args.dir.display()
+    );
+    Ok(())
+}

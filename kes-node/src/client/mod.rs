@@ -398,6 +398,11 @@ impl Client {
         self.json(self.get("/v1/cluster/describe"))
     }
 
+    /// `GET /v1/cluster/backup`: the backup bytes.
+    pub fn backup_cluster(&self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.call(self.get("/v1/cluster/backup"))?.body)
+    }
+
     /// `PUT /v1/cluster/expand {"endpoint"}`: adds a node started with `--join`.
     pub fn expand_cluster(&self, endpoint: &str) -> Result<(), ClientError> {
         let body = serde_json::json!({ "endpoint": endpoint });

@@ -34,6 +34,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::hsm::{Hsm, HsmError};
 
 mod apply;
+mod backup;
 pub mod codec;
 mod raft;
 mod readonly;
@@ -56,9 +57,9 @@ const DB_TMP_FILE: &str = "kes.db.tmp";
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_VERSION: &str = "version";
-const META_ROOT_PREFIX: &str = "root/";
+pub(crate) const META_ROOT_PREFIX: &str = "root/";
 
 /// A table of values encrypted with the root key and keyed by `<enclave>/<name>`.
 #[derive(Clone, Copy)]

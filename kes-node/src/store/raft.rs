@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{apply, codec, io_err, Store, StoreError};
 
-const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+pub(crate) const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const HARD_STATE: &str = "hard_state";
 const APPLIED: &str = "applied";
@@ -357,7 +357,7 @@ impl Store {
     }
 
     /// Replaces every table with snapshot data (inside the transaction of a `persist`).
-    fn install(
+    pub(crate) fn install(
         &self,
         tx: &mut super::Tx<'_>,
         bytes: &[u8],

@@ -17,6 +17,17 @@ enum ClusterCommand {
     Info(Info),
     Add(Add),
     Rm(Rm),
+    Backup(Backup),
+}
+
+client_command! {
+    /// Download a backup of the cluster's state into FILE (readable only with the HSM key).
+    #[argh(subcommand, name = "backup")]
+    struct Backup {
+        /// where to write the backup
+        #[argh(positional)]
+        file: std::path::PathBuf,
+    }
 }
 
 client_command! {
@@ -84,6 +95,19 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             if !a.json {
                 println!("added {}", a.node);
+            }
+            Ok(())
+        }
+        ClusterCommand::Backup(a) => {
+            let bytes = a.connect()?.backup_cluster().map_err(|e| e.to_string())?;
+            std::fs::write(&a.file, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", a.file.display()))?;
+            if !a.json {
+                println!(
+                    "wrote a backup of {} bytes to {}",
+                    bytes.len(),
+                    a.file.display()
+                );
             }
             Ok(())
         }
