@@ -2,7 +2,7 @@
 //! admin only for create and delete, spec §10.7).
 use argh::FromArgs;
 
-use super::{client_command, need_names, print_fields, print_json, print_names};
+use super::{client_command, for_each_name, print_fields, print_json, print_names};
 
 /// Manage enclaves.
 #[derive(FromArgs)]
@@ -64,15 +64,10 @@ client_command! {
 pub fn run(args: EnclaveArgs) -> Result<(), String> {
     match args.command {
         EnclaveCommand::Create(a) => {
-            need_names(&a.names, "enclave name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.create_enclave(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("created enclave {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "enclave", "created", a.json, |n| {
+                client.create_enclave(n)
+            })
         }
         EnclaveCommand::Info(a) => {
             let info = a
@@ -99,15 +94,10 @@ pub fn run(args: EnclaveArgs) -> Result<(), String> {
             Ok(())
         }
         EnclaveCommand::Rm(a) => {
-            need_names(&a.names, "enclave name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.delete_enclave(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("deleted enclave {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "enclave", "deleted", a.json, |n| {
+                client.delete_enclave(n)
+            })
         }
     }
 }

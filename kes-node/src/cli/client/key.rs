@@ -3,7 +3,7 @@
 use argh::FromArgs;
 
 use super::{
-    client_command, decode_b64, encode_b64, need_names, print_fields, print_json, print_names,
+    client_command, decode_b64, encode_b64, for_each_name, print_fields, print_json, print_names,
     read_stdin,
 };
 
@@ -146,15 +146,8 @@ client_command! {
 pub fn run(args: KeyArgs) -> Result<(), String> {
     match args.command {
         KeyCommand::Create(a) => {
-            need_names(&a.names, "key name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.create_key(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("created key {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "key", "created", a.json, |n| client.create_key(n))
         }
         KeyCommand::Import(a) => {
             let key = match &a.key {
@@ -197,15 +190,8 @@ pub fn run(args: KeyArgs) -> Result<(), String> {
             Ok(())
         }
         KeyCommand::Rm(a) => {
-            need_names(&a.names, "key name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.delete_key(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("deleted key {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "key", "deleted", a.json, |n| client.delete_key(n))
         }
         KeyCommand::Encrypt(a) => {
             let context = optional_b64("the context", a.context.as_deref())?;

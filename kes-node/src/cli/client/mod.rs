@@ -213,6 +213,25 @@ fn read_stdin(what: &str) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Runs `op` on each of `names` (at least one), printing `<verb> <what> <name>` unless
+/// `json`: the shape of every `create`/`rm` that takes `<name>...`.
+fn for_each_name(
+    names: &[String],
+    what: &str,
+    verb: &str,
+    json: bool,
+    mut op: impl FnMut(&str) -> Result<(), crate::client::ClientError>,
+) -> Result<(), String> {
+    need_names(names, &format!("{what} name"))?;
+    for name in names {
+        op(name).map_err(|e| e.to_string())?;
+        if !json {
+            println!("{verb} {what} {name}");
+        }
+    }
+    Ok(())
+}
+
 /// At least one name for commands that take `<name>...`.
 fn need_names(names: &[String], what: &str) -> Result<(), String> {
     if names.is_empty() {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use super::{client_command, need_names, print_fields, print_json, print_names, print_table};
+use super::{
+    client_command, for_each_name, need_names, print_fields, print_json, print_names, print_table,
+};
 use crate::client::{Policy, Rules};
 
 /// Manage policies.
@@ -149,15 +151,10 @@ pub fn run(args: PolicyArgs) -> Result<(), String> {
             Ok(())
         }
         PolicyCommand::Rm(a) => {
-            need_names(&a.names, "policy name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.delete_policy(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("deleted policy {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "policy", "deleted", a.json, |n| {
+                client.delete_policy(n)
+            })
         }
         PolicyCommand::Assign(a) => {
             need_names(&a.identities, "identity")?;

@@ -3,7 +3,7 @@
 use argh::FromArgs;
 
 use super::{
-    client_command, encode_b64, need_names, print_fields, print_json, print_names, read_stdin,
+    client_command, encode_b64, for_each_name, print_fields, print_json, print_names, read_stdin,
 };
 
 /// Manage secrets.
@@ -137,15 +137,10 @@ pub fn run(args: SecretArgs) -> Result<(), String> {
             Ok(())
         }
         SecretCommand::Rm(a) => {
-            need_names(&a.names, "secret name")?;
             let client = a.connect()?;
-            for name in &a.names {
-                client.delete_secret(name).map_err(|e| e.to_string())?;
-                if !a.json {
-                    println!("deleted secret {name}");
-                }
-            }
-            Ok(())
+            for_each_name(&a.names, "secret", "deleted", a.json, |n| {
+                client.delete_secret(n)
+            })
         }
     }
 }
