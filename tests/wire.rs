@@ -5,6 +5,9 @@
 //! client's cases replay too. Skipped and counted: cases whose paths hold upstream's literal
 //! identities, the log streams (upstream held their head back; tested in observability.rs),
 //! protobuf metrics, and the deliberate differences listed in `skip_reason`.
+//!
+//! The fixtures were captured from upstream's stateless server with an fs key store, which is
+//! what `kes-node edge` is: the replay runs against it too, with fewer differences.
 
 mod support;
 
@@ -28,8 +31,8 @@ fn load_fixture() -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-/// Why a case is not replayed, if it is not.
-fn skip_reason(e: &Value) -> Option<&'static str> {
+/// Why a case is not replayed (on the stateful server, or on the `edge` server), if it is not.
+fn skip_reason(e: &Value, edge: bool) -> Option<&'static str> {
     let case = e["case"].as_str().unwrap();
     if case.starts_with("identity.") && case != "identity.self.describe" {
         // Paths and listings hold upstream's literal identities and their sort order.
@@ -48,16 +51,21 @@ fn skip_reason(e: &Value) -> Option<&'static str> {
     // caller in the flat shape the Go client decodes instead of upstream's 404 (spec §4.9).
     // It also lists those routes in /v1/api, so the `api` case checks that upstream's 22 routes
     // are all there (see `body_summary_matches`).
-    if matches!(
-        case,
-        "unknown.secret"
-            | "unknown.enclave"
-            | "policy.create.not-routed"
-            | "policy.delete.not-routed"
-            | "policy.assign.not-routed"
-            | "policy-client.self.describe"
-    ) {
+    // The edge server serves upstream's routes only, so it answers those cases like upstream.
+    if !edge
+        && matches!(
+            case,
+            "unknown.secret"
+                | "unknown.enclave"
+                | "policy.create.not-routed"
+                | "policy.delete.not-routed"
+                | "policy.assign.not-routed"
+        )
+    {
         return Some("stateful routes");
+    }
+    if case == "policy-client.self.describe" {
+        return Some("flat self-describe");
     }
     None
 }
@@ -473,7 +481,13 @@ fn send_case(
 /// Every case on a connection of its own, as the fixture was captured.
 #[test]
 fn replay_fixture_entries() {
-    replay_entries(false);
+    replay_entries(false, false);
+}
+
+/// Every case against `kes-node edge` with an fs key store, as the fixture was captured.
+#[test]
+fn replay_fixture_entries_on_edge() {
+    replay_entries(false, true);
 }
 
 /// The same cases on as few connections as possible: each connection is kept alive as long
@@ -481,18 +495,26 @@ fn replay_fixture_entries() {
 /// request bytes behind (or sends too many) breaks the following case.
 #[test]
 fn replay_fixture_entries_with_keep_alive() {
-    replay_entries(true);
+    replay_entries(true, false);
 }
 
-fn replay_entries(keep_alive: bool) {
-    let label = if keep_alive {
-        "wire (keep-alive)"
-    } else {
-        "wire"
+fn replay_entries(keep_alive: bool, edge: bool) {
+    let label = match (keep_alive, edge) {
+        (false, false) => "wire",
+        (true, false) => "wire (keep-alive)",
+        (_, true) => "wire (edge)",
     };
     let fixture = load_fixture();
     let entries = fixture["entries"].as_array().expect("entries");
-    let mut env = Env::new("wire");
+    let mut env = if edge {
+        let env = Env::edge("wire-edge");
+        let keys = env.tmp.path().join("keys");
+        let mut env = env;
+        env.append_config(&format!("keystore:\n  fs:\n    path: {}\n", keys.display()));
+        env
+    } else {
+        Env::new("wire")
+    };
     env.append_config(&fixture_policies());
     let server = env.start();
     let mut kept: Kept = None;
@@ -503,7 +525,7 @@ fn replay_entries(keep_alive: bool) {
 
     for e in entries {
         let case = e["case"].as_str().unwrap();
-        if let Some(reason) = skip_reason(e) {
+        if let Some(reason) = skip_reason(e, edge) {
             *skipped.entry(reason).or_default() += 1;
             continue;
         }
@@ -868,7 +890,7 @@ fn replay_fixture_skip_auth_server() {
         .expect("skip_auth_server")
     {
         let case = e["case"].as_str().unwrap();
-        if skip_reason(e).is_some() {
+        if skip_reason(e, false).is_some() {
             skipped += 1;
             continue;
         }

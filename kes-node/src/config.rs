@@ -34,6 +34,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod edge;
+pub use edge::{load_edge, parse_edge, EdgeConfig, KeyStoreConfig};
+
 use serde_norway::{Mapping, Value};
 
 /// A parsed and validated configuration.

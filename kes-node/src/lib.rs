@@ -12,6 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod edge;
 pub mod hsm;
 pub mod http;
 pub mod identity;

@@ -251,6 +251,8 @@ pub struct Env {
     /// `DIR/.cluster.json`, so a restart listens there again (the first start binds an
     /// ephemeral port).
     last_addr: Mutex<Option<SocketAddr>>,
+    /// Start `kes-node edge` (stateless, keys in the config's `keystore:`) instead of `server`.
+    edge: bool,
 }
 
 impl Env {
@@ -277,8 +279,16 @@ impl Env {
             extra: String::new(),
             admin: pki.admin.identity.clone(),
             last_addr: Mutex::new(None),
+            edge: false,
         };
         env.write_config();
+        env
+    }
+
+    /// An environment for `kes-node edge`: add a `keystore:` section with `append_config`.
+    pub fn edge(tag: &str) -> Env {
+        let mut env = Env::with_hsm(tag, HsmKey::Missing);
+        env.edge = true;
         env
     }
 
@@ -335,13 +345,21 @@ impl Env {
 
     fn command(&self, addr: &str) -> Command {
         let mut cmd = Command::new(KES_NODE);
-        cmd.arg("server")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--addr")
-            .arg(addr)
-            .arg(&self.data)
-            .env_remove("KES_HSM_KEY")
+        if self.edge {
+            cmd.arg("edge")
+                .arg("--config")
+                .arg(&self.config)
+                .arg("--addr")
+                .arg(addr);
+        } else {
+            cmd.arg("server")
+                .arg("--config")
+                .arg(&self.config)
+                .arg("--addr")
+                .arg(addr)
+                .arg(&self.data);
+        }
+        cmd.env_remove("KES_HSM_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

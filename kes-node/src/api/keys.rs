@@ -1,11 +1,16 @@
 //! Key handlers: create, import, describe, list, delete, generate, encrypt, decrypt, hmac.
+//!
+//! The same handlers serve the stateful server (keys in `kes.db`) and the edge server (keys in
+//! a central key store behind a cache): reads go through [`load`] and [`list`]'s lookup, which
+//! on an edge server answer from the cache or ask the event loop to fetch from the key store
+//! first ([`Reply::Fetch`]); writes are commands either way.
 use kes_core::crypto::{Cipher, HmacKey, SecretKey, DEK_LEN, RANDOM_LEN};
 use kes_core::name::{valid_name, valid_pattern};
 use serde::Serialize;
 
 use super::body::{b64, Fields};
-use super::reply::Reply;
-use super::{App, Ctx};
+use super::reply::{Fetch, Fetched, Reply};
+use super::{App, Ctx, Keys};
 use crate::command::Command;
 use crate::http::Response;
 use crate::random;
@@ -26,17 +31,50 @@ fn read_error(err: StoreError) -> Response {
     super::errors::store_error(super::errors::Kind::Key, err, "failed to read key")
 }
 
-/// Validates the name and loads the key.
-fn load(app: &App, enclave: &str, name: &str) -> Result<KeyRecord, Response> {
-    if !valid_name(name) {
-        return Err(invalid_name(name));
+/// Why [`load`] has no key: the answer for the client, or a fetch to wait for.
+enum Miss {
+    Answer(Response),
+    Fetch(Fetch),
+}
+
+impl From<Response> for Miss {
+    fn from(r: Response) -> Miss {
+        Miss::Answer(r)
     }
-    app.store.key(enclave, name).map_err(read_error)
+}
+
+/// The reply of a key read: its answer, or the fetch it waits for.
+fn reply(result: Result<Response, Miss>) -> Reply {
+    match result {
+        Ok(resp) | Err(Miss::Answer(resp)) => Reply::Now(resp),
+        Err(Miss::Fetch(fetch)) => Reply::Fetch(fetch),
+    }
+}
+
+/// Validates the name and loads the key: from the store, or on an edge server from its cache,
+/// from the key store's answer this request waited for, or else by fetching it first.
+fn load(app: &App, ctx: &Ctx) -> Result<KeyRecord, Miss> {
+    let name = &ctx.resource;
+    if !valid_name(name) {
+        return Err(invalid_name(name).into());
+    }
+    match &app.keys {
+        Keys::Store => app
+            .store
+            .key(&ctx.enclave, name)
+            .map_err(|e| read_error(e).into()),
+        Keys::Edge(edge) => match &ctx.fetched {
+            Some(Fetched::Key(result)) => result.clone().map_err(|e| read_error(e).into()),
+            _ => edge
+                .cached(name)
+                .ok_or_else(|| Miss::Fetch(Fetch::Key(name.clone()))),
+        },
+    }
 }
 
 /// The cipher for new keys: AES-256-GCM where the CPU accelerates it, else ChaCha20-Poly1305
 /// (upstream's rule, spec §8.1).
-fn default_cipher() -> Cipher {
+pub fn default_cipher() -> Cipher {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("aes")
@@ -109,17 +147,15 @@ struct DescribeKey<'a> {
     created_by: &'a str,
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Response {
-    let rec = match load(app, &ctx.enclave, &ctx.resource) {
-        Ok(rec) => rec,
-        Err(resp) => return resp,
-    };
-    Response::json(&DescribeKey {
-        name: &ctx.resource,
-        algorithm: rec.key.cipher().as_str(),
-        created_at: timefmt::rfc3339(rec.created_at),
-        created_by: &rec.created_by,
-    })
+pub fn describe(app: &App, ctx: &Ctx) -> Reply {
+    reply(load(app, ctx).map(|rec| {
+        Response::json(&DescribeKey {
+            name: &ctx.resource,
+            algorithm: rec.key.cipher().as_str(),
+            created_at: timefmt::rfc3339(rec.created_at),
+            created_by: &rec.created_by,
+        })
+    }))
 }
 
 #[derive(Serialize)]
@@ -127,22 +163,29 @@ struct KeyList {
     names: Vec<String>,
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Response {
+pub fn list(app: &App, ctx: &Ctx) -> Reply {
     let pattern = ctx.resource.as_str();
     if !valid_pattern(pattern) {
         return Response::error(
             400,
             &format!("listing pattern '{pattern}' is empty, too long or is invalid"),
-        );
+        )
+        .into();
     }
     // Upstream passes the pattern as a literal prefix; only `*` alone means "all" (spec §4.7).
     let prefix = if pattern == "*" { "" } else { pattern };
-    match app.store.list_keys(&ctx.enclave, prefix) {
+    let listed = match (&app.keys, &ctx.fetched) {
+        (Keys::Store, _) => app.store.list_keys(&ctx.enclave, prefix),
+        (Keys::Edge(_), Some(Fetched::List(result))) => result.clone(),
+        (Keys::Edge(_), _) => return Reply::Fetch(Fetch::List(prefix.to_owned())),
+    };
+    match listed {
         Ok(names) => Response::json(&KeyList { names }),
         Err(err) => {
             super::errors::store_error(super::errors::Kind::Key, err, "failed to list keys")
         }
     }
+    .into()
 }
 
 pub fn delete(_: &App, ctx: &Ctx) -> Reply {
@@ -171,30 +214,31 @@ struct DataKey {
     ciphertext: String,
 }
 
-pub fn generate(app: &App, ctx: &Ctx) -> Response {
+pub fn generate(app: &App, ctx: &Ctx) -> Reply {
+    reply(generate_key(app, ctx))
+}
+
+fn generate_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return Ok(invalid_name(&ctx.resource));
     }
     let context = match fields(ctx, true).and_then(|f| {
         f.bytes("context")
             .map_err(|_| Response::error(400, INVALID_BODY))
     }) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return Ok(resp),
     };
-    let rec = match load(app, &ctx.enclave, &ctx.resource) {
-        Ok(rec) => rec,
-        Err(resp) => return resp,
-    };
+    let rec = load(app, ctx)?;
     let dek = zeroize::Zeroizing::new(random::bytes::<DEK_LEN>());
     let ciphertext = rec
         .key
         .encrypt(&random::bytes::<RANDOM_LEN>(), dek.as_slice(), &context);
     let plaintext = zeroize::Zeroizing::new(b64(dek.as_slice()));
-    Response::json(&DataKey {
+    Ok(Response::json(&DataKey {
         plaintext: plaintext.to_string(),
         ciphertext: b64(&ciphertext),
-    })
+    }))
 }
 
 #[derive(Serialize)]
@@ -202,9 +246,13 @@ struct Ciphertext {
     ciphertext: String,
 }
 
-pub fn encrypt(app: &App, ctx: &Ctx) -> Response {
+pub fn encrypt(app: &App, ctx: &Ctx) -> Reply {
+    reply(encrypt_key(app, ctx))
+}
+
+fn encrypt_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return Ok(invalid_name(&ctx.resource));
     }
     let parsed = fields(ctx, false).and_then(|f| {
         let pt = f
@@ -217,18 +265,15 @@ pub fn encrypt(app: &App, ctx: &Ctx) -> Response {
     });
     let (plaintext, context) = match parsed {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return Ok(resp),
     };
-    let rec = match load(app, &ctx.enclave, &ctx.resource) {
-        Ok(rec) => rec,
-        Err(resp) => return resp,
-    };
+    let rec = load(app, ctx)?;
     let ciphertext = rec
         .key
         .encrypt(&random::bytes::<RANDOM_LEN>(), &plaintext, &context);
-    Response::json(&Ciphertext {
+    Ok(Response::json(&Ciphertext {
         ciphertext: b64(&ciphertext),
-    })
+    }))
 }
 
 #[derive(Serialize)]
@@ -236,9 +281,13 @@ struct Plaintext {
     plaintext: String,
 }
 
-pub fn decrypt(app: &App, ctx: &Ctx) -> Response {
+pub fn decrypt(app: &App, ctx: &Ctx) -> Reply {
+    reply(decrypt_key(app, ctx))
+}
+
+fn decrypt_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return Ok(invalid_name(&ctx.resource));
     }
     let parsed = fields(ctx, false).and_then(|f| {
         let ct = f
@@ -251,13 +300,10 @@ pub fn decrypt(app: &App, ctx: &Ctx) -> Response {
     });
     let (ciphertext, context) = match parsed {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return Ok(resp),
     };
-    let rec = match load(app, &ctx.enclave, &ctx.resource) {
-        Ok(rec) => rec,
-        Err(resp) => return resp,
-    };
-    match rec.key.decrypt(&ciphertext, &context) {
+    let rec = load(app, ctx)?;
+    Ok(match rec.key.decrypt(&ciphertext, &context) {
         Ok(pt) => {
             let pt = zeroize::Zeroizing::new(pt);
             Response::json(&Plaintext {
@@ -265,7 +311,7 @@ pub fn decrypt(app: &App, ctx: &Ctx) -> Response {
             })
         }
         Err(_) => Response::error(400, "decryption failed: ciphertext is not authentic"),
-    }
+    })
 }
 
 #[derive(Serialize)]
@@ -273,25 +319,26 @@ struct Mac {
     hmac: String,
 }
 
-pub fn hmac(app: &App, ctx: &Ctx) -> Response {
+pub fn hmac(app: &App, ctx: &Ctx) -> Reply {
+    reply(hmac_key(app, ctx))
+}
+
+fn hmac_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
     if !valid_name(&ctx.resource) {
-        return invalid_name(&ctx.resource);
+        return Ok(invalid_name(&ctx.resource));
     }
     let message = match fields(ctx, false).and_then(|f| {
         f.bytes("message")
             .map_err(|_| Response::error(400, INVALID_BODY))
     }) {
         Ok(m) => m,
-        Err(resp) => return resp,
+        Err(resp) => return Ok(resp),
     };
-    let rec = match load(app, &ctx.enclave, &ctx.resource) {
-        Ok(rec) => rec,
-        Err(resp) => return resp,
-    };
-    match &rec.hmac {
+    let rec = load(app, ctx)?;
+    Ok(match &rec.hmac {
         Some(key) => Response::json(&Mac {
             hmac: b64(&key.sign(&message)),
         }),
         None => Response::error(409, "key does not support HMAC"),
-    }
+    })
 }

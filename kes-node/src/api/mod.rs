@@ -22,13 +22,29 @@ use crate::http::{percent_decode, Request, Response};
 use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
 pub use body::b64;
+pub use keys::default_cipher;
 pub use metrics::Metrics;
-pub use reply::{Reply, Write};
-pub use routes::{Handler, Route, ROUTES};
+pub use reply::{Fetch, Fetched, Reply, Resume, Wait, Write};
+pub use routes::{Handler, Route, EDGE_PATHS, ROUTES};
+
+/// Where keys live.
+pub enum Keys {
+    /// In [`App::store`]: the stateful server (writes replicated by the cluster).
+    Store,
+    /// In a central key store behind a cache: the edge server. Its [`App::store`] holds only
+    /// the config's policies and identities, in memory.
+    Edge(std::sync::Arc<crate::edge::Edge>),
+}
 
 /// Everything a handler may use.
 pub struct App {
     pub store: Store,
+    /// Where keys live (`Store` unless this is an edge server).
+    pub keys: Keys,
+    /// The routes served: all of [`ROUTES`], or upstream's stateless set on an edge server.
+    pub routes: Vec<&'static Route>,
+    /// Whether `Kes-Enclave` selects an enclave (the edge server has none and ignores it).
+    pub enclaves: bool,
     /// The admin identity (`admin.identity`); a non-hex value disables admin access.
     pub admin: String,
     pub started: Instant,
@@ -56,6 +72,8 @@ pub struct Ctx<'a> {
     pub caller: Caller<'a>,
     /// The enclave the request addresses (`Kes-Enclave`, else `default`).
     pub enclave: String,
+    /// What the edge server's key store answered, when the request waited for it.
+    pub fetched: Option<Fetched>,
 }
 
 impl Ctx<'_> {
@@ -69,6 +87,9 @@ impl App {
     pub fn new(store: Store, admin: String) -> App {
         App {
             store,
+            keys: Keys::Store,
+            routes: ROUTES.iter().collect(),
+            enclaves: true,
             admin,
             started: Instant::now(),
             started_at: crate::timefmt::now(),
@@ -81,9 +102,22 @@ impl App {
         }
     }
 
+    /// An edge server's app: upstream's stateless routes, keys in `edge`'s key store, and
+    /// `store` (in memory) for the config's policies and identities.
+    pub fn edge(store: Store, admin: String, edge: std::sync::Arc<crate::edge::Edge>) -> App {
+        let mut app = App::new(store, admin);
+        app.keys = Keys::Edge(edge);
+        app.routes = ROUTES
+            .iter()
+            .filter(|r| EDGE_PATHS.contains(&r.path))
+            .collect();
+        app.enclaves = false;
+        app
+    }
+
     /// How many body bytes the route of `req` accepts (0 for unknown routes).
     pub fn body_limit(&self, req: &Request) -> usize {
-        match find_route(&req.path) {
+        match find_route(&self.routes, &req.path) {
             Some(Match::Route(r)) => r.max_body,
             _ => 0,
         }
@@ -93,7 +127,26 @@ impl App {
     /// the metrics once it is answered.
     /// `granted` is true when the request comes back after its read gate opened.
     pub fn handle(&self, req: &Request, peer: &Peer, granted: bool) -> Outcome {
-        let (reply, route) = self.dispatch(req, peer, granted);
+        self.handle_with(req, peer, granted, None)
+    }
+
+    /// Handles a request that waited, the way `resume` says.
+    pub fn resume(&self, req: &Request, peer: &Peer, resume: Resume) -> Outcome {
+        match resume {
+            Resume::Granted => self.handle_with(req, peer, true, None),
+            Resume::Refused(why) => Outcome::Done(self.read_refused(req, peer, &why)),
+            Resume::Fetched(fetched) => self.handle_with(req, peer, true, Some(fetched)),
+        }
+    }
+
+    fn handle_with(
+        &self,
+        req: &Request,
+        peer: &Peer,
+        granted: bool,
+        fetched: Option<Fetched>,
+    ) -> Outcome {
+        let (reply, route) = self.dispatch(req, peer, granted, fetched);
         let done = Done {
             started: Instant::now(),
             counted: route.is_some_and(|r| r.counted),
@@ -105,7 +158,8 @@ impl App {
         match reply {
             Reply::Now(resp) => Outcome::Done(self.record(&done, resp)),
             Reply::Write(write) => Outcome::Write(Box::new(Pending { write, done })),
-            Reply::Gate(names) => Outcome::Gate(names),
+            Reply::Gate(names) => Outcome::Wait(Wait::Gate(names)),
+            Reply::Fetch(fetch) => Outcome::Wait(Wait::Fetch(fetch)),
         }
     }
 
@@ -154,9 +208,10 @@ impl App {
         req: &Request,
         peer: &Peer,
         granted: bool,
+        fetched: Option<Fetched>,
     ) -> (Reply, Option<&'static Route>) {
         let Some(route_match) = (if is_clean(&req.path) {
-            find_route(&req.path)
+            find_route(&self.routes, &req.path)
         } else {
             None
         }) else {
@@ -203,7 +258,7 @@ impl App {
             return (Response::text(400, "400 Bad Request").into(), None);
         };
         let enclave = match req.header("Kes-Enclave") {
-            Some(v) if !v.is_empty() => String::from_utf8_lossy(v).into_owned(),
+            Some(v) if !v.is_empty() && self.enclaves => String::from_utf8_lossy(v).into_owned(),
             _ => DEFAULT_ENCLAVE.to_owned(),
         };
         let auth = match route.auth {
@@ -223,16 +278,18 @@ impl App {
             resource,
             caller,
             enclave,
+            fetched,
         };
         let reply = match route.handler {
-            Handler::Read(f) => {
+            Handler::Write(f) => f(self, &ctx),
+            read => {
                 let gate = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
-                match gate.then(|| read_names(route, &ctx)).flatten() {
-                    Some(names) => Reply::Gate(names),
-                    None => Reply::Now(f(self, &ctx)),
+                match (gate.then(|| read_names(route, &ctx)).flatten(), read) {
+                    (Some(names), _) => Reply::Gate(names),
+                    (None, Handler::Read(f)) => Reply::Now(f(self, &ctx)),
+                    (None, Handler::KeyRead(f) | Handler::Write(f)) => f(self, &ctx),
                 }
             }
-            Handler::Write(f) => f(self, &ctx),
         };
         (reply, Some(route))
     }
@@ -249,9 +306,9 @@ pub enum Outcome {
     Done(Response),
     /// A write waiting for its outcome; answer it with [`App::finish`].
     Write(Box<Pending>),
-    /// A read that must wait for pending writes to these names; handle it again (granted)
-    /// once the cluster releases it, or answer [`App::read_refused`].
-    Gate(Vec<String>),
+    /// A read that must wait (for the cluster's gate, or the edge server's key store); go on
+    /// with [`App::resume`].
+    Wait(Wait),
 }
 
 /// The names a read route reads (`<kind>/<enclave>/<name>`, or `<kind>/<enclave>` for a
@@ -294,8 +351,8 @@ enum Match {
 
 /// Finds the route for an (encoded) path, like Go's ServeMux: exact paths match exactly,
 /// subtree paths (ending in `/`) match by prefix, and a subtree root without its slash redirects.
-fn find_route(path: &str) -> Option<Match> {
-    for route in ROUTES {
+fn find_route(routes: &[&'static Route], path: &str) -> Option<Match> {
+    for &route in routes {
         if route.path.ends_with('/') {
             if path.starts_with(route.path) {
                 return Some(Match::Route(route));

@@ -1,10 +1,13 @@
 //! What a handler gives back: a response now, or a state change whose outcome decides the
-//! response. Writes are not applied by handlers: the event loop hands them to the cluster
-//! (replication, then the store), and answers the client once the change committed.
+//! response, or something to wait for. Writes are not applied by handlers: the event loop hands
+//! them to its backend (the cluster: replication, then the store; the edge server: the central
+//! key store) and answers the client once the change is done. A read may wait for the cluster's
+//! gate, or for the edge server's key store ([`Fetch`]); the event loop then handles the request
+//! again with what it waited for ([`Resume`]).
 use super::errors::{store_error, Kind};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::StoreError;
+use crate::store::{KeyRecord, StoreError};
 
 /// A handler's answer.
 pub enum Reply {
@@ -13,6 +16,43 @@ pub enum Reply {
     /// A read of these names must wait until no write to them is pending on this node; the
     /// event loop asks the cluster and handles the request again once it may be answered.
     Gate(Vec<String>),
+    /// The edge server needs this from its key store first (the cache did not have it).
+    Fetch(Fetch),
+}
+
+/// What a request waits for before it can be answered.
+#[derive(Debug)]
+pub enum Wait {
+    /// The cluster's read gate for these names.
+    Gate(Vec<String>),
+    /// A key store answer (edge server).
+    Fetch(Fetch),
+}
+
+/// What an edge server asks its key store for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// One key, by name.
+    Key(String),
+    /// The names of the keys starting with this prefix.
+    List(String),
+}
+
+/// The key store's answer to a [`Fetch`].
+#[derive(Clone)]
+pub enum Fetched {
+    Key(Result<KeyRecord, StoreError>),
+    List(Result<Vec<String>, StoreError>),
+}
+
+/// How a waiting request goes on.
+pub enum Resume {
+    /// The gate opened: handle it now.
+    Granted,
+    /// It may not be served: answer `503` with the reason.
+    Refused(String),
+    /// Handle it with the key store's answer.
+    Fetched(Fetched),
 }
 
 /// A state change and how to answer the client once its outcome is known.

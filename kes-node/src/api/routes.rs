@@ -23,10 +23,12 @@ pub struct Route {
 #[derive(Clone, Copy)]
 pub enum Handler {
     Read(fn(&App, &Ctx) -> Response),
+    /// A read of keys: answers at once, or (edge server) fetches from the key store first.
+    KeyRead(fn(&App, &Ctx) -> Reply),
     Write(fn(&App, &Ctx) -> Reply),
 }
 
-use Handler::{Read as R, Write as W};
+use Handler::{KeyRead as K, Read as R, Write as W};
 
 /// 1 MB as upstream counts it (`aead.dev/mem`: 1 MB = 1,000,000 bytes).
 const MB: usize = 1_000_000;
@@ -58,6 +60,34 @@ const SECRET_BODY: usize = 1_400_000;
 /// Identity and assign bodies are tiny (upstream: 1 KB).
 const KB: usize = 1_000;
 
+/// The routes of upstream's stateless server (spec §4), which the edge server serves; the
+/// others (secrets, enclaves, cluster, policy and identity writes) are unknown paths there,
+/// answered `404` as upstream does.
+pub const EDGE_PATHS: &[&str] = &[
+    "/version",
+    "/v1/ready",
+    "/v1/status",
+    "/v1/metrics",
+    "/v1/api",
+    "/v1/key/create/",
+    "/v1/key/import/",
+    "/v1/key/describe/",
+    "/v1/key/list/",
+    "/v1/key/delete/",
+    "/v1/key/generate/",
+    "/v1/key/encrypt/",
+    "/v1/key/decrypt/",
+    "/v1/key/hmac/",
+    "/v1/policy/describe/",
+    "/v1/policy/read/",
+    "/v1/policy/list/",
+    "/v1/identity/describe/",
+    "/v1/identity/list/",
+    "/v1/identity/self/describe",
+    "/v1/log/error",
+    "/v1/log/audit",
+];
+
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
     route("GET", "/version", 0, 10, NoAuth, false, R(system::version)),
@@ -67,13 +97,13 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/api", 0, 10, Verify, false, R(system::api)),
     route("PUT", "/v1/key/create/", 0, 15, Verify, true, W(keys::create)),
     route("PUT", "/v1/key/import/", MB, 15, Verify, true, W(keys::import)),
-    route("GET", "/v1/key/describe/", 0, 15, Verify, true, R(keys::describe)),
-    route("GET", "/v1/key/list/", 0, 15, Verify, true, R(keys::list)),
+    route("GET", "/v1/key/describe/", 0, 15, Verify, true, K(keys::describe)),
+    route("GET", "/v1/key/list/", 0, 15, Verify, true, K(keys::list)),
     route("DELETE", "/v1/key/delete/", 0, 15, Verify, true, W(keys::delete)),
-    route("PUT", "/v1/key/generate/", MB, 15, Verify, true, R(keys::generate)),
-    route("PUT", "/v1/key/encrypt/", MB, 15, Verify, true, R(keys::encrypt)),
-    route("PUT", "/v1/key/decrypt/", MB, 15, Verify, true, R(keys::decrypt)),
-    route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, R(keys::hmac)),
+    route("PUT", "/v1/key/generate/", MB, 15, Verify, true, K(keys::generate)),
+    route("PUT", "/v1/key/encrypt/", MB, 15, Verify, true, K(keys::encrypt)),
+    route("PUT", "/v1/key/decrypt/", MB, 15, Verify, true, K(keys::decrypt)),
+    route("PUT", "/v1/key/hmac/", MB, 15, Verify, true, K(keys::hmac)),
     route("PUT", "/v1/policy/create/", MB, 15, Verify, true, W(policies::create)),
     route("POST", "/v1/policy/assign/", KB, 15, Verify, true, W(policies::assign)),
     route("GET", "/v1/policy/describe/", 0, 15, Verify, true, R(policies::describe)),

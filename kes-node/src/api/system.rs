@@ -1,7 +1,7 @@
 //! Server-level routes: version, readiness, status, the route list, metrics and log streams.
 use serde::Serialize;
 
-use super::{App, Ctx, ROUTES};
+use super::{App, Ctx, Keys};
 use crate::http::Response;
 
 /// The version reported by `/version` and `/v1/status`.
@@ -20,19 +20,37 @@ pub fn version(_: &App, _: &Ctx) -> Response {
     })
 }
 
-/// Times a point read of a name that can never exist: proof that the database answers.
-fn ping(app: &App) -> Result<std::time::Duration, ()> {
-    let start = std::time::Instant::now();
-    match app.store.key(crate::store::DEFAULT_ENCLAVE, "-") {
-        Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(start.elapsed()),
-        Err(_) => Err(()),
+/// Why the key store does not answer.
+enum Down {
+    /// It cannot be reached (network, process gone, or the edge server is serving offline).
+    Unreachable,
+    /// It answers, but wrongly.
+    Unavailable,
+}
+
+/// The key store's latency: a point read of a name that can never exist in the local
+/// database, or the edge server's last health check of its key store (never a blocking call).
+fn ping(app: &App) -> Result<std::time::Duration, Down> {
+    match &app.keys {
+        Keys::Store => {
+            let start = std::time::Instant::now();
+            match app.store.key(crate::store::DEFAULT_ENCLAVE, "-") {
+                Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(start.elapsed()),
+                Err(_) => Err(Down::Unavailable),
+            }
+        }
+        Keys::Edge(edge) => edge.health().map_err(|e| match e {
+            crate::edge::KeyStoreError::Unreachable(_) => Down::Unreachable,
+            _ => Down::Unavailable,
+        }),
     }
 }
 
 pub fn ready(app: &App, _: &Ctx) -> Response {
     match ping(app) {
         Ok(_) => Response::ok(),
-        Err(_) => Response::error(502, "key store is unavailable"),
+        Err(Down::Unreachable) => Response::error(504, "key store is not reachable"),
+        Err(Down::Unavailable) => Response::error(502, "key store is unavailable"),
     }
 }
 
@@ -60,9 +78,10 @@ pub fn status(app: &App, _: &Ctx) -> Response {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let (latency, down) = match ping(app) {
-        Ok(d) => (Some((d.as_millis() as u64).max(1)), false),
-        Err(_) => (None, true),
+    let (latency, unavailable, unreachable) = match ping(app) {
+        Ok(d) => (Some((d.as_millis() as u64).max(1)), false, false),
+        Err(Down::Unreachable) => (None, true, true),
+        Err(Down::Unavailable) => (None, true, false),
     };
     let mem = crate::sysinfo::memory();
     Response::json(&Status {
@@ -75,8 +94,8 @@ pub fn status(app: &App, _: &Ctx) -> Response {
         mem_heap_used: mem.resident,
         mem_stack_used: mem.stack,
         keystore_latency: latency,
-        keystore_unavailable: down,
-        keystore_unreachable: down,
+        keystore_unavailable: unavailable,
+        keystore_unreachable: unreachable,
     })
 }
 
@@ -98,8 +117,9 @@ struct ApiRoute {
     timeout: u64,
 }
 
-pub fn api(_: &App, _: &Ctx) -> Response {
-    let routes: Vec<ApiRoute> = ROUTES
+pub fn api(app: &App, _: &Ctx) -> Response {
+    let routes: Vec<ApiRoute> = app
+        .routes
         .iter()
         .map(|r| ApiRoute {
             method: r.method,
@@ -117,7 +137,11 @@ pub fn metrics(app: &App, _: &Ctx) -> Response {
         "Content-Type",
         "text/plain; version=0.0.4; charset=utf-8".into(),
     ));
-    r.body = app.metrics.render(app.started.elapsed()).into_bytes();
+    let mut text = app.metrics.render(app.started.elapsed());
+    if let Keys::Edge(edge) = &app.keys {
+        edge.render_metrics(&mut text);
+    }
+    r.body = text.into_bytes();
     r
 }
 

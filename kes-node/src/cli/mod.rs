@@ -1,7 +1,8 @@
-//! The command line: `kes-node server` and `hsm new` run a node; the other subcommands are a
+//! The command line: `kes-node server`, `edge` and `hsm new` run a server; the other subcommands are a
 //! KES client (keys, policies, identities, secrets, enclaves, logs, status, cluster).
 mod client;
 mod dev;
+mod edge;
 mod server;
 
 use argh::FromArgs;
@@ -17,6 +18,7 @@ pub struct Args {
 #[argh(subcommand)]
 enum Command {
     Server(server::ServerArgs),
+    Edge(edge::EdgeArgs),
     Hsm(HsmArgs),
     Key(client::key::KeyArgs),
     Policy(client::policy::PolicyArgs),
@@ -53,6 +55,7 @@ struct HsmNewArgs {}
 pub fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::Server(a) => server::run(a),
+        Command::Edge(a) => edge::run(a),
         Command::Hsm(HsmArgs {
             command: HsmCommand::New(_),
         }) => {

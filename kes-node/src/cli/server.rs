@@ -11,7 +11,7 @@ use crate::hsm::SoftHsmDevice;
 use crate::store::Store;
 
 /// Default listen address, as upstream.
-const DEFAULT_ADDR: &str = "0.0.0.0:7373";
+pub(super) const DEFAULT_ADDR: &str = "0.0.0.0:7373";
 
 /// Run a stateful KES server whose state lives in DIR/kes.db.
 #[derive(FromArgs)]
@@ -98,17 +98,9 @@ pub fn start(
     )?;
 
     let mut app = App::new(store, config.admin_identity.clone());
-    app.logs.audit_to_stdout = config.log_audit;
-    app.logs.error_to_stderr = config.log_error;
-    app.skip_auth = config
-        .api
-        .iter()
-        .filter(|(_, r)| r.skip_auth)
-        .map(|(p, _)| p.trim_end_matches('/').to_owned())
-        .collect();
+    configure(&mut app, config)?;
     app.member
         .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
-    seed_policies(&app, config)?;
     println!("kes-node: listening on {local}");
     on_listening(local);
     use std::io::Write;
@@ -117,6 +109,20 @@ pub fn start(
         .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())
+}
+
+/// What the stateful and the edge server take from the config alike: logging, `api.<path>`
+/// options and the static policies.
+pub(super) fn configure(app: &mut App, config: &Config) -> Result<(), String> {
+    app.logs.audit_to_stdout = config.log_audit;
+    app.logs.error_to_stderr = config.log_error;
+    app.skip_auth = config
+        .api
+        .iter()
+        .filter(|(_, r)| r.skip_auth)
+        .map(|(p, _)| p.trim_end_matches('/').to_owned())
+        .collect();
+    seed_policies(app, config)
 }
 
 /// Writes the config's `policy:` section into the default enclave: each policy, and each of

@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use rustls::ServerConnection;
 
 use crate::api::logs::Topic;
-use crate::api::{App, Outcome, Pending};
+use crate::api::{App, Outcome, Pending, Resume, Wait};
 use crate::auth::Peer;
 use crate::http::{Parsed, RequestParser, Response};
 use crate::identity::peer_identity;
@@ -35,7 +35,8 @@ enum Phase {
     Closing,
     /// A log stream: the response stays open; input is ignored.
     Streaming,
-    /// A request waits for its write to commit; nothing else is served meanwhile.
+    /// A request waits for its write to commit, the cluster's read gate or the edge server's
+    /// key store; nothing else is served meanwhile.
     Waiting,
     /// Done: remove it.
     Closed,
@@ -70,9 +71,10 @@ pub struct Connection {
     /// The request waiting for a write, and the write itself until the event loop takes it.
     waiting: Option<Answer>,
     write: Option<Box<Pending>>,
-    /// A read waiting at the gate, and the names it waits for until the event loop takes them.
-    gated: Option<crate::http::Request>,
-    gate: Option<Vec<String>>,
+    /// A request that waits (at the read gate, or for the key store), and what it waits for
+    /// until the event loop takes it.
+    parked: Option<crate::http::Request>,
+    wait: Option<Wait>,
 }
 
 impl Connection {
@@ -98,8 +100,8 @@ impl Connection {
             new_subscription: false,
             waiting: None,
             write: None,
-            gated: None,
-            gate: None,
+            parked: None,
+            wait: None,
         }
     }
 
@@ -318,33 +320,30 @@ impl Connection {
                 self.waiting = Some(answer);
                 self.phase = Phase::Waiting;
             }
-            Outcome::Gate(names) => {
-                self.gate = Some(names);
-                self.gated = Some(req);
+            Outcome::Wait(wait) => {
+                self.wait = Some(wait);
+                self.parked = Some(req);
                 self.waiting = Some(answer);
                 self.phase = Phase::Waiting;
             }
         }
     }
 
-    /// The names a gated read waits for (taken once by the event loop).
-    pub fn take_gate(&mut self) -> Option<Vec<String>> {
-        self.gate.take()
+    /// What a waiting request waits for (taken once by the event loop).
+    pub fn take_wait(&mut self) -> Option<Wait> {
+        self.wait.take()
     }
 
-    /// The cluster decided a gated read: handle it now, or refuse it with `why`.
-    pub fn release(&mut self, app: &App, decision: Result<(), String>, now: Instant) {
-        let (Some(req), Some(answer)) = (self.gated.take(), self.waiting.take()) else {
+    /// What the waiting request waited for is there: handle it the way `resume` says.
+    pub fn resume(&mut self, app: &App, resume: Resume, now: Instant) {
+        let (Some(req), Some(answer)) = (self.parked.take(), self.waiting.take()) else {
             return;
         };
         if self.phase != Phase::Waiting {
             return;
         }
         let peer = self.peer.clone().expect("peer identified");
-        let outcome = match decision {
-            Ok(()) => app.handle(&req, &peer, true),
-            Err(why) => Outcome::Done(app.read_refused(&req, &peer, &why)),
-        };
+        let outcome = app.resume(&req, &peer, resume);
         self.phase = Phase::Open;
         self.take_outcome(outcome, answer, req, now);
         self.flush();

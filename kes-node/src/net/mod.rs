@@ -1,11 +1,15 @@
 //! The event loop: one mio `Poll` serving the listener, every client connection and the
 //! shutdown signals on a single thread. Handlers are synchronous and short; nothing blocks on
 //! a client, so a slow or half-open client only holds its own connection until its timeout.
+//! What cannot be answered at once goes to the [`Backend`] (the cluster, or the edge server's
+//! key store workers), which reports back when it is decided.
+mod backend;
 mod connection;
 pub mod tls;
 
+pub use backend::Backend;
+
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +21,7 @@ use slab::Slab;
 
 use crate::api::logs::Topic;
 use crate::api::App;
-use crate::cluster::{Cluster, ConnRef, LINK_BASE};
+use crate::cluster::{ConnRef, LINK_BASE};
 use connection::Connection;
 
 const LISTENER: Token = Token(0);
@@ -35,9 +39,10 @@ pub fn serve(
     mut listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: &App,
-    cluster: &mut Cluster,
+    backend: &mut dyn Backend,
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
+    backend.register(poll.registry())?;
     let mut events = Events::with_capacity(1024);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -53,7 +58,7 @@ pub fn serve(
         let now = Instant::now();
         let timeout = next_sweep
             .saturating_duration_since(now)
-            .min(cluster.next_timeout());
+            .min(backend.next_timeout());
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -80,7 +85,7 @@ pub fn serve(
                     }
                 }
                 Token(t) if t >= LINK_BASE => {
-                    cluster.on_link_event(poll.registry(), &app.store, Token(t));
+                    backend.on_event(poll.registry(), app, Token(t));
                 }
                 Token(t) => {
                     let key = t - FIRST_CONNECTION;
@@ -88,8 +93,7 @@ pub fn serve(
                         conn.on_ready(app, now);
                         if conn.is_peer_link() {
                             let link = conns.remove(key).into_link(now);
-                            let token = cluster.adopt(poll.registry(), link);
-                            cluster.on_link_event(poll.registry(), &app.store, token);
+                            backend.adopt(poll.registry(), app, link);
                             continue;
                         }
                         let me = ConnRef {
@@ -97,10 +101,10 @@ pub fn serve(
                             serial: conn.serial,
                         };
                         if let Some(pending) = conn.take_write() {
-                            cluster.propose(&app.store, me, pending);
+                            backend.propose(app, me, pending);
                         }
-                        if let Some(names) = conn.take_gate() {
-                            cluster.read(&app.store, me, &names);
+                        if let Some(wait) = conn.take_wait() {
+                            backend.wait(app, me, wait);
                         }
                         if let Some(topic) = conn.take_new_subscription() {
                             app.logs.subscribe(topic, 1);
@@ -126,14 +130,8 @@ pub fn serve(
                 update(&poll, &mut conns, key, app);
             }
         }
-        cluster.tick(&app.store);
-        cluster.maintain(poll.registry(), &app.store);
-        // One transaction (one fsync) for every step of this round: group commit.
-        cluster.flush(&app.store);
-        cluster.publish(&app.cluster);
-        app.gating.store(cluster.has_pending(), Ordering::Relaxed);
-        app.member.store(cluster.is_member(), Ordering::Relaxed);
-        answer_writes(&poll, &mut conns, app, cluster, now);
+        backend.round(poll.registry(), app);
+        answer_writes(&poll, &mut conns, app, backend, now);
         publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {
             if conns.is_empty() || now - t > SHUTDOWN_GRACE {
@@ -178,13 +176,13 @@ fn accept(
     }
 }
 
-/// Answers the connections whose writes finished; a connection with more pipelined writes
-/// proposes the next one.
+/// Answers the connections whose writes finished and resumes those whose waits ended; a
+/// connection with more pipelined requests hands on the next one.
 fn answer_writes(
     poll: &Poll,
     conns: &mut Slab<Connection>,
     app: &App,
-    cluster: &mut Cluster,
+    backend: &mut dyn Backend,
     now: Instant,
 ) {
     let find = |conns: &Slab<Connection>, r: ConnRef| -> Option<usize> {
@@ -196,12 +194,11 @@ fn answer_writes(
     };
     loop {
         // Steps taken while answering (pipelined requests) are persisted here too.
-        cluster.flush(&app.store);
-        if cluster.completions.is_empty() && cluster.released.is_empty() {
+        backend.flush(app);
+        let (writes, reads) = backend.take_decided();
+        if writes.is_empty() && reads.is_empty() {
             return;
         }
-        let writes = std::mem::take(&mut cluster.completions);
-        let reads = std::mem::take(&mut cluster.released);
         let mut touched = Vec::with_capacity(writes.len() + reads.len());
         for (r, pending, outcome) in writes {
             // Answered (and audited) even if the client went away: the write happened.
@@ -211,9 +208,9 @@ fn answer_writes(
                 touched.push(r);
             }
         }
-        for (r, decision) in reads {
+        for (r, resume) in reads {
             if let Some(key) = find(conns, r) {
-                conns[key].release(app, decision, now);
+                conns[key].resume(app, resume, now);
                 touched.push(r);
             }
         }
@@ -222,10 +219,10 @@ fn answer_writes(
             let conn = &mut conns[key];
             // Answering may have let the connection serve what was pipelined behind.
             if let Some(next) = conn.take_write() {
-                cluster.propose(&app.store, r, next);
+                backend.propose(app, r, next);
             }
-            if let Some(names) = conn.take_gate() {
-                cluster.read(&app.store, r, &names);
+            if let Some(wait) = conn.take_wait() {
+                backend.wait(app, r, wait);
             }
             if let Some(topic) = conn.take_new_subscription() {
                 app.logs.subscribe(topic, 1);

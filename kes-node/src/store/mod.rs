@@ -146,7 +146,7 @@ impl std::fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 /// Why a store operation failed.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     NotFound,
     Exists,
@@ -217,6 +217,33 @@ impl Store {
         store
             .ensure_default_enclave()
             .map_err(|err| db_failed(&path, err))?;
+        Ok(store)
+    }
+
+    /// A store that lives in memory only, under a fresh random root key. The edge server keeps
+    /// the config's policies and identities in one (its keys live in a central key store).
+    pub fn in_memory() -> Result<Store, OpenError> {
+        let hsm = crate::hsm::SoftHsmDevice(kes_core::hsm::SoftHsm::from_key(SecretKey::new(
+            Cipher::Aes256,
+            crate::random::bytes(),
+        )));
+        let mut root: [u8; 32] = crate::random::bytes();
+        let sealed = hsm.seal(&root);
+        root.zeroize();
+        let sealed = sealed.map_err(|e| OpenError::Database(e.to_string()))?;
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| OpenError::Database(e.to_string()))?;
+        init_tables(&db, &hsm, &sealed).map_err(|e| OpenError::Database(e.to_string()))?;
+        let root = unseal_root(&db, Path::new("memory"), &hsm)?;
+        let store = Store {
+            db,
+            root,
+            enclave_keys: Mutex::new(HashMap::new()),
+        };
+        store
+            .ensure_default_enclave()
+            .map_err(|e| OpenError::Database(e.to_string()))?;
         Ok(store)
     }
 

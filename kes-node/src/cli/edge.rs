@@ -1,0 +1,104 @@
+//! `kes-node edge --config FILE`: the stateless edge server in front of a central key store.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use argh::FromArgs;
+
+use crate::api::App;
+use crate::config::KeyStoreConfig;
+use crate::edge::{Edge, KeyStore, KeyStoreError, Runtime};
+use crate::store::{KeyRecord, Store};
+
+/// Key store worker threads: enough to overlap a few slow network calls.
+const WORKERS: usize = 4;
+
+/// Run a stateless edge server: keys in a central key store (keystore: in the config), cached.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "edge")]
+pub struct EdgeArgs {
+    /// the YAML configuration file
+    #[argh(option)]
+    config: PathBuf,
+    /// listen address IP:PORT (default: `address` in the config, else 0.0.0.0:7373)
+    #[argh(option)]
+    addr: Option<String>,
+}
+
+pub fn run(args: EdgeArgs) -> Result<(), String> {
+    let config = crate::config::load(&args.config)?;
+    let edge_config = crate::config::load_edge(&args.config)?;
+    let addr = args
+        .addr
+        .or_else(|| config.address.clone())
+        .unwrap_or_else(|| super::server::DEFAULT_ADDR.into());
+    let tls = crate::net::tls::server_config(
+        &config.tls.cert,
+        &config.tls.key,
+        config.tls.ca.as_deref(),
+        config.api.values().any(|r| r.skip_auth),
+    )?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
+    let keystore = open_keystore(&edge_config.keystore)?;
+    let edge = Arc::new(Edge::new(
+        keystore.clone(),
+        edge_config.cache,
+        edge_config.ping,
+    ));
+    // The first health check, so that /v1/ready is right from the start.
+    let health = keystore.status();
+    if let Err(err) = &health {
+        eprintln!("kes-node: warning: {}: {err}", keystore.describe());
+    }
+    edge.report(health);
+    for name in &edge_config.keys {
+        create_if_missing(keystore.as_ref(), name, &config.admin_identity)?;
+    }
+
+    let store = Store::in_memory().map_err(|e| format!("cannot set up the policy store: {e}"))?;
+    let mut app = App::edge(store, config.admin_identity.clone(), edge.clone());
+    super::server::configure(&mut app, &config)?;
+
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = mio::net::TcpListener::from_std(listener);
+    println!("kes-node: edge server; key store {}", keystore.describe());
+    println!("kes-node: listening on {local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut runtime = Runtime::new(edge, WORKERS);
+    crate::net::serve(listener, tls, &app, &mut runtime)
+        .map_err(|e| format!("server failed: {e}"))?;
+    println!("kes-node: stopped");
+    Ok(())
+}
+
+/// The configured key store.
+fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
+    Ok(match config {
+        KeyStoreConfig::Fs { path } => Arc::new(crate::edge::fs::FsStore::open(path)?),
+        KeyStoreConfig::Kes { .. } => return Err("keystore.kes: not yet".into()),
+        KeyStoreConfig::Aws { .. } => return Err("keystore.aws: not yet".into()),
+    })
+}
+
+/// `keys:`: creates a key unless it exists.
+fn create_if_missing(store: &dyn KeyStore, name: &str, admin: &str) -> Result<(), String> {
+    use kes_core::crypto::{HmacKey, SecretKey};
+    let rec = KeyRecord {
+        key: SecretKey::new(crate::api::default_cipher(), crate::random::bytes()),
+        hmac: Some(HmacKey::new(crate::random::bytes())),
+        created_at: crate::timefmt::now(),
+        created_by: admin.to_owned(),
+    };
+    match store.create(name, &crate::edge::format::encode(&rec)) {
+        Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
+        Err(err) => Err(format!("config: keys: cannot create key '{name}': {err}")),
+    }
+}

@@ -1,0 +1,306 @@
+//! The edge server's sections of the config file (spec §6.1): `cache`, `keys` and `keystore`.
+//!
+//! ```yaml
+//! cache:
+//!   expiry:
+//!     any: 5m          # drop a cached key this long after it was fetched (0 = never)
+//!     unused: 30s      # drop a cached key unused this long (0 = never)
+//!     offline: 0s      # while the key store is unreachable, keep cached keys this long
+//!   max_keys: 100000   # our addition: at most this many cached keys
+//! keys:                # created at start if missing
+//!   - name: my-key
+//! keystore:            # exactly one of:
+//!   fs:
+//!     path: ./keys
+//!   kes:               # a kes-node (cluster) keeping the keys as secrets of one enclave
+//!     endpoint: https://10.0.0.1:7373
+//!     enclave: edge
+//!     credentials: { api_key: kes:v1:... }   # or { cert: FILE, key: FILE }
+//!     tls: { ca: ./ca.pem }                 # optional: trust these CAs (default: system roots)
+//!   aws:
+//!     secretsmanager:
+//!       endpoint: secretsmanager.us-east-1.amazonaws.com
+//!       region: us-east-1
+//!       kmskey: ""     # optional: the KMS key that encrypts the secrets
+//!       credentials: { accesskey: ..., secretkey: ..., token: "" }
+//! ```
+//! Every key store section also takes `status: { ping: 10s }`: how often the edge server
+//! checks that the key store answers (our addition, after upstream's Vault section).
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_norway::{Mapping, Value};
+
+use super::{parse_go_duration, Fields};
+use crate::edge::cache::CacheConfig;
+
+/// The parsed edge sections.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub cache: CacheConfig,
+    /// `keys[].name`: keys to create at start if missing.
+    pub keys: Vec<String>,
+    pub keystore: KeyStoreConfig,
+    /// `keystore.<kind>.status.ping`
+    pub ping: Duration,
+}
+
+/// `keystore:`
+#[derive(Debug, Clone)]
+pub enum KeyStoreConfig {
+    Fs {
+        path: PathBuf,
+    },
+    Kes {
+        endpoint: String,
+        enclave: String,
+        api_key: Option<String>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    },
+    Aws {
+        endpoint: String,
+        region: String,
+        kms_key: Option<String>,
+        access_key: String,
+        secret_key: String,
+        token: Option<String>,
+    },
+}
+
+/// Reads the edge sections of a config file (the rest is [`super::load`]'s).
+pub fn load_edge(path: &Path) -> Result<EdgeConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?;
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parse_edge(&text, &base).map_err(|err| format!("{err} (in {})", path.display()))
+}
+
+/// Parses the edge sections; `base` resolves relative paths.
+pub fn parse_edge(text: &str, base: &Path) -> Result<EdgeConfig, String> {
+    let root: Value = serde_norway::from_str(text).map_err(|err| {
+        format!(
+            "config: invalid YAML: {}",
+            super::one_line(&err.to_string())
+        )
+    })?;
+    let root = match root {
+        Value::Mapping(m) => m,
+        _ => Mapping::new(),
+    };
+    let top = Fields::new("", &root)?;
+
+    let cache = top.section("cache")?;
+    cache.check_known(&["expiry", "max_keys"], &[])?;
+    let expiry = cache.section("expiry")?;
+    expiry.check_known(&["any", "unused", "offline"], &[])?;
+    let defaults = CacheConfig::default();
+    let duration = |f: &Fields, field: &str, default: Duration| -> Result<Duration, String> {
+        match f.string(field)? {
+            None => Ok(default),
+            Some(v) => {
+                parse_go_duration(&v).map_err(|e| format!("config: {}: {e}", f.child(field)))
+            }
+        }
+    };
+    let max_keys = match cache.string("max_keys")? {
+        None => defaults.max_keys,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| format!("config: cache.max_keys: '{v}' is not a number of keys"))?,
+    };
+    let cache = CacheConfig {
+        any: duration(&expiry, "any", defaults.any)?,
+        unused: duration(&expiry, "unused", defaults.unused)?,
+        offline: duration(&expiry, "offline", defaults.offline)?,
+        max_keys,
+    };
+
+    let mut keys = Vec::new();
+    if let Some(list) = top.get("keys") {
+        let Value::Sequence(items) = list else {
+            return Err("config: keys: expected a list of {name: ...}".into());
+        };
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("keys[{i}]");
+            let k = Fields::from_value(&field, item)?;
+            k.check_known(&["name"], &[])?;
+            let name = k
+                .string("name")?
+                .ok_or_else(|| format!("config: {field}.name is required"))?;
+            if !kes_core::name::valid_name(&name) {
+                return Err(format!(
+                    "config: {field}.name: '{name}' is not a valid key name"
+                ));
+            }
+            if keys.contains(&name) {
+                return Err(format!(
+                    "config: {field}.name: key '{name}' is listed twice"
+                ));
+            }
+            keys.push(name);
+        }
+    }
+
+    let ks = top.section("keystore")?;
+    ks.check_known(
+        &["fs", "kes", "aws"],
+        &["vault", "fortanix", "gemalto", "gcp", "azure", "entrust"],
+    )?;
+    let given: Vec<&str> = [
+        "fs", "kes", "aws", "vault", "fortanix", "gemalto", "gcp", "azure", "entrust",
+    ]
+    .into_iter()
+    .filter(|k| ks.get(k).is_some())
+    .collect();
+    let kind = match given.as_slice() {
+        [] => {
+            return Err(
+                "config: no keystore specified: add keystore.fs, keystore.kes or keystore.aws"
+                    .into(),
+            )
+        }
+        [one] => *one,
+        many => {
+            return Err(format!(
+                "config: keystore: more than one key store given ({}): choose one",
+                many.join(", ")
+            ))
+        }
+    };
+    let section = ks.section(kind)?;
+    let path = |f: &Fields, field: &str| -> Result<Option<PathBuf>, String> {
+        Ok(f.string(field)?.map(|p| base.join(p)))
+    };
+    let (keystore, status) = match kind {
+        "fs" => {
+            section.check_known(&["path", "status"], &[])?;
+            let p = path(&section, "path")?
+                .ok_or("config: keystore.fs.path is required (the key directory)")?;
+            (KeyStoreConfig::Fs { path: p }, section.section("status")?)
+        }
+        "kes" => {
+            section.check_known(&["endpoint", "enclave", "credentials", "tls", "status"], &[])?;
+            let creds = section.section("credentials")?;
+            creds.check_known(&["api_key", "cert", "key"], &[])?;
+            let tls = section.section("tls")?;
+            tls.check_known(&["ca"], &[])?;
+            let api_key = creds.string("api_key")?;
+            let (cert, key) = (path(&creds, "cert")?, path(&creds, "key")?);
+            match (&api_key, &cert, &key) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                _ => {
+                    return Err("config: keystore.kes.credentials: give either api_key, or cert and key".into())
+                }
+            }
+            let config = KeyStoreConfig::Kes {
+                endpoint: section
+                    .string("endpoint")?
+                    .ok_or("config: keystore.kes.endpoint is required (https://host:port)")?,
+                enclave: section
+                    .string("enclave")?
+                    .ok_or("config: keystore.kes.enclave is required (the enclave holding the keys)")?,
+                api_key,
+                cert,
+                key,
+                ca: path(&tls, "ca")?,
+            };
+            (config, section.section("status")?)
+        }
+        "aws" => {
+            section.check_known(&["secretsmanager"], &[])?;
+            let sm = section.section("secretsmanager")?;
+            sm.check_known(&["endpoint", "region", "kmskey", "credentials", "status"], &[])?;
+            let creds = sm.section("credentials")?;
+            creds.check_known(&["accesskey", "secretkey", "token"], &[])?;
+            let region = sm
+                .string("region")?
+                .ok_or("config: keystore.aws.secretsmanager.region is required")?;
+            let config = KeyStoreConfig::Aws {
+                endpoint: sm
+                    .string("endpoint")?
+                    .unwrap_or_else(|| format!("secretsmanager.{region}.amazonaws.com")),
+                region,
+                kms_key: sm.string("kmskey")?,
+                access_key: creds.string("accesskey")?.ok_or(
+                    "config: keystore.aws.secretsmanager.credentials.accesskey is required",
+                )?,
+                secret_key: creds.string("secretkey")?.ok_or(
+                    "config: keystore.aws.secretsmanager.credentials.secretkey is required",
+                )?,
+                token: creds.string("token")?,
+            };
+            (config, sm.section("status")?)
+        }
+        other => {
+            return Err(format!(
+                "config: keystore.{other}: this key store is not supported by kes-node: use fs, kes or aws"
+            ))
+        }
+    };
+    status.check_known(&["ping"], &[])?;
+    let ping = duration(&status, "ping", Duration::from_secs(10))?;
+    if ping.is_zero() {
+        return Err(format!(
+            "config: {}: must be more than 0",
+            status.child("ping")
+        ));
+    }
+    Ok(EdgeConfig {
+        cache,
+        keys,
+        keystore,
+        ping,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EdgeConfig, String> {
+        parse_edge(text, Path::new("/etc/kes"))
+    }
+
+    #[test]
+    fn fs_with_cache_and_keys() {
+        let c = parse(
+            "cache:\n  expiry:\n    any: 2s\n    unused: 1s\n    offline: 1h\n  max_keys: 7\nkeys:\n  - name: a\n  - name: b\nkeystore:\n  fs:\n    path: keys\n    status: {ping: 500ms}\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache.any, Duration::from_secs(2));
+        assert_eq!(c.cache.unused, Duration::from_secs(1));
+        assert_eq!(c.cache.offline, Duration::from_secs(3600));
+        assert_eq!(c.cache.max_keys, 7);
+        assert_eq!(c.keys, ["a", "b"]);
+        assert_eq!(c.ping, Duration::from_millis(500));
+        assert!(
+            matches!(c.keystore, KeyStoreConfig::Fs { ref path } if path == Path::new("/etc/kes/keys"))
+        );
+        let c = parse("keystore:\n  fs:\n    path: /k\n").unwrap();
+        assert_eq!(c.cache, CacheConfig::default());
+    }
+
+    #[test]
+    fn errors() {
+        let e = |t: &str| parse(t).err().unwrap();
+        assert!(e("admin: {}\n").contains("no keystore specified"));
+        assert!(e("keystore:\n  fs: {path: a}\n  kes: {endpoint: x}\n").contains("more than one"));
+        assert!(e("keystore:\n  vault: {endpoint: x}\n").contains("not supported"));
+        assert!(e("keystore:\n  fs: {}\n").contains("keystore.fs.path is required"));
+        assert!(
+            e("keystore:\n  fs: {path: a}\ncache:\n  expiry:\n    any: 5\n")
+                .contains("cache.expiry.any")
+        );
+        assert!(e("keystore:\n  fs: {path: a}\nkeys:\n  - name: a/b\n").contains("keys[0].name"));
+        assert!(e("keystore:\n  kes: {endpoint: x, enclave: e}\n").contains("credentials"));
+        assert!(e(
+            "keystore:\n  aws:\n    secretsmanager: {region: r, credentials: {accesskey: a}}\n"
+        )
+        .contains("secretkey is required"));
+    }
+}

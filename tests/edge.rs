@@ -1,0 +1,459 @@
+//! The edge server (`kes-node edge`) against real key stores: a directory (`fs`), a real
+//! stateful kes-node (`kes`) and an AWS Secrets Manager emulator (`aws`, moto in server mode).
+//! Round trips, key files in upstream's formats, cache hits and expiry observed through
+//! `/v1/metrics`, store outages with offline caching on and off, recovery, and bad store
+//! contents.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kes_core::crypto::{Cipher, HmacKey, SecretKey};
+use support::*;
+
+// ---- helpers -----------------------------------------------------------------------------
+
+/// An edge environment whose `keystore:` is the directory `keys` beside the config.
+fn fs_edge(tag: &str, extra: &str) -> (Env, PathBuf) {
+    let mut env = Env::edge(tag);
+    let keys = env.tmp.path().join("keys");
+    env.append_config(&format!(
+        "keystore:\n  fs:\n    path: {}\n    status:\n      ping: 200ms\n{extra}",
+        keys.display()
+    ));
+    (env, keys)
+}
+
+/// The value of an unlabelled metric.
+fn metric(c: &mut Client, name: &str) -> u64 {
+    let text = c.get("/v1/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+/// Polls `f` until it is true or `limit` passes.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// A protobuf `KeyVersion` built from the format facts (spec §8.4), independently of the
+// server's encoder.
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn pb_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+    pb_varint(out, field << 3 | 2);
+    pb_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn pb_uint(out: &mut Vec<u8>, field: u64, v: u64) {
+    pb_varint(out, field << 3);
+    pb_varint(out, v);
+}
+
+/// `base64(KeyVersion{Key{key, type}, HMACKey{hmac, SHA256}, CreatedAt{secs}, CreatedBy})`.
+fn upstream_key_file(key: &[u8; 32], kind: u64, hmac: &[u8; 32], secs: u64, by: &str) -> String {
+    let mut secret = Vec::new();
+    pb_bytes(&mut secret, 1, key);
+    pb_uint(&mut secret, 2, kind);
+    let mut mac = Vec::new();
+    pb_bytes(&mut mac, 1, hmac);
+    pb_uint(&mut mac, 2, 1);
+    let mut ts = Vec::new();
+    pb_uint(&mut ts, 1, secs);
+    let mut kv = Vec::new();
+    pb_bytes(&mut kv, 1, &secret);
+    pb_bytes(&mut kv, 2, &mac);
+    pb_bytes(&mut kv, 3, &ts);
+    pb_bytes(&mut kv, 4, by.as_bytes());
+    b64(&kv)
+}
+
+/// A ciphertext of `plaintext` under `key` in upstream's format, made here.
+fn seal(key: &[u8; 32], cipher: Cipher, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    let random: [u8; 28] = std::array::from_fn(|i| (i * 7 + 3) as u8);
+    SecretKey::new(cipher, *key).encrypt(&random, plaintext, context)
+}
+
+// ---- fs ----------------------------------------------------------------------------------
+
+/// Key files written here in upstream's formats are served unchanged; keys the edge server
+/// creates are files in that format (mode 0600); deletes remove the file.
+#[test]
+fn fs_serves_upstream_key_files() {
+    let (env, keys) = fs_edge("edge-fs", "");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (k1, h1) = ([0x11u8; 32], [0x22u8; 32]);
+    std::fs::write(
+        keys.join("upstream-pb"),
+        upstream_key_file(&k1, 1, &h1, 1_700_000_000, "creator-id"),
+    )
+    .unwrap();
+    let k2 = [0x33u8; 32];
+    std::fs::write(
+        keys.join("legacy-json"),
+        format!(
+            r#"{{"bytes":"{}","algorithm":"XCHACHA20-POLY1305","created_at":"2020-01-02T03:04:05Z","created_by":"old-admin"}}"#,
+            b64(&k2)
+        ),
+    )
+    .unwrap();
+    let k3 = [0x44u8; 32];
+    std::fs::write(
+        keys.join("oldest"),
+        format!(r#"{{"bytes":"{}"}}"#, b64(&k3)),
+    )
+    .unwrap();
+    let server = env.start();
+    let mut c = server.admin();
+    c.get("/v1/ready").assert_empty_ok();
+
+    assert_eq!(c.list("*"), ["legacy-json", "oldest", "upstream-pb"]);
+    assert_eq!(c.list("up"), ["upstream-pb"]);
+    let d = c.get("/v1/key/describe/upstream-pb").assert_json_ok();
+    assert_eq!(d["algorithm"], "AES256");
+    assert_eq!(d["created_at"], "2023-11-14T22:13:20Z");
+    assert_eq!(d["created_by"], "creator-id");
+    let d = c.get("/v1/key/describe/legacy-json").assert_json_ok();
+    assert_eq!(d["algorithm"], "ChaCha20");
+    assert_eq!(d["created_at"], "2020-01-02T03:04:05Z");
+    let d = c.get("/v1/key/describe/oldest").assert_json_ok();
+    assert_eq!(
+        (d["algorithm"].as_str(), d["created_at"].as_str()),
+        (Some("AES256"), Some("0001-01-01T00:00:00Z"))
+    );
+
+    // The files' key bytes are the keys: ciphertexts made here decrypt there.
+    for (name, key, cipher) in [
+        ("upstream-pb", k1, Cipher::Aes256),
+        ("legacy-json", k2, Cipher::ChaCha20),
+        ("oldest", k3, Cipher::Aes256),
+    ] {
+        let ct = seal(&key, cipher, b"from the file", b"ctx");
+        assert_eq!(
+            c.decrypt(name, &ct, Some(b"ctx")),
+            b"from the file",
+            "{name}"
+        );
+    }
+    assert_eq!(c.hmac("upstream-pb", b"msg"), HmacKey::new(h1).sign(b"msg"));
+    c.put_json(
+        "/v1/key/hmac/legacy-json",
+        &serde_json::json!({"message": b64(b"m")}),
+    )
+    .assert_error(409, "key does not support HMAC");
+
+    // A key created by the edge server: a file in upstream's format, mode 0600.
+    c.create_key("made-here");
+    c.put("/v1/key/create/made-here")
+        .assert_error(400, "key already exists");
+    let file = keys.join("made-here");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stored = unb64(std::fs::read_to_string(&file).unwrap().trim());
+    // KeyVersion.Key = SecretKey{Key: 32 bytes, Type}; then HMACKey.
+    assert_eq!(&stored[..4], &[0x0a, 36, 0x0a, 32]);
+    assert!(
+        stored[36] == 0x10 && matches!(stored[37], 1 | 2),
+        "SecretKey.Type: {stored:?}"
+    );
+    assert_eq!(&stored[38..42], &[0x12, 36, 0x0a, 32]);
+    let key: [u8; 32] = stored[4..36].try_into().unwrap();
+    let cipher = if stored[37] == 1 {
+        Cipher::Aes256
+    } else {
+        Cipher::ChaCha20
+    };
+    let (pt, ct) = c.generate("made-here", Some(b"dek"));
+    assert_eq!(
+        SecretKey::new(cipher, key).decrypt(&ct, b"dek").unwrap(),
+        pt
+    );
+    c.import_key("imported", &[0x55; 32], "AES256");
+    let ct = seal(&[0x55; 32], Cipher::Aes256, b"imported", b"");
+    assert_eq!(c.decrypt("imported", &ct, None), b"imported");
+
+    // Names never reach the file system unchecked.
+    c.get("/v1/key/describe/..%2Fconfig.yml").assert_error(
+        400,
+        "key name '../config.yml' is empty, too long or contains invalid characters",
+    );
+    c.delete("/v1/key/delete/made-here").assert_empty_ok();
+    assert!(!file.exists());
+    c.delete("/v1/key/delete/made-here")
+        .assert_error(404, "key does not exist");
+    c.get("/v1/key/describe/made-here")
+        .assert_error(404, "key does not exist");
+    assert_eq!(
+        c.list("*"),
+        ["imported", "legacy-json", "oldest", "upstream-pb"]
+    );
+    // No temporary files left behind.
+    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 4);
+}
+
+/// Unsupported routes are unknown paths, as on upstream's stateless server; static policies
+/// from the config decide what other identities may do.
+#[test]
+fn fs_routes_and_policies() {
+    let other = &pki().other;
+    let (env, _) = fs_edge(
+        "edge-routes",
+        &format!(
+            "policy:\n  app:\n    allow: [/v1/key/encrypt/app-*, /v1/key/decrypt/app-*]\n    identities: [{}]\n",
+            other.identity
+        ),
+    );
+    let server = env.start();
+    let mut admin = server.admin();
+    admin.create_key("app-1");
+    for (method, path) in [
+        ("GET", "/v1/secret/list/*"),
+        ("PUT", "/v1/policy/create/p"),
+        ("PUT", "/v1/enclave/create/e"),
+        ("DELETE", "/v1/identity/delete/x"),
+        ("GET", "/v1/cluster/describe"),
+    ] {
+        let r = admin.must(method, path, &[], None);
+        assert_eq!(
+            (r.status, r.text()),
+            (404, "404 page not found\n".into()),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        admin
+            .get("/v1/api")
+            .assert_json_ok()
+            .as_array()
+            .unwrap()
+            .len(),
+        22
+    );
+    let mut app = server.client(other);
+    let ct = app.encrypt("app-1", b"x", None);
+    assert_eq!(app.decrypt("app-1", &ct, None), b"x");
+    app.put("/v1/key/create/app-2")
+        .assert_error(403, "not authorized: insufficient permissions");
+    // Kes-Enclave means nothing to an edge server.
+    let r = app.must(
+        "PUT",
+        "/v1/key/encrypt/app-1",
+        &[("Kes-Enclave", "other")],
+        Some(br#"{"plaintext":"eA=="}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// The first use of a key fetches it, the next ones hit the cache (metrics); `any` expires
+/// entries however often used, `unused` those not used; a changed key file shows after expiry.
+#[test]
+fn fs_cache_hits_and_expiry() {
+    let (env, keys) = fs_edge(
+        "edge-cache",
+        "cache:\n  expiry:\n    any: 2s\n    unused: 1h\n",
+    );
+    std::fs::create_dir_all(&keys).unwrap();
+    let (old, new) = ([1u8; 32], [2u8; 32]);
+    std::fs::write(keys.join("k"), upstream_key_file(&old, 1, &[0; 32], 1, "")).unwrap();
+    let server = env.start();
+    let mut c = server.admin();
+    let fetches = metric(&mut c, "kes_edge_keystore_fetches_total");
+    let ct_old = seal(&old, Cipher::Aes256, b"old", b"");
+    let ct_new = seal(&new, Cipher::Aes256, b"new", b"");
+    let loaded = Instant::now();
+    assert_eq!(c.decrypt("k", &ct_old, None), b"old");
+    let hits = metric(&mut c, "kes_edge_cache_hits_total");
+    for _ in 0..5 {
+        assert_eq!(c.decrypt("k", &ct_old, None), b"old");
+    }
+    assert_eq!(metric(&mut c, "kes_edge_cache_hits_total"), hits + 5);
+    assert_eq!(
+        metric(&mut c, "kes_edge_keystore_fetches_total"),
+        fetches + 1
+    );
+    assert_eq!(metric(&mut c, "kes_edge_cache_keys"), 1);
+
+    // The key file changes: the cached key serves until `any` is over.
+    std::fs::write(keys.join("k"), upstream_key_file(&new, 1, &[0; 32], 1, "")).unwrap();
+    if loaded.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(c.decrypt("k", &ct_old, None), b"old");
+    }
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(loaded.elapsed()));
+    assert_eq!(c.decrypt("k", &ct_new, None), b"new");
+    c.decrypt_resp("k", &ct_old, None)
+        .assert_error(400, "decryption failed: ciphertext is not authentic");
+    assert_eq!(
+        metric(&mut c, "kes_edge_keystore_fetches_total"),
+        fetches + 2
+    );
+}
+
+#[test]
+fn fs_cache_unused_expiry() {
+    let (env, _) = fs_edge(
+        "edge-unused",
+        "cache:\n  expiry:\n    any: 1h\n    unused: 1s\n",
+    );
+    let server = env.start();
+    let mut c = server.admin();
+    c.create_key("k");
+    let f0 = metric(&mut c, "kes_edge_keystore_fetches_total");
+    c.encrypt("k", b"x", None);
+    // Used every 400 ms: it stays.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        c.encrypt("k", b"x", None);
+    }
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 1);
+    // Unused for more than a second: fetched again.
+    std::thread::sleep(Duration::from_millis(1300));
+    c.encrypt("k", b"x", None);
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 2);
+}
+
+/// The key directory goes away: with offline caching, cached keys keep serving past their
+/// expiry while creates and deletes fail cleanly and ready/status report the outage; without
+/// it, cached keys expire as usual. When the directory is back, everything works again.
+#[test]
+fn fs_outage_with_offline_caching_on_and_off() {
+    let cache = |offline: &str| {
+        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
+    };
+    let (on_env, keys) = fs_edge("edge-offline-on", &cache("1h"));
+    let mut off_env = Env::edge("edge-offline-off");
+    off_env.append_config(&format!(
+        "keystore:\n  fs:\n    path: {}\n    status:\n      ping: 200ms\n{}",
+        keys.display(),
+        cache("0s")
+    ));
+    let on = on_env.start();
+    let off = off_env.start();
+    let (mut a, mut b) = (on.admin(), off.admin());
+    a.create_key("k");
+    a.create_key("uncached");
+    let ct = a.encrypt("k", b"secret", None);
+    assert_eq!(b.decrypt("k", &ct, None), b"secret");
+    assert_eq!(metric(&mut a, "kes_edge_keystore_up"), 1);
+
+    let moved = keys.with_extension("gone");
+    std::fs::rename(&keys, &moved).unwrap();
+    for c in [&mut a, &mut b] {
+        eventually(Duration::from_secs(10), "ready reports the outage", || {
+            c.get("/v1/ready").status == 504
+        });
+        c.get("/v1/ready")
+            .assert_error(504, "key store is not reachable");
+        let s = c.get("/v1/status").assert_json_ok();
+        assert_eq!(
+            (
+                s["keystore_unreachable"].as_bool(),
+                s["keystore_unavailable"].as_bool()
+            ),
+            (Some(true), Some(true)),
+            "{s}"
+        );
+        assert_eq!(metric(c, "kes_edge_keystore_up"), 0);
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // past `any` and `unused`
+                                                     // Offline caching on: the cached key still serves everything that needs no store.
+    assert_eq!(a.decrypt("k", &ct, None), b"secret");
+    let (pt, dek) = a.generate("k", None);
+    assert_eq!(a.decrypt("k", &dek, None), pt);
+    a.put("/v1/key/create/new")
+        .assert_error(502, "failed to create key");
+    a.delete("/v1/key/delete/k")
+        .assert_error(502, "failed to delete key");
+    a.get("/v1/key/describe/uncached")
+        .assert_error(502, "failed to read key");
+    a.get("/v1/key/list/*")
+        .assert_error(502, "failed to list keys");
+    // Offline caching off: the key expired as usual and cannot be fetched.
+    b.decrypt_resp("k", &ct, None)
+        .assert_error(502, "failed to read key");
+
+    std::fs::rename(&moved, &keys).unwrap();
+    for c in [&mut a, &mut b] {
+        eventually(Duration::from_secs(10), "ready after the recovery", || {
+            c.get("/v1/ready").status == 200
+        });
+        assert_eq!(c.decrypt("k", &ct, None), b"secret");
+    }
+    a.create_key("new");
+    assert_eq!(b.list("*"), ["k", "new", "uncached"]);
+    assert!(
+        on.stderr().contains("not reachable"),
+        "the outage is logged:\n{}",
+        on.stderr()
+    );
+}
+
+/// Store contents that are not keys give errors that say so; the server stays ready.
+#[test]
+fn fs_bad_contents() {
+    let (env, keys) = fs_edge("edge-bad", "");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("garbage"), "this is not a key").unwrap();
+    std::fs::write(keys.join("short"), r#"{"bytes":"AAAA"}"#).unwrap();
+    let mut pb = Vec::new();
+    pb_bytes(&mut pb, 4, b"only a creator");
+    std::fs::write(keys.join("nokey"), b64(&pb)).unwrap();
+    let server = env.start();
+    let mut c = server.admin();
+    for (name, why) in [
+        (
+            "garbage",
+            "neither base64 (of a protobuf KeyVersion) nor legacy JSON",
+        ),
+        ("short", "legacy JSON key has 3 bytes, not 32"),
+        ("nokey", "KeyVersion has no Key"),
+    ] {
+        c.get(&format!("/v1/key/describe/{name}")).assert_error(
+            500,
+            &format!("key '{name}' in the key store is not a valid key: {why}"),
+        );
+    }
+    c.get("/v1/ready").assert_empty_ok();
+    assert!(
+        server.stderr().contains("not a valid key"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// Config mistakes stop the edge server with one line that names the field.
+#[test]
+fn edge_config_errors() {
+    let env = Env::edge("edge-config");
+    let exit = env
+        .try_start()
+        .err()
+        .expect("must not start without a key store");
+    assert!(
+        exit.stderr.contains("no keystore specified"),
+        "{}",
+        exit.stderr
+    );
+    let (mut env, _) = fs_edge("edge-config2", "");
+    env.append_config("cache:\n  expiry:\n    any: soon\n");
+    let exit = env.try_start().err().expect("must not start");
+    assert!(exit.stderr.contains("cache.expiry.any"), "{}", exit.stderr);
+}
