@@ -457,3 +457,173 @@ fn edge_config_errors() {
     let exit = env.try_start().err().expect("must not start");
     assert!(exit.stderr.contains("cache.expiry.any"), "{}", exit.stderr);
 }
+
+// ---- kes ---------------------------------------------------------------------------------
+
+/// The `kes:v1:` API key of a 32-byte seed (spec §2.4).
+fn api_key(seed: &[u8; 32]) -> String {
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(seed);
+    format!("kes:v1:{}", b64(&bytes))
+}
+
+/// A request in `enclave` as the admin.
+fn in_enclave(
+    c: &mut Client,
+    method: &str,
+    path: &str,
+    enclave: &str,
+    body: Option<&serde_json::Value>,
+) -> Response {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+    c.must(method, path, &[("Kes-Enclave", enclave)], bytes.as_deref())
+}
+
+/// A stateful kes-node with enclave `edge`, where the identity of `seed`'s API key may use
+/// secrets (and only secrets).
+fn kes_store(seed: &[u8; 32]) -> (Env, Server) {
+    let env = Env::new("edge-kes-store");
+    let server = env.start();
+    let mut admin = server.admin();
+    admin.put("/v1/enclave/create/edge").assert_empty_ok();
+    let policy = serde_json::json!({"allow": {"/v1/secret/*": {}}, "deny": {}});
+    in_enclave(
+        &mut admin,
+        "PUT",
+        "/v1/policy/create/edge-keys",
+        "edge",
+        Some(&policy),
+    )
+    .assert_empty_ok();
+    let id = ed25519_client_cert(seed, "edge").identity;
+    in_enclave(
+        &mut admin,
+        "PUT",
+        &format!("/v1/identity/create/{id}"),
+        "edge",
+        Some(&serde_json::json!({"policy": "edge-keys"})),
+    )
+    .assert_empty_ok();
+    (env, server)
+}
+
+/// An edge environment in front of the kes-node at `addr`.
+fn kes_edge(
+    tag: &str,
+    store: &Env,
+    addr: std::net::SocketAddr,
+    seed: &[u8; 32],
+    extra: &str,
+) -> Env {
+    let mut env = Env::edge(tag);
+    env.append_config(&format!(
+        "keystore:\n  kes:\n    endpoint: https://{addr}\n    enclave: edge\n    credentials:\n      api_key: {}\n    tls:\n      ca: {}\n    status:\n      ping: 200ms\n{extra}",
+        api_key(seed),
+        store.tmp.path().join("ca.pem").display()
+    ));
+    env
+}
+
+/// Keys as secrets of a real kes-node: round trips, an edge fleet sharing them, cache hits,
+/// the kes-node stopped (offline caching on and off) and started again.
+#[test]
+fn kes_round_trip_fleet_and_outage() {
+    let seed = [7u8; 32];
+    let (store_env, mut store) = kes_store(&seed);
+    let addr = store.addr;
+    let cache = |offline: &str| {
+        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
+    };
+    let on_env = kes_edge("edge-kes-on", &store_env, addr, &seed, &cache("1h"));
+    let off_env = kes_edge("edge-kes-off", &store_env, addr, &seed, &cache("0s"));
+    let (on, off) = (on_env.start(), off_env.start());
+    let (mut a, mut b) = (on.admin(), off.admin());
+    a.get("/v1/ready").assert_empty_ok();
+
+    a.create_key("k");
+    a.put("/v1/key/create/k")
+        .assert_error(400, "key already exists");
+    // The key is a secret of the enclave, holding upstream's encoding of the key.
+    let mut admin = store.admin();
+    let secret = in_enclave(&mut admin, "GET", "/v1/secret/read/k", "edge", None).assert_json_ok();
+    let value = unb64(secret["secret"].as_str().unwrap());
+    let pb = unb64(std::str::from_utf8(&value).unwrap());
+    assert_eq!(&pb[..4], &[0x0a, 36, 0x0a, 32], "a protobuf KeyVersion");
+    // Another edge server of the fleet sees it.
+    let ct = a.encrypt("k", b"fleet", Some(b"c"));
+    assert_eq!(b.decrypt("k", &ct, Some(b"c")), b"fleet");
+    let hits = metric(&mut b, "kes_edge_cache_hits_total");
+    assert_eq!(b.decrypt("k", &ct, Some(b"c")), b"fleet");
+    assert_eq!(metric(&mut b, "kes_edge_cache_hits_total"), hits + 1);
+    a.import_key("imported", &[9; 32], "ChaCha20");
+    assert_eq!(b.list("*"), ["imported", "k"]);
+    assert_eq!(
+        b.get("/v1/key/describe/imported").assert_json_ok()["algorithm"],
+        "ChaCha20"
+    );
+    a.create_key("gone");
+    b.delete("/v1/key/delete/gone").assert_empty_ok();
+    a.get("/v1/key/describe/gone")
+        .assert_error(404, "key does not exist");
+    in_enclave(&mut admin, "GET", "/v1/secret/describe/gone", "edge", None)
+        .assert_error(404, "secret does not exist");
+
+    // The kes-node stops.
+    store.stop();
+    for c in [&mut a, &mut b] {
+        eventually(Duration::from_secs(10), "ready reports the outage", || {
+            c.get("/v1/ready").status == 504
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(a.decrypt("k", &ct, Some(b"c")), b"fleet");
+    a.put("/v1/key/create/new")
+        .assert_error(502, "failed to create key");
+    b.decrypt_resp("k", &ct, Some(b"c"))
+        .assert_error(502, "failed to read key");
+
+    // And comes back.
+    let store = store_env.start();
+    assert_eq!(store.addr, addr);
+    for c in [&mut a, &mut b] {
+        eventually(
+            Duration::from_secs(10),
+            "ready after the kes-node is back",
+            || c.get("/v1/ready").status == 200,
+        );
+        assert_eq!(c.decrypt("k", &ct, Some(b"c")), b"fleet");
+    }
+    b.create_key("new");
+    assert_eq!(a.list("*"), ["imported", "k", "new"]);
+}
+
+/// An edge identity the kes-node does not let use secrets: not ready, and errors that say why.
+#[test]
+fn kes_refused_identity() {
+    let seed = [7u8; 32];
+    let (store_env, store) = kes_store(&seed);
+    let env = kes_edge("edge-kes-refused", &store_env, store.addr, &[8u8; 32], "");
+    let edge = env.start();
+    let mut c = edge.admin();
+    c.get("/v1/ready")
+        .assert_error(502, "key store is unavailable");
+    let s = c.get("/v1/status").assert_json_ok();
+    assert_eq!(
+        (
+            s["keystore_unavailable"].as_bool(),
+            s.get("keystore_unreachable")
+        ),
+        (Some(true), None),
+        "{s}"
+    );
+    c.put("/v1/key/create/k")
+        .assert_error(502, "failed to create key");
+    eventually(
+        Duration::from_secs(5),
+        "the reason in the error log",
+        || {
+            edge.stderr()
+                .contains("needs a policy allowing /v1/secret/*")
+        },
+    );
+}

@@ -83,7 +83,33 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
 fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
     Ok(match config {
         KeyStoreConfig::Fs { path } => Arc::new(crate::edge::fs::FsStore::open(path)?),
-        KeyStoreConfig::Kes { .. } => return Err("keystore.kes: not yet".into()),
+        KeyStoreConfig::Kes {
+            endpoint,
+            enclave,
+            api_key,
+            cert,
+            key,
+            ca,
+        } => {
+            use crate::client::{Credentials, ServerTrust};
+            let trust = match ca {
+                Some(ca) => ServerTrust::from_ca_path(ca)
+                    .map_err(|e| format!("keystore.kes.tls.ca: {e}"))?,
+                None => ServerTrust::Roots(Arc::new(crate::edge::public_roots())),
+            };
+            let credentials = || match (api_key, cert, key) {
+                (Some(k), _, _) => Credentials::from_api_key(k),
+                (None, Some(c), Some(k)) => Credentials::from_pem_files(c, k),
+                _ => unreachable!("checked by the config"),
+            };
+            Arc::new(crate::edge::kes::KesStore::new(
+                endpoint,
+                enclave,
+                WORKERS,
+                credentials,
+                trust,
+            )?)
+        }
         KeyStoreConfig::Aws { .. } => return Err("keystore.aws: not yet".into()),
     })
 }

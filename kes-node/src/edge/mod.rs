@@ -15,7 +15,7 @@
 pub mod cache;
 pub mod format;
 pub mod fs;
-// pub mod kes;
+pub mod kes;
 pub mod keystore;
 mod runtime;
 
@@ -29,6 +29,14 @@ pub use runtime::Runtime;
 
 use crate::store::KeyRecord;
 use cache::{Cache, CacheConfig};
+
+/// The public CAs (Mozilla's list, built in) that key stores reached over the internet are
+/// checked against unless the config names CAs.
+pub fn public_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
 
 /// What the handlers and the runtime share: the key store, the cache and the store's health.
 pub struct Edge {
