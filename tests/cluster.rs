@@ -1410,6 +1410,69 @@ fn expand_reuses_the_id_of_a_removed_node() {
     );
 }
 
+/// A node joins a cluster whose state spans many snapshot chunks (about 5 MB of secrets and
+/// a few hundred keys): the snapshot streams in chunks and arrives whole; then a second join
+/// happens while the first new node serves, and every node holds every item.
+#[test]
+fn expand_streams_a_snapshot_of_many_chunks() {
+    let mut cluster = Cluster::new(
+        "big-snapshot",
+        ClusterOpts {
+            slots: 3,
+            members: 1,
+            bootstrap_json: false,
+            proxy: false,
+        },
+    );
+    cluster.start_node(0);
+    cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let mut conn = cluster.conn(0);
+    let secret =
+        |i: usize| -> Vec<u8> { (0..200_000).map(|j| ((i * 31 + j) % 251) as u8).collect() };
+    const SECRETS: usize = 24;
+    const KEYS: usize = 300;
+    for i in 0..SECRETS {
+        let resp = ok_response(
+            "secret create",
+            conn.request(
+                "PUT",
+                &format!("/v1/secret/create/big-{i}"),
+                Some(&json!({"secret": b64(&secret(i)), "type": "generic"})),
+            ),
+        );
+        assert_eq!(resp.status, 200, "secret {i}: {}", resp.text());
+    }
+    for i in 0..KEYS {
+        create_ok(&mut conn, &format!("small-{i}"));
+    }
+    let took = join(&mut cluster, 1, 0, &[0, 1]);
+    join(&mut cluster, 2, 1, &[0, 1, 2]);
+    for slot in [1, 2] {
+        let mut conn = cluster.conn(slot);
+        for i in 0..SECRETS {
+            let resp = ok_response(
+                "secret read",
+                conn.read("GET", &format!("/v1/secret/read/big-{i}"), None),
+            );
+            assert_eq!(resp.status, 200, "node {slot}, secret {i}: {}", resp.text());
+            let value: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+            let got = unb64(value["secret"].as_str().unwrap_or_default());
+            assert!(
+                got == secret(i),
+                "node {slot}: secret {i} differs after the snapshot"
+            );
+        }
+        for i in (0..KEYS).step_by(7) {
+            describe_ok(&mut conn, &format!("small-{i}"), "after a chunked snapshot");
+        }
+    }
+    let (name, _) = write_until_ok(&cluster, &[0, 1, 2], "after-big-join", HEAL_TIMEOUT);
+    for s in 0..3 {
+        describe_ok(&mut cluster.conn(s), &name, "a write after the joins");
+    }
+    println!("joined a node with ~5 MB of state in {:.0} ms", ms(took));
+}
+
 /// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but
 /// a forced shrink afterwards must, and writes go on without it.
 #[test]

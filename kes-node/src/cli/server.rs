@@ -228,8 +228,9 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
         Some(path) => crate::config::load(path)?,
         None => Config::default(),
     };
-    let bytes = std::fs::read(&args.from)
+    let file = std::fs::File::open(&args.from)
         .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
+    let mut input = std::io::BufReader::new(file);
     if args.dir.join(crate::store::DB_FILE).exists() {
         return Err(format!(
             "{} already holds a kes.db: restore into a new directory",
@@ -240,7 +241,7 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let store = Store::open(&args.dir, &device).map_err(|e| e.to_string())?;
-    if let Err(err) = store.restore(&bytes, &device) {
+    if let Err(err) = store.restore_from(&mut input, &device) {
         drop(store);
         // Leave no half-made database behind.
         let _ = std::fs::remove_file(args.dir.join(crate::store::DB_FILE));

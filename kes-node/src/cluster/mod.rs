@@ -8,6 +8,7 @@
 //! its peer link and relays the answer.
 pub mod file;
 pub mod peer;
+mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -34,8 +35,6 @@ use peer::{Frame, Link, LinkState, WireOutcome};
 pub const LINK_BASE: usize = 1 << 30;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
-/// Snapshot data received with an `InstallSnapshot` (key material: zeroized on drop).
-type SnapshotBytes = zeroize::Zeroizing<Vec<u8>>;
 
 /// The placeholder id of a node that waits to be added (no real node has it).
 const JOINING_ID: NodeId = NodeId::MAX;
@@ -91,9 +90,12 @@ pub struct Cluster {
     /// Proposals waiting for room in the core's window, with their deadline.
     backlog: std::collections::VecDeque<(Input<Vec<u8>>, Instant)>,
     /// Steps whose storage work is not persisted yet (see [`Cluster::flush`]).
-    batch: Vec<(Ready<Vec<u8>>, Option<SnapshotBytes>)>,
-    /// Snapshot data that came with an `InstallSnapshot`, for the next persist.
-    incoming_snapshot: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// Each with the chunk count of the staged snapshot it installs, if it does.
+    batch: Vec<(Ready<Vec<u8>>, Option<u32>)>,
+    /// Snapshots being sent, by receiver (see `snapshots.rs`).
+    outgoing: BTreeMap<NodeId, snapshots::Outgoing>,
+    /// The snapshot being received.
+    incoming: snapshots::Incoming,
     /// Writes that arrived while no leader was known, with their deadline.
     leaderless: Vec<(ConnRef, Box<Pending>, Instant)>,
     /// Decided gated reads: the connection and `Ok`, or why the read may not be served.
@@ -261,7 +263,8 @@ impl Cluster {
             released: Vec::new(),
             joining,
             params,
-            incoming_snapshot: None,
+            outgoing: BTreeMap::new(),
+            incoming: Default::default(),
             batch: Vec::new(),
             backlog: Default::default(),
             group_commit: std::env::var("KES_GROUP_COMMIT").map_or(true, |v| v != "off"),
@@ -307,12 +310,12 @@ impl Cluster {
         let now = now_ms(self.epoch);
         let mut ready = Ready::default();
         self.node.step(now, input, &mut ready);
-        let snapshot = if ready.restore.is_some() {
-            self.incoming_snapshot.take()
+        let staged = if ready.restore.is_some() {
+            self.incoming.take_complete()
         } else {
             None
         };
-        self.batch.push((ready, snapshot));
+        self.batch.push((ready, staged));
         if !self.group_commit {
             self.flush(store);
         }
@@ -368,12 +371,14 @@ impl Cluster {
     pub fn flush(&mut self, store: &Store) {
         while !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
-            let refs: Vec<crate::store::ReadyRef<'_>> = batch
-                .iter()
-                .map(|(r, s)| (r, s.as_deref().map(|v| v.as_slice())))
-                .collect();
+            let refs: Vec<crate::store::ReadyRef<'_>> =
+                batch.iter().map(|(r, s)| (r, *s)).collect();
+            let installs = refs.iter().any(|(_, s)| s.is_some());
             match store.persist_batch(&refs) {
                 Ok(outcomes) => {
+                    if installs {
+                        self.incoming.persisted();
+                    }
                     for (index, outcome) in outcomes {
                         self.outcomes.insert(index, outcome);
                     }
@@ -424,19 +429,7 @@ impl Cluster {
             self.send_to(env.to, &Frame::Raft(Box::new(env.clone())));
         }
         for env in &ready.snapshots {
-            match store.snapshot() {
-                Ok(data) => {
-                    let frame = Frame::Snapshot {
-                        envelope: Box::new(env.clone()),
-                        data: data.to_vec(),
-                    };
-                    self.send_to(env.to, &frame);
-                }
-                Err(err) => eprintln!(
-                    "kes-node: cannot produce a snapshot for node {}: {err}",
-                    env.to
-                ),
-            }
+            self.start_snapshot(store, env);
         }
         for (id, result) in &ready.proposals {
             let outcome = match result {
@@ -601,21 +594,28 @@ impl Cluster {
     }
 
     fn send_to(&mut self, to: NodeId, frame: &Frame) -> bool {
-        if let Some(link) = self.outbound.get(&to).and_then(|k| self.links.get_mut(*k)) {
-            if link.state == LinkState::Open {
-                return link.send(frame);
-            }
-        }
-        // No outbound link (a joining node does not know the leader's address yet): answer on
-        // the link the peer opened to us.
-        match self
-            .links
-            .iter_mut()
-            .find(|(_, l)| !l.dialer && l.peer == Some(to) && l.state == LinkState::Open)
-        {
-            Some((_, link)) => link.send(frame),
+        match self.link_to(to) {
+            Some(key) => self.links[key].send(frame),
             None => false,
         }
+    }
+
+    /// The open link that carries messages to `to`: the outbound one, or else the one the peer
+    /// opened to us (a joining node does not know the leader's address yet).
+    fn link_to(&self, to: NodeId) -> Option<usize> {
+        if let Some(&key) = self.outbound.get(&to) {
+            if self
+                .links
+                .get(key)
+                .is_some_and(|l| l.state == LinkState::Open)
+            {
+                return Some(key);
+            }
+        }
+        self.links
+            .iter()
+            .find(|(_, l)| !l.dialer && l.peer == Some(to) && l.state == LinkState::Open)
+            .map(|(key, _)| key)
     }
 
     /// Handles frames that arrived on a link.
@@ -628,12 +628,18 @@ impl Cluster {
                     self.step(store, Input::Message(*env));
                 }
             }
-            Frame::Snapshot { envelope, data } => {
+            Frame::SnapshotChunk { stream, seq, data } => {
+                self.incoming.chunk(store, stream, seq, data);
+            }
+            Frame::SnapshotEnd {
+                stream,
+                chunks,
+                envelope,
+            } => {
                 self.learn_id(envelope.to);
-                if envelope.to == self.id {
-                    self.incoming_snapshot = Some(zeroize::Zeroizing::new(data));
+                if envelope.to == self.id && self.incoming.end(stream, chunks) {
                     self.step(store, Input::Message(*envelope));
-                    self.incoming_snapshot = None;
+                    self.incoming.stepped();
                 }
             }
             Frame::Forward { id, command } => {
@@ -797,6 +803,7 @@ impl Cluster {
             for f in frames {
                 self.on_frame(store, from, f);
             }
+            self.pump_snapshot(registry, store, from);
         }
         self.update_link(registry, key);
     }
@@ -877,6 +884,10 @@ impl Cluster {
             if let Some((Input::Propose { id, .. }, _)) = self.backlog.pop_front() {
                 self.fail_proposal(id.0, "cluster: too many writes in flight; retry");
             }
+        }
+        let receivers: Vec<NodeId> = self.outgoing.keys().copied().collect();
+        for to in receivers {
+            self.pump_snapshot(registry, store, to);
         }
         // Links opened long ago but never authenticated are dropped.
         let stale: Vec<usize> = self

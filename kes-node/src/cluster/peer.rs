@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 /// The ALPN protocol of peer links.
 pub const ALPN: &[u8] = b"kes-peer/1";
-/// The largest frame accepted.
+/// The largest frame accepted: the largest log batch or snapshot chunk, with room to spare.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
 
@@ -30,10 +30,18 @@ pub enum Frame {
     Hello { node: NodeId, mac: [u8; 32] },
     /// A consensus message (boxed: it is much larger than the other frames).
     Raft(Box<Envelope<Vec<u8>>>),
-    /// `InstallSnapshot` with the snapshot data (see `Store::snapshot`), for a joining node.
-    Snapshot {
-        envelope: Box<Envelope<Vec<u8>>>,
+    /// Chunk `seq` (from 0) of snapshot `stream` for a joining node (see
+    /// `store/snapshot.rs`; it carries enclave keys: zeroized after use).
+    SnapshotChunk {
+        stream: u64,
+        seq: u32,
         data: Vec<u8>,
+    },
+    /// The end of snapshot `stream`: how many chunks it had, and its `InstallSnapshot`.
+    SnapshotEnd {
+        stream: u64,
+        chunks: u32,
+        envelope: Box<Envelope<Vec<u8>>>,
     },
     /// A follower hands a client's write to the leader.
     Forward { id: u64, command: Vec<u8> },
@@ -230,7 +238,9 @@ impl Link {
         let Ok(body) = postcard::to_allocvec(frame) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(body.len() + 4);
+        // Frames may carry key material (snapshot chunks): no copy outlives the write.
+        let body = zeroize::Zeroizing::new(body);
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 4));
         bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&body);
         if self.tls.writer().write_all(&bytes).is_err() {

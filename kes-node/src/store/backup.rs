@@ -1,62 +1,138 @@
 //! Backups: a consistent copy of the applied state that only the holder of the HSM key can
-//! read. A backup carries the database's root key sealed by each of its HSMs (exactly as
-//! `kes.db` stores it) and the snapshot data (see `raft.rs`) encrypted with that root key, so
-//! it is as safe at rest as `kes.db` itself. Restoring unseals the root key with the HSM,
-//! decrypts, and installs the state into a new database (with a root key of its own).
+//! read, written and read as a stream so that no side holds the whole database in memory.
+//!
+//! A backup is a sequence of length-prefixed (u32 little endian) postcard [`Frame`]s:
+//! a `Header` with the database's root key sealed by each of its HSMs (exactly as `kes.db`
+//! stores it), then the snapshot chunks of `snapshot.rs`, each encrypted with that root key
+//! (associated data: the chunk's sequence number), then an `End` whose ciphertext covers the
+//! chunk count, so a truncated or reordered backup is refused. It is as safe at rest as
+//! `kes.db` itself. Restoring unseals the root key with the HSM, decrypts chunk by chunk, and
+//! installs the state into a new database (with a root key of its own).
+use std::io::{Read, Write};
+
 use kes_core::consensus::SnapshotMeta;
 use kes_core::crypto::{Cipher, SecretKey, RANDOM_LEN};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::snapshot::{Installer, CHUNK_BYTES};
 use super::{io_err, Store, StoreError, META, META_ROOT_PREFIX};
 use crate::hsm::Hsm;
 
-const MAGIC: &str = "kes-rs backup v1";
-const AAD: &[u8] = b"kes:v1:backup";
+const MAGIC: &str = "kes-rs backup v2";
+/// Frames are at most a chunk plus its ciphertext overhead; anything larger is not ours.
+const MAX_FRAME: usize = 4 * CHUNK_BYTES;
 
 #[derive(Serialize, Deserialize)]
-struct Backup {
-    magic: String,
-    /// (HSM name, sealed root key)
-    sealed_roots: Vec<(String, Vec<u8>)>,
-    /// The snapshot data, encrypted with the root key.
-    state: Vec<u8>,
+enum Frame {
+    Header {
+        magic: String,
+        /// (HSM name, sealed root key)
+        sealed_roots: Vec<(String, Vec<u8>)>,
+    },
+    /// Snapshot chunk `n` (counting from 0), encrypted with the root key.
+    Chunk(Vec<u8>),
+    /// The chunk count, authenticated: encrypts nothing under `end_aad(count)`.
+    End(Vec<u8>),
+}
+
+fn chunk_aad(seq: u32) -> String {
+    format!("kes:v1:backup/chunk/{seq}")
+}
+
+fn end_aad(count: u32) -> String {
+    format!("kes:v1:backup/end/{count}")
+}
+
+fn write_frame(out: &mut impl Write, frame: &Frame) -> Result<(), StoreError> {
+    let body = postcard::to_allocvec(frame).map_err(io_err)?;
+    out.write_all(&(body.len() as u32).to_le_bytes())
+        .and_then(|_| out.write_all(&body))
+        .map_err(io_err)
+}
+
+/// The next frame, or `None` at a clean end of input.
+fn read_frame(input: &mut impl Read) -> Result<Option<Frame>, StoreError> {
+    let bad = |why: &str| StoreError::Refused(format!("not a kes-rs backup: {why}"));
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(bad("a frame is too large"));
+    }
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    input
+        .read_exact(&mut body)
+        .map_err(|_| bad("it is truncated"))?;
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(|_| bad("a frame does not decode"))
 }
 
 impl Store {
-    /// A backup of the applied state (see the module docs).
-    pub fn backup(&self) -> Result<Vec<u8>, StoreError> {
-        let snapshot = self.snapshot()?;
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let meta = txn.open_table(META).map_err(io_err)?;
-        let mut sealed_roots = Vec::new();
-        for row in meta.range(META_ROOT_PREFIX..).map_err(io_err)? {
-            let (k, v) = row.map_err(io_err)?;
-            let Some(name) = k.value().strip_prefix(META_ROOT_PREFIX) else {
-                break;
-            };
-            sealed_roots.push((name.to_string(), v.value().to_vec()));
-        }
-        let random: [u8; RANDOM_LEN] = crate::random::bytes();
-        let state = self.root.encrypt(&random, &snapshot, AAD);
-        postcard::to_allocvec(&Backup {
+    /// Writes a backup of the applied state (see the module docs) to `out`.
+    pub fn write_backup(&self, out: &mut impl Write) -> Result<(), StoreError> {
+        let mut reader = self.snapshot_reader()?;
+        let sealed_roots = {
+            let txn = self.db.begin_read().map_err(io_err)?;
+            let meta = txn.open_table(META).map_err(io_err)?;
+            let mut sealed_roots = Vec::new();
+            for row in meta.range(META_ROOT_PREFIX..).map_err(io_err)? {
+                let (k, v) = row.map_err(io_err)?;
+                let Some(name) = k.value().strip_prefix(META_ROOT_PREFIX) else {
+                    break;
+                };
+                sealed_roots.push((name.to_string(), v.value().to_vec()));
+            }
+            sealed_roots
+        };
+        let header = Frame::Header {
             magic: MAGIC.into(),
             sealed_roots,
-            state,
-        })
-        .map_err(io_err)
+        };
+        write_frame(out, &header)?;
+        let mut seq = 0u32;
+        while let Some(chunk) = reader.next_chunk(self, CHUNK_BYTES)? {
+            let random: [u8; RANDOM_LEN] = crate::random::bytes();
+            let sealed = self
+                .root
+                .encrypt(&random, &chunk, chunk_aad(seq).as_bytes());
+            write_frame(out, &Frame::Chunk(sealed))?;
+            seq += 1;
+        }
+        let random: [u8; RANDOM_LEN] = crate::random::bytes();
+        let end = self.root.encrypt(&random, &[], end_aad(seq).as_bytes());
+        write_frame(out, &Frame::End(end))?;
+        out.flush().map_err(io_err)
     }
 
-    /// Installs a backup into this store, which must be new (no keys, policies, identities,
-    /// secrets or enclaves but the default one). `hsm` must be one of the backup's HSMs.
-    pub fn restore(&self, bytes: &[u8], hsm: &dyn Hsm) -> Result<(), StoreError> {
+    /// A backup in memory (see [`Store::write_backup`]).
+    pub fn backup(&self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.write_backup(&mut out)?;
+        Ok(out)
+    }
+
+    /// Installs a backup read from `input` into this store, which must be new (no keys,
+    /// policies, identities, secrets or enclaves but the default one). `hsm` must be one of
+    /// the backup's HSMs. Nothing is committed unless the whole backup verifies.
+    pub fn restore_from(&self, input: &mut impl Read, hsm: &dyn Hsm) -> Result<(), StoreError> {
         let bad = |why: &str| StoreError::Refused(format!("not a kes-rs backup: {why}"));
-        let backup: Backup = postcard::from_bytes(bytes).map_err(|_| bad("it does not decode"))?;
-        if backup.magic != MAGIC {
+        let Some(Frame::Header {
+            magic,
+            sealed_roots,
+        }) = read_frame(input)?
+        else {
+            return Err(bad("it does not start with a backup header"));
+        };
+        if magic != MAGIC {
             return Err(bad("wrong format"));
         }
-        let sealed = backup
-            .sealed_roots
+        let sealed = sealed_roots
             .iter()
             .find(|(name, _)| name == hsm.name())
             .ok_or_else(|| {
@@ -76,10 +152,6 @@ impl Store {
             .try_into()
             .map_err(|_| bad("its root key is not 32 bytes"))?;
         let root = SecretKey::new(Cipher::Aes256, root);
-        let snapshot = Zeroizing::new(
-            root.decrypt(&backup.state, AAD)
-                .map_err(|_| bad("its state does not decrypt"))?,
-        );
         let fresh = self.list_keys(super::DEFAULT_ENCLAVE, "")?.is_empty()
             && self.list_policies(super::DEFAULT_ENCLAVE, "")?.is_empty()
             && self.list_enclaves("")?.len() <= 1;
@@ -89,9 +161,35 @@ impl Store {
             ));
         }
         let mut tx = self.begin()?;
-        self.install(&mut tx, &snapshot, &SnapshotMeta::default())?;
+        let mut install = Installer::start(&mut tx)?;
+        let mut seq = 0u32;
+        loop {
+            match read_frame(input)? {
+                Some(Frame::Chunk(sealed)) => {
+                    let chunk = Zeroizing::new(
+                        root.decrypt(&sealed, chunk_aad(seq).as_bytes())
+                            .map_err(|_| bad("a chunk does not decrypt"))?,
+                    );
+                    install.chunk(&chunk)?;
+                    seq += 1;
+                }
+                Some(Frame::End(end)) => {
+                    root.decrypt(&end, end_aad(seq).as_bytes())
+                        .map_err(|_| bad("it is incomplete"))?;
+                    break;
+                }
+                Some(Frame::Header { .. }) => return Err(bad("it has a second header")),
+                None => return Err(bad("it is truncated")),
+            }
+        }
+        install.finish(&SnapshotMeta::default())?;
         // A restored node starts a new cluster of its own: no consensus state.
         tx.txn.delete_table(super::raft::RAFT).map_err(io_err)?;
         tx.commit()
+    }
+
+    /// [`Store::restore_from`] for a backup in memory.
+    pub fn restore(&self, bytes: &[u8], hsm: &dyn Hsm) -> Result<(), StoreError> {
+        self.restore_from(&mut &bytes[..], hsm)
     }
 }

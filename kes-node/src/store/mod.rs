@@ -39,8 +39,10 @@ pub mod codec;
 mod raft;
 mod readonly;
 mod records;
+mod snapshot;
 
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
+pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
 pub use crate::command::Command;
 pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};

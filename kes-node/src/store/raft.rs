@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{apply, codec, io_err, Store, StoreError};
 
 pub(crate) const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const HARD_STATE: &str = "hard_state";
-const APPLIED: &str = "applied";
+pub(crate) const APPLIED: &str = "applied";
 
 /// The members' addresses: the shell's part of a configuration entry.
 pub type Addresses = BTreeMap<NodeId, String>;
@@ -26,8 +26,9 @@ pub type Addresses = BTreeMap<NodeId, String>;
 /// configuration entries, the encoded [`Addresses`]).
 pub type LogEntry = Entry<Vec<u8>>;
 
-/// One step's storage work and the snapshot data that came with it.
-pub type ReadyRef<'a> = (&'a Ready<Vec<u8>>, Option<&'a [u8]>);
+/// One step's storage work and, if it installs a snapshot, how many chunks of it are staged
+/// (see `snapshot.rs`).
+pub type ReadyRef<'a> = (&'a Ready<Vec<u8>>, Option<u32>);
 
 /// The outcome of each applied command entry, by log index.
 pub type Outcomes = Vec<(Index, Result<(), StoreError>)>;
@@ -41,9 +42,9 @@ pub struct RaftState {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Applied {
-    meta: SnapshotMeta,
-    addresses: Addresses,
+pub(crate) struct Applied {
+    pub meta: SnapshotMeta,
+    pub addresses: Addresses,
 }
 
 /// Encodes a configuration's addresses for a configuration entry.
@@ -129,7 +130,8 @@ impl Store {
     /// transaction (one fsync for all: group commit), and returns the outcome of every applied
     /// command entry. An entry whose command fails (a name that already exists, say) fails the
     /// same way on every node; its outcome goes to the client. The data next to a `Ready` is
-    /// the snapshot that came with an `InstallSnapshot` (installed if `ready.restore`).
+    /// the count of staged chunks of the snapshot that came with an `InstallSnapshot` (installed
+    /// if `ready.restore`).
     pub fn persist_batch(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
         let needs_write = |r: &Ready<Vec<u8>>| {
@@ -167,7 +169,7 @@ impl Store {
     pub fn persist(
         &self,
         ready: &Ready<Vec<u8>>,
-        snapshot: Option<&[u8]>,
+        snapshot: Option<u32>,
     ) -> Result<Outcomes, StoreError> {
         self.persist_batch(&[(ready, snapshot)])
     }
@@ -176,7 +178,7 @@ impl Store {
         &self,
         tx: &mut super::Tx<'_>,
         ready: &Ready<Vec<u8>>,
-        snapshot: Option<&[u8]>,
+        snapshot: Option<u32>,
         outcomes: &mut Outcomes,
         deleted_enclaves: &mut Vec<String>,
     ) -> Result<(), StoreError> {
@@ -187,11 +189,8 @@ impl Store {
                 raft.insert(HARD_STATE, bytes.as_slice()).map_err(io_err)?;
             }
         }
-        if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
-            self.install(tx, data, meta)?;
-        }
-        if let (Some(meta), Some(data)) = (&ready.restore, snapshot) {
-            self.install(tx, data, meta)?;
+        if let (Some(meta), Some(chunks)) = (&ready.restore, snapshot) {
+            self.install_staged(tx, chunks, meta)?;
         }
         {
             let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
@@ -286,114 +285,5 @@ impl Store {
     /// The addresses of the configuration at the applied point.
     pub fn applied_addresses(&self) -> Result<Addresses, StoreError> {
         Ok(self.raft_state()?.map(|s| s.addresses).unwrap_or_default())
-    }
-}
-
-/// A logical copy of the applied state, for a node that joins: every enclave and every item
-/// in plaintext (the receiver encrypts with its own root and enclave keys), plus the members'
-/// addresses. It travels only inside a peer link's TLS session and is zeroized after use.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    addresses: Addresses,
-    /// (enclave name, encoded enclave record)
-    enclaves: Vec<(String, Vec<u8>)>,
-    /// (table, `<enclave>/<name>`, plaintext value)
-    items: Vec<(String, String, Vec<u8>)>,
-}
-
-impl Drop for SnapshotData {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        for (_, r) in &mut self.enclaves {
-            r.zeroize();
-        }
-        for (_, _, v) in &mut self.items {
-            v.zeroize();
-        }
-    }
-}
-
-impl Store {
-    /// The applied state as snapshot data (see [`SnapshotData`]).
-    pub fn snapshot(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let addresses = self.applied_addresses()?;
-        let mut data = SnapshotData {
-            addresses,
-            enclaves: Vec::new(),
-            items: Vec::new(),
-        };
-        let mut keys = BTreeMap::new();
-        let enclaves = txn.open_table(super::ENCLAVES.def()).map_err(io_err)?;
-        for row in enclaves.iter().map_err(io_err)? {
-            let (name, _) = row.map_err(io_err)?;
-            let name = name.value().to_string();
-            let rec = super::read_enclave(&enclaves, &self.root, &name)?;
-            data.enclaves.push((
-                name.clone(),
-                codec::encode_enclave(&rec)
-                    .map_err(StoreError::Io)?
-                    .to_vec(),
-            ));
-            keys.insert(name, rec.key);
-        }
-        for table in super::TABLES {
-            let t = txn.open_table(table.def()).map_err(io_err)?;
-            for row in t.iter().map_err(io_err)? {
-                let (key, value) = row.map_err(io_err)?;
-                let key = key.value();
-                let (enclave, name) = key.split_once('/').unwrap_or((key, ""));
-                let Some(ek) = keys.get(enclave) else {
-                    continue;
-                };
-                let plaintext = super::decrypt(ek, table, enclave, name, key, value.value())?;
-                data.items
-                    .push((table.name.to_string(), key.to_string(), plaintext.to_vec()));
-            }
-        }
-        Ok(zeroize::Zeroizing::new(
-            postcard::to_allocvec(&data).map_err(io_err)?,
-        ))
-    }
-
-    /// Replaces every table with snapshot data (inside the transaction of a `persist`).
-    pub(crate) fn install(
-        &self,
-        tx: &mut super::Tx<'_>,
-        bytes: &[u8],
-        meta: &SnapshotMeta,
-    ) -> Result<(), StoreError> {
-        let data: SnapshotData = postcard::from_bytes(bytes)
-            .map_err(|e| StoreError::Corrupted(format!("snapshot does not decode: {e}")))?;
-        for table in super::TABLES.iter().chain([&super::ENCLAVES]) {
-            tx.txn.delete_table(table.def()).map_err(io_err)?;
-        }
-        tx.txn.delete_table(LOG).map_err(io_err)?;
-        for (name, record) in &data.enclaves {
-            let rec = codec::decode_enclave(record).map_err(StoreError::Corrupted)?;
-            tx.create_enclave(name, &rec)?;
-        }
-        for (table, key, plaintext) in &data.items {
-            let Some(table) = super::TABLES.iter().find(|t| t.name == table.as_str()) else {
-                continue;
-            };
-            let (enclave, name) = key.split_once('/').unwrap_or((key.as_str(), ""));
-            tx.put(*table, enclave, name, plaintext, false)?;
-        }
-        let applied = Applied {
-            meta: meta.clone(),
-            addresses: data.addresses.clone(),
-        };
-        let bytes = postcard::to_allocvec(&applied).map_err(io_err)?;
-        tx.txn
-            .open_table(RAFT)
-            .map_err(io_err)?
-            .insert(APPLIED, bytes.as_slice())
-            .map_err(io_err)?;
-        self.enclave_keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        Ok(())
     }
 }

@@ -477,3 +477,187 @@ fn undecodable_plaintext_is_corrupted() {
     let msg = corrupted_item(store.key(DEFAULT_ENCLAVE, "junk").err().unwrap());
     assert!(msg.starts_with("key 'junk'"), "{msg}");
 }
+
+/// A store with state spread over enclaves and tables, large enough for many small chunks.
+fn populated(dir: &TempDir, byte: u8) -> Store {
+    let store = Store::open(dir.path(), &hsm(byte)).unwrap();
+    let mut addresses = Addresses::new();
+    addresses.insert(0, "127.0.0.1:7373".to_string());
+    store
+        .init_raft(kes_core::consensus::Config::default(), &addresses)
+        .unwrap();
+    for i in 0..300u32 {
+        store
+            .create_key(DEFAULT_ENCLAVE, &format!("k-{i}"), &record(i as u8, "me"))
+            .unwrap();
+    }
+    for i in 0..12u8 {
+        store
+            .apply(&Command::CreateSecret {
+                enclave: DEFAULT_ENCLAVE.into(),
+                name: format!("s-{i}"),
+                secret: SecretRecord {
+                    value: Zeroizing::new(vec![i; 40_000]),
+                    created_at: crate::timefmt::now(),
+                    created_by: "me".into(),
+                },
+            })
+            .unwrap();
+    }
+    store
+        .apply(&Command::CreateEnclave {
+            name: "tenant".into(),
+            record: EnclaveRecord {
+                key: SecretKey::new(Cipher::Aes256, [9; 32]),
+                created_at: crate::timefmt::now(),
+                created_by: String::new(),
+            },
+        })
+        .unwrap();
+    store
+        .create_key("tenant", "in-tenant", &record(200, "t"))
+        .unwrap();
+    store
+}
+
+#[test]
+fn snapshot_streams_in_bounded_chunks_and_installs_whole() {
+    let (a_dir, b_dir) = (TempDir::new("snap-a"), TempDir::new("snap-b"));
+    let a = populated(&a_dir, 1);
+    let b = Store::open(b_dir.path(), &hsm(2)).unwrap();
+    b.init_raft(kes_core::consensus::Config::default(), &Addresses::new())
+        .unwrap();
+
+    const MAX: usize = 32 * 1024;
+    let mut reader = a.snapshot_reader().unwrap();
+    // Writes after the reader started are not in the snapshot: it is one consistent view.
+    a.create_key(DEFAULT_ENCLAVE, "later", &record(3, "me"))
+        .unwrap();
+    let mut seq = 0;
+    while let Some(chunk) = reader.next_chunk(&a, MAX).unwrap() {
+        // A chunk stops at the first record that reaches the bound.
+        assert!(
+            chunk.len() < MAX + 41_000,
+            "chunk {seq}: {} bytes",
+            chunk.len()
+        );
+        b.stage_snapshot_chunk(seq, &chunk).unwrap();
+        seq += 1;
+    }
+    assert_eq!(seq, reader.chunks);
+    assert!(seq > 10, "expected many chunks, got {seq}");
+
+    let meta = kes_core::consensus::SnapshotMeta {
+        index: 7,
+        term: 2,
+        config: kes_core::consensus::Config::default(),
+    };
+    let ready = kes_core::consensus::Ready::<Vec<u8>> {
+        restore: Some(meta.clone()),
+        ..Default::default()
+    };
+    b.persist(&ready, Some(seq)).unwrap();
+
+    for i in (0..300u32).step_by(13) {
+        let name = format!("k-{i}");
+        assert_same(
+            &a.key(DEFAULT_ENCLAVE, &name).unwrap(),
+            &b.key(DEFAULT_ENCLAVE, &name).unwrap(),
+        );
+    }
+    assert_eq!(b.list_keys(DEFAULT_ENCLAVE, "").unwrap().len(), 300);
+    assert!(matches!(
+        b.key(DEFAULT_ENCLAVE, "later"),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        &*b.secret(DEFAULT_ENCLAVE, "s-11").unwrap().value,
+        &[11u8; 40_000][..]
+    );
+    assert_same(
+        &a.key("tenant", "in-tenant").unwrap(),
+        &b.key("tenant", "in-tenant").unwrap(),
+    );
+    let state = b.raft_state().unwrap().unwrap();
+    assert_eq!(state.applied.index, 7);
+    assert_eq!(
+        state.addresses.get(&0).map(String::as_str),
+        Some("127.0.0.1:7373")
+    );
+
+    // A restart reads the installed state (sealed under b's own root key).
+    drop(b);
+    let b = Store::open(b_dir.path(), &hsm(2)).unwrap();
+    assert_eq!(b.list_keys("tenant", "").unwrap(), vec!["in-tenant"]);
+}
+
+#[test]
+fn install_with_a_missing_chunk_fails_and_changes_nothing() {
+    let (a_dir, b_dir) = (TempDir::new("snap-gap-a"), TempDir::new("snap-gap-b"));
+    let a = populated(&a_dir, 1);
+    let b = Store::open(b_dir.path(), &hsm(2)).unwrap();
+    b.create_key(DEFAULT_ENCLAVE, "mine", &record(5, "b"))
+        .unwrap();
+    let mut reader = a.snapshot_reader().unwrap();
+    let mut seq = 0;
+    while let Some(chunk) = reader.next_chunk(&a, 32 * 1024).unwrap() {
+        if seq != 3 {
+            b.stage_snapshot_chunk(seq, &chunk).unwrap();
+        }
+        seq += 1;
+    }
+    let ready = kes_core::consensus::Ready::<Vec<u8>> {
+        restore: Some(Default::default()),
+        ..Default::default()
+    };
+    let err = b.persist(&ready, Some(seq)).unwrap_err();
+    assert!(err.to_string().contains("chunk 3 is missing"), "{err}");
+    assert_eq!(b.list_keys(DEFAULT_ENCLAVE, "").unwrap(), vec!["mine"]);
+}
+
+#[test]
+fn backup_restores_and_refuses_truncation_or_another_hsm() {
+    let (a_dir, b_dir, c_dir) = (
+        TempDir::new("backup-a"),
+        TempDir::new("backup-b"),
+        TempDir::new("backup-c"),
+    );
+    let a = populated(&a_dir, 1);
+    let backup = a.backup().unwrap();
+    assert!(backup.len() > 12 * 40_000, "{} bytes", backup.len());
+
+    let b = Store::open(b_dir.path(), &hsm(1)).unwrap();
+    for cut in [backup.len() - 1, backup.len() / 2, 10] {
+        let err = b.restore(&backup[..cut], &hsm(1)).unwrap_err();
+        assert!(err.to_string().contains("not a kes-rs backup"), "{err}");
+        assert!(b.list_keys(DEFAULT_ENCLAVE, "").unwrap().is_empty());
+    }
+    // A backup without its end frame (cut exactly between frames) is incomplete too.
+    let end_len = {
+        let mut pos = 0;
+        let mut last = 0;
+        while pos < backup.len() {
+            let len = u32::from_le_bytes(backup[pos..pos + 4].try_into().unwrap()) as usize;
+            last = pos;
+            pos += 4 + len;
+        }
+        backup.len() - last
+    };
+    let err = b
+        .restore(&backup[..backup.len() - end_len], &hsm(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let err = b.restore(&backup, &hsm(3)).unwrap_err();
+    assert!(err.to_string().contains("does not unseal"), "{err}");
+
+    b.restore(&backup, &hsm(1)).unwrap();
+    assert_eq!(b.list_keys(DEFAULT_ENCLAVE, "").unwrap().len(), 300);
+    assert_same(
+        &a.key("tenant", "in-tenant").unwrap(),
+        &b.key("tenant", "in-tenant").unwrap(),
+    );
+    // A non-empty store refuses a restore.
+    let c = Store::open(c_dir.path(), &hsm(1)).unwrap();
+    c.create_key(DEFAULT_ENCLAVE, "x", &record(1, "c")).unwrap();
+    assert!(c.restore(&backup, &hsm(1)).is_err());
+}

@@ -1,0 +1,163 @@
+//! Snapshot transfer between nodes, streamed in chunks so that neither side holds the
+//! database in memory (the chunk format is in `store/snapshot.rs`).
+//!
+//! The sender reads from one consistent view and writes a chunk only when the link has sent
+//! everything before it, so at most one chunk per receiver is in memory. The receiver stages
+//! chunks in `kes.db`; the `InstallSnapshot` of the core travels last, in `SnapshotEnd`, and
+//! only a stream that arrived whole, in order, is installed. Any gap (a link that dropped, a
+//! leader that changed) just abandons the stream: the leader's core asks for a snapshot again
+//! as long as the receiver lacks entries, and a new stream starts.
+//!
+//! While a stream to a node runs, further snapshot requests for it are ignored: the core keeps
+//! asking (every rejected append does) and restarting would never finish a large snapshot.
+//! That is safe because only a joining node needs a snapshot and nothing commits while it
+//! catches up (the configuration that adds it needs its acknowledgement), so the stream's
+//! view is still the newest committed state when it ends.
+use kes_core::consensus::{Envelope, NodeId};
+use mio::Registry;
+use zeroize::Zeroize;
+
+use super::peer::Frame;
+use super::Cluster;
+use crate::store::{SnapshotReader, Store, CHUNK_BYTES};
+
+/// A snapshot on its way to one node.
+pub struct Outgoing {
+    stream: u64,
+    reader: SnapshotReader,
+    /// The core's `InstallSnapshot`, sent after the last chunk.
+    envelope: Envelope<Vec<u8>>,
+}
+
+/// The snapshot being received.
+#[derive(Default)]
+pub struct Incoming {
+    /// The stream and the next chunk expected.
+    receiving: Option<(u64, u32)>,
+    /// The chunk count of a complete stream whose `InstallSnapshot` is being stepped.
+    complete: Option<u32>,
+    /// True from a complete stream's step until its install is persisted: the stage must
+    /// not change under it.
+    installing: bool,
+}
+
+impl Incoming {
+    /// Stages one chunk if it continues the current stream (or starts a new one).
+    pub fn chunk(&mut self, store: &Store, stream: u64, seq: u32, mut data: Vec<u8>) {
+        let expected = match self.receiving {
+            Some((s, next)) if s == stream => next,
+            _ => 0,
+        };
+        if self.installing || seq != expected {
+            self.receiving = None;
+        } else {
+            match store.stage_snapshot_chunk(seq, &data) {
+                Ok(()) => self.receiving = Some((stream, seq + 1)),
+                Err(err) => {
+                    eprintln!("kes-node: cannot stage a snapshot chunk: {err}");
+                    self.receiving = None;
+                }
+            }
+        }
+        data.zeroize();
+    }
+
+    /// True if `stream` arrived whole: its `InstallSnapshot` may be stepped.
+    pub fn end(&mut self, stream: u64, chunks: u32) -> bool {
+        let whole = !self.installing && self.receiving == Some((stream, chunks));
+        self.receiving = None;
+        if whole {
+            self.complete = Some(chunks);
+        }
+        whole
+    }
+
+    /// The chunk count for a step that installs the snapshot (see `Cluster::step`).
+    pub fn take_complete(&mut self) -> Option<u32> {
+        let chunks = self.complete.take();
+        if chunks.is_some() {
+            self.installing = true;
+        }
+        chunks
+    }
+
+    /// A complete stream's `InstallSnapshot` was stepped; if the core did not install it
+    /// (a stale term, say), it is dropped.
+    pub fn stepped(&mut self) {
+        self.complete = None;
+    }
+
+    /// The staged snapshot is installed.
+    pub fn persisted(&mut self) {
+        self.installing = false;
+    }
+}
+
+impl Cluster {
+    /// Starts streaming a snapshot for the core's `InstallSnapshot` in `env`, unless one to
+    /// that node is under way.
+    pub(super) fn start_snapshot(&mut self, store: &Store, env: &Envelope<Vec<u8>>) {
+        if self.outgoing.contains_key(&env.to) {
+            return;
+        }
+        match store.snapshot_reader() {
+            Ok(reader) => {
+                let stream = u64::from_le_bytes(crate::random::bytes());
+                self.outgoing.insert(
+                    env.to,
+                    Outgoing {
+                        stream,
+                        reader,
+                        envelope: env.clone(),
+                    },
+                );
+            }
+            Err(err) => eprintln!(
+                "kes-node: cannot produce a snapshot for node {}: {err}",
+                env.to
+            ),
+        }
+    }
+
+    /// Sends the next chunks of the snapshot for `to` while its link keeps up.
+    pub(super) fn pump_snapshot(&mut self, registry: &Registry, store: &Store, to: NodeId) {
+        let Some(mut out) = self.outgoing.remove(&to) else {
+            return;
+        };
+        let Some(key) = self.link_to(to) else {
+            return; // the link is gone: abandon the stream
+        };
+        while !self.links[key].wants_write() {
+            let frame = match out.reader.next_chunk(store, CHUNK_BYTES) {
+                Ok(Some(chunk)) => Frame::SnapshotChunk {
+                    stream: out.stream,
+                    seq: out.reader.chunks - 1,
+                    data: chunk.to_vec(),
+                },
+                Ok(None) => {
+                    let frame = Frame::SnapshotEnd {
+                        stream: out.stream,
+                        chunks: out.reader.chunks,
+                        envelope: Box::new(out.envelope),
+                    };
+                    self.links[key].send(&frame);
+                    self.update_link(registry, key);
+                    return;
+                }
+                Err(err) => {
+                    eprintln!("kes-node: cannot read a snapshot for node {to}: {err}");
+                    return;
+                }
+            };
+            let sent = self.links[key].send(&frame);
+            if let Frame::SnapshotChunk { mut data, .. } = frame {
+                data.zeroize();
+            }
+            if !sent {
+                return;
+            }
+        }
+        self.outgoing.insert(to, out);
+        self.update_link(registry, key);
+    }
+}
