@@ -627,3 +627,271 @@ fn kes_refused_identity() {
         },
     );
 }
+
+// ---- aws ---------------------------------------------------------------------------------
+
+/// A local AWS emulator: `moto_server` (PyPI `moto[server]`, installed by `.ci/run`).
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    /// Starts moto on `port` (a free one if `None`); with `auth_after = Some(n)` it checks
+    /// signatures and IAM permissions from the (n+1)-th request on.
+    fn start(port: Option<u16>, auth_after: Option<u32>) -> Moto {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let mut cmd = std::process::Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(n) = auth_after {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let child = cmd
+            .spawn()
+            .expect("moto_server not found: `pip install 'moto[server]'` (.ci/run does)");
+        let moto = Moto { child, port };
+        eventually(Duration::from_secs(30), "moto_server answers", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        moto
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One plain HTTP request; (status, body).
+    fn http(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=AKIDSETUP/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00\r\n",
+            self.port,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// An IAM call (query protocol).
+    fn iam(&self, query: &str) -> String {
+        let (status, body) = self.http(
+            "iam",
+            "POST",
+            "/",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &format!("{query}&Version=2010-05-08"),
+        );
+        assert_eq!(status, 200, "{query}: {body}");
+        body
+    }
+
+    /// A JSON API call: `target` is `TrentService.CreateKey`, `secretsmanager.CreateSecret`…
+    fn json(&self, target: &str, body: &serde_json::Value) -> serde_json::Value {
+        let service = if target.starts_with("TrentService") {
+            "kms"
+        } else {
+            "secretsmanager"
+        };
+        let (status, text) = self.http(
+            service,
+            "POST",
+            "/",
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", target),
+            ],
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "{target}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// moto's whole state (its `/moto-api/data.json`): the secrets as stored.
+    fn secrets(&self) -> Vec<serde_json::Value> {
+        let (status, text) = self.http("s3", "GET", "/moto-api/data.json", &[], "");
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["secretsmanager"]["FakeSecret"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    let start = text
+        .find(open)
+        .unwrap_or_else(|| panic!("no {open} in {text}"))
+        + open.len();
+    let end = text[start..].find(close).unwrap() + start;
+    &text[start..end]
+}
+
+/// An edge environment in front of `moto`; `kms`: the KMS key that encrypts the secrets.
+fn aws_edge(tag: &str, moto: &Moto, creds: (&str, &str), kms: Option<&str>, extra: &str) -> Env {
+    let mut env = Env::edge(tag);
+    let kms = kms
+        .map(|k| format!("      kmskey: {k}\n"))
+        .unwrap_or_default();
+    env.append_config(&format!(
+        "keystore:\n  aws:\n    secretsmanager:\n      endpoint: {}\n      region: us-east-1\n{kms}      credentials:\n        accesskey: {}\n        secretkey: {}\n      status:\n        ping: 200ms\n{extra}",
+        moto.url(), creds.0, creds.1
+    ));
+    env
+}
+
+/// Against moto checking signatures and IAM permissions: SigV4-signed calls succeed (and a
+/// wrong secret key is refused), keys are secrets in upstream's layout encrypted with the
+/// configured KMS key, a secret written in the legacy format is served.
+#[test]
+fn aws_signed_round_trip_with_kms() {
+    // Five set-up calls go unchecked: user, access key, its policy, a KMS key, a secret.
+    let moto = Moto::start(None, Some(5));
+    moto.iam("Action=CreateUser&UserName=edge");
+    let created = moto.iam("Action=CreateAccessKey&UserName=edge");
+    let access = between(&created, "<AccessKeyId>", "</AccessKeyId>").to_string();
+    let secret = between(&created, "<SecretAccessKey>", "</SecretAccessKey>").to_string();
+    let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+    moto.iam(&format!(
+        "Action=PutUserPolicy&UserName=edge&PolicyName=all&PolicyDocument={policy}"
+    ));
+    let kms = moto.json("TrentService.CreateKey", &serde_json::json!({}));
+    let kms_key = kms["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let legacy_key = [0x66u8; 32];
+    let legacy = format!(
+        r#"{{"bytes":"{}","algorithm":"AES256-GCM_SHA256"}}"#,
+        b64(&legacy_key)
+    );
+    moto.json(
+        "secretsmanager.CreateSecret",
+        &serde_json::json!({"Name": "preexisting", "SecretString": legacy}),
+    );
+
+    let env = aws_edge("edge-aws", &moto, (&access, &secret), Some(&kms_key), "");
+    let edge = env.start();
+    let mut c = edge.admin();
+    // The health check (a signed ListSecrets) passes.
+    c.get("/v1/ready").assert_empty_ok();
+    assert_eq!(c.list("*"), ["preexisting"]);
+    let ct = seal(&legacy_key, Cipher::Aes256, b"legacy", b"");
+    assert_eq!(c.decrypt("preexisting", &ct, None), b"legacy");
+
+    c.create_key("k");
+    c.put("/v1/key/create/k")
+        .assert_error(400, "key already exists");
+    let stored = moto.secrets();
+    let k = stored.iter().find(|s| s["name"] == "k").expect("secret k");
+    assert_eq!(k["kms_key_id"], kms_key.as_str());
+    let pb = unb64(k["secret_string"].as_str().unwrap());
+    assert_eq!(&pb[..4], &[0x0a, 36, 0x0a, 32], "a protobuf KeyVersion");
+    let f0 = metric(&mut c, "kes_edge_keystore_fetches_total");
+    let (pt, dek) = c.generate("k", Some(b"ctx"));
+    assert_eq!(c.decrypt("k", &dek, Some(b"ctx")), pt);
+    assert_eq!(c.hmac("k", b"m"), c.hmac("k", b"m"));
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 1);
+    c.import_key("imported", &[3; 32], "AES256");
+    assert_eq!(c.list("*"), ["imported", "k", "preexisting"]);
+    c.delete("/v1/key/delete/k").assert_empty_ok();
+    c.get("/v1/key/describe/k")
+        .assert_error(404, "key does not exist");
+    // (moto's data dump lists deleted secrets too; its API no longer has it.)
+    assert_eq!(c.list("*"), ["imported", "preexisting"]);
+
+    // A wrong secret key: moto refuses the signature.
+    let bad = aws_edge("edge-aws-bad", &moto, (&access, "not-the-secret"), None, "").start();
+    let mut b = bad.admin();
+    b.get("/v1/ready")
+        .assert_error(502, "key store is unavailable");
+    b.put("/v1/key/create/x")
+        .assert_error(502, "failed to create key");
+    eventually(
+        Duration::from_secs(5),
+        "the refusal in the error log",
+        || bad.stderr().contains("CreateSecret: 403"),
+    );
+}
+
+/// moto killed: offline caching on keeps cached keys serving, off lets them expire; creates
+/// fail cleanly; ready and status report it. moto started again (empty, it keeps no state):
+/// ready again, and new keys work.
+#[test]
+fn aws_outage_and_recovery() {
+    let mut moto = Moto::start(None, None);
+    let cache = |offline: &str| {
+        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
+    };
+    let on = aws_edge("edge-aws-on", &moto, ("a", "b"), None, &cache("1h")).start();
+    let off = aws_edge("edge-aws-off", &moto, ("a", "b"), None, &cache("0s")).start();
+    let (mut a, mut b) = (on.admin(), off.admin());
+    a.create_key("k");
+    let ct = a.encrypt("k", b"x", None);
+    assert_eq!(b.decrypt("k", &ct, None), b"x");
+
+    let port = moto.port;
+    moto.stop();
+    for c in [&mut a, &mut b] {
+        eventually(Duration::from_secs(10), "ready reports the outage", || {
+            c.get("/v1/ready").status == 504
+        });
+        let s = c.get("/v1/status").assert_json_ok();
+        assert_eq!(s["keystore_unreachable"], true, "{s}");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(a.decrypt("k", &ct, None), b"x");
+    a.put("/v1/key/create/new")
+        .assert_error(502, "failed to create key");
+    b.decrypt_resp("k", &ct, None)
+        .assert_error(502, "failed to read key");
+
+    let _moto = Moto::start(Some(port), None);
+    for c in [&mut a, &mut b] {
+        eventually(Duration::from_secs(10), "ready after moto is back", || {
+            c.get("/v1/ready").status == 200
+        });
+    }
+    a.create_key("new");
+    let ct = a.encrypt("new", b"y", None);
+    assert_eq!(b.decrypt("new", &ct, None), b"y");
+}

@@ -24,9 +24,10 @@
 //!
 //! Any scalar may be `${ENV_VAR}` (the whole value, surrounding whitespace ignored); a missing
 //! variable is an error that names it. Relative paths are resolved against the directory of
-//! the config file. Sections upstream's stateless server has but kes-node does not use
-//! (`cache`, `log`, `keys`, `keystore`, `tls.auth`, `tls.proxy`) are accepted and ignored;
-//! any other unknown field is an error, so a typo never silently disables a setting.
+//! the config file. The edge server's sections (`cache`, `keys`, `keystore`) are parsed by
+//! [`load_edge`] (`config/edge.rs`) and ignored here; `tls.auth` and `tls.proxy` are accepted
+//! and ignored; any other unknown field is an error, so a typo never silently disables a
+//! setting.
 //!
 //! The file is walked as a YAML value tree rather than derived with serde so that every error
 //! can name the field it is about (`config: policy.my-app.identities[1]: ...`).

@@ -3,6 +3,8 @@
 //! A request travels one way, each stage in its own module:
 //! socket ([`net`], mio) -> TLS (rustls) -> HTTP framing ([`http`], httparse) -> identity and
 //! policy ([`auth`]) -> route handler ([`api`]) -> [`store`] (redb) -> response encoding.
+//! The edge server ([`edge`]) shares every stage but the store: its keys live in a central key
+//! store behind a cache.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -110,7 +110,26 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
                 trust,
             )?)
         }
-        KeyStoreConfig::Aws { .. } => return Err("keystore.aws: not yet".into()),
+        KeyStoreConfig::Aws {
+            endpoint,
+            region,
+            kms_key,
+            access_key,
+            secret_key,
+            token,
+        } => {
+            let creds = crate::edge::aws::Credentials {
+                access_key: access_key.clone(),
+                secret_key: zeroize::Zeroizing::new(secret_key.clone()),
+                token: token.clone(),
+            };
+            Arc::new(crate::edge::aws::SecretsManager::new(
+                endpoint,
+                region,
+                kms_key.clone(),
+                creds,
+            )?)
+        }
     })
 }
 
