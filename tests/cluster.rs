@@ -1473,6 +1473,94 @@ fn expand_streams_a_snapshot_of_many_chunks() {
     println!("joined a node with ~5 MB of state in {:.0} ms", ms(took));
 }
 
+fn recover(cluster: &Cluster, slot: usize, keep: &[usize], force: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(support::KES_NODE);
+    cmd.args(["cluster", "recover"]);
+    if force {
+        cmd.arg("--force");
+    }
+    for &k in keep {
+        cmd.arg("--keep").arg(cluster.addr(k).to_string());
+    }
+    cmd.arg(cluster.dir(slot))
+        .env("KES_HSM_KEY", support::HSM_KEY)
+        .output()
+        .expect("run kes-node cluster recover")
+}
+
+/// Offline recovery: a 3-node cluster loses two nodes for good, so the survivor can neither
+/// write nor win an election. `cluster recover --force --keep <survivor>` (refused without
+/// --force, and while the node runs) makes it a cluster of one: it keeps all its data,
+/// writes again, and `.cluster.json` lists only it.
+#[test]
+fn recover_force_makes_a_lone_survivor_a_cluster_again() {
+    let mut cluster = Cluster::start(
+        "recover",
+        ClusterOpts {
+            slots: 3,
+            members: 3,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    let (before, _) = write_until_ok(&cluster, &[0, 1, 2], "before-loss", HEAL_TIMEOUT);
+    cluster.kill(1);
+    cluster.kill(2);
+    let survivor = 0;
+
+    // Running: the database is locked; nothing changes and the node keeps serving reads.
+    let out = recover(&cluster, survivor, &[survivor], true);
+    assert!(!out.status.success(), "recover succeeded on a running node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another process"),
+        "recover on a running node: {err}"
+    );
+    describe_ok(
+        &mut cluster.conn(survivor),
+        &before,
+        "after a refused recover",
+    );
+
+    cluster.stop(survivor);
+    let out = recover(&cluster, survivor, &[survivor], false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--force"), "no hint at --force: {err}");
+    let out = recover(&cluster, survivor, &[survivor], true);
+    assert!(
+        out.status.success(),
+        "recover --force failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = std::fs::read_to_string(cluster.dir(survivor).join(".cluster.json")).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(
+        listed.as_object().map(|o| o.len()),
+        Some(1),
+        ".cluster.json after recover: {file}"
+    );
+    assert!(file.contains(&cluster.addr(survivor).to_string()), "{file}");
+
+    cluster.start_node(survivor);
+    cluster
+        .wait_for_leader_among(&[survivor], LEADER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("after recover: {e}"));
+    describe_ok(
+        &mut cluster.conn(survivor),
+        &before,
+        "a key written before the loss",
+    );
+    let (after, _) = write_until_ok(&cluster, &[survivor], "after-recover", HEAL_TIMEOUT);
+    describe_ok(
+        &mut cluster.conn(survivor),
+        &after,
+        "a key written after recover",
+    );
+    let view = cluster.describe(survivor).unwrap();
+    assert_eq!(view.nodes.len(), 1, "{:?}", view.nodes);
+}
+
 /// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but
 /// a forced shrink afterwards must, and writes go on without it.
 #[test]

@@ -3,6 +3,7 @@
 mod client;
 mod dev;
 mod edge;
+mod recover;
 mod server;
 
 use argh::FromArgs;

@@ -189,7 +189,7 @@ fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
 }
 
 /// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
-fn soft_hsm(config: &Config) -> Result<SoftHsm, String> {
+pub(super) fn soft_hsm(config: &Config) -> Result<SoftHsm, String> {
     let (key, source) = match std::env::var("KES_HSM_KEY") {
         Ok(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),
         _ => match &config.hsm_key {

@@ -287,3 +287,78 @@ impl Store {
         Ok(self.raft_state()?.map(|s| s.addresses).unwrap_or_default())
     }
 }
+
+impl Store {
+    /// Offline recovery (`kes-node cluster recover --force`): makes `keep` the configuration,
+    /// whatever the log says. The other members become tombstones (their ids are never
+    /// reused). Pending log entries stay, so the nodes of `keep` decide them by the ordinary
+    /// protocol once they run (a pending entry may have been acknowledged; nothing is
+    /// dropped); pending *configuration* entries become no-ops at the same index and term, so
+    /// logs still match across the kept nodes. Returns the new addresses.
+    pub fn force_configuration(&self, keep: &[NodeId]) -> Result<Addresses, StoreError> {
+        let state = self
+            .raft_state()?
+            .ok_or_else(|| StoreError::Refused("this database never ran a cluster".into()))?;
+        let mut addresses = state.addresses.clone();
+        // The newest configuration is the last one in the log, if any.
+        for entry in &state.entries {
+            if let Body::Config { command, .. } = &entry.body {
+                addresses = decode_addresses(command)?;
+            }
+        }
+        let mut members = kes_core::consensus::Members::new();
+        for id in keep {
+            if !matches!(addresses.get(id), Some(a) if !a.is_empty()) {
+                return Err(StoreError::Refused(format!(
+                    "node {id} is not a member of the cluster"
+                )));
+            }
+            members
+                .push(*id)
+                .map_err(|_| StoreError::Refused("too many nodes".into()))?;
+        }
+        for (id, addr) in addresses.iter_mut() {
+            if !keep.contains(id) {
+                addr.clear();
+            }
+        }
+        let tx = self.begin()?;
+        {
+            let mut raft = tx.txn.open_table(RAFT).map_err(io_err)?;
+            let applied = Applied {
+                meta: SnapshotMeta {
+                    config: Config {
+                        index: state.applied.index,
+                        members,
+                        forced: false,
+                    },
+                    ..state.applied
+                },
+                addresses: addresses.clone(),
+            };
+            let bytes = postcard::to_allocvec(&applied).map_err(io_err)?;
+            raft.insert(APPLIED, bytes.as_slice()).map_err(io_err)?;
+        }
+        {
+            let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
+            for entry in state.entries {
+                if !matches!(entry.body, Body::Config { .. }) {
+                    continue;
+                }
+                let noop = LogEntry {
+                    body: Body::Noop,
+                    ..entry
+                };
+                let plaintext =
+                    zeroize::Zeroizing::new(postcard::to_allocvec(&noop).map_err(io_err)?);
+                let random: [u8; RANDOM_LEN] = crate::random::bytes();
+                let value = self
+                    .root
+                    .encrypt(&random, &plaintext, log_aad(noop.index).as_bytes());
+                log.insert(noop.index, value.as_slice()).map_err(io_err)?;
+            }
+        }
+        tx.commit()?;
+        Ok(addresses)
+    }
+}

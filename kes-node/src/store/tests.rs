@@ -661,3 +661,67 @@ fn backup_restores_and_refuses_truncation_or_another_hsm() {
     c.create_key(DEFAULT_ENCLAVE, "x", &record(1, "c")).unwrap();
     assert!(c.restore(&backup, &hsm(1)).is_err());
 }
+
+#[test]
+fn force_configuration_keeps_pending_commands_and_neutralizes_pending_configs() {
+    use kes_core::consensus::{Body, Config, Entry, Members, Ready};
+    let dir = TempDir::new("force-config");
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    let addresses: Addresses = (0..3u16)
+        .map(|i| (i, format!("127.0.0.1:{}", 7000 + i)))
+        .collect();
+    let members: Members = [0u16, 1, 2].into_iter().collect();
+    store
+        .init_raft(
+            Config {
+                index: 0,
+                members: members.clone(),
+                forced: false,
+            },
+            &addresses,
+        )
+        .unwrap();
+    // Pending: a shrink of node 2 and a key creation after it.
+    let mut shrunk = addresses.clone();
+    shrunk.get_mut(&2).unwrap().clear();
+    let cmd = Command::CreateKey {
+        enclave: DEFAULT_ENCLAVE.into(),
+        name: "pending".into(),
+        key: record(4, "me"),
+    };
+    let mut ready = Ready::<Vec<u8>>::default();
+    let _ = ready.append.push(Entry {
+        term: 1,
+        index: 1,
+        body: Body::Config {
+            members: [0u16, 1].into_iter().collect(),
+            forced: false,
+            command: encode_addresses(&shrunk),
+        },
+    });
+    let _ = ready.append.push(Entry {
+        term: 1,
+        index: 2,
+        body: Body::Command {
+            names: Default::default(),
+            command: codec::encode_command(&cmd).unwrap().to_vec(),
+        },
+    });
+    store.persist(&ready, None).unwrap();
+
+    assert!(
+        store.force_configuration(&[2]).is_err(),
+        "node 2 is no member any more"
+    );
+    let new = store.force_configuration(&[0]).unwrap();
+    assert_eq!(new.get(&0).map(String::as_str), Some("127.0.0.1:7000"));
+    assert_eq!(new.get(&1).map(String::as_str), Some(""));
+    assert_eq!(new.get(&2).map(String::as_str), Some(""));
+    let state = store.raft_state().unwrap().unwrap();
+    assert_eq!(state.applied.config.members.as_slice(), &[0]);
+    assert_eq!(state.addresses, new);
+    assert_eq!(state.entries.len(), 2);
+    assert!(matches!(state.entries[0].body, Body::Noop));
+    assert_eq!((state.entries[0].index, state.entries[0].term), (1, 1));
+    assert!(matches!(state.entries[1].body, Body::Command { .. }));
+}

@@ -1,4 +1,5 @@
-//! `kes-node cluster ...`: show the cluster, add a node (started with `--join`), remove one.
+//! `kes-node cluster ...`: show the cluster, add a node (started with `--join`), remove one,
+//! download a backup; `recover` is the offline escape hatch (`cli/recover.rs`).
 use argh::FromArgs;
 
 use super::{client_command, print_fields, print_json};
@@ -18,6 +19,7 @@ enum ClusterCommand {
     Add(Add),
     Rm(Rm),
     Backup(Backup),
+    Recover(crate::cli::recover::RecoverArgs),
 }
 
 client_command! {
@@ -61,6 +63,7 @@ client_command! {
 
 pub fn run(args: ClusterArgs) -> Result<(), String> {
     match args.command {
+        ClusterCommand::Recover(a) => crate::cli::recover::run(a),
         ClusterCommand::Info(a) => {
             let info = a.connect()?.describe_cluster().map_err(|e| e.to_string())?;
             if a.json {
