@@ -399,11 +399,18 @@ fn fs_outage_with_offline_caching_on_and_off() {
     }
     a.create_key("new");
     assert_eq!(b.list("*"), ["k", "new", "uncached"]);
-    assert!(
-        on.stderr().contains("not reachable"),
-        "the outage is logged:\n{}",
-        on.stderr()
-    );
+    // The outage and the recovery are logged once each.
+    let log = on.stderr();
+    let down = log
+        .lines()
+        .filter(|l| {
+            l.contains("is not reachable") && l.contains("cached keys serve for up to 1h0m0s")
+        })
+        .count();
+    assert_eq!(down, 1, "the outage is logged once:\n{log}");
+    eventually(Duration::from_secs(5), "the recovery is logged", || {
+        on.stderr().contains("answers again")
+    });
 }
 
 /// Store contents that are not keys give errors that say so; the server stays ready.
@@ -894,4 +901,67 @@ fn aws_outage_and_recovery() {
     a.create_key("new");
     let ct = a.encrypt("new", b"y", None);
     assert_eq!(b.decrypt("new", &ct, None), b"y");
+}
+
+/// While the key store hangs (the kes-node is stopped with SIGSTOP), the event loop goes on
+/// serving: cached keys and `/version` answer at once; requests for a missing key wait, share
+/// one fetch, and are answered when the store resumes.
+#[test]
+fn kes_hanging_store_blocks_no_one() {
+    let seed = [7u8; 32];
+    let (store_env, store) = kes_store(&seed);
+    let env = kes_edge("edge-kes-hang", &store_env, store.addr, &seed, "");
+    let edge = env.start();
+    let mut c = edge.admin();
+    c.create_key("hot");
+    c.create_key("cold");
+    let ct = c.encrypt("hot", b"hot", None);
+    let misses = metric(&mut c, "kes_edge_cache_misses_total");
+    let fetches = metric(&mut c, "kes_edge_keystore_fetches_total");
+
+    // SAFETY: kill(2) on the pid of a child process this test started.
+    assert_eq!(
+        unsafe { libc::kill(store.pid() as libc::pid_t, libc::SIGSTOP) },
+        0
+    );
+    let waiting: Vec<_> = (0..5)
+        .map(|i| {
+            let mut w = edge.admin();
+            std::thread::spawn(move || {
+                let msg = format!("cold {i}");
+                let sealed = w.encrypt("cold", msg.as_bytes(), None);
+                (msg, sealed)
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "all five wait for the store",
+        || metric(&mut c, "kes_edge_cache_misses_total") == misses + 5,
+    );
+    // The loop is not blocked: a cached key and the version answer while the store hangs.
+    let start = Instant::now();
+    assert_eq!(c.decrypt("hot", &ct, None), b"hot");
+    assert_eq!(c.get("/version").status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!waiting.iter().any(|t| t.is_finished()));
+
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(store.pid() as libc::pid_t, libc::SIGCONT) },
+        0
+    );
+    for t in waiting {
+        let (msg, sealed) = t.join().unwrap();
+        assert_eq!(c.decrypt("cold", &sealed, None), msg.as_bytes());
+    }
+    // One fetch served all five.
+    assert_eq!(
+        metric(&mut c, "kes_edge_keystore_fetches_total"),
+        fetches + 1
+    );
 }

@@ -146,9 +146,10 @@ impl App {
         granted: bool,
         fetched: Option<Fetched>,
     ) -> Outcome {
+        let started = Instant::now();
         let (reply, route) = self.dispatch(req, peer, granted, fetched);
         let done = Done {
-            started: Instant::now(),
+            started,
             counted: route.is_some_and(|r| r.counted),
             ip: peer.ip,
             identity: peer.identity.as_deref().unwrap_or_default().to_owned(),

@@ -53,6 +53,8 @@ pub struct Runtime {
     completions: Vec<Completion>,
     resumed: Vec<(ConnRef, Resume)>,
     next_sweep: Instant,
+    /// Whether the key store answered when the loop last looked (outages are logged once).
+    was_up: bool,
 }
 
 impl Runtime {
@@ -67,6 +69,7 @@ impl Runtime {
             completions: Vec::new(),
             resumed: Vec::new(),
             next_sweep: Instant::now() + SWEEP,
+            was_up: true,
         }
     }
 
@@ -130,6 +133,33 @@ impl Runtime {
             }
         }
         self.done = Some(done);
+    }
+}
+
+impl Runtime {
+    /// Logs when the key store stops answering and when it is back.
+    fn log_health(&mut self, app: &App) {
+        let health = self.edge.health();
+        let store = self.edge.store.describe();
+        match (&health, self.was_up) {
+            (Err(err), true) => {
+                let offline = self.edge.cache.config().offline;
+                let cache = match err {
+                    KeyStoreError::Unreachable(_) if !offline.is_zero() => format!(
+                        "; cached keys serve for up to {}",
+                        crate::timefmt::go_duration(offline)
+                    ),
+                    _ => String::new(),
+                };
+                app.logs
+                    .error(&format!("edge: key store {store}: {err}{cache}"));
+            }
+            (Ok(_), false) => app
+                .logs
+                .error(&format!("edge: key store {store} answers again")),
+            _ => {}
+        }
+        self.was_up = health.is_ok();
     }
 }
 
@@ -222,6 +252,7 @@ impl Backend for Runtime {
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.edge.cache.sweep(now);
+            self.log_health(app);
         }
     }
 
