@@ -1347,7 +1347,7 @@ fn expand_under_load_then_shrink() {
         }
     }
 
-    // Shrink 3 → 2: a follower leaves (the leader cannot remove itself) and refuses to
+    // Shrink 3 → 2: a follower leaves and refuses to
     // serve; the rest go on.
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
     let gone = (leader + 1) % 3;
@@ -1559,6 +1559,51 @@ fn recover_force_makes_a_lone_survivor_a_cluster_again() {
     );
     let view = cluster.describe(survivor).unwrap();
     assert_eq!(view.nodes.len(), 1, "{:?}", view.nodes);
+}
+
+/// Removing the leader: it hands its leadership over first. 3 → 2 by asking the leader to
+/// remove itself, then 2 → 1 by asking the follower to remove the (new) leader; every
+/// removed node refuses to serve, the rest keeps all data and takes writes.
+#[test]
+fn shrink_of_the_leader_hands_over_leadership() {
+    let cluster = Cluster::start(
+        "shrink-leader",
+        ClusterOpts {
+            slots: 3,
+            members: 3,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    let (before, _) = write_until_ok(&cluster, &[0, 1, 2], "before-shrink", HEAL_TIMEOUT);
+    let first = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let rest: Vec<usize> = (0..3).filter(|&s| s != first).collect();
+    remove(&cluster, first, first, &rest, false);
+    let second = cluster
+        .wait_for_leader_among(&rest, LEADER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("after the leader left: {e}"));
+    assert_ne!(second, first);
+    assert_refuses(&cluster, first, &before, "the removed former leader");
+
+    let last = *rest.iter().find(|&&s| s != second).unwrap();
+    remove(&cluster, second, last, &[last], false);
+    assert_refuses(&cluster, second, &before, "the second removed leader");
+    cluster
+        .wait_for_leader_among(&[last], LEADER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the last node does not lead: {e}"));
+    describe_ok(
+        &mut cluster.conn(last),
+        &before,
+        "data written before the shrinks",
+    );
+    let (after, _) = write_until_ok(&cluster, &[last], "after-shrinks", HEAL_TIMEOUT);
+    describe_ok(&mut cluster.conn(last), &after, "a write on the last node");
+    // The only node cannot remove itself.
+    let resp = ok_response(
+        "shrink of the only node",
+        shrink(&mut cluster.conn(last), cluster.addr(last), false),
+    );
+    assert!(resp.status >= 400, "{} {}", resp.status, resp.text());
 }
 
 /// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but

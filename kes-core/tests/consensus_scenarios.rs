@@ -581,3 +581,77 @@ fn memory_is_bounded() {
     eprintln!("Node<Vec<u8, 256>>: {node} bytes, Ready: {ready} bytes");
     assert!(node < 64 * 1024 && ready < 256 * 1024, "{node} {ready}");
 }
+
+/// Leadership transfer in a 5-node cluster (where the target needs the votes of followers
+/// that just heard from the leader: the transfer flag overrides their stickiness), then the
+/// new leader removes the old one, and writes commit without it.
+#[test]
+fn leadership_transfer_then_the_old_leader_is_removed() {
+    let mut c = cluster(5, 5, false, 21);
+    let l = elect(&mut c);
+    let term = c.node(l).term();
+    let w = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    c.transfer(l).unwrap();
+    assert!(
+        c.run_until(100, |c| c.leader().is_some_and(|n| n != l))
+            .unwrap(),
+        "no new leader after the transfer:\n{}",
+        trace(&c)
+    );
+    let n = c.leader().unwrap();
+    assert_eq!(c.node(n).term(), term + 1, "one election, no extra terms");
+    assert_eq!(c.node(l).role(), Role::Follower);
+    assert!(c
+        .run_until(100, |c| c.node(n).commit_index() == c.node(n).last_index())
+        .unwrap());
+    assert!(c.change(n, Change::Remove(l as u16)).unwrap());
+    assert!(c
+        .run_until(100, |c| !c.node(n).committed_config().contains(l as u16))
+        .unwrap());
+    let w = c.write(n, 1).unwrap();
+    c.crash(l);
+    assert!(
+        c.run_until(50, |c| c.completed(w) == Some(true)).unwrap(),
+        "commits without the removed old leader"
+    );
+    c.check_history().unwrap();
+}
+
+/// A transfer to nobody (a cluster of one) or by a follower changes nothing; an abandoned
+/// transfer (its target is down) lets the leader take writes again after the timeout.
+#[test]
+fn leadership_transfer_edge_cases() {
+    let mut c = cluster(1, 1, false, 22);
+    let l = elect(&mut c);
+    c.transfer(l).unwrap();
+    let w = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    assert_eq!(c.leader(), Some(l));
+
+    let mut c = cluster(3, 3, false, 23);
+    let l = elect(&mut c);
+    let f = (0..3).find(|&i| i != l).unwrap();
+    c.transfer(f).unwrap();
+    c.run(20).unwrap();
+    assert_eq!(c.leader(), Some(l));
+    // Both followers down: the transfer cannot complete and is abandoned.
+    for i in (0..3).filter(|&i| i != l) {
+        c.crash(i);
+    }
+    c.transfer(l).unwrap();
+    c.run(200).unwrap();
+    for i in (0..3).filter(|&i| i != l) {
+        c.restart(i);
+    }
+    c.run(60).unwrap();
+    // Had the transfer not been abandoned, the caught-up followers would have taken over.
+    assert_eq!(c.leader(), Some(l), "{}", trace(&c));
+    let w = c.write(l, 1).unwrap();
+    assert!(
+        c.run_until(200, |c| c.completed(w) == Some(true)).unwrap(),
+        "writes resume after an abandoned transfer:\n{}",
+        trace(&c)
+    );
+    c.check_history().unwrap();
+}

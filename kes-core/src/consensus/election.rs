@@ -67,10 +67,19 @@ impl<C: Clone> Node<C> {
             self.start_election(ready);
             return;
         }
-        self.request_votes(self.term + 1, true, ready);
+        self.request_votes(self.term + 1, true, false, ready);
     }
 
     fn start_election(&mut self, ready: &mut Ready<C>) {
+        self.start_election_as(false, ready);
+    }
+
+    /// An election because the leader handed over (see `transfer.rs`).
+    pub(super) fn start_election_for_transfer(&mut self, ready: &mut Ready<C>) {
+        self.start_election_as(true, ready);
+    }
+
+    fn start_election_as(&mut self, transfer: bool, ready: &mut Ready<C>) {
         self.term += 1;
         self.voted_for = Some(self.id);
         self.persist_hard_state(ready);
@@ -82,10 +91,10 @@ impl<C: Clone> Node<C> {
             self.become_leader(ready);
             return;
         }
-        self.request_votes(self.term, false, ready);
+        self.request_votes(self.term, false, transfer, ready);
     }
 
-    fn request_votes(&mut self, term: Term, pre_vote: bool, ready: &mut Ready<C>) {
+    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool, ready: &mut Ready<C>) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let config = self.log.config();
         for &peer in config.members.iter().filter(|&&m| m != self.id) {
@@ -94,11 +103,13 @@ impl<C: Clone> Node<C> {
                 last_index,
                 last_term,
                 pre_vote,
+                transfer,
             };
             self.send(peer, message, ready);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_request_vote(
         &mut self,
         from: NodeId,
@@ -106,6 +117,7 @@ impl<C: Clone> Node<C> {
         last_index: Index,
         last_term: Term,
         pre_vote: bool,
+        transfer: bool,
         ready: &mut Ready<C>,
     ) {
         let config = self.log.config();
@@ -126,7 +138,9 @@ impl<C: Clone> Node<C> {
         // Leader stickiness (Raft thesis §4.2.3): a follower that heard from a leader within the
         // minimum election timeout ignores a candidate, so a node that cannot hear the leader
         // (or was removed without knowing it) cannot depose a working leader.
-        let sticky = self.role == Role::Follower
+        // A transfer is the leader's own wish, so stickiness does not apply (thesis §3.10).
+        let sticky = !transfer
+            && self.role == Role::Follower
             && self.leader.is_some()
             && self.now < self.leader_contact + self.params.election_timeout;
         let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());

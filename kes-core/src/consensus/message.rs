@@ -122,6 +122,9 @@ pub enum Message<C> {
         last_index: Index,
         last_term: Term,
         pre_vote: bool,
+        /// Sent because the leader handed over (`TimeoutNow`): voters that heard from the
+        /// leader recently vote anyway.
+        transfer: bool,
     },
     /// The answer to `RequestVote` (a granted pre-vote carries the requested term).
     Vote {
@@ -163,6 +166,9 @@ pub enum Message<C> {
     /// "You are not a member of my configuration `config_index`": sent to a node that asks for a
     /// vote without being a member, so a removed node learns it was removed.
     NotMember { term: Term, config_index: Index },
+    /// The leader of `term` hands leadership to the receiver, which holds its whole log:
+    /// start an election now (see `transfer.rs`).
+    TimeoutNow { term: Term },
 }
 
 impl<C> Message<C> {
@@ -173,7 +179,8 @@ impl<C> Message<C> {
             | Message::AppendEntries { term, .. }
             | Message::AppendResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
-            | Message::NotMember { term, .. } => *term,
+            | Message::NotMember { term, .. }
+            | Message::TimeoutNow { term } => *term,
         }
     }
 }

@@ -142,8 +142,8 @@
 //!   in the same transaction that persists, so commit index = applied index.
 //! - Candidates that a committed configuration excludes get `NotMember` instead of a vote.
 //! - The leader never removes itself (a change removing it is refused); the shell removes a
-//!   leader by having another node propose it after a leadership change. Leadership transfer
-//!   is not implemented.
+//!   leader by transferring leadership first (`Input::TransferLeadership`, `transfer.rs`) and
+//!   having the new leader propose the removal.
 //!
 //! # Testing
 //!
@@ -158,6 +158,7 @@ mod membership;
 mod message;
 mod node;
 mod replication;
+mod transfer;
 mod visibility;
 
 #[cfg(feature = "sim")]

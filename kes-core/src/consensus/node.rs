@@ -95,6 +95,9 @@ pub enum Input<C> {
     },
     /// A client read of `names`; answered in [`Ready::reads`] once it may be served.
     Read { id: ReadId, names: Names },
+    /// Hand leadership to another member (leader only), e.g. before removing this node; see
+    /// `transfer.rs`. Proposals get `Busy` until it succeeds or is abandoned.
+    TransferLeadership,
 }
 
 /// Why a write did not (or may not) commit.
@@ -277,6 +280,8 @@ pub struct Node<C> {
     pub(super) noop_index: Index,
     /// When we last accepted a message from the leader of our term.
     pub(super) leader_contact: Time,
+    /// As leader: the leadership transfer under way, if any.
+    pub(super) transfer: Option<super::transfer::Transfer>,
 }
 
 impl<C: Clone> Node<C> {
@@ -327,6 +332,7 @@ impl<C: Clone> Node<C> {
             leader_commit: 0,
             noop_index: 0,
             leader_contact: 0,
+            transfer: None,
         };
         node.reset_election_timer();
         Ok(node)
@@ -354,6 +360,7 @@ impl<C: Clone> Node<C> {
                 command,
             } => self.propose_change(id, change, command, ready),
             Input::Read { id, names } => self.read(id, names, ready),
+            Input::TransferLeadership => self.transfer_leadership(ready),
         }
         if self.role == Role::Leader {
             self.maybe_commit(ready);
@@ -362,6 +369,7 @@ impl<C: Clone> Node<C> {
     }
 
     fn tick(&mut self, ready: &mut Ready<C>) {
+        self.expire_transfer();
         self.expire_proposals(ready);
         self.expire_reads(ready);
         match self.role {
@@ -385,7 +393,9 @@ impl<C: Clone> Node<C> {
                 last_index,
                 last_term,
                 pre_vote,
-            } => self.handle_request_vote(from, term, last_index, last_term, pre_vote, ready),
+                transfer,
+            } => self
+                .handle_request_vote(from, term, last_index, last_term, pre_vote, transfer, ready),
             Message::Vote {
                 term,
                 granted,
@@ -418,6 +428,7 @@ impl<C: Clone> Node<C> {
                 sent_at,
             } => self.handle_snapshot(from, term, meta, sent_at, ready),
             Message::NotMember { config_index, .. } => self.handle_not_member(config_index),
+            Message::TimeoutNow { term } => self.handle_timeout_now(from, term, ready),
         }
     }
 
@@ -464,6 +475,7 @@ impl<C: Clone> Node<C> {
         self.noop_pending = false;
         self.noop_index = 0;
         self.forced_acked = None;
+        self.transfer = None;
     }
 
     /// Appends an entry this node created (as leader) and records it for the shell.

@@ -290,6 +290,7 @@ impl<C: Clone> Node<C> {
             p.next = p.next.max(index + 1);
             let behind = p.next <= last;
             self.maybe_commit(ready);
+            self.maybe_send_timeout_now(ready);
             if behind {
                 self.send_append(from, ready);
             }
@@ -385,7 +386,11 @@ impl<C: Clone> Node<C> {
                 leader: self.leader,
             });
         }
-        if self.noop_pending || !self.log.has_room() || self.proposals.is_full() {
+        if self.noop_pending
+            || !self.log.has_room()
+            || self.proposals.is_full()
+            || self.transfer.is_some()
+        {
             return Err(ProposeError::Busy);
         }
         // Fail fast and cleanly while a node that must store the entry is unreachable (not for

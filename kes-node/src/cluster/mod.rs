@@ -7,6 +7,7 @@
 //! command committed on every node (or failed). A follower forwards writes to the leader over
 //! its peer link and relays the answer.
 pub mod file;
+mod handover;
 pub mod peer;
 mod snapshots;
 
@@ -98,6 +99,8 @@ pub struct Cluster {
     incoming: snapshots::Incoming,
     /// Writes that arrived while no leader was known, with their deadline.
     leaderless: Vec<(ConnRef, Box<Pending>, Instant)>,
+    /// Shrinks of the leader waiting for it to hand over (see `handover.rs`).
+    held: Vec<handover::Held>,
     /// Decided gated reads: the connection and `Ok`, or why the read may not be served.
     pub released: Vec<(ConnRef, Result<(), String>)>,
 }
@@ -146,6 +149,9 @@ fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
         WireOutcome::Refused(m) => Err(StoreError::Refused(m)),
         WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(m)),
         WireOutcome::Failed(m) => Err(StoreError::Io(m)),
+        WireOutcome::HandingOver => Err(StoreError::Unavailable(
+            "cluster: the leader is handing over its leadership; retry".into(),
+        )),
     }
 }
 
@@ -260,6 +266,7 @@ impl Cluster {
             completions: Vec::new(),
             reads: HashMap::new(),
             leaderless: Vec::new(),
+            held: Vec::new(),
             released: Vec::new(),
             joining,
             params,
@@ -521,6 +528,10 @@ impl Cluster {
         };
         let names = names_of(&pending.write.cmd);
         if self.node.role() == Role::Leader {
+            if self.removes_self(&pending.write.cmd) {
+                self.hand_over_local(store, token, pending);
+                return;
+            }
             let id = self.next();
             let input = match self.membership_input(&pending.write.cmd, id) {
                 Some(Ok(input)) => input,
@@ -652,6 +663,10 @@ impl Cluster {
                     Ok(cmd) => cmd,
                     Err(_) => return,
                 };
+                if self.removes_self(&cmd) {
+                    self.hand_over_remote(store, from, id);
+                    return;
+                }
                 let pid = self.next();
                 let input = match self.membership_input(&cmd, pid) {
                     Some(Ok(input)) => input,
@@ -674,7 +689,11 @@ impl Cluster {
             }
             Frame::ForwardResult { id, outcome } => {
                 if let Some((token, pending, _)) = self.forwards.remove(&id) {
-                    self.completions.push((token, pending, from_wire(outcome)));
+                    if matches!(outcome, WireOutcome::HandingOver) {
+                        self.hold_for_new_leader(token, pending, from);
+                    } else {
+                        self.completions.push((token, pending, from_wire(outcome)));
+                    }
                 }
             }
         }
@@ -712,10 +731,6 @@ impl Cluster {
                 else {
                     return Some(Err(StoreError::NotFound));
                 };
-                if gone == self.id {
-                    let why = "the leader cannot remove itself: send the shrink to another node after it stepped down, or stop it and use force".to_string();
-                    return Some(Err(StoreError::Refused(why)));
-                }
                 let reachable = self
                     .outbound
                     .get(&gone)
@@ -829,6 +844,7 @@ impl Cluster {
     /// Keeps an outbound link to every other member, expires forwarded writes, and flushes.
     pub fn maintain(&mut self, registry: &Registry, store: &Store) {
         let now = Instant::now();
+        self.release_held(store);
         if !self.leaderless.is_empty() {
             let held = std::mem::take(&mut self.leaderless);
             let leader_known = self.node.leader().is_some();

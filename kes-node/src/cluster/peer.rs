@@ -59,6 +59,9 @@ pub enum WireOutcome {
     Refused(String),
     Unavailable(String),
     Failed(String),
+    /// The write removes the leader, which is handing over its leadership: send it to the
+    /// next leader.
+    HandingOver,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

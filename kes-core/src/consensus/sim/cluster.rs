@@ -681,6 +681,12 @@ impl Cluster {
         Ok(!self.refused)
     }
 
+    /// Asks node `i` to hand its leadership to another member.
+    pub fn transfer(&mut self, i: usize) -> Result<()> {
+        self.log(|| format!("n{i} transfers leadership"));
+        self.step(i, Input::TransferLeadership)
+    }
+
     /// Crashes node `i`: its memory, its clients' pending requests and nothing else are lost.
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].node.take().is_none() {

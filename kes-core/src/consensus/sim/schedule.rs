@@ -128,7 +128,8 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
         .map(|&m| m as usize)
         .filter(|&m| m != l)
         .collect();
-    match cluster.chooser.below(3) {
+    match cluster.chooser.below(4) {
+        3 => cluster.transfer(l)?,
         0 => {
             if let Some(n) = pick(cluster, &outsiders) {
                 cluster.change(l, Change::Add(n as u16))?;
