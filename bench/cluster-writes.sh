@@ -2,14 +2,22 @@
 # Write benchmark for kes-node clusters on loopback, with fsync: key creations per second and
 # latency for 1 and 3 nodes, with and without group commit, at 1 and 64 connections.
 # Everything runs on this machine (loopback only); numbers are relative to each other.
-#   bash bench/cluster-writes.sh [SECONDS]
+#   bash bench/cluster-writes.sh [SECONDS] [NODES]   (NODES 3: only the 3-node, group-commit,
+#   64-connection row, the one bench/run.sh reports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-5}"
+ONLY="${2:-}"
 cargo build --release -q -p kes-node
-BIN="$PWD/target/release/kes-node"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kes-node"
 WORK="$(mktemp -d)"
-trap 'pkill -f "kes-node server --config $WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+NODE_PIDS=()
+stop_nodes() {
+    for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    NODE_PIDS=()
+}
+trap 'stop_nodes; rm -rf "$WORK"' EXIT
 
 # Certificates and an admin key from a throwaway dev server directory.
 "$BIN" server --dev "$WORK/dev" --addr 127.0.0.1:0 > "$WORK/dev.log" 2>&1 &
@@ -30,13 +38,14 @@ export KES_CLIENT_CERT="$WORK/dev/admin.cert" KES_CLIENT_KEY="$WORK/dev/admin.ke
 
 port=7600
 start_cluster() { # nodes group_commit
-    local n=$1; pkill -f "kes-node server --config $WORK" 2>/dev/null || true; sleep 0.3
+    local n=$1; stop_nodes
     local json="{" i
     for i in $(seq 0 $((n - 1))); do json+="\"$i\":\"127.0.0.1:$((port + i))\""; [ "$i" -lt $((n - 1)) ] && json+=","; done
     json+="}"
     for i in $(seq 0 $((n - 1))); do
         rm -rf "$WORK/n$i"; mkdir -p "$WORK/n$i"; echo "$json" > "$WORK/n$i/.cluster.json"
         KES_GROUP_COMMIT=$2 "$BIN" server --config "$WORK/config.yml" --addr "127.0.0.1:$((port + i))" "$WORK/n$i" > "$WORK/n$i.log" 2>&1 &
+        NODE_PIDS+=("$!")
     done
     export KES_SERVER="127.0.0.1:$port"
     for _ in $(seq 100); do
@@ -46,10 +55,12 @@ start_cluster() { # nodes group_commit
 }
 
 printf '%-6s %-13s %-6s %10s %10s %10s\n' nodes group-commit conns writes/s p50-ms p99-ms
-for nodes in 1 3; do
-    for gc in on off; do
+NODE_COUNTS="1 3" GCS="on off" CONN_COUNTS="1 64"
+[ -n "$ONLY" ] && NODE_COUNTS="$ONLY" GCS=on CONN_COUNTS=64
+for nodes in $NODE_COUNTS; do
+    for gc in $GCS; do
         start_cluster "$nodes" "$gc"
-        for conns in 1 64; do
+        for conns in $CONN_COUNTS; do
             out=$("$BIN" bench -k --json --op create --connections "$conns" --seconds "$SECONDS_PER_RUN")
             python3 - "$nodes" "$gc" "$conns" "$out" <<'PY'
 import json, sys

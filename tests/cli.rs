@@ -854,3 +854,40 @@ fn log_streams_audit_events() {
 
     cli.fails(&["log", "--audit", "--error"], "exclude each other");
 }
+
+#[test]
+fn bench_counts_requests_and_cleans_up() {
+    let server = DevServer::start();
+    let cli = server.cli();
+    // A request budget: exactly that many answered, none failed.
+    for op in ["version", "generate", "encrypt", "decrypt", "hmac"] {
+        let r = json(&cli.ok(&["bench", "--op", op, "-c", "3", "-n", "40", "--json"]));
+        assert_eq!(r["requests"], 40, "{op}: {r}");
+        assert_eq!(r["errors"], 0, "{op}: {r}");
+        assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
+        assert!(r["p99_ms"].as_f64().unwrap() <= r["max_ms"].as_f64().unwrap());
+    }
+    // create-delete: two requests per operation, and no key left behind.
+    let r = json(&cli.ok(&[
+        "bench",
+        "--op",
+        "create-delete",
+        "-c",
+        "2",
+        "-n",
+        "15",
+        "--json",
+    ]));
+    assert_eq!(
+        (r["requests"].clone(), r["errors"].clone()),
+        (30.into(), 0.into())
+    );
+    assert_eq!(cli.ok(&["key", "ls"]), "bench-key\n");
+    // A fixed time, and the text output.
+    let out = cli.ok(&["bench", "--op", "version", "-c", "1", "--seconds", "1"]);
+    assert!(
+        out.starts_with("version x1: ") && out.contains(" 0 errors"),
+        "{out}"
+    );
+    cli.fails(&["bench", "--op", "nope"], "unknown operation 'nope'");
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The benchmark of issue 7, in one run on this machine (loopback only):
+#  1. builds the release binary;
+#  2. starts a single kes-node server with a fresh dev identity, and nginx (installed with apt if
+#     missing) with mTLS on the same certificates (client certificate required) answering the
+#     same paths with the bytes kes-node answered (captured once, so both send the same body);
+#  3. drives both with `kes-node bench` (the same load generator, same connections, same time)
+#     and prints kes-node/nginx per operation;
+#  4. the 3-node loopback cluster write benchmark (64 clients, fsync, group commit);
+#  5. the footprint (bench/footprint.sh): idle RSS, RSS with 10,000 keys and 1,000 connections,
+#     the stripped binary's size.
+# Absolute numbers depend on the machine and on what else runs; the ratios are the point.
+#   bash bench/run.sh [SECONDS_PER_RUN] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-5}"
+CONNS="${2:-16}"
+cargo build --release -q -p kes-node
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kes-node"
+if ! command -v nginx >/dev/null; then
+    echo "installing nginx (apt)..." >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light; } >/dev/null 2>&1 ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
+fi
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+# A fresh dev identity: server certificate, admin certificate, HSM key.
+"$BIN" server --dev "$WORK/dev" --addr 127.0.0.1:0 >"$WORK/dev.log" 2>&1 &
+DEV=$!
+for _ in $(seq 100); do grep -q listening "$WORK/dev.log" && break; sleep 0.1; done
+kill "$DEV"; wait "$DEV" 2>/dev/null || true
+ADMIN=$(grep -o 'admin:    [0-9a-f]*' "$WORK/dev.log" | awk '{print $2}')
+export KES_HSM_KEY="$(cat "$WORK/dev/hsm.key")"
+export KES_CLIENT_CERT="$WORK/dev/admin.cert" KES_CLIENT_KEY="$WORK/dev/admin.key"
+unset KES_API_KEY KES_ENCLAVE
+cat >"$WORK/config.yml" <<YML
+version: v1
+admin:
+  identity: $ADMIN
+tls:
+  key: $WORK/dev/server.key
+  cert: $WORK/dev/server.cert
+YML
+
+KES_PORT=$(free_port)
+mkdir -p "$WORK/kes"
+"$BIN" server --config "$WORK/config.yml" --addr "127.0.0.1:$KES_PORT" "$WORK/kes" >"$WORK/kes.log" 2>&1 &
+KES_PID=$!
+PIDS+=("$KES_PID")
+wait_port "$KES_PORT"
+
+# The bodies nginx sends: what kes-node answered to the same requests.
+C=(curl -sS --fail --cacert "$WORK/dev/server.cert" --cert "$WORK/dev/admin.cert" --key "$WORK/dev/admin.key")
+URL="https://127.0.0.1:$KES_PORT"
+"${C[@]}" -X PUT "$URL/v1/key/create/bench-key" >/dev/null
+B_VERSION=$("${C[@]}" "$URL/version")
+B_GENERATE=$("${C[@]}" -X PUT "$URL/v1/key/generate/bench-key" -d '{}')
+CT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ciphertext"])' "$B_GENERATE")
+B_DECRYPT=$("${C[@]}" -X PUT "$URL/v1/key/decrypt/bench-key" -d "{\"ciphertext\":\"$CT\"}")
+B_ENCRYPT=$("${C[@]}" -X PUT "$URL/v1/key/encrypt/bench-key" -d '{"plaintext":"YSAzMiBieXRlIGxvbmcgYmVuY2htYXJrIG1lc3NhZ2U="}')
+B_HMAC=$("${C[@]}" -X PUT "$URL/v1/key/hmac/bench-key" -d '{"message":"YmVuY2htYXJr"}')
+
+NGX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<NGX
+daemon off;
+user root;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  server {
+    listen 127.0.0.1:$NGX_PORT ssl;
+    ssl_certificate $WORK/dev/server.cert;
+    ssl_certificate_key $WORK/dev/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # mTLS: a client certificate is required and must be the admin's (self-signed) one.
+    ssl_client_certificate $WORK/dev/admin.cert;
+    ssl_verify_client on;
+    keepalive_requests 100000000;
+    keepalive_timeout 90s;
+    default_type application/json;
+    location = /version { return 200 '$B_VERSION'; }
+    location /v1/key/generate/ { return 200 '$B_GENERATE'; }
+    location /v1/key/decrypt/ { return 200 '$B_DECRYPT'; }
+    location /v1/key/encrypt/ { return 200 '$B_ENCRYPT'; }
+    location /v1/key/hmac/ { return 200 '$B_HMAC'; }
+    location /v1/key/create/ { return 200 ''; }
+    location /v1/key/delete/ { return 200 ''; }
+  }
+}
+NGX
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx/out.log" 2>&1 &
+PIDS+=("$!")
+wait_port "$NGX_PORT"
+
+bench() { # server op
+    KES_SERVER="127.0.0.1:$1" "$BIN" bench -k --json --op "$2" -c "$CONNS" --seconds "$SECS"
+}
+echo "kes-node vs nginx (mTLS, keep-alive, $CONNS connections, ${SECS}s each; $(nproc) cores shared with the load generator)"
+printf '%-9s %10s %10s %7s %9s %9s %9s %9s\n' op kes-req/s ngx-req/s ratio kes-p50 kes-p99 ngx-p99 kes-max
+for op in version generate decrypt encrypt hmac; do
+    k=$(bench "$KES_PORT" "$op")
+    n=$(bench "$NGX_PORT" "$op")
+    python3 - "$op" "$k" "$n" <<'PY'
+import json, sys
+op, k, n = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+err = f"  (errors: kes {k['errors']}, nginx {n['errors']})" if k['errors'] or n['errors'] else ""
+print(f"{op:<9} {k['rps']:>10.0f} {n['rps']:>10.0f} {k['rps'] / max(n['rps'], 1):>7.2f} "
+      f"{k['p50_ms']:>7.2f}ms {k['p99_ms']:>7.2f}ms {n['p99_ms']:>7.2f}ms {k['max_ms']:>7.2f}ms{err}")
+PY
+done
+k=$(KES_SERVER="127.0.0.1:$KES_PORT" "$BIN" bench -k --json --op create-delete -c "$CONNS" --seconds "$SECS")
+python3 - "$k" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"create-delete on one node: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['errors']} errors")
+PY
+kill "$KES_PID"
+
+echo
+echo "3-node loopback cluster, fsync, group commit:"
+bash bench/cluster-writes.sh "$SECS" 3
+echo
+bash bench/footprint.sh
