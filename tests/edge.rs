@@ -491,11 +491,16 @@ fn in_enclave(
 fn kes_store(seed: &[u8; 32]) -> (Env, Server) {
     let env = Env::new("edge-kes-store");
     let server = env.start();
-    let mut admin = server.admin();
+    allow_edge(&mut server.admin(), seed);
+    (env, server)
+}
+
+/// Creates enclave `edge` where the identity of `seed`'s API key may use secrets.
+fn allow_edge(admin: &mut Client, seed: &[u8; 32]) {
     admin.put("/v1/enclave/create/edge").assert_empty_ok();
     let policy = serde_json::json!({"allow": {"/v1/secret/*": {}}, "deny": {}});
     in_enclave(
-        &mut admin,
+        admin,
         "PUT",
         "/v1/policy/create/edge-keys",
         "edge",
@@ -504,14 +509,13 @@ fn kes_store(seed: &[u8; 32]) -> (Env, Server) {
     .assert_empty_ok();
     let id = ed25519_client_cert(seed, "edge").identity;
     in_enclave(
-        &mut admin,
+        admin,
         "PUT",
         &format!("/v1/identity/create/{id}"),
         "edge",
         Some(&serde_json::json!({"policy": "edge-keys"})),
     )
     .assert_empty_ok();
-    (env, server)
 }
 
 /// An edge environment in front of the kes-node at `addr`.
@@ -522,11 +526,24 @@ fn kes_edge(
     seed: &[u8; 32],
     extra: &str,
 ) -> Env {
+    kes_edge_nodes(tag, &store.tmp.path().join("ca.pem"), &[addr], seed, extra)
+}
+
+/// An edge environment in front of the kes-nodes at `addrs` (the nodes of one cluster).
+fn kes_edge_nodes(
+    tag: &str,
+    ca: &std::path::Path,
+    addrs: &[std::net::SocketAddr],
+    seed: &[u8; 32],
+    extra: &str,
+) -> Env {
     let mut env = Env::edge(tag);
+    let endpoints: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
     env.append_config(&format!(
-        "keystore:\n  kes:\n    endpoint: https://{addr}\n    enclave: edge\n    credentials:\n      api_key: {}\n    tls:\n      ca: {}\n    status:\n      ping: 200ms\n{extra}",
+        "keystore:\n  kes:\n    endpoint: [{}]\n    enclave: edge\n    credentials:\n      api_key: {}\n    tls:\n      ca: {}\n    status:\n      ping: 200ms\n{extra}",
+        endpoints.join(", "),
         api_key(seed),
-        store.tmp.path().join("ca.pem").display()
+        ca.display()
     ));
     env
 }
@@ -963,5 +980,54 @@ fn kes_hanging_store_blocks_no_one() {
     assert_eq!(
         metric(&mut c, "kes_edge_keystore_fetches_total"),
         fetches + 1
+    );
+}
+
+/// In front of a three-node kes-node cluster: with the node the edge server asked first down,
+/// keys are still fetched (from another node) and the store counts as up; creates fail while
+/// the cluster cannot commit, and work again once the node is back.
+#[test]
+fn kes_cluster_node_down() {
+    use support::cluster::{Cluster, ClusterOpts};
+    let seed = [7u8; 32];
+    let mut cluster = Cluster::start("edge-kes-cluster", ClusterOpts::nodes(3));
+    allow_edge(&mut cluster.client(0), &seed);
+    let addrs: Vec<_> = (0..3).map(|i| cluster.addr(i)).collect();
+    let env = kes_edge_nodes(
+        "edge-kes-cluster",
+        &cluster.root().join("ca.pem"),
+        &addrs,
+        &seed,
+        "",
+    );
+    let edge = env.start();
+    let mut c = edge.admin();
+    c.create_key("used");
+    c.create_key("unused");
+    let ct = c.encrypt("used", b"x", None);
+
+    cluster.kill(0);
+    let ct2 = c.encrypt("unused", b"y", None);
+    assert_eq!(c.decrypt("unused", &ct2, None), b"y");
+    assert_eq!(c.decrypt("used", &ct, None), b"x");
+    assert_eq!(c.list("*"), ["unused", "used"]);
+    std::thread::sleep(Duration::from_millis(500)); // a few health checks
+    c.get("/v1/ready").assert_empty_ok();
+    c.put("/v1/key/create/new")
+        .assert_error(502, "failed to create key");
+
+    cluster.start_node(0);
+    cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "creates work with every node back",
+        || c.put("/v1/key/create/after").status == 200,
+    );
+    // The cluster held the create it could not commit and committed it once node 0 was back
+    // (its outcome was unknown to the edge server, which answered 502).
+    let names = c.list("*");
+    assert!(
+        names == ["after", "unused", "used"] || names == ["after", "new", "unused", "used"],
+        "{names:?}"
     );
 }

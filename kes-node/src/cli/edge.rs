@@ -84,7 +84,7 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
     Ok(match config {
         KeyStoreConfig::Fs { path } => Arc::new(crate::edge::fs::FsStore::open(path)?),
         KeyStoreConfig::Kes {
-            endpoint,
+            endpoints,
             enclave,
             api_key,
             cert,
@@ -103,7 +103,7 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
                 _ => unreachable!("checked by the config"),
             };
             Arc::new(crate::edge::kes::KesStore::new(
-                endpoint,
+                endpoints,
                 enclave,
                 WORKERS,
                 credentials,

@@ -13,7 +13,7 @@
 //!   fs:
 //!     path: ./keys
 //!   kes:               # a kes-node (cluster) keeping the keys as secrets of one enclave
-//!     endpoint: https://10.0.0.1:7373
+//!     endpoint: https://10.0.0.1:7373   # or a list: [https://10.0.0.1:7373, https://10.0.0.2:7373]
 //!     enclave: edge
 //!     credentials: { api_key: kes:v1:... }   # or { cert: FILE, key: FILE }
 //!     tls: { ca: ./ca.pem }                 # optional: trust these CAs (default: system roots)
@@ -52,7 +52,8 @@ pub enum KeyStoreConfig {
         path: PathBuf,
     },
     Kes {
-        endpoint: String,
+        /// The nodes of the cluster, tried in turn when one cannot be reached.
+        endpoints: Vec<String>,
         enclave: String,
         api_key: Option<String>,
         cert: Option<PathBuf>,
@@ -197,10 +198,16 @@ pub fn parse_edge(text: &str, base: &Path) -> Result<EdgeConfig, String> {
                     return Err("config: keystore.kes.credentials: give either api_key, or cert and key".into())
                 }
             }
+            // One endpoint, or a list (the nodes of a cluster).
+            let endpoints = match section.get("endpoint") {
+                Some(Value::Sequence(_)) => section.strings("endpoint")?,
+                _ => section.string("endpoint")?.into_iter().collect(),
+            };
+            if endpoints.is_empty() {
+                return Err("config: keystore.kes.endpoint is required (https://host:port, or a list)".into());
+            }
             let config = KeyStoreConfig::Kes {
-                endpoint: section
-                    .string("endpoint")?
-                    .ok_or("config: keystore.kes.endpoint is required (https://host:port)")?,
+                endpoints,
                 enclave: section
                     .string("enclave")?
                     .ok_or("config: keystore.kes.enclave is required (the enclave holding the keys)")?,
@@ -298,6 +305,10 @@ mod tests {
         );
         assert!(e("keystore:\n  fs: {path: a}\nkeys:\n  - name: a/b\n").contains("keys[0].name"));
         assert!(e("keystore:\n  kes: {endpoint: x, enclave: e}\n").contains("credentials"));
+        let c = parse("keystore:\n  kes:\n    endpoint: [a:1, b:2]\n    enclave: e\n    credentials: {api_key: k}\n").unwrap();
+        assert!(
+            matches!(c.keystore, KeyStoreConfig::Kes { ref endpoints, .. } if endpoints == &["a:1", "b:2"])
+        );
         assert!(e(
             "keystore:\n  aws:\n    secretsmanager: {region: r, credentials: {accesskey: a}}\n"
         )

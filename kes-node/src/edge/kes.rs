@@ -3,7 +3,11 @@
 //! enclave (the value is the key's stored form, as in any other key store), so a fleet of edge
 //! servers can sit in front of one replicated cluster.
 //!
-//! The edge server's identity needs, in that enclave, a policy allowing `/v1/secret/*`.
+//! The edge server's identity needs, in that enclave, a policy allowing `/v1/secret/*`. Given
+//! the nodes of a cluster, it asks the one that answered last and moves on to the next when a
+//! node cannot be reached: every node answers reads, so keys stay available while nodes are
+//! down (writes need every node of a kes-node cluster anyway). A create that reached a node
+//! whose answer got lost may, retried on the next node, find its own key and answer "exists".
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,44 +20,89 @@ use crate::client::{Client, ClientError, Credentials, ServerTrust};
 /// the server answers, the enclave exists and the edge server may read it).
 const PROBE: &str = "kes-edge-status-probe";
 
-pub struct KesStore {
-    /// One connection each, so that workers do not queue behind one another.
+/// One node: its endpoint and a few connections, so that workers do not queue behind one
+/// another.
+struct Node {
+    endpoint: String,
     clients: Vec<Client>,
     next: AtomicUsize,
-    endpoint: String,
+}
+
+impl Node {
+    fn client(&self) -> &Client {
+        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+    }
+}
+
+pub struct KesStore {
+    nodes: Vec<Node>,
+    /// The node that answered last.
+    preferred: AtomicUsize,
     enclave: String,
+    identity: String,
 }
 
 impl KesStore {
-    /// `connections` clients for `endpoint`; `credentials` makes each one's credentials.
+    /// `connections` clients per endpoint; `credentials` makes each one's credentials.
     pub fn new(
-        endpoint: &str,
+        endpoints: &[String],
         enclave: &str,
         connections: usize,
         credentials: impl Fn() -> Result<Credentials, ClientError>,
         trust: ServerTrust,
     ) -> Result<KesStore, String> {
         let bad = |e: ClientError| format!("keystore.kes: {e}");
-        let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
-            let client = Client::new(endpoint, credentials().map_err(bad)?, trust.clone())
-                .map_err(bad)?
-                .with_enclave(Some(enclave.to_owned()));
-            clients.push(client);
+        let mut nodes = Vec::new();
+        let mut identity = String::new();
+        for endpoint in endpoints {
+            let mut clients = Vec::new();
+            for _ in 0..connections.max(1) {
+                let client = Client::new(endpoint, credentials().map_err(bad)?, trust.clone())
+                    .map_err(bad)?
+                    .with_enclave(Some(enclave.to_owned()));
+                identity = client.identity().to_owned();
+                clients.push(client);
+            }
+            nodes.push(Node {
+                endpoint: endpoint.clone(),
+                clients,
+                next: AtomicUsize::new(0),
+            });
+        }
+        if nodes.is_empty() {
+            return Err("keystore.kes.endpoint: no endpoint given".into());
         }
         Ok(KesStore {
-            clients,
-            next: AtomicUsize::new(0),
-            endpoint: endpoint.to_owned(),
+            nodes,
+            preferred: AtomicUsize::new(0),
             enclave: enclave.to_owned(),
+            identity,
         })
     }
 
-    fn client(&self) -> &Client {
-        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+    /// Runs `call` on the preferred node, and on the others in turn while nodes cannot be
+    /// reached.
+    fn call<T>(
+        &self,
+        call: impl Fn(&Client) -> Result<T, ClientError>,
+    ) -> Result<T, KeyStoreError> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for i in 0..self.nodes.len() {
+            let at = (first + i) % self.nodes.len();
+            let node = &self.nodes[at];
+            match call(node.client()) {
+                Err(ClientError::Network(why)) => unreachable.push(why),
+                result => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return result.map_err(|e| self.error(&node.endpoint, e));
+                }
+            }
+        }
+        Err(KeyStoreError::Unreachable(unreachable.join("; ")))
     }
 
-    fn error(&self, err: ClientError) -> KeyStoreError {
+    fn error(&self, endpoint: &str, err: ClientError) -> KeyStoreError {
         match err {
             ClientError::Network(why) => KeyStoreError::Unreachable(why),
             ClientError::Api {
@@ -65,56 +114,47 @@ impl KesStore {
                 KeyStoreError::Exists
             }
             ClientError::Api { status: 403, .. } => KeyStoreError::Failed(format!(
-                "{} refuses the edge server's identity {} in enclave '{}': it needs a policy \
-                 allowing /v1/secret/* there",
-                self.endpoint,
-                self.clients[0].identity(),
-                self.enclave
+                "{endpoint} refuses the edge server's identity {} in enclave '{}': it needs a \
+                 policy allowing /v1/secret/* there",
+                self.identity, self.enclave
             )),
             ClientError::Api { status, message } => {
-                KeyStoreError::Failed(format!("{}: {status} {message}", self.endpoint))
+                KeyStoreError::Failed(format!("{endpoint}: {status} {message}"))
             }
-            other => KeyStoreError::Failed(format!("{}: {other}", self.endpoint)),
+            other => KeyStoreError::Failed(format!("{endpoint}: {other}")),
         }
     }
 }
 
 impl KeyStore for KesStore {
     fn describe(&self) -> String {
-        format!("kes: {} (enclave {})", self.endpoint, self.enclave)
+        let endpoints: Vec<&str> = self.nodes.iter().map(|n| n.endpoint.as_str()).collect();
+        format!("kes: {} (enclave {})", endpoints.join(", "), self.enclave)
     }
 
     fn status(&self) -> Result<Duration, KeyStoreError> {
         let start = Instant::now();
-        match self.client().describe_secret(PROBE) {
-            Ok(_) => Ok(start.elapsed()),
-            Err(e) => match self.error(e) {
-                KeyStoreError::NotFound => Ok(start.elapsed()),
-                e => Err(e),
-            },
+        match self.call(|c| c.describe_secret(PROBE).map(drop)) {
+            Ok(()) | Err(KeyStoreError::NotFound) => Ok(start.elapsed()),
+            Err(e) => Err(e),
         }
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
-        self.client()
-            .create_secret(name, value)
-            .map_err(|e| self.error(e))
+        self.call(|c| c.create_secret(name, value))
     }
 
     fn get(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
-        let secret = self.client().read_secret(name).map_err(|e| self.error(e))?;
+        let secret = self.call(|c| c.read_secret(name))?;
         Ok(Zeroizing::new(secret.into_inner().secret))
     }
 
     fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
-        self.client().delete_secret(name).map_err(|e| self.error(e))
+        self.call(|c| c.delete_secret(name))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, KeyStoreError> {
-        let list = self
-            .client()
-            .list_secrets(prefix)
-            .map_err(|e| self.error(e))?;
+        let list = self.call(|c| c.list_secrets(prefix))?;
         let mut names: Vec<String> = list
             .into_inner()
             .names
