@@ -811,8 +811,8 @@ fn aws_edge(tag: &str, moto: &Moto, creds: (&str, &str), kms: Option<&str>, extr
 /// configured KMS key, a secret written in the legacy format is served.
 #[test]
 fn aws_signed_round_trip_with_kms() {
-    // Five set-up calls go unchecked: user, access key, its policy, a KMS key, a secret.
-    let moto = Moto::start(None, Some(5));
+    // Six set-up calls go unchecked: user, access key, its policy, a KMS key, two secrets.
+    let moto = Moto::start(None, Some(6));
     moto.iam("Action=CreateUser&UserName=edge");
     let created = moto.iam("Action=CreateAccessKey&UserName=edge");
     let access = between(&created, "<AccessKeyId>", "</AccessKeyId>").to_string();
@@ -832,13 +832,22 @@ fn aws_signed_round_trip_with_kms() {
         "secretsmanager.CreateSecret",
         &serde_json::json!({"Name": "preexisting", "SecretString": legacy}),
     );
+    // A secret stored as SecretBinary (upstream reads either).
+    let binary_key = [0x77u8; 32];
+    let stored = upstream_key_file(&binary_key, 2, &[0x78; 32], 1_600_000_000, "");
+    moto.json(
+        "secretsmanager.CreateSecret",
+        &serde_json::json!({"Name": "binary", "SecretBinary": b64(stored.as_bytes())}),
+    );
 
     let env = aws_edge("edge-aws", &moto, (&access, &secret), Some(&kms_key), "");
     let edge = env.start();
     let mut c = edge.admin();
     // The health check (a signed ListSecrets) passes.
     c.get("/v1/ready").assert_empty_ok();
-    assert_eq!(c.list("*"), ["preexisting"]);
+    assert_eq!(c.list("*"), ["binary", "preexisting"]);
+    let ct = seal(&binary_key, Cipher::ChaCha20, b"binary", b"");
+    assert_eq!(c.decrypt("binary", &ct, None), b"binary");
     let ct = seal(&legacy_key, Cipher::Aes256, b"legacy", b"");
     assert_eq!(c.decrypt("preexisting", &ct, None), b"legacy");
 
@@ -856,12 +865,12 @@ fn aws_signed_round_trip_with_kms() {
     assert_eq!(c.hmac("k", b"m"), c.hmac("k", b"m"));
     assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 1);
     c.import_key("imported", &[3; 32], "AES256");
-    assert_eq!(c.list("*"), ["imported", "k", "preexisting"]);
+    assert_eq!(c.list("*"), ["binary", "imported", "k", "preexisting"]);
     c.delete("/v1/key/delete/k").assert_empty_ok();
     c.get("/v1/key/describe/k")
         .assert_error(404, "key does not exist");
     // (moto's data dump lists deleted secrets too; its API no longer has it.)
-    assert_eq!(c.list("*"), ["imported", "preexisting"]);
+    assert_eq!(c.list("*"), ["binary", "imported", "preexisting"]);
 
     // A wrong secret key: moto refuses the signature.
     let bad = aws_edge("edge-aws-bad", &moto, (&access, "not-the-secret"), None, "").start();
@@ -1030,4 +1039,26 @@ fn kes_cluster_node_down() {
         names == ["after", "unused", "used"] || names == ["after", "new", "unused", "used"],
         "{names:?}"
     );
+}
+
+/// `cache.max_keys` bounds the cache: the least recently used key makes room.
+#[test]
+fn fs_cache_is_bounded() {
+    let (env, _) = fs_edge("edge-bounded", "cache:\n  max_keys: 2\n");
+    let server = env.start();
+    let mut c = server.admin();
+    for k in ["a", "b", "c"] {
+        c.create_key(k);
+    }
+    let f0 = metric(&mut c, "kes_edge_keystore_fetches_total");
+    for k in ["a", "b", "a", "c"] {
+        c.encrypt(k, b"x", None);
+    }
+    assert_eq!(metric(&mut c, "kes_edge_cache_keys"), 2);
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 3);
+    // `a` was used more recently than `b`: `b` made room for `c`.
+    c.encrypt("a", b"x", None);
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 3);
+    c.encrypt("b", b"x", None);
+    assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 4);
 }

@@ -363,6 +363,36 @@ mod tests {
         );
     }
 
+    /// Key store contents are not trusted: every truncation and every single-byte change of a
+    /// valid encoding decodes or is refused, never panics.
+    #[test]
+    fn mutations_never_panic() {
+        let pb = STANDARD.decode(&*encode(&record())).unwrap();
+        for cut in 0..pb.len() {
+            let _ = decode(STANDARD.encode(&pb[..cut]).as_bytes());
+        }
+        for at in 0..pb.len() {
+            for byte in [0x00, 0x01, 0x7f, 0x80, 0xff, pb[at] ^ 0x08] {
+                let mut m = pb.clone();
+                m[at] = byte;
+                let _ = decode(STANDARD.encode(&m).as_bytes());
+            }
+        }
+        let json = br#"{"bytes":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=","algorithm":"AES256","created_at":"2020-01-02T03:04:05Z"}"#;
+        for cut in 0..json.len() {
+            let _ = decode(&json[..cut]);
+        }
+        // Varints longer than ten bytes, huge lengths, unknown wire types.
+        for raw in [
+            &[0xff; 12][..],
+            &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[0x0f, 0x00],
+            &[0x0d],
+        ] {
+            assert!(decode(STANDARD.encode(raw).as_bytes()).is_err());
+        }
+    }
+
     #[test]
     fn bad_values_say_why() {
         let e = |v: &[u8]| decode(v).err().unwrap();
