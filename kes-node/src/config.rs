@@ -11,6 +11,13 @@
 //!   ca: ./ca.pem            # optional: verify client certificates against these CAs
 //! hsm:
 //!   key: kes:v1:aes256:...  # optional; KES_HSM_KEY wins when set (our extension)
+//!   pkcs11:                 # or a PKCS#11 token instead (see `hsm/pkcs11.rs`)
+//!     module: /usr/lib/softhsm/libsofthsm2.so
+//!     token: kes            # the token's label (or `slot: <id>`)
+//!     pin_env: KES_PKCS11_PIN   # or `pin_file: ./pin`; never the PIN itself
+//!     key_label: kes-root   # the AES-256 key on the token (created with a new kes.db)
+//!     mechanism: auto       # auto | aes-gcm | aes-key-wrap
+//!     health_check: 5s      # how often a running server probes the token
 //! api:
 //!   /v1/status:
 //!     skip_auth: true
@@ -50,6 +57,8 @@ pub struct Config {
     pub tls: TlsFiles,
     /// `hsm.key`: a SoftHSM key string, if given.
     pub hsm_key: Option<String>,
+    /// `hsm.pkcs11`: a PKCS#11 token seals the root key (instead of the SoftHSM).
+    pub pkcs11: Option<Pkcs11Config>,
     /// `api.<path>`: per-route overrides.
     pub api: BTreeMap<String, RouteConfig>,
     /// `policy.<name>`: static policies and the identities assigned to them.
@@ -71,6 +80,49 @@ pub struct TlsFiles {
     pub key: PathBuf,
     pub cert: PathBuf,
     pub ca: Option<PathBuf>,
+}
+
+/// `hsm.pkcs11:`: which token and key seal the root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    /// `module`: the PKCS#11 library (resolved against the config file's directory).
+    pub module: PathBuf,
+    /// `token` or `slot`.
+    pub token: TokenSelector,
+    /// `pin_env` or `pin_file`: where the user PIN is read from when the token is opened.
+    pub pin: PinSource,
+    /// `key_label`: the label of the AES-256 key on the token.
+    pub key_label: String,
+    /// `mechanism`: how the key seals.
+    pub mechanism: SealMechanism,
+    /// `health_check`: the interval of the running server's token probe.
+    pub health_check: Duration,
+}
+
+/// The default `hsm.pkcs11.health_check`.
+pub const DEFAULT_HEALTH_CHECK: Duration = Duration::from_secs(5);
+
+/// `hsm.pkcs11.token` / `hsm.pkcs11.slot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    Label(String),
+    Slot(u64),
+}
+
+/// `hsm.pkcs11.pin_env` / `hsm.pkcs11.pin_file`. The PIN itself never sits in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// `hsm.pkcs11.mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealMechanism {
+    /// CKM_AES_GCM if the token offers it, else CKM_AES_KEY_WRAP.
+    Auto,
+    AesGcm,
+    AesKeyWrap,
 }
 
 /// `api.<path>:`
@@ -190,19 +242,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     config.read_lease = duration("read_lease")?.filter(|d| !d.is_zero());
     config.clock_drift = duration("clock_drift")?;
 
-    let hsm = top.section("hsm")?;
-    hsm.check_known(&["key"], &[])?;
-    config.hsm_key = hsm.string("key")?;
-    if let Some(key) = &config.hsm_key {
-        // Never echo the value: it is the key that protects every other key.
-        if kes_core::hsm::SoftHsm::parse(key).is_err() {
-            return Err(
-                "config: hsm.key: not a SoftHSM key: expected kes:v1:aes256:<base64 of \
-                        32 bytes> (or kes:v1:chacha20:...)"
-                    .into(),
-            );
-        }
-    }
+    (config.hsm_key, config.pkcs11) = parse_hsm(&top.section("hsm")?, base)?;
 
     let api = top.section("api")?;
     for (route, value) in api.entries()? {
@@ -260,6 +300,145 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         config.policies.insert(name, policy);
     }
     Ok(config)
+}
+
+/// Reads only the `hsm:` section of a YAML file (for `kes-node hsm add --to FILE`): the other
+/// sections, if any, are not looked at.
+pub fn load_hsm(path: &Path) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?;
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parse_hsm_only(&text, &base).map_err(|err| format!("{err} (in {})", path.display()))
+}
+
+/// [`load_hsm`] on text.
+pub fn parse_hsm_only(
+    text: &str,
+    base: &Path,
+) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
+    let root: Value = serde_norway::from_str(text)
+        .map_err(|err| format!("config: invalid YAML: {}", one_line(&err.to_string())))?;
+    let Value::Mapping(root) = root else {
+        return Err("config: the file must be a YAML mapping with an hsm: section".into());
+    };
+    let top = Fields::new("", &root)?;
+    let hsm = parse_hsm(&top.section("hsm")?, base)?;
+    if hsm == (None, None) {
+        return Err("config: hsm: no key or pkcs11 given".into());
+    }
+    Ok(hsm)
+}
+
+/// `hsm:`: a SoftHSM key (`key`) or a PKCS#11 token (`pkcs11`), not both.
+fn parse_hsm(hsm: &Fields, base: &Path) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
+    hsm.check_known(&["key", "pkcs11"], &[])?;
+    let key = hsm.string("key")?;
+    if let Some(key) = &key {
+        // Never echo the value: it is the key that protects every other key.
+        if kes_core::hsm::SoftHsm::parse(key).is_err() {
+            return Err(
+                "config: hsm.key: not a SoftHSM key: expected kes:v1:aes256:<base64 of \
+                        32 bytes> (or kes:v1:chacha20:...)"
+                    .into(),
+            );
+        }
+    }
+    let p = hsm.section("pkcs11")?;
+    if p.map.is_none() {
+        return Ok((key, None));
+    }
+    if key.is_some() {
+        return Err("config: hsm: give either key (SoftHSM) or pkcs11, not both".into());
+    }
+    if p.get("pin").is_some() {
+        // A PIN in the config file would be one more copy of a secret on disk.
+        return Err(
+            "config: hsm.pkcs11.pin: not supported: name an environment variable \
+                    with pin_env, or a file with pin_file"
+                .into(),
+        );
+    }
+    p.check_known(
+        &[
+            "module",
+            "token",
+            "slot",
+            "pin_env",
+            "pin_file",
+            "key_label",
+            "mechanism",
+            "health_check",
+        ],
+        &[],
+    )?;
+    let module = p
+        .string("module")?
+        .ok_or("config: hsm.pkcs11.module is required (the path of the PKCS#11 library)")?;
+    let token = match (p.string("token")?, p.string("slot")?) {
+        (Some(label), None) => TokenSelector::Label(label),
+        (None, Some(slot)) => TokenSelector::Slot(slot.parse().map_err(|_| {
+            format!("config: hsm.pkcs11.slot: '{slot}' is not a slot id (a whole number)")
+        })?),
+        (Some(_), Some(_)) => {
+            return Err("config: hsm.pkcs11: give either token (a label) or slot, not both".into())
+        }
+        (None, None) => {
+            return Err(
+                "config: hsm.pkcs11.token is required (the token's label; or slot: <id>)".into(),
+            )
+        }
+    };
+    let pin = match (p.string("pin_env")?, p.string("pin_file")?) {
+        (Some(var), None) => PinSource::Env(var),
+        (None, Some(file)) => PinSource::File(base.join(file)),
+        (Some(_), Some(_)) => {
+            return Err("config: hsm.pkcs11: give either pin_env or pin_file, not both".into())
+        }
+        (None, None) => {
+            return Err(
+                "config: hsm.pkcs11.pin_env (an environment variable's name) or \
+                        pin_file is required: the token's user PIN"
+                    .into(),
+            )
+        }
+    };
+    let key_label = p.string("key_label")?.ok_or(
+        "config: hsm.pkcs11.key_label is required (the label of the AES key on the token)",
+    )?;
+    let mechanism = match p.string("mechanism")?.as_deref() {
+        None | Some("auto") => SealMechanism::Auto,
+        Some("aes-gcm") => SealMechanism::AesGcm,
+        Some("aes-key-wrap") => SealMechanism::AesKeyWrap,
+        Some(other) => {
+            return Err(format!(
+                "config: hsm.pkcs11.mechanism: unknown mechanism '{other}': use auto, aes-gcm \
+                 or aes-key-wrap"
+            ))
+        }
+    };
+    let health_check = match p.string("health_check")? {
+        None => DEFAULT_HEALTH_CHECK,
+        Some(v) => {
+            parse_go_duration(&v).map_err(|e| format!("config: hsm.pkcs11.health_check: {e}"))?
+        }
+    };
+    if health_check.is_zero() {
+        return Err("config: hsm.pkcs11.health_check: must be more than 0".into());
+    }
+    Ok((
+        None,
+        Some(Pkcs11Config {
+            module: base.join(module),
+            token,
+            pin,
+            key_label,
+            mechanism,
+            health_check,
+        }),
+    ))
 }
 
 /// The fields of one YAML mapping, with the dotted path used in error messages.
@@ -783,5 +962,123 @@ policy:
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const P11: &str = "hsm:\n  pkcs11:\n    module: /usr/lib/softhsm/libsofthsm2.so\n    token: kes\n    pin_env: KES_PIN\n    key_label: root\n";
+
+    #[test]
+    fn pkcs11_section() {
+        let c = parse(&minimal(P11), base()).unwrap();
+        assert_eq!(c.hsm_key, None);
+        assert_eq!(
+            c.pkcs11,
+            Some(Pkcs11Config {
+                module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+                token: TokenSelector::Label("kes".into()),
+                pin: PinSource::Env("KES_PIN".into()),
+                key_label: "root".into(),
+                mechanism: SealMechanism::Auto,
+                health_check: DEFAULT_HEALTH_CHECK,
+            })
+        );
+        let text = "hsm:\n  pkcs11:\n    module: lib/p11.so\n    slot: 7\n    pin_file: pin.txt\n    key_label: k\n    mechanism: aes-key-wrap\n    health_check: 250ms\n";
+        let p = parse(&minimal(text), base()).unwrap().pkcs11.unwrap();
+        assert_eq!(p.module, base().join("lib/p11.so"));
+        assert_eq!(p.token, TokenSelector::Slot(7));
+        assert_eq!(p.pin, PinSource::File(base().join("pin.txt")));
+        assert_eq!(p.mechanism, SealMechanism::AesKeyWrap);
+        assert_eq!(p.health_check, Duration::from_millis(250));
+        let gcm = P11.replace(
+            "key_label: root\n",
+            "key_label: root\n    mechanism: aes-gcm\n",
+        );
+        let p = parse(&minimal(&gcm), base()).unwrap().pkcs11.unwrap();
+        assert_eq!(p.mechanism, SealMechanism::AesGcm);
+        // The SoftHSM form keeps working.
+        let soft = "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+        let c = parse(&minimal(soft), base()).unwrap();
+        assert!(c.hsm_key.is_some() && c.pkcs11.is_none());
+    }
+
+    #[test]
+    fn pkcs11_section_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "token: kes\n",
+                "slot: 1\n    token: kes\n",
+                "either token (a label) or slot",
+            ),
+            ("token: kes\n", "", "hsm.pkcs11.token is required"),
+            (
+                "token: kes\n",
+                "slot: one\n",
+                "hsm.pkcs11.slot: 'one' is not a slot id",
+            ),
+            (
+                "pin_env: KES_PIN\n",
+                "",
+                "pin_env (an environment variable's name) or pin_file is required",
+            ),
+            (
+                "pin_env: KES_PIN\n",
+                "pin_env: A\n    pin_file: b\n",
+                "either pin_env or pin_file",
+            ),
+            (
+                "pin_env: KES_PIN\n",
+                "pin: \"1234\"\n",
+                "hsm.pkcs11.pin: not supported",
+            ),
+            ("key_label: root\n", "", "hsm.pkcs11.key_label is required"),
+            (
+                "key_label: root\n",
+                "key_label: root\n    mechanism: des\n",
+                "unknown mechanism 'des'",
+            ),
+            (
+                "key_label: root\n",
+                "key_label: root\n    health_check: 0s\n",
+                "health_check: must be more than 0",
+            ),
+            (
+                "key_label: root\n",
+                "key_label: root\n    color: blue\n",
+                "unknown field 'hsm.pkcs11.color'",
+            ),
+            (
+                "module: /usr/lib/softhsm/libsofthsm2.so\n",
+                "",
+                "hsm.pkcs11.module is required",
+            ),
+        ];
+        for (from, to, expect) in cases {
+            let text = P11.replace(
+                &format!("    {from}"),
+                &if to.is_empty() {
+                    String::new()
+                } else {
+                    format!("    {to}")
+                },
+            );
+            let e = err(&minimal(&text));
+            assert!(e.contains(expect), "{text}: {e}");
+            assert!(!e.contains("1234"), "the PIN is never echoed: {e}");
+        }
+        let both = P11.replace(
+            "hsm:\n",
+            "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+        );
+        assert!(err(&minimal(&both)).contains("either key (SoftHSM) or pkcs11"));
+    }
+
+    #[test]
+    fn hsm_only_files() {
+        // `hsm add --to FILE` reads only the hsm: section; other sections are not checked.
+        let (key, p11) = parse_hsm_only(&format!("anything: [1]\n{P11}"), base()).unwrap();
+        assert!(key.is_none() && p11.unwrap().key_label == "root");
+        let soft = "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+        assert!(parse_hsm_only(soft, base()).unwrap().0.is_some());
+        let e = parse_hsm_only("tls: {}\n", base()).err().unwrap();
+        assert!(e.contains("no key or pkcs11"), "{e}");
     }
 }

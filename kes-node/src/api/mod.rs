@@ -61,6 +61,8 @@ pub struct App {
     pub gating: std::sync::atomic::AtomicBool,
     /// The cluster as the event loop last saw it (for `/v1/cluster/describe`).
     pub cluster: std::sync::Mutex<crate::cluster::Describe>,
+    /// The configured HSM's last probe result (for `/v1/status`).
+    pub hsm: std::sync::Arc<crate::hsm::health::HsmHealth>,
 }
 
 /// One request as a handler sees it.
@@ -99,6 +101,7 @@ impl App {
             gating: Default::default(),
             member: std::sync::atomic::AtomicBool::new(true),
             skip_auth: Default::default(),
+            hsm: Default::default(),
         }
     }
 

@@ -72,6 +72,11 @@ struct Status {
     keystore_unavailable: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     keystore_unreachable: bool,
+    /// Our extension: the configured HSM and whether its last probe succeeded (none on an edge
+    /// server). The root key
+    /// is in memory, so an unavailable HSM does not stop the server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hsm: Vec<crate::hsm::health::HsmState>,
 }
 
 pub fn status(app: &App, _: &Ctx) -> Response {
@@ -96,6 +101,7 @@ pub fn status(app: &App, _: &Ctx) -> Response {
         keystore_latency: latency,
         keystore_unavailable: unavailable,
         keystore_unreachable: unreachable,
+        hsm: app.hsm.snapshot(),
     })
 }
 

@@ -1,8 +1,10 @@
-//! The command line: `kes-node server`, `edge` and `hsm new` run a server; the other subcommands are a
-//! KES client (keys, policies, identities, secrets, enclaves, logs, status, cluster).
+//! The command line: `kes-node server`, `edge` and `hsm` run a server and manage its HSMs;
+//! the other subcommands are a KES client (keys, policies, identities, secrets, enclaves,
+//! logs, status, cluster).
 mod client;
 mod dev;
 mod edge;
+mod hsm;
 mod recover;
 mod server;
 
@@ -20,7 +22,7 @@ pub struct Args {
 enum Command {
     Server(server::ServerArgs),
     Edge(edge::EdgeArgs),
-    Hsm(HsmArgs),
+    Hsm(hsm::HsmArgs),
     Key(client::key::KeyArgs),
     Policy(client::policy::PolicyArgs),
     Identity(client::identity::IdentityArgs),
@@ -33,36 +35,12 @@ enum Command {
     Restore(server::RestoreArgs),
 }
 
-/// Software HSM keys.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "hsm")]
-struct HsmArgs {
-    #[argh(subcommand)]
-    command: HsmCommand,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum HsmCommand {
-    New(HsmNewArgs),
-}
-
-/// Print a new random SoftHSM key (for KES_HSM_KEY).
-#[derive(FromArgs)]
-#[argh(subcommand, name = "new")]
-struct HsmNewArgs {}
-
 /// Runs the parsed command. Errors are one line, printed by `main`.
 pub fn run(args: Args) -> Result<(), String> {
     match args.command {
         Command::Server(a) => server::run(a),
         Command::Edge(a) => edge::run(a),
-        Command::Hsm(HsmArgs {
-            command: HsmCommand::New(_),
-        }) => {
-            println!("{}", new_soft_hsm_key());
-            Ok(())
-        }
+        Command::Hsm(a) => hsm::run(a),
         Command::Key(a) => client::key::run(a),
         Command::Policy(a) => client::policy::run(a),
         Command::Identity(a) => client::identity::run(a),

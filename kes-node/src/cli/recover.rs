@@ -13,7 +13,6 @@ use argh::FromArgs;
 
 use crate::cluster::file;
 use crate::config::Config;
-use crate::hsm::SoftHsmDevice;
 use crate::store::Store;
 
 /// Offline: make the nodes given by --keep (host:port, as in .cluster.json) the whole
@@ -53,9 +52,9 @@ pub fn run(args: RecoverArgs) -> Result<(), String> {
         Some(path) => crate::config::load(path)?,
         None => Config::default(),
     };
-    let device = SoftHsmDevice(super::server::soft_hsm(&config)?);
+    let device = crate::hsm::open(&config, &args.dir, false)?;
     // Opening takes redb's file lock: a running node makes this fail instead of racing it.
-    let store = Store::open(&args.dir, &device).map_err(|e| e.to_string())?;
+    let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;
     let current = store.applied_addresses().map_err(|e| e.to_string())?;
     let mut keep = Vec::new();
     for endpoint in &args.keep {

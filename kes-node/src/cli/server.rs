@@ -3,11 +3,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
-use kes_core::hsm::SoftHsm;
 
 use crate::api::App;
 use crate::config::Config;
-use crate::hsm::SoftHsmDevice;
+use crate::hsm::Hsm;
 use crate::store::Store;
 
 /// Default listen address, as upstream.
@@ -65,7 +64,7 @@ pub fn start(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     // Everything that can be checked is checked before kes.db is touched.
-    let hsm = soft_hsm(config)?;
+    let device: std::sync::Arc<dyn Hsm> = crate::hsm::open(config, dir, false)?.into();
     let tls = crate::net::tls::server_config(
         &config.tls.cert,
         &config.tls.key,
@@ -76,8 +75,7 @@ pub fn start(
         .parse()
         .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let device = SoftHsmDevice(hsm);
-    let store = Store::open(dir, &device).map_err(|e| e.to_string())?;
+    let store = Store::open(dir, &*device).map_err(|e| e.to_string())?;
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -90,7 +88,7 @@ pub fn start(
         &store,
         dir,
         local,
-        &device.0,
+        &*device,
         join,
         config
             .read_lease
@@ -101,6 +99,11 @@ pub fn start(
     configure(&mut app, config)?;
     app.member
         .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
+    let every = config
+        .pkcs11
+        .as_ref()
+        .map_or(crate::config::DEFAULT_HEALTH_CHECK, |p| p.health_check);
+    crate::hsm::health::watch(device, app.hsm.clone(), every);
     println!("kes-node: listening on {local}");
     on_listening(local);
     use std::io::Write;
@@ -188,24 +191,6 @@ fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
-pub(super) fn soft_hsm(config: &Config) -> Result<SoftHsm, String> {
-    let (key, source) = match std::env::var("KES_HSM_KEY") {
-        Ok(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),
-        _ => match &config.hsm_key {
-            Some(k) => (k.clone(), "hsm.key in the config"),
-            None => {
-                return Err("no HSM key: set KES_HSM_KEY (or hsm.key in the config) to the key that seals kes.db; \
-                            `kes-node hsm new` prints a new one"
-                    .into())
-            }
-        },
-    };
-    SoftHsm::parse(&key).map_err(|_| {
-        format!("{source} is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes> (or kes:v1:chacha20:...)")
-    })
-}
-
 /// Restore a backup (from `kes-node cluster backup`) into a new directory DIR; then start a
 /// server on DIR as usual. The HSM key (KES_HSM_KEY or hsm.key in --config) must be the
 /// backed-up cluster's.
@@ -215,7 +200,7 @@ pub struct RestoreArgs {
     /// the backup file
     #[argh(option)]
     from: PathBuf,
-    /// a config file with hsm.key (otherwise KES_HSM_KEY)
+    /// a config file with the hsm section (otherwise KES_HSM_KEY)
     #[argh(option)]
     config: Option<PathBuf>,
     /// the new node directory (must not hold a kes.db yet)
@@ -237,11 +222,11 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
             args.dir.display()
         ));
     }
-    let device = SoftHsmDevice(soft_hsm(&config)?);
+    let device = crate::hsm::open(&config, &args.dir, false)?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
-    let store = Store::open(&args.dir, &device).map_err(|e| e.to_string())?;
-    if let Err(err) = store.restore_from(&mut input, &device) {
+    let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;
+    if let Err(err) = store.restore_from(&mut input, &*device) {
         drop(store);
         // Leave no half-made database behind.
         let _ = std::fs::remove_file(args.dir.join(crate::store::DB_FILE));

@@ -162,7 +162,7 @@ impl Cluster {
         store: &Store,
         dir: &Path,
         listen: SocketAddr,
-        hsm: &kes_core::hsm::SoftHsm,
+        hsm: &dyn crate::hsm::Hsm,
         join: bool,
         read_lease: Option<(Duration, Duration)>,
     ) -> Result<Cluster, String> {
@@ -244,9 +244,9 @@ impl Cluster {
             &state.entries,
         )
         .map_err(|e| format!("cannot start the cluster state: {e}"))?;
-        let seed = hsm.api_key_seed(&[]);
+        let seed = crate::hsm::cluster_seed(hsm, &[]);
         let cluster_key = crate::identity::ApiKey::from_seed(seed);
-        let secret = HmacKey::new(hsm.api_key_seed(b"kes:v1:peer_auth"));
+        let secret = HmacKey::new(crate::hsm::cluster_seed(hsm, b"kes:v1:peer_auth"));
         let mut cluster = Cluster {
             id,
             node,

@@ -7,7 +7,7 @@
 //! | table  | redb key            | value                                                  |
 //! |--------|---------------------|--------------------------------------------------------|
 //! | `meta` | `version`           | format version, `u32` little endian (currently 1)      |
-//! | `meta` | `root/<hsm name>`   | the 32-byte AES256 root key, sealed by that HSM        |
+//! | `meta` | `root/<hsm name>`   | the 32-byte AES256 root key, sealed by that HSM (`roots.rs`) |
 //! | `key`  | `<enclave>/<name>`  | root-key ciphertext of a postcard `KeyRecord` (`codec.rs`) |
 //!
 //! Further tables (`policy`, `identity`, `secret`, `enclave`) follow the `key` pattern: one
@@ -39,6 +39,7 @@ pub mod codec;
 mod raft;
 mod readonly;
 mod records;
+mod roots;
 mod snapshot;
 
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
@@ -46,6 +47,7 @@ pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
 pub use crate::command::Command;
 pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};
+pub use roots::sealed_names;
 #[cfg(test)]
 mod tests;
 
