@@ -2,8 +2,9 @@
 //!
 //! - `any`: an entry is dropped this long after it was fetched, used or not;
 //! - `unused`: an entry is dropped once it went unused this long;
-//! - `offline`: while the key store is unreachable and `offline` is not zero, the two rules
-//!   above are suspended and entries are kept until the store has been offline this long.
+//! - `offline`: while the key store is down (a health check failed, or a call found it
+//!   unreachable) and `offline` is not zero, the two rules above are suspended and entries are
+//!   kept until the store has been down this long.
 //!
 //! Zero disables a rule. The cache holds at most `max_keys` entries (the least recently used
 //! goes first). Entries hold keys in zeroize-on-drop types, so eviction wipes them.

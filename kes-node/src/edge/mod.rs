@@ -87,9 +87,10 @@ impl Edge {
             .clone()
     }
 
-    /// Records a health check's result.
+    /// Records a health check's result. Like upstream, any failed check puts the cache in
+    /// offline mode (a store that answers only errors serves no keys either).
     pub fn report(&self, result: Result<Duration, KeyStoreError>) {
-        let offline = matches!(result, Err(KeyStoreError::Unreachable(_)));
+        let offline = result.is_err();
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = result;
         self.cache.set_offline(offline, Instant::now());
     }

@@ -144,12 +144,13 @@ impl Runtime {
         match (&health, self.was_up) {
             (Err(err), true) => {
                 let offline = self.edge.cache.config().offline;
-                let cache = match err {
-                    KeyStoreError::Unreachable(_) if !offline.is_zero() => format!(
+                let cache = if offline.is_zero() {
+                    String::new()
+                } else {
+                    format!(
                         "; cached keys serve for up to {}",
                         crate::timefmt::go_duration(offline)
-                    ),
-                    _ => String::new(),
+                    )
                 };
                 app.logs
                     .error(&format!("edge: key store {store}: {err}{cache}"));
