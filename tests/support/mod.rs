@@ -232,6 +232,8 @@ pub enum HsmKey {
     Config(String),
     /// Neither.
     Missing,
+    /// This `hsm:` section, verbatim (e.g. a PKCS#11 token), and no `KES_HSM_KEY`.
+    Yaml(String),
 }
 
 /// A test environment: temp dir with certificates and a config file, plus a data dir.
@@ -253,6 +255,8 @@ pub struct Env {
     last_addr: Mutex<Option<SocketAddr>>,
     /// Start `kes-node edge` (stateless, keys in the config's `keystore:`) instead of `server`.
     edge: bool,
+    /// Extra environment variables of the server process (`set_env`).
+    envs: Vec<(String, String)>,
 }
 
 impl Env {
@@ -280,6 +284,7 @@ impl Env {
             admin: pki.admin.identity.clone(),
             last_addr: Mutex::new(None),
             edge: false,
+            envs: Vec::new(),
         };
         env.write_config();
         env
@@ -290,6 +295,12 @@ impl Env {
         let mut env = Env::with_hsm(tag, HsmKey::Missing);
         env.edge = true;
         env
+    }
+
+    /// Sets an environment variable of the servers started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.to_string(), value.to_string()));
     }
 
     /// Sets `tls.ca` to the test CA: client certificates are then verified.
@@ -324,8 +335,10 @@ impl Env {
             dir.join("server.cert").display(),
             self.tls_extra,
         );
-        if let HsmKey::Config(key) = &self.hsm {
-            yaml.push_str(&format!("hsm:\n  key: \"{key}\"\n"));
+        match &self.hsm {
+            HsmKey::Config(key) => yaml.push_str(&format!("hsm:\n  key: \"{key}\"\n")),
+            HsmKey::Yaml(section) => yaml.push_str(section),
+            HsmKey::Env(_) | HsmKey::Missing => {}
         }
         yaml.push_str(&self.extra);
         std::fs::write(&self.config, yaml).unwrap();
@@ -366,6 +379,7 @@ impl Env {
         if let HsmKey::Env(key) = &self.hsm {
             cmd.env("KES_HSM_KEY", key);
         }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
