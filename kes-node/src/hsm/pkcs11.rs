@@ -18,8 +18,8 @@
 //! ```
 //!
 //! `mechanism: auto` seals with AES-GCM when the token lists CKM_AES_GCM, else with AES key
-//! wrap (used through C_WrapKey/C_UnwrapKey on a short-lived session object, which every token
-//! that offers the mechanism supports).
+//! wrap (through C_WrapKey/C_UnwrapKey on a short-lived, non-token session object holding the
+//! root key, the functions PKCS#11 defines the mechanism for).
 //!
 //! # Key
 //!
@@ -32,7 +32,9 @@
 //!
 //! [`Pkcs11Hsm::probe`] (session info, token info and one attribute of the key: no crypto) runs
 //! on the health thread (`health.rs`). A failure drops the session; the next probe (or seal)
-//! opens a new one and logs in again, so a token that comes back is used again.
+//! finds the token again (listing the slots), opens a new session and logs in again, so a
+//! token that comes back is used again where the module rescans its slots (SoftHSMv2 does not
+//! within one process: there the state stays `unavailable` until a restart).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -584,7 +586,10 @@ fn find_slot(ctx: &Pkcs11, cfg: &Pkcs11Config) -> Result<Slot, String> {
     let present = || {
         let names: Vec<String> = labels
             .iter()
-            .map(|(s, l)| format!("'{l}' (slot {})", s.id()))
+            .map(|(s, l)| match l.as_str() {
+                "" => format!("an uninitialized token (slot {})", s.id()),
+                l => format!("'{l}' (slot {})", s.id()),
+            })
             .collect();
         if names.is_empty() {
             "no token is present".to_string()
