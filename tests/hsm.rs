@@ -139,6 +139,33 @@ fn a_server_sealed_by_a_token_restarts_with_its_data() {
     let mut server = env.start();
     assert_eq!(server.admin().decrypt("k", &ct, None), plain);
     assert_eq!(server.admin().list("*"), ["k"]);
+    let backup = server.admin().get("/v1/cluster/backup");
+    assert_eq!(backup.status, 200);
+    server.stop();
+
+    // A backup is sealed by the token too: restoring needs it (and never creates a key).
+    let file = env.tmp.path().join("backup.bin");
+    std::fs::write(&file, &backup.body).unwrap();
+    let gone = env.tmp.path().join("gone.yml");
+    std::fs::write(&gone, pkcs11("kes", "gone", "")).unwrap();
+    let restored = env.tmp.path().join("restored");
+    let err = failed(&hsm.kes(&[&"restore", &"--from", &file, &"--config", &gone, &restored]));
+    assert!(
+        err.contains("has no AES key labeled 'gone'") && err.contains("configure the token"),
+        "{err}"
+    );
+    ok(&hsm.kes(&[
+        &"restore",
+        &"--from",
+        &file,
+        &"--config",
+        &env.config,
+        &restored,
+    ]));
+    let mut copy = hsm.env("p11-restored", pkcs11("kes", "root", ""));
+    copy.data = restored;
+    let mut server = copy.start();
+    assert_eq!(server.admin().decrypt("k", &ct, None), plain);
     server.stop();
 
     // The first start created the sealing key on the token; kes.db holds only sealed data.

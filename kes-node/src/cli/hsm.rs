@@ -108,7 +108,12 @@ fn ls(a: LsArgs) -> Result<(), String> {
 fn add(a: AddArgs) -> Result<(), String> {
     let (store, _current) = open_store(a.config.as_deref(), &a.data)?;
     let (key, pkcs11) = crate::config::load_hsm(&a.to)?;
-    let new = crate::hsm::open_exact(key.as_deref(), pkcs11.as_ref(), &a.data, true)?;
+    let new = crate::hsm::open_exact(
+        key.as_deref(),
+        pkcs11.as_ref(),
+        &a.data,
+        crate::hsm::NewKey::Allowed,
+    )?;
     match store.add_sealed_root(&*new) {
         Ok(()) => {
             println!(
@@ -165,7 +170,7 @@ fn open_store(
         }
         None => Config::default(),
     };
-    let hsm = crate::hsm::open(&config, data, false)?;
+    let hsm = crate::hsm::open(&config, data, crate::hsm::NewKey::Never)?;
     let store = Store::open(data, &*hsm).map_err(|e| e.to_string())?;
     Ok((store, hsm))
 }

@@ -64,7 +64,8 @@ pub fn start(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     // Everything that can be checked is checked before kes.db is touched.
-    let device: std::sync::Arc<dyn Hsm> = crate::hsm::open(config, dir, false)?.into();
+    let device: std::sync::Arc<dyn Hsm> =
+        crate::hsm::open(config, dir, crate::hsm::NewKey::IfNewDb)?.into();
     let tls = crate::net::tls::server_config(
         &config.tls.cert,
         &config.tls.key,
@@ -210,7 +211,16 @@ pub struct RestoreArgs {
 
 pub fn restore(args: RestoreArgs) -> Result<(), String> {
     let config = match &args.config {
-        Some(path) => crate::config::load(path)?,
+        // Only the hsm: section is used: a node's full config works, and so does a file with
+        // nothing else.
+        Some(path) => {
+            let (hsm_key, pkcs11) = crate::config::load_hsm(path)?;
+            Config {
+                hsm_key,
+                pkcs11,
+                ..Config::default()
+            }
+        }
         None => Config::default(),
     };
     let file = std::fs::File::open(&args.from)
@@ -222,7 +232,7 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
             args.dir.display()
         ));
     }
-    let device = crate::hsm::open(&config, &args.dir, false)?;
+    let device = crate::hsm::open(&config, &args.dir, crate::hsm::NewKey::Never)?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;

@@ -105,12 +105,23 @@ impl Hsm for SoftHsmDevice {
     }
 }
 
-/// The configured HSM (see the module docs). `dir` is the node's directory: a PKCS#11 key may
-/// be created only for a database that does not exist yet (`create_key` forces it, for
-/// `hsm add`), and a missing key is explained against the copies `kes.db` holds.
-pub fn open(config: &Config, dir: &Path, create_key: bool) -> Result<Box<dyn Hsm>, String> {
+/// Whether opening a PKCS#11 HSM may create its key on the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewKey {
+    /// When `kes.db` does not exist yet (the server's first start).
+    IfNewDb,
+    /// Yes (`hsm add`: the HSM is new to this database).
+    Allowed,
+    /// No (`restore`: the backup was sealed by an existing key).
+    Never,
+}
+
+/// The configured HSM (see the module docs). `dir` is the node's directory: whether a
+/// PKCS#11 key may be created depends on `new_key` and on it, and a missing key is explained
+/// against the copies `kes.db` holds.
+pub fn open(config: &Config, dir: &Path, new_key: NewKey) -> Result<Box<dyn Hsm>, String> {
     match &config.pkcs11 {
-        Some(p11) => open_pkcs11(p11, dir, create_key),
+        Some(p11) => open_pkcs11(p11, dir, new_key),
         None => Ok(Box::new(SoftHsmDevice(soft_hsm(
             config.hsm_key.as_deref(),
         )?))),
@@ -122,10 +133,10 @@ pub fn open_exact(
     key: Option<&str>,
     pkcs11: Option<&Pkcs11Config>,
     dir: &Path,
-    create_key: bool,
+    new_key: NewKey,
 ) -> Result<Box<dyn Hsm>, String> {
     match (pkcs11, key) {
-        (Some(p11), _) => open_pkcs11(p11, dir, create_key),
+        (Some(p11), _) => open_pkcs11(p11, dir, new_key),
         (None, Some(key)) => Ok(Box::new(SoftHsmDevice(SoftHsm::parse(key).map_err(
             |_| "hsm.key is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes>",
         )?))),
@@ -134,38 +145,39 @@ pub fn open_exact(
 }
 
 #[cfg(feature = "pkcs11")]
-fn open_pkcs11(cfg: &Pkcs11Config, dir: &Path, create_key: bool) -> Result<Box<dyn Hsm>, String> {
-    let new_db = !dir.join(crate::store::DB_FILE).exists();
-    match pkcs11::Pkcs11Hsm::open(cfg, create_key || new_db) {
+fn open_pkcs11(cfg: &Pkcs11Config, dir: &Path, new_key: NewKey) -> Result<Box<dyn Hsm>, String> {
+    let create = match new_key {
+        NewKey::IfNewDb => !dir.join(crate::store::DB_FILE).exists(),
+        NewKey::Allowed => true,
+        NewKey::Never => false,
+    };
+    match pkcs11::Pkcs11Hsm::open(cfg, create) {
         Ok(hsm) => Ok(Box::new(hsm)),
-        Err(err @ pkcs11::OpenError::MissingKey { .. }) => {
+        Err(err) => {
             let pkcs11::OpenError::MissingKey { name } = &err else {
-                unreachable!()
+                return Err(err.to_string());
             };
-            let copies = crate::store::sealed_names(dir)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            if copies.contains(name) {
-                Err(format!(
+            match crate::store::sealed_names(dir).ok().flatten() {
+                None => Err(format!(
+                    "{err}: configure the token and key label that sealed the data"
+                )),
+                Some(copies) if copies.contains(name) => Err(format!(
                     "{err}, but kes.db holds the root key sealed by it: the key was deleted or \
                      this is not the token kes.db was sealed with (check hsm.pkcs11.token and \
                      key_label)"
-                ))
-            } else {
-                Err(format!(
+                )),
+                Some(copies) => Err(format!(
                     "{err}, and kes.db has no root key sealed by it (it has: {}): configure one \
                      of those HSMs",
                     copies.join(", ")
-                ))
+                )),
             }
         }
-        Err(pkcs11::OpenError::Other(msg)) => Err(msg),
     }
 }
 
 #[cfg(not(feature = "pkcs11"))]
-fn open_pkcs11(_: &Pkcs11Config, _: &Path, _: bool) -> Result<Box<dyn Hsm>, String> {
+fn open_pkcs11(_: &Pkcs11Config, _: &Path, _: NewKey) -> Result<Box<dyn Hsm>, String> {
     Err("hsm.pkcs11: this kes-node was built without PKCS#11 support (cargo feature pkcs11)".into())
 }
 
