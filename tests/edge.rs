@@ -671,19 +671,30 @@ impl Moto {
                 .unwrap()
                 .port()
         });
-        let mut cmd = std::process::Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        // `python3 -m moto.server` is `moto_server` without depending on PATH.
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         if let Some(n) = auth_after {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
         }
         let child = cmd
             .spawn()
-            .expect("moto_server not found: `pip install 'moto[server]'` (.ci/run does)");
-        let moto = Moto { child, port };
-        eventually(Duration::from_secs(30), "moto_server answers", || {
+            .expect("python3 not found (moto, the AWS emulator, runs on it)");
+        let mut moto = Moto { child, port };
+        eventually(Duration::from_secs(30), "moto answers", || {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited ({status}): `pip install 'moto[server]'` (.ci/run does)");
+            }
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         moto
