@@ -61,7 +61,7 @@ for nodes in $NODE_COUNTS; do
     for gc in $GCS; do
         start_cluster "$nodes" "$gc"
         for conns in $CONN_COUNTS; do
-            out=$("$BIN" bench -k --json --op create --connections "$conns" --seconds "$SECONDS_PER_RUN")
+            out=$(chrt -b 0 "$BIN" bench -k --json --op create --connections "$conns" --seconds "$SECONDS_PER_RUN")
             python3 - "$nodes" "$gc" "$conns" "$out" <<'PY'
 import json, sys
 n, gc, c, out = sys.argv[1:5]

@@ -891,3 +891,48 @@ fn bench_counts_requests_and_cleans_up() {
     );
     cli.fails(&["bench", "--op", "nope"], "unknown operation 'nope'");
 }
+
+/// `openssl s_client` against `server` with the admin's certificate, sending `request`;
+/// `session` is read (-sess_in) if it exists, else written (-sess_out).
+fn s_client(server: &DevServer, session: &Path, request: &str) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &server.addr, "-tls1_3", "-ign_eof"])
+        .arg("-cert")
+        .arg(server.file("admin.cert"))
+        .arg("-key")
+        .arg(server.file("admin.key"))
+        .arg(if session.exists() {
+            "-sess_in"
+        } else {
+            "-sess_out"
+        })
+        .arg(session)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .expect("openssl s_client (apt-get install openssl)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), request.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tls_sessions_resume_with_the_same_identity() {
+    let server = DevServer::start();
+    let admin = server.cli().ok(&["identity", "of", &server.api_key()]);
+    let session = server.file("tls-session.pem");
+    let describe =
+        "GET /v1/identity/self/describe HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n";
+    // A full handshake; the server's session ticket arrives with the answer.
+    let first = s_client(&server, &session, describe);
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    assert!(first.contains(admin.trim()), "{first}");
+    assert!(session.exists(), "no session was saved:\n{first}");
+    // Resumed: no certificate is sent again, yet the server knows the same identity (admin).
+    let second = s_client(&server, &session, describe);
+    assert!(second.contains("Reused, TLSv1.3"), "{second}");
+    assert!(second.contains(admin.trim()), "{second}");
+    assert!(second.contains(r#""admin":true"#), "{second}");
+}

@@ -56,6 +56,8 @@ pub struct Connection {
     pub serial: u64,
     tls: ServerConnection,
     input: Vec<u8>,
+    /// Scratch space to encode a response in.
+    out: Vec<u8>,
     parser: RequestParser,
     peer: Option<Peer>,
     phase: Phase,
@@ -88,6 +90,7 @@ impl Connection {
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tls,
             input: Vec::new(),
+            out: Vec::new(),
             parser: RequestParser::default(),
             peer: None,
             phase: Phase::Open,
@@ -127,10 +130,6 @@ impl Connection {
                 self.phase = Phase::Closed;
             }
         }
-    }
-
-    pub fn wants_write(&self) -> bool {
-        self.tls.wants_write()
     }
 
     /// Reads what the socket has, answers complete requests, writes what it can.
@@ -210,16 +209,11 @@ impl Connection {
     }
 
     fn drain_plaintext(&mut self) {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.tls.reader().read(&mut chunk) {
-                Ok(0) => {
-                    self.peer_eof = true;
-                    return;
-                }
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
-                Err(_) => return, // WouldBlock: no more plaintext for now.
-            }
+        // Straight into `input` (no bounce buffer to zero and copy). rustls's reader ends with
+        // Ok(0) after the peer's close_notify and WouldBlock when it has no more plaintext;
+        // what was read before the error is kept either way.
+        if self.tls.reader().read_to_end(&mut self.input).is_ok() {
+            self.peer_eof = true;
         }
     }
 
@@ -371,10 +365,16 @@ impl Connection {
     }
 
     fn send(&mut self, resp: &Response, minor: u8, head_only: bool) {
-        let mut bytes = Vec::with_capacity(resp.body.len() + 128);
-        resp.encode(minor, head_only, &mut bytes);
+        // One reused buffer per connection: the encoded response is copied into rustls (which
+        // encrypts it into records) right away. Wiped (responses carry data keys and
+        // plaintexts), and freed if a big response left it large.
+        resp.encode(minor, head_only, &mut self.out);
         // Cannot fail: the buffer limit is off.
-        let _ = self.tls.writer().write_all(&bytes);
+        let _ = self.tls.writer().write_all(&self.out);
+        zeroize::Zeroize::zeroize(&mut self.out);
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
     }
 
     /// The topic of a log stream that just started (once).

@@ -162,7 +162,10 @@ fn accept(
                 let token = Token(entry.key() + FIRST_CONNECTION);
                 if poll
                     .registry()
-                    .register(&mut socket, token, Interest::READABLE)
+                    // Edge-triggered and registered once for both directions: a writable edge
+                    // only comes after a write found the socket full, so nothing is
+                    // re-registered per request (an epoll_ctl per event saved).
+                    .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
                     .is_ok()
                 {
                     entry.insert(Connection::new(socket, session, now));
@@ -258,24 +261,13 @@ fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
     }
 }
 
-/// Re-registers interest after I/O, or removes a closed connection.
+/// Removes a connection once it is closed (interest never changes: see `accept`).
 fn update(poll: &Poll, conns: &mut Slab<Connection>, key: usize, app: &App) {
-    let token = Token(key + FIRST_CONNECTION);
-    let conn = &mut conns[key];
-    if conn.is_closed() {
+    if conns[key].is_closed() {
         let mut c = conns.remove(key);
         if let Some(topic) = c.topic() {
             app.logs.subscribe(topic, -1);
         }
         let _ = poll.registry().deregister(&mut c.socket);
-        return;
     }
-    let interest = if conn.wants_write() {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
-    };
-    let _ = poll
-        .registry()
-        .reregister(&mut conn.socket, token, interest);
 }

@@ -67,6 +67,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
+    // Session resumption with stateless tickets (keys rotate every 6 hours): a reconnecting
+    // client skips the certificate exchange and signatures, and the server keeps no state per
+    // client. Resumed sessions carry the client's certificate, so its identity is unchanged.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS setup failed: {e}"))?;
     // Peers of a cluster reach each other on the same port with their own protocol.
     config.alpn_protocols = vec![b"http/1.1".to_vec(), crate::cluster::peer::ALPN.to_vec()];
     Ok(Arc::new(config))
