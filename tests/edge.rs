@@ -45,6 +45,22 @@ fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Cache settings of the outage tests. With offline caching, keys expire after 3 s: long
+/// enough for the edge server to notice the outage before they do, on a loaded machine too.
+/// Without, after 1 s.
+fn outage_cache(offline: bool) -> &'static str {
+    if offline {
+        "cache:\n  expiry:\n    any: 3s\n    unused: 3s\n    offline: 1h\n"
+    } else {
+        "cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: 0s\n"
+    }
+}
+
+/// Sleeps until keys last used before `last_use` are past `any` and `unused` of both.
+fn past_expiry(last_use: Instant) {
+    std::thread::sleep(Duration::from_millis(3300).saturating_sub(last_use.elapsed()));
+}
+
 // A protobuf `KeyVersion` built from the format facts (spec §8.4), independently of the
 // server's encoder.
 fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -279,8 +295,9 @@ fn fs_cache_hits_and_expiry() {
     let fetches = metric(&mut c, "kes_edge_keystore_fetches_total");
     let ct_old = seal(&old, Cipher::Aes256, b"old", b"");
     let ct_new = seal(&new, Cipher::Aes256, b"new", b"");
-    let loaded = Instant::now();
+    let before = Instant::now();
     assert_eq!(c.decrypt("k", &ct_old, None), b"old");
+    let after = Instant::now();
     let hits = metric(&mut c, "kes_edge_cache_hits_total");
     for _ in 0..5 {
         assert_eq!(c.decrypt("k", &ct_old, None), b"old");
@@ -294,10 +311,11 @@ fn fs_cache_hits_and_expiry() {
 
     // The key file changes: the cached key serves until `any` is over.
     std::fs::write(keys.join("k"), upstream_key_file(&new, 1, &[0; 32], 1, "")).unwrap();
-    if loaded.elapsed() < Duration::from_millis(1500) {
+    // (The key was fetched between `before` and `after`.)
+    if before.elapsed() < Duration::from_millis(1800) {
         assert_eq!(c.decrypt("k", &ct_old, None), b"old");
     }
-    std::thread::sleep(Duration::from_millis(2100).saturating_sub(loaded.elapsed()));
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(after.elapsed()));
     assert_eq!(c.decrypt("k", &ct_new, None), b"new");
     c.decrypt_resp("k", &ct_old, None)
         .assert_error(400, "decryption failed: ciphertext is not authentic");
@@ -311,7 +329,7 @@ fn fs_cache_hits_and_expiry() {
 fn fs_cache_unused_expiry() {
     let (env, _) = fs_edge(
         "edge-unused",
-        "cache:\n  expiry:\n    any: 1h\n    unused: 1s\n",
+        "cache:\n  expiry:\n    any: 1h\n    unused: 2s\n",
     );
     let server = env.start();
     let mut c = server.admin();
@@ -324,8 +342,8 @@ fn fs_cache_unused_expiry() {
         c.encrypt("k", b"x", None);
     }
     assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 1);
-    // Unused for more than a second: fetched again.
-    std::thread::sleep(Duration::from_millis(1300));
+    // Unused for more than two seconds: fetched again.
+    std::thread::sleep(Duration::from_millis(2500));
     c.encrypt("k", b"x", None);
     assert_eq!(metric(&mut c, "kes_edge_keystore_fetches_total"), f0 + 2);
 }
@@ -335,15 +353,12 @@ fn fs_cache_unused_expiry() {
 /// it, cached keys expire as usual. When the directory is back, everything works again.
 #[test]
 fn fs_outage_with_offline_caching_on_and_off() {
-    let cache = |offline: &str| {
-        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
-    };
-    let (on_env, keys) = fs_edge("edge-offline-on", &cache("1h"));
+    let (on_env, keys) = fs_edge("edge-offline-on", outage_cache(true));
     let mut off_env = Env::edge("edge-offline-off");
     off_env.append_config(&format!(
         "keystore:\n  fs:\n    path: {}\n    status:\n      ping: 200ms\n{}",
         keys.display(),
-        cache("0s")
+        outage_cache(false)
     ));
     let on = on_env.start();
     let off = off_env.start();
@@ -352,6 +367,7 @@ fn fs_outage_with_offline_caching_on_and_off() {
     a.create_key("uncached");
     let ct = a.encrypt("k", b"secret", None);
     assert_eq!(b.decrypt("k", &ct, None), b"secret");
+    let last_use = Instant::now();
     assert_eq!(metric(&mut a, "kes_edge_keystore_up"), 1);
 
     let moved = keys.with_extension("gone");
@@ -373,8 +389,8 @@ fn fs_outage_with_offline_caching_on_and_off() {
         );
         assert_eq!(metric(c, "kes_edge_keystore_up"), 0);
     }
-    std::thread::sleep(Duration::from_millis(1200)); // past `any` and `unused`
-                                                     // Offline caching on: the cached key still serves everything that needs no store.
+    past_expiry(last_use);
+    // Offline caching on: the cached key still serves everything that needs no store.
     assert_eq!(a.decrypt("k", &ct, None), b"secret");
     let (pt, dek) = a.generate("k", None);
     assert_eq!(a.decrypt("k", &dek, None), pt);
@@ -555,11 +571,8 @@ fn kes_round_trip_fleet_and_outage() {
     let seed = [7u8; 32];
     let (store_env, mut store) = kes_store(&seed);
     let addr = store.addr;
-    let cache = |offline: &str| {
-        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
-    };
-    let on_env = kes_edge("edge-kes-on", &store_env, addr, &seed, &cache("1h"));
-    let off_env = kes_edge("edge-kes-off", &store_env, addr, &seed, &cache("0s"));
+    let on_env = kes_edge("edge-kes-on", &store_env, addr, &seed, outage_cache(true));
+    let off_env = kes_edge("edge-kes-off", &store_env, addr, &seed, outage_cache(false));
     let (on, off) = (on_env.start(), off_env.start());
     let (mut a, mut b) = (on.admin(), off.admin());
     a.get("/v1/ready").assert_empty_ok();
@@ -593,13 +606,16 @@ fn kes_round_trip_fleet_and_outage() {
         .assert_error(404, "secret does not exist");
 
     // The kes-node stops.
+    assert_eq!(a.decrypt("k", &ct, Some(b"c")), b"fleet");
+    assert_eq!(b.decrypt("k", &ct, Some(b"c")), b"fleet");
+    let last_use = Instant::now();
     store.stop();
     for c in [&mut a, &mut b] {
         eventually(Duration::from_secs(10), "ready reports the outage", || {
             c.get("/v1/ready").status == 504
         });
     }
-    std::thread::sleep(Duration::from_millis(1200));
+    past_expiry(last_use);
     assert_eq!(a.decrypt("k", &ct, Some(b"c")), b"fleet");
     a.put("/v1/key/create/new")
         .assert_error(502, "failed to create key");
@@ -903,15 +919,13 @@ fn aws_signed_round_trip_with_kms() {
 #[test]
 fn aws_outage_and_recovery() {
     let mut moto = Moto::start(None, None);
-    let cache = |offline: &str| {
-        format!("cache:\n  expiry:\n    any: 1s\n    unused: 1s\n    offline: {offline}\n")
-    };
-    let on = aws_edge("edge-aws-on", &moto, ("a", "b"), None, &cache("1h")).start();
-    let off = aws_edge("edge-aws-off", &moto, ("a", "b"), None, &cache("0s")).start();
+    let on = aws_edge("edge-aws-on", &moto, ("a", "b"), None, outage_cache(true)).start();
+    let off = aws_edge("edge-aws-off", &moto, ("a", "b"), None, outage_cache(false)).start();
     let (mut a, mut b) = (on.admin(), off.admin());
     a.create_key("k");
     let ct = a.encrypt("k", b"x", None);
     assert_eq!(b.decrypt("k", &ct, None), b"x");
+    let last_use = Instant::now();
 
     let port = moto.port;
     moto.stop();
@@ -922,7 +936,7 @@ fn aws_outage_and_recovery() {
         let s = c.get("/v1/status").assert_json_ok();
         assert_eq!(s["keystore_unreachable"], true, "{s}");
     }
-    std::thread::sleep(Duration::from_millis(1200));
+    past_expiry(last_use);
     assert_eq!(a.decrypt("k", &ct, None), b"x");
     a.put("/v1/key/create/new")
         .assert_error(502, "failed to create key");
