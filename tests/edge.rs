@@ -462,6 +462,23 @@ fn fs_bad_contents() {
     );
 }
 
+/// `keys:` are created at start unless they exist (a restart keeps them as they are).
+#[test]
+fn fs_keys_from_the_config() {
+    let (env, keys) = fs_edge("edge-keys", "keys:\n  - name: boot-1\n  - name: boot-2\n");
+    let mut server = env.start();
+    let mut c = server.admin();
+    assert_eq!(c.list("*"), ["boot-1", "boot-2"]);
+    let d = c.get("/v1/key/describe/boot-1").assert_json_ok();
+    assert_eq!(d["created_by"], pki().admin.identity.as_str());
+    let ct = c.encrypt("boot-1", b"kept", None);
+    let before = std::fs::read(keys.join("boot-1")).unwrap();
+    server.stop();
+    let server = env.start();
+    assert_eq!(std::fs::read(keys.join("boot-1")).unwrap(), before);
+    assert_eq!(server.admin().decrypt("boot-1", &ct, None), b"kept");
+}
+
 /// Config mistakes stop the edge server with one line that names the field.
 #[test]
 fn edge_config_errors() {
