@@ -54,6 +54,9 @@ fn a_backup_restores_everything_into_a_new_directory() {
         !backup.body.windows(4).any(|w| w == b"kept"),
         "names and key material are encrypted in the backup"
     );
+    assert!(backup.chunked, "the backup streams (chunked)");
+    // The connection serves the next request after the streamed body.
+    admin.get("/v1/key/describe/kept").assert_json_ok();
     server.stop();
     let file = env.tmp.path().join("backup.bin");
     std::fs::write(&file, &backup.body).unwrap();

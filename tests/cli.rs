@@ -35,7 +35,11 @@ struct DevServer {
 
 impl DevServer {
     fn start() -> DevServer {
-        let dir = TempDir::new("cli-dev");
+        DevServer::start_in(TempDir::new("cli-dev"))
+    }
+
+    /// A dev server on an existing directory (its `hsm.key` is used if present).
+    fn start_in(dir: TempDir) -> DevServer {
         let mut cmd = Command::new(KES_NODE);
         for var in CLIENT_ENV {
             cmd.env_remove(var);
@@ -935,4 +939,86 @@ fn tls_sessions_resume_with_the_same_identity() {
     assert!(second.contains("Reused, TLSv1.3"), "{second}");
     assert!(second.contains(admin.trim()), "{second}");
     assert!(second.contains(r#""admin":true"#), "{second}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Backups
+// ---------------------------------------------------------------------------------------
+
+/// A backup larger than any response body the client buffers (16 MiB) streams through
+/// `kes-node cluster backup` into a file, restores into a new directory, and a server there
+/// serves every secret byte for byte.
+#[test]
+fn a_large_backup_streams_to_a_file_and_restores() {
+    use std::io::Write as _;
+    let server = DevServer::start();
+    let cli = server.cli();
+    let value = |i: usize| -> String {
+        (0..600_000)
+            .map(|j| char::from(b'a' + ((i * 7 + j / 1000) % 26) as u8))
+            .collect()
+    };
+    const SECRETS: usize = 32;
+    for i in 0..SECRETS {
+        let mut child = cli
+            .command(&["secret", "create", &format!("big-{i}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value(i).as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "secret create big-{i}");
+    }
+    cli.ok(&["key", "create", "k1"]);
+    let file = server.file("backup.bin");
+    let out = cli.ok(&["cluster", "backup", file.to_str().unwrap()]);
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 16 << 20, "backup of {size} bytes: {out}");
+    assert!(out.contains(&size.to_string()), "{out}");
+    assert!(
+        !server.file("backup.partial").exists(),
+        "the partial download was renamed"
+    );
+
+    let restored = TempDir::new("cli-restored");
+    let hsm_key = std::fs::read_to_string(server.file("hsm.key")).unwrap();
+    std::fs::write(restored.path().join("hsm.key"), &hsm_key).unwrap();
+    let data = restored.path().to_str().unwrap().to_owned();
+    let out = Cli::new().env("KES_HSM_KEY", hsm_key.trim()).ok(&[
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        &data,
+    ]);
+    assert!(out.contains("1 keys"), "{out}");
+    // A truncated copy is refused.
+    let cut = server.file("cut.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let other = TempDir::new("cli-restored-cut");
+    Cli::new().env("KES_HSM_KEY", hsm_key.trim()).fails(
+        &[
+            "restore",
+            "--from",
+            cut.to_str().unwrap(),
+            other.path().to_str().unwrap(),
+        ],
+        "not a kes-rs backup",
+    );
+    drop(server);
+
+    let again = DevServer::start_in(restored);
+    let cli = again.cli();
+    for i in [0, SECRETS / 2, SECRETS - 1] {
+        let shown = cli.ok(&["secret", "show", &format!("big-{i}")]);
+        assert!(
+            shown.trim_end() == value(i),
+            "secret big-{i} differs after restore"
+        );
+    }
 }

@@ -6,7 +6,8 @@ use super::errors::Kind;
 use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
-use crate::http::Response;
+use crate::http::{BodyProducer, Producer, Response};
+use crate::store::BackupStream;
 
 fn endpoint(ctx: &Ctx) -> Result<(String, bool), Response> {
     let bad = || {
@@ -47,16 +48,25 @@ pub fn shrink(_: &App, ctx: &Ctx) -> Reply {
 }
 
 /// `GET /v1/cluster/backup`: a consistent copy of this node's applied state, readable only
-/// with the cluster's HSM key (see `store/backup.rs`). Restore it with `kes-node restore`.
+/// with the cluster's HSM key (see `store/backup.rs`), streamed as it is read so that no
+/// backup sits in memory whole. Restore it with `kes-node restore`.
 pub fn backup(app: &App, _: &Ctx) -> Response {
-    match app.store.backup() {
-        Ok(bytes) => {
+    match app.store.backup_stream() {
+        Ok(stream) => {
             let mut r = Response::ok();
             r.headers
                 .push(("Content-Type", "application/octet-stream".into()));
-            r.body = bytes;
+            r.producer = Some(Producer(Box::new(Backup(stream))));
             r
         }
         Err(err) => Response::error(500, &format!("cannot back up: {err}")),
+    }
+}
+
+struct Backup(BackupStream);
+
+impl BodyProducer for Backup {
+    fn next_piece(&mut self) -> Result<Option<Vec<u8>>, String> {
+        self.0.next_piece().map_err(|e| format!("backup: {e}"))
     }
 }

@@ -369,6 +369,30 @@ impl Stream {
         })
     }
 
+    /// The next body bytes as they arrive; `None` when the body ended properly (a chunked body
+    /// cut short is an error).
+    pub fn next_bytes(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        if self.chunked {
+            let chunk = self.conn.read_chunk()?;
+            self.done = chunk.is_none();
+            return Ok(chunk);
+        }
+        if !self.conn.buf.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.conn.buf)));
+        }
+        if self.conn.fill()? == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(std::mem::take(&mut self.conn.buf)))
+    }
+
     /// The next line (without its newline); `None` when the server ends the stream.
     pub fn next_line(&mut self) -> io::Result<Option<String>> {
         loop {

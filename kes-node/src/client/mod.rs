@@ -400,7 +400,21 @@ impl Client {
 
     /// `GET /v1/cluster/backup`: the backup bytes.
     pub fn backup_cluster(&self) -> Result<Vec<u8>, ClientError> {
-        Ok(self.call(self.get("/v1/cluster/backup"))?.body)
+        let mut out = Vec::new();
+        self.backup_cluster_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// `GET /v1/cluster/backup`, written to `out` as it arrives; returns the byte count.
+    pub fn backup_cluster_to(&self, out: &mut dyn std::io::Write) -> Result<u64, ClientError> {
+        let mut stream = self.open_stream("/v1/cluster/backup")?;
+        let mut total = 0u64;
+        while let Some(bytes) = stream.next_bytes().map_err(|e| self.network(e))? {
+            out.write_all(&bytes)
+                .map_err(|e| ClientError::Network(format!("cannot write the backup: {e}")))?;
+            total += bytes.len() as u64;
+        }
+        Ok(total)
     }
 
     /// `PUT /v1/cluster/expand {"endpoint"}`: adds a node started with `--join`.
@@ -574,6 +588,13 @@ impl Client {
     }
 
     fn stream(&self, path: &str) -> Result<LogStream, ClientError> {
+        Ok(LogStream {
+            inner: self.open_stream(path)?,
+        })
+    }
+
+    /// A response body read as it arrives, on a connection of its own.
+    fn open_stream(&self, path: &str) -> Result<http::Stream, ClientError> {
         let call = self.get(path);
         let head = self.request_head(&call);
         // A stream needs a connection of its own: it never becomes free again.
@@ -590,8 +611,7 @@ impl Client {
                 &body,
             ));
         }
-        let inner = http::Stream::new(conn, &head_in).map_err(|e| self.network(e))?;
-        Ok(LogStream { inner })
+        http::Stream::new(conn, &head_in).map_err(|e| self.network(e))
     }
 
     fn network(&self, err: std::io::Error) -> ClientError {

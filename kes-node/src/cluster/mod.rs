@@ -818,7 +818,7 @@ impl Cluster {
             for f in frames {
                 self.on_frame(store, from, f);
             }
-            self.pump_snapshot(registry, store, from);
+            self.pump_snapshot(registry, from);
         }
         self.update_link(registry, key);
     }
@@ -903,7 +903,7 @@ impl Cluster {
         }
         let receivers: Vec<NodeId> = self.outgoing.keys().copied().collect();
         for to in receivers {
-            self.pump_snapshot(registry, store, to);
+            self.pump_snapshot(registry, to);
         }
         // Links opened long ago but never authenticated are dropped.
         let stale: Vec<usize> = self

@@ -120,7 +120,7 @@ impl Cluster {
     }
 
     /// Sends the next chunks of the snapshot for `to` while its link keeps up.
-    pub(super) fn pump_snapshot(&mut self, registry: &Registry, store: &Store, to: NodeId) {
+    pub(super) fn pump_snapshot(&mut self, registry: &Registry, to: NodeId) {
         let Some(mut out) = self.outgoing.remove(&to) else {
             return;
         };
@@ -128,7 +128,7 @@ impl Cluster {
             return; // the link is gone: abandon the stream
         };
         while !self.links[key].wants_write() {
-            let frame = match out.reader.next_chunk(store, CHUNK_BYTES) {
+            let frame = match out.reader.next_chunk(CHUNK_BYTES) {
                 Ok(Some(chunk)) => Frame::SnapshotChunk {
                     stream: out.stream,
                     seq: out.reader.chunks - 1,

@@ -7,4 +7,4 @@ mod response;
 
 pub use parser::{Parsed, RequestParser, MAX_HEAD_LEN};
 pub use request::{percent_decode, Request};
-pub use response::{go_json, Response};
+pub use response::{go_json, BodyProducer, Producer, Response};

@@ -11,6 +11,25 @@ pub struct Response {
     pub close: bool,
     /// Stream: send the head with `Transfer-Encoding: chunked` and keep the connection open.
     pub stream: bool,
+    /// A body produced piece by piece as the client reads it (sent chunked), instead of
+    /// `body`: large downloads never sit in memory whole.
+    pub producer: Option<Producer>,
+}
+
+/// Produces a response body piece by piece.
+pub trait BodyProducer: Send {
+    /// The next piece, `None` at the end. An error aborts the response: the connection
+    /// closes without the last chunk, so the client sees a truncated body, not a short one.
+    fn next_piece(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// A [`BodyProducer`] in a response.
+pub struct Producer(pub Box<dyn BodyProducer>);
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Producer")
+    }
 }
 
 impl Response {
@@ -93,6 +112,13 @@ impl Response {
             let _ = write!(out, "{name}: {value}\r\n");
         }
         if self.stream {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            return;
+        }
+        if self.producer.is_some() {
+            if self.close {
+                out.extend_from_slice(b"Connection: close\r\n");
+            }
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             return;
         }

@@ -35,6 +35,8 @@ enum Phase {
     Closing,
     /// A log stream: the response stays open; input is ignored.
     Streaming,
+    /// A produced body is being sent (see `Response::producer`); requests behind it wait.
+    Producing,
     /// A request waits for its write to commit, the cluster's read gate or the edge server's
     /// key store; nothing else is served meanwhile.
     Waiting,
@@ -77,6 +79,8 @@ pub struct Connection {
     /// until the event loop takes it.
     parked: Option<crate::http::Request>,
     wait: Option<Wait>,
+    /// The body being produced, and whether to close after it.
+    producer: Option<(crate::http::Producer, bool)>,
 }
 
 impl Connection {
@@ -105,6 +109,7 @@ impl Connection {
             write: None,
             parked: None,
             wait: None,
+            producer: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl Connection {
             // Flush first: after the handshake rustls has session tickets to send, and requests
             // are only served while nothing is waiting for the socket.
             self.flush();
+            self.produce(now);
             let served = self.serve(app, now);
             self.flush();
             // With edge-triggered readiness no new event comes for input we already hold
@@ -169,7 +175,8 @@ impl Connection {
             {
                 true
             }
-            Phase::Streaming => false,
+            // Only a client that stops reading ends these (the write timeout above).
+            Phase::Streaming | Phase::Producing => false,
             _ if self.tls.is_handshaking() => now - self.created > HANDSHAKE_TIMEOUT,
             _ => match self.request_started {
                 Some(t) => now - t > REQUEST_TIMEOUT,
@@ -279,6 +286,13 @@ impl Connection {
             resp.close = true;
         }
         self.send(&resp, answer.minor, answer.head_only);
+        if let Some(producer) = resp.producer.take().filter(|_| !answer.head_only) {
+            self.producer = Some((producer, resp.close));
+            self.phase = Phase::Producing;
+            self.last_activity = now;
+            self.produce(now);
+            return;
+        }
         if resp.stream {
             self.topic = answer.topic;
             self.new_subscription = self.topic.is_some();
@@ -401,6 +415,43 @@ impl Connection {
         let _ = self.tls.writer().write_all(&bytes);
         self.flush();
         true
+    }
+
+    /// Sends the next pieces of a produced body while the socket keeps up; after the last,
+    /// the connection serves requests again (or closes).
+    fn produce(&mut self, now: Instant) {
+        // Only an event for a socket that blocked wakes this connection again: so keep going
+        // until it blocks (or the body ends).
+        self.flush();
+        while self.phase == Phase::Producing && !self.tls.wants_write() {
+            let Some((producer, close)) = self.producer.as_mut() else {
+                self.phase = Phase::Closed;
+                return;
+            };
+            let close = *close;
+            match producer.0.next_piece() {
+                Ok(Some(piece)) if piece.is_empty() => {}
+                Ok(Some(piece)) => {
+                    let mut bytes = format!("{:x}\r\n", piece.len()).into_bytes();
+                    bytes.extend_from_slice(&piece);
+                    bytes.extend_from_slice(b"\r\n");
+                    let _ = self.tls.writer().write_all(&bytes);
+                }
+                Ok(None) => {
+                    let _ = self.tls.writer().write_all(b"0\r\n\r\n");
+                    self.producer = None;
+                    self.phase = if close { Phase::Closing } else { Phase::Open };
+                    self.request_started = (!self.input.is_empty()).then_some(now);
+                }
+                Err(why) => {
+                    eprintln!("kes-node: a response body failed midway: {why}");
+                    self.producer = None;
+                    self.phase = Phase::Closed;
+                    return;
+                }
+            }
+            self.flush();
+        }
     }
 
     fn flush(&mut self) {

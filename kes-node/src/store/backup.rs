@@ -15,7 +15,7 @@ use kes_core::crypto::{Cipher, SecretKey, RANDOM_LEN};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::snapshot::{Installer, CHUNK_BYTES};
+use super::snapshot::{Installer, SnapshotReader, CHUNK_BYTES};
 use super::{io_err, Store, StoreError, META, META_ROOT_PREFIX};
 use crate::hsm::Hsm;
 
@@ -73,40 +73,80 @@ fn read_frame(input: &mut impl Read) -> Result<Option<Frame>, StoreError> {
         .map_err(|_| bad("a frame does not decode"))
 }
 
-impl Store {
-    /// Writes a backup of the applied state (see the module docs) to `out`.
-    pub fn write_backup(&self, out: &mut impl Write) -> Result<(), StoreError> {
-        let mut reader = self.snapshot_reader()?;
-        let sealed_roots = {
-            let txn = self.db.begin_read().map_err(io_err)?;
-            let meta = txn.open_table(META).map_err(io_err)?;
-            let mut sealed_roots = Vec::new();
-            for row in meta.range(META_ROOT_PREFIX..).map_err(io_err)? {
-                let (k, v) = row.map_err(io_err)?;
-                let Some(name) = k.value().strip_prefix(META_ROOT_PREFIX) else {
-                    break;
-                };
-                sealed_roots.push((name.to_string(), v.value().to_vec()));
-            }
-            sealed_roots
-        };
-        let header = Frame::Header {
-            magic: MAGIC.into(),
-            sealed_roots,
-        };
-        write_frame(out, &header)?;
-        let mut seq = 0u32;
-        while let Some(chunk) = reader.next_chunk(self, CHUNK_BYTES)? {
-            let random: [u8; RANDOM_LEN] = crate::random::bytes();
-            let sealed = self
-                .root
-                .encrypt(&random, &chunk, chunk_aad(seq).as_bytes());
-            write_frame(out, &Frame::Chunk(sealed))?;
-            seq += 1;
+/// A backup produced piece by piece (each piece is one or more whole frames), from one
+/// consistent view of the database: what `GET /v1/cluster/backup` streams.
+pub struct BackupStream {
+    reader: SnapshotReader,
+    root: SecretKey,
+    header: Option<Frame>,
+    seq: u32,
+    done: bool,
+}
+
+impl BackupStream {
+    /// The next piece of the backup, `None` after the end frame.
+    pub fn next_piece(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.done {
+            return Ok(None);
         }
-        let random: [u8; RANDOM_LEN] = crate::random::bytes();
-        let end = self.root.encrypt(&random, &[], end_aad(seq).as_bytes());
-        write_frame(out, &Frame::End(end))?;
+        let mut out = Vec::new();
+        if let Some(header) = self.header.take() {
+            write_frame(&mut out, &header)?;
+        }
+        match self.reader.next_chunk(CHUNK_BYTES)? {
+            Some(chunk) => {
+                let random: [u8; RANDOM_LEN] = crate::random::bytes();
+                let sealed = self
+                    .root
+                    .encrypt(&random, &chunk, chunk_aad(self.seq).as_bytes());
+                write_frame(&mut out, &Frame::Chunk(sealed))?;
+                self.seq += 1;
+            }
+            None => {
+                let random: [u8; RANDOM_LEN] = crate::random::bytes();
+                let end = self
+                    .root
+                    .encrypt(&random, &[], end_aad(self.seq).as_bytes());
+                write_frame(&mut out, &Frame::End(end))?;
+                self.done = true;
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Store {
+    /// Starts a backup of the applied state as it is now (see the module docs).
+    pub fn backup_stream(&self) -> Result<BackupStream, StoreError> {
+        let reader = self.snapshot_reader()?;
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let meta = txn.open_table(META).map_err(io_err)?;
+        let mut sealed_roots = Vec::new();
+        for row in meta.range(META_ROOT_PREFIX..).map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            let Some(name) = k.value().strip_prefix(META_ROOT_PREFIX) else {
+                break;
+            };
+            sealed_roots.push((name.to_string(), v.value().to_vec()));
+        }
+        Ok(BackupStream {
+            reader,
+            root: self.root.clone(),
+            header: Some(Frame::Header {
+                magic: MAGIC.into(),
+                sealed_roots,
+            }),
+            seq: 0,
+            done: false,
+        })
+    }
+
+    /// Writes a whole backup to `out`.
+    pub fn write_backup(&self, out: &mut impl Write) -> Result<(), StoreError> {
+        let mut stream = self.backup_stream()?;
+        while let Some(piece) = stream.next_piece()? {
+            out.write_all(&piece).map_err(io_err)?;
+        }
         out.flush().map_err(io_err)
     }
 

@@ -42,6 +42,7 @@ mod records;
 mod roots;
 mod snapshot;
 
+pub use backup::BackupStream;
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
 pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 

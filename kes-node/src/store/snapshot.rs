@@ -65,6 +65,8 @@ enum Cursor {
 /// Produces a snapshot chunk by chunk from one consistent view of the database.
 pub struct SnapshotReader {
     txn: redb::ReadTransaction,
+    /// To open enclave records (a copy of the store's root key, zeroized on drop).
+    root: kes_core::crypto::SecretKey,
     cursor: Cursor,
     /// Chunks produced so far.
     pub chunks: u32,
@@ -75,6 +77,7 @@ impl Store {
     pub fn snapshot_reader(&self) -> Result<SnapshotReader, StoreError> {
         Ok(SnapshotReader {
             txn: self.db.begin_read().map_err(io_err)?,
+            root: self.root.clone(),
             cursor: Cursor::Start,
             chunks: 0,
         })
@@ -84,11 +87,7 @@ impl Store {
 impl SnapshotReader {
     /// The next chunk (an encoded `Vec<Record>` of about `max` bytes), or `None` when the
     /// snapshot is complete.
-    pub fn next_chunk(
-        &mut self,
-        store: &Store,
-        max: usize,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    pub fn next_chunk(&mut self, max: usize) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let mut records = Vec::new();
         let mut size = 0;
         while size < max {
@@ -116,7 +115,7 @@ impl SnapshotReader {
                     let next = first_after(&t, after.as_deref())?;
                     match next {
                         Some(name) => {
-                            let rec = read_enclave(&t, &store.root, &name)?;
+                            let rec = read_enclave(&t, &self.root, &name)?;
                             let bytes = codec::encode_enclave(&rec).map_err(StoreError::Io)?;
                             size += name.len() + bytes.len();
                             records.push(Record::Enclave(name.clone(), bytes.to_vec()));

@@ -534,7 +534,7 @@ fn snapshot_streams_in_bounded_chunks_and_installs_whole() {
     a.create_key(DEFAULT_ENCLAVE, "later", &record(3, "me"))
         .unwrap();
     let mut seq = 0;
-    while let Some(chunk) = reader.next_chunk(&a, MAX).unwrap() {
+    while let Some(chunk) = reader.next_chunk(MAX).unwrap() {
         // A chunk stops at the first record that reaches the bound.
         assert!(
             chunk.len() < MAX + 41_000,
@@ -600,7 +600,7 @@ fn install_with_a_missing_chunk_fails_and_changes_nothing() {
         .unwrap();
     let mut reader = a.snapshot_reader().unwrap();
     let mut seq = 0;
-    while let Some(chunk) = reader.next_chunk(&a, 32 * 1024).unwrap() {
+    while let Some(chunk) = reader.next_chunk(32 * 1024).unwrap() {
         if seq != 3 {
             b.stage_snapshot_chunk(seq, &chunk).unwrap();
         }

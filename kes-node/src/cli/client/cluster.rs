@@ -102,15 +102,28 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
             Ok(())
         }
         ClusterCommand::Backup(a) => {
-            let bytes = a.connect()?.backup_cluster().map_err(|e| e.to_string())?;
-            std::fs::write(&a.file, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", a.file.display()))?;
+            // Written to a temporary file and renamed once complete: a failed download
+            // leaves no truncated backup behind.
+            let tmp = a.file.with_extension("partial");
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let result = a.connect()?.backup_cluster_to(&mut out);
+            let written = result.map_err(|e| e.to_string()).and_then(|n| {
+                let file = out.into_inner().map_err(|e| e.to_string())?;
+                file.sync_all().map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, &a.file).map_err(|e| e.to_string())?;
+                Ok(n)
+            });
+            let bytes = match written {
+                Ok(n) => n,
+                Err(err) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("backup to {}: {err}", a.file.display()));
+                }
+            };
             if !a.json {
-                println!(
-                    "wrote a backup of {} bytes to {}",
-                    bytes.len(),
-                    a.file.display()
-                );
+                println!("wrote a backup of {bytes} bytes to {}", a.file.display());
             }
             Ok(())
         }
