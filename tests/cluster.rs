@@ -1151,11 +1151,21 @@ fn single_node_without_cluster_json_bootstraps_itself() {
 fn expand(conn: &mut Conn, endpoint: SocketAddr) -> Response {
     let body = json!({"endpoint": endpoint.to_string()});
     let mut last = None;
+    let mut failed = false;
     for _ in 0..60 {
         match conn.request("PUT", "/v1/cluster/expand", Some(&body)) {
-            Ok(resp) if resp.status == 503 => last = Some(resp),
+            Ok(resp) if resp.status == 503 => {
+                last = Some(resp);
+                failed = true;
+            }
+            // An earlier attempt whose answer was lost (a timeout, or a 503 for a change
+            // that committed later) went through.
+            Ok(mut resp) if resp.status == 409 && failed => {
+                resp.status = 200;
+                return resp;
+            }
             Ok(resp) => return resp,
-            Err(_) => {}
+            Err(_) => failed = true,
         }
         std::thread::sleep(Duration::from_millis(500));
     }
