@@ -43,6 +43,9 @@ const JOINING_ID: NodeId = NodeId::MAX;
 const LEADERLESS_WAIT: Duration = Duration::from_secs(5);
 /// Delay before redialing a peer whose link failed.
 const REDIAL: Duration = Duration::from_millis(250);
+/// The longest delay between attempts: redials back off exponentially up to this, so a node
+/// that is down for long costs little, and one that returns is found again within it.
+const REDIAL_MAX: Duration = Duration::from_secs(2);
 
 /// A client connection of the event loop: its token and a serial number, so that an answer
 /// for a connection that went away never reaches a new connection that reuses the token.
@@ -75,6 +78,8 @@ pub struct Cluster {
     links: Slab<Link>,
     outbound: BTreeMap<NodeId, usize>,
     redial_at: BTreeMap<NodeId, Instant>,
+    /// The current backoff per peer (absent: [`REDIAL`]); reset when a dialed link opens.
+    redial_delay: BTreeMap<NodeId, Duration>,
     next_id: u64,
     proposals: HashMap<u64, Waiter>,
     forwards: HashMap<u64, (ConnRef, Box<Pending>, Instant)>,
@@ -259,6 +264,7 @@ impl Cluster {
             links: Slab::new(),
             outbound: BTreeMap::new(),
             redial_at: BTreeMap::new(),
+            redial_delay: BTreeMap::new(),
             next_id: 1,
             proposals: HashMap::new(),
             forwards: HashMap::new(),
@@ -810,6 +816,9 @@ impl Cluster {
         let peer = match self.links.get_mut(key) {
             Some(link) => {
                 link.on_ready(self.id, &self.secret, &mut frames);
+                if let (true, LinkState::Open, Some(peer)) = (link.dialer, link.state, link.peer) {
+                    self.redial_delay.remove(&peer);
+                }
                 link.peer
             }
             None => return,
@@ -871,7 +880,9 @@ impl Cluster {
             {
                 continue;
             }
-            self.redial_at.insert(id, now + REDIAL);
+            let delay = self.redial_delay.get(&id).copied().unwrap_or(REDIAL);
+            self.redial_at.insert(id, now + delay);
+            self.redial_delay.insert(id, (delay * 2).min(REDIAL_MAX));
             let addr = self
                 .dial
                 .get(&id)
