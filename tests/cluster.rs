@@ -1616,6 +1616,77 @@ fn shrink_of_the_leader_hands_over_leadership() {
     assert!(resp.status >= 400, "{} {}", resp.status, resp.text());
 }
 
+/// Authorization is linearizable on every node too: right after the leader acknowledges an
+/// identity's creation, that identity is allowed on every follower (never a stale 403), and
+/// right after its deletion is acknowledged it is refused everywhere (never a stale 200).
+#[test]
+fn identities_take_effect_on_every_node_once_acknowledged() {
+    let cluster = Cluster::start(
+        "auth-visibility",
+        ClusterOpts {
+            slots: 3,
+            members: 3,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let mut admin = cluster.conn(leader);
+    let policy = json!({"allow": ["/v1/key/describe/*"]});
+    let resp = ok_response(
+        "policy create",
+        admin.request("PUT", "/v1/policy/create/reader", Some(&policy)),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let other = &support::pki().other;
+    let mut clients: Vec<support::Client> = (0..3)
+        .map(|s| {
+            support::Client::connect(cluster.addr(s), Some(other), support::Tls::default()).unwrap()
+        })
+        .collect();
+    let path = format!("/v1/identity/create/{}", other.identity);
+    for round in 0..15 {
+        let resp = ok_response(
+            "identity create",
+            admin.request("PUT", &path, Some(&json!({"policy": "reader"}))),
+        );
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+        for (s, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .request("GET", "/v1/key/describe/none", &[], None)
+                .unwrap();
+            assert_eq!(
+                r.status,
+                404,
+                "round {round}: node {s} after the identity was created: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+        let resp = ok_response(
+            "identity delete",
+            admin.request(
+                "DELETE",
+                &format!("/v1/identity/delete/{}", other.identity),
+                None,
+            ),
+        );
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+        for (s, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .request("GET", "/v1/key/describe/none", &[], None)
+                .unwrap();
+            assert_eq!(
+                r.status,
+                403,
+                "round {round}: node {s} after the identity was deleted: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
+}
+
 /// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but
 /// a forced shrink afterwards must, and writes go on without it.
 #[test]

@@ -273,6 +273,26 @@ impl App {
             }
             a => a,
         };
+        let gating = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
+        // Two-phase visibility covers the caller too: while this node holds undecided writes
+        // of the caller's identity, of a policy in its enclave or of the enclave itself, the
+        // request waits for them like a read of those names (together with what it reads).
+        if gating && auth != crate::auth::Auth::None {
+            if let Ok(id) = &peer.identity {
+                if !crate::auth::is_admin(&self.admin, id) {
+                    let mut names = vec![
+                        format!("identity/{enclave}/{id}"),
+                        format!("policy/{enclave}"),
+                        format!("enclave/{enclave}"),
+                    ];
+                    if !matches!(route.handler, Handler::Write(_)) {
+                        names
+                            .extend(read_names(route, &enclave, &resource, id).unwrap_or_default());
+                    }
+                    return (Reply::Gate(names), Some(route));
+                }
+            }
+        }
         let caller = match authorize(&self.store, &self.admin, auth, peer, &enclave, &path) {
             Ok(c) => c,
             Err(resp) => return (resp.into(), Some(route)),
@@ -287,8 +307,8 @@ impl App {
         let reply = match route.handler {
             Handler::Write(f) => f(self, &ctx),
             read => {
-                let gate = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
-                match (gate.then(|| read_names(route, &ctx)).flatten(), read) {
+                let names = || read_names(route, &ctx.enclave, &ctx.resource, ctx.identity());
+                match (gating.then(names).flatten(), read) {
                     (Some(names), _) => Reply::Gate(names),
                     (None, Handler::Read(f)) => Reply::Now(f(self, &ctx)),
                     (None, Handler::KeyRead(f) | Handler::Write(f)) => f(self, &ctx),
@@ -317,17 +337,16 @@ pub enum Outcome {
 
 /// The names a read route reads (`<kind>/<enclave>/<name>`, or `<kind>/<enclave>` for a
 /// listing), matching what [`Command::touches`] declares for writes.
-fn read_names(route: &Route, ctx: &Ctx) -> Option<Vec<String>> {
+fn read_names(route: &Route, e: &str, resource: &str, identity: &str) -> Option<Vec<String>> {
     let mut parts = route.path.trim_matches('/').split('/').skip(1);
     let (kind, op) = (parts.next()?, parts.next()?);
-    let e = &ctx.enclave;
     let name = match (kind, op) {
         ("key" | "policy" | "secret", "list") => format!("{kind}/{e}"),
         ("identity", "list") => format!("identity/{e}"),
-        ("identity", "self") => format!("identity/{e}/{}", ctx.identity()),
+        ("identity", "self") => format!("identity/{e}/{identity}"),
         ("enclave", "list") => "enclave".to_string(),
-        ("enclave", _) => format!("enclave/{}", ctx.resource),
-        ("key" | "policy" | "secret" | "identity", _) => format!("{kind}/{e}/{}", ctx.resource),
+        ("enclave", _) => format!("enclave/{resource}"),
+        ("key" | "policy" | "secret" | "identity", _) => format!("{kind}/{e}/{resource}"),
         _ => return None,
     };
     Some(vec![name])
@@ -429,5 +448,75 @@ mod tests {
         assert_eq!(clean("/v1/key/list/"), "/v1/key/list/");
         assert!(is_clean("/v1/key/create/wire-k9/"));
         assert!(!is_clean("/a/./b"));
+    }
+
+    fn request(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: None,
+            minor_version: 1,
+            headers: Vec::new(),
+            has_body: false,
+            body: Vec::new(),
+            body_truncated: false,
+            keep_alive: true,
+        }
+    }
+
+    fn gate_of(app: &App, req: &Request, identity: &str) -> Option<Vec<String>> {
+        let peer = Peer {
+            identity: Ok(identity.into()),
+            ip: None,
+        };
+        match app.handle(req, &peer, false) {
+            Outcome::Wait(Wait::Gate(names)) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// While the node holds undecided writes, a non-admin caller waits at the gate for its
+    /// identity, its enclave's policies and the enclave (plus what it reads); the admin, whom
+    /// no stored record authorizes, waits only for what it reads; nothing waits otherwise.
+    #[test]
+    fn callers_wait_for_pending_writes_of_what_authorizes_them() {
+        let dir = std::env::temp_dir().join(format!(
+            "kes-node-api-gate-{}-{}",
+            std::process::id(),
+            crate::random::bytes::<4>()[0]
+        ));
+        let hsm = crate::hsm::SoftHsmDevice(kes_core::hsm::SoftHsm::from_key(
+            kes_core::crypto::SecretKey::new(kes_core::crypto::Cipher::Aes256, [7; 32]),
+        ));
+        let admin = "a".repeat(64);
+        let app = App::new(Store::open(&dir, &hsm).unwrap(), admin.clone());
+        let user = "b".repeat(64);
+        let read = request("GET", "/v1/key/describe/k1");
+        let write = request("PUT", "/v1/key/create/k1");
+
+        assert_eq!(gate_of(&app, &read, &user), None);
+        app.gating.store(true, std::sync::atomic::Ordering::Relaxed);
+        let names = gate_of(&app, &read, &user).expect("a read by a user waits");
+        assert_eq!(
+            names,
+            [
+                format!("identity/default/{user}"),
+                "policy/default".to_string(),
+                "enclave/default".to_string(),
+                "key/default/k1".to_string(),
+            ]
+        );
+        let names = gate_of(&app, &write, &user).expect("a write by a user waits");
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(
+            gate_of(&app, &read, &admin),
+            Some(vec!["key/default/k1".to_string()])
+        );
+        assert_eq!(
+            gate_of(&app, &write, &admin),
+            None,
+            "the admin's write goes on"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
