@@ -1276,12 +1276,10 @@ fn remove(cluster: &Cluster, gone: usize, via: usize, rest: &[usize], force: boo
     );
 }
 
-/// 1 → 3 nodes by expand under write load (every acknowledged key on every node), then
-/// 3 → 2 by shrinking a follower: it refuses to serve, the other two go on.
-#[test]
-fn expand_under_load_then_shrink() {
+/// A cluster of one (node 0, leading) with room for two more nodes to join.
+fn one_of_three(tag: &str) -> Cluster {
     let mut cluster = Cluster::new(
-        "expand",
+        tag,
         ClusterOpts {
             slots: 3,
             members: 1,
@@ -1291,6 +1289,14 @@ fn expand_under_load_then_shrink() {
     );
     cluster.start_node(0);
     cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    cluster
+}
+
+/// 1 → 3 nodes by expand under write load (every acknowledged key on every node), then
+/// 3 → 2 by shrinking a follower: it refuses to serve, the other two go on.
+#[test]
+fn expand_under_load_then_shrink() {
+    let mut cluster = one_of_three("expand");
 
     // Load: creates on the current members while the cluster grows.
     let members: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(vec![cluster.addr(0)]));
@@ -1425,17 +1431,7 @@ fn expand_reuses_the_id_of_a_removed_node() {
 /// happens while the first new node serves, and every node holds every item.
 #[test]
 fn expand_streams_a_snapshot_of_many_chunks() {
-    let mut cluster = Cluster::new(
-        "big-snapshot",
-        ClusterOpts {
-            slots: 3,
-            members: 1,
-            bootstrap_json: false,
-            proxy: false,
-        },
-    );
-    cluster.start_node(0);
-    cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let mut cluster = one_of_three("big-snapshot");
     let mut conn = cluster.conn(0);
     let secret =
         |i: usize| -> Vec<u8> { (0..200_000).map(|j| ((i * 31 + j) % 251) as u8).collect() };
