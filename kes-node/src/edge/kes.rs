@@ -114,8 +114,8 @@ impl KesStore {
                 KeyStoreError::Exists
             }
             ClientError::Api { status: 403, .. } => KeyStoreError::Failed(format!(
-                "{endpoint} refuses the edge server's identity {} in enclave '{}': it needs a \
-                 policy allowing /v1/secret/* there",
+                "{endpoint} refuses the edge server's identity {} in enclave '{}': the enclave \
+                 must exist and the identity needs a policy allowing /v1/secret/* there",
                 self.identity, self.enclave
             )),
             ClientError::Api { status, message } => {
