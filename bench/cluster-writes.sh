@@ -22,7 +22,7 @@ trap 'stop_nodes; rm -rf "$WORK"' EXIT
 # Certificates and an admin key from a throwaway dev server directory.
 "$BIN" server --dev "$WORK/dev" --addr 127.0.0.1:0 > "$WORK/dev.log" 2>&1 &
 DEV=$!
-for _ in $(seq 50); do grep -q listening "$WORK/dev.log" && break; sleep 0.1; done
+for _ in $(seq 50); do grep -qs listening "$WORK/dev.log" && break; sleep 0.1; done
 kill "$DEV"; wait "$DEV" 2>/dev/null || true
 ADMIN=$(grep -o 'admin:    [0-9a-f]*' "$WORK/dev.log" | awk '{print $2}')
 export KES_HSM_KEY="$(cat "$WORK/dev/hsm.key")"

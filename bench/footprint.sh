@@ -17,7 +17,7 @@ rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 
 "$BIN" server --dev "$WORK/dev" --addr 127.0.0.1:0 >"$WORK/dev.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 100); do grep -q 'export KES_CLIENT_CERT' "$WORK/dev.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs 'export KES_CLIENT_CERT' "$WORK/dev.log" && break; sleep 0.1; done
 PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/dev.log" | cut -d: -f2)
 export KES_SERVER="127.0.0.1:$PORT" KES_CLIENT_CERT="$WORK/dev/admin.cert" KES_CLIENT_KEY="$WORK/dev/admin.key"
 unset KES_API_KEY KES_ENCLAVE
