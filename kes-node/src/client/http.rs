@@ -93,7 +93,8 @@ impl Endpoint {
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Wiped on drop: bodies carry data keys, plaintexts and secret values.
+    pub body: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Response {
@@ -133,6 +134,13 @@ pub struct Conn {
     stream: StreamOwned<ClientConnection, TcpStream>,
     /// Bytes read from TLS but not consumed yet.
     buf: Vec<u8>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Unread bytes may be part of a reply carrying key material.
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
 }
 
 impl Conn {

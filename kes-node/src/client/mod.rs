@@ -85,7 +85,9 @@ impl std::error::Error for ClientError {}
 #[derive(Debug, Clone)]
 pub struct Reply<T> {
     value: T,
-    body: Vec<u8>,
+    /// May hold key material or secrets (data keys, decrypted plaintexts, secret values):
+    /// wiped on drop.
+    body: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl<T> Reply<T> {
@@ -582,7 +584,7 @@ impl Client {
             return Ok(http::Response {
                 status: head_in.status,
                 headers: head_in.headers,
-                body,
+                body: body.into(),
             });
         }
     }
