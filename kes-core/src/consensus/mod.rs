@@ -178,7 +178,7 @@ pub const MAX_NODES: usize = 7;
 /// The most names one command may touch.
 pub const MAX_NAMES: usize = 4;
 /// The most uncommitted entries a node holds (and the most writes in flight).
-pub const WINDOW: usize = 32;
+pub const WINDOW: usize = 128;
 /// The most entries in one `AppendEntries`.
 pub const MAX_BATCH: usize = 8;
 /// The most messages one step produces (beyond it messages are dropped, i.e. lost).

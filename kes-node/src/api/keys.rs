@@ -209,8 +209,9 @@ fn fields(ctx: &Ctx, optional: bool) -> Result<Fields, Response> {
 }
 
 #[derive(Serialize)]
-struct DataKey {
-    plaintext: String,
+struct DataKey<'a> {
+    /// Borrowed from a buffer that is wiped after use.
+    plaintext: &'a str,
     ciphertext: String,
 }
 
@@ -230,13 +231,14 @@ fn generate_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
         Err(resp) => return Ok(resp),
     };
     let rec = load(app, ctx)?;
-    let dek = zeroize::Zeroizing::new(random::bytes::<DEK_LEN>());
-    let ciphertext = rec
-        .key
-        .encrypt(&random::bytes::<RANDOM_LEN>(), dek.as_slice(), &context);
-    let plaintext = zeroize::Zeroizing::new(b64(dek.as_slice()));
+    // The data key and the ciphertext's randomness in one draw (one getrandom call).
+    let random = zeroize::Zeroizing::new(random::bytes::<{ DEK_LEN + RANDOM_LEN }>());
+    let (dek, iv_nonce) = random.split_at(DEK_LEN);
+    let iv_nonce: &[u8; RANDOM_LEN] = iv_nonce.try_into().expect("RANDOM_LEN bytes");
+    let ciphertext = rec.key.encrypt(iv_nonce, dek, &context);
+    let plaintext = zeroize::Zeroizing::new(b64(dek));
     Ok(Response::json(&DataKey {
-        plaintext: plaintext.to_string(),
+        plaintext: &plaintext,
         ciphertext: b64(&ciphertext),
     }))
 }
