@@ -36,6 +36,7 @@ use crate::hsm::{Hsm, HsmError};
 mod apply;
 mod backup;
 pub mod codec;
+mod key_cache;
 mod raft;
 mod readonly;
 mod records;
@@ -192,6 +193,8 @@ pub struct Store {
     root: SecretKey,
     /// Unsealed enclave data keys; an entry is dropped when its enclave is deleted.
     enclave_keys: Mutex<HashMap<String, Arc<SecretKey>>>,
+    /// Decoded keys (see `key_cache.rs`).
+    keys: key_cache::KeyCache,
 }
 
 impl Store {
@@ -218,6 +221,7 @@ impl Store {
             db,
             root,
             enclave_keys: Mutex::new(HashMap::new()),
+            keys: Default::default(),
         };
         store
             .ensure_default_enclave()
@@ -245,6 +249,7 @@ impl Store {
             db,
             root,
             enclave_keys: Mutex::new(HashMap::new()),
+            keys: Default::default(),
         };
         store
             .ensure_default_enclave()
@@ -278,8 +283,16 @@ impl Store {
 
     /// Reads a key.
     pub fn key(&self, enclave: &str, name: &str) -> Result<KeyRecord, StoreError> {
+        let item = item_key(enclave, name)?;
+        let generation = match self.keys.get(&item) {
+            Ok(record) => return Ok(record),
+            Err(generation) => generation,
+        };
         let plaintext = self.get(KEYS, enclave, name)?;
-        codec::decode_key(&plaintext).map_err(|why| corrupted(KEYS, enclave, name, &why))
+        let record =
+            codec::decode_key(&plaintext).map_err(|why| corrupted(KEYS, enclave, name, &why))?;
+        self.keys.insert(generation, item, &record);
+        Ok(record)
     }
 
     /// Deletes a key; `NotFound` if absent.
@@ -359,7 +372,11 @@ impl Store {
     fn begin(&self) -> Result<Tx<'_>, StoreError> {
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
-        Ok(Tx { store: self, txn })
+        Ok(Tx {
+            store: self,
+            txn,
+            removes_keys: false,
+        })
     }
 
     /// The data key of `enclave`, cached after the first read.
@@ -457,11 +474,17 @@ impl Store {
 pub(crate) struct Tx<'s> {
     store: &'s Store,
     txn: redb::WriteTransaction,
+    /// Set when the transaction removes keys: the key cache is emptied when it commits.
+    removes_keys: bool,
 }
 
 impl Tx<'_> {
     fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().map_err(io_err)
+        self.txn.commit().map_err(io_err)?;
+        if self.removes_keys {
+            self.store.keys.invalidate();
+        }
+        Ok(())
     }
 
     /// The data key of an enclave as this transaction sees it.
@@ -519,6 +542,9 @@ impl Tx<'_> {
         name: &str,
     ) -> Result<(), StoreError> {
         let key = item_key(enclave, name)?;
+        if table.name == KEYS.name {
+            self.removes_keys = true;
+        }
         let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
         if t.remove(key.as_str()).map_err(io_err)?.is_none() {
             return Err(StoreError::NotFound);
@@ -551,6 +577,7 @@ impl Tx<'_> {
 
     /// Removes an enclave record and every item of the enclave in every table.
     pub(crate) fn delete_enclave(&mut self, name: &str) -> Result<(), StoreError> {
+        self.removes_keys = true;
         {
             let mut t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
             if t.remove(name).map_err(io_err)?.is_none() {

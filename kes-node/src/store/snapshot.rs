@@ -240,6 +240,7 @@ pub(crate) struct Installer<'t, 's> {
 impl<'t, 's> Installer<'t, 's> {
     /// Empties every table, the log included.
     pub fn start(tx: &'t mut Tx<'s>) -> Result<Self, StoreError> {
+        tx.removes_keys = true;
         for table in TABLES.iter().chain([&ENCLAVES]) {
             tx.txn.delete_table(table.def()).map_err(io_err)?;
         }

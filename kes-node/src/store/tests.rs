@@ -725,3 +725,41 @@ fn force_configuration_keeps_pending_commands_and_neutralizes_pending_configs() 
     assert_eq!((state.entries[0].index, state.entries[0].term), (1, 1));
     assert!(matches!(state.entries[1].body, Body::Command { .. }));
 }
+
+#[test]
+fn cached_keys_go_with_their_deletion() {
+    let dir = TempDir::new("key-cache");
+    let store = Store::open(dir.path(), &hsm(1)).unwrap();
+    store
+        .create_key(DEFAULT_ENCLAVE, "k", &record(2, "a"))
+        .unwrap();
+    assert_same(&store.key(DEFAULT_ENCLAVE, "k").unwrap(), &record(2, "a"));
+    store.delete_key(DEFAULT_ENCLAVE, "k").unwrap();
+    assert!(matches!(
+        store.key(DEFAULT_ENCLAVE, "k"),
+        Err(StoreError::NotFound)
+    ));
+    // Re-created with other material: the new key, not the cached old one.
+    store
+        .create_key(DEFAULT_ENCLAVE, "k", &record(4, "b"))
+        .unwrap();
+    assert_same(&store.key(DEFAULT_ENCLAVE, "k").unwrap(), &record(4, "b"));
+
+    // An enclave deletion takes its cached keys along.
+    store
+        .apply(&Command::CreateEnclave {
+            name: "t".into(),
+            record: EnclaveRecord {
+                key: SecretKey::new(Cipher::Aes256, [3; 32]),
+                created_at: crate::timefmt::now(),
+                created_by: String::new(),
+            },
+        })
+        .unwrap();
+    store.create_key("t", "k", &record(6, "c")).unwrap();
+    assert_same(&store.key("t", "k").unwrap(), &record(6, "c"));
+    store
+        .apply(&Command::DeleteEnclave { name: "t".into() })
+        .unwrap();
+    assert!(store.key("t", "k").is_err());
+}
