@@ -96,7 +96,8 @@ impl RequestParser {
                         return self.finish(true);
                     }
                     let n = remaining.min(room).min(buf.len() as u64) as usize;
-                    req.body.extend(buf.drain(..n));
+                    req.body.extend_from_slice(&buf[..n]);
+                    buf.drain(..n);
                     let remaining = remaining - n as u64;
                     if remaining == 0 {
                         return self.finish(false);
@@ -128,7 +129,8 @@ impl RequestParser {
                     if n == 0 {
                         return Parsed::Incomplete;
                     }
-                    req.body.extend(buf.drain(..n));
+                    req.body.extend_from_slice(&buf[..n]);
+                    buf.drain(..n);
                     let remaining = remaining - n as u64;
                     self.state = if remaining == 0 {
                         Body::ChunkDataEnd
