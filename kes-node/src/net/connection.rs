@@ -409,12 +409,17 @@ impl Connection {
         if self.phase != Phase::Streaming {
             return false;
         }
-        let mut bytes = format!("{:x}\r\n", line.len()).into_bytes();
-        bytes.extend_from_slice(line);
-        bytes.extend_from_slice(b"\r\n");
-        let _ = self.tls.writer().write_all(&bytes);
+        self.send_chunk(line);
         self.flush();
         true
+    }
+
+    /// Writes `bytes` as one HTTP chunk of a chunked body.
+    fn send_chunk(&mut self, bytes: &[u8]) {
+        let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+        let _ = self.tls.writer().write_all(&out);
     }
 
     /// Sends the next pieces of a produced body while the socket keeps up; after the last,
@@ -431,12 +436,7 @@ impl Connection {
             let close = *close;
             match producer.0.next_piece() {
                 Ok(Some(piece)) if piece.is_empty() => {}
-                Ok(Some(piece)) => {
-                    let mut bytes = format!("{:x}\r\n", piece.len()).into_bytes();
-                    bytes.extend_from_slice(&piece);
-                    bytes.extend_from_slice(b"\r\n");
-                    let _ = self.tls.writer().write_all(&bytes);
-                }
+                Ok(Some(piece)) => self.send_chunk(&piece),
                 Ok(None) => {
                     let _ = self.tls.writer().write_all(b"0\r\n\r\n");
                     self.producer = None;

@@ -141,19 +141,14 @@ impl Store {
         })
     }
 
-    /// Writes a whole backup to `out`.
-    pub fn write_backup(&self, out: &mut impl Write) -> Result<(), StoreError> {
-        let mut stream = self.backup_stream()?;
-        while let Some(piece) = stream.next_piece()? {
-            out.write_all(&piece).map_err(io_err)?;
-        }
-        out.flush().map_err(io_err)
-    }
-
-    /// A backup in memory (see [`Store::write_backup`]).
+    /// A whole backup in memory (for tests; the server streams it).
+    #[cfg(test)]
     pub fn backup(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
-        self.write_backup(&mut out)?;
+        let mut stream = self.backup_stream()?;
+        while let Some(piece) = stream.next_piece()? {
+            out.extend_from_slice(&piece);
+        }
         Ok(out)
     }
 
@@ -228,7 +223,8 @@ impl Store {
         tx.commit()
     }
 
-    /// [`Store::restore_from`] for a backup in memory.
+    /// [`Store::restore_from`] for a backup in memory (for tests).
+    #[cfg(test)]
     pub fn restore(&self, bytes: &[u8], hsm: &dyn Hsm) -> Result<(), StoreError> {
         self.restore_from(&mut &bytes[..], hsm)
     }

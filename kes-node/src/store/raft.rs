@@ -61,6 +61,14 @@ fn log_aad(index: Index) -> String {
     format!("raft_log/{index}")
 }
 
+impl Applied {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Applied, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| {
+            StoreError::Corrupted(format!("the applied consensus state does not decode: {e}"))
+        })
+    }
+}
+
 impl Store {
     /// The stored consensus state, or `None` for a database that never ran consensus.
     pub fn raft_state(&self) -> Result<Option<RaftState>, StoreError> {
@@ -73,9 +81,7 @@ impl Store {
         let Some(applied) = raft.get(APPLIED).map_err(io_err)? else {
             return Ok(None);
         };
-        let applied: Applied = postcard::from_bytes(applied.value()).map_err(|e| {
-            StoreError::Corrupted(format!("the applied consensus state does not decode: {e}"))
-        })?;
+        let applied = Applied::decode(applied.value())?;
         let hard_state = match raft.get(HARD_STATE).map_err(io_err)? {
             Some(v) => postcard::from_bytes(v.value()).map_err(|e| {
                 StoreError::Corrupted(format!("the consensus hard state does not decode: {e}"))
@@ -205,13 +211,7 @@ impl Store {
                 }
             }
             for entry in &ready.append {
-                let plaintext =
-                    zeroize::Zeroizing::new(postcard::to_allocvec(entry).map_err(io_err)?);
-                let random: [u8; RANDOM_LEN] = crate::random::bytes();
-                let value = self
-                    .root
-                    .encrypt(&random, &plaintext, log_aad(entry.index).as_bytes());
-                log.insert(entry.index, value.as_slice()).map_err(io_err)?;
+                self.put_log_entry(&mut log, entry)?;
             }
         }
         if !ready.apply.is_empty() {
@@ -221,11 +221,7 @@ impl Store {
                     .get(APPLIED)
                     .map_err(io_err)?
                     .ok_or_else(|| StoreError::Corrupted("no applied consensus state".into()))?;
-                postcard::from_bytes::<Applied>(value.value()).map_err(|e| {
-                    StoreError::Corrupted(format!(
-                        "the applied consensus state does not decode: {e}"
-                    ))
-                })?
+                Applied::decode(value.value())?
             };
             for entry in &ready.apply {
                 match &entry.body {
@@ -279,6 +275,21 @@ impl Store {
                 log.remove(i).map_err(io_err)?;
             }
         }
+        Ok(())
+    }
+
+    /// Stores a log entry, encrypted with the root key.
+    fn put_log_entry(
+        &self,
+        log: &mut redb::Table<'_, u64, &[u8]>,
+        entry: &LogEntry,
+    ) -> Result<(), StoreError> {
+        let plaintext = zeroize::Zeroizing::new(postcard::to_allocvec(entry).map_err(io_err)?);
+        let random: [u8; RANDOM_LEN] = crate::random::bytes();
+        let value = self
+            .root
+            .encrypt(&random, &plaintext, log_aad(entry.index).as_bytes());
+        log.insert(entry.index, value.as_slice()).map_err(io_err)?;
         Ok(())
     }
 
@@ -349,13 +360,7 @@ impl Store {
                     body: Body::Noop,
                     ..entry
                 };
-                let plaintext =
-                    zeroize::Zeroizing::new(postcard::to_allocvec(&noop).map_err(io_err)?);
-                let random: [u8; RANDOM_LEN] = crate::random::bytes();
-                let value = self
-                    .root
-                    .encrypt(&random, &plaintext, log_aad(noop.index).as_bytes());
-                log.insert(noop.index, value.as_slice()).map_err(io_err)?;
+                self.put_log_entry(&mut log, &noop)?;
             }
         }
         tx.commit()?;

@@ -96,15 +96,7 @@ impl SnapshotReader {
                 Cursor::Start => {
                     let raft = self.txn.open_table(RAFT).map_err(io_err)?;
                     let addresses = match raft.get(APPLIED).map_err(io_err)? {
-                        Some(v) => {
-                            postcard::from_bytes::<Applied>(v.value())
-                                .map_err(|e| {
-                                    StoreError::Corrupted(format!(
-                                        "the applied consensus state does not decode: {e}"
-                                    ))
-                                })?
-                                .addresses
-                        }
+                        Some(v) => Applied::decode(v.value())?.addresses,
                         None => Addresses::new(),
                     };
                     records.push(Record::Addresses(addresses));
