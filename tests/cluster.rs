@@ -1780,6 +1780,82 @@ fn force_removed_node_refuses_to_serve_when_it_returns() {
     );
 }
 
+/// Downloads a backup from `slot` and restores it into a new directory with `kes-node
+/// restore`; returns the backup's size.
+#[track_caller]
+fn backup_restores(cluster: &Cluster, slot: usize, tag: &str) -> usize {
+    let resp = ok_response(
+        "backup",
+        cluster
+            .conn(slot)
+            .request("GET", "/v1/cluster/backup", None),
+    );
+    assert_eq!(resp.status, 200, "backup from node {slot}: {}", resp.text());
+    let file = cluster.root().join(format!("{tag}.backup"));
+    std::fs::write(&file, &resp.body).unwrap();
+    let dir = cluster.root().join(format!("{tag}-restored"));
+    let out = std::process::Command::new(support::KES_NODE)
+        .arg("restore")
+        .arg("--from")
+        .arg(&file)
+        .arg(&dir)
+        .env("KES_HSM_KEY", support::HSM_KEY)
+        .output()
+        .expect("run kes-node restore");
+    assert!(
+        out.status.success(),
+        "restore of node {slot}'s backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    resp.body.len()
+}
+
+/// Joins chained through nodes that joined by snapshot, on a fresh cluster (every table but
+/// `enclave` empty): A → B; A leaves, so B (which joined by snapshot) leads and ships C's
+/// snapshot; B leaves, so C leads and ships D's. Writes and reads on every node after each
+/// step, and a backup from a node that joined by snapshot restores.
+#[test]
+fn joins_chain_through_nodes_that_joined_by_snapshot() {
+    let mut cluster = Cluster::new(
+        "join-chain",
+        ClusterOpts {
+            slots: 4,
+            members: 1,
+            bootstrap_json: false,
+            proxy: false,
+        },
+    );
+    cluster.start_node(0);
+    cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    // Nothing written yet: the snapshot B gets has empty tables.
+    join(&mut cluster, 1, 0, &[0, 1]);
+    let mut written = Vec::new();
+    for (leaving, next, members) in [(0usize, 2usize, vec![1usize, 2]), (1, 3, vec![2, 3])] {
+        // The leader leaves: it hands its leadership to the node that joined by snapshot.
+        let rest: Vec<usize> = vec![leaving + 1];
+        remove(&cluster, leaving, leaving, &rest, false);
+        let leader = cluster
+            .wait_for_leader_among(&rest, LEADER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("after node {leaving} left: {e}"));
+        assert_eq!(leader, leaving + 1);
+        join(&mut cluster, next, leader, &members);
+        for &s in &members {
+            let (name, _) = write_until_ok(&cluster, &[s], &format!("chain-{s}"), HEAL_TIMEOUT);
+            written.push(name);
+        }
+        for &s in &members {
+            for name in &written {
+                describe_ok(&mut cluster.conn(s), name, "after a chained join");
+            }
+        }
+    }
+    let size = backup_restores(&cluster, 3, "chain");
+    println!(
+        "join chain: 0 -> 1 -> 2 -> 3, each snapshot shipped by a node that joined by snapshot; {} keys on every node; backup from node 3: {size} bytes, restored",
+        written.len()
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // The harness itself (no server needed)
 // -------------------------------------------------------------------------------------------

@@ -655,3 +655,83 @@ fn leadership_transfer_edge_cases() {
     );
     c.check_history().unwrap();
 }
+
+/// Joins chained through nodes that joined by snapshot, on a fresh cluster (nothing written
+/// yet, so the first snapshot is empty): n0 → n1; n0 hands its leadership to n1 and leaves;
+/// n1 ships n2's snapshot; n1 hands over to n2 and leaves; n2 ships n3's. After each join a
+/// write per member (through the leader) and reads of every key on every member; the history
+/// stays linearizable. (The shell's side, tables that exist after an install, is covered by
+/// `kes-node`'s tests of the same name.)
+#[test]
+fn joins_chain_through_nodes_that_joined_by_snapshot() {
+    let mut c = cluster(1, 4, false, 31);
+    let mut leader = elect(&mut c);
+    assert_eq!(leader, 0);
+    let mut values = std::collections::BTreeMap::new();
+    for (next, leaving) in [(1usize, None), (2, Some(0usize)), (3, Some(1))] {
+        if let Some(leaving) = leaving {
+            // The leader hands over to the node that joined last (by snapshot) and leaves.
+            c.transfer(leader).unwrap();
+            assert!(
+                c.run_until(100, |c| c.leader().is_some_and(|n| n != leaving))
+                    .unwrap(),
+                "no new leader after the transfer:\n{}",
+                trace(&c)
+            );
+            leader = c.leader().unwrap();
+            assert_eq!(leader, next - 1, "the transfer picked the newest node");
+            assert!(c
+                .run_until(100, |c| c.node(leader).commit_index()
+                    == c.node(leader).last_index())
+                .unwrap());
+            assert!(c.change(leader, Change::Remove(leaving as u16)).unwrap());
+            assert!(c
+                .run_until(100, |c| !c
+                    .node(leader)
+                    .committed_config()
+                    .contains(leaving as u16))
+                .unwrap());
+        }
+        let before = c.counters.snapshots_installed;
+        assert!(c.change(leader, Change::Add(next as u16)).unwrap());
+        assert!(
+            c.run_until(100, |c| c
+                .node(leader)
+                .committed_config()
+                .contains(next as u16))
+                .unwrap(),
+            "n{next} did not join via n{leader}:\n{}",
+            trace(&c)
+        );
+        assert!(
+            c.counters.snapshots_installed > before,
+            "n{next} got no snapshot"
+        );
+        let members: Vec<usize> = c
+            .node(leader)
+            .committed_config()
+            .members
+            .iter()
+            .map(|&m| m as usize)
+            .collect();
+        // The core takes writes at the leader (the shell forwards them there).
+        for &m in &members {
+            let key = m as u8;
+            let w = c.write(leader, key).unwrap();
+            assert!(
+                c.run_until(100, |c| c.completed(w) == Some(true)).unwrap(),
+                "write of k{key} via n{leader}:\n{}",
+                trace(&c)
+            );
+            values.insert(key, value_of(&c, w));
+        }
+        for &m in &members {
+            for (&key, &value) in &values {
+                let r = c.read(m, key).unwrap();
+                assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+                assert_eq!(c.read_value(r), Some(Some(value)), "n{m} reads k{key}");
+            }
+        }
+    }
+    c.check_history().unwrap();
+}

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::raft::{Addresses, Applied, APPLIED, LOG, RAFT};
-use super::{codec, io_err, read_enclave, Store, StoreError, Tx, ENCLAVES, TABLES};
+use super::{codec, io_err, read_enclave, Store, StoreError, Table, Tx, ENCLAVES, TABLES};
 
 /// The size a chunk aims for: large enough to keep a link busy, small enough to be nothing
 /// in memory.
@@ -103,7 +103,10 @@ impl SnapshotReader {
                     self.cursor = Cursor::Enclaves(None);
                 }
                 Cursor::Enclaves(after) => {
-                    let t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+                    let Some(t) = open_or_empty(&self.txn, ENCLAVES)? else {
+                        self.cursor = Cursor::Items(0, None);
+                        continue;
+                    };
                     let next = first_after(&t, after.as_deref())?;
                     match next {
                         Some(name) => {
@@ -121,7 +124,10 @@ impl SnapshotReader {
                         self.cursor = Cursor::Done;
                         continue;
                     };
-                    let t = self.txn.open_table(table.def()).map_err(io_err)?;
+                    let Some(t) = open_or_empty(&self.txn, *table)? else {
+                        self.cursor = Cursor::Items(*i + 1, None);
+                        continue;
+                    };
                     let mut last = None;
                     let range = match after {
                         Some(a) => t.range::<&str>((Bound::Excluded(a.as_str()), Bound::Unbounded)),
@@ -152,6 +158,20 @@ impl SnapshotReader {
         Ok(Some(Zeroizing::new(
             postcard::to_allocvec(&records).map_err(io_err)?,
         )))
+    }
+}
+
+/// Opens a table of the snapshot's view; `None` if it does not exist, which reads as empty.
+/// (Databases that installed a snapshot before its installer created every table lack the
+/// tables that were empty in that snapshot.)
+fn open_or_empty(
+    txn: &redb::ReadTransaction,
+    table: Table,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
+    match txn.open_table(table.def()) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(err) => Err(io_err(err)),
     }
 }
 
@@ -230,13 +250,17 @@ pub(crate) struct Installer<'t, 's> {
 }
 
 impl<'t, 's> Installer<'t, 's> {
-    /// Empties every table, the log included.
+    /// Empties every table, the log included. Each table is created again at once, empty: a
+    /// table that the snapshot has no record for must still exist afterwards, or this node
+    /// could not produce snapshots and backups itself (nor open the table for reading).
     pub fn start(tx: &'t mut Tx<'s>) -> Result<Self, StoreError> {
         tx.removes_keys = true;
         for table in TABLES.iter().chain([&ENCLAVES]) {
             tx.txn.delete_table(table.def()).map_err(io_err)?;
+            tx.txn.open_table(table.def()).map_err(io_err)?;
         }
         tx.txn.delete_table(LOG).map_err(io_err)?;
+        tx.txn.open_table(LOG).map_err(io_err)?;
         tx.store
             .enclave_keys
             .lock()
@@ -292,5 +316,112 @@ impl<'t, 's> Installer<'t, 's> {
             .insert(APPLIED, bytes.as_slice())
             .map_err(io_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kes_core::consensus::{Ready, SnapshotMeta};
+    use kes_core::crypto::{Cipher, SecretKey};
+    use kes_core::hsm::SoftHsm;
+
+    use super::super::{Addresses, Store, DEFAULT_ENCLAVE, TABLES};
+    use crate::hsm::SoftHsmDevice;
+
+    fn hsm(byte: u8) -> SoftHsmDevice {
+        SoftHsmDevice(SoftHsm::from_key(SecretKey::new(
+            Cipher::Aes256,
+            [byte; 32],
+        )))
+    }
+
+    /// A new store in a fresh directory (removed by the caller).
+    fn fresh(tag: &str, byte: u8) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!(
+            "kes-node-snapshot-{tag}-{}-{:x}",
+            std::process::id(),
+            u64::from_le_bytes(crate::random::bytes())
+        ));
+        let store = Store::open(&dir, &hsm(byte)).unwrap();
+        (dir, store)
+    }
+
+    /// Ships `from`'s applied state into `to` as a joining node would receive it.
+    fn ship(from: &Store, to: &Store, index: u64) {
+        to.init_raft(Default::default(), &Addresses::new()).unwrap();
+        let mut reader = from.snapshot_reader().unwrap();
+        let mut seq = 0;
+        while let Some(chunk) = reader.next_chunk(super::CHUNK_BYTES).unwrap() {
+            to.stage_snapshot_chunk(seq, &chunk).unwrap();
+            seq += 1;
+        }
+        let ready = Ready::<Vec<u8>> {
+            restore: Some(SnapshotMeta {
+                index,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        to.persist(&ready, Some(seq)).unwrap();
+    }
+
+    /// A snapshot of a fresh database (every table but `enclave` empty) installs with every
+    /// table present, so the node that installed it ships snapshots and backups itself, and
+    /// so on down a chain of joins.
+    #[test]
+    fn snapshot_of_empty_tables_round_trips_through_a_chain() {
+        let mut addresses = Addresses::new();
+        addresses.insert(0, "127.0.0.1:7373".into());
+        let (dirs, stores): (Vec<_>, Vec<_>) =
+            (0..4u8).map(|i| fresh(&format!("chain{i}"), i + 1)).unzip();
+        stores[0].init_raft(Default::default(), &addresses).unwrap();
+        for i in 1..4 {
+            ship(&stores[i - 1], &stores[i], i as u64);
+            let txn = stores[i].db.begin_read().unwrap();
+            for table in TABLES {
+                assert!(
+                    txn.open_table(table.def()).is_ok(),
+                    "node {i}: table '{}' missing after install",
+                    table.name
+                );
+            }
+            assert!(stores[i].backup().is_ok(), "node {i}: backup failed");
+            assert!(stores[i]
+                .list_policies(DEFAULT_ENCLAVE, "")
+                .unwrap()
+                .is_empty());
+        }
+        // The last node holds the first one's default enclave and the addresses.
+        let created = |s: &Store| s.enclave(DEFAULT_ENCLAVE).unwrap().created_at;
+        assert_eq!(created(&stores[0]), created(&stores[3]));
+        let state = stores[3].raft_state().unwrap().unwrap();
+        assert_eq!(state.addresses, addresses);
+        drop(stores);
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// A database that installed a snapshot before the fix lacks the tables that were empty
+    /// in it: its snapshots read those tables as empty instead of failing.
+    #[test]
+    fn missing_tables_read_as_empty() {
+        let (dir, store) = fresh("missing", 1);
+        store
+            .init_raft(Default::default(), &Addresses::new())
+            .unwrap();
+        let txn = store.db.begin_write().unwrap();
+        for table in TABLES {
+            txn.delete_table(table.def()).unwrap();
+        }
+        txn.commit().unwrap();
+        let mut reader = store.snapshot_reader().unwrap();
+        let mut chunks = 0;
+        while reader.next_chunk(super::CHUNK_BYTES).unwrap().is_some() {
+            chunks += 1;
+        }
+        assert_eq!(chunks, 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
