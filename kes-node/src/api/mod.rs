@@ -126,6 +126,65 @@ impl App {
         }
     }
 
+    /// Admission of a request's head, before its body is read (upstream's order: method, then
+    /// authentication and policy): `Ok(limit)` reads at most `limit` body bytes and dispatch
+    /// decides as usual; `Err(response)` refuses it now (answered, audited, and the
+    /// connection closed with the body unread). The checks are dispatch's own; whatever they
+    /// cannot decide from the head alone (unknown paths, redirects, names) is left to it.
+    /// While the node holds undecided writes (`gating`), a refusal of a non-admin may still
+    /// turn into a grant once they are decided: such a request goes the normal way.
+    pub fn admit(&self, req: &Request, peer: &Peer) -> Result<usize, Response> {
+        let route = match (is_clean(&req.path), find_route(&self.routes, &req.path)) {
+            (true, Some(Match::Route(route))) => route,
+            _ => return Ok(0),
+        };
+        let member = self.member.load(std::sync::atomic::Ordering::Relaxed);
+        if !member && route.path != "/version" && route.path != "/v1/cluster/describe" {
+            return Ok(route.max_body);
+        }
+        let method_ok =
+            req.method == route.method || (route.method == "PUT" && req.method == "POST");
+        let gating = || self.gating.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = if !method_ok {
+            match self.dispatch(req, peer, false, None) {
+                (Reply::Now(resp), _) => resp,
+                _ => return Ok(route.max_body),
+            }
+        } else {
+            let Some(path) = percent_decode(&req.path) else {
+                return Ok(route.max_body);
+            };
+            let enclave = match req.header("Kes-Enclave") {
+                Some(v) if !v.is_empty() && self.enclaves => {
+                    String::from_utf8_lossy(v).into_owned()
+                }
+                _ => DEFAULT_ENCLAVE.to_owned(),
+            };
+            let auth = match route.auth {
+                crate::auth::Auth::Verify
+                    if self.skip_auth.contains(route.path.trim_end_matches('/')) =>
+                {
+                    crate::auth::Auth::IdentifyOnly
+                }
+                a => a,
+            };
+            match authorize(&self.store, &self.admin, auth, peer, &enclave, &path) {
+                Ok(_) => return Ok(route.max_body),
+                Err(_) if gating() => return Ok(route.max_body),
+                Err(resp) => resp,
+            }
+        };
+        let done = Done {
+            started: Instant::now(),
+            counted: route.counted && method_ok,
+            ip: peer.ip,
+            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            method: req.method.clone(),
+            path: req.path.clone(),
+        };
+        Err(self.record(&done, refused))
+    }
+
     /// Answers one request, or returns the write it needs; records it in the audit log and
     /// the metrics once it is answered.
     /// `granted` is true when the request comes back after its read gate opened.
@@ -516,6 +575,30 @@ mod tests {
             gate_of(&app, &write, &admin),
             None,
             "the admin's write goes on"
+        );
+
+        // Admission of a head: a refusal waits for the gate's decision; the admin goes on.
+        let peer = |id: &str| Peer {
+            identity: Ok(id.into()),
+            ip: None,
+        };
+        let create = request("PUT", "/v1/secret/create/s1");
+        assert!(
+            app.admit(&create, &peer(&user)).is_ok(),
+            "gating: decided later"
+        );
+        assert!(app.admit(&create, &peer(&admin)).is_ok());
+        app.gating
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let refused = app.admit(&create, &peer(&user)).unwrap_err();
+        assert_eq!(refused.status, 403);
+        assert!(app.admit(&create, &peer(&admin)).unwrap() > 0);
+        let refused = app.admit(&request("GET", "/v1/key/create/k"), &peer(&admin));
+        assert_eq!(refused.unwrap_err().status, 405);
+        // Unknown paths are left to dispatch (404, with the body drained or not read).
+        assert_eq!(
+            app.admit(&request("PUT", "/nowhere"), &peer(&user)).ok(),
+            Some(0)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

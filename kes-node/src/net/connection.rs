@@ -255,13 +255,26 @@ impl Connection {
                     ip: self.socket.peer_addr().ok().map(|a| a.ip()),
                 });
             }
-            let parsed = self.parser.poll(&mut self.input, |r| app.body_limit(r));
+            let peer = self.peer.as_ref().expect("peer identified");
+            let parsed = self.parser.poll(&mut self.input, |r| app.admit(r, peer));
+            if self.parser.take_continue() {
+                // The head was admitted: the client may send its body.
+                let _ = self
+                    .tls
+                    .writer()
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
             served += 1;
             match parsed {
                 Parsed::Incomplete => return served - 1,
                 Parsed::Error(resp) => {
                     self.send(&resp, 1, false);
                     self.phase = Phase::Closing;
+                }
+                Parsed::Refused(resp) => {
+                    // Answered before its (short) body, which the parser discards.
+                    self.send(&resp, 1, false);
+                    self.last_activity = now;
                 }
                 Parsed::Request(req) => {
                     let peer = self.peer.as_ref().expect("peer identified");
