@@ -166,6 +166,11 @@ fn identities_of(v: &Value) -> Vec<String> {
     }
 }
 
+/// `403` for a non-admin assigning to an identity it did not create.
+fn not_created_by_caller(id: &str) -> String {
+    format!("cannot assign policy to '{id}': it was not created by the caller")
+}
+
 fn policy_name_error(name: &str) -> String {
     format!("policy name '{name}' is empty, too long or contains invalid characters")
 }
@@ -1075,8 +1080,9 @@ fn deleting_the_head_of_a_long_chain_deletes_the_chain() {
 }
 
 /// The legacy assign route (v0.19–v0.22 clients) may not hand out more than the caller has:
-/// no self-assignment (upstream's 403), and, as for created children, only subsets of the
-/// caller's own policy. A re-assigned identity moves to its new parent.
+/// no self-assignment (upstream's 403), only to identities the caller created (issue 13), and,
+/// as for created children, only subsets of the caller's own policy. The admin may re-assign
+/// anyone: the identity then moves to the admin.
 #[test]
 fn legacy_assign_follows_the_parent_rules() {
     let env = Env::new("acc-assign");
@@ -1108,9 +1114,9 @@ fn legacy_assign_follows_the_parent_rules() {
         .assert_error(403, "identity cannot assign policy to itself");
     cx.post_json("/v1/policy/assign/keys", &json!({"identity": x.identity}))
         .assert_error(403, "identity cannot assign policy to itself");
-    // Not more than it has.
-    cx.post_json("/v1/policy/assign/all", &json!({"identity": y.identity}))
-        .assert_error(403, NOT_SUBSET);
+    // Never creates an identity (issue 13): an unknown one is 404 and stays unknown.
+    cx.post_json("/v1/policy/assign/keys", &json!({"identity": y.identity}))
+        .assert_error(404, IDENTITY_NOT_FOUND);
     admin
         .get(&format!("/v1/identity/describe/{}", y.identity))
         .assert_error(404, IDENTITY_NOT_FOUND);
@@ -1119,10 +1125,15 @@ fn legacy_assign_follows_the_parent_rules() {
     cx.post_json("/v1/policy/assign/keys", &json!({"identity": admin_id}))
         .assert_error(400, "cannot assign policy to system admin");
 
-    // A subset is fine: y becomes x's child.
+    // To its own child: only the policy changes, and not to more than x has.
+    create_policy(&mut admin, D, "keys-b", &["/v1/key/create/a-b*"], &[]);
+    create_identity(&mut cx, D, &y.identity, &json!({"policy": "keys-b"})).assert_empty_ok();
+    let mut cy = server.client(&y);
+    assert_forbidden(&cy.put("/v1/key/create/a-y"));
+    cx.post_json("/v1/policy/assign/all", &json!({"identity": y.identity}))
+        .assert_error(403, NOT_SUBSET);
     cx.post_json("/v1/policy/assign/keys", &json!({"identity": y.identity}))
         .assert_empty_ok();
-    let mut cy = server.client(&y);
     cy.put("/v1/key/create/a-y").assert_empty_ok();
     assert_forbidden(&cy.put("/v1/key/create/b-y"));
     let desc = admin
@@ -1142,7 +1153,9 @@ fn legacy_assign_follows_the_parent_rules() {
     create_identity(&mut cx, D, &z.identity, &json!({"policy": "assign-keys"})).assert_empty_ok();
     let mut cz = server.client(&z);
     cz.post_json("/v1/policy/assign/all", &json!({"identity": x.identity}))
-        .assert_error(403, NOT_SUBSET);
+        .assert_error(403, &not_created_by_caller(&x.identity));
+    cz.post_json("/v1/policy/assign/keys", &json!({"identity": y.identity}))
+        .assert_error(403, &not_created_by_caller(&y.identity));
     assert_forbidden(&cx.delete("/v1/key/delete/a-y"));
 
     // The admin re-assigns y: y leaves x's children, so deleting x no longer deletes y.
@@ -1319,23 +1332,14 @@ fn identities_expire_after_their_ttl() {
     assert!(secs > 0.0 && secs <= 3.0, "capped ttl {ttl:?}");
     let mut k = server.client(&kid);
     k.get("/v1/status").assert_json_ok();
-    // The same cap for an identity it assigns a policy to (legacy route).
+    // The legacy assign route creates no identity for a non-admin (issue 13), so it cannot
+    // make one that outlives the caller either.
     let kid2 = new_cert("kid2");
     t.post_json(
         "/v1/policy/assign/only-status",
         &json!({"identity": kid2.identity}),
     )
-    .assert_empty_ok();
-    let k2desc = admin
-        .get(&format!("/v1/identity/describe/{}", kid2.identity))
-        .assert_json_ok();
-    assert_eq!(
-        k2desc["expires_at"], desc["expires_at"],
-        "{k2desc} vs {desc}"
-    );
-    assert!(k2desc["ttl"].is_string(), "{k2desc}");
-    let mut k2 = server.client(&kid2);
-    k2.get("/v1/status").assert_json_ok();
+    .assert_error(404, IDENTITY_NOT_FOUND);
 
     // Invalid TTLs.
     create_identity(
@@ -1389,7 +1393,6 @@ fn identities_expire_after_their_ttl() {
     std::thread::sleep(Duration::try_from(left).unwrap_or_default());
     assert_forbidden(&t.get("/v1/status"));
     assert_forbidden(&k.get("/v1/status"));
-    assert_forbidden(&k2.get("/v1/status"));
     t.get("/v1/identity/self/describe")
         .assert_error(404, IDENTITY_NOT_FOUND);
     admin
@@ -2007,4 +2010,276 @@ fn config_policies_are_seeded() {
     admin.put("/v1/enclave/create/tenant-a").assert_empty_ok();
     get_in(&mut admin, "/v1/policy/read/cfg", "tenant-a").assert_error(404, POLICY_NOT_FOUND);
     assert_forbidden(&get_in(&mut o, "/v1/status", "tenant-a"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Issue 13: no escalation past the creator chain, assign limited to descendants,
+//    identities that can match a certificate
+// ---------------------------------------------------------------------------------------
+
+/// Issue 13, observed: `esc` (no right to create keys) created policy `small`, a child on it,
+/// then deleted `small` and created it again as `/v1/*`: the child created keys and secrets.
+/// A child's rights are its policy intersected with every non-admin creator's, on every
+/// request: replacing a policy never gives it more than its creators have, and shrinking a
+/// creator's policy shrinks its descendants at once.
+#[test]
+fn replacing_a_policy_never_widens_a_child() {
+    let env = Env::new("acc-esc");
+    let server = env.start();
+    let mut admin = server.admin();
+    let esc = new_cert("esc");
+    let kid = new_cert("kid");
+    let grandkid = new_cert("grandkid");
+    create_policy(
+        &mut admin,
+        D,
+        "esc",
+        &["/v1/identity/*", "/v1/policy/*", "/v1/key/generate/app-*"],
+        &[],
+    );
+    create_policy(&mut admin, D, "tiny", &["/v1/status"], &[]);
+    create_identity(&mut admin, D, &esc.identity, &json!({"policy": "esc"})).assert_empty_ok();
+    admin.create_key("app-k");
+    let mut ce = server.client(&esc);
+    create_policy(&mut ce, D, "small", &["/v1/key/generate/app-*"], &[]);
+    create_identity(&mut ce, D, &kid.identity, &json!({"policy": "small"})).assert_empty_ok();
+    let mut ck = server.client(&kid);
+    ck.put_json("/v1/key/generate/app-k", &json!({}))
+        .assert_json_ok();
+
+    // The replacement: `small` in use, deleted and created again as everything.
+    ce.delete("/v1/policy/delete/small").assert_empty_ok();
+    create_policy(&mut ce, D, "small", &["/v1/*"], &[]);
+    assert_forbidden(&ck.put("/v1/key/create/app-new"));
+    assert_forbidden(&ck.put("/v1/key/create/other"));
+    assert_forbidden(&ck.put_json("/v1/secret/create/s", &json!({"secret": b64(b"x")})));
+    assert_forbidden(&ck.delete("/v1/key/delete/app-k"));
+    // What both allow still works.
+    ck.put_json("/v1/key/generate/app-k", &json!({}))
+        .assert_json_ok();
+    admin
+        .get("/v1/key/describe/app-new")
+        .assert_error(404, KEY_NOT_FOUND);
+
+    // A deeper chain is bounded by every link: esc -> kid -> grandkid.
+    create_policy(
+        &mut admin,
+        D,
+        "kid-creates",
+        &["/v1/identity/create/*", "/v1/key/*"],
+        &[],
+    );
+    admin
+        .post_json(
+            "/v1/policy/assign/kid-creates",
+            &json!({"identity": esc.identity}),
+        )
+        .assert_empty_ok();
+    // esc is now the admin's, with policy kid-creates: kid (still esc's child, on `small`)
+    // may do what both allow, which now includes creating keys, and nothing else.
+    ce.put("/v1/key/create/app-esc").assert_empty_ok();
+    ck.put("/v1/key/create/app-new").assert_empty_ok();
+    assert_forbidden(&ck.put_json("/v1/secret/create/s", &json!({"secret": b64(b"x")})));
+    // ... kid may create identities now (both policies allow it), on a policy within its own.
+    create_identity(
+        &mut ck,
+        D,
+        &grandkid.identity,
+        &json!({"policy": "kid-creates"}),
+    )
+    .assert_empty_ok();
+    let mut cg = server.client(&grandkid);
+    cg.put("/v1/key/create/app-g").assert_empty_ok();
+    // Shrinking the top of the chain shrinks everyone below at once.
+    admin
+        .post_json("/v1/policy/assign/tiny", &json!({"identity": esc.identity}))
+        .assert_empty_ok();
+    for c in [&mut ce, &mut ck, &mut cg] {
+        assert_forbidden(&c.put("/v1/key/create/app-x"));
+        assert_forbidden(&c.put_json("/v1/key/generate/app-k", &json!({})));
+    }
+    ce.get("/v1/status").assert_json_ok();
+    // kid's chain (small = /v1/*, tiny) allows /v1/status; grandkid's policy does not.
+    ck.get("/v1/status").assert_json_ok();
+    assert_forbidden(&cg.get("/v1/status"));
+}
+
+/// Issue 13, observed: an identity allowed only `/v1/key/generate/app-*` and
+/// `/v1/policy/assign/*` assigned a tiny policy to an enclave admin it did not create (clearing
+/// the admin flag and becoming its parent, so that deleting the attacker deleted the admin),
+/// and created identities by assigning to unknown ones.
+#[test]
+fn assign_by_a_non_admin_never_adopts_demotes_or_creates() {
+    let env = Env::new("acc-adopt");
+    let server = env.start();
+    let mut admin = server.admin();
+    let admin_id = pki().admin.identity.clone();
+    let attacker = new_cert("attacker");
+    let boss = new_cert("enclave-admin");
+    let victim = new_cert("victim");
+    let stranger = new_cert("stranger");
+    create_policy(
+        &mut admin,
+        D,
+        "attack",
+        &["/v1/key/generate/app-*", "/v1/policy/assign/*"],
+        &[],
+    );
+    create_policy(&mut admin, D, "tiny", &["/v1/key/generate/app-x"], &[]);
+    create_identity(
+        &mut admin,
+        D,
+        &attacker.identity,
+        &json!({"policy": "attack"}),
+    )
+    .assert_empty_ok();
+    create_identity(&mut admin, D, &boss.identity, &json!({"admin": true})).assert_empty_ok();
+    create_identity(&mut admin, D, &victim.identity, &json!({"policy": "tiny"})).assert_empty_ok();
+    let mut a = server.client(&attacker);
+
+    a.post_json(
+        "/v1/policy/assign/tiny",
+        &json!({"identity": boss.identity}),
+    )
+    .assert_error(403, "cannot assign policy to an enclave admin");
+    a.post_json(
+        "/v1/policy/assign/tiny",
+        &json!({"identity": victim.identity}),
+    )
+    .assert_error(403, &not_created_by_caller(&victim.identity));
+    a.post_json(
+        "/v1/policy/assign/tiny",
+        &json!({"identity": stranger.identity}),
+    )
+    .assert_error(404, IDENTITY_NOT_FOUND);
+
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{}", boss.identity))
+        .assert_json_ok();
+    assert_eq!(desc["admin"], true, "{desc}");
+    assert_eq!(desc["created_by"], admin_id.as_str(), "{desc}");
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{}", victim.identity))
+        .assert_json_ok();
+    assert_eq!(desc["created_by"], admin_id.as_str(), "{desc}");
+    admin
+        .get(&format!("/v1/identity/describe/{}", stranger.identity))
+        .assert_error(404, IDENTITY_NOT_FOUND);
+    server
+        .client(&stranger)
+        .get("/v1/identity/self/describe")
+        .assert_error(404, IDENTITY_NOT_FOUND);
+    let attacker_desc = admin
+        .get(&format!("/v1/identity/describe/{}", attacker.identity))
+        .assert_json_ok();
+    assert!(attacker_desc.get("children").is_none(), "{attacker_desc}");
+
+    // Deleting the attacker takes nobody along; the enclave admin still rules.
+    admin
+        .delete(&format!("/v1/identity/delete/{}", attacker.identity))
+        .assert_empty_ok();
+    let mut b = server.client(&boss);
+    b.put("/v1/key/create/boss-key").assert_empty_ok();
+    admin
+        .get(&format!("/v1/identity/describe/{}", victim.identity))
+        .assert_json_ok();
+}
+
+/// Issue 13: identities are 64 hex characters (the SHA-256 of a certificate's public key).
+/// The API refuses anything else where it would store one (create, assign) with a 400 and the
+/// KES error body, and normalizes upper-case hex to the lower-case identity a certificate
+/// has; lookups of other names simply find nothing (as upstream answers).
+#[test]
+fn identities_that_can_never_match_are_refused() {
+    let env = Env::new("acc-names");
+    let server = env.start();
+    let mut admin = server.admin();
+    create_policy(&mut admin, D, "status", &["/v1/status"], &[]);
+    let not_an_identity = |s: &str| {
+        format!(
+            "'{s}' is not an identity: an identity is 64 hex characters (the SHA-256 of a \
+             certificate's public key, as `kes-node identity of` prints it)"
+        )
+    };
+    let user = new_cert("user");
+    for bad in [
+        "my-app",
+        &user.identity[..63],
+        &format!("{}0", user.identity),
+        &user.identity.replace(|c: char| c.is_ascii_digit(), "g"),
+    ] {
+        create_identity(&mut admin, D, bad, &json!({"policy": "status"}))
+            .assert_error(400, &not_an_identity(bad));
+        admin
+            .post_json("/v1/policy/assign/status", &json!({"identity": bad}))
+            .assert_error(400, &not_an_identity(bad));
+        admin
+            .get(&format!("/v1/identity/describe/{bad}"))
+            .assert_error(404, IDENTITY_NOT_FOUND);
+    }
+    assert!(
+        identities_of(&admin.get("/v1/identity/list/*").assert_json_ok())
+            .iter()
+            .all(|id| id.len() == 64)
+    );
+
+    // Upper case names the same identity: stored, listed and matched in lower case.
+    let upper = user.identity.to_ascii_uppercase();
+    create_identity(&mut admin, D, &upper, &json!({"policy": "status"})).assert_empty_ok();
+    server.client(&user).get("/v1/status").assert_json_ok();
+    let desc = admin
+        .get(&format!("/v1/identity/describe/{upper}"))
+        .assert_json_ok();
+    assert_eq!(desc["policy"], "status", "{desc}");
+    assert!(
+        identities_of(&admin.get("/v1/identity/list/*").assert_json_ok()).contains(&user.identity)
+    );
+    create_identity(&mut admin, D, &user.identity, &json!({"policy": "status"}))
+        .assert_error(400, IDENTITY_EXISTS);
+    admin
+        .delete(&format!("/v1/identity/delete/{upper}"))
+        .assert_empty_ok();
+    assert_forbidden(&server.client(&user).get("/v1/status"));
+}
+
+/// Issue 13: identities in the config that no certificate can match stop the server at start
+/// with a one-line error naming the field; upper-case hex is normalized.
+#[test]
+fn config_identities_that_can_never_match_stop_the_start() {
+    let mut env = Env::new("acc-cfg-names");
+    env.append_config("policy:\n  app:\n    allow: [/v1/status]\n    identities: [my-app]\n");
+    let Err(exited) = env.try_start() else {
+        panic!("started with identity 'my-app'")
+    };
+    assert!(
+        exited
+            .stderr
+            .contains("config: policy.app.identities[0]: 'my-app' is not an identity"),
+        "{}",
+        exited.stderr
+    );
+
+    let mut env = Env::new("acc-cfg-admin");
+    env.set_admin("root");
+    let Err(exited) = env.try_start() else {
+        panic!("started with admin 'root'")
+    };
+    assert!(
+        exited
+            .stderr
+            .contains("config: admin.identity: 'root' is not an identity"),
+        "{}",
+        exited.stderr
+    );
+
+    let mut env = Env::new("acc-cfg-upper");
+    let user = new_cert("user");
+    env.set_admin(&pki().admin.identity.to_ascii_uppercase());
+    env.append_config(&format!(
+        "policy:\n  app:\n    allow: [/v1/status]\n    identities: [{}]\n",
+        user.identity.to_ascii_uppercase()
+    ));
+    let server = env.start();
+    server.client(&user).get("/v1/status").assert_json_ok();
+    server.admin().put("/v1/key/create/k").assert_empty_ok();
 }

@@ -35,6 +35,18 @@ pub enum Command {
         record: IdentityRecord,
         replace: bool,
     },
+    /// An identity created, or re-assigned a policy, by an identity of the enclave (a non-admin
+    /// or an enclave admin: `record.created_by`). Checked where it applies, against the state it
+    /// changes, so that no concurrent write can slip between the handler's checks and the
+    /// change: the creator must still exist and not be expired at `record.created_at`. With
+    /// `assign`, the identity must exist, must not be an enclave admin and must descend from
+    /// the creator, and only its policy changes (it keeps its parent, expiry and children).
+    ChildIdentity {
+        enclave: String,
+        identity: String,
+        record: IdentityRecord,
+        assign: bool,
+    },
     /// Deletes the identity and, recursively, every identity it created.
     DeleteIdentity {
         enclave: String,
@@ -86,6 +98,12 @@ impl Command {
                 ]
             }
             CreateIdentity {
+                enclave,
+                identity,
+                record,
+                ..
+            }
+            | ChildIdentity {
                 enclave,
                 identity,
                 record,

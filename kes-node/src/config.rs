@@ -186,6 +186,11 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     config.admin_identity = admin
         .string("identity")?
         .ok_or("config: admin.identity is required (an identity, or `disabled`)")?;
+    // Identities: what a certificate can match, or refused at start (issue 13).
+    if config.admin_identity != "disabled" {
+        config.admin_identity = crate::auth::names::normalize_identity(&config.admin_identity)
+            .map_err(|e| format!("config: admin.identity: {e}, or `disabled`"))?;
+    }
 
     let tls = top.section("tls")?;
     tls.check_known(&["key", "cert", "ca", "password"], &["auth", "proxy"])?;
@@ -275,16 +280,15 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         }
         let p = Fields::from_value(&field, value)?;
         p.check_known(&["allow", "deny", "identities"], &[])?;
-        let policy = PolicyConfig {
+        let mut policy = PolicyConfig {
             allow: p.strings("allow")?,
             deny: p.strings("deny")?,
             identities: p.strings("identities")?,
         };
-        for (i, identity) in policy.identities.iter().enumerate() {
+        for (i, identity) in policy.identities.iter_mut().enumerate() {
             let at = format!("config: {field}.identities[{i}]");
-            if !kes_core::name::valid_name(identity) {
-                return Err(format!("{at}: '{identity}' is not a valid identity"));
-            }
+            *identity = crate::auth::names::normalize_identity(identity)
+                .map_err(|e| format!("{at}: {e}"))?;
             if *identity == config.admin_identity {
                 return Err(format!(
                     "{at}: '{identity}' is the admin identity, which needs no policy"
@@ -859,10 +863,44 @@ policy:
         assert_eq!(c.policies["p"].identities, [ID1]);
     }
 
+    /// Identities that no certificate can match are refused at start, naming the field;
+    /// upper-case hex is the same identity and is normalized (issue 13).
+    #[test]
+    fn identities_are_checked_and_normalized() {
+        let e = err("admin:\n  identity: x\n");
+        assert!(
+            e.starts_with("config: admin.identity: 'x' is not an identity: an identity is 64 hex"),
+            "{e}"
+        );
+        assert!(e.ends_with(", or `disabled`"), "{e}");
+        let e = err(&format!("admin:\n  identity: {}\n", &ADMIN[1..]));
+        assert!(e.starts_with("config: admin.identity: '"), "{e}");
+        let e = err(&minimal(
+            "policy:\n  p:\n    identities: [not-a-hex-identity]\n",
+        ));
+        assert!(
+            e.starts_with(
+                "config: policy.p.identities[0]: 'not-a-hex-identity' is not an identity"
+            ),
+            "{e}"
+        );
+        let upper = ADMIN.to_ascii_uppercase();
+        let text = format!(
+            "admin:\n  identity: {upper}\ntls:\n  key: k\n  cert: c\npolicy:\n  p:\n    \
+             identities: [{}]\n",
+            ID1.to_ascii_uppercase()
+        );
+        let c = parse(&text, base()).unwrap();
+        assert_eq!(c.admin_identity, ADMIN);
+        assert_eq!(c.policies["p"].identities, [ID1]);
+        let c = parse(&minimal("").replace(ADMIN, "disabled"), base()).unwrap();
+        assert_eq!(c.admin_identity, "disabled");
+    }
+
     #[test]
     fn errors_name_the_field() {
         assert_eq!(
-            err("admin:\n  identity: x\n"),
+            err("admin:\n  identity: disabled\n"),
             "config: tls.key is required (the server's private key file)"
         );
         assert!(

@@ -8,6 +8,7 @@ use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::policies::{pattern_set, prefix_of, PatternSet};
 use super::reply::Reply;
 use super::{App, Ctx};
+use crate::auth::names::{lookup_form, normalize_identity};
 use crate::auth::{is_admin, Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
@@ -15,10 +16,13 @@ use crate::store::{IdentityRecord, StoreError};
 use crate::timefmt;
 
 pub fn create(app: &App, ctx: &Ctx) -> Reply {
-    let id = &ctx.resource;
-    if !valid_name(id) {
-        return invalid_name(Kind::Identity, id).into();
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Identity, &ctx.resource).into();
     }
+    let id = &match normalize_identity(&ctx.resource) {
+        Ok(id) => id,
+        Err(err) => return Response::error(400, &err.to_string()).into(),
+    };
     let parsed = Fields::decode(&ctx.req.body).and_then(|f| {
         let admin = f.boolean("admin")?;
         Ok((f.string("policy")?, admin, f.string("ttl")?))
@@ -78,13 +82,41 @@ pub fn create(app: &App, ctx: &Ctx) -> Reply {
         created_by: ctx.identity().to_owned(),
         children: Vec::new(),
     };
-    let cmd = Command::CreateIdentity {
-        enclave: ctx.enclave.clone(),
-        identity: id.clone(),
-        record,
-        replace: false,
+    let cmd = match ctx.caller {
+        // Checked again where it applies: the parent must still exist then.
+        Caller::Identity { .. } => Command::ChildIdentity {
+            enclave: ctx.enclave.clone(),
+            identity: id.clone(),
+            record,
+            assign: false,
+        },
+        _ => Command::CreateIdentity {
+            enclave: ctx.enclave.clone(),
+            identity: id.clone(),
+            record,
+            replace: false,
+        },
     };
     Reply::write(cmd, Kind::Identity, "failed to create identity")
+}
+
+/// True if `ancestor` created `id`, or created an identity that (recursively) created it.
+pub fn descends_from(app: &App, enclave: &str, id: &str, ancestor: &str) -> bool {
+    let mut seen = std::collections::HashSet::from([id.to_owned()]);
+    let mut creator = match app.store.identity(enclave, id) {
+        Ok(rec) => rec.created_by,
+        Err(_) => return false,
+    };
+    while seen.insert(creator.clone()) {
+        if creator == ancestor {
+            return true;
+        }
+        creator = match app.store.identity(enclave, &creator) {
+            Ok(rec) => rec.created_by,
+            Err(_) => return false,
+        };
+    }
+    false
 }
 
 /// `403` when a caller hands out a policy that is not within its own.
@@ -142,10 +174,11 @@ fn describe_record(rec: &IdentityRecord) -> DescribeIdentity<'_> {
 }
 
 pub fn describe(app: &App, ctx: &Ctx) -> Response {
-    let id = &ctx.resource;
-    if !valid_name(id) {
-        return invalid_name(Kind::Identity, id);
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Identity, &ctx.resource);
     }
+    // Anything else that is no identity simply does not exist (as upstream answers).
+    let id = &*lookup_form(&ctx.resource);
     if is_admin(&app.admin, id) {
         return Response::json(&AdminIdentity {
             admin: true,
@@ -185,10 +218,12 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
 }
 
 pub fn delete(app: &App, ctx: &Ctx) -> Reply {
-    let id = &ctx.resource;
-    if !valid_name(id) {
-        return invalid_name(Kind::Identity, id).into();
+    if !valid_name(&ctx.resource) {
+        return invalid_name(Kind::Identity, &ctx.resource).into();
     }
+    // Not refused when it is no identity: a database from before identities were checked
+    // may hold such a name, and it can still be deleted.
+    let id = &lookup_form(&ctx.resource).into_owned();
     if is_admin(&app.admin, id) {
         return Response::error(400, "the admin identity cannot be deleted").into();
     }

@@ -63,6 +63,8 @@ pub struct App {
     pub cluster: std::sync::Mutex<crate::cluster::Describe>,
     /// The configured HSM's last probe result (for `/v1/status`).
     pub hsm: std::sync::Arc<crate::hsm::health::HsmHealth>,
+    /// Resolved rights of identities (see `auth/grants.rs`).
+    pub grants: crate::auth::Grants,
 }
 
 /// One request as a handler sees it.
@@ -102,6 +104,7 @@ impl App {
             member: std::sync::atomic::AtomicBool::new(true),
             skip_auth: Default::default(),
             hsm: Default::default(),
+            grants: Default::default(),
         }
     }
 
@@ -352,7 +355,15 @@ impl App {
                 }
             }
         }
-        let caller = match authorize(&self.store, &self.admin, auth, peer, &enclave, &path) {
+        let caller = match authorize(
+            &self.store,
+            &self.grants,
+            &self.admin,
+            auth,
+            peer,
+            &enclave,
+            &path,
+        ) {
             Ok(c) => c,
             Err(resp) => return (resp.into(), Some(route)),
         };

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::reply::Reply;
 use super::{identities, App, Ctx};
+use crate::auth::names::normalize_identity;
 use crate::auth::{Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
@@ -171,7 +172,11 @@ pub fn delete(_: &App, ctx: &Ctx) -> Reply {
 }
 
 /// `POST /v1/policy/assign/<policy>` `{"identity":"<hex>"}` (v0.19–v0.22 clients): makes the
-/// identity use the policy, creating the identity if needed.
+/// identity use the policy. The system admin and enclave admins may assign to any identity
+/// but the system admin (creating it if needed; it becomes theirs). Any other caller may only
+/// change the policy of an existing identity it created (directly or through its
+/// descendants), never of an enclave admin, and only to a policy within its own: the identity
+/// keeps its parent, expiry and children.
 pub fn assign(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Policy, &ctx.resource).into();
@@ -185,6 +190,10 @@ pub fn assign(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&identity) {
         return invalid_name(Kind::Identity, &identity).into();
     }
+    let identity = match normalize_identity(&identity) {
+        Ok(id) => id,
+        Err(err) => return Response::error(400, &err.to_string()).into(),
+    };
     if crate::auth::is_admin(&app.admin, &identity) {
         return Response::error(400, "cannot assign policy to system admin").into();
     }
@@ -197,19 +206,23 @@ pub fn assign(app: &App, ctx: &Ctx) -> Reply {
     }
     let now = timefmt::now();
     let mut expires_at = None;
-    // As for the identities it creates, a caller may only hand out a policy within its own
-    // (else it could widen its own rights via a child), and the identity expires no later
-    // than the caller.
-    if let Caller::Identity { id, enclave_admin } = ctx.caller {
-        let Ok(me) = app.store.identity(&ctx.enclave, id) else {
-            return Response::error(403, NOT_ALLOWED).into();
-        };
-        if !enclave_admin
-            && !identities::policy_within(app, &ctx.enclave, &ctx.resource, &me.policy)
-        {
-            return Response::error(403, identities::NOT_SUBSET).into();
+    match ctx.caller {
+        Caller::Identity {
+            id,
+            enclave_admin: false,
+        } => return assign_as_identity(app, ctx, id, identity, now),
+        // As for the identities it creates, an enclave admin's assignee expires no later
+        // than the enclave admin.
+        Caller::Identity {
+            id,
+            enclave_admin: true,
+        } => {
+            let Ok(me) = app.store.identity(&ctx.enclave, id) else {
+                return Response::error(403, NOT_ALLOWED).into();
+            };
+            expires_at = me.expires_at;
         }
-        expires_at = me.expires_at;
+        _ => {}
     }
     let record = IdentityRecord {
         policy: ctx.resource.clone(),
@@ -225,6 +238,49 @@ pub fn assign(app: &App, ctx: &Ctx) -> Reply {
         identity,
         record,
         replace: true,
+    };
+    Reply::write(cmd, Kind::Identity, "failed to assign policy")
+}
+
+/// Assignment by a non-admin identity `me`: only the policy of one of its descendants changes.
+fn assign_as_identity(
+    app: &App,
+    ctx: &Ctx,
+    me: &str,
+    identity: String,
+    now: time::OffsetDateTime,
+) -> Reply {
+    let Ok(caller) = app.store.identity(&ctx.enclave, me) else {
+        return Response::error(403, NOT_ALLOWED).into();
+    };
+    let target = match app.store.identity(&ctx.enclave, &identity) {
+        Ok(t) => t,
+        Err(err) => return store_error(Kind::Identity, err, "failed to read identity").into(),
+    };
+    if target.admin {
+        return Response::error(403, "cannot assign policy to an enclave admin").into();
+    }
+    if !identities::descends_from(app, &ctx.enclave, &identity, me) {
+        let why = format!("cannot assign policy to '{identity}': it was not created by the caller");
+        return Response::error(403, &why).into();
+    }
+    // Not more than it has: else it could widen its own rights via a child.
+    if !identities::policy_within(app, &ctx.enclave, &ctx.resource, &caller.policy) {
+        return Response::error(403, identities::NOT_SUBSET).into();
+    }
+    // The store applies only the policy; the caller and the time let it check, where the
+    // change applies, that the caller still exists and the identity still descends from it.
+    let record = IdentityRecord {
+        policy: ctx.resource.clone(),
+        created_at: now,
+        created_by: me.to_owned(),
+        ..target
+    };
+    let cmd = Command::ChildIdentity {
+        enclave: ctx.enclave.clone(),
+        identity,
+        record,
+        assign: true,
     };
     Reply::write(cmd, Kind::Identity, "failed to assign policy")
 }

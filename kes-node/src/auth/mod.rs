@@ -1,12 +1,18 @@
 //! Who may call what (spec §2.2, §3). The admin identity may do everything. Any other identity
 //! must exist in the request's enclave (the `Kes-Enclave` header, `default` without one), must
 //! not be expired, and then either is an enclave admin or its policy must allow the URL path:
-//! deny patterns win, and a path no allow pattern matches is refused.
+//! deny patterns win, and a path no allow pattern matches is refused. A non-admin identity's
+//! creators limit it too: see [`grants`].
+pub mod grants;
+pub mod names;
+
 use std::net::IpAddr;
+
+pub use grants::{Grant, Grants};
 
 use crate::http::Response;
 use crate::identity::PeerIdentityError;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The TLS peer of a connection, identified once after the handshake.
 #[derive(Debug, Clone)]
@@ -60,6 +66,7 @@ impl<'a> Caller<'a> {
 /// Decides whether `peer` may call `path` in `enclave` under `auth`.
 pub fn authorize<'p>(
     store: &Store,
+    grants: &Grants,
     admin: &str,
     auth: Auth,
     peer: &'p Peer,
@@ -86,14 +93,14 @@ pub fn authorize<'p>(
         return Ok(Caller::Admin(id));
     }
     let forbidden = || Response::error(403, NOT_ALLOWED);
-    let record = match store.identity(enclave, id) {
-        Ok(r) => r,
-        Err(_) if auth == Auth::IdentifyOnly => return Ok(Caller::Anonymous),
+    let grant = match grants.lookup(store, enclave, id) {
+        Ok(Some(g)) => g,
+        _ if auth == Auth::IdentifyOnly => return Ok(Caller::Anonymous),
         // Unknown identities and unknown enclaves are refused alike: a caller learns nothing.
-        Err(StoreError::NotFound) | Err(StoreError::NoEnclave) => return Err(forbidden()),
+        Ok(None) => return Err(forbidden()),
         Err(err) => return Err(Response::error(500, &err.to_string())),
     };
-    if record.expired(crate::timefmt::now()) {
+    if grant.expired(crate::timefmt::now()) {
         return match auth {
             Auth::IdentifyOnly => Ok(Caller::Anonymous),
             _ => Err(forbidden()),
@@ -101,29 +108,32 @@ pub fn authorize<'p>(
     }
     let caller = Caller::Identity {
         id,
-        enclave_admin: record.admin,
+        enclave_admin: grant.admin,
     };
     match auth {
         Auth::IdentifyOnly => Ok(caller),
         Auth::Admin => Err(forbidden()),
-        _ if record.admin => Ok(caller),
-        _ => {
-            let policy = match store.policy(enclave, &record.policy) {
-                Ok(p) => p,
-                Err(StoreError::NotFound) => return Err(forbidden()),
-                Err(err) => return Err(Response::error(500, &err.to_string())),
-            };
-            let allowed = kes_core::policy::verify(
-                policy.allow.iter().map(String::as_str),
-                policy.deny.iter().map(String::as_str),
-                path,
-            );
-            if allowed {
-                Ok(caller)
-            } else {
-                Err(forbidden())
-            }
-        }
+        _ if grant.allows(path) => Ok(caller),
+        _ => Err(forbidden()),
+    }
+}
+
+/// True if `id` may still call `path` in `enclave` (a log stream re-checks this while it
+/// streams): the admin always, anyone else as [`authorize`] would decide now.
+pub fn still_allowed(
+    store: &Store,
+    grants: &Grants,
+    admin: &str,
+    enclave: &str,
+    id: &str,
+    path: &str,
+) -> bool {
+    if is_admin(admin, id) {
+        return true;
+    }
+    match grants.lookup(store, enclave, id) {
+        Ok(Some(g)) => !g.expired(crate::timefmt::now()) && g.allows(path),
+        _ => false,
     }
 }
 

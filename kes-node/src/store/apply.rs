@@ -1,7 +1,7 @@
 //! How each [`Command`] changes the tables, inside one write transaction.
 use super::{codec, corrupted, StoreError, Tx, IDENTITIES, KEYS, POLICIES, SECRETS};
 use crate::command::Command;
-use crate::store::DEFAULT_ENCLAVE;
+use crate::store::{IdentityRecord, DEFAULT_ENCLAVE};
 
 pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
     match cmd {
@@ -25,38 +25,13 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
             identity,
             record,
             replace,
-        } => {
-            let mut record = record.clone();
-            match read_identity(tx, enclave, identity) {
-                Ok(old) if *replace => {
-                    record.children = old.children;
-                    // A re-assigned identity moves to its new parent: the old one no longer
-                    // lists it (else deleting the old parent would delete it too).
-                    if old.created_by != record.created_by && old.created_by != *identity {
-                        if let Ok(mut parent) = read_identity(tx, enclave, &old.created_by) {
-                            parent.children.retain(|c| c != identity);
-                            write_identity(tx, enclave, &old.created_by, &parent)?;
-                        }
-                    }
-                }
-                Ok(_) => return Err(StoreError::Exists),
-                Err(StoreError::NotFound) => {}
-                Err(err) => return Err(err),
-            }
-            let plaintext = codec::encode_identity(&record).map_err(StoreError::Io)?;
-            tx.put(IDENTITIES, enclave, identity, &plaintext, false)?;
-            // Link the child to its parent, if the parent is an identity of this enclave
-            // (the cluster admin and config-declared identities have no record as parent).
-            if record.created_by != *identity {
-                if let Ok(mut parent) = read_identity(tx, enclave, &record.created_by) {
-                    if !parent.children.contains(identity) {
-                        parent.children.push(identity.clone());
-                        write_identity(tx, enclave, &record.created_by, &parent)?;
-                    }
-                }
-            }
-            Ok(())
-        }
+        } => create_identity(tx, enclave, identity, record, *replace),
+        Command::ChildIdentity {
+            enclave,
+            identity,
+            record,
+            assign,
+        } => child_identity(tx, enclave, identity, record, *assign),
         Command::DeleteIdentity { enclave, identity } => {
             let record = read_identity(tx, enclave, identity)?;
             if let Ok(mut parent) = read_identity(tx, enclave, &record.created_by) {
@@ -88,11 +63,112 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
     }
 }
 
-fn read_identity(
+fn create_identity(
+    tx: &mut Tx<'_>,
+    enclave: &str,
+    identity: &str,
+    record: &IdentityRecord,
+    replace: bool,
+) -> Result<(), StoreError> {
+    let mut record = record.clone();
+    match read_identity(tx, enclave, identity) {
+        Ok(old) if replace => {
+            record.children = old.children;
+            // A re-assigned identity moves to its new parent: the old one no longer
+            // lists it (else deleting the old parent would delete it too).
+            if old.created_by != record.created_by && old.created_by != *identity {
+                if let Ok(mut parent) = read_identity(tx, enclave, &old.created_by) {
+                    parent.children.retain(|c| c != identity);
+                    write_identity(tx, enclave, &old.created_by, &parent)?;
+                }
+            }
+        }
+        Ok(_) => return Err(StoreError::Exists),
+        Err(StoreError::NotFound) => {}
+        Err(err) => return Err(err),
+    }
+    let plaintext = codec::encode_identity(&record).map_err(StoreError::Io)?;
+    tx.put(IDENTITIES, enclave, identity, &plaintext, false)?;
+    // Link the child to its parent, if the parent is an identity of this enclave
+    // (the cluster admin and config-declared identities have no record as parent).
+    if record.created_by != *identity {
+        if let Ok(mut parent) = read_identity(tx, enclave, &record.created_by) {
+            if !parent.children.iter().any(|c| c == identity) {
+                parent.children.push(identity.to_owned());
+                write_identity(tx, enclave, &record.created_by, &parent)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`Command::ChildIdentity`]: the checks that make a change by an identity of the enclave
+/// safe against every write ordered before it (see the command's doc).
+fn child_identity(
+    tx: &mut Tx<'_>,
+    enclave: &str,
+    identity: &str,
+    record: &IdentityRecord,
+    assign: bool,
+) -> Result<(), StoreError> {
+    let parent = match read_identity(tx, enclave, &record.created_by) {
+        Ok(parent) => parent,
+        Err(StoreError::NotFound) => {
+            return Err(StoreError::Refused(
+                "the calling identity no longer exists".into(),
+            ))
+        }
+        Err(err) => return Err(err),
+    };
+    if parent.expired(record.created_at) {
+        return Err(StoreError::Refused(
+            "the calling identity has expired".into(),
+        ));
+    }
+    if !assign {
+        return create_identity(tx, enclave, identity, record, false);
+    }
+    let mut target = read_identity(tx, enclave, identity)?;
+    if target.admin {
+        return Err(StoreError::Refused(
+            "cannot assign policy to an enclave admin".into(),
+        ));
+    }
+    if !descends_from(tx, enclave, identity, &record.created_by)? {
+        return Err(StoreError::Refused(format!(
+            "cannot assign policy to '{identity}': it was not created by the caller"
+        )));
+    }
+    target.policy = record.policy.clone();
+    write_identity(tx, enclave, identity, &target)
+}
+
+/// True if `ancestor` is on `id`'s chain of creators (`created_by`), not counting `id` itself.
+/// A chain ends at a creator without a record; a cycle ends it too.
+pub(crate) fn descends_from(
     tx: &Tx<'_>,
     enclave: &str,
     id: &str,
-) -> Result<crate::store::IdentityRecord, StoreError> {
+    ancestor: &str,
+) -> Result<bool, StoreError> {
+    let mut seen = std::collections::BTreeSet::from([id.to_owned()]);
+    let mut creator = read_identity(tx, enclave, id)?.created_by;
+    loop {
+        if creator == ancestor {
+            return Ok(true);
+        }
+        if !seen.insert(creator.clone()) {
+            return Ok(false);
+        }
+        creator = match read_identity(tx, enclave, &creator) {
+            Ok(rec) => rec.created_by,
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+    }
+}
+
+fn read_identity(tx: &Tx<'_>, enclave: &str, id: &str) -> Result<IdentityRecord, StoreError> {
     let plaintext = tx.get(IDENTITIES, enclave, id)?;
     codec::decode_identity(&plaintext).map_err(|why| corrupted(IDENTITIES, enclave, id, &why))
 }
@@ -101,7 +177,7 @@ fn write_identity(
     tx: &mut Tx<'_>,
     enclave: &str,
     id: &str,
-    rec: &crate::store::IdentityRecord,
+    rec: &IdentityRecord,
 ) -> Result<(), StoreError> {
     let plaintext = codec::encode_identity(rec).map_err(StoreError::Io)?;
     tx.put(IDENTITIES, enclave, id, &plaintext, false)

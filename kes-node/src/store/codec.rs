@@ -293,6 +293,13 @@ enum WireCommand<'a> {
         endpoint: &'a str,
         force: bool,
     },
+    // New variants go last: postcard numbers variants in order, and logs hold old ones.
+    ChildIdentity {
+        enclave: &'a str,
+        identity: &'a str,
+        record: &'a [u8],
+        assign: bool,
+    },
 }
 
 /// Encodes a command for replication. The buffer holds key material: it is zeroized on drop.
@@ -301,7 +308,9 @@ pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>
     let record: Zeroizing<Vec<u8>> = match cmd {
         C::CreateKey { key, .. } => encode_key(key)?,
         C::CreatePolicy { policy, .. } => encode_policy(policy)?,
-        C::CreateIdentity { record, .. } => encode_identity(record)?,
+        C::CreateIdentity { record, .. } | C::ChildIdentity { record, .. } => {
+            encode_identity(record)?
+        }
         C::CreateSecret { secret, .. } => encode_secret(secret)?,
         C::CreateEnclave { record, .. } => encode_enclave(record)?,
         _ => Zeroizing::new(Vec::new()),
@@ -336,6 +345,17 @@ pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>
             identity,
             record: r,
             replace: *replace,
+        },
+        C::ChildIdentity {
+            enclave,
+            identity,
+            assign,
+            ..
+        } => WireCommand::ChildIdentity {
+            enclave,
+            identity,
+            record: r,
+            assign: *assign,
         },
         C::DeleteIdentity { enclave, identity } => {
             WireCommand::DeleteIdentity { enclave, identity }
@@ -401,6 +421,17 @@ pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, String> {
             identity: s(identity),
             record: decode_identity(record)?,
             replace,
+        },
+        WireCommand::ChildIdentity {
+            enclave,
+            identity,
+            record,
+            assign,
+        } => C::ChildIdentity {
+            enclave: s(enclave),
+            identity: s(identity),
+            record: decode_identity(record)?,
+            assign,
         },
         WireCommand::DeleteIdentity { enclave, identity } => C::DeleteIdentity {
             enclave: s(enclave),

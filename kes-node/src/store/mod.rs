@@ -195,6 +195,9 @@ pub struct Store {
     enclave_keys: Mutex<HashMap<String, Arc<SecretKey>>>,
     /// Decoded keys (see `key_cache.rs`).
     keys: key_cache::KeyCache,
+    /// Counts committed write transactions: caches of what the state decides (the
+    /// authorization cache in `auth/`) compare it to know they are current.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -222,6 +225,7 @@ impl Store {
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
+            commits: Default::default(),
         };
         store
             .ensure_default_enclave()
@@ -250,6 +254,7 @@ impl Store {
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
+            commits: Default::default(),
         };
         store
             .ensure_default_enclave()
@@ -270,6 +275,12 @@ impl Store {
                 .remove(name);
         }
         Ok(())
+    }
+
+    /// How many write transactions committed so far (any change of state bumps it, after the
+    /// change is visible to readers).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stores a new key; `Exists` if the name is taken. Durable (fsync) when it returns.
@@ -481,6 +492,9 @@ pub(crate) struct Tx<'s> {
 impl Tx<'_> {
     fn commit(self) -> Result<(), StoreError> {
         self.txn.commit().map_err(io_err)?;
+        self.store
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if self.removes_keys {
             self.store.keys.invalidate();
         }
