@@ -171,7 +171,16 @@ impl App {
                 }
                 a => a,
             };
-            match authorize(&self.store, &self.admin, auth, peer, &enclave, &path) {
+            let grants = &self.grants;
+            match authorize(
+                &self.store,
+                grants,
+                &self.admin,
+                auth,
+                peer,
+                &enclave,
+                &path,
+            ) {
                 Ok(_) => return Ok(route.max_body),
                 Err(_) if gating() => return Ok(route.max_body),
                 Err(resp) => resp,
