@@ -46,6 +46,7 @@ mod edge;
 pub use edge::{load_edge, parse_edge, EdgeConfig, KeyStoreConfig};
 
 use serde_norway::{Mapping, Value};
+use zeroize::Zeroizing;
 
 /// A parsed and validated configuration.
 #[derive(Debug, Clone, Default)]
@@ -55,8 +56,8 @@ pub struct Config {
     /// `admin.identity` (required; any non-hex value such as `disabled` disables admin access).
     pub admin_identity: String,
     pub tls: TlsFiles,
-    /// `hsm.key`: a SoftHSM key string, if given.
-    pub hsm_key: Option<String>,
+    /// `hsm.key`: a SoftHSM key string, if given (wiped when the config is dropped).
+    pub hsm_key: Option<Zeroizing<String>>,
     /// `hsm.pkcs11`: a PKCS#11 token seals the root key (instead of the SoftHSM).
     pub pkcs11: Option<Pkcs11Config>,
     /// `api.<path>`: per-route overrides.
@@ -142,8 +143,11 @@ pub struct PolicyConfig {
 
 /// Reads and validates a config file. Errors are one line that names the problem.
 pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?;
+    // The text may hold hsm.key: wiped when dropped.
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?,
+    );
     let base = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -308,9 +312,12 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
 
 /// Reads only the `hsm:` section of a YAML file (for `kes-node hsm add --to FILE`): the other
 /// sections, if any, are not looked at.
-pub fn load_hsm(path: &Path) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?;
+pub fn load_hsm(path: &Path) -> Result<HsmSection, String> {
+    // The text may hold hsm.key: wiped when dropped.
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?,
+    );
     let base = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -319,10 +326,7 @@ pub fn load_hsm(path: &Path) -> Result<(Option<String>, Option<Pkcs11Config>), S
 }
 
 /// [`load_hsm`] on text.
-pub fn parse_hsm_only(
-    text: &str,
-    base: &Path,
-) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
+pub fn parse_hsm_only(text: &str, base: &Path) -> Result<HsmSection, String> {
     let root: Value = serde_norway::from_str(text)
         .map_err(|err| format!("config: invalid YAML: {}", one_line(&err.to_string())))?;
     let Value::Mapping(root) = root else {
@@ -336,10 +340,13 @@ pub fn parse_hsm_only(
     Ok(hsm)
 }
 
+/// An `hsm:` section: the SoftHSM key (`hsm.key`) or the PKCS#11 token.
+pub type HsmSection = (Option<Zeroizing<String>>, Option<Pkcs11Config>);
+
 /// `hsm:`: a SoftHSM key (`key`) or a PKCS#11 token (`pkcs11`), not both.
-fn parse_hsm(hsm: &Fields, base: &Path) -> Result<(Option<String>, Option<Pkcs11Config>), String> {
+fn parse_hsm(hsm: &Fields, base: &Path) -> Result<HsmSection, String> {
     hsm.check_known(&["key", "pkcs11"], &[])?;
-    let key = hsm.string("key")?;
+    let key = hsm.string("key")?.map(Zeroizing::new);
     if let Some(key) = &key {
         // Never echo the value: it is the key that protects every other key.
         if kes_core::hsm::SoftHsm::parse(key).is_err() {

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod edge;
+pub mod harden;
 pub mod hsm;
 pub mod http;
 pub mod identity;

@@ -257,6 +257,8 @@ pub struct Env {
     edge: bool,
     /// Extra environment variables of the server process (`set_env`).
     envs: Vec<(String, String)>,
+    /// What runs in place of `kes-node` (`set_launcher`): e.g. `setpriv ... -- kes-node`.
+    launcher: Vec<std::ffi::OsString>,
 }
 
 impl Env {
@@ -285,6 +287,7 @@ impl Env {
             last_addr: Mutex::new(None),
             edge: false,
             envs: Vec::new(),
+            launcher: Vec::new(),
         };
         env.write_config();
         env
@@ -301,6 +304,15 @@ impl Env {
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.envs.retain(|(k, _)| k != key);
         self.envs.push((key.to_string(), value.to_string()));
+    }
+
+    /// Starts servers as `launcher[0] launcher[1..] <kes-node arguments>` (the launcher must
+    /// `exec` the binary it names last, so that the PID is the server's).
+    pub fn set_launcher<S: Into<std::ffi::OsString>>(
+        &mut self,
+        launcher: impl IntoIterator<Item = S>,
+    ) {
+        self.launcher = launcher.into_iter().map(Into::into).collect();
     }
 
     /// Sets `tls.ca` to the test CA: client certificates are then verified.
@@ -357,7 +369,14 @@ impl Env {
     }
 
     fn command(&self, addr: &str) -> Command {
-        let mut cmd = Command::new(KES_NODE);
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+            None => Command::new(KES_NODE),
+        };
         if self.edge {
             cmd.arg("edge")
                 .arg("--config")

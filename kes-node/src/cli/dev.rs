@@ -43,7 +43,11 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
             cert: files.server_cert.clone(),
             ca: None,
         },
-        hsm_key: Some(read(&files.hsm_key)?.trim().to_owned()),
+        hsm_key: Some(zeroize::Zeroizing::new(
+            zeroize::Zeroizing::new(read(&files.hsm_key)?)
+                .trim()
+                .to_owned(),
+        )),
         ..Config::default()
     };
     let addr = addr.unwrap_or_else(|| DEV_ADDR.into());

@@ -109,7 +109,7 @@ fn add(a: AddArgs) -> Result<(), String> {
     let (store, _current) = open_store(a.config.as_deref(), &a.data)?;
     let (key, pkcs11) = crate::config::load_hsm(&a.to)?;
     let new = crate::hsm::open_exact(
-        key.as_deref(),
+        key.as_ref().map(|k| k.as_str()),
         pkcs11.as_ref(),
         &a.data,
         crate::hsm::NewKey::Allowed,

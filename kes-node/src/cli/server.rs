@@ -35,6 +35,7 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), String> {
+    crate::harden::start()?;
     if args.dev {
         return super::dev::run(args.dir, args.addr);
     }

@@ -123,7 +123,7 @@ pub fn open(config: &Config, dir: &Path, new_key: NewKey) -> Result<Box<dyn Hsm>
     match &config.pkcs11 {
         Some(p11) => open_pkcs11(p11, dir, new_key),
         None => Ok(Box::new(SoftHsmDevice(soft_hsm(
-            config.hsm_key.as_deref(),
+            config.hsm_key.as_ref().map(|k| k.as_str()),
         )?))),
     }
 }
@@ -183,8 +183,9 @@ fn open_pkcs11(_: &Pkcs11Config, _: &Path, _: NewKey) -> Result<Box<dyn Hsm>, St
 
 /// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
 pub fn soft_hsm(config_key: Option<&str>) -> Result<SoftHsm, String> {
-    let (key, source) = match std::env::var("KES_HSM_KEY") {
-        Ok(k) if !k.trim().is_empty() => (Zeroizing::new(k), "KES_HSM_KEY"),
+    // A hardened server had the variable handed over at start-up (see `crate::harden`).
+    let (key, source) = match crate::harden::hsm_key() {
+        Some(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),
         _ => match config_key {
             Some(k) => (Zeroizing::new(k.to_owned()), "hsm.key in the config"),
             None => {
