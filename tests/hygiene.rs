@@ -79,6 +79,19 @@ fn hsm_key_leaves_the_environment() {
     assert_eq!(server.admin().decrypt("k", &ct, None), b"kept");
 }
 
+/// `hsm.key: ${KES_HSM_KEY}` in the config (as the README shows) still finds the key.
+#[test]
+fn hsm_key_from_the_environment_through_the_config() {
+    let mut env = Env::with_hsm(
+        "hyg-config-var",
+        HsmKey::Yaml("hsm:\n  key: ${KES_HSM_KEY}\n".into()),
+    );
+    env.set_env("KES_HSM_KEY", HSM_KEY);
+    let server = env.start();
+    assert_key_not_exposed(server.pid());
+    round_trip(&server);
+}
+
 #[test]
 fn memory_locked_and_core_dumps_off() {
     // We run as root: mlockall is allowed.

@@ -615,7 +615,8 @@ fn scalar(field: &str, value: &Value) -> Result<String, String> {
     {
         Some(var) => {
             let var = var.trim();
-            match std::env::var(var) {
+            // Through `harden`: a running server no longer has KES_HSM_KEY in its environment.
+            match crate::harden::var(var) {
                 Ok(v) => Ok(v.trim().to_string()),
                 Err(std::env::VarError::NotPresent) => Err(format!(
                     "config: {field}: environment variable '{var}' is not set"

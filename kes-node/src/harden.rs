@@ -58,10 +58,16 @@ pub fn start() -> Result<(), String> {
 /// The `KES_HSM_KEY` value: the one handed over at start-up, else the variable (for commands
 /// that do not harden).
 pub fn hsm_key() -> Option<Zeroizing<String>> {
-    if let Some(key) = HANDED_OVER.get() {
-        return Some(key.clone());
+    var(HSM_KEY_VAR).ok().map(Zeroizing::new)
+}
+
+/// `std::env::var`, except that `KES_HSM_KEY` is the handed-over key (for `${KES_HSM_KEY}` in
+/// the config).
+pub fn var(name: &str) -> Result<String, std::env::VarError> {
+    match HANDED_OVER.get() {
+        Some(key) if name == HSM_KEY_VAR => Ok(key.to_string()),
+        _ => std::env::var(name),
     }
-    std::env::var(HSM_KEY_VAR).ok().map(Zeroizing::new)
 }
 
 fn hand_over_hsm_key() -> Result<(), String> {
