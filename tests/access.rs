@@ -2283,3 +2283,227 @@ fn config_identities_that_can_never_match_stop_the_start() {
     server.client(&user).get("/v1/status").assert_json_ok();
     server.admin().put("/v1/key/create/k").assert_empty_ok();
 }
+
+// ---------------------------------------------------------------------------------------
+// 10. Issue 13: log streams are authorized for their whole life and stay in their tenant
+// ---------------------------------------------------------------------------------------
+
+/// Opens a log stream as `cert` in `enclave` on its own connection; returns it once its head
+/// (200) arrived.
+fn subscribe_as(server: &Server, cert: &ClientCert, path: &str, enclave: &str) -> Client {
+    let mut c = server.client(cert);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nKes-Enclave: {enclave}\r\n\r\n",
+        c.host
+    );
+    c.send_raw(req.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(c.pending()).contains("\r\n\r\n") {
+        assert!(std::time::Instant::now() < deadline, "no stream head");
+        assert!(
+            !c.peer_closed_within(Duration::from_millis(50)).unwrap(),
+            "stream closed: {}",
+            String::from_utf8_lossy(c.pending())
+        );
+    }
+    let head = String::from_utf8_lossy(c.pending()).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    c
+}
+
+/// Waits until `stream` delivered something containing `needle`; returns all it delivered.
+fn stream_until(stream: &mut Client, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(stream.pending()).to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event with {needle:?} in {text:?}"
+        );
+        assert!(
+            !stream
+                .peer_closed_within(Duration::from_millis(50))
+                .unwrap(),
+            "stream closed"
+        );
+    }
+}
+
+/// How long `stream` took to end (the server closed it), polled from now; None if it is still
+/// open after `limit`.
+fn ends_within(stream: &mut Client, limit: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if stream
+            .peer_closed_within(Duration::from_millis(20))
+            .unwrap()
+        {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+/// Issue 13, observed: an open `/v1/log/audit` stream kept flowing after its identity was
+/// deleted or expired. Now a stream ends within a second of its identity being deleted,
+/// expiring or losing the right to read the log; streams that may go on, go on.
+#[test]
+fn log_streams_end_when_their_identity_is_revoked() {
+    let env = Env::new("acc-logrevoke");
+    let server = env.start();
+    let mut admin = server.admin();
+    create_policy(&mut admin, D, "logs", &["/v1/log/*"], &[]);
+    create_policy(&mut admin, D, "keys", &["/v1/key/*"], &[]);
+    let deleted = new_cert("deleted");
+    let expiring = new_cert("expiring");
+    let demoted = new_cert("demoted");
+    let staying = new_cert("staying");
+    for who in [&deleted, &demoted, &staying] {
+        create_identity(&mut admin, D, &who.identity, &json!({"policy": "logs"})).assert_empty_ok();
+    }
+    create_identity(
+        &mut admin,
+        D,
+        &expiring.identity,
+        &json!({"policy": "logs", "ttl": "3s"}),
+    )
+    .assert_empty_ok();
+    let expires = time_field(
+        &admin
+            .get(&format!("/v1/identity/describe/{}", expiring.identity))
+            .assert_json_ok(),
+        "expires_at",
+    );
+    let mut audit_deleted = subscribe_as(&server, &deleted, "/v1/log/audit", D);
+    let mut error_deleted = subscribe_as(&server, &deleted, "/v1/log/error", D);
+    let mut audit_expiring = subscribe_as(&server, &expiring, "/v1/log/audit", D);
+    let mut audit_demoted = subscribe_as(&server, &demoted, "/v1/log/audit", D);
+    let mut audit_staying = subscribe_as(&server, &staying, "/v1/log/audit", D);
+    let mut audit_admin = subscribe_as(&server, &pki().admin, "/v1/log/audit", D);
+    admin.put("/v1/key/create/before").assert_empty_ok();
+    for s in [&mut audit_deleted, &mut audit_demoted, &mut audit_staying] {
+        stream_until(s, "/v1/key/create/before");
+    }
+
+    admin
+        .delete(&format!("/v1/identity/delete/{}", deleted.identity))
+        .assert_empty_ok();
+    for s in [&mut audit_deleted, &mut error_deleted] {
+        let took = ends_within(s, Duration::from_secs(1));
+        assert!(took.is_some(), "a deleted identity's stream goes on");
+    }
+    admin
+        .post_json(
+            "/v1/policy/assign/keys",
+            &json!({"identity": demoted.identity}),
+        )
+        .assert_empty_ok();
+    assert!(
+        ends_within(&mut audit_demoted, Duration::from_secs(1)).is_some(),
+        "a stream goes on after its identity lost the right to read it"
+    );
+    // Until just past the server's expires_at (same machine, same clock), then a second.
+    let left = expires - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default());
+    assert!(
+        ends_within(&mut audit_expiring, Duration::from_secs(1)).is_some(),
+        "an expired identity's stream goes on"
+    );
+
+    admin.put("/v1/key/create/after").assert_empty_ok();
+    stream_until(&mut audit_staying, "/v1/key/create/after");
+    stream_until(&mut audit_admin, "/v1/key/create/after");
+}
+
+/// Issue 13, observed: the audit stream was global, so an identity administering enclave
+/// `t2` saw the default enclave's key names, identities and client addresses. A subscriber
+/// sees the events of the enclaves whose log it may read (the system admin: all of them),
+/// each marked with its enclave.
+#[test]
+fn audit_streams_stay_within_their_tenant() {
+    let env = Env::new("acc-logtenant");
+    let server = env.start();
+    let mut admin = server.admin();
+    for e in ["t1", "t2"] {
+        admin
+            .put(&format!("/v1/enclave/create/{e}"))
+            .assert_empty_ok();
+    }
+    let boss2 = new_cert("t2-admin");
+    let reader = new_cert("default-reader");
+    let both = new_cert("reader-of-default-and-t1");
+    create_identity(&mut admin, "t2", &boss2.identity, &json!({"admin": true})).assert_empty_ok();
+    create_policy(&mut admin, D, "logs", &["/v1/log/audit"], &[]);
+    create_policy(&mut admin, "t1", "logs", &["/v1/log/audit"], &[]);
+    create_identity(&mut admin, D, &reader.identity, &json!({"policy": "logs"})).assert_empty_ok();
+    create_identity(&mut admin, D, &both.identity, &json!({"policy": "logs"})).assert_empty_ok();
+    create_identity(&mut admin, "t1", &both.identity, &json!({"policy": "logs"})).assert_empty_ok();
+
+    let mut s_boss2 = subscribe_as(&server, &boss2, "/v1/log/audit", "t2");
+    let mut s_reader = subscribe_as(&server, &reader, "/v1/log/audit", D);
+    let mut s_both = subscribe_as(&server, &both, "/v1/log/audit", D);
+    let mut s_admin = subscribe_as(&server, &pki().admin, "/v1/log/audit", D);
+
+    admin
+        .put("/v1/key/create/default-secret-name")
+        .assert_empty_ok();
+    put_in(&mut admin, "/v1/key/create/t1-secret-name", "t1").assert_empty_ok();
+    let mut b = server.client(&boss2);
+    put_in(&mut b, "/v1/key/create/t2-own-key", "t2").assert_empty_ok();
+    // The last event of each enclave, so each stream has seen all it will see of them.
+    for e in [D, "t1", "t2"] {
+        get_in(&mut admin, &format!("/v1/key/describe/{e}-marker"), e)
+            .assert_error(404, KEY_NOT_FOUND);
+    }
+
+    let everything = stream_until(&mut s_admin, "/v1/key/describe/t2-marker");
+    for name in ["default-secret-name", "t1-secret-name", "t2-own-key"] {
+        assert!(everything.contains(name), "the system admin sees {name}");
+    }
+    let t2 = stream_until(&mut s_boss2, "/v1/key/describe/t2-marker");
+    assert!(t2.contains("t2-own-key"), "{t2}");
+    assert!(t2.contains("\"enclave\":\"t2\""), "{t2}");
+    let d = stream_until(&mut s_reader, "/v1/key/describe/default-marker");
+    let d1 = stream_until(&mut s_both, "/v1/key/describe/t1-marker");
+    stream_until(&mut s_both, "/v1/key/describe/default-marker");
+    // Everything the events of the other two enclaves were caught up with: nothing of them.
+    stream_until(&mut s_reader, "/v1/key/describe/default-marker");
+    for (who, text, foreign) in [
+        (
+            "t2's admin",
+            &t2,
+            &[
+                "default-secret-name",
+                "t1-secret-name",
+                "default-marker",
+                "t1-marker",
+            ][..],
+        ),
+        (
+            "the default reader",
+            &d,
+            &["t1-secret-name", "t2-own-key", "t1-marker", "t2-marker"][..],
+        ),
+        (
+            "the default and t1 reader",
+            &d1,
+            &["t2-own-key", "t2-marker"][..],
+        ),
+    ] {
+        for name in foreign {
+            assert!(!text.contains(name), "{who} saw {name}: {text}");
+        }
+    }
+    assert!(
+        d1.contains("t1-secret-name") && d1.contains("\"enclave\":\"t1\""),
+        "{d1}"
+    );
+    // t2's admin sees the admin's requests only where they addressed t2.
+    assert!(
+        !t2.contains(&format!("\"identity\":\"{}\"", reader.identity)),
+        "{t2}"
+    );
+}

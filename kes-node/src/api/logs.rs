@@ -4,12 +4,29 @@
 //!
 //! Handlers only queue events here; the event loop takes them after each round of I/O and
 //! writes them to the streaming connections, so producing an event never blocks on a client.
+//!
+//! Who sees what (issue 13): every event belongs to an enclave (a request's `Kes-Enclave`,
+//! `default` without one; server-wide errors belong to `default`). A subscriber receives an
+//! event only if it may read that log in the event's enclave right now (the system admin: all
+//! of them), and its stream ends once it may no longer read the log it subscribed to (deleted,
+//! expired or re-assigned): [`may_see`], [`still_subscribed`], checked by the event loop.
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::App;
+use crate::http::Request;
+
+/// What the audit log records of a request.
+pub struct Audited<'a> {
+    pub ip: Option<IpAddr>,
+    pub path: &'a str,
+    pub identity: &'a str,
+    pub enclave: &'a str,
+}
 
 /// Which stream an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +44,72 @@ impl Topic {
             _ => None,
         }
     }
+
+    /// The path that streams this topic (what a subscriber must be allowed).
+    pub fn path(self) -> &'static str {
+        match self {
+            Topic::Audit => "/v1/log/audit",
+            Topic::Error => "/v1/log/error",
+        }
+    }
+}
+
+/// One queued event: its stream, its enclave and its ndjson line.
+pub struct Event {
+    pub topic: Topic,
+    pub enclave: String,
+    pub line: Vec<u8>,
+}
+
+/// What a streaming connection subscribed to: a topic, in an enclave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: Topic,
+    pub enclave: String,
+}
+
+impl Subscription {
+    /// The subscription `req` asks for, if it is a log stream request.
+    pub fn of_request(app: &App, req: &Request) -> Option<Subscription> {
+        Some(Subscription {
+            topic: Topic::of_path(&req.path)?,
+            enclave: app.enclave_of(req),
+        })
+    }
+}
+
+/// True while `identity` may still read the log it subscribed to (in its enclave).
+pub fn still_subscribed(app: &App, sub: &Subscription, identity: &str) -> bool {
+    app.skip_auth.contains(sub.topic.path())
+        || crate::auth::still_allowed(
+            &app.store,
+            &app.grants,
+            &app.admin,
+            &sub.enclave,
+            identity,
+            sub.topic.path(),
+        )
+}
+
+/// True if the subscriber `identity` may receive `event`: its topic, and an enclave whose log
+/// it may read now.
+pub fn may_see(app: &App, sub: &Subscription, identity: &str, event: &Event) -> bool {
+    event.topic == sub.topic
+        && (app.skip_auth.contains(sub.topic.path())
+            || crate::auth::still_allowed(
+                &app.store,
+                &app.grants,
+                &app.admin,
+                &event.enclave,
+                identity,
+                sub.topic.path(),
+            ))
 }
 
 /// Queued events and who wants them.
 #[derive(Default)]
 pub struct LogHub {
-    pending: Mutex<Vec<(Topic, Vec<u8>)>>,
+    pending: Mutex<Vec<Event>>,
     audit_subscribers: AtomicUsize,
     error_subscribers: AtomicUsize,
     /// Audit events to standard output (`log.audit: on`).
@@ -55,6 +132,13 @@ struct AuditRequest<'a> {
     path: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     identity: &'a str,
+    /// v0.22's field, omitted for the default enclave (as for clients that never name one).
+    #[serde(skip_serializing_if = "is_default_enclave")]
+    enclave: &'a str,
+}
+
+fn is_default_enclave(e: &&str) -> bool {
+    *e == crate::store::DEFAULT_ENCLAVE
 }
 
 #[derive(Serialize)]
@@ -89,8 +173,14 @@ impl LogHub {
         }
     }
 
-    /// Records that a request was answered.
-    pub fn audit(&self, ip: Option<IpAddr>, path: &str, identity: &str, code: u16, took: Duration) {
+    /// Records that a request to `enclave` was answered.
+    pub fn audit(&self, req: Audited<'_>, code: u16, took: Duration) {
+        let Audited {
+            ip,
+            path,
+            identity,
+            enclave,
+        } = req;
         let streaming = self.audit_subscribers.load(Ordering::Relaxed) > 0;
         if !streaming && !self.audit_to_stdout {
             return;
@@ -101,6 +191,7 @@ impl LogHub {
                 ip: ip.map(|i| i.to_string()),
                 path,
                 identity,
+                enclave,
             },
             response: AuditResponse {
                 code,
@@ -116,12 +207,22 @@ impl LogHub {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((Topic::Audit, line));
+                .push(Event {
+                    topic: Topic::Audit,
+                    enclave: enclave.to_owned(),
+                    line,
+                });
         }
     }
 
-    /// Records an error (never with secrets in `message`).
+    /// Records a server-wide error (never with secrets in `message`); its stream shows it to
+    /// those who may read the error log of the default enclave.
     pub fn error(&self, message: &str) {
+        self.error_in(crate::store::DEFAULT_ENCLAVE, message)
+    }
+
+    /// Records an error of a request to `enclave` (never with secrets in `message`).
+    pub fn error_in(&self, enclave: &str, message: &str) {
         let text = format!(
             "time={} level=ERROR msg={message:?}",
             crate::timefmt::rfc3339(crate::timefmt::now())
@@ -134,12 +235,102 @@ impl LogHub {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((Topic::Error, line));
+                .push(Event {
+                    topic: Topic::Error,
+                    enclave: enclave.to_owned(),
+                    line,
+                });
         }
     }
 
     /// Takes the queued events.
-    pub fn take(&self) -> Vec<(Topic, Vec<u8>)> {
+    pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::store::{IdentityRecord, PolicyRecord, Store};
+
+    /// Error lines of a request belong to its enclave: a tenant reading the error log of its
+    /// enclave never sees another tenant's (they name its keys and paths); server-wide errors
+    /// belong to the default enclave; the system admin sees everything.
+    #[test]
+    fn error_events_reach_only_readers_of_their_enclave() {
+        let admin = "a".repeat(64);
+        let (t2_reader, default_reader) = ("b".repeat(64), "c".repeat(64));
+        let store = Store::in_memory().unwrap();
+        let now = crate::timefmt::now();
+        store
+            .apply(&Command::CreateEnclave {
+                name: "t2".into(),
+                record: crate::store::EnclaveRecord {
+                    key: kes_core::crypto::SecretKey::new(
+                        kes_core::crypto::Cipher::Aes256,
+                        [9; 32],
+                    ),
+                    created_at: now,
+                    created_by: admin.clone(),
+                },
+            })
+            .unwrap();
+        for (enclave, who) in [("t2", &t2_reader), ("default", &default_reader)] {
+            store
+                .apply(&Command::CreatePolicy {
+                    enclave: enclave.into(),
+                    name: "logs".into(),
+                    policy: PolicyRecord {
+                        allow: vec!["/v1/log/error".into()],
+                        deny: Vec::new(),
+                        created_at: now,
+                        created_by: admin.clone(),
+                    },
+                    replace: false,
+                })
+                .unwrap();
+            store
+                .apply(&Command::CreateIdentity {
+                    enclave: enclave.into(),
+                    identity: who.clone(),
+                    record: IdentityRecord {
+                        policy: "logs".into(),
+                        admin: false,
+                        ttl: Duration::ZERO,
+                        expires_at: None,
+                        created_at: now,
+                        created_by: admin.clone(),
+                        children: Vec::new(),
+                    },
+                    replace: false,
+                })
+                .unwrap();
+        }
+        let app = App::new(store, admin.clone());
+        app.logs.subscribe(Topic::Error, 1);
+        app.logs
+            .error_in("t2", "PUT /v1/key/create/t2-key: 500 boom");
+        app.logs.error("hsm: unavailable");
+        let events = app.logs.take();
+        assert_eq!(events.len(), 2);
+        let sub = |enclave: &str| Subscription {
+            topic: Topic::Error,
+            enclave: enclave.into(),
+        };
+        let seen = |sub: &Subscription, who: &str| -> Vec<bool> {
+            events.iter().map(|e| may_see(&app, sub, who, e)).collect()
+        };
+        assert_eq!(seen(&sub("t2"), &t2_reader), [true, false]);
+        assert_eq!(seen(&sub("default"), &default_reader), [false, true]);
+        assert_eq!(seen(&sub("default"), &admin), [true, true]);
+        let audit = Subscription {
+            topic: Topic::Audit,
+            enclave: "t2".into(),
+        };
+        assert_eq!(seen(&audit, &admin), [false, false], "another topic");
+        assert!(still_subscribed(&app, &sub("t2"), &t2_reader));
+        assert!(!still_subscribed(&app, &sub("default"), &t2_reader));
     }
 }

@@ -121,6 +121,15 @@ impl App {
         app
     }
 
+    /// The enclave `req` addresses: its `Kes-Enclave` header, else (and on an edge server,
+    /// which has no enclaves) `default`.
+    pub fn enclave_of(&self, req: &Request) -> String {
+        match req.header("Kes-Enclave") {
+            Some(v) if !v.is_empty() && self.enclaves => String::from_utf8_lossy(v).into_owned(),
+            _ => DEFAULT_ENCLAVE.to_owned(),
+        }
+    }
+
     /// How many body bytes the route of `req` accepts (0 for unknown routes).
     pub fn body_limit(&self, req: &Request) -> usize {
         match find_route(&self.routes, &req.path) {
@@ -191,6 +200,7 @@ impl App {
             counted: route.counted && method_ok,
             ip: peer.ip,
             identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            enclave: self.enclave_of(req),
             method: req.method.clone(),
             path: req.path.clone(),
         };
@@ -227,6 +237,7 @@ impl App {
             counted: route.is_some_and(|r| r.counted),
             ip: peer.ip,
             identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            enclave: self.enclave_of(req),
             method: req.method.clone(),
             path: req.path.clone(),
         };
@@ -251,6 +262,7 @@ impl App {
             counted: true,
             ip: peer.ip,
             identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            enclave: self.enclave_of(req),
             method: req.method.clone(),
             path: req.path.clone(),
         };
@@ -263,17 +275,25 @@ impl App {
         if done.counted {
             self.metrics.record(resp.status, Some(took));
         }
-        self.logs
-            .audit(done.ip, &done.path, &done.identity, resp.status, took);
+        let audited = logs::Audited {
+            ip: done.ip,
+            path: &done.path,
+            identity: &done.identity,
+            enclave: &done.enclave,
+        };
+        self.logs.audit(audited, resp.status, took);
         if resp.status >= 500 {
             let message = String::from_utf8_lossy(&resp.body);
-            self.logs.error(&format!(
-                "{} {}: {} {}",
-                done.method,
-                done.path,
-                resp.status,
-                message.trim()
-            ));
+            self.logs.error_in(
+                &done.enclave,
+                &format!(
+                    "{} {}: {} {}",
+                    done.method,
+                    done.path,
+                    resp.status,
+                    message.trim()
+                ),
+            );
         }
         resp
     }
@@ -442,6 +462,8 @@ struct Done {
     counted: bool,
     ip: Option<std::net::IpAddr>,
     identity: String,
+    /// The enclave the request addressed (its audit event and errors belong to it).
+    enclave: String,
     method: String,
     path: String,
 }

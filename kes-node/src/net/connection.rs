@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
-use crate::api::logs::Topic;
+use crate::api::logs::{Subscription, Topic};
 use crate::api::{App, Outcome, Pending, Resume, Wait};
 use crate::auth::Peer;
 use crate::http::{Parsed, RequestParser, Response};
@@ -49,7 +49,7 @@ struct Answer {
     minor: u8,
     head_only: bool,
     keep_alive: bool,
-    topic: Option<Topic>,
+    subscription: Option<Subscription>,
 }
 
 pub struct Connection {
@@ -69,7 +69,7 @@ pub struct Connection {
     write_blocked_since: Option<Instant>,
     peer_eof: bool,
     /// The log stream this connection subscribed to, if any.
-    topic: Option<Topic>,
+    subscription: Option<Subscription>,
     /// Set when the subscription starts, taken by the event loop to count subscribers.
     new_subscription: bool,
     /// The request waiting for a write, and the write itself until the event loop takes it.
@@ -103,7 +103,7 @@ impl Connection {
             last_activity: now,
             write_blocked_since: None,
             peer_eof: false,
-            topic: None,
+            subscription: None,
             new_subscription: false,
             waiting: None,
             write: None,
@@ -282,7 +282,7 @@ impl Connection {
                         minor: req.minor_version,
                         head_only: req.method == "HEAD",
                         keep_alive: req.keep_alive,
-                        topic: Topic::of_path(&req.path),
+                        subscription: Subscription::of_request(app, &req),
                     };
                     let outcome = app.handle(&req, peer, false);
                     self.take_outcome(outcome, answer, req, now);
@@ -307,8 +307,8 @@ impl Connection {
             return;
         }
         if resp.stream {
-            self.topic = answer.topic;
-            self.new_subscription = self.topic.is_some();
+            self.subscription = answer.subscription.clone();
+            self.new_subscription = self.subscription.is_some();
         }
         self.phase = if resp.stream {
             Phase::Streaming
@@ -407,14 +407,40 @@ impl Connection {
     /// The topic of a log stream that just started (once).
     pub fn take_new_subscription(&mut self) -> Option<Topic> {
         std::mem::take(&mut self.new_subscription)
-            .then_some(self.topic)
+            .then(|| self.subscription.as_ref().map(|s| s.topic))
             .flatten()
     }
 
     /// The topic this connection streams, if it is a log stream.
     pub fn topic(&self) -> Option<Topic> {
-        self.topic
+        self.subscription
+            .as_ref()
+            .map(|s| s.topic)
             .filter(|_| self.phase == Phase::Streaming || self.phase == Phase::Closed)
+    }
+
+    /// What this log stream subscribed to and who it is (while it streams).
+    pub fn subscriber(&self) -> Option<(&Subscription, &str)> {
+        let sub = self
+            .subscription
+            .as_ref()
+            .filter(|_| self.phase == Phase::Streaming)?;
+        let id = self.peer.as_ref().and_then(|p| p.identity.as_deref().ok());
+        Some((sub, id.unwrap_or_default()))
+    }
+
+    /// Ends a log stream (its subscriber may no longer read it): the last chunk, then close.
+    pub fn end_stream(&mut self) {
+        if self.phase != Phase::Streaming {
+            return;
+        }
+        let _ = self.tls.writer().write_all(b"0\r\n\r\n");
+        self.tls.send_close_notify();
+        self.phase = Phase::Closing;
+        self.flush();
+        if !self.tls.wants_write() {
+            self.phase = Phase::Closed;
+        }
     }
 
     /// Appends one event to a log stream as an HTTP chunk. Returns false if not streaming.

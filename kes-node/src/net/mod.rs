@@ -119,6 +119,7 @@ pub fn serve(
         }
         if now >= next_sweep {
             next_sweep = now + SWEEP_INTERVAL;
+            end_revoked_streams(&mut conns, app);
             let expired: Vec<usize> = conns
                 .iter_mut()
                 .filter_map(|(k, c)| {
@@ -235,7 +236,8 @@ fn answer_writes(
     }
 }
 
-/// Writes queued log events to the connections streaming their topic.
+/// Writes queued log events to the connections streaming their topic, each only what its
+/// subscriber may see (`api/logs.rs`).
 fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
     let events = app.logs.take();
     if events.is_empty() {
@@ -248,9 +250,12 @@ fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
         .collect();
     for key in streams {
         let conn = &mut conns[key];
-        for (topic, line) in &events {
-            if conn.topic() == Some(*topic) && conn.send_event(line) {
-                let counter = match topic {
+        for event in &events {
+            let visible = conn
+                .subscriber()
+                .is_some_and(|(sub, id)| crate::api::logs::may_see(app, sub, id, event));
+            if visible && conn.send_event(&event.line) {
+                let counter = match event.topic {
                     Topic::Audit => &app.metrics.audit_events,
                     Topic::Error => &app.metrics.error_events,
                 };
@@ -258,6 +263,19 @@ fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
             }
         }
         update(poll, conns, key, app);
+    }
+}
+
+/// Ends the log streams whose subscriber may no longer read them (deleted, expired, its
+/// policy changed): authorization holds for the whole life of a stream (issue 13).
+fn end_revoked_streams(conns: &mut Slab<Connection>, app: &App) {
+    for (_, conn) in conns.iter_mut() {
+        let revoked = conn
+            .subscriber()
+            .is_some_and(|(sub, id)| !crate::api::logs::still_subscribed(app, sub, id));
+        if revoked {
+            conn.end_stream();
+        }
     }
 }
 
