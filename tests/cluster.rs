@@ -1838,6 +1838,18 @@ fn joins_chain_through_nodes_that_joined_by_snapshot() {
             .wait_for_leader_among(&rest, LEADER_TIMEOUT)
             .unwrap_or_else(|e| panic!("after node {leaving} left: {e}"));
         assert_eq!(leader, leaving + 1);
+        // The removed node's `.cluster.json` says so: it no longer lists the node itself.
+        let file = cluster.dir(leaving).join(".cluster.json");
+        let own = cluster.addr(leaving).to_string();
+        let rewritten = poll(LEADER_TIMEOUT, Duration::from_millis(100), || {
+            let text = std::fs::read_to_string(&file).ok()?;
+            (!text.contains(&own)).then_some(text)
+        });
+        assert!(
+            rewritten.is_some(),
+            "node {leaving} was removed but its .cluster.json still lists it: {:?}",
+            std::fs::read_to_string(&file)
+        );
         join(&mut cluster, next, leader, &members);
         for &s in &members {
             let (name, _) = write_until_ok(&cluster, &[s], &format!("chain-{s}"), HEAL_TIMEOUT);
@@ -1853,6 +1865,203 @@ fn joins_chain_through_nodes_that_joined_by_snapshot() {
     println!(
         "join chain: 0 -> 1 -> 2 -> 3, each snapshot shipped by a node that joined by snapshot; {} keys on every node; backup from node 3: {size} bytes, restored",
         written.len()
+    );
+}
+
+/// `PUT /v1/cluster/expand` once; the status and the KES error message.
+fn expand_once(cluster: &Cluster, via: usize, endpoint: &str) -> (u16, String) {
+    let resp = ok_response(
+        "expand",
+        cluster.conn(via).request(
+            "PUT",
+            "/v1/cluster/expand",
+            Some(&json!({"endpoint": endpoint})),
+        ),
+    );
+    (resp.status, error_message(&resp))
+}
+
+/// Asserts that an expand via `via` was refused and changed nothing: the cluster is still
+/// `members`, nothing is pending, and a write commits at once.
+#[track_caller]
+fn still_writable(cluster: &Cluster, via: usize, members: usize, case: &str) {
+    let view = cluster.describe(via).unwrap();
+    assert_eq!(
+        view.nodes.len(),
+        members,
+        "{case}: membership changed: {:?}",
+        view.nodes
+    );
+    assert!(
+        view.raw.get("pending_change").is_none(),
+        "{case}: a change is pending: {}",
+        view.raw
+    );
+    create_ok(
+        &mut cluster.conn(via),
+        &format!("after-{}", case.replace(' ', "-")),
+    );
+}
+
+/// An expand that cannot succeed is refused with a clear error and changes nothing: nothing
+/// listens at the endpoint (a typo'd port), a standalone node that does not wait to join,
+/// and a joining node with another HSM key (it refuses the peer). The cluster stays writable
+/// after each; then a real joining node is added, and `cluster info` shows the links.
+#[test]
+fn expand_that_cannot_succeed_is_refused_and_changes_nothing() {
+    let mut cluster = one_of_three("expand-refused");
+    let mut answers = Vec::new();
+
+    let unused = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let (status, message) = expand_once(&cluster, 0, &unused);
+    assert_eq!(status, 400, "nothing listens: {message}");
+    assert!(message.contains("cannot reach"), "{message}");
+    still_writable(&cluster, 0, 1, "unused port");
+    answers.push(format!("unused port: {status} {message}"));
+
+    // A standalone node (no --join, no .cluster.json): a cluster of its own.
+    cluster.start_node(1);
+    let (status, message) = expand_once(&cluster, 0, &cluster.addr(1).to_string());
+    assert_eq!(status, 400, "standalone node: {message}");
+    assert!(message.contains("not waiting to join"), "{message}");
+    still_writable(&cluster, 0, 1, "standalone node");
+    answers.push(format!("standalone node: {status} {message}"));
+
+    // A joining node that holds another HSM key: the Hello does not verify.
+    cluster.set_env(2, Some(("KES_HSM_KEY", support::OTHER_HSM_KEY)));
+    cluster.start_node_with(2, &["--join"]);
+    let (status, message) = expand_once(&cluster, 0, &cluster.addr(2).to_string());
+    assert_eq!(status, 400, "another HSM key: {message}");
+    assert!(message.contains("refused the peer connection"), "{message}");
+    still_writable(&cluster, 0, 1, "other hsm key");
+    answers.push(format!("another HSM key: {status} {message}"));
+
+    // The standalone node, restarted empty with --join, is added; the links show up.
+    cluster.kill(1);
+    std::fs::remove_dir_all(cluster.dir(1)).unwrap();
+    std::fs::create_dir_all(cluster.dir(1)).unwrap();
+    join(&mut cluster, 1, 0, &[0, 1]);
+    let links = poll(LEADER_TIMEOUT, Duration::from_millis(100), || {
+        let raw = cluster.describe(0).ok()?.raw;
+        (raw["links"]["1"]["state"] == "connected").then_some(raw)
+    });
+    assert!(
+        links.is_some(),
+        "node 0 never shows its link to node 1 as connected"
+    );
+    cluster.kill(1);
+    let down = poll(LEADER_TIMEOUT, Duration::from_millis(100), || {
+        let raw = cluster.describe(0).ok()?.raw;
+        let link = &raw["links"]["1"];
+        (link["state"] == "unreachable").then(|| link.to_string())
+    })
+    .expect("node 0 never shows node 1 as unreachable");
+    let out = cluster.cli(0, &["cluster", "info"]);
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{info}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.contains(&cluster.addr(1).to_string()) && l.contains("unreachable")),
+        "cluster info: {info}"
+    );
+    answers.push(format!("link to a killed member: {down}"));
+    println!(
+        "expand refusals:\n  {}\ncluster info:\n{info}",
+        answers.join("\n  ")
+    );
+}
+
+/// An expand stuck on a member that died right after the new node was prepared (the leader
+/// had heard from it a moment before, so the expand went ahead): the expand answers 503
+/// naming it, writes fail, `cluster info` shows the pending change. `kes-node cluster rm
+/// --force` of the dead member gets the change out of the way: the old leader and the new
+/// node form the cluster, take writes and serve every key.
+#[test]
+fn stuck_expand_is_got_out_of_the_way_with_a_forced_shrink() {
+    let mut cluster = Cluster::start(
+        "stuck-expand",
+        ClusterOpts {
+            slots: 3,
+            members: 2,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let dead = 1 - leader;
+    create_ok(&mut cluster.conn(leader), "before-stuck");
+    cluster.start_node_with(2, &["--join"]);
+    let new = cluster.addr(2).to_string();
+    let mut stuck = None;
+    for _ in 0..3 {
+        cluster.kill(dead);
+        let (status, message) = expand_once(&cluster, leader, &new);
+        if message.contains("an expand needs every member") {
+            // The leader noticed the death first (a slow machine): bring it back, try again.
+            cluster.start_node(dead);
+            cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+            continue;
+        }
+        stuck = Some((status, message));
+        break;
+    }
+    let (status, message) = stuck.expect("the expand never went ahead of the member's death");
+    assert_eq!(status, 503, "{message}");
+    assert!(
+        names_node(&message, dead as u64, &cluster.addr(dead).to_string()),
+        "{message}"
+    );
+    let view = cluster.describe(leader).unwrap();
+    let pending = view.raw["pending_change"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(pending.contains("adding node 2"), "{}", view.raw);
+    let out = cluster.cli(leader, &["cluster", "info"]);
+    let info = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(info.contains("pending change"), "{info}");
+
+    let out = cluster.cli(
+        leader,
+        &["cluster", "rm", "--force", &cluster.addr(dead).to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "cluster rm --force of the dead member: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let members = [leader, 2];
+    let settled = poll(LEADER_TIMEOUT, Duration::from_millis(100), || {
+        members
+            .iter()
+            .all(|&s| {
+                matches!(cluster.describe(s), Ok(v) if v.nodes.len() == 2
+                    && v.id_of(&new).is_some()
+                    && v.raw.get("pending_change").is_none())
+            })
+            .then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "the forced shrink did not settle: {:?}",
+        cluster.describe(leader)
+    );
+    let (name, took) = write_until_ok(&cluster, &members, "after-stuck", HEAL_TIMEOUT);
+    for &s in &members {
+        describe_ok(&mut cluster.conn(s), &name, "after the forced shrink");
+        describe_ok(
+            &mut cluster.conn(s),
+            "before-stuck",
+            "after the forced shrink",
+        );
+    }
+    println!(
+        "stuck expand: answered {status} {message}; pending: {pending}; after cluster rm --force of node {dead}, a write took {:.0} ms\ncluster info while stuck:\n{info}",
+        ms(took)
     );
 }
 

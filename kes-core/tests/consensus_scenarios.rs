@@ -735,3 +735,113 @@ fn joins_chain_through_nodes_that_joined_by_snapshot() {
     }
     c.check_history().unwrap();
 }
+
+/// An expand stuck on a new node that died before acknowledging its configuration: writes
+/// cannot commit (they need the new node). A forced removal of that node, accepted although a
+/// change is pending, abandons the expand: it commits with the old members, and writes go on.
+#[test]
+fn stuck_expand_is_abandoned_by_force_removing_the_new_node() {
+    let mut c = cluster(2, 3, false, 32);
+    let l = elect(&mut c);
+    let w = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    c.crash(2);
+    assert!(c.change(l, Change::Add(2)).unwrap());
+    let stuck = c.write(l, 1).unwrap();
+    c.run(100).unwrap();
+    assert!(c.node(l).config().contains(2), "the expand is appended");
+    assert!(!c.node(l).committed_config().contains(2), "and stuck");
+    assert_ne!(c.completed(stuck), Some(true));
+    // Only a forced removal may override the pending change, and never of the leader.
+    let other = (0..2).find(|&i| i != l).unwrap() as u16;
+    assert!(!c.change(l, Change::Remove(other)).unwrap());
+    assert!(!c.change(l, Change::Remove(2)).unwrap());
+    assert!(!c.change(l, Change::ForceRemove(l as u16)).unwrap());
+    assert!(c.change(l, Change::ForceRemove(2)).unwrap());
+    assert!(
+        c.run_until(100, |c| c.node(l).pending_entries().is_empty())
+            .unwrap(),
+        "{}",
+        trace(&c)
+    );
+    assert!(!c.node(l).committed_config().contains(2));
+    assert_eq!(c.node(l).committed_config().members.len(), 2);
+    let w = c.write(l, 2).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    // The overridden change cannot be overridden again: nothing is pending any more.
+    assert!(!c.change(l, Change::ForceRemove(2)).unwrap());
+    c.check_history().unwrap();
+}
+
+/// A shrink stuck on the leaving node, which died before acknowledging its removal: a forced
+/// removal of the same node on top of it lets both commit with the remaining nodes.
+#[test]
+fn stuck_shrink_goes_through_by_force_removing_the_leaving_node() {
+    let mut c = cluster(3, 3, false, 33);
+    let l = elect(&mut c);
+    let w = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    let leaving = (l + 1) % 3;
+    c.crash(leaving);
+    c.nodes[leaving].destroyed = true;
+    assert!(c.change(l, Change::Remove(leaving as u16)).unwrap());
+    c.run(100).unwrap();
+    assert!(
+        c.node(l).committed_config().contains(leaving as u16),
+        "stuck"
+    );
+    assert!(c.change(l, Change::ForceRemove(leaving as u16)).unwrap());
+    assert!(
+        c.run_until(100, |c| !c
+            .node(l)
+            .committed_config()
+            .contains(leaving as u16))
+            .unwrap(),
+        "{}",
+        trace(&c)
+    );
+    let w = c.write(l, 1).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    let rest = (0..3).find(|&i| i != l && i != leaving).unwrap();
+    let r = c.read(rest, 1).unwrap();
+    assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+    assert_eq!(c.read_value(r), Some(Some(value_of(&c, w))));
+    c.check_history().unwrap();
+}
+
+/// An expand stuck on an old member that died right after the new node was prepared: the
+/// forced removal of the dead member completes the expand without it.
+#[test]
+fn stuck_expand_completes_by_force_removing_a_dead_member() {
+    let mut c = cluster(2, 3, false, 34);
+    let l = elect(&mut c);
+    let w = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    let dead = (0..2).find(|&i| i != l).unwrap();
+    c.crash(dead);
+    c.nodes[dead].destroyed = true;
+    assert!(c.change(l, Change::Add(2)).unwrap());
+    c.run(100).unwrap();
+    assert!(
+        !c.node(l).committed_config().contains(2),
+        "stuck on n{dead}"
+    );
+    assert!(c.change(l, Change::ForceRemove(dead as u16)).unwrap());
+    assert!(
+        c.run_until(100, |c| c.node(l).pending_entries().is_empty())
+            .unwrap(),
+        "{}",
+        trace(&c)
+    );
+    let config = c.node(l).committed_config().clone();
+    assert!(
+        config.contains(2) && !config.contains(dead as u16),
+        "{config:?}"
+    );
+    let w = c.write(l, 1).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+    let r = c.read(2, 1).unwrap();
+    assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+    assert_eq!(c.read_value(r), Some(Some(value_of(&c, w))));
+    c.check_history().unwrap();
+}

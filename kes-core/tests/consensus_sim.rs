@@ -64,7 +64,10 @@ fn many_seeds() {
             "{c:?}"
         );
         assert!(
-            c.config_commits > 0 && c.forced_commits > 0 && c.crashes_in_ready > 0,
+            c.config_commits > 0
+                && c.forced_commits > 0
+                && c.overrides > 0
+                && c.crashes_in_ready > 0,
             "{c:?}"
         );
         assert!(

@@ -834,6 +834,8 @@ pub struct Cluster {
     nodes: Vec<Option<Server>>,
     proxy: Option<Proxy>,
     starts: Vec<usize>,
+    /// Extra environment per slot (see [`Cluster::set_env`]).
+    envs: Vec<Vec<(String, String)>>,
     /// kill -9s done through [`Cluster::kill`].
     pub kills: usize,
 }
@@ -889,6 +891,7 @@ impl Cluster {
             config,
             nodes: (0..opts.slots).map(|_| None).collect(),
             starts: vec![0; opts.slots],
+            envs: vec![Vec::new(); opts.slots],
             addrs,
             dirs,
             logs,
@@ -967,7 +970,19 @@ impl Cluster {
                 cmd.env("KES_PEER_DIAL", proxy.dial_env(slot));
             }
         }
+        for (key, value) in &self.envs[slot] {
+            cmd.env(key, value);
+        }
         cmd
+    }
+
+    /// Sets an environment variable for the next starts of `slot` (for example another
+    /// `KES_HSM_KEY`); `None` forgets every variable set for it.
+    pub fn set_env(&mut self, slot: usize, var: Option<(&str, &str)>) {
+        match var {
+            Some((key, value)) => self.envs[slot].push((key.into(), value.into())),
+            None => self.envs[slot].clear(),
+        }
     }
 
     /// Spawns the process of `slot` (not waiting for it to listen).
@@ -1175,6 +1190,42 @@ impl Cluster {
     pub fn restart(&mut self, slot: usize) {
         self.kill(slot);
         self.start_node(slot);
+    }
+
+    /// Runs the `kes-node` CLI against `slot` as the admin (client certificate files written
+    /// next to the config, the server's certificate verified with the test CA).
+    pub fn cli(&self, slot: usize, args: &[&str]) -> std::process::Output {
+        use base64::Engine as _;
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let (cert, key) = (
+            self.root().join("admin.cert"),
+            self.root().join("admin.key"),
+        );
+        if !key.exists() {
+            let admin = &pki().admin;
+            std::fs::write(&cert, pem("CERTIFICATE", admin.chain[0].as_ref())).unwrap();
+            std::fs::write(&key, pem("PRIVATE KEY", &admin.key_der)).unwrap();
+        }
+        Command::new(KES_NODE)
+            .args(args)
+            .env_remove("KES_API_KEY")
+            .env("KES_SERVER", format!("https://{}", self.addrs[slot]))
+            .env("KES_CLIENT_CERT", &cert)
+            .env("KES_CLIENT_KEY", &key)
+            .env("KES_CA", self.root().join("ca.pem"))
+            .output()
+            .expect("run the kes-node CLI")
     }
 
     /// A connected admin client of `slot` (panics if it cannot connect).

@@ -17,6 +17,12 @@
 //!   reads until it hears from the cluster: that is the documented hazard. With `read_lease`,
 //!   the leader holds every commit until `read_lease` has passed since all remaining nodes
 //!   acknowledged the entry in its term, by which time the removed node's lease has expired.
+//! - **A stuck change** (a node it needs died before acknowledging it) is got out of the way by
+//!   a forced removal of that node on top of it: of the node being added (the expand is
+//!   abandoned), of the node being removed (the shrink goes through), or of another member
+//!   (the change completes without it). It commits like any forced shrink, with the remaining
+//!   nodes only, and carries the stuck entry with it. No other change is accepted while one is
+//!   pending.
 //! - A node that asks for votes but is not a member gets `NotMember` back and stops campaigning
 //!   and serving (until a leader replicates to it again, e.g. after it is re-added).
 
@@ -81,7 +87,7 @@ impl<C: Clone> Node<C> {
             });
         }
         if self.log.config_pending() {
-            return Err(ProposeError::InvalidChange);
+            return self.override_pending(change);
         }
         let mut members = self.log.config().members;
         match change {
@@ -99,6 +105,35 @@ impl<C: Clone> Node<C> {
             }
         }
         Ok(members)
+    }
+
+    /// A change while another one is pending: only a forced removal (of a dead node the
+    /// pending change waits for), so that a change stuck on a dead node can always be got out
+    /// of the way. Removing the node the pending change adds abandons the expand; removing the
+    /// node it removes gets the shrink through; removing another member completes the change
+    /// without it. Like any forced shrink this assumes the node is gone: without it, every
+    /// configuration in the log is one change away from the others, so majorities intersect.
+    /// Once the override is appended nothing else is accepted until it commits.
+    fn override_pending(&self, change: Change) -> Result<super::Members, ProposeError> {
+        let Change::ForceRemove(n) = change else {
+            return Err(ProposeError::InvalidChange);
+        };
+        let mut configs = self.log.pending().iter().filter_map(config_of);
+        let (Some(pending), None) = (configs.next(), configs.next()) else {
+            return Err(ProposeError::InvalidChange);
+        };
+        if pending.forced || n == self.id {
+            return Err(ProposeError::InvalidChange);
+        }
+        let mut members = pending.members.clone();
+        if members.contains(&n) {
+            members.retain(|&m| m != n);
+            Ok(members)
+        } else if self.log.committed_config().contains(n) {
+            Ok(members)
+        } else {
+            Err(ProposeError::InvalidChange)
+        }
     }
 
     pub(super) fn handle_not_member(&mut self, config_index: Index) {

@@ -11,7 +11,8 @@
 //!   matched `c`; an uncommitted (non-forced) configuration entry at `e` additionally needs
 //!   every member of the configuration before it to have matched `min(c, e)`. A forced shrink
 //!   at `e` needs the removed node for `c < e` only (so entries commit without it only together
-//!   with its removal); with `read_lease` on it holds all commits until `read_lease` has passed
+//!   with its removal; that includes a stuck configuration entry below it whose old
+//!   configuration still had the node, see `membership.rs`); with `read_lease` on it holds all commits until `read_lease` has passed
 //!   since every remaining member acknowledged it. When the commit index advances the leader
 //!   applies and immediately tells every target (the commit notice), not only on the next
 //!   heartbeat.
@@ -104,6 +105,30 @@ impl<C: Clone> Node<C> {
             to,
             message,
         });
+    }
+
+    /// As leader: an `InstallSnapshot` of the applied state for `to`, a node that is not a
+    /// member yet, so that the shell can ship a snapshot to a new node *before* the
+    /// configuration that adds it is appended (a safe expand: nothing is appended unless the
+    /// node took the snapshot). `None` if this node does not lead.
+    pub fn snapshot_for(&self, to: NodeId) -> Option<super::Envelope<C>> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let meta = SnapshotMeta {
+            index: self.log.commit(),
+            term: self.log.commit_term(),
+            config: self.log.committed_config().clone(),
+        };
+        Some(super::Envelope {
+            from: self.id,
+            to,
+            message: Message::InstallSnapshot {
+                term: self.term,
+                meta,
+                sent_at: self.now,
+            },
+        })
     }
 
     fn respond(&self, to: NodeId, success: bool, index: Index, echo: Time, ready: &mut Ready<C>) {
@@ -318,14 +343,21 @@ impl<C: Clone> Node<C> {
         }
         let mut prev = self.log.committed_config().clone();
         let mut forced_acked = self.forced_acked;
-        for entry in self.log.pending() {
+        let pending = self.log.pending();
+        for (k, entry) in pending.iter().enumerate() {
             let Some(config) = config_of(entry) else {
                 continue;
             };
             if !config.forced {
                 for &m in prev.members.iter() {
+                    // A later forced removal of `m` (a stuck change got out of the way) lets
+                    // this entry commit without `m`, together with that removal.
+                    let removed_later = pending[k + 1..]
+                        .iter()
+                        .filter_map(config_of)
+                        .any(|f| f.forced && !f.members.contains(&m) && c >= f.index);
                     let matched = self.match_of(m);
-                    if matched < entry.index {
+                    if matched < entry.index && !removed_later {
                         c = c.min(matched);
                     }
                 }

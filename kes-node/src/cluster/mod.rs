@@ -6,6 +6,7 @@
 //! handler returns a command, the event loop proposes it, and the client is answered once the
 //! command committed on every node (or failed). A follower forwards writes to the leader over
 //! its peer link and relays the answer.
+mod expand;
 pub mod file;
 mod handover;
 pub mod peer;
@@ -30,12 +31,14 @@ use slab::Slab;
 use crate::api::Pending;
 use crate::command::Command;
 use crate::store::{codec, Addresses, Store, StoreError};
-use peer::{Frame, Link, LinkState, WireOutcome};
+use peer::{Failure, Frame, Link, LinkState, WireOutcome};
 
 /// Tokens of peer links start here (the HTTP connections use the low range).
 pub const LINK_BASE: usize = 1 << 30;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// The same for a membership change (an expand ships a snapshot first).
+const MEMBERSHIP_FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The placeholder id of a node that waits to be added (no real node has it).
 const JOINING_ID: NodeId = NodeId::MAX;
@@ -108,6 +111,14 @@ pub struct Cluster {
     held: Vec<handover::Held>,
     /// Decided gated reads: the connection and `Ok`, or why the read may not be served.
     pub released: Vec<(ConnRef, Result<(), String>)>,
+    /// The expand being prepared (see `expand.rs`).
+    expansion: Option<expand::Expansion>,
+    /// Why the last outbound link to a node closed before it opened (cleared when one opens).
+    link_failures: BTreeMap<NodeId, Failure>,
+    /// Bumped whenever a link opens or closes, so that `publish` refreshes the view.
+    link_epoch: u64,
+    /// Whether this node was a member when last checked (see `note_removal`).
+    was_member: bool,
 }
 
 fn now_ms(epoch: Instant) -> u64 {
@@ -274,8 +285,12 @@ impl Cluster {
             leaderless: Vec::new(),
             held: Vec::new(),
             released: Vec::new(),
+            was_member: !joining,
             joining,
             params,
+            expansion: None,
+            link_failures: BTreeMap::new(),
+            link_epoch: 0,
             outgoing: BTreeMap::new(),
             incoming: Default::default(),
             batch: Vec::new(),
@@ -409,6 +424,31 @@ impl Cluster {
             // the next round of this loop).
             self.drain_backlog(store);
         }
+        self.ship_expansion(store);
+        self.note_removal();
+    }
+
+    /// When this node stops being a member (removed by a shrink, or it learns it was
+    /// force-removed), `.cluster.json` is rewritten without it, so that the file says so.
+    fn note_removal(&mut self) {
+        let member = self.is_member();
+        if member == self.was_member {
+            return;
+        }
+        self.was_member = member;
+        if member || self.joining {
+            return;
+        }
+        let mut rest = self.addresses.clone();
+        rest.remove(&self.id);
+        eprintln!(
+            "kes-node: this node ({}) is not a member of the cluster any more: it was removed; \
+             it serves no requests",
+            self.name_of(self.id)
+        );
+        if let Err(err) = file::write(&self.dir, &rest) {
+            eprintln!("kes-node: {err}");
+        }
     }
 
     /// Does what a persisted step asked for, in the order [`Ready`] prescribes.
@@ -538,8 +578,13 @@ impl Cluster {
                 self.hand_over_local(store, token, pending);
                 return;
             }
+            if let Command::Expand { endpoint } = &pending.write.cmd {
+                let endpoint = endpoint.clone();
+                self.begin_expand(Waiter::Local(token, pending), &endpoint);
+                return;
+            }
             let id = self.next();
-            let input = match self.membership_input(&pending.write.cmd, id) {
+            let input = match self.membership_input(store, &pending.write.cmd, id) {
                 Some(Ok(input)) => input,
                 Some(Err(err)) => {
                     self.completions.push((token, pending, Err(err)));
@@ -559,9 +604,13 @@ impl Cluster {
             Some(leader) if leader != self.id => {
                 let id = self.next();
                 let frame = Frame::Forward { id, command };
+                let timeout = match pending.write.cmd {
+                    Command::Expand { .. } | Command::Shrink { .. } => MEMBERSHIP_FORWARD_TIMEOUT,
+                    _ => FORWARD_TIMEOUT,
+                };
                 if self.send_to(leader, &frame) {
                     self.forwards
-                        .insert(id, (token, pending, Instant::now() + FORWARD_TIMEOUT));
+                        .insert(id, (token, pending, Instant::now() + timeout));
                 } else if Instant::now() >= deadline {
                     let why = format!("cluster: the leader (node {leader}) is unreachable; retry");
                     self.completions
@@ -641,6 +690,7 @@ impl Cluster {
             Frame::Hello { .. } => {}
             Frame::Raft(env) => {
                 self.learn_id(env.to);
+                self.observe_expansion(store, env.from, &env.message);
                 if env.to == self.id {
                     self.step(store, Input::Message(*env));
                 }
@@ -673,8 +723,12 @@ impl Cluster {
                     self.hand_over_remote(store, from, id);
                     return;
                 }
+                if let Command::Expand { endpoint } = &cmd {
+                    self.begin_expand(Waiter::Remote(from, id), endpoint);
+                    return;
+                }
                 let pid = self.next();
-                let input = match self.membership_input(&cmd, pid) {
+                let input = match self.membership_input(store, &cmd, pid) {
                     Some(Ok(input)) => input,
                     Some(Err(err)) => {
                         let frame = Frame::ForwardResult {
@@ -709,6 +763,7 @@ impl Cluster {
     /// change and the new members' addresses, or why the change is refused.
     fn membership_input(
         &self,
+        store: &Store,
         cmd: &Command,
         id: u64,
     ) -> Option<Result<Input<Vec<u8>>, StoreError>> {
@@ -730,11 +785,14 @@ impl Cluster {
             }
             Command::Shrink { endpoint, force } => {
                 let endpoint = file::normalize(endpoint).unwrap_or_else(|_| endpoint.clone());
-                let Some(gone) = addresses
-                    .iter()
-                    .find(|(_, a)| **a == endpoint)
-                    .map(|(i, _)| *i)
-                else {
+                let find = |a: &Addresses| a.iter().find(|(_, a)| **a == endpoint).map(|(i, _)| *i);
+                // A node that a pending shrink removes is no longer in the latest addresses,
+                // but a forced shrink of it gets that shrink through (see `membership.rs`).
+                let pending_removal = || {
+                    let committed = store.applied_addresses().ok()?;
+                    find(&committed).filter(|_| *force)
+                };
+                let Some(gone) = find(&addresses).or_else(pending_removal) else {
                     return Some(Err(StoreError::NotFound));
                 };
                 let reachable = self
@@ -815,9 +873,13 @@ impl Cluster {
         let mut frames = Vec::new();
         let peer = match self.links.get_mut(key) {
             Some(link) => {
+                let was = link.state;
                 link.on_ready(self.id, &self.secret, &mut frames);
                 if let (true, LinkState::Open, Some(peer)) = (link.dialer, link.state, link.peer) {
                     self.redial_delay.remove(&peer);
+                }
+                if was != link.state {
+                    self.link_epoch += 1;
                 }
                 link.peer
             }
@@ -839,7 +901,16 @@ impl Cluster {
         if link.state == LinkState::Closed {
             let mut link = self.links.remove(key);
             let _ = registry.deregister(&mut link.socket);
+            let dialed = self
+                .outbound
+                .iter()
+                .find(|(_, k)| **k == key)
+                .map(|(id, _)| *id);
+            if let (Some(id), Some(failure)) = (dialed, link.failure.take()) {
+                self.link_failures.insert(id, failure);
+            }
             self.outbound.retain(|_, k| *k != key);
+            self.link_epoch += 1;
             return;
         }
         let interest = if link.wants_write() {
@@ -854,6 +925,7 @@ impl Cluster {
     pub fn maintain(&mut self, registry: &Registry, store: &Store) {
         let now = Instant::now();
         self.release_held(store);
+        self.drive_expansion(registry);
         if !self.leaderless.is_empty() {
             let held = std::mem::take(&mut self.leaderless);
             let leader_known = self.node.leader().is_some();
@@ -928,6 +1000,8 @@ impl Cluster {
         for key in stale {
             if let Some(l) = self.links.get_mut(key) {
                 l.state = LinkState::Closed;
+                l.failure
+                    .get_or_insert(Failure::Unreachable("no TLS handshake within 10 s".into()));
             }
             self.update_link(registry, key);
         }
@@ -967,6 +1041,7 @@ impl Cluster {
             now,
         ));
         self.outbound.insert(id, key);
+        self.link_epoch += 1;
         Ok(())
     }
 
@@ -984,7 +1059,65 @@ impl Cluster {
             term: self.node.term(),
             commit_index: self.node.commit_index(),
             role: format!("{:?}", self.node.role()).to_lowercase(),
+            links: self.link_views(),
+            pending_change: self.pending_change(),
+            epoch: self.link_epoch,
         }
+    }
+
+    /// Each other member's link as this node sees it.
+    fn link_views(&self) -> BTreeMap<String, LinkView> {
+        let view = |state: &str, error: Option<&Failure>| LinkView {
+            state: state.into(),
+            error: error.map(Failure::to_string),
+        };
+        self.addresses
+            .iter()
+            .filter(|(id, a)| **id != self.id && !a.is_empty())
+            .map(|(id, _)| {
+                let link = self.outbound.get(id).and_then(|k| self.links.get(*k));
+                let failure = self.link_failures.get(id);
+                let v = match (link.map(|l| l.state), failure) {
+                    (Some(LinkState::Open), _) => view("connected", None),
+                    (Some(_), failure) => view("dialing", failure),
+                    (None, Some(f @ Failure::Unreachable(_))) => view("unreachable", Some(f)),
+                    (None, Some(f)) => view("refused", Some(f)),
+                    (None, None) => view("dialing", None),
+                };
+                (id.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// A membership change this node holds but has not applied, or the expand being prepared.
+    fn pending_change(&self) -> Option<String> {
+        if let Some(exp) = &self.expansion {
+            return Some(exp.describe());
+        }
+        let latest = self.node.config();
+        let committed = self.node.committed_config();
+        if latest == *committed {
+            return None;
+        }
+        let name = |id: &NodeId| match self.addresses.get(id).filter(|a| !a.is_empty()) {
+            Some(a) => format!("node {id} ({a})"),
+            None => format!("node {id}"),
+        };
+        let mut what: Vec<String> = Vec::new();
+        for m in latest.members.iter().filter(|m| !committed.contains(**m)) {
+            what.push(format!("adding {}", name(m)));
+        }
+        for m in committed.members.iter().filter(|m| !latest.contains(**m)) {
+            what.push(format!("removing {}", name(m)));
+        }
+        if latest.forced {
+            what.push("forced".into());
+        }
+        Some(format!(
+            "{} (log index {}, not committed)",
+            what.join(", "),
+            latest.index
+        ))
     }
 
     /// Updates the shared view of the cluster if it changed.
@@ -995,10 +1128,17 @@ impl Cluster {
             || v.leader_id != leader
             || v.commit_index != self.node.commit_index()
             || v.nodes.len() != self.addresses.values().filter(|a| !a.is_empty()).count()
-            || v.nodes.is_empty();
+            || v.nodes.is_empty()
+            || v.epoch != self.link_epoch
+            || v.pending_change.is_some() != self.pending_change_cheap();
         if changed {
             *v = self.describe();
         }
+    }
+
+    /// Whether [`Cluster::pending_change`] is `Some`, without building its text.
+    fn pending_change_cheap(&self) -> bool {
+        self.expansion.is_some() || self.node.config() != *self.node.committed_config()
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -1015,6 +1155,23 @@ pub struct Describe {
     pub term: u64,
     pub commit_index: u64,
     pub role: String,
+    /// Each other member's peer link: `connected`, `dialing`, `unreachable` or `refused`, with
+    /// the error of the last failed attempt.
+    pub links: BTreeMap<String, LinkView>,
+    /// A membership change appended but not committed yet, or an expand being prepared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<String>,
+    /// The link epoch this view was made at (not shown).
+    #[serde(skip)]
+    pub epoch: u64,
+}
+
+/// One peer link in [`Describe`].
+#[derive(serde::Serialize, Clone, Debug, Default)]
+pub struct LinkView {
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// TLS for dialing peers: the cluster's client certificate, ALPN [`peer::ALPN`]. The server's

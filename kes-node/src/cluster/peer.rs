@@ -64,6 +64,30 @@ pub enum WireOutcome {
     HandingOver,
 }
 
+/// Why a link closed before it opened: shown by `cluster info` and in expand's errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No TLS conversation happened (nothing listens, the connection was reset or timed out).
+    Unreachable(String),
+    /// The peer answered but the TLS handshake or the Hello failed.
+    Refused(String),
+    /// The peer holds the cluster's key but says it has this node's own id: a node of
+    /// another cluster (or this node itself).
+    SameId(NodeId),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(why) | Failure::Refused(why) => f.write_str(why),
+            Failure::SameId(id) => write!(
+                f,
+                "the peer is node {id} too: a node of another cluster (or this node itself)"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     /// TLS handshake (and Hello exchange) in progress.
@@ -85,6 +109,10 @@ pub struct Link {
     pub peer: Option<NodeId>,
     hello_sent: bool,
     pub opened: Instant,
+    /// Set when the link closed before it opened.
+    pub failure: Option<Failure>,
+    /// True once any TLS bytes arrived from the peer.
+    heard: bool,
 }
 
 fn role(dialer: bool) -> u8 {
@@ -112,7 +140,22 @@ impl Link {
             peer: None,
             hello_sent: false,
             opened: now,
+            failure: None,
+            heard: false,
         }
+    }
+
+    /// Closes the link; if it never opened, remembers why.
+    fn fail(&mut self, refused: bool, why: impl Into<String>) {
+        if self.state == LinkState::Opening && self.failure.is_none() {
+            let why = why.into();
+            self.failure = Some(if refused || self.heard {
+                Failure::Refused(why)
+            } else {
+                Failure::Unreachable(why)
+            });
+        }
+        self.state = LinkState::Closed;
     }
 
     fn mac(&self, secret: &HmacKey, dialer: bool, node: NodeId) -> Option<[u8; 32]> {
@@ -143,39 +186,46 @@ impl Link {
             return;
         }
         self.flush();
+        // The end of the stream is acted on after the frames before it (a Hello, say).
+        let mut eof = false;
         loop {
             match self.tls.read_tls(&mut self.socket) {
                 Ok(0) => {
-                    self.state = LinkState::Closed;
+                    eof = true;
                     break;
                 }
                 Ok(_) => {
-                    if self.tls.process_new_packets().is_err() {
+                    self.heard = true;
+                    if let Err(err) = self.tls.process_new_packets() {
                         self.flush();
-                        self.state = LinkState::Closed;
+                        self.fail(true, format!("TLS handshake failed: {err}"));
                         return;
                     }
                     let mut chunk = [0u8; 16 * 1024];
                     loop {
                         match self.tls.reader().read(&mut chunk) {
                             Ok(0) => {
-                                self.state = LinkState::Closed;
+                                eof = true;
                                 break;
                             }
                             Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                             Err(_) => break,
                         }
                     }
+                    if eof {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.state = LinkState::Closed;
+                Err(e) => {
+                    self.fail(false, e.to_string());
                     return;
                 }
             }
         }
-        if !self.tls.is_handshaking() && !self.hello_sent && self.state != LinkState::Closed {
+        if !self.tls.is_handshaking() && !self.hello_sent && self.state != LinkState::Closed && !eof
+        {
             match self.mac(secret, self.dialer, me) {
                 Some(mac) => {
                     self.hello_sent = true;
@@ -188,11 +238,18 @@ impl Link {
             match (self.state, frame) {
                 (LinkState::Opening, Frame::Hello { node, mac }) => {
                     let want = self.mac(secret, !self.dialer, node);
-                    if want.is_some_and(|w| bool::from(w.ct_eq(&mac))) && node != me {
+                    let verified = want.is_some_and(|w| bool::from(w.ct_eq(&mac)));
+                    if verified && node != me {
                         self.peer = Some(node);
                         self.state = LinkState::Open;
-                    } else {
+                    } else if verified {
+                        self.failure = Some(Failure::SameId(node));
                         self.state = LinkState::Closed;
+                    } else {
+                        self.fail(
+                            true,
+                            "the peer's Hello does not verify: it does not hold this cluster's HSM key",
+                        );
                     }
                 }
                 (LinkState::Open, Frame::Hello { .. }) | (LinkState::Opening, _) => {
@@ -201,6 +258,9 @@ impl Link {
                 (LinkState::Open, f) => frames.push(f),
                 (LinkState::Closed, _) => break,
             }
+        }
+        if eof {
+            self.fail(false, "the peer closed the connection during the handshake");
         }
         self.flush();
     }
@@ -262,8 +322,8 @@ impl Link {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.state = LinkState::Closed;
+                Err(e) => {
+                    self.fail(false, e.to_string());
                     return;
                 }
             }

@@ -29,6 +29,13 @@ pub struct Outgoing {
     envelope: Envelope<Vec<u8>>,
 }
 
+impl Outgoing {
+    /// Chunks sent so far.
+    pub fn chunks(&self) -> u32 {
+        self.reader.chunks
+    }
+}
+
 /// The snapshot being received.
 #[derive(Default)]
 pub struct Incoming {

@@ -128,6 +128,8 @@ pub struct Counters {
     pub snapshots_installed: u64,
     pub config_commits: u64,
     pub forced_commits: u64,
+    /// Pending changes stuck on a down node that a forced removal overrode.
+    pub overrides: u64,
     pub crashes: u64,
     pub crashes_in_ready: u64,
     pub restarts: u64,
@@ -144,6 +146,7 @@ impl Counters {
         self.snapshots_installed += o.snapshots_installed;
         self.config_commits += o.config_commits;
         self.forced_commits += o.forced_commits;
+        self.overrides += o.overrides;
         self.crashes += o.crashes;
         self.crashes_in_ready += o.crashes_in_ready;
         self.restarts += o.restarts;

@@ -140,6 +140,7 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
                 cluster.change(l, Change::Remove(n as u16))?;
             }
         }
+        _ if override_stuck(cluster, l, options)? => {}
         _ => {
             // Without a lease, force-removing a live node is the documented hazard: only
             // force-remove a crashed node, which then never comes back, and only while a
@@ -159,6 +160,36 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// Like an operator with a membership change stuck on a node that is down: force-removes the
+/// node the pending change adds or removes (without a lease only a crashed node, which then
+/// never comes back). Returns whether it tried.
+fn override_stuck(cluster: &mut Cluster, l: usize, options: &Options) -> Result<bool, String> {
+    let node = cluster.node(l);
+    let (latest, committed) = (node.config(), node.committed_config().clone());
+    if latest == committed || latest.forced {
+        return Ok(false);
+    }
+    let subject = latest
+        .members
+        .iter()
+        .chain(committed.members.iter())
+        .copied()
+        .find(|&m| latest.contains(m) != committed.contains(m));
+    let Some(n) = subject.filter(|&n| n as usize != l) else {
+        return Ok(false);
+    };
+    if !options.read_lease && cluster.is_up(n as usize) {
+        return Ok(false);
+    }
+    if cluster.change(l, Change::ForceRemove(n))? {
+        cluster.counters.overrides += 1;
+        if !options.read_lease {
+            cluster.nodes[n as usize].destroyed = true;
+        }
+    }
+    Ok(true)
 }
 
 /// Faults stop, everyone is connected: a leader must emerge and a write commit within a bound,

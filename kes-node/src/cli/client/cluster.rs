@@ -71,18 +71,17 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
                 return Ok(());
             }
             let v = info.into_inner();
-            let leader = v["leader_id"].as_u64().filter(|l| *l != u64::MAX);
             if let Some(nodes) = v["nodes"].as_object() {
                 for (id, addr) in nodes {
-                    let mark = if leader.map(|l| l.to_string()) == Some(id.clone()) {
-                        "  (leader)"
-                    } else {
-                        ""
-                    };
-                    println!("{id:>3}  {}{mark}", addr.as_str().unwrap_or_default());
+                    let addr = addr.as_str().unwrap_or_default();
+                    println!("{id:>3}  {addr}  {}", member_note(&v, id));
                 }
             }
             print_fields(&[
+                (
+                    "pending change",
+                    v["pending_change"].as_str().map(str::to_string),
+                ),
                 ("answered by", v["node_id"].as_u64().map(|n| n.to_string())),
                 ("term", v["term"].as_u64().map(|n| n.to_string())),
                 (
@@ -137,4 +136,24 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// What `cluster info` says about member `id`: leader or not, and the answering node's link to
+/// it (`connected`, `dialing`, `unreachable: why`, `refused: why`).
+fn member_note(v: &serde_json::Value, id: &str) -> String {
+    let leader = v["leader_id"].as_u64().filter(|l| *l != u64::MAX);
+    let mut notes = Vec::new();
+    if leader.map(|l| l.to_string()).as_deref() == Some(id) {
+        notes.push("leader".to_string());
+    }
+    if v["node_id"].as_u64().map(|n| n.to_string()).as_deref() == Some(id) {
+        notes.push("this node".to_string());
+    } else if let Some(link) = v["links"].get(id) {
+        let state = link["state"].as_str().unwrap_or("?");
+        notes.push(match link["error"].as_str() {
+            Some(why) => format!("{state}: {why}"),
+            None => state.to_string(),
+        });
+    }
+    format!("({})", notes.join(", "))
 }

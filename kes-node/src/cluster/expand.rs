@@ -1,0 +1,347 @@
+//! A safe expand: the leader prepares the new node *before* it appends the configuration that
+//! adds it, so that an expand that cannot succeed changes nothing (spec: "the leader ships the
+//! snapshot to the new node first, then commits the configuration").
+//!
+//! One expansion at a time runs through these stages, each with a deadline:
+//!
+//! 1. **Check**: the endpoint is well formed and new, no membership change is pending, and
+//!    every member answered the leader recently (a change it cannot acknowledge would be stuck).
+//! 2. **Dial**: a peer link to the endpoint. It must open (TLS and Hello verified: the node holds
+//!    the cluster's HSM key and accepts the peer) and the node must say it waits to join
+//!    (its Hello carries the joining placeholder id, or the id it is about to get, after an
+//!    earlier attempt that shipped the snapshot but did not append).
+//! 3. **Ship**: the core's `InstallSnapshot` for the new id with a snapshot of the applied state
+//!    (`snapshots.rs` streams it over that link).
+//! 4. **Confirm**: the node answers the snapshot (an `AppendResponse` covering its index).
+//!
+//! Only then is the configuration proposed; it commits like before, once every node of the new
+//! configuration holds it. Any failure before answers the client with why (`400` for what the
+//! operator must fix: nothing listens, the node refuses the peer, it is not waiting to join;
+//! `503` for what may pass: a pending change, an unreachable member, a timeout) and leaves the
+//! configuration as it was.
+use std::time::{Duration, Instant};
+
+use kes_core::consensus::{Index, Message, NodeId, Role};
+use mio::Registry;
+
+use super::peer::{Failure, Frame, LinkState};
+use super::{file, Cluster, Waiter, JOINING_ID};
+use crate::command::Command;
+use crate::store::{Store, StoreError};
+
+/// How long the new node has to accept the peer link and say it waits to join.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long the new node has to confirm the snapshot after the last chunk went out.
+const CONFIRM: Duration = Duration::from_secs(10);
+
+/// An expand being prepared.
+pub struct Expansion {
+    waiter: Waiter,
+    /// The id the new node gets.
+    id: NodeId,
+    endpoint: String,
+    stage: Stage,
+    deadline: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Not dialed yet (the next `maintain` dials).
+    Dial,
+    /// The link to the new node is opening.
+    Handshake,
+    /// The link is open and the node waits to join: ship a snapshot after the next flush.
+    Ship,
+    /// The snapshot with this index is on its way; `chunks` sent so far.
+    Shipping { index: Index, chunks: u32 },
+}
+
+impl Expansion {
+    /// What `cluster info` shows while the expansion runs.
+    pub fn describe(&self) -> String {
+        let what = match self.stage {
+            Stage::Dial | Stage::Handshake => "contacting",
+            Stage::Ship | Stage::Shipping { .. } => "sending a snapshot to",
+        };
+        format!("expand: {what} node {} ({})", self.id, self.endpoint)
+    }
+}
+
+fn refused(why: String) -> StoreError {
+    StoreError::Refused(why)
+}
+
+fn unavailable(why: String) -> StoreError {
+    StoreError::Unavailable(why)
+}
+
+impl Cluster {
+    /// The leader was asked to add `endpoint`: checks what can be checked at once and starts
+    /// preparing the node, or answers `waiter` with why not.
+    pub(super) fn begin_expand(&mut self, waiter: Waiter, endpoint: &str) {
+        match self.check_expand(endpoint) {
+            Ok((id, endpoint)) => {
+                self.expansion = Some(Expansion {
+                    waiter,
+                    id,
+                    endpoint,
+                    stage: Stage::Dial,
+                    deadline: Instant::now() + HANDSHAKE,
+                });
+            }
+            Err(err) => self.answer(waiter, Err(err)),
+        }
+    }
+
+    /// Stage 1: the new node's id and normalized endpoint, or why the expand is refused.
+    fn check_expand(&self, endpoint: &str) -> Result<(NodeId, String), StoreError> {
+        let endpoint = file::normalize(endpoint).map_err(refused)?;
+        if self.addresses.values().any(|a| *a == endpoint) {
+            return Err(StoreError::Exists);
+        }
+        if let Some(running) = &self.expansion {
+            return Err(unavailable(format!(
+                "cluster: another expand is under way ({}); retry when it is done",
+                running.describe()
+            )));
+        }
+        if let Some(change) = self.pending_change() {
+            return Err(unavailable(format!(
+                "cluster: a membership change is pending ({change}): wait for it to commit, \
+                 or get it out of the way with a forced shrink of that node"
+            )));
+        }
+        let unreachable = self.unreachable_members();
+        if !unreachable.is_empty() {
+            return Err(unavailable(format!(
+                "cluster: node(s) {} unreachable: an expand needs every member to acknowledge \
+                 it; bring them back or remove them with a forced shrink first",
+                unreachable.join(", ")
+            )));
+        }
+        // Ids are never reused (removed ids stay as tombstones), see `membership_input`.
+        let id = self.addresses.keys().max().map_or(0, |m| m + 1);
+        Ok((id, endpoint))
+    }
+
+    /// Members (other than this leader) it has not heard from for an election timeout.
+    fn unreachable_members(&self) -> Vec<String> {
+        let now = super::now_ms(self.epoch);
+        let config = self.node.config();
+        self.node
+            .peers()
+            .filter(|(id, _, heard)| {
+                config.contains(*id) && now >= heard + self.params.election_timeout
+            })
+            .map(|(id, _, _)| self.name_of(id))
+            .collect()
+    }
+
+    /// `N (host:port)`.
+    pub(super) fn name_of(&self, id: NodeId) -> String {
+        format!(
+            "{id} ({})",
+            self.addresses.get(&id).map(String::as_str).unwrap_or("?")
+        )
+    }
+
+    /// Stages 2 and 4's deadlines, from `maintain`.
+    pub(super) fn drive_expansion(&mut self, registry: &Registry) {
+        let Some(exp) = &mut self.expansion else {
+            return;
+        };
+        let now = Instant::now();
+        if self.node.role() != Role::Leader {
+            return self.fail_expansion(
+                registry,
+                unavailable("cluster: this node lost its leadership; retry".into()),
+            );
+        }
+        match exp.stage {
+            Stage::Dial => {
+                let (id, endpoint) = (exp.id, exp.endpoint.clone());
+                exp.stage = Stage::Handshake;
+                let addr = self.dial.get(&id).cloned().unwrap_or(endpoint.clone());
+                if let Err(err) = self.dial(registry, id, &addr, now) {
+                    let why = format!("cluster: cannot connect to {endpoint}: {err}");
+                    self.fail_expansion(registry, refused(why));
+                }
+            }
+            Stage::Handshake => self.check_handshake(registry, now),
+            Stage::Ship => {}
+            Stage::Shipping { index, chunks } => {
+                let (id, endpoint, deadline) = (exp.id, exp.endpoint.clone(), exp.deadline);
+                let sent = self.outgoing.get(&id).map(|o| o.chunks());
+                if let Some(sent) = sent.filter(|s| *s != chunks) {
+                    // Progress: the deadline counts from the last chunk.
+                    if let Some(exp) = &mut self.expansion {
+                        exp.stage = Stage::Shipping {
+                            index,
+                            chunks: sent,
+                        };
+                        exp.deadline = now + CONFIRM;
+                    }
+                } else if self.link_to(id).is_none() {
+                    let why = format!(
+                        "cluster: the link to {endpoint} broke while sending it the snapshot; retry"
+                    );
+                    self.fail_expansion(registry, unavailable(why));
+                } else if now >= deadline {
+                    let why = format!(
+                        "cluster: {endpoint} did not confirm the snapshot within {CONFIRM:?}; retry"
+                    );
+                    self.fail_expansion(registry, unavailable(why));
+                }
+            }
+        }
+    }
+
+    /// Stage 2: the link opened (to a node waiting to join?), failed, or is late.
+    fn check_handshake(&mut self, registry: &Registry, now: Instant) {
+        let Some(exp) = &self.expansion else {
+            return;
+        };
+        let (id, endpoint) = (exp.id, exp.endpoint.clone());
+        let link = self.outbound.get(&id).and_then(|k| self.links.get(*k));
+        let failure = match link {
+            Some(l) if l.state == LinkState::Closed => l.failure.clone(),
+            Some(_) => None,
+            None => self.link_failures.get(&id).cloned(),
+        };
+        let outcome = match link.filter(|l| l.state != LinkState::Closed) {
+            Some(l) if l.state == LinkState::Open => match l.peer {
+                Some(p) if p == JOINING_ID || p == id => Ok(true),
+                Some(p) => Err(refused(format!(
+                    "cluster: {endpoint} is not waiting to join: it runs as node {p} of a \
+                     cluster; start it with an empty directory and --join"
+                ))),
+                None => Ok(false),
+            },
+            Some(_) if now < self.expansion.as_ref().map_or(now, |e| e.deadline) => Ok(false),
+            Some(_) => Err(unavailable(format!(
+                "cluster: {endpoint} did not complete the peer handshake within {HANDSHAKE:?}"
+            ))),
+            None => Err(refused(match failure {
+                Some(Failure::Unreachable(why)) => {
+                    format!("cluster: cannot reach {endpoint}: {why}; is a node started there with --join?")
+                }
+                Some(Failure::Refused(why)) => {
+                    format!("cluster: {endpoint} refused the peer connection: {why}")
+                }
+                Some(Failure::SameId(p)) => format!(
+                    "cluster: {endpoint} is not waiting to join: it runs as node {p} of a \
+                     cluster; start it with an empty directory and --join"
+                ),
+                None => format!("cluster: the peer connection to {endpoint} closed"),
+            })),
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                // Frames on this link now belong to the new node (its Hello said "joining").
+                if let Some(key) = self.outbound.get(&id).copied() {
+                    self.links[key].peer = Some(id);
+                }
+                if let Some(exp) = &mut self.expansion {
+                    exp.stage = Stage::Ship;
+                }
+            }
+            Err(err) => self.fail_expansion(registry, err),
+        }
+    }
+
+    /// Stage 3, right after a flush (the store's applied state is the core's commit point).
+    pub(super) fn ship_expansion(&mut self, store: &Store) {
+        let Some(exp) = &mut self.expansion else {
+            return;
+        };
+        if exp.stage != Stage::Ship || !self.batch.is_empty() {
+            return;
+        }
+        let Some(env) = self.node.snapshot_for(exp.id) else {
+            return; // not leading any more: `drive_expansion` answers
+        };
+        let Message::InstallSnapshot { meta, .. } = &env.message else {
+            return;
+        };
+        exp.stage = Stage::Shipping {
+            index: meta.index,
+            chunks: 0,
+        };
+        exp.deadline = Instant::now() + CONFIRM;
+        self.outgoing.remove(&exp.id);
+        self.start_snapshot(store, &env);
+    }
+
+    /// Stage 4: a message from the node being prepared; its answer to the snapshot lets the
+    /// configuration be proposed.
+    pub(super) fn observe_expansion(
+        &mut self,
+        store: &Store,
+        from: NodeId,
+        message: &Message<Vec<u8>>,
+    ) {
+        let Some(exp) = &self.expansion else {
+            return;
+        };
+        let Stage::Shipping { index, .. } = exp.stage else {
+            return;
+        };
+        let confirmed = matches!(message, Message::AppendResponse { success: true, index: i, .. } if *i >= index);
+        if from != exp.id || !confirmed {
+            return;
+        }
+        let Some(exp) = self.expansion.take() else {
+            return;
+        };
+        let cmd = Command::Expand {
+            endpoint: exp.endpoint.clone(),
+        };
+        let pid = self.next();
+        match self.membership_input(store, &cmd, pid) {
+            Some(Ok(input)) if self.next_new_id() == exp.id => {
+                self.proposals.insert(pid, exp.waiter);
+                self.submit(store, input);
+            }
+            Some(Err(err)) => self.answer(exp.waiter, Err(err)),
+            _ => {
+                let why = "cluster: the membership changed while the new node was prepared; retry";
+                self.answer(exp.waiter, Err(unavailable(why.into())));
+            }
+        }
+    }
+
+    /// The id the next node added gets.
+    pub(super) fn next_new_id(&self) -> NodeId {
+        self.addresses.keys().max().map_or(0, |m| m + 1)
+    }
+
+    /// Gives up the running expansion: answers its client and closes its link.
+    fn fail_expansion(&mut self, registry: &Registry, err: StoreError) {
+        let Some(exp) = self.expansion.take() else {
+            return;
+        };
+        self.outgoing.remove(&exp.id);
+        if let Some(key) = self.outbound.remove(&exp.id) {
+            if let Some(link) = self.links.get_mut(key) {
+                link.state = LinkState::Closed;
+            }
+            self.update_link(registry, key);
+        }
+        self.answer(exp.waiter, Err(err));
+    }
+
+    /// Answers a write's waiter, here or on the node that forwarded it.
+    pub(super) fn answer(&mut self, waiter: Waiter, outcome: Result<(), StoreError>) {
+        match waiter {
+            Waiter::Local(conn, pending) => self.completions.push((conn, pending, outcome)),
+            Waiter::Remote(node, id) => {
+                let frame = Frame::ForwardResult {
+                    id,
+                    outcome: super::to_wire(&outcome),
+                };
+                self.send_to(node, &frame);
+            }
+        }
+    }
+}
