@@ -2021,6 +2021,16 @@ fn stuck_expand_is_got_out_of_the_way_with_a_forced_shrink() {
         .unwrap_or_default()
         .to_string();
     assert!(pending.contains("adding node 2"), "{}", view.raw);
+    // Another change cannot pass the pending one, and says why.
+    let other = ok_response(
+        "plain shrink while a change is pending",
+        shrink(&mut cluster.conn(leader), cluster.addr(2), false),
+    );
+    let other = format!("{} {}", other.status, error_message(&other));
+    assert!(
+        other.starts_with("503") && other.contains("a membership change is pending"),
+        "{other}"
+    );
     let out = cluster.cli(leader, &["cluster", "info"]);
     let info = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(info.contains("pending change"), "{info}");
@@ -2060,7 +2070,7 @@ fn stuck_expand_is_got_out_of_the_way_with_a_forced_shrink() {
         );
     }
     println!(
-        "stuck expand: answered {status} {message}; pending: {pending}; after cluster rm --force of node {dead}, a write took {:.0} ms\ncluster info while stuck:\n{info}",
+        "stuck expand: answered {status} {message}; pending: {pending}; a plain shrink meanwhile: {other}; after cluster rm --force of node {dead}, a write took {:.0} ms\ncluster info while stuck:\n{info}",
         ms(took)
     );
 }

@@ -1192,6 +1192,14 @@ impl Cluster {
         self.start_node(slot);
     }
 
+    /// Adds `tls.ca` (the test CA, which signed the admin's certificate) to the config, so
+    /// that every node verifies client certificates against it: call before starting nodes.
+    pub fn set_tls_ca(&mut self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let ca = format!("tls:\n  ca: {}\n", self.root().join("ca.pem").display());
+        std::fs::write(&self.config, text.replacen("tls:\n", &ca, 1)).unwrap();
+    }
+
     /// Runs the `kes-node` CLI against `slot` as the admin (client certificate files written
     /// next to the config, the server's certificate verified with the test CA).
     pub fn cli(&self, slot: usize, args: &[&str]) -> std::process::Output {

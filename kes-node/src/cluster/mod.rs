@@ -535,7 +535,13 @@ impl Cluster {
                 "cluster: this node lost its leadership; retry".into()
             }
             ProposeError::Busy => "cluster: too many writes in flight; retry".into(),
-            ProposeError::InvalidChange => "cluster: invalid membership change".into(),
+            ProposeError::InvalidChange => match self.pending_change() {
+                Some(change) => format!(
+                    "cluster: a membership change is pending ({change}): only a forced shrink of \
+                     a node it waits for can override it"
+                ),
+                None => "cluster: invalid membership change".into(),
+            },
             ProposeError::Overwritten => {
                 "cluster: the write was overwritten by a new leader; retry".into()
             }
