@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kes_core::crypto::{Cipher, HmacKey, SecretKey};
@@ -455,11 +456,10 @@ fn fs_bad_contents() {
         );
     }
     c.get("/v1/ready").assert_empty_ok();
-    assert!(
-        server.stderr().contains("not a valid key"),
-        "{}",
-        server.stderr()
-    );
+    // The server logs before it answers, but our reader of its stderr may not have the line yet.
+    eventually(Duration::from_secs(5), "the error log names it", || {
+        server.stderr().contains("not a valid key")
+    });
 }
 
 /// `keys:` are created at start unless they exist (a restart keeps them as they are).
@@ -687,23 +687,27 @@ fn kes_refused_identity() {
 
 // ---- aws ---------------------------------------------------------------------------------
 
-/// A local AWS emulator: `moto_server` (PyPI `moto[server]`, installed by `.ci/run`).
+/// A local AWS emulator: `moto_server` (PyPI `moto[server]`, installed by `.ci/test`).
 struct Moto {
     child: std::process::Child,
     port: u16,
+    /// The last lines moto wrote to stderr (its request log, its errors).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
+/// How long moto may take to serve (a cold first start imports a lot of Python).
+const MOTO_START: Duration = Duration::from_secs(60);
+
 impl Moto {
-    /// Starts moto on `port` (a free one if `None`); with `auth_after = Some(n)` it checks
-    /// signatures and IAM permissions from the (n+1)-th request on.
+    /// Starts moto on `port` (one it picks itself if `None`) and returns once it serves: it
+    /// bound the port itself (werkzeug's "Running on" line, so no other process answers in its
+    /// place) and a Secrets Manager call succeeded. Moto loads a service's backend on that
+    /// service's first call; a first call made by an edge server under test (time-limited,
+    /// concurrent with the others') must find it loaded: readiness, not an open port.
+    /// With `auth_after = Some(n)`, moto checks signatures and IAM permissions from the
+    /// (n+1)-th of the test's own requests on (the readiness call is not counted).
     fn start(port: Option<u16>, auth_after: Option<u32>) -> Moto {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        use std::io::BufRead;
         // `python3 -m moto.server` is `moto_server` without depending on PATH.
         let mut cmd = std::process::Command::new("python3");
         cmd.args([
@@ -712,24 +716,74 @@ impl Moto {
             "-H",
             "127.0.0.1",
             "-p",
-            &port.to_string(),
+            &port.unwrap_or(0).to_string(),
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::process::Stdio::piped());
         if let Some(n) = auth_after {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", (n + 1).to_string());
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .expect("python3 not found (moto, the AWS emulator, runs on it)");
-        let mut moto = Moto { child, port };
-        eventually(Duration::from_secs(30), "moto answers", || {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto exited ({status}): `pip install 'moto[server]'` (.ci/run does)");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (bound_tx, bound) = std::sync::mpsc::channel::<u16>();
+        {
+            let pipe = child.stderr.take().unwrap();
+            let log = log.clone();
+            // Drains moto's stderr for its life (a full pipe would block its request log).
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.trim().strip_prefix("* Running on http://") {
+                        if let Some(Ok(p)) = rest.rsplit(':').next().map(str::parse) {
+                            let _ = bound_tx.send(p);
+                        }
+                    }
+                    let mut log = log.lock().unwrap();
+                    if log.len() == 50 {
+                        log.remove(0);
+                    }
+                    log.push(line);
+                }
+            });
+        }
+        let mut moto = Moto {
+            child,
+            port: 0,
+            log,
+        };
+        let hint = "`pip install 'moto[server]'` (.ci/test does)";
+        moto.port = match bound.recv_timeout(MOTO_START) {
+            Ok(p) => p,
+            // The pipe closed without the line: moto exited (a port in use, not installed).
+            Err(_) => {
+                let status = moto.child.try_wait().ok().flatten();
+                panic!(
+                    "moto did not start ({status:?}; {hint}):\n{}",
+                    moto.log.lock().unwrap().join("\n")
+                );
             }
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        };
+        if let Some(p) = port {
+            assert_eq!(moto.port, p, "moto listens on another port");
+        }
+        let start = Instant::now();
+        loop {
+            match moto.try_json("secretsmanager.ListSecrets", &serde_json::json!({})) {
+                Ok(_) => break,
+                Err(why) => assert!(
+                    start.elapsed() < MOTO_START,
+                    "moto does not serve Secrets Manager: {why}\n{}",
+                    moto.log.lock().unwrap().join("\n")
+                ),
+            }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited ({status}): {hint}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         moto
     }
 
@@ -746,9 +800,22 @@ impl Moto {
         headers: &[(&str, &str)],
         body: &str,
     ) -> (u16, String) {
+        self.try_http(service, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("moto: {method} {path}: {e}"))
+    }
+
+    /// [`Moto::http`], with an error where no answer arrives.
+    fn try_http(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential=AKIDSETUP/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00\r\n",
@@ -760,15 +827,18 @@ impl Moto {
         }
         req.push_str("\r\n");
         req.push_str(body);
-        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(req.as_bytes())?;
         let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out[9..12].parse().unwrap();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {out:?}")))?;
         let body = out
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
-        (status, body)
+        Ok((status, body))
     }
 
     /// An IAM call (query protocol).
@@ -786,23 +856,37 @@ impl Moto {
 
     /// A JSON API call: `target` is `TrentService.CreateKey`, `secretsmanager.CreateSecret`…
     fn json(&self, target: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.try_json(target, body)
+            .unwrap_or_else(|e| panic!("{target}: {e}"))
+    }
+
+    /// [`Moto::json`], with an error for anything but a 200 and a JSON answer.
+    fn try_json(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let service = if target.starts_with("TrentService") {
             "kms"
         } else {
             "secretsmanager"
         };
-        let (status, text) = self.http(
-            service,
-            "POST",
-            "/",
-            &[
-                ("Content-Type", "application/x-amz-json-1.1"),
-                ("X-Amz-Target", target),
-            ],
-            &body.to_string(),
-        );
-        assert_eq!(status, 200, "{target}: {text}");
-        serde_json::from_str(&text).unwrap()
+        let (status, text) = self
+            .try_http(
+                service,
+                "POST",
+                "/",
+                &[
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                    ("X-Amz-Target", target),
+                ],
+                &body.to_string(),
+            )
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
     }
 
     /// moto's whole state (its `/moto-api/data.json`): the secrets as stored.
@@ -826,6 +910,21 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Creates key `name` through `edge`; a failure shows why (the edge server's error log and
+/// moto's request log), which the client's generic 502 does not.
+#[track_caller]
+fn create_through(edge: &Server, c: &mut Client, moto: &Moto, name: &str) {
+    let r = c.put(&format!("/v1/key/create/{name}"));
+    assert!(
+        r.status == 200,
+        "create {name}: {} {}\nedge stderr:\n{}\nmoto log:\n{}",
+        r.status,
+        r.text(),
+        edge.stderr(),
+        moto.log.lock().unwrap().join("\n")
+    );
 }
 
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
@@ -895,7 +994,7 @@ fn aws_signed_round_trip_with_kms() {
     let ct = seal(&legacy_key, Cipher::Aes256, b"legacy", b"");
     assert_eq!(c.decrypt("preexisting", &ct, None), b"legacy");
 
-    c.create_key("k");
+    create_through(&edge, &mut c, &moto, "k");
     c.put("/v1/key/create/k")
         .assert_error(400, "key already exists");
     let stored = moto.secrets();
@@ -939,7 +1038,7 @@ fn aws_outage_and_recovery() {
     let on = aws_edge("edge-aws-on", &moto, ("a", "b"), None, outage_cache(true)).start();
     let off = aws_edge("edge-aws-off", &moto, ("a", "b"), None, outage_cache(false)).start();
     let (mut a, mut b) = (on.admin(), off.admin());
-    a.create_key("k");
+    create_through(&on, &mut a, &moto, "k");
     let ct = a.encrypt("k", b"x", None);
     assert_eq!(b.decrypt("k", &ct, None), b"x");
     let last_use = Instant::now();
@@ -960,13 +1059,13 @@ fn aws_outage_and_recovery() {
     b.decrypt_resp("k", &ct, None)
         .assert_error(502, "failed to read key");
 
-    let _moto = Moto::start(Some(port), None);
+    let moto = Moto::start(Some(port), None);
     for c in [&mut a, &mut b] {
         eventually(Duration::from_secs(10), "ready after moto is back", || {
             c.get("/v1/ready").status == 200
         });
     }
-    a.create_key("new");
+    create_through(&on, &mut a, &moto, "new");
     let ct = a.encrypt("new", b"y", None);
     assert_eq!(b.decrypt("new", &ct, None), b"y");
 }
