@@ -47,7 +47,7 @@ const MAX_KEY_LEN: usize = 4096;
 static HANDED_OVER: OnceLock<Zeroizing<String>> = OnceLock::new();
 
 /// Hardens the process (see the module docs). Does not return if it re-`exec`s itself; an
-/// error means the key could not be handed over (the server must not start).
+/// error means the handed-over key could not be read (the server must not start).
 pub fn start() -> Result<(), String> {
     hand_over_hsm_key()?;
     disable_core_dumps();
@@ -72,7 +72,13 @@ pub fn var(name: &str) -> Result<String, std::env::VarError> {
 
 fn hand_over_hsm_key() -> Result<(), String> {
     if let Some(key) = std::env::var_os(HSM_KEY_VAR) {
-        return Err(reexec_without_key(key));
+        // Where that fails the server still starts: it reads the variable as before.
+        let why = reexec_without_key(key);
+        eprintln!(
+            "kes-node: warning: {HSM_KEY_VAR} stays readable in /proc/{}/environ: {why}",
+            std::process::id()
+        );
+        return Ok(());
     }
     if let Some(fd) = std::env::var_os(HSM_KEY_FD_VAR) {
         let key = receive_key(&fd)?;
