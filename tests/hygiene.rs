@@ -53,6 +53,9 @@ fn assert_key_not_exposed(pid: u32) {
     assert!(environ.contains("KES_HSM_KEY_FD="), "{environ:?}");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(HSM_KEY));
+    // Re-executed, it keeps its name (`ps`, `pgrep kes-node`).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "kes-node");
 }
 
 /// A round trip with a key, so the server demonstrably holds the right HSM key.

@@ -83,8 +83,24 @@ fn hand_over_hsm_key() -> Result<(), String> {
     if let Some(fd) = std::env::var_os(HSM_KEY_FD_VAR) {
         let key = receive_key(&fd)?;
         let _ = HANDED_OVER.set(key);
+        restore_name();
     }
     Ok(())
+}
+
+/// An image started from `/proc/self/exe` is named `exe` (in `ps`, `pgrep`, `/proc/PID/comm`):
+/// it takes its binary's file name back.
+fn restore_name() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Some(name) = exe.file_name() else { return };
+    // An unlinked binary reads as "kes-node (deleted)".
+    let name = name.as_encoded_bytes();
+    let name = name.strip_suffix(b" (deleted)").unwrap_or(name);
+    if let Ok(name) = std::ffi::CString::new(name) {
+        let _ = rustix::thread::set_name(&name);
+    }
 }
 
 /// Writes the key into a pipe and replaces this process by a fresh image of the same binary
