@@ -8,7 +8,8 @@
 //! tls:
 //!   key: ./server.key
 //!   cert: ./server.cert
-//!   ca: ./ca.pem            # optional: verify client certificates against these CAs
+//!   ca: ./ca.pem            # the CAs client certificates must chain to with `auth: on`
+//!   auth: off               # off (default): any client certificate, the identity decides
 //! hsm:
 //!   key: kes:v1:aes256:...  # optional; KES_HSM_KEY wins when set (our extension)
 //!   pkcs11:                 # or a PKCS#11 token instead (see `hsm/pkcs11.rs`)
@@ -32,9 +33,9 @@
 //! Any scalar may be `${ENV_VAR}` (the whole value, surrounding whitespace ignored); a missing
 //! variable is an error that names it. Relative paths are resolved against the directory of
 //! the config file. The edge server's sections (`cache`, `keys`, `keystore`) are parsed by
-//! [`load_edge`] (`config/edge.rs`) and ignored here; `tls.auth` and `tls.proxy` are accepted
-//! and ignored; any other unknown field is an error, so a typo never silently disables a
-//! setting.
+//! [`load_edge`] (`config/edge.rs`) and ignored here; `tls.proxy` is accepted and ignored;
+//! any other unknown field is an error, so a typo never silently disables a setting.
+//! `limits:` (ours, not upstream's) bounds what clients may hold (see [`crate::net::Limits`]).
 //!
 //! The file is walked as a YAML value tree rather than derived with serde so that every error
 //! can name the field it is about (`config: policy.my-app.identities[1]: ...`).
@@ -73,6 +74,8 @@ pub struct Config {
     pub read_lease: Option<Duration>,
     /// `cluster.clock_drift`: the bound on clock error over one lease (default 10% of it).
     pub clock_drift: Option<Duration>,
+    /// `limits:`: connection and memory limits (ours; defaults without it).
+    pub limits: crate::net::Limits,
 }
 
 /// `tls:`. Relative paths are resolved against the config file's directory.
@@ -81,6 +84,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     pub cert: PathBuf,
     pub ca: Option<PathBuf>,
+    /// `tls.auth: on`: client chains must verify against `ca` (upstream's meaning); off (the
+    /// default): any client certificate is accepted in the handshake.
+    pub auth: bool,
 }
 
 /// `hsm.pkcs11:`: which token and key seal the root key.
@@ -168,6 +174,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     top.check_known(
         &[
             "version", "address", "admin", "tls", "hsm", "api", "policy", "log", "cluster",
+            "limits",
         ],
         &["cache", "keys", "keystore"],
     )?;
@@ -197,7 +204,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     }
 
     let tls = top.section("tls")?;
-    tls.check_known(&["key", "cert", "ca", "password"], &["auth", "proxy"])?;
+    tls.check_known(&["key", "cert", "ca", "password", "auth"], &["proxy"])?;
     if tls.string("password")?.is_some() {
         return Err(
             "config: tls.password: encrypted private keys are not supported: \
@@ -213,7 +220,23 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         cert: path("cert")?
             .ok_or("config: tls.cert is required (the server's certificate file)")?,
         ca: path("ca")?,
+        auth: match tls
+            .string("auth")?
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("off" | "false") => false,
+            Some("on" | "true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "config: tls.auth: expected on or off, found '{other}'"
+                ))
+            }
+        },
     };
+
+    // `limits:` (not upstream's): what clients may hold before and after authentication.
+    config.limits = parse_limits(&top.section("limits")?)?;
 
     // `log.audit` / `log.error`: `on` writes those events to standard output (upstream also
     // accepts level names; any of them counts as on).
@@ -644,6 +667,71 @@ fn describe(value: &Value) -> &'static str {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `limits:`: every field optional, defaults from [`crate::net::Limits::default`].
+fn parse_limits(section: &Fields) -> Result<crate::net::Limits, String> {
+    section.check_known(
+        &[
+            "connections",
+            "connections_per_ip",
+            "handshake_timeout",
+            "memory",
+            "log_queue",
+        ],
+        &[],
+    )?;
+    let mut limits = crate::net::Limits::default();
+    let count = |field: &str, into: &mut usize| -> Result<(), String> {
+        if let Some(v) = section.string(field)? {
+            *into = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("config: limits.{field}: expected a positive number, found '{v}'")
+            })?;
+        }
+        Ok(())
+    };
+    count("connections", &mut limits.connections)?;
+    count("connections_per_ip", &mut limits.connections_per_ip)?;
+    let size = |field: &str, into: &mut usize| -> Result<(), String> {
+        if let Some(v) = section.string(field)? {
+            *into = parse_size(&v).filter(|n| *n > 0).ok_or_else(|| {
+                format!("config: limits.{field}: expected a size such as 64MiB, found '{v}'")
+            })?;
+        }
+        Ok(())
+    };
+    size("memory", &mut limits.memory)?;
+    size("log_queue", &mut limits.log_queue)?;
+    if let Some(v) = section.string("handshake_timeout")? {
+        limits.handshake_timeout = parse_go_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "config: limits.handshake_timeout: expected a duration such as 5s, found '{v}'"
+                )
+            })?;
+    }
+    Ok(limits)
+}
+
+/// A byte size: a number with an optional unit (`KB`/`MB`/`GB` are powers of 1000,
+/// `KiB`/`MiB`/`GiB` of 1024).
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: usize = s[..digits].parse().ok()?;
+    let unit: usize = match s[digits..].trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 /// Parses a Go `time.ParseDuration` string (`15s`, `1m30s`, `1.5h`, `300ms`, `0`). Negative

@@ -259,6 +259,12 @@ pub struct Env {
     envs: Vec<(String, String)>,
     /// What runs in place of `kes-node` (`set_launcher`): e.g. `setpriv ... -- kes-node`.
     launcher: Vec<std::ffi::OsString>,
+    /// The server binary (default [`KES_NODE`]; `set_binary`).
+    binary: PathBuf,
+    /// `setrlimit(RLIMIT_AS)` of the server process, in bytes (`limit_address_space`).
+    address_space: Option<u64>,
+    /// `setrlimit(RLIMIT_NOFILE)` of the server process (`limit_open_files`).
+    open_files: Option<u64>,
 }
 
 impl Env {
@@ -288,6 +294,9 @@ impl Env {
             edge: false,
             envs: Vec::new(),
             launcher: Vec::new(),
+            binary: PathBuf::from(KES_NODE),
+            address_space: None,
+            open_files: None,
         };
         env.write_config();
         env
@@ -315,10 +324,36 @@ impl Env {
         self.launcher = launcher.into_iter().map(Into::into).collect();
     }
 
-    /// Sets `tls.ca` to the test CA: client certificates are then verified.
+    /// Sets `tls.ca` to the test CA and `tls.auth: on`: client certificates are then verified.
     pub fn verify_client_certs(&mut self) {
+        self.tls_extra = format!(
+            "  ca: {}\n  auth: on\n",
+            self.tmp.path().join("ca.pem").display()
+        );
+        self.write_config();
+    }
+
+    /// Sets `tls.ca` to the test CA only (`tls.auth` stays off: nothing is verified).
+    pub fn set_tls_ca(&mut self) {
         self.tls_extra = format!("  ca: {}\n", self.tmp.path().join("ca.pem").display());
         self.write_config();
+    }
+
+    /// Runs servers from `binary` instead of this build's `kes-node`.
+    pub fn set_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
+    }
+
+    /// Starts servers with an address-space limit (`RLIMIT_AS`) of `bytes`: allocations beyond
+    /// it fail, as they would on a machine out of memory.
+    pub fn limit_address_space(&mut self, bytes: u64) {
+        self.address_space = Some(bytes);
+    }
+
+    /// Starts servers with at most `n` open files (`RLIMIT_NOFILE`), as many systems'
+    /// defaults have it.
+    pub fn limit_open_files(&mut self, n: u64) {
+        self.open_files = Some(n);
     }
 
     /// Sets `admin.identity`.
@@ -375,8 +410,34 @@ impl Env {
                 cmd.args(args);
                 cmd
             }
-            None => Command::new(KES_NODE),
+            None => Command::new(&self.binary),
         };
+        let limits: Vec<(libc::__rlimit_resource_t, u64)> = [
+            (libc::RLIMIT_AS, self.address_space),
+            (libc::RLIMIT_NOFILE, self.open_files),
+        ]
+        .into_iter()
+        .filter_map(|(r, v)| Some((r, v?)))
+        .collect();
+        if !limits.is_empty() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe; it only reads the limits, which live
+            // in the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &(resource, value) in &limits {
+                        let limit = libc::rlimit {
+                            rlim_cur: value as libc::rlim_t,
+                            rlim_max: value as libc::rlim_t,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.edge {
             cmd.arg("edge")
                 .arg("--config")

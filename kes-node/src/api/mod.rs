@@ -138,6 +138,23 @@ impl App {
         }
     }
 
+    /// True if `identity` is known here (the admin, or an identity of some enclave): its
+    /// connections are not evicted for newcomers when the server is full.
+    pub fn is_known(&self, identity: &str) -> bool {
+        if crate::auth::is_admin(&self.admin, identity) {
+            return true;
+        }
+        if self.store.identity(DEFAULT_ENCLAVE, identity).is_ok() {
+            return true;
+        }
+        // Bounded: a connection asks once, after its handshake.
+        let enclaves = self.store.list_enclaves("").unwrap_or_default();
+        enclaves
+            .iter()
+            .take(256)
+            .any(|e| e != DEFAULT_ENCLAVE && self.store.identity(e, identity).is_ok())
+    }
+
     /// Admission of a request's head, before its body is read (upstream's order: method, then
     /// authentication and policy): `Ok(limit)` reads at most `limit` body bytes and dispatch
     /// decides as usual; `Err(response)` refuses it now (answered, audited, and the

@@ -42,6 +42,7 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
             key: files.server_key.clone(),
             cert: files.server_cert.clone(),
             ca: None,
+            auth: false,
         },
         hsm_key: Some(zeroize::Zeroizing::new(
             zeroize::Zeroizing::new(read(&files.hsm_key)?)

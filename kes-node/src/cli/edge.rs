@@ -33,12 +33,7 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
         .addr
         .or_else(|| config.address.clone())
         .unwrap_or_else(|| super::server::DEFAULT_ADDR.into());
-    let tls = crate::net::tls::server_config(
-        &config.tls.cert,
-        &config.tls.key,
-        config.tls.ca.as_deref(),
-        config.api.values().any(|r| r.skip_auth),
-    )?;
+    let tls = crate::net::tls::Shared::new(crate::net::tls::configs(&config, false)?);
     let addr: SocketAddr = addr
         .parse()
         .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
@@ -74,7 +69,7 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let mut runtime = Runtime::new(edge, WORKERS);
-    crate::net::serve(listener, tls, &app, &mut runtime)
+    crate::net::serve(listener, tls, &config.limits, &app, &mut runtime)
         .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())

@@ -67,12 +67,7 @@ pub fn start(
     // Everything that can be checked is checked before kes.db is touched.
     let device: std::sync::Arc<dyn Hsm> =
         crate::hsm::open(config, dir, crate::hsm::NewKey::IfNewDb)?.into();
-    let tls = crate::net::tls::server_config(
-        &config.tls.cert,
-        &config.tls.key,
-        config.tls.ca.as_deref(),
-        config.api.values().any(|r| r.skip_auth),
-    )?;
+    let tls = crate::net::tls::Shared::new(crate::net::tls::configs(config, true)?);
     let addr: SocketAddr = addr
         .parse()
         .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
@@ -110,7 +105,7 @@ pub fn start(
     on_listening(local);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    crate::net::serve(listener, tls, &app, &mut cluster)
+    crate::net::serve(listener, tls, &config.limits, &app, &mut cluster)
         .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())

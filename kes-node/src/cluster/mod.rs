@@ -860,6 +860,12 @@ impl Cluster {
         !self.joining && self.node.is_member()
     }
 
+    /// Peer links open now (inbound and outbound): they count against the server's
+    /// connection limit.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
     /// Takes over an inbound peer connection accepted by the HTTP listener.
     pub fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
         let entry = self.links.vacant_entry();
@@ -994,20 +1000,16 @@ impl Cluster {
         for to in receivers {
             self.pump_snapshot(registry, to);
         }
-        // Links opened long ago but never authenticated are dropped.
+        // Links that did not authenticate in time are dropped (see `peer::Link::overdue`).
         let stale: Vec<usize> = self
             .links
             .iter()
-            .filter(|(_, l)| {
-                l.state == LinkState::Opening && now - l.opened > Duration::from_secs(10)
-            })
+            .filter(|(_, l)| l.overdue(now))
             .map(|(k, _)| k)
             .collect();
         for key in stale {
             if let Some(l) = self.links.get_mut(key) {
-                l.state = LinkState::Closed;
-                l.failure
-                    .get_or_insert(Failure::Unreachable("no TLS handshake within 10 s".into()));
+                l.expire();
             }
             self.update_link(registry, key);
         }

@@ -8,8 +8,13 @@
 //! both sides send a `Hello` whose MAC, keyed with a secret derived from the cluster's HSM key,
 //! covers the TLS session's exported keying material: only holders of the HSM key can join the
 //! replication stream, and a Hello cannot be replayed into another session.
+//!
+//! Until its Hello verified, a link is a stranger's: it may send [`MAX_HELLO`] bytes, and an
+//! accepted link must send its Hello within [`HELLO_TIMEOUT`]. A link that fails before it
+//! opens is logged with the reason on either side, once per change of reason.
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kes_core::consensus::{Envelope, NodeId};
 use kes_core::crypto::HmacKey;
@@ -22,6 +27,12 @@ pub const ALPN: &[u8] = b"kes-peer/1";
 /// The largest frame accepted: the largest log batch or snapshot chunk, with room to spare.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
+/// The most a link may send before its Hello verified (a Hello frame is about 45 bytes).
+pub const MAX_HELLO: usize = 256;
+/// Time an accepted link has from its hand-over to the verified Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a dialed link has for its TLS handshake and the peer's Hello.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One frame on a peer link.
 #[derive(Serialize, Deserialize, Debug)]
@@ -115,6 +126,41 @@ pub struct Link {
     heard: bool,
 }
 
+/// The last reason logged per side (dialed links by address, accepted ones all together): a
+/// peer that keeps failing the same way is logged once, not on every attempt.
+static LAST_REASON: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Logs why a link to or from `remote` did not open, unless that was the last reason logged
+/// for it; `None` notes that it opened (logged if it had failed before).
+fn log_reason(dialer: bool, remote: &str, reason: Option<&str>) {
+    let key = if dialer {
+        format!("to {remote}")
+    } else {
+        "from peers".to_string()
+    };
+    let mut last = LAST_REASON.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = last.iter().position(|(k, _)| *k == key);
+    let before = slot.map(|i| last[i].1.clone());
+    let now = reason.unwrap_or("open").to_string();
+    if before.as_deref() == Some(now.as_str()) || (before.is_none() && reason.is_none()) {
+        return;
+    }
+    match reason {
+        Some(why) if dialer => eprintln!("kes-node: peer link to {remote} failed: {why}"),
+        Some(why) => eprintln!("kes-node: peer link from {remote} refused: {why}"),
+        None => eprintln!("kes-node: peer link {key}: open"),
+    }
+    match slot {
+        Some(i) => last[i].1 = now,
+        None => {
+            if last.len() >= 64 {
+                last.remove(0);
+            }
+            last.push((key, now));
+        }
+    }
+}
+
 fn role(dialer: bool) -> u8 {
     if dialer {
         b'd'
@@ -145,10 +191,11 @@ impl Link {
         }
     }
 
-    /// Closes the link; if it never opened, remembers why.
+    /// Closes the link; if it never opened, remembers why and logs it.
     fn fail(&mut self, refused: bool, why: impl Into<String>) {
         if self.state == LinkState::Opening && self.failure.is_none() {
             let why = why.into();
+            self.log_failure(&why);
             self.failure = Some(if refused || self.heard {
                 Failure::Refused(why)
             } else {
@@ -156,6 +203,39 @@ impl Link {
             });
         }
         self.state = LinkState::Closed;
+    }
+
+    fn log_failure(&self, why: &str) {
+        let remote = match self.socket.peer_addr() {
+            Ok(a) if self.dialer => a.to_string(),
+            Ok(a) => a.ip().to_string(),
+            Err(_) => "?".into(),
+        };
+        log_reason(self.dialer, &remote, Some(why));
+    }
+
+    /// True if the link has not opened in time: close it with [`Link::expire`].
+    pub fn overdue(&self, now: Instant) -> bool {
+        let limit = if self.dialer {
+            DIAL_TIMEOUT
+        } else {
+            HELLO_TIMEOUT
+        };
+        self.state == LinkState::Opening && now - self.opened > limit
+    }
+
+    /// Closes a link that did not open in time.
+    pub fn expire(&mut self) {
+        if self.tls.is_handshaking() {
+            let limit = if self.dialer {
+                DIAL_TIMEOUT
+            } else {
+                HELLO_TIMEOUT
+            };
+            self.fail(false, format!("no TLS handshake within {limit:?}"));
+        } else {
+            self.fail(true, "no valid Hello in time");
+        }
     }
 
     fn mac(&self, secret: &HmacKey, dialer: bool, node: NodeId) -> Option<[u8; 32]> {
@@ -186,54 +266,87 @@ impl Link {
             return;
         }
         self.flush();
-        // The end of the stream is acted on after the frames before it (a Hello, say).
-        let mut eof = false;
         loop {
-            match self.tls.read_tls(&mut self.socket) {
-                Ok(0) => {
-                    eof = true;
-                    break;
+            // While the link is a stranger's, reading stops at its first frame (the Hello),
+            // which is checked before anything more is read.
+            let (hello_first, eof) = self.read();
+            if self.state == LinkState::Closed {
+                return;
+            }
+            if !self.tls.is_handshaking() && !self.hello_sent && !eof {
+                match self.mac(secret, self.dialer, me) {
+                    Some(mac) => {
+                        self.hello_sent = true;
+                        self.write_frame(&Frame::Hello { node: me, mac });
+                    }
+                    None => self.state = LinkState::Closed,
                 }
+            }
+            self.take_frames(me, secret, frames);
+            // The end of the stream is acted on after the frames before it (a Hello, say).
+            if eof {
+                self.fail(false, "the peer closed the connection during the handshake");
+            }
+            if !(hello_first && self.state == LinkState::Open) {
+                break;
+            }
+        }
+        self.flush();
+    }
+
+    /// Reads what arrived: (stopped early at a stranger's first frame, end of stream).
+    fn read(&mut self) -> (bool, bool) {
+        loop {
+            if self.state == LinkState::Opening {
+                if self.first_frame_in() {
+                    return (true, false);
+                }
+                if self.input.len() > MAX_HELLO + 4 {
+                    self.fail(true, "it sent more than a Hello before its Hello verified");
+                    return (false, false);
+                }
+            }
+            match self.tls.read_tls(&mut self.socket) {
+                Ok(0) => return (false, true),
                 Ok(_) => {
                     self.heard = true;
                     if let Err(err) = self.tls.process_new_packets() {
                         self.flush();
                         self.fail(true, format!("TLS handshake failed: {err}"));
-                        return;
+                        return (false, false);
                     }
                     let mut chunk = [0u8; 16 * 1024];
                     loop {
                         match self.tls.reader().read(&mut chunk) {
-                            Ok(0) => {
-                                eof = true;
-                                break;
-                            }
+                            Ok(0) => return (false, true),
                             Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                             Err(_) => break,
                         }
                     }
-                    if eof {
-                        break;
-                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.fail(false, e.to_string());
-                    return;
+                    return (false, false);
                 }
             }
         }
-        if !self.tls.is_handshaking() && !self.hello_sent && self.state != LinkState::Closed && !eof
-        {
-            match self.mac(secret, self.dialer, me) {
-                Some(mac) => {
-                    self.hello_sent = true;
-                    self.write_frame(&Frame::Hello { node: me, mac });
-                }
-                None => self.state = LinkState::Closed,
+    }
+
+    /// True if the input holds a whole first frame, or the length of one too long to wait for.
+    fn first_frame_in(&self) -> bool {
+        match self.input.get(..4) {
+            Some(len) => {
+                let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+                len > MAX_HELLO || self.input.len() >= 4 + len
             }
+            None => false,
         }
+    }
+
+    /// Verifies the Hello and collects the frames after it.
+    fn take_frames(&mut self, me: NodeId, secret: &HmacKey, frames: &mut Vec<Frame>) {
         while let Some(frame) = self.next_frame() {
             match (self.state, frame) {
                 (LinkState::Opening, Frame::Hello { node, mac }) => {
@@ -242,7 +355,16 @@ impl Link {
                     if verified && node != me {
                         self.peer = Some(node);
                         self.state = LinkState::Open;
+                        if let Ok(remote) = self.socket.peer_addr() {
+                            let remote = if self.dialer {
+                                remote.to_string()
+                            } else {
+                                remote.ip().to_string()
+                            };
+                            log_reason(self.dialer, &remote, None);
+                        }
                     } else if verified {
+                        self.log_failure(&Failure::SameId(node).to_string());
                         self.failure = Some(Failure::SameId(node));
                         self.state = LinkState::Closed;
                     } else {
@@ -252,17 +374,12 @@ impl Link {
                         );
                     }
                 }
-                (LinkState::Open, Frame::Hello { .. }) | (LinkState::Opening, _) => {
-                    self.state = LinkState::Closed
-                }
+                (LinkState::Opening, _) => self.fail(true, "it sent a frame before its Hello"),
+                (LinkState::Open, Frame::Hello { .. }) => self.state = LinkState::Closed,
                 (LinkState::Open, f) => frames.push(f),
                 (LinkState::Closed, _) => break,
             }
         }
-        if eof {
-            self.fail(false, "the peer closed the connection during the handshake");
-        }
-        self.flush();
     }
 
     fn next_frame(&mut self) -> Option<Frame> {
@@ -270,6 +387,10 @@ impl Link {
             return None;
         }
         let len = u32::from_le_bytes(self.input[..4].try_into().ok()?) as usize;
+        if self.state == LinkState::Opening && len > MAX_HELLO {
+            self.fail(true, "its first frame is larger than a Hello");
+            return None;
+        }
         if len > MAX_FRAME {
             self.state = LinkState::Closed;
             return None;

@@ -15,6 +15,10 @@ use crate::cluster::{Cluster, Completion, ConnRef};
 pub trait Backend {
     /// Registers the backend's own event sources.
     fn register(&mut self, registry: &Registry) -> io::Result<()>;
+    /// Connections the backend holds (peer links), counted against the connection limit.
+    fn connections(&self) -> usize {
+        0
+    }
     /// How long the loop may sleep before [`Backend::round`] is due.
     fn next_timeout(&self) -> Duration;
     /// An event for one of the backend's tokens.
@@ -36,6 +40,10 @@ pub trait Backend {
 impl Backend for Cluster {
     fn register(&mut self, _: &Registry) -> io::Result<()> {
         Ok(())
+    }
+
+    fn connections(&self) -> usize {
+        self.link_count()
     }
 
     fn next_timeout(&self) -> Duration {

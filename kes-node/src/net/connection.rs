@@ -3,28 +3,55 @@
 //! Requests are answered strictly in order. While a response is still waiting for the socket
 //! (the client reads slowly), no further pipelined request is processed and no more input is
 //! read beyond a bounded buffer: a slow client only ever costs its own connection memory.
-use std::io::{self, Read, Write};
+//!
+//! What one connection may hold is bounded: its input buffer ([`MAX_INPUT`]), the body of the
+//! request being read (the route's limit, read only once the head is admitted), one response
+//! at a time, and for a log stream `limits.log_queue` of events (a subscriber further behind
+//! is dropped). All of it is charged to the event loop's [`Budget`].
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use rustls::ServerConnection;
 
+use super::budget::Budget;
+use super::session::Session;
 use crate::api::logs::{Subscription, Topic};
 use crate::api::{App, Outcome, Pending, Resume, Wait};
 use crate::auth::Peer;
 use crate::http::{Parsed, RequestParser, Response};
 use crate::identity::peer_identity;
 
-/// Time allowed for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed from the first byte of a request to its last.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a keep-alive connection may sit idle.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Time a response may wait for the client to read it.
+/// Time a response may wait for the client to read all of it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Plaintext read ahead of processing (pipelined requests) before we stop reading.
-const MAX_INPUT: usize = 2 * 1024 * 1024;
+/// Plaintext read ahead of processing (pipelined requests, the body being read) before we
+/// stop reading: more than the longest head, so a head always fits.
+const MAX_INPUT: usize = 128 * 1024;
+/// Plaintext a peer link may send before the cluster checks its Hello (which is ~50 bytes).
+const MAX_HELLO_INPUT: usize = 512;
+/// Requests answered per turn: a client that keeps sending gets its next turn after the
+/// other connections had theirs (and the loop polled again).
+const REQUESTS_PER_TURN: usize = 8;
+/// After a response that closes the connection, unread input is discarded this long (so the
+/// client sees the response instead of a reset), then the socket closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How much a connection is trusted when the server is full (see `net/limits.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    /// TLS not finished, or an identity neither the admin nor known to the store: evicted
+    /// first when a newcomer needs the slot.
+    Unknown,
+    /// An identity the store knows.
+    Known,
+    /// The admin identity: never evicted, never held back by the memory budget.
+    Admin,
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +67,9 @@ enum Phase {
     /// A request waits for its write to commit, the cluster's read gate or the edge server's
     /// key store; nothing else is served meanwhile.
     Waiting,
+    /// The last response is out and our side is shut: unread input is discarded until the
+    /// client closes or [`LINGER`] ends.
+    Lingering,
     /// Done: remove it.
     Closed,
 }
@@ -56,18 +86,35 @@ pub struct Connection {
     pub socket: TcpStream,
     /// Unique among all connections of this process (tokens are reused, serials are not).
     pub serial: u64,
-    tls: ServerConnection,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    tls: Session,
     input: Vec<u8>,
     /// Scratch space to encode a response in.
     out: Vec<u8>,
     parser: RequestParser,
     peer: Option<Peer>,
+    standing: Standing,
     phase: Phase,
-    created: Instant,
+    pub created: Instant,
+    /// The first request's head arrived (the handshake deadline no longer applies).
+    headed: bool,
     request_started: Option<Instant>,
     last_activity: Instant,
     write_blocked_since: Option<Instant>,
+    lingering_since: Option<Instant>,
     peer_eof: bool,
+    /// Plaintext handed to rustls since its output last drained completely.
+    out_pending: usize,
+    /// What this connection holds, as charged to `budget`.
+    charged: usize,
+    budget: Rc<Budget>,
+    /// Stopped reading for the budget; the event loop wakes it when there is room.
+    starved: bool,
+    /// Stopped after its turn with work left; the event loop runs it again soon.
+    yielded: bool,
+    handshake_timeout: Duration,
+    log_queue: usize,
     /// The log stream this connection subscribed to, if any.
     subscription: Option<Subscription>,
     /// Set when the subscription starts, taken by the event loop to count subscribers.
@@ -83,13 +130,18 @@ pub struct Connection {
     producer: Option<(crate::http::Producer, bool)>,
 }
 
+/// What a connection needs from the event loop besides its socket.
+pub struct Setup {
+    pub budget: Rc<Budget>,
+    pub handshake_timeout: Duration,
+    pub log_queue: usize,
+}
+
 impl Connection {
-    pub fn new(socket: TcpStream, mut tls: ServerConnection, now: Instant) -> Connection {
-        // Responses can exceed rustls's default 64 KiB send buffer (decrypting 1 MB); our own
-        // loop provides backpressure by answering one request at a time.
-        tls.set_buffer_limit(None);
+    pub fn new(socket: TcpStream, tls: Session, setup: &Setup, now: Instant) -> Connection {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Connection {
+            ip: socket.peer_addr().ok().map(|a| a.ip()),
             socket,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tls,
@@ -97,12 +149,22 @@ impl Connection {
             out: Vec::new(),
             parser: RequestParser::default(),
             peer: None,
+            standing: Standing::Unknown,
             phase: Phase::Open,
             created: now,
+            headed: false,
             request_started: None,
             last_activity: now,
             write_blocked_since: None,
+            lingering_since: None,
             peer_eof: false,
+            out_pending: 0,
+            charged: 0,
+            budget: setup.budget.clone(),
+            starved: false,
+            yielded: false,
+            handshake_timeout: setup.handshake_timeout,
+            log_queue: setup.log_queue,
             subscription: None,
             new_subscription: false,
             waiting: None,
@@ -111,6 +173,26 @@ impl Connection {
             wait: None,
             producer: None,
         }
+    }
+
+    /// How much this connection is trusted (see [`Standing`]).
+    pub fn standing(&self) -> Standing {
+        self.standing
+    }
+
+    /// Closes the connection at once (evicted for a newcomer).
+    pub fn evict(&mut self) {
+        self.phase = Phase::Closed;
+    }
+
+    /// True (once) if the connection stopped for the memory budget since the last call.
+    pub fn take_starved(&mut self) -> bool {
+        std::mem::take(&mut self.starved)
+    }
+
+    /// True (once) if the connection ended its turn with work left (see [`REQUESTS_PER_TURN`]).
+    pub fn take_yielded(&mut self) -> bool {
+        std::mem::take(&mut self.yielded)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -137,32 +219,97 @@ impl Connection {
         }
     }
 
-    /// Reads what the socket has, answers complete requests, writes what it can.
-    pub fn on_ready(&mut self, app: &App, now: Instant) {
-        if self.phase == Phase::Closed {
+    /// The response that ends the connection is out: shut our side and discard what the
+    /// client still sends, so that it reads the response rather than a reset.
+    fn linger(&mut self, now: Instant) {
+        if self.peer_eof || self.socket.shutdown(std::net::Shutdown::Write).is_err() {
+            self.phase = Phase::Closed;
             return;
         }
+        self.phase = Phase::Lingering;
+        self.lingering_since = Some(now);
+        self.discard_input();
+    }
+
+    fn discard_input(&mut self) {
+        let mut scratch = [0u8; 16 * 1024];
         loop {
-            self.read(now);
+            match self.socket.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.phase = Phase::Closed;
+    }
+
+    /// Reads what the socket has, answers complete requests, writes what it can.
+    pub fn on_ready(&mut self, app: &App, now: Instant) {
+        match self.phase {
+            Phase::Closed => return,
+            Phase::Lingering => return self.discard_input(),
+            _ => {}
+        }
+        let mut turn = 0;
+        loop {
+            let capped = self.read(now);
             // Flush first: after the handshake rustls has session tickets to send, and requests
             // are only served while nothing is waiting for the socket.
             self.flush();
             self.produce(now);
+            let before = self.input.len();
             let served = self.serve(app, now);
             self.flush();
             // With edge-triggered readiness no new event comes for input we already hold
-            // (or stopped reading at MAX_INPUT), so keep going while requests get answered.
-            if served == 0 || self.phase != Phase::Open || self.tls.wants_write() {
+            // (or stopped reading at MAX_INPUT), so keep going while requests get answered
+            // or a capped buffer made room.
+            let progress = served > 0 || (capped && self.input.len() < before);
+            if !progress || self.phase != Phase::Open || self.tls.wants_write() {
+                break;
+            }
+            turn += served.max(1);
+            if turn >= REQUESTS_PER_TURN {
+                self.yielded = true;
                 break;
             }
         }
         if self.phase == Phase::Closing && !self.tls.wants_write() {
-            self.phase = Phase::Closed;
+            self.linger(now);
         }
         if self.peer_eof && self.phase != Phase::Closed && !self.tls.wants_write() {
             // The client closed its side; anything it still sent has been answered.
             self.phase = Phase::Closed;
         }
+        self.recharge();
+    }
+
+    /// Charges what this connection holds to the budget; gives back idle buffers.
+    fn recharge(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 16 * 1024 {
+            self.input = Vec::new();
+        }
+        let held = if self.phase == Phase::Closed {
+            0
+        } else {
+            self.input.capacity() + self.parser.body_len() + self.out_pending
+        };
+        self.budget.charge(&mut self.charged, held);
+    }
+
+    /// True if the budget holds this connection back now.
+    fn held_back(&mut self) -> bool {
+        if self.standing == Standing::Admin || !self.budget.over() {
+            return false;
+        }
+        self.starved = true;
+        true
+    }
+
+    /// Gives this connection's charge back (it is being removed).
+    pub fn release(&mut self) {
+        self.budget.charge(&mut self.charged, 0);
     }
 
     /// Closes connections that exceeded a deadline.
@@ -175,9 +322,11 @@ impl Connection {
             {
                 true
             }
+            Phase::Lingering => self.lingering_since.is_some_and(|t| now - t > LINGER),
             // Only a client that stops reading ends these (the write timeout above).
             Phase::Streaming | Phase::Producing => false,
-            _ if self.tls.is_handshaking() => now - self.created > HANDSHAKE_TIMEOUT,
+            // The handshake and the first request's head come quickly, or not at all.
+            _ if !self.headed => now - self.created > self.handshake_timeout,
             _ => match self.request_started {
                 Some(t) => now - t > REQUEST_TIMEOUT,
                 None => now - self.last_activity > IDLE_TIMEOUT,
@@ -188,8 +337,22 @@ impl Connection {
         }
     }
 
-    fn read(&mut self, now: Instant) {
-        while self.input.len() < MAX_INPUT && !self.peer_eof {
+    /// Reads what the socket has, up to the input bound; true if it stopped at the bound.
+    fn read(&mut self, now: Instant) -> bool {
+        let cap = if self.tls.alpn_protocol() == Some(crate::cluster::peer::ALPN) {
+            MAX_HELLO_INPUT
+        } else {
+            MAX_INPUT
+        };
+        let mut capped = false;
+        while !self.peer_eof {
+            if self.input.len() >= cap {
+                capped = true;
+                break;
+            }
+            if !self.tls.is_handshaking() && self.held_back() {
+                break;
+            }
             match self.tls.read_tls(&mut self.socket) {
                 Ok(0) => self.peer_eof = true,
                 Ok(_) => {
@@ -198,7 +361,7 @@ impl Connection {
                         // rustls queued an alert for the peer; send it and give up.
                         self.flush();
                         self.phase = Phase::Closed;
-                        return;
+                        return false;
                     }
                     self.drain_plaintext();
                 }
@@ -206,20 +369,22 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.phase = Phase::Closed;
-                    return;
+                    return false;
                 }
             }
         }
         if self.request_started.is_none() && !self.input.is_empty() {
             self.request_started = Some(now);
         }
+        capped
     }
 
     fn drain_plaintext(&mut self) {
         // Straight into `input` (no bounce buffer to zero and copy). rustls's reader ends with
         // Ok(0) after the peer's close_notify and WouldBlock when it has no more plaintext;
-        // what was read before the error is kept either way.
-        if self.tls.reader().read_to_end(&mut self.input).is_ok() {
+        // what was read before the error is kept either way. rustls holds at most 16 KiB of
+        // received plaintext, so one call adds at most that.
+        if self.tls.read_plaintext(&mut self.input).is_ok() {
             self.peer_eof = true;
         }
     }
@@ -230,15 +395,18 @@ impl Connection {
         !self.tls.is_handshaking() && self.tls.alpn_protocol() == Some(crate::cluster::peer::ALPN)
     }
 
-    /// Turns a peer connection into a cluster link (with any bytes already read).
-    pub fn into_link(self, now: Instant) -> crate::cluster::peer::Link {
-        crate::cluster::peer::Link::new(
+    /// Turns a peer connection into a cluster link (with any bytes already read); `None` if
+    /// its session is not established.
+    pub fn into_link(mut self, now: Instant) -> Option<crate::cluster::peer::Link> {
+        self.release();
+        let tls = std::mem::replace(&mut self.tls, Session::Refused(None)).into_server()?;
+        Some(crate::cluster::peer::Link::new(
             self.socket,
-            rustls::Connection::Server(self.tls),
+            rustls::Connection::Server(tls),
             false,
-            self.input,
+            std::mem::take(&mut self.input),
             now,
-        )
+        ))
     }
 
     /// Answers complete requests while the socket keeps up; returns how many.
@@ -250,19 +418,28 @@ impl Connection {
                     return served;
                 }
                 let certs = self.tls.peer_certificates().unwrap_or(&[]);
-                self.peer = Some(Peer {
+                let peer = Peer {
                     identity: peer_identity(certs),
-                    ip: self.socket.peer_addr().ok().map(|a| a.ip()),
-                });
+                    ip: self.ip,
+                };
+                self.standing = match &peer.identity {
+                    Ok(id) if crate::auth::is_admin(&app.admin, id) => Standing::Admin,
+                    Ok(id) if app.is_known(id) => Standing::Known,
+                    _ => Standing::Unknown,
+                };
+                self.peer = Some(peer);
+            }
+            if self.held_back() {
+                return served;
             }
             let peer = self.peer.as_ref().expect("peer identified");
             let parsed = self.parser.poll(&mut self.input, |r| app.admit(r, peer));
             if self.parser.take_continue() {
                 // The head was admitted: the client may send its body.
-                let _ = self
-                    .tls
-                    .writer()
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.write_out(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            if !matches!(parsed, Parsed::Incomplete) || self.parser.in_body() {
+                self.headed = true;
             }
             served += 1;
             match parsed {
@@ -396,8 +573,9 @@ impl Connection {
         // encrypts it into records) right away. Wiped (responses carry data keys and
         // plaintexts), and freed if a big response left it large.
         resp.encode(minor, head_only, &mut self.out);
-        // Cannot fail: the buffer limit is off.
-        let _ = self.tls.writer().write_all(&self.out);
+        let out = std::mem::take(&mut self.out);
+        self.write_out(&out);
+        self.out = out;
         zeroize::Zeroize::zeroize(&mut self.out);
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
@@ -434,7 +612,7 @@ impl Connection {
         if self.phase != Phase::Streaming {
             return;
         }
-        let _ = self.tls.writer().write_all(b"0\r\n\r\n");
+        self.write_out(b"0\r\n\r\n");
         self.tls.send_close_notify();
         self.phase = Phase::Closing;
         self.flush();
@@ -444,12 +622,19 @@ impl Connection {
     }
 
     /// Appends one event to a log stream as an HTTP chunk. Returns false if not streaming.
+    /// A subscriber with more than `limits.log_queue` unsent is dropped: its stream ends.
     pub fn send_event(&mut self, line: &[u8]) -> bool {
         if self.phase != Phase::Streaming {
             return false;
         }
+        if self.out_pending + line.len() > self.log_queue {
+            self.phase = Phase::Closed;
+            self.recharge();
+            return false;
+        }
         self.send_chunk(line);
         self.flush();
+        self.recharge();
         true
     }
 
@@ -458,7 +643,13 @@ impl Connection {
         let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
         out.extend_from_slice(bytes);
         out.extend_from_slice(b"\r\n");
-        let _ = self.tls.writer().write_all(&out);
+        self.write_out(&out);
+    }
+
+    /// Queues plaintext for the client (counted until the socket took all of it).
+    fn write_out(&mut self, bytes: &[u8]) {
+        self.tls.write_plaintext(bytes);
+        self.out_pending += bytes.len();
     }
 
     /// Sends the next pieces of a produced body while the socket keeps up; after the last,
@@ -477,7 +668,7 @@ impl Connection {
                 Ok(Some(piece)) if piece.is_empty() => {}
                 Ok(Some(piece)) => self.send_chunk(&piece),
                 Ok(None) => {
-                    let _ = self.tls.writer().write_all(b"0\r\n\r\n");
+                    self.write_out(b"0\r\n\r\n");
                     self.producer = None;
                     self.phase = if close { Phase::Closing } else { Phase::Open };
                     self.request_started = (!self.input.is_empty()).then_some(now);
@@ -496,8 +687,10 @@ impl Connection {
     fn flush(&mut self) {
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.socket) {
-                Ok(_) => self.write_blocked_since = None,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Cleared only once everything is out: a client reading a byte now and
+                    // then does not keep a response (or a log stream) alive forever.
                     self.write_blocked_since.get_or_insert_with(Instant::now);
                     return;
                 }
@@ -508,5 +701,7 @@ impl Connection {
                 }
             }
         }
+        self.write_blocked_since = None;
+        self.out_pending = 0;
     }
 }

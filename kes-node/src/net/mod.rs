@@ -3,13 +3,19 @@
 //! a client, so a slow or half-open client only holds its own connection until its timeout.
 //! What cannot be answered at once goes to the [`Backend`] (the cluster, or the edge server's
 //! key store workers), which reports back when it is decided.
+mod admission;
 mod backend;
+mod budget;
 mod connection;
+mod limits;
+mod session;
 pub mod tls;
 
 pub use backend::Backend;
+pub use limits::Limits;
 
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +28,10 @@ use slab::Slab;
 use crate::api::logs::Topic;
 use crate::api::App;
 use crate::cluster::{ConnRef, LINK_BASE};
-use connection::Connection;
+use admission::Admission;
+use budget::Budget;
+use connection::{Connection, Setup};
+use session::Session;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -31,13 +40,25 @@ const FIRST_CONNECTION: usize = 2;
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// How long shutdown waits for in-flight responses.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Connections beyond this are refused (accepted and closed at once).
-const MAX_CONNECTIONS: usize = 16 * 1024;
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully.
+/// The event loop's connections and what it keeps about them.
+struct Conns {
+    slab: Slab<Connection>,
+    admission: Admission,
+    budget: Rc<Budget>,
+    /// Connections that stopped for the budget, woken in order once there is room.
+    starved: std::collections::VecDeque<(usize, u64)>,
+    /// Connections that ended their turn with work left: run again after the next poll.
+    yielded: std::collections::VecDeque<(usize, u64)>,
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully. TLS
+/// configurations are read from `tls` at each accept, so replacing them there (a reload)
+/// applies to new connections.
 pub fn serve(
     mut listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<tls::Shared>,
+    limits: &Limits,
     app: &App,
     backend: &mut dyn Backend,
 ) -> io::Result<()> {
@@ -50,15 +71,31 @@ pub fn serve(
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
-    let mut conns: Slab<Connection> = Slab::new();
+    let budget = Rc::new(Budget::new(limits.memory));
+    let setup = Setup {
+        budget: budget.clone(),
+        handshake_timeout: limits.handshake_timeout,
+        log_queue: limits.log_queue,
+    };
+    let mut conns = Conns {
+        slab: Slab::new(),
+        admission: Admission::new(limits),
+        budget,
+        starved: Default::default(),
+        yielded: Default::default(),
+    };
     let mut shutdown_at: Option<Instant> = None;
     let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
 
     loop {
         let now = Instant::now();
-        let timeout = next_sweep
-            .saturating_duration_since(now)
-            .min(backend.next_timeout());
+        let timeout = if conns.yielded.is_empty() {
+            next_sweep
+                .saturating_duration_since(now)
+                .min(backend.next_timeout())
+        } else {
+            Duration::ZERO
+        };
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -69,16 +106,18 @@ pub fn serve(
             match event.token() {
                 LISTENER => {
                     if shutdown_at.is_none() {
-                        accept(&poll, &listener, &tls, &mut conns, now);
+                        accept(
+                            &poll, &listener, &tls, &setup, &mut conns, app, &*backend, now,
+                        );
                     }
                 }
                 SIGNALS => {
                     if signals.pending().next().is_some() && shutdown_at.is_none() {
                         shutdown_at = Some(now);
                         poll.registry().deregister(&mut listener)?;
-                        let keys: Vec<usize> = conns.iter().map(|(k, _)| k).collect();
+                        let keys: Vec<usize> = conns.slab.iter().map(|(k, _)| k).collect();
                         for key in keys {
-                            conns[key].close_after_current();
+                            conns.slab[key].close_after_current();
                             // Idle connections close now; busy ones after their answer.
                             update(&poll, &mut conns, key, app);
                         }
@@ -89,38 +128,25 @@ pub fn serve(
                 }
                 Token(t) => {
                     let key = t - FIRST_CONNECTION;
-                    if let Some(conn) = conns.get_mut(key) {
+                    if let Some(conn) = conns.slab.get_mut(key) {
                         conn.on_ready(app, now);
-                        if conn.is_peer_link() {
-                            let link = conns.remove(key).into_link(now);
-                            backend.adopt(poll.registry(), app, link);
-                            continue;
-                        }
-                        let me = ConnRef {
-                            token: Token(t),
-                            serial: conn.serial,
-                        };
-                        if let Some(pending) = conn.take_write() {
-                            backend.propose(app, me, pending);
-                        }
-                        if let Some(wait) = conn.take_wait() {
-                            backend.wait(app, me, wait);
-                        }
-                        if let Some(topic) = conn.take_new_subscription() {
-                            app.logs.subscribe(topic, 1);
-                        }
-                        if shutdown_at.is_some() {
-                            conn.close_after_current();
-                        }
-                        update(&poll, &mut conns, key, app);
+                        after_ready(&poll, &mut conns, key, app, backend, shutdown_at, now);
                     }
                 }
             }
         }
+        for (key, serial) in std::mem::take(&mut conns.yielded) {
+            if let Some(conn) = conns.slab.get_mut(key).filter(|c| c.serial == serial) {
+                conn.on_ready(app, now);
+                after_ready(&poll, &mut conns, key, app, backend, shutdown_at, now);
+            }
+        }
+        wake_starved(&poll, &mut conns, app, backend, shutdown_at, now);
         if now >= next_sweep {
             next_sweep = now + SWEEP_INTERVAL;
             end_revoked_streams(&mut conns, app);
             let expired: Vec<usize> = conns
+                .slab
                 .iter_mut()
                 .filter_map(|(k, c)| {
                     c.check_timeouts(now);
@@ -135,31 +161,106 @@ pub fn serve(
         answer_writes(&poll, &mut conns, app, backend, now);
         publish_logs(&poll, &mut conns, app);
         if let Some(t) = shutdown_at {
-            if conns.is_empty() || now - t > SHUTDOWN_GRACE {
+            if conns.slab.is_empty() || now - t > SHUTDOWN_GRACE {
                 return Ok(());
             }
         }
     }
 }
 
+/// After a connection ran: hands a peer link to the backend, passes on what its request
+/// needs (a write, a wait, a subscription), notes a stop for the budget, removes it if closed.
+fn after_ready(
+    poll: &Poll,
+    conns: &mut Conns,
+    key: usize,
+    app: &App,
+    backend: &mut dyn Backend,
+    shutdown_at: Option<Instant>,
+    now: Instant,
+) {
+    let conn = &mut conns.slab[key];
+    if conn.is_peer_link() {
+        let conn = conns.slab.remove(key);
+        conns.admission.removed(conn.ip);
+        if let Some(link) = conn.into_link(now) {
+            backend.adopt(poll.registry(), app, link);
+        }
+        return;
+    }
+    let me = ConnRef {
+        token: Token(key + FIRST_CONNECTION),
+        serial: conn.serial,
+    };
+    if let Some(pending) = conn.take_write() {
+        backend.propose(app, me, pending);
+    }
+    if let Some(wait) = conn.take_wait() {
+        backend.wait(app, me, wait);
+    }
+    if let Some(topic) = conn.take_new_subscription() {
+        app.logs.subscribe(topic, 1);
+    }
+    if shutdown_at.is_some() {
+        conn.close_after_current();
+    }
+    if conn.take_starved() {
+        conns.starved.push_back((key, conn.serial));
+    }
+    if conn.take_yielded() {
+        conns.yielded.push_back((key, conn.serial));
+    }
+    update(poll, conns, key, app);
+}
+
+/// Runs the connections that stopped for the budget, oldest first, while there is room.
+fn wake_starved(
+    poll: &Poll,
+    conns: &mut Conns,
+    app: &App,
+    backend: &mut dyn Backend,
+    shutdown_at: Option<Instant>,
+    now: Instant,
+) {
+    let mut n = conns.starved.len();
+    while n > 0 && !conns.budget.over() {
+        n -= 1;
+        let Some((key, serial)) = conns.starved.pop_front() else {
+            return;
+        };
+        if let Some(conn) = conns.slab.get_mut(key).filter(|c| c.serial == serial) {
+            conn.on_ready(app, now);
+            after_ready(poll, conns, key, app, backend, shutdown_at, now);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn accept(
     poll: &Poll,
     listener: &TcpListener,
-    tls: &Arc<rustls::ServerConfig>,
-    conns: &mut Slab<Connection>,
+    tls: &tls::Shared,
+    setup: &Setup,
+    conns: &mut Conns,
+    app: &App,
+    backend: &dyn Backend,
     now: Instant,
 ) {
     loop {
         match listener.accept() {
-            Ok((mut socket, _)) => {
-                if conns.len() >= MAX_CONNECTIONS {
-                    continue; // dropped: closes the socket
+            Ok((mut socket, addr)) => {
+                let open = conns.slab.len() + backend.connections();
+                match conns.admission.admit(&conns.slab, addr.ip(), open) {
+                    admission::Decision::Admit => {}
+                    admission::Decision::Evict(key) => {
+                        conns.slab[key].evict();
+                        update(poll, conns, key, app);
+                    }
+                    // Dropped: closes the socket.
+                    admission::Decision::Refuse => continue,
                 }
                 let _ = socket.set_nodelay(true);
-                let Ok(session) = rustls::ServerConnection::new(tls.clone()) else {
-                    continue;
-                };
-                let entry = conns.vacant_entry();
+                let entry = conns.slab.vacant_entry();
                 let token = Token(entry.key() + FIRST_CONNECTION);
                 if poll
                     .registry()
@@ -169,7 +270,14 @@ fn accept(
                     .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
                     .is_ok()
                 {
-                    entry.insert(Connection::new(socket, session, now));
+                    let conn = entry.insert(Connection::new(
+                        socket,
+                        Session::new(tls.current()),
+                        setup,
+                        now,
+                    ));
+                    let (key, ip) = (token.0 - FIRST_CONNECTION, conn.ip);
+                    conns.admission.added(&conns.slab, key, ip);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -184,14 +292,15 @@ fn accept(
 /// connection with more pipelined requests hands on the next one.
 fn answer_writes(
     poll: &Poll,
-    conns: &mut Slab<Connection>,
+    conns: &mut Conns,
     app: &App,
     backend: &mut dyn Backend,
     now: Instant,
 ) {
-    let find = |conns: &Slab<Connection>, r: ConnRef| -> Option<usize> {
+    let find = |conns: &Conns, r: ConnRef| -> Option<usize> {
         let key = r.token.0 - FIRST_CONNECTION;
         conns
+            .slab
             .get(key)
             .is_some_and(|c| c.serial == r.serial)
             .then_some(key)
@@ -208,48 +317,39 @@ fn answer_writes(
             // Answered (and audited) even if the client went away: the write happened.
             let resp = app.finish(pending, outcome);
             if let Some(key) = find(conns, r) {
-                conns[key].complete(app, resp, now);
+                conns.slab[key].complete(app, resp, now);
                 touched.push(r);
             }
         }
         for (r, resume) in reads {
             if let Some(key) = find(conns, r) {
-                conns[key].resume(app, resume, now);
+                conns.slab[key].resume(app, resume, now);
                 touched.push(r);
             }
         }
         for r in touched {
             let Some(key) = find(conns, r) else { continue };
-            let conn = &mut conns[key];
             // Answering may have let the connection serve what was pipelined behind.
-            if let Some(next) = conn.take_write() {
-                backend.propose(app, r, next);
-            }
-            if let Some(wait) = conn.take_wait() {
-                backend.wait(app, r, wait);
-            }
-            if let Some(topic) = conn.take_new_subscription() {
-                app.logs.subscribe(topic, 1);
-            }
-            update(poll, conns, key, app);
+            after_ready(poll, conns, key, app, backend, None, now);
         }
     }
 }
 
 /// Writes queued log events to the connections streaming their topic, each only what its
 /// subscriber may see (`api/logs.rs`).
-fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
+fn publish_logs(poll: &Poll, conns: &mut Conns, app: &App) {
     let events = app.logs.take();
     if events.is_empty() {
         return;
     }
     let streams: Vec<usize> = conns
+        .slab
         .iter()
         .filter(|(_, c)| c.topic().is_some())
         .map(|(k, _)| k)
         .collect();
     for key in streams {
-        let conn = &mut conns[key];
+        let conn = &mut conns.slab[key];
         for event in &events {
             let visible = conn
                 .subscriber()
@@ -268,8 +368,8 @@ fn publish_logs(poll: &Poll, conns: &mut Slab<Connection>, app: &App) {
 
 /// Ends the log streams whose subscriber may no longer read them (deleted, expired, its
 /// policy changed): authorization holds for the whole life of a stream (issue 13).
-fn end_revoked_streams(conns: &mut Slab<Connection>, app: &App) {
-    for (_, conn) in conns.iter_mut() {
+fn end_revoked_streams(conns: &mut Conns, app: &App) {
+    for (_, conn) in conns.slab.iter_mut() {
         let revoked = conn
             .subscriber()
             .is_some_and(|(sub, id)| !crate::api::logs::still_subscribed(app, sub, id));
@@ -280,9 +380,11 @@ fn end_revoked_streams(conns: &mut Slab<Connection>, app: &App) {
 }
 
 /// Removes a connection once it is closed (interest never changes: see `accept`).
-fn update(poll: &Poll, conns: &mut Slab<Connection>, key: usize, app: &App) {
-    if conns[key].is_closed() {
-        let mut c = conns.remove(key);
+fn update(poll: &Poll, conns: &mut Conns, key: usize, app: &App) {
+    if conns.slab[key].is_closed() {
+        let mut c = conns.slab.remove(key);
+        c.release();
+        conns.admission.removed(c.ip);
         if let Some(topic) = c.topic() {
             app.logs.subscribe(topic, -1);
         }

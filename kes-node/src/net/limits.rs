@@ -1,0 +1,68 @@
+//! What clients may hold (the config's `limits:` section, ours): connection admission and the
+//! memory budget for buffered input and output.
+//!
+//! Every connection counts, HTTP and peer links alike. When the server is full, or a source
+//! address holds its share, a newcomer takes the slot of the oldest *unauthenticated*
+//! connection (TLS not finished, or an identity that is neither the admin nor known to the
+//! store) rather than being refused; connections of known identities are never evicted. So an
+//! attacker holding thousands of connections only ever evicts itself, and the admin (or any
+//! known client) still gets in, even from the attacker's own address.
+use std::time::Duration;
+
+/// Connection and memory limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections in total (HTTP and peer links); also kept below the process's file
+    /// descriptor limit.
+    pub connections: usize,
+    /// Open connections from one source address.
+    pub connections_per_ip: usize,
+    /// Time from accept to the end of the TLS handshake and the first request's head.
+    pub handshake_timeout: Duration,
+    /// Bytes of buffered input and output across all connections: beyond it, connections stop
+    /// reading (backpressure) until answers drain; the admin's connections are exempt.
+    pub memory: usize,
+    /// Bytes queued for one log subscriber (`/v1/log/...`); one that falls further behind is
+    /// dropped: its stream ends.
+    pub log_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: 16 * 1024,
+            connections_per_ip: 4 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            memory: 256 << 20,
+            log_queue: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// `connections`, kept below the open-file limit of this process (with room for the
+    /// store, the listener and the peers' dials), so that accept never fails for lack of one.
+    pub fn effective_connections(&self) -> usize {
+        let files = open_file_limit().unwrap_or(1024);
+        self.connections.min(files.saturating_sub(64).max(16))
+    }
+}
+
+/// The soft `Max open files` of this process (from `/proc/self/limits`; no unsafe code).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    match soft {
+        "unlimited" => Some(usize::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn open_file_limit_is_read() {
+        assert!(super::open_file_limit().is_some_and(|n| n > 0));
+    }
+}

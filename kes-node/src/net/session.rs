@@ -1,0 +1,148 @@
+//! A server-side TLS session whose configuration is chosen from the ClientHello (rustls's
+//! `Acceptor`): until the hello is complete the connection only collects it; then
+//! [`TlsConfigs::choose`] picks the peer configuration for a client offering `kes-peer/1`
+//! and the HTTP one for everyone else. The methods mirror `ServerConnection`'s, so the
+//! connection code does not care which phase it is in.
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::server::{AcceptedAlert, Acceptor};
+use rustls::ServerConnection;
+
+use super::tls::TlsConfigs;
+
+pub enum Session {
+    /// Collecting the ClientHello.
+    Accepting {
+        acceptor: Box<Acceptor>,
+        configs: Arc<TlsConfigs>,
+    },
+    /// Handshaking or established.
+    Ready(Box<ServerConnection>),
+    /// The hello was refused: the alert to send (if not sent yet), then close.
+    Refused(Option<AcceptedAlert>),
+}
+
+impl Session {
+    pub fn new(configs: Arc<TlsConfigs>) -> Session {
+        Session::Accepting {
+            acceptor: Box::default(),
+            configs,
+        }
+    }
+
+    pub fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize> {
+        match self {
+            Session::Accepting { acceptor, .. } => acceptor.read_tls(rd),
+            Session::Ready(c) => c.read_tls(rd),
+            Session::Refused(_) => Err(io::Error::other("TLS hello refused")),
+        }
+    }
+
+    /// Processes what was read; an error means the session failed (an alert may be queued).
+    pub fn process_new_packets(&mut self) -> Result<(), rustls::Error> {
+        let Session::Accepting { acceptor, configs } = self else {
+            return match self {
+                Session::Ready(c) => c.process_new_packets().map(|_| ()),
+                _ => Err(rustls::Error::General("TLS hello refused".into())),
+            };
+        };
+        let accepted = match acceptor.accept() {
+            Ok(None) => return Ok(()),
+            Ok(Some(accepted)) => accepted,
+            Err((err, alert)) => {
+                *self = Session::Refused(Some(alert));
+                return Err(err);
+            }
+        };
+        let hello = accepted.client_hello();
+        let config = configs.choose(hello.alpn().into_iter().flatten()).clone();
+        match accepted.into_connection(config) {
+            Ok(mut conn) => {
+                // Responses can exceed rustls's default 64 KiB send buffer (decrypting 1 MB);
+                // the connection bounds its output itself (one response at a time, budgets).
+                conn.set_buffer_limit(None);
+                let res = conn.process_new_packets().map(|_| ());
+                *self = Session::Ready(Box::new(conn));
+                res
+            }
+            Err((err, alert)) => {
+                *self = Session::Refused(Some(alert));
+                Err(err)
+            }
+        }
+    }
+
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Session::Accepting { .. } => false,
+            Session::Ready(c) => c.wants_write(),
+            Session::Refused(alert) => alert.is_some(),
+        }
+    }
+
+    pub fn write_tls(&mut self, wr: &mut dyn Write) -> io::Result<usize> {
+        match self {
+            Session::Accepting { .. } => Ok(0),
+            Session::Ready(c) => c.write_tls(wr),
+            Session::Refused(alert) => {
+                if let Some(mut a) = alert.take() {
+                    a.write_all(wr)?;
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Session::Ready(c) => c.is_handshaking(),
+            _ => true,
+        }
+    }
+
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Session::Ready(c) => c.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Session::Ready(c) => c.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    pub fn send_close_notify(&mut self) {
+        if let Session::Ready(c) = self {
+            c.send_close_notify();
+        }
+    }
+
+    /// Appends the plaintext received so far to `buf`: like `Reader::read_to_end`, `Ok` once
+    /// the peer closed the session, `WouldBlock` when there is no more for now.
+    pub fn read_plaintext(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Session::Ready(c) => c.reader().read_to_end(buf),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Queues plaintext to send (nothing before the handshake chose a configuration).
+    pub fn write_plaintext(&mut self, bytes: &[u8]) {
+        if let Session::Ready(c) = self {
+            // Cannot fail: the buffer limit is off.
+            let _ = c.writer().write_all(bytes);
+        }
+    }
+
+    /// The established session (for a peer link).
+    pub fn into_server(self) -> Option<ServerConnection> {
+        match self {
+            Session::Ready(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
