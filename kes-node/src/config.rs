@@ -912,6 +912,41 @@ keystore:
     }
 
     #[test]
+    fn tls_auth_and_limits() {
+        let c = parse(&minimal(""), base()).unwrap();
+        assert!(!c.tls.auth);
+        assert_eq!(c.limits, crate::net::Limits::default());
+        let tls = |auth: &str| {
+            format!("admin:\n  identity: {ADMIN}\ntls:\n  key: k\n  cert: c\n  auth: {auth}\n")
+        };
+        assert!(parse(&tls("on"), base()).unwrap().tls.auth);
+        assert!(!parse(&tls("off"), base()).unwrap().tls.auth);
+        assert!(parse(&tls("maybe"), base())
+            .unwrap_err()
+            .starts_with("config: tls.auth: expected on or off"));
+        let c = parse(
+            &minimal("limits:\n  connections: 100\n  connections_per_ip: 10\n  handshake_timeout: 1500ms\n  memory: 64MiB\n  log_queue: 100KB\n"),
+            base(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            crate::net::Limits {
+                connections: 100,
+                connections_per_ip: 10,
+                handshake_timeout: Duration::from_millis(1500),
+                memory: 64 << 20,
+                log_queue: 100_000,
+            }
+        );
+        assert!(err(&minimal("limits:\n  memory: lots\n")).starts_with("config: limits.memory:"));
+        assert!(
+            err(&minimal("limits:\n  connections: 0\n")).starts_with("config: limits.connections:")
+        );
+        assert!(err(&minimal("limits:\n  sockets: 3\n")).contains("unknown field 'limits.sockets'"));
+    }
+
+    #[test]
     fn minimal_config_and_defaults() {
         let c = parse(&minimal(""), base()).unwrap();
         assert_eq!(c.address, None);

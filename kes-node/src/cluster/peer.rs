@@ -232,7 +232,10 @@ impl Link {
             } else {
                 HELLO_TIMEOUT
             };
-            self.fail(false, format!("no TLS handshake within {limit:?}"));
+            self.fail(
+                false,
+                format!("no TLS handshake within {} s", limit.as_secs()),
+            );
         } else {
             self.fail(true, "no valid Hello in time");
         }
