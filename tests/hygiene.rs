@@ -50,7 +50,7 @@ fn assert_key_not_exposed(pid: u32) {
         "the HSM key is in /proc/{pid}/environ: {environ:?}"
     );
     // The server got here through the handover, not some other way.
-    assert!(environ.contains("KES_HSM_KEY_FD="), "{environ:?}");
+    assert!(environ.contains("KES_SECRETS_FD="), "{environ:?}");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(HSM_KEY));
     // Re-executed, it keeps its name (`ps`, `pgrep kes-node`).
@@ -93,6 +93,51 @@ fn hsm_key_from_the_environment_through_the_config() {
     let server = env.start();
     assert_key_not_exposed(server.pid());
     round_trip(&server);
+}
+
+/// A PKCS#11 token's PIN given in the environment (`pin_env`) leaves it too.
+#[test]
+fn pkcs11_pin_leaves_the_environment() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const PIN: &str = "hygiene-pin-4711";
+    let token = TempDir::new("hyg-token");
+    let conf = token.path().join("softhsm2.conf");
+    std::fs::create_dir_all(token.path().join("tokens")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            token.path().join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let init = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "hyg", "--pin", PIN])
+        .args(["--so-pin", "5678"])
+        .output()
+        .expect("softhsm2-util (apt-get install softhsm2; .ci/test does)");
+    assert!(init.status.success(), "{init:?}");
+    let mut env = Env::with_hsm(
+        "hyg-pin",
+        HsmKey::Yaml(format!(
+            "hsm:\n  pkcs11:\n    module: {MODULE}\n    token: hyg\n    pin_env: HYG_PIN\n    \
+             key_label: root\n"
+        )),
+    );
+    env.set_env("SOFTHSM2_CONF", conf.to_str().unwrap());
+    env.set_env("HYG_PIN", PIN);
+    let server = env.start();
+    let pid = server.pid();
+    round_trip(&server);
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .into_owned();
+    assert!(
+        !environ.contains(PIN) && !environ.contains("HYG_PIN="),
+        "the PIN is in /proc/{pid}/environ: {environ:?}"
+    );
+    // What the token module reads from the environment stays.
+    assert!(environ.contains("SOFTHSM2_CONF="), "{environ:?}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub struct EdgeArgs {
 }
 
 pub fn run(args: EdgeArgs) -> Result<(), String> {
-    crate::harden::start()?;
+    crate::harden::start(&[])?;
     let config = crate::config::load(&args.config)?;
     let edge_config = crate::config::load_edge(&args.config)?;
     let addr = args

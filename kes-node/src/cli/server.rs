@@ -35,8 +35,11 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), String> {
-    crate::harden::start()?;
+    // A re-executed server (see `harden`) first takes the secrets it was handed: the config
+    // may refer to them.
+    crate::harden::receive()?;
     if args.dev {
+        crate::harden::start(&[])?;
         return super::dev::run(args.dir, args.addr);
     }
     let Some(config_path) = args.config else {
@@ -48,11 +51,20 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         return Err("no working directory given: kes-node server --config FILE DIR".into());
     };
     let config = crate::config::load(&config_path)?;
+    crate::harden::start(&secret_vars(&config))?;
     let addr = args
         .addr
         .or_else(|| config.address.clone())
         .unwrap_or_else(|| DEFAULT_ADDR.into());
     start(&config, &dir, &addr, args.join, |_| {})
+}
+
+/// The environment variables besides `KES_HSM_KEY` that hold secrets: the PKCS#11 PIN's.
+fn secret_vars(config: &Config) -> Vec<&str> {
+    match config.pkcs11.as_ref().map(|p| &p.pin) {
+        Some(crate::config::PinSource::Env(var)) => vec![var.as_str()],
+        _ => Vec::new(),
+    }
 }
 
 /// Validates everything, opens the store, binds and serves. `on_listening` runs once the

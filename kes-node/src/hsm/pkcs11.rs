@@ -633,7 +633,8 @@ fn find_slot(ctx: &Pkcs11, cfg: &Pkcs11Config) -> Result<Slot, String> {
 /// Reads the user PIN from its environment variable or file (one trailing newline dropped).
 fn read_pin(source: &PinSource) -> Result<AuthPin, String> {
     let mut pin = match source {
-        PinSource::Env(var) => std::env::var(var).map_err(|_| {
+        // Through `harden`: a running server no longer has the variable in its environment.
+        PinSource::Env(var) => crate::harden::var(var).map_err(|_| {
             format!("the PKCS#11 PIN variable {var} (hsm.pkcs11.pin_env) is not set")
         })?,
         PinSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
