@@ -33,7 +33,8 @@ client_command! {
 }
 
 client_command! {
-    /// Show the members, the leader and the answering node's term and commit index.
+    /// Show the members with the answering node's link to each, the leader, a pending
+    /// membership change, and the answering node's term and commit index.
     #[argh(subcommand, name = "info")]
     struct Info {}
 }
@@ -49,13 +50,15 @@ client_command! {
 }
 
 client_command! {
-    /// Remove the node at NODE (host:port); --force removes a dead node.
+    /// Remove the node at NODE (host:port); --force removes a dead node, also to get a
+    /// membership change stuck on it out of the way (see `cluster info`).
     #[argh(subcommand, name = "rm")]
     struct Rm {
         /// the node's address
         #[argh(positional)]
         node: String,
-        /// remove the node although it cannot agree (it is down for good)
+        /// remove the node although it cannot agree (it is down for good); overrides a
+        /// pending change that waits for it
         #[argh(switch)]
         force: bool,
     }
