@@ -2075,6 +2075,42 @@ fn stuck_expand_is_got_out_of_the_way_with_a_forced_shrink() {
     );
 }
 
+/// The normal production setup: `tls.ca` set, so client certificates are verified against
+/// the CA. Peers authenticate with the HSM-derived key regardless: a 3-node cluster grows by
+/// expand (the second join forwarded by a follower), and every node takes writes and serves
+/// every key.
+#[test]
+fn three_nodes_with_tls_ca_expand_write_and_read_everywhere() {
+    let mut cluster = Cluster::new(
+        "tls-ca",
+        ClusterOpts {
+            slots: 3,
+            members: 1,
+            bootstrap_json: false,
+            proxy: false,
+        },
+    );
+    cluster.set_tls_ca();
+    cluster.start_node(0);
+    cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    join(&mut cluster, 1, 0, &[0, 1]);
+    join(&mut cluster, 2, 1, &[0, 1, 2]);
+    let mut names = Vec::new();
+    for s in 0..3 {
+        names.push(write_until_ok(&cluster, &[s], &format!("ca-{s}"), HEAL_TIMEOUT).0);
+    }
+    for s in 0..3 {
+        for name in &names {
+            describe_ok(&mut cluster.conn(s), name, "a cluster with tls.ca");
+        }
+    }
+    let links = cluster.describe(0).unwrap().raw["links"].clone();
+    println!(
+        "tls.ca cluster of 3: {} keys on every node; node 0's links: {links}",
+        names.len()
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // The harness itself (no server needed)
 // -------------------------------------------------------------------------------------------
