@@ -2507,3 +2507,30 @@ fn audit_streams_stay_within_their_tenant() {
         "{t2}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 11. Found by the model-based test (tests/authz_model.rs)
+// ---------------------------------------------------------------------------------------
+
+/// Found by tests/authz_model.rs: deletes in an enclave that does not exist answered
+/// "policy does not exist" (and the like) where every read answers "enclave does not exist".
+#[test]
+fn deletes_in_a_missing_enclave_name_the_enclave() {
+    let env = Env::new("acc-noenclave-delete");
+    let server = env.start();
+    let mut admin = server.admin();
+    let someone = new_cert("someone");
+    for path in [
+        "/v1/policy/delete/p".to_string(),
+        "/v1/key/delete/k".to_string(),
+        "/v1/secret/delete/s".to_string(),
+        format!("/v1/identity/delete/{}", someone.identity),
+    ] {
+        delete_in(&mut admin, &path, "nowhere").assert_error(404, ENCLAVE_NOT_FOUND);
+    }
+    // In an enclave that exists, the item is what is missing.
+    admin.put("/v1/enclave/create/somewhere").assert_empty_ok();
+    delete_in(&mut admin, "/v1/policy/delete/p", "somewhere").assert_error(404, POLICY_NOT_FOUND);
+    delete_in(&mut admin, "/v1/key/delete/k", "somewhere").assert_error(404, KEY_NOT_FOUND);
+    delete_in(&mut admin, "/v1/secret/delete/s", "somewhere").assert_error(404, SECRET_NOT_FOUND);
+}

@@ -561,6 +561,12 @@ impl Tx<'_> {
         }
         let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
         if t.remove(key.as_str()).map_err(io_err)?.is_none() {
+            drop(t);
+            // As reads do: a missing enclave is named as such (found by tests/authz_model.rs).
+            let enclaves = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+            if enclaves.get(enclave).map_err(io_err)?.is_none() {
+                return Err(StoreError::NoEnclave);
+            }
             return Err(StoreError::NotFound);
         }
         Ok(())
