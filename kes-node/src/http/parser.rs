@@ -65,6 +65,8 @@ pub struct RequestParser {
     continue_due: bool,
     /// The body being drained belongs to a refused request (no request to hand out after it).
     discard: bool,
+    /// The admitted body's announced size (see `body_charge`).
+    reserve: usize,
 }
 
 impl RequestParser {
@@ -79,9 +81,12 @@ impl RequestParser {
         std::mem::take(&mut self.continue_due)
     }
 
-    /// The body bytes held for the request in progress.
-    pub fn body_len(&self) -> usize {
-        self.request.as_ref().map_or(0, |r| r.body.len())
+    /// The memory the body being read may take: what its head announced (within the route's
+    /// limit) from the moment it was admitted, or what it holds if that is more.
+    pub fn body_charge(&self) -> usize {
+        self.request
+            .as_ref()
+            .map_or(0, |r| self.reserve.max(r.body.capacity()))
     }
 
     /// True while a body is being read or discarded.
@@ -133,6 +138,10 @@ impl RequestParser {
                                 limit
                             }
                             (Ok(limit), Expect::None, _) => limit,
+                        };
+                        self.reserve = match framing {
+                            Framing::Length(n) => (n.min(self.limit as u64)) as usize,
+                            _ => self.limit,
                         };
                         self.state = match framing {
                             Framing::None => return Parsed::Request(req),

@@ -293,14 +293,16 @@ impl Connection {
         let held = if self.phase == Phase::Closed {
             0
         } else {
-            self.input.capacity() + self.parser.body_len() + self.out_pending
+            self.input.capacity() + self.parser.body_charge() + self.out_pending
         };
         self.budget.charge(&mut self.charged, held);
     }
 
-    /// True if the budget holds this connection back now.
+    /// True if the budget holds this connection back now. A body already admitted is read
+    /// on (it was charged in full when admitted): stopping it would hold its memory without
+    /// ever finishing.
     fn held_back(&mut self) -> bool {
-        if self.standing == Standing::Admin || !self.budget.over() {
+        if self.standing == Standing::Admin || self.parser.in_body() || !self.budget.over() {
             return false;
         }
         self.starved = true;
