@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod edge;
+mod store;
 pub use edge::{load_edge, parse_edge, EdgeConfig, KeyStoreConfig};
 
 use serde_norway::{Mapping, Value};
@@ -76,6 +77,9 @@ pub struct Config {
     pub clock_drift: Option<Duration>,
     /// `limits:`: connection and memory limits (ours; defaults without it).
     pub limits: crate::net::Limits,
+    /// `store.min_free`: client writes are refused below this much free disk space (default
+    /// 64 MiB; `config/store.rs`).
+    pub min_free: Option<u64>,
 }
 
 /// `tls:`. Relative paths are resolved against the config file's directory.
@@ -174,7 +178,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     top.check_known(
         &[
             "version", "address", "admin", "tls", "hsm", "api", "policy", "log", "cluster",
-            "limits",
+            "limits", "store",
         ],
         &["cache", "keys", "keystore"],
     )?;
@@ -273,6 +277,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     };
     config.read_lease = duration("read_lease")?.filter(|d| !d.is_zero());
     config.clock_drift = duration("clock_drift")?;
+    config.min_free = store::parse_store(&top)?;
 
     (config.hsm_key, config.pkcs11) = parse_hsm(&top.section("hsm")?, base)?;
 

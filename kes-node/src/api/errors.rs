@@ -48,6 +48,7 @@ pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
         StoreError::Unavailable(why) => Response::error(503, &why),
         StoreError::Corrupted(what) => Response::error(500, &what),
         StoreError::Io(_) => Response::error(502, io_message),
+        StoreError::NoSpace(why) => Response::error(507, &why),
     }
 }
 

@@ -85,6 +85,11 @@ pub fn start(
         .map_err(|_| format!("invalid listen address '{addr}': expected IP:PORT"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let store = Store::open(dir, &*device).map_err(|e| e.to_string())?;
+    store.set_min_free(
+        config
+            .min_free
+            .unwrap_or(crate::store::space::DEFAULT_MIN_FREE),
+    );
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;

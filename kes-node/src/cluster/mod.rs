@@ -10,6 +10,7 @@ mod expand;
 pub mod file;
 mod handover;
 pub mod peer;
+mod persist;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +120,8 @@ pub struct Cluster {
     link_epoch: u64,
     /// Whether this node was a member when last checked (see `note_removal`).
     was_member: bool,
+    /// Persistence failures and the recovery from them (see `persist.rs`).
+    health: persist::Health,
 }
 
 fn now_ms(epoch: Instant) -> u64 {
@@ -151,7 +154,9 @@ fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
         Err(StoreError::Exists) => WireOutcome::Exists,
         Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
         Err(StoreError::Refused(m)) => WireOutcome::Refused(m.clone()),
-        Err(StoreError::Unavailable(m)) => WireOutcome::Unavailable(m.clone()),
+        Err(StoreError::Unavailable(m)) | Err(StoreError::NoSpace(m)) => {
+            WireOutcome::Unavailable(m.clone())
+        }
         Err(e) => WireOutcome::Failed(e.to_string()),
     }
 }
@@ -234,7 +239,10 @@ impl Cluster {
         })?
         };
         if !joining {
-            file::write(dir, &state.addresses)?;
+            // A mirror for people and tools: a full disk must not keep the node from serving.
+            if let Err(err) = file::write(dir, &state.addresses) {
+                eprintln!("kes-node: {err}");
+            }
         }
         let single = state.applied.config.members.len() == 1;
         let params = Params {
@@ -286,6 +294,7 @@ impl Cluster {
             held: Vec::new(),
             released: Vec::new(),
             was_member: !joining,
+            health: Default::default(),
             joining,
             params,
             expansion: None,
@@ -337,6 +346,9 @@ impl Cluster {
     fn step(&mut self, store: &Store, input: Input<Vec<u8>>) {
         let now = now_ms(self.epoch);
         let mut ready = Ready::default();
+        if let Input::Propose { id, .. } | Input::ChangeMembership { id, .. } = &input {
+            self.health.unflushed.push(id.0);
+        }
         self.node.step(now, input, &mut ready);
         let staged = if ready.restore.is_some() {
             self.incoming.take_complete()
@@ -397,6 +409,9 @@ impl Cluster {
     /// Persists everything the steps since the last flush asked for in one durable
     /// transaction (group commit), then sends their messages and answers their clients.
     pub fn flush(&mut self, store: &Store) {
+        if !self.core_trusted(store) {
+            return;
+        }
         while !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
             let refs: Vec<crate::store::ReadyRef<'_>> =
@@ -404,6 +419,7 @@ impl Cluster {
             let installs = refs.iter().any(|(_, s)| s.is_some());
             match store.persist_batch(&refs) {
                 Ok(outcomes) => {
+                    self.persist_succeeded();
                     if installs {
                         self.incoming.persisted();
                     }
@@ -412,9 +428,10 @@ impl Cluster {
                     }
                 }
                 Err(err) => {
-                    // Continuing would acknowledge what is not on disk.
-                    eprintln!("kes-node: cannot persist the cluster state: {err}");
-                    std::process::exit(70);
+                    // Continuing from the core's state would acknowledge what is not on
+                    // disk: it is rebuilt from kes.db instead (see `persist.rs`).
+                    self.persist_failed(store, err);
+                    return;
                 }
             }
             for (ready, _) in &batch {
@@ -578,6 +595,10 @@ impl Cluster {
                 return;
             }
         };
+        if let Err(err) = store.check_room(&pending.write.cmd) {
+            self.completions.push((token, pending, Err(err)));
+            return;
+        }
         let names = names_of(&pending.write.cmd);
         if self.node.role() == Role::Leader {
             if self.removes_self(&pending.write.cmd) {
@@ -725,6 +746,11 @@ impl Cluster {
                     Ok(cmd) => cmd,
                     Err(_) => return,
                 };
+                if let Err(err) = store.check_room(&cmd) {
+                    let outcome = to_wire(&Err(err));
+                    self.send_to(from, &Frame::ForwardResult { id, outcome });
+                    return;
+                }
                 if self.removes_self(&cmd) {
                     self.hand_over_remote(store, from, id);
                     return;

@@ -36,12 +36,14 @@ use crate::hsm::{Hsm, HsmError};
 mod apply;
 mod backup;
 pub mod codec;
+mod db;
 mod key_cache;
 mod raft;
 mod readonly;
 mod records;
 mod roots;
 mod snapshot;
+pub mod space;
 
 pub use backup::BackupStream;
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
@@ -166,6 +168,8 @@ pub enum StoreError {
     Corrupted(String),
     /// redb or the disk failed.
     Io(String),
+    /// The disk is full, or below the configured floor (`store.min_free`); maps to `507`.
+    NoSpace(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -175,7 +179,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Exists => f.write_str("already exists"),
             StoreError::NoEnclave => f.write_str("enclave does not exist"),
             StoreError::Refused(msg) | StoreError::Unavailable(msg) => f.write_str(msg),
-            StoreError::Corrupted(msg) => f.write_str(msg),
+            StoreError::Corrupted(msg) | StoreError::NoSpace(msg) => f.write_str(msg),
             StoreError::Io(msg) => write!(f, "kes.db: {msg}"),
         }
     }
@@ -189,7 +193,9 @@ fn io_err(err: impl std::fmt::Display) -> StoreError {
 
 /// The open database and its unsealed root key.
 pub struct Store {
-    db: redb::Database,
+    db: db::Db,
+    /// The free-space floor for client writes (see `space.rs`).
+    floor: space::Floor,
     root: SecretKey,
     /// Unsealed enclave data keys; an entry is dropped when its enclave is deleted.
     enclave_keys: Mutex<HashMap<String, Arc<SecretKey>>>,
@@ -221,7 +227,8 @@ impl Store {
             .map_err(|err| open_failed(&path, err))?;
         let root = unseal_root(&db, &path, hsm)?;
         let store = Store {
-            db,
+            db: db::Db::new(db, Some(path.clone())),
+            floor: space::Floor::new(Some(dir)),
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
@@ -231,6 +238,11 @@ impl Store {
             .ensure_default_enclave()
             .map_err(|err| db_failed(&path, err))?;
         Ok(store)
+    }
+
+    /// Reopens `kes.db` if a write failed since it was opened (see `db.rs`); a no-op otherwise.
+    pub fn heal(&self) -> Result<(), StoreError> {
+        self.db.heal().map_err(StoreError::Io)
     }
 
     /// A store that lives in memory only, under a fresh random root key. The edge server keeps
@@ -250,7 +262,8 @@ impl Store {
         init_tables(&db, &hsm, &sealed).map_err(|e| OpenError::Database(e.to_string()))?;
         let root = unseal_root(&db, Path::new("memory"), &hsm)?;
         let store = Store {
-            db,
+            db: db::Db::new(db, None),
+            floor: space::Floor::new(None),
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
@@ -491,7 +504,10 @@ pub(crate) struct Tx<'s> {
 
 impl Tx<'_> {
     fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().map_err(io_err)?;
+        if let Err(err) = self.txn.commit() {
+            self.store.db.commit_failed();
+            return Err(db::commit_error(err));
+        }
         self.store
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
