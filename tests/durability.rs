@@ -248,3 +248,209 @@ fn a_node_starts_on_a_full_disk_and_serves_reads() {
     wait_writable(&server, "after-start");
     assert_all_readable(&server, &acked);
 }
+
+// ---------------------------------------------------------------------------------------
+// A damaged kes.db: copies of a stopped node's 200-key file, truncated, with header bytes
+// flipped, with random bits flipped. Each copy is started as a real server and checked with
+// `kes-node check`: never a panic or a backtrace, and never a listing that silently lacks keys
+// or a key answered as missing: either the start is refused with an error naming the file, or
+// every key is served (a key whose record is damaged answers 500 naming the problem).
+// ---------------------------------------------------------------------------------------
+
+const KEYS: usize = 200;
+
+/// A deterministic generator for the damage positions (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// A server's directory holding a stopped node's kes.db with `KEYS` keys; its bytes.
+fn stopped_node_with_keys() -> (Env, Vec<u8>) {
+    let env = Env::new("damage");
+    let mut server = env.start();
+    let mut c = server.admin();
+    for i in 0..KEYS {
+        c.create_key(&format!("k{i:03}"));
+    }
+    drop(c);
+    server.stop();
+    let bytes = std::fs::read(env.db_path()).unwrap();
+    if let Some(to) = std::env::var_os("KES_TEST_DAMAGE_SAVE") {
+        std::fs::write(to, &bytes).unwrap();
+    }
+    (env, bytes)
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The start was refused; the check said what is wrong.
+    Refused,
+    /// The server started and served every key (`damaged` of them answered 500).
+    Served { damaged: usize },
+}
+
+/// Starts a server on `bytes` as its kes.db and checks what it answers.
+fn try_damaged(env: &Env, bytes: &[u8], case: &str) -> Outcome {
+    std::fs::write(env.db_path(), bytes).unwrap();
+    let check = Command::new(support::KES_NODE)
+        .arg("check")
+        .arg(&env.data)
+        .env("KES_HSM_KEY", support::HSM_KEY)
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&check.stderr).into_owned();
+    assert_quiet(case, "kes-node check", &check_err);
+    // The check reads through a copy-on-write view: the copy is as it was.
+    assert_eq!(
+        std::fs::read(env.db_path()).unwrap(),
+        bytes,
+        "{case}: check wrote"
+    );
+    let outcome = match env.try_start() {
+        Err(exit) => {
+            assert!(exit.status.is_some(), "{case}: the start hung");
+            // The start again, waiting for all of its output (the harness's pipe reader may not
+            // have caught up when the process exited): refused the same way.
+            let again = Command::new(support::KES_NODE)
+                .args(["server", "--config"])
+                .arg(&env.config)
+                .args(["--addr", &env.next_addr()])
+                .arg(&env.data)
+                .env("KES_HSM_KEY", support::HSM_KEY)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+            eprintln!("{case}: refused: {}", stderr.trim());
+            assert_eq!(again.status.code(), Some(1), "{case}: {stderr}");
+            assert_quiet(case, "the refused start", &exit.stderr);
+            assert_quiet(case, "the refused start", &stderr);
+            assert!(
+                stderr.contains("kes.db"),
+                "{case}: the start error names no file: {stderr}"
+            );
+            assert!(
+                !check.status.success(),
+                "{case}: the start was refused ({stderr}) but check found nothing"
+            );
+            Outcome::Refused
+        }
+        Ok(server) => {
+            let outcome = served(&server, case);
+            eprintln!("{case}: {outcome:?}");
+            assert_quiet(case, "the server", &server.stderr());
+            outcome
+        }
+    };
+    if check.status.success() {
+        assert_eq!(
+            outcome,
+            Outcome::Served { damaged: 0 },
+            "{case}: check passed a file the server does not serve whole"
+        );
+    } else {
+        assert_eq!(check.status.code(), Some(1), "{case}: {check_err}");
+        assert!(check_err.contains("kes.db"), "{case}: {check_err}");
+    }
+    outcome
+}
+
+/// Lists and describes every key of a server that started on a damaged copy.
+fn served(server: &Server, case: &str) -> Outcome {
+    let mut c = server.admin();
+    let list = c.get("/v1/key/list/*");
+    match list.status {
+        200 => {
+            let text = list.text();
+            for i in 0..KEYS {
+                assert!(
+                    text.contains(&format!("\"k{i:03}\"")),
+                    "{case}: a listing without k{i:03}: {text}"
+                );
+            }
+        }
+        500 => assert!(list.text().contains("kes.db"), "{case}: {}", list.text()),
+        s => panic!("{case}: listing answered {s} {}", list.text()),
+    }
+    let mut damaged = 0;
+    for i in 0..KEYS {
+        let resp = c.get(&format!("/v1/key/describe/k{i:03}"));
+        match resp.status {
+            200 => {}
+            500 => damaged += 1,
+            s => panic!("{case}: k{i:03} answered {s} {}", resp.text()),
+        }
+    }
+    Outcome::Served { damaged }
+}
+
+#[track_caller]
+fn assert_quiet(case: &str, who: &str, stderr: &str) {
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(
+            !stderr.contains(bad),
+            "{case}: {who} printed a panic:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_kes_db_is_refused_at_start_without_a_panic() {
+    let (env, bytes) = stopped_node_with_keys();
+    let len = bytes.len();
+    for cut in [512, 4096, len / 2, len - 1] {
+        let case = format!("truncated to {cut} of {len} bytes");
+        assert_eq!(
+            try_damaged(&env, &bytes[..cut], &case),
+            Outcome::Refused,
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn flipped_header_bytes_never_panic_or_lose_keys() {
+    let (env, bytes) = stopped_node_with_keys();
+    let mut rng = Rng(0x6b65_732d_6865_6164);
+    let mut refused = 0;
+    // The first 32 bytes (magic, flags, page size, layout) one by one, then a seeded sample
+    // of the rest of the header page (the commit slots).
+    let positions: Vec<usize> = (0..32)
+        .chain((0..12).map(|_| 32 + rng.below(4096 - 32) as usize))
+        .collect();
+    let n = positions.len();
+    for at in positions {
+        let mut copy = bytes.clone();
+        copy[at] ^= 1 << rng.below(8);
+        let case = format!("header byte {at} flipped");
+        if try_damaged(&env, &copy, &case) == Outcome::Refused {
+            refused += 1;
+        }
+    }
+    eprintln!("header flips: {refused} of {n} refused at start, the rest served whole");
+}
+
+#[test]
+fn random_bit_flips_never_panic_or_lose_keys() {
+    let (env, bytes) = stopped_node_with_keys();
+    let mut refused = 0;
+    for seed in 1..=8u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut copy = bytes.clone();
+        for _ in 0..20 {
+            let at = 4096 + rng.below(copy.len() as u64 - 4096) as usize;
+            copy[at] ^= 1 << rng.below(8);
+        }
+        let case = format!("20 random bit flips, seed {seed}");
+        if try_damaged(&env, &copy, &case) == Outcome::Refused {
+            refused += 1;
+        }
+    }
+    eprintln!("random flips: {refused} of 8 copies refused at start");
+}

@@ -1,6 +1,7 @@
 //! The command line: `kes-node server`, `edge` and `hsm` run a server and manage its HSMs;
 //! the other subcommands are a KES client (keys, policies, identities, secrets, enclaves,
 //! logs, status, cluster).
+mod check;
 mod client;
 mod dev;
 mod edge;
@@ -33,6 +34,7 @@ enum Command {
     Cluster(client::cluster::ClusterArgs),
     Bench(client::bench::BenchArgs),
     Restore(server::RestoreArgs),
+    Check(check::CheckArgs),
 }
 
 /// Runs the parsed command. Errors are one line, printed by `main`.
@@ -51,6 +53,7 @@ pub fn run(args: Args) -> Result<(), String> {
         Command::Cluster(a) => client::cluster::run(a),
         Command::Bench(a) => client::bench::run(a),
         Command::Restore(a) => server::restore(a),
+        Command::Check(a) => check::run(a),
     }
 }
 

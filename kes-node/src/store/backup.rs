@@ -218,6 +218,7 @@ impl Store {
             }
         }
         install.finish(&SnapshotMeta::default())?;
+        tx.digest.rehash = true;
         // A restored node starts a new cluster of its own: no consensus state.
         tx.txn.delete_table(super::raft::RAFT).map_err(io_err)?;
         tx.commit()

@@ -35,8 +35,12 @@ use crate::hsm::{Hsm, HsmError};
 
 mod apply;
 mod backup;
+mod check;
 pub mod codec;
 mod db;
+mod digest;
+mod guard;
+mod header;
 mod key_cache;
 mod raft;
 mod readonly;
@@ -46,6 +50,7 @@ mod snapshot;
 pub mod space;
 
 pub use backup::BackupStream;
+pub use check::check;
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
 pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
@@ -188,7 +193,16 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 fn io_err(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(err.to_string())
+    let msg = err.to_string();
+    // redb found a page that does not check out: the file is damaged, which is no I/O hiccup
+    // to retry (`500` naming it, not `502`).
+    if msg.contains("DB corrupted") {
+        return StoreError::Corrupted(format!(
+            "kes.db is damaged: {msg}: run kes-node check on a stopped node, and restore the \
+             file or rebuild the node from a healthy one"
+        ));
+    }
+    StoreError::Io(msg)
 }
 
 /// The open database and its unsealed root key.
@@ -204,6 +218,8 @@ pub struct Store {
     /// Counts committed write transactions: caches of what the state decides (the
     /// authorization cache in `auth/`) compare it to know they are current.
     commits: std::sync::atomic::AtomicU64,
+    /// The key of the table digests (see `digest.rs`).
+    digest_key: digest::DigestKey,
 }
 
 impl Store {
@@ -229,6 +245,7 @@ impl Store {
         let store = Store {
             db: db::Db::new(db, Some(path.clone())),
             floor: space::Floor::new(Some(dir)),
+            digest_key: digest::DigestKey::derive(&root),
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
@@ -237,6 +254,13 @@ impl Store {
         store
             .ensure_default_enclave()
             .map_err(|err| db_failed(&path, err))?;
+        if let Err(err) = store.ensure_digests() {
+            // A database from before table digests, on a full disk: checked once there is room.
+            eprintln!(
+                "kes-node: cannot add table digests to {}: {err}",
+                path.display()
+            );
+        }
         Ok(store)
     }
 
@@ -264,6 +288,7 @@ impl Store {
         let store = Store {
             db: db::Db::new(db, None),
             floor: space::Floor::new(None),
+            digest_key: digest::DigestKey::derive(&root),
             root,
             enclave_keys: Mutex::new(HashMap::new()),
             keys: Default::default(),
@@ -278,6 +303,10 @@ impl Store {
     /// Applies one state change in one durable transaction. Every write goes through here,
     /// so that a replicated log can later apply the same commands in the same order.
     pub fn apply(&self, cmd: &Command) -> Result<(), StoreError> {
+        guard::guarded(|| "writing".into(), || self.apply_unguarded(cmd))
+    }
+
+    fn apply_unguarded(&self, cmd: &Command) -> Result<(), StoreError> {
         let mut tx = self.begin()?;
         apply::apply(&mut tx, cmd)?;
         tx.commit()?;
@@ -367,16 +396,28 @@ impl Store {
 
     /// Reads an enclave's record; `NotFound` if it does not exist.
     pub fn enclave(&self, name: &str) -> Result<EnclaveRecord, StoreError> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        read_enclave(
-            &txn.open_table(ENCLAVES.def()).map_err(io_err)?,
-            &self.root,
-            name,
+        guard::guarded(
+            || format!("reading enclave '{name}'"),
+            || {
+                let txn = self.db.begin_read().map_err(io_err)?;
+                read_enclave(
+                    &txn.open_table(ENCLAVES.def()).map_err(io_err)?,
+                    &self.root,
+                    name,
+                )
+            },
         )
     }
 
     /// Names of the enclaves starting with `prefix`, sorted.
     pub fn list_enclaves(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        guard::guarded(
+            || "listing enclaves".into(),
+            || self.list_enclaves_unguarded(prefix),
+        )
+    }
+
+    fn list_enclaves_unguarded(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let t = txn.open_table(ENCLAVES.def()).map_err(io_err)?;
         let mut names = Vec::new();
@@ -400,6 +441,7 @@ impl Store {
             store: self,
             txn,
             removes_keys: false,
+            digest: Default::default(),
         })
     }
 
@@ -433,6 +475,16 @@ impl Store {
         enclave: &str,
         name: &str,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let what = || format!("reading {} '{name}' in enclave '{enclave}'", table.what);
+        guard::guarded(what, || self.get_unguarded(table, enclave, name))
+    }
+
+    fn get_unguarded(
+        &self,
+        table: Table,
+        enclave: &str,
+        name: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let key = item_key(enclave, name)?;
         let enclave_key = self.enclave_key(enclave)?;
         let txn = self.db.begin_read().map_err(io_err)?;
@@ -450,6 +502,16 @@ impl Store {
 
     /// Sorted names in `enclave` that start with `prefix` (all names if it is empty).
     fn list(&self, table: Table, enclave: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let what = || format!("listing {} in enclave '{enclave}'", table.name);
+        guard::guarded(what, || self.list_unguarded(table, enclave, prefix))
+    }
+
+    fn list_unguarded(
+        &self,
+        table: Table,
+        enclave: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
         // A listing in an enclave that does not exist is an error, not an empty list.
         self.enclave_key(enclave)?;
         let start = match item_key(enclave, prefix) {
@@ -500,10 +562,13 @@ pub(crate) struct Tx<'s> {
     txn: redb::WriteTransaction,
     /// Set when the transaction removes keys: the key cache is emptied when it commits.
     removes_keys: bool,
+    /// How the tables' digests change when it commits (see `digest.rs`).
+    pub(crate) digest: digest::Delta,
 }
 
 impl Tx<'_> {
     fn commit(self) -> Result<(), StoreError> {
+        self.digest.apply(&self.store.digest_key, &self.txn)?;
         if let Err(err) = self.txn.commit() {
             self.store.db.commit_failed();
             return Err(db::commit_error(err));
@@ -560,7 +625,11 @@ impl Tx<'_> {
         if must_be_new && t.get(key.as_str()).map_err(io_err)?.is_some() {
             return Err(StoreError::Exists);
         }
-        t.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
+        let dk = &self.store.digest_key;
+        if let Some(old) = t.insert(key.as_str(), value.as_slice()).map_err(io_err)? {
+            self.digest.remove(dk, table, &key, old.value());
+        }
+        self.digest.insert(dk, table, &key, &value);
         Ok(())
     }
 
@@ -576,16 +645,20 @@ impl Tx<'_> {
             self.removes_keys = true;
         }
         let mut t = self.txn.open_table(table.def()).map_err(io_err)?;
-        if t.remove(key.as_str()).map_err(io_err)?.is_none() {
-            drop(t);
-            // As reads do: a missing enclave is named as such (found by tests/authz_model.rs).
-            let enclaves = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
-            if enclaves.get(enclave).map_err(io_err)?.is_none() {
-                return Err(StoreError::NoEnclave);
-            }
-            return Err(StoreError::NotFound);
+        let old = t.remove(key.as_str()).map_err(io_err)?;
+        if let Some(old) = old {
+            self.digest
+                .remove(&self.store.digest_key, table, &key, old.value());
+            return Ok(());
         }
-        Ok(())
+        drop(old);
+        drop(t);
+        // As reads do: a missing enclave is named as such (found by tests/authz_model.rs).
+        let enclaves = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
+        if enclaves.get(enclave).map_err(io_err)?.is_none() {
+            return Err(StoreError::NoEnclave);
+        }
+        Err(StoreError::NotFound)
     }
 
     /// Stores a new enclave record (encrypted with the root key).
@@ -608,16 +681,21 @@ impl Tx<'_> {
             return Err(StoreError::Exists);
         }
         t.insert(name, value.as_slice()).map_err(io_err)?;
+        self.digest
+            .insert(&self.store.digest_key, ENCLAVES, name, &value);
         Ok(())
     }
 
     /// Removes an enclave record and every item of the enclave in every table.
     pub(crate) fn delete_enclave(&mut self, name: &str) -> Result<(), StoreError> {
         self.removes_keys = true;
+        let dk = &self.store.digest_key;
         {
             let mut t = self.txn.open_table(ENCLAVES.def()).map_err(io_err)?;
-            if t.remove(name).map_err(io_err)?.is_none() {
-                return Err(StoreError::NotFound);
+            let old = t.remove(name).map_err(io_err)?;
+            match old {
+                Some(old) => self.digest.remove(dk, ENCLAVES, name, old.value()),
+                None => return Err(StoreError::NotFound),
             }
         }
         let prefix = item_key(name, "")?;
@@ -630,7 +708,9 @@ impl Tx<'_> {
                 .take_while(|k| k.starts_with(prefix.as_str()))
                 .collect();
             for k in doomed {
-                t.remove(k.as_str()).map_err(io_err)?;
+                if let Some(old) = t.remove(k.as_str()).map_err(io_err)? {
+                    self.digest.remove(dk, table, &k, old.value());
+                }
             }
         }
         Ok(())
@@ -770,9 +850,10 @@ fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, O
     Ok(key)
 }
 
-/// Unseals the root key of an existing database through a copy-on-write backend, so that
-/// every refusal leaves the file exactly as it was. If redb cannot open the file that way
-/// (it is not a redb file, say), the regular open reports why.
+/// Checks an existing database through a copy-on-write backend, so that every refusal leaves
+/// the file exactly as it was: that redb can open it, that the HSM unseals its root key,
+/// redb's own integrity check (page checksums and structure), and the table digests (no
+/// record missing or altered). A panic of redb on a damaged file is an error here too.
 fn precheck(path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
     let file = File::open(path).map_err(|err| {
         OpenError::Database(format!(
@@ -780,11 +861,61 @@ fn precheck(path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
             path.display()
         ))
     })?;
+    match guard::catch(|| check_file(file, path, hsm)) {
+        Ok(result) => result,
+        Err(panic) => Err(damaged(path, format!("redb failed reading it ({panic})"))),
+    }
+}
+
+/// The checks of [`precheck`] on an open file.
+fn check_file(file: File, path: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
+    open_checked(file, path, hsm).map(drop)
+}
+
+/// A database that passed the checks of [`precheck`] (read-only), its root key, and whether it
+/// has table digests.
+pub(crate) struct Checked {
+    pub db: Database,
+    pub root: SecretKey,
+    pub digests: bool,
+}
+
+/// Opens `file` read-only and runs the checks of [`precheck`].
+pub(crate) fn open_checked(file: File, path: &Path, hsm: &dyn Hsm) -> Result<Checked, OpenError> {
+    let len = file.metadata().map_err(|err| db_failed(path, err))?.len();
+    if len < MIN_DB_LEN {
+        return Err(damaged(
+            path,
+            format!("it is {len} bytes long, shorter than any redb database"),
+        ));
+    }
+    header::check(&file, len).map_err(|why| damaged(path, why))?;
     let backend = readonly::ReadOnlyFile::new(file).map_err(|err| db_failed(path, err))?;
-    let Ok(db) = Database::builder().create_with_backend(backend) else {
-        return Ok(());
-    };
-    unseal_root(&db, path, hsm).map(drop)
+    let mut db = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|err| damaged(path, err))?;
+    let root = unseal_root(&db, path, hsm)?;
+    if let Err(err) = db.check_integrity() {
+        return Err(damaged(path, err));
+    }
+    let txn = db.begin_read().map_err(|err| damaged(path, err))?;
+    let digests = digest::verify(&digest::DigestKey::derive(&root), &txn)
+        .map_err(|err| damaged(path, err))?;
+    drop(txn);
+    Ok(Checked { db, root, digests })
+}
+
+/// Below this, a file cannot be a redb database (its header alone is larger).
+const MIN_DB_LEN: u64 = 4096;
+
+fn damaged(path: &Path, why: impl std::fmt::Display) -> OpenError {
+    OpenError::Database(format!(
+        "{} is damaged: {why}: restore it from a backup, or rebuild this node from a healthy \
+         one (see the README's \"Damaged kes.db\"); kes-node check {} tells more",
+        path.display(),
+        path.parent()
+            .map_or_else(|| ".".into(), |d| d.display().to_string())
+    ))
 }
 
 /// Writes the format version, the sealed root key and every table in one durable commit.

@@ -72,6 +72,13 @@ impl Applied {
 impl Store {
     /// The stored consensus state, or `None` for a database that never ran consensus.
     pub fn raft_state(&self) -> Result<Option<RaftState>, StoreError> {
+        super::guard::guarded(
+            || "reading the cluster state".into(),
+            || self.raft_state_unguarded(),
+        )
+    }
+
+    fn raft_state_unguarded(&self) -> Result<Option<RaftState>, StoreError> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let raft = match txn.open_table(RAFT) {
             Ok(t) => t,
@@ -139,6 +146,13 @@ impl Store {
     /// the count of staged chunks of the snapshot that came with an `InstallSnapshot` (installed
     /// if `ready.restore`).
     pub fn persist_batch(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
+        super::guard::guarded(
+            || "persisting the cluster state".into(),
+            || self.persist_batch_unguarded(batch),
+        )
+    }
+
+    fn persist_batch_unguarded(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
         let needs_write = |r: &Ready<Vec<u8>>| {
             r.hard_state.is_some()
@@ -197,6 +211,8 @@ impl Store {
         }
         if let (Some(meta), Some(chunks)) = (&ready.restore, snapshot) {
             self.install_staged(tx, chunks, meta)?;
+            // The tables were replaced wholesale: their digests are computed anew.
+            tx.digest.rehash = true;
         }
         {
             let mut log = tx.txn.open_table(LOG).map_err(io_err)?;
