@@ -119,9 +119,7 @@ impl Cluster {
                 unreachable.join(", ")
             )));
         }
-        // Ids are never reused (removed ids stay as tombstones), see `membership_input`.
-        let id = self.addresses.keys().max().map_or(0, |m| m + 1);
-        Ok((id, endpoint))
+        Ok((self.next_new_id(), endpoint))
     }
 
     /// Members (other than this leader) it has not heard from for an election timeout.
@@ -311,7 +309,8 @@ impl Cluster {
         }
     }
 
-    /// The id the next node added gets.
+    /// The id the next node added gets. Ids are never reused: a removed node that still runs
+    /// must not be mistaken for its successor, so removed ids stay as tombstones.
     pub(super) fn next_new_id(&self) -> NodeId {
         self.addresses.keys().max().map_or(0, |m| m + 1)
     }

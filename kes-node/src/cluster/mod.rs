@@ -809,9 +809,7 @@ impl Cluster {
                 if addresses.values().any(|a| *a == endpoint) {
                     return Some(Err(StoreError::Exists));
                 }
-                // Ids are never reused: a removed node that still runs must not be mistaken
-                // for its successor. Removed ids stay in the map as tombstones (empty address).
-                let new = addresses.keys().max().map_or(0, |m| m + 1);
+                let new = self.next_new_id();
                 addresses.insert(new, endpoint);
                 Change::Add(new)
             }
