@@ -1,8 +1,9 @@
 //! Memory hygiene of running servers (`kes-node/src/harden/`), observed from outside through
-//! `/proc/PID`: the HSM key and the PKCS#11 PIN are not in the process's environment, memory is locked where the
-//! system allows it (and the server logs one line and serves where it does not), core dumps
-//! are off and the process is not dumpable. Run as root, as CI does: the unprivileged case
-//! starts its server as `nobody` through `prlimit` and `setpriv` (util-linux).
+//! `/proc/PID`: the HSM key and the PKCS#11 PIN are not in the process's environment, memory
+//! is locked where the system allows it (and the server logs one line and serves where it does
+//! not), core dumps are off and the process is not dumpable. Run as root, as CI does: the
+//! unprivileged case starts its server as `nobody` through `prlimit` and `setpriv`
+//! (util-linux).
 
 mod support;
 
