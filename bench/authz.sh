@@ -4,13 +4,15 @@
 # identity created by the admin), against one release kes-node on loopback. Prints requests per
 # second and the server's CPU time per request (the least noisy column on a shared machine).
 #   bash bench/authz.sh [SECONDS_PER_RUN] [CONNECTIONS] [ROUNDS]
+# KES_NODE_BIN=path measures that binary instead of building this tree's (for before/after:
+# run it for both binaries, alternating, on the same machine state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 CONNS="${2:-16}"
 ROUNDS="${3:-2}"
-cargo build --release -q -p kes-node
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kes-node"
+if [ -z "${KES_NODE_BIN:-}" ]; then cargo build --release -q -p kes-node; fi
+BIN="${KES_NODE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/kes-node}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
