@@ -610,3 +610,71 @@ fn peers_replicate_with_tls_ca_and_auth() {
         .and_then(|mut c| c.request("GET", "/version", &[], None));
     assert!(res.is_err(), "tls.auth: on let an unverified client in");
 }
+
+/// A peer whose Hello does not verify is logged by the dialer with the reason, once however
+/// often the dialer retries (the acceptor's side: `peer_alpn_before_hello`).
+#[test]
+fn failed_peer_links_are_logged_once_per_reason() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    // A fake node 1: TLS with the peer protocol, then a Hello with a MAC made up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake = listener.local_addr().unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki().server_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki().server_key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"kes-peer/1".to_vec()];
+    let config = Arc::new(config);
+    let dialed = Arc::new(AtomicUsize::new(0));
+    {
+        let dialed = dialed.clone();
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                dialed.fetch_add(1, Ordering::Relaxed);
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                // Frame::Hello { node: 1, mac: [0xaa; 32] }, postcard, length-prefixed.
+                let mut hello = vec![34, 0, 0, 0, 0, 1];
+                hello.extend_from_slice(&[0xaa; 32]);
+                let _ = tls.write_all(&hello).and_then(|_| tls.flush());
+                let _ = tls.read(&mut [0u8; 64]);
+            }
+        });
+    }
+    let env = Env::new("hostile-peer-log");
+    let port = support::cluster::free_ports(1)[0];
+    std::fs::write(
+        env.data.join(".cluster.json"),
+        format!("{{\"0\":\"127.0.0.1:{port}\",\"1\":\"{fake}\"}}"),
+    )
+    .unwrap();
+    let server = env
+        .try_start_on(&format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|e| panic!("start: {e:?}"));
+    // Redials back off from 250 ms: three attempts within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dialed.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dialed.load(Ordering::Relaxed) >= 3,
+        "the node did not redial"
+    );
+    let stderr = server.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(&format!("peer link to {fake} failed")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("Hello does not verify"), "{}", lines[0]);
+}
