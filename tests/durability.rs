@@ -454,3 +454,141 @@ fn random_bit_flips_never_panic_or_lose_keys() {
     }
     eprintln!("random flips: {refused} of 8 copies refused at start");
 }
+
+// ---------------------------------------------------------------------------------------
+// SIGHUP reloads the TLS certificate and key (and logs, policies) from the config file; a
+// config that does not load changes nothing. Both servers: `server` and `edge`.
+// ---------------------------------------------------------------------------------------
+
+/// Whether a TLS handshake with the server succeeds when the client trusts only `root`.
+fn handshake_trusting(addr: std::net::SocketAddr, root: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(root.to_vec()))
+        .map_err(|e| e.to_string())?;
+    let admin = &support::pki().admin;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(admin.chain.clone(), admin.key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Complete lines of `server`'s standard error containing `needle`.
+fn log_lines(server: &Server, needle: &str) -> usize {
+    let log = server.stderr();
+    let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+    complete.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Sends SIGHUP and waits for the `n`th log line containing `line`.
+fn sighup(server: &Server, line: &str, n: usize) {
+    // SAFETY: kill(2) on the pid of our own child process.
+    let rc = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while log_lines(server, line) < n {
+        assert!(
+            Instant::now() < deadline,
+            "no '{line}' after SIGHUP:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// New connections get a new certificate after a SIGHUP; a broken one keeps the old.
+fn reload_certificates(env: &Env, server: &Server) {
+    let pki = support::pki();
+    let ca = pki.ca_cert_der.to_vec();
+    let fresh = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let fresh_der = fresh.cert.der().to_vec();
+    assert!(handshake_trusting(server.addr, &ca).is_ok());
+    assert!(handshake_trusting(server.addr, &fresh_der).is_err());
+    let mut before = server.admin(); // opened before the reload: keeps its session
+    assert_eq!(before.get("/v1/status").status, 200);
+
+    let cert = env.tmp.path().join("server.cert");
+    let key = env.tmp.path().join("server.key");
+    std::fs::write(&cert, fresh.cert.pem()).unwrap();
+    std::fs::write(&key, fresh.key_pair.serialize_pem()).unwrap();
+    sighup(server, "SIGHUP: reloaded", 1);
+    assert!(
+        server.stderr().contains("server.cert"),
+        "{}",
+        server.stderr()
+    );
+    handshake_trusting(server.addr, &fresh_der).expect("the new certificate is served");
+    assert!(handshake_trusting(server.addr, &ca).is_err());
+    assert_eq!(before.get("/v1/status").status, 200);
+
+    // A certificate that does not parse: nothing changes, and the log says why.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    sighup(server, "SIGHUP: cannot reload", 1);
+    handshake_trusting(server.addr, &fresh_der).expect("the previous certificate is kept");
+    let log = server.stderr();
+    let why = log
+        .lines()
+        .find(|l| l.contains("SIGHUP: cannot reload"))
+        .unwrap();
+    assert!(why.contains("server.cert"), "{why}");
+
+    // Back to the original: the test clients connect again.
+    std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+    std::fs::write(&key, &pki.server_key_pem).unwrap();
+    sighup(server, "SIGHUP: reloaded", 2);
+    assert_eq!(server.admin().get("/v1/status").status, 200);
+}
+
+#[test]
+fn sighup_reloads_the_certificate_of_a_server_and_keeps_it_on_error() {
+    let mut env = Env::new("sighup");
+    env.append_config("policy:\n  app:\n    allow: [/v1/key/describe/one]\n");
+    let server = env.start();
+    reload_certificates(&env, &server);
+    // Still the same process, still serving writes.
+    server.admin().create_key("after-reloads");
+
+    // Static policies and log settings come from the reloaded file too.
+    let yaml = std::fs::read_to_string(&env.config).unwrap();
+    let yaml = yaml.replace("/v1/key/describe/one", "/v1/key/describe/two");
+    std::fs::write(&env.config, format!("{yaml}log:\n  audit: on\n")).unwrap();
+    sighup(&server, "SIGHUP: reloaded", 3);
+    let policy = server.admin().get("/v1/policy/describe/app");
+    let policy = server.admin().get("/v1/policy/read/app").text() + &policy.text();
+    assert!(policy.contains("/v1/key/describe/two"), "{policy}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stdout().contains("/v1/policy/read/app") {
+        assert!(
+            Instant::now() < deadline,
+            "no audit line on stdout after log.audit: on"
+        );
+        server.admin().get("/v1/policy/read/app");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for line in server.stderr().lines().filter(|l| l.contains("SIGHUP")) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn sighup_reloads_the_certificate_of_an_edge_server_and_keeps_it_on_error() {
+    let mut env = Env::edge("sighup-edge");
+    let keys = env.tmp.path().join("keys");
+    env.append_config(&format!("keystore:\n  fs:\n    path: {}\n", keys.display()));
+    let server = env.start();
+    reload_certificates(&env, &server);
+    server.admin().create_key("after-reloads");
+}

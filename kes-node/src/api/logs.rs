@@ -112,10 +112,10 @@ pub struct LogHub {
     pending: Mutex<Vec<Event>>,
     audit_subscribers: AtomicUsize,
     error_subscribers: AtomicUsize,
-    /// Audit events to standard output (`log.audit: on`).
-    pub audit_to_stdout: bool,
-    /// Error events to standard error (`log.error: on`).
-    pub error_to_stderr: bool,
+    /// Audit events to standard output (`log.audit: on`; a SIGHUP may change it).
+    pub audit_to_stdout: std::sync::atomic::AtomicBool,
+    /// Error events to standard error (`log.error: on`; a SIGHUP may change it).
+    pub error_to_stderr: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -182,7 +182,7 @@ impl LogHub {
             enclave,
         } = req;
         let streaming = self.audit_subscribers.load(Ordering::Relaxed) > 0;
-        if !streaming && !self.audit_to_stdout {
+        if !streaming && !self.audit_to_stdout.load(Ordering::Relaxed) {
             return;
         }
         let event = AuditEvent {
@@ -199,7 +199,7 @@ impl LogHub {
             },
         };
         let line = crate::http::go_json(&event);
-        if self.audit_to_stdout {
+        if self.audit_to_stdout.load(Ordering::Relaxed) {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&line);
         }
@@ -227,7 +227,7 @@ impl LogHub {
             "time={} level=ERROR msg={message:?}",
             crate::timefmt::rfc3339(crate::timefmt::now())
         );
-        if self.error_to_stderr {
+        if self.error_to_stderr.load(Ordering::Relaxed) {
             eprintln!("{text}");
         }
         if self.error_subscribers.load(Ordering::Relaxed) > 0 {

@@ -69,8 +69,11 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let mut runtime = Runtime::new(edge, WORKERS);
-    crate::net::serve(listener, tls, &config.limits, &app, &mut runtime)
-        .map_err(|e| format!("server failed: {e}"))?;
+    let reloader = super::reload::Reloader::new(Some(&args.config), tls.clone(), false, &config);
+    crate::net::serve(listener, tls, &config.limits, &app, &mut runtime, &|app| {
+        reloader.reload(app)
+    })
+    .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())
 }

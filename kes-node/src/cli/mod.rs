@@ -7,6 +7,7 @@ mod dev;
 mod edge;
 mod hsm;
 mod recover;
+mod reload;
 mod server;
 
 use argh::FromArgs;

@@ -56,7 +56,7 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         .addr
         .or_else(|| config.address.clone())
         .unwrap_or_else(|| DEFAULT_ADDR.into());
-    start(&config, &dir, &addr, args.join, |_| {})
+    start(&config, Some(&config_path), &dir, &addr, args.join, |_| {})
 }
 
 /// The environment variables besides `KES_HSM_KEY` that hold secrets: the PKCS#11 PIN's.
@@ -68,9 +68,11 @@ fn secret_vars(config: &Config) -> Vec<&str> {
 }
 
 /// Validates everything, opens the store, binds and serves. `on_listening` runs once the
-/// socket is bound (dev mode prints its instructions there).
+/// socket is bound (dev mode prints its instructions there). `config_path` is where a SIGHUP
+/// reloads the config from (`None`: a dev server, nothing to reload).
 pub fn start(
     config: &Config,
+    config_path: Option<&Path>,
     dir: &Path,
     addr: &str,
     join: bool,
@@ -122,8 +124,11 @@ pub fn start(
     on_listening(local);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    crate::net::serve(listener, tls, &config.limits, &app, &mut cluster)
-        .map_err(|e| format!("server failed: {e}"))?;
+    let reloader = super::reload::Reloader::new(config_path, tls.clone(), true, config);
+    crate::net::serve(listener, tls, &config.limits, &app, &mut cluster, &|app| {
+        reloader.reload(app)
+    })
+    .map_err(|e| format!("server failed: {e}"))?;
     println!("kes-node: stopped");
     Ok(())
 }
@@ -131,8 +136,7 @@ pub fn start(
 /// What the stateful and the edge server take from the config alike: logging, `api.<path>`
 /// options and the static policies.
 pub(super) fn configure(app: &mut App, config: &Config) -> Result<(), String> {
-    app.logs.audit_to_stdout = config.log_audit;
-    app.logs.error_to_stderr = config.log_error;
+    set_logs(app, config);
     app.skip_auth = config
         .api
         .iter()
@@ -142,9 +146,20 @@ pub(super) fn configure(app: &mut App, config: &Config) -> Result<(), String> {
     seed_policies(app, config)
 }
 
+/// `log.audit` and `log.error` (at start and on a reload).
+pub(super) fn set_logs(app: &App, config: &Config) {
+    use std::sync::atomic::Ordering;
+    app.logs
+        .audit_to_stdout
+        .store(config.log_audit, Ordering::Relaxed);
+    app.logs
+        .error_to_stderr
+        .store(config.log_error, Ordering::Relaxed);
+}
+
 /// Writes the config's `policy:` section into the default enclave: each policy, and each of
 /// its identities assigned to it. Entries that already match are left alone.
-fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
+pub(super) fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
     use crate::command::Command;
     use crate::store::{IdentityRecord, PolicyRecord, DEFAULT_ENCLAVE};
     let now = crate::timefmt::now();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -54,20 +54,21 @@ struct Conns {
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully. TLS
 /// configurations are read from `tls` at each accept, so replacing them there (a reload)
-/// applies to new connections.
+/// applies to new connections. SIGHUP calls `reload` (on this thread, between events).
 pub fn serve(
     mut listener: TcpListener,
     tls: Arc<tls::Shared>,
     limits: &Limits,
     app: &App,
     backend: &mut dyn Backend,
+    reload: &dyn Fn(&App),
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
     backend.register(poll.registry())?;
     let mut events = Events::with_capacity(1024);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -112,7 +113,11 @@ pub fn serve(
                     }
                 }
                 SIGNALS => {
-                    if signals.pending().next().is_some() && shutdown_at.is_none() {
+                    let pending: Vec<i32> = signals.pending().collect();
+                    if pending.contains(&SIGHUP) {
+                        reload(app);
+                    }
+                    if pending.iter().any(|s| *s != SIGHUP) && shutdown_at.is_none() {
                         shutdown_at = Some(now);
                         poll.registry().deregister(&mut listener)?;
                         let keys: Vec<usize> = conns.slab.iter().map(|(k, _)| k).collect();
