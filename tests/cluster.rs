@@ -1861,6 +1861,17 @@ fn joins_chain_through_nodes_that_joined_by_snapshot() {
             }
         }
     }
+    // The last node, which joined by snapshot, restarts on what it installed.
+    cluster.restart(3);
+    let mut conn = cluster.conn(3);
+    for name in &written {
+        let status = settled_status(&mut conn, name, HEAL_TIMEOUT);
+        assert_eq!(
+            status.map(|s| s.0),
+            Some(200),
+            "{name} on node 3 after a restart"
+        );
+    }
     let size = backup_restores(&cluster, 3, "chain");
     println!(
         "join chain: 0 -> 1 -> 2 -> 3, each snapshot shipped by a node that joined by snapshot; {} keys on every node; backup from node 3: {size} bytes, restored",
