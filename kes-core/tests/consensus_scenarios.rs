@@ -845,3 +845,60 @@ fn stuck_expand_completes_by_force_removing_a_dead_member() {
     assert_eq!(c.read_value(r), Some(Some(value_of(&c, w))));
     c.check_history().unwrap();
 }
+
+/// A safe expand as the shell does it: the leader ships the snapshot first (`snapshot_for`),
+/// the new node installs it without being a member (it serves nothing yet), and only then is
+/// the configuration proposed. Without writes in between no second snapshot is needed; with
+/// writes in between the leader sends a newer one. Either way the node joins and reads
+/// every acknowledged write.
+#[test]
+fn snapshot_shipped_before_the_configuration_that_adds_the_node() {
+    for writes_between in [false, true] {
+        let mut c = cluster(2, 4, false, 35);
+        let l = elect(&mut c);
+        let mut last = 0; // the value of key 0
+        for k in 0..3 {
+            let w = c.write(l, k).unwrap();
+            assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+            if k == 0 {
+                last = value_of(&c, w);
+            }
+        }
+        let follower = (0..2).find(|&i| i != l).unwrap();
+        assert!(
+            c.node(follower).snapshot_for(3).is_none(),
+            "only a leader ships"
+        );
+        let installed = c.counters.snapshots_installed;
+        assert!(c.ship_snapshot(l, 3).unwrap());
+        c.run(5).unwrap();
+        assert_eq!(c.counters.snapshots_installed, installed + 1);
+        assert_eq!(
+            c.nodes[3].disk.kv, c.nodes[l].disk.kv,
+            "the new node got the state"
+        );
+        assert_eq!(c.node(3).read_status(&names(0)), Err(ReadError::NotMember));
+        if writes_between {
+            let w = c.write(l, 0).unwrap();
+            assert!(c.run_until(50, |c| c.completed(w) == Some(true)).unwrap());
+            last = value_of(&c, w);
+        }
+        assert!(c.change(l, Change::Add(3)).unwrap());
+        assert!(
+            c.run_until(100, |c| c.node(l).committed_config().contains(3))
+                .unwrap(),
+            "{}",
+            trace(&c)
+        );
+        let shipped = c.counters.snapshots_installed - installed;
+        assert_eq!(
+            shipped,
+            1 + u64::from(writes_between),
+            "snapshots installed"
+        );
+        let r = c.read(3, 0).unwrap();
+        assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+        assert_eq!(c.read_value(r), Some(Some(last)));
+        c.check_history().unwrap();
+    }
+}

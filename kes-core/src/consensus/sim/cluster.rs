@@ -505,6 +505,31 @@ impl Cluster {
         }
     }
 
+    /// As the shell of a safe expand does: leader `i` ships a snapshot of its applied state to
+    /// node `to` *before* proposing the configuration that adds it
+    /// ([`Node::snapshot_for`]). Returns false if `i` does not lead.
+    pub fn ship_snapshot(&mut self, i: usize, to: usize) -> Result<bool> {
+        let Some(envelope) = self.node(i).snapshot_for(to as NodeId) else {
+            return Ok(false);
+        };
+        let Message::InstallSnapshot { meta, .. } = &envelope.message else {
+            return Err(format!("n{i}: snapshot_for made {:?}", envelope.message));
+        };
+        let disk = &self.nodes[i].disk;
+        if disk.applied.index != meta.index {
+            return Err(format!(
+                "n{i}: snapshot_for {meta:?} is not the applied state"
+            ));
+        }
+        let data = SnapshotData {
+            kv: disk.kv.clone(),
+            log: disk.log[..meta.index as usize].to_vec(),
+        };
+        self.log(|| format!("n{i} ships a snapshot to n{to} before adding it"));
+        self.send(envelope, Some(data));
+        Ok(true)
+    }
+
     /// Advances time by one tick and ticks every live node.
     pub fn tick(&mut self) -> Result {
         self.now += 1;

@@ -132,6 +132,10 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
         3 => cluster.transfer(l)?,
         0 => {
             if let Some(n) = pick(cluster, &outsiders) {
+                // Half the time like the shell's safe expand: the snapshot goes first.
+                if cluster.chooser.chance(50) {
+                    cluster.ship_snapshot(l, n)?;
+                }
                 cluster.change(l, Change::Add(n as u16))?;
             }
         }
