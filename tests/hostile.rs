@@ -245,7 +245,7 @@ fn peer_alpn_before_hello() {
             }
         }
     });
-    let admin = admin_probes(addr, 3, Duration::from_millis(800));
+    let admin = admin_probes(addr, 2, Duration::from_millis(700));
     drop(attack);
     verdict("peer-alpn", &watch, &admin, 64.0);
     if other_binary().is_none() {
@@ -295,7 +295,7 @@ fn bodies_of_refused_requests() {
             }
         })
     };
-    let admin = admin_probes(addr, 3, Duration::from_millis(1000));
+    let admin = admin_probes(addr, 2, Duration::from_millis(800));
     drop(attack);
     println!(
         "bodies: {} attack connections cut off",
@@ -347,7 +347,7 @@ fn allowed_bodies_within_the_budget() {
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let admin = admin_probes(addr, 3, Duration::from_millis(1000));
+    let admin = admin_probes(addr, 2, Duration::from_millis(1000));
     drop(attack);
     verdict("allowed-bodies", &watch, &admin, 128.0);
 }
