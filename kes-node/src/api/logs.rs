@@ -106,6 +106,32 @@ pub fn may_see(app: &App, sub: &Subscription, identity: &str, event: &Event) -> 
             ))
 }
 
+/// The events of a batch the subscriber `identity` may receive, in order: [`may_see`],
+/// decided once per enclave of the batch.
+pub fn visible<'e>(
+    app: &App,
+    sub: &Subscription,
+    identity: &str,
+    events: &'e [Event],
+) -> Vec<&'e Event> {
+    let mut decided: Vec<(&str, bool)> = Vec::new();
+    let mut out = Vec::new();
+    for event in events.iter().filter(|e| e.topic == sub.topic) {
+        let seen = match decided.iter().find(|(e, _)| *e == event.enclave) {
+            Some(&(_, seen)) => seen,
+            None => {
+                let seen = may_see(app, sub, identity, event);
+                decided.push((&event.enclave, seen));
+                seen
+            }
+        };
+        if seen {
+            out.push(event);
+        }
+    }
+    out
+}
+
 /// Queued events and who wants them.
 #[derive(Default)]
 pub struct LogHub {
@@ -330,6 +356,9 @@ mod tests {
             enclave: "t2".into(),
         };
         assert_eq!(seen(&audit, &admin), [false, false], "another topic");
+        let batch = visible(&app, &sub("t2"), &t2_reader, &events);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].enclave, "t2");
         assert!(still_subscribed(&app, &sub("t2"), &t2_reader));
         assert!(!still_subscribed(&app, &sub("default"), &t2_reader));
     }

@@ -355,11 +355,12 @@ fn publish_logs(poll: &Poll, conns: &mut Conns, app: &App) {
         .collect();
     for key in streams {
         let conn = &mut conns.slab[key];
-        for event in &events {
-            let visible = conn
-                .subscriber()
-                .is_some_and(|(sub, id)| crate::api::logs::may_see(app, sub, id, event));
-            if visible && conn.send_event(&event.line) {
+        let visible = match conn.subscriber() {
+            Some((sub, id)) => crate::api::logs::visible(app, sub, id, &events),
+            None => Vec::new(),
+        };
+        for event in visible {
+            if conn.send_event(&event.line) {
                 let counter = match event.topic {
                     Topic::Audit => &app.metrics.audit_events,
                     Topic::Error => &app.metrics.error_events,
