@@ -675,3 +675,117 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
         200
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// A full disk on one node of a 3-node cluster: writes fail with a 5xx (all-node commit: the
+// full node cannot store them, and never acknowledges what it did not store), every node stays
+// up and serves reads, writes resume when space returns, and nothing acknowledged is lost.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_full_disk_on_one_cluster_node_fails_writes_and_loses_nothing() {
+    use support::cluster::{poll, Cluster, ClusterOpts};
+    let mut cluster = Cluster::new("fullnode", ClusterOpts::nodes(3));
+    let config = std::fs::read_to_string(cluster.config_path()).unwrap();
+    std::fs::write(
+        cluster.config_path(),
+        format!("{config}store:\n  min_free: 0\n"),
+    )
+    .unwrap();
+    let json = std::fs::read(cluster.dir(0).join(".cluster.json")).unwrap();
+    let fs = Tmpfs::mount(cluster.dir(2), "8m");
+    std::fs::write(cluster.dir(2).join(".cluster.json"), json).unwrap();
+    cluster.start_nodes(&[0, 1, 2]);
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .expect("a leader");
+
+    let value = base64_of(&[3u8; 100_000]);
+    let mut acked = Vec::new();
+    {
+        let mut c = cluster.client(0);
+        for i in 0..5 {
+            let name = format!("before-{i}");
+            // Right after the election the peer links may still be opening.
+            let created = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+                let resp = c.put_json(
+                    &format!("/v1/secret/create/{name}"),
+                    &serde_json::json!({ "secret": value }),
+                );
+                // 404 "already exists": an earlier attempt committed after all.
+                matches!(resp.status, 200 | 404).then_some(())
+            });
+            assert!(created.is_some(), "{}", cluster.dump_logs(30));
+            acked.push(name);
+        }
+    }
+    let filler = fs.fill("filler", 0);
+    let mut refused = None;
+    {
+        let mut c = cluster.client(0);
+        for i in 0..200 {
+            let name = format!("s{i:03}");
+            let resp = c.put_json(
+                &format!("/v1/secret/create/{name}"),
+                &serde_json::json!({ "secret": value }),
+            );
+            if resp.status != 200 {
+                refused = Some((resp.status, resp.text()));
+                break;
+            }
+            acked.push(name);
+        }
+    }
+    let (status, text) = refused.expect("writes fail once node 2's disk is full");
+    assert!(status == 503 || status == 507, "{status} {text}");
+    eprintln!(
+        "full node 2: {} writes acknowledged, then {status} {text}",
+        acked.len()
+    );
+    // Every node is up and answers reads of what was acknowledged.
+    for slot in 0..3 {
+        cluster
+            .describe(slot)
+            .unwrap_or_else(|e| panic!("node {slot} down: {e}\n{}", cluster.dump_logs(30)));
+    }
+    for name in &acked {
+        let resp = cluster
+            .client(1)
+            .get(&format!("/v1/secret/describe/{name}"));
+        assert_eq!(resp.status, 200, "{name}: {}", resp.text());
+    }
+
+    // Space returns: writes commit again, on every node, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        let resp = cluster.client(0).put_json(
+            "/v1/secret/create/after-full",
+            &serde_json::json!({ "secret": base64_of(b"x") }),
+        );
+        // 400: an earlier attempt that timed out committed meanwhile.
+        matches!(resp.status, 200 | 400).then_some(())
+    });
+    assert!(resumed.is_some(), "{}", cluster.dump_logs(40));
+    acked.push("after-full".into());
+    let caught_up = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        let mut c = cluster.client(2);
+        acked
+            .iter()
+            .all(|n| c.get(&format!("/v1/secret/describe/{n}")).status == 200)
+            .then_some(())
+    });
+    assert!(caught_up.is_some(), "{}", cluster.dump_logs(40));
+
+    // After a restart of the node that was full, everything acknowledged is there.
+    cluster.restart(2);
+    let served = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        let mut c = cluster.client(2);
+        acked
+            .iter()
+            .all(|n| c.get(&format!("/v1/secret/describe/{n}")).status == 200)
+            .then_some(())
+    });
+    assert!(served.is_some(), "{}", cluster.dump_logs(40));
+    drop(cluster);
+    drop(fs);
+}
