@@ -202,6 +202,12 @@ fn io_err(err: impl std::fmt::Display) -> StoreError {
              file or rebuild the node from a healthy one"
         ));
     }
+    // A full disk met inside a transaction (redb writing out its cache), not at its commit.
+    if msg.contains("No space left on device") || msg.contains("Disk quota exceeded") {
+        return StoreError::NoSpace(format!(
+            "kes.db: the disk is full ({msg}): writes are refused until space is freed"
+        ));
+    }
     StoreError::Io(msg)
 }
 
