@@ -24,13 +24,25 @@ pub fn sealed_names(dir: &Path) -> Result<Option<Vec<String>>, OpenError> {
             )))
         }
     };
-    let backend = readonly::ReadOnlyFile::new(file).map_err(|err| db_failed(&path, err))?;
-    let db = Database::builder()
-        .create_with_backend(backend)
-        .map_err(|err| db_failed(&path, err))?;
-    let txn = db.begin_read().map_err(|err| db_failed(&path, err))?;
-    let meta = txn.open_table(META).map_err(|err| db_failed(&path, err))?;
-    names(&meta).map(Some).map_err(|err| db_failed(&path, err))
+    let len = file.metadata().map_err(|err| db_failed(&path, err))?.len();
+    super::header::check(&file, len).map_err(|why| super::damaged(&path, why))?;
+    let read = || -> Result<Vec<String>, OpenError> {
+        let backend = readonly::ReadOnlyFile::new(file).map_err(|err| db_failed(&path, err))?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|err| db_failed(&path, err))?;
+        let txn = db.begin_read().map_err(|err| db_failed(&path, err))?;
+        let meta = txn.open_table(META).map_err(|err| db_failed(&path, err))?;
+        names(&meta).map_err(|err| db_failed(&path, err))
+    };
+    // A damaged file can make redb panic: that is an answer about the file, not a crash.
+    match super::guard::catch(read) {
+        Ok(names) => names.map(Some),
+        Err(panic) => Err(super::damaged(
+            &path,
+            format!("redb failed reading it ({panic})"),
+        )),
+    }
 }
 
 fn names(
