@@ -353,6 +353,21 @@ pub fn load_hsm(path: &Path) -> Result<HsmSection, String> {
     parse_hsm_only(&text, &base).map_err(|err| format!("{err} (in {})", path.display()))
 }
 
+/// A config with nothing but the `hsm:` section of `path` (or the defaults, which take the
+/// key from `KES_HSM_KEY`, without a file): what offline commands need to unseal a kes.db.
+/// Only the hsm: section is read, so a full config of any node of the cluster works too.
+pub fn hsm_only(path: Option<&Path>) -> Result<Config, String> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let (hsm_key, pkcs11) = load_hsm(path)?;
+    Ok(Config {
+        hsm_key,
+        pkcs11,
+        ..Config::default()
+    })
+}
+
 /// [`load_hsm`] on text.
 pub fn parse_hsm_only(text: &str, base: &Path) -> Result<HsmSection, String> {
     let root: Value = serde_norway::from_str(text)

@@ -183,20 +183,7 @@ impl App {
             let Some(path) = percent_decode(&req.path) else {
                 return Ok(route.max_body);
             };
-            let enclave = match req.header("Kes-Enclave") {
-                Some(v) if !v.is_empty() && self.enclaves => {
-                    String::from_utf8_lossy(v).into_owned()
-                }
-                _ => DEFAULT_ENCLAVE.to_owned(),
-            };
-            let auth = match route.auth {
-                crate::auth::Auth::Verify
-                    if self.skip_auth.contains(route.path.trim_end_matches('/')) =>
-                {
-                    crate::auth::Auth::IdentifyOnly
-                }
-                a => a,
-            };
+            let (enclave, auth) = self.enclave_and_auth(req, route);
             let grants = &self.grants;
             match authorize(
                 &self.store,
@@ -222,6 +209,25 @@ impl App {
             path: req.path.clone(),
         };
         Err(self.record(&done, refused))
+    }
+
+    /// The enclave a request addresses (`Kes-Enclave`, else `default`; always `default` on an
+    /// edge server) and how its route authenticates (`api.<path>.skip_auth` relaxes `Verify`).
+    /// Shared by [`App::admit`] (after the head) and dispatch (after the body), which must agree.
+    fn enclave_and_auth(&self, req: &Request, route: &Route) -> (String, crate::auth::Auth) {
+        let enclave = match req.header("Kes-Enclave") {
+            Some(v) if !v.is_empty() && self.enclaves => String::from_utf8_lossy(v).into_owned(),
+            _ => DEFAULT_ENCLAVE.to_owned(),
+        };
+        let auth = match route.auth {
+            crate::auth::Auth::Verify
+                if self.skip_auth.contains(route.path.trim_end_matches('/')) =>
+            {
+                crate::auth::Auth::IdentifyOnly
+            }
+            a => a,
+        };
+        (enclave, auth)
     }
 
     /// Answers one request, or returns the write it needs; records it in the audit log and
@@ -369,18 +375,7 @@ impl App {
         else {
             return (Response::text(400, "400 Bad Request").into(), None);
         };
-        let enclave = match req.header("Kes-Enclave") {
-            Some(v) if !v.is_empty() && self.enclaves => String::from_utf8_lossy(v).into_owned(),
-            _ => DEFAULT_ENCLAVE.to_owned(),
-        };
-        let auth = match route.auth {
-            crate::auth::Auth::Verify
-                if self.skip_auth.contains(route.path.trim_end_matches('/')) =>
-            {
-                crate::auth::Auth::IdentifyOnly
-            }
-            a => a,
-        };
+        let (enclave, auth) = self.enclave_and_auth(req, route);
         let gating = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
         // Two-phase visibility covers the caller too: while this node holds undecided writes
         // of the caller's identity, of a policy in its enclave or of the enclave itself, the

@@ -3,8 +3,6 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::config::Config;
-
 /// Verify a stopped node's DIR/kes.db (read-only): redb's integrity check, the table digests
 /// and every record. Exit code 0 if it is sound, 1 with what is wrong otherwise.
 #[derive(FromArgs)]
@@ -19,17 +17,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> Result<(), String> {
-    let config = match &args.config {
-        Some(path) => {
-            let (hsm_key, pkcs11) = crate::config::load_hsm(path)?;
-            Config {
-                hsm_key,
-                pkcs11,
-                ..Config::default()
-            }
-        }
-        None => Config::default(),
-    };
+    let config = crate::config::hsm_only(args.config.as_deref())?;
     if !args.dir.join(crate::store::DB_FILE).exists() {
         return Err(format!("{} holds no kes.db", args.dir.display()));
     }

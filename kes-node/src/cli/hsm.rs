@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
-use crate::config::Config;
 use crate::store::{Store, StoreError, DB_FILE};
 
 /// HSMs: new SoftHSM keys, and which HSMs seal kes.db.
@@ -158,18 +157,7 @@ fn open_store(
     if !data.join(DB_FILE).exists() {
         return Err(no_db(data));
     }
-    let config = match config {
-        // Only the hsm: section matters here: a config of another node works too.
-        Some(path) => {
-            let (hsm_key, pkcs11) = crate::config::load_hsm(path)?;
-            Config {
-                hsm_key,
-                pkcs11,
-                ..Config::default()
-            }
-        }
-        None => Config::default(),
-    };
+    let config = crate::config::hsm_only(config)?;
     let hsm = crate::hsm::open(&config, data, crate::hsm::NewKey::Never)?;
     let store = Store::open(data, &*hsm).map_err(|e| e.to_string())?;
     Ok((store, hsm))

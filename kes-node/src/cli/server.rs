@@ -238,19 +238,7 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(args: RestoreArgs) -> Result<(), String> {
-    let config = match &args.config {
-        // Only the hsm: section is used: a node's full config works, and so does a file with
-        // nothing else.
-        Some(path) => {
-            let (hsm_key, pkcs11) = crate::config::load_hsm(path)?;
-            Config {
-                hsm_key,
-                pkcs11,
-                ..Config::default()
-            }
-        }
-        None => Config::default(),
-    };
+    let config = crate::config::hsm_only(args.config.as_deref())?;
     let file = std::fs::File::open(&args.from)
         .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
     let mut input = std::io::BufReader::new(file);
