@@ -5,10 +5,8 @@
 //! certificate. Nothing else in the certificate matters, so an API key (an Ed25519 seed) and
 //! every certificate generated from it share one identity.
 use base64::Engine as _;
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
-};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -132,11 +130,28 @@ impl ApiKey {
     }
 
     /// The API key of a PKCS#8 Ed25519 private key in PEM (what `kes identity of <key>` prints).
+    ///
+    /// PKCS#8 v1 (Go's, OpenSSL's) and v2 (with the public key, RFC 5958) are accepted; ring
+    /// checks the structure (and, for v2, that the public key belongs to the seed). Both put
+    /// the seed at the same offset, behind the same 16-byte header up to the length and version.
     pub fn from_pkcs8_pem(pem: &str) -> Result<ApiKey, String> {
-        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
-        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
-            .map_err(|err| format!("kes: invalid Ed25519 private key: {err}"))?;
-        Ok(ApiKey::from_seed(key.to_bytes()))
+        let invalid = |why: &str| format!("kes: invalid Ed25519 private key: {why}");
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|err| invalid(&err.to_string()))?;
+        let der = der.secret_pkcs8_der();
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|err| invalid(&err.to_string()))?;
+        let header_matches = der.len() >= 48
+            && der[0] == ED25519_PKCS8_PREFIX[0]
+            && der[2..4] == ED25519_PKCS8_PREFIX[2..4]
+            && der[5..16] == ED25519_PKCS8_PREFIX[5..16];
+        if !header_matches {
+            return Err(invalid("unexpected PKCS#8 layout"));
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&der[16..48]);
+        let key = ApiKey::from_seed(seed);
+        zeroize::Zeroize::zeroize(&mut seed);
+        Ok(key)
     }
 
     /// `kes:v1:...`
@@ -152,17 +167,25 @@ impl ApiKey {
 
     /// The Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
-        ed25519_dalek::SigningKey::from_bytes(&self.seed)
-            .verifying_key()
-            .to_bytes()
+        let mut public = [0u8; 32];
+        // Every 32-byte string is an Ed25519 seed: ring fails only on a wrong length.
+        if let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&self.seed[..]) {
+            public.copy_from_slice(pair.public_key().as_ref());
+        }
+        public
+    }
+
+    /// The DER SubjectPublicKeyInfo of the key.
+    fn spki(&self) -> [u8; 44] {
+        let mut spki = [0u8; 44];
+        spki[..12].copy_from_slice(&ED25519_SPKI_PREFIX);
+        spki[12..].copy_from_slice(&self.public_key());
+        spki
     }
 
     /// The identity of every certificate made from this key.
     pub fn identity(&self) -> String {
-        let mut spki = [0u8; 44];
-        spki[..12].copy_from_slice(&ED25519_SPKI_PREFIX);
-        spki[12..].copy_from_slice(&self.public_key());
-        identity_of_spki(&spki)
+        identity_of_spki(&self.spki())
     }
 
     /// The PKCS#8 v1 DER of the private key.
@@ -178,28 +201,19 @@ impl ApiKey {
     /// Like upstream's `GenerateCertificate`: `CN=<identity>`, valid from now for 90 days,
     /// key usage digitalSignature, extended key usage clientAuth, `CA:FALSE`, a random serial.
     pub fn certificate_pem(&self) -> Result<(String, String), String> {
-        let der = self.pkcs8_der();
-        let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(&der[..]),
-            &PKCS_ED25519,
-        )
-        .map_err(|err| format!("kes: invalid API key: {err}"))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, self.identity());
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now;
-        params.not_after = now + API_KEY_CERT_VALIDITY;
-        params.serial_number = Some(random_serial());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.is_ca = IsCa::ExplicitNoCa;
-        let cert = params
-            .self_signed(&key_pair)
-            .map_err(|err| format!("kes: cannot create certificate: {err}"))?;
-        Ok((cert.pem(), key_pair.serialize_pem()))
+        let cert = crate::apicert::client_certificate_der(
+            &self.seed,
+            &self.spki(),
+            &self.identity(),
+            &random_serial(),
+            now,
+            now + API_KEY_CERT_VALIDITY,
+        )?;
+        Ok((
+            crate::apicert::pem("CERTIFICATE", &cert),
+            crate::apicert::pem("PRIVATE KEY", &self.pkcs8_der()),
+        ))
     }
 }
 
@@ -208,7 +222,12 @@ impl ApiKey {
 /// Names that parse as IP addresses become IP SANs, the others DNS SANs. The subject CN is the
 /// first name (`localhost` if there is none). Valid from now for one year, like upstream's dev
 /// mode certificate it is meant for tests and development only.
+#[cfg(feature = "certgen")]
 pub fn self_signed_server_pem(names: &[String]) -> Result<(String, String), String> {
+    use rcgen::{
+        CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        SerialNumber, PKCS_ECDSA_P256_SHA256,
+    };
     let key_pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .map_err(|err| format!("kes: cannot generate a P-256 key: {err}"))?;
     let mut params = CertificateParams::new(names.to_vec())
@@ -219,7 +238,7 @@ pub fn self_signed_server_pem(names: &[String]) -> Result<(String, String), Stri
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(1);
     params.not_after = now + time::Duration::days(365);
-    params.serial_number = Some(random_serial());
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -235,12 +254,22 @@ pub fn self_signed_server_pem(names: &[String]) -> Result<(String, String), Stri
     Ok((cert.pem(), key_pair.serialize_pem()))
 }
 
+/// Without the `certgen` feature there is no P-256 certificate generator (rcgen).
+#[cfg(not(feature = "certgen"))]
+pub fn self_signed_server_pem(_names: &[String]) -> Result<(String, String), String> {
+    Err(NO_CERTGEN.into())
+}
+
+/// The error of everything that needs rcgen in a build without it.
+pub const NO_CERTGEN: &str = "cannot make a certificate: this kes-node was built without \
+     certificate generation (cargo feature certgen); bring your own certificate and key files";
+
 /// A random positive 128-bit serial number (the top bit is cleared so the DER INTEGER needs no
 /// leading zero and stays within the 20 bytes RFC 5280 allows).
-fn random_serial() -> SerialNumber {
+fn random_serial() -> [u8; 16] {
     let mut serial: [u8; 16] = crate::random::bytes();
     serial[0] &= 0x7f;
-    SerialNumber::from_slice(&serial)
+    serial
 }
 
 /// Go's `base64.CorruptInputError` text.
@@ -371,6 +400,24 @@ MC4CAQAwBQYDK2VwBCIEID9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc
     }
 
     #[test]
+    fn pkcs8_v2_private_key() {
+        // ring writes PKCS#8 v2 (with the public key); the seed is read at the v1 offset.
+        let rng = ring::rand::SystemRandom::new();
+        let der = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+        let pem = crate::apicert::pem("PRIVATE KEY", der.as_ref());
+        let key = ApiKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(&key.public_key()[..], pair.public_key().as_ref());
+        let err = ApiKey::from_pkcs8_pem(
+            "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n",
+        );
+        assert!(err
+            .err()
+            .unwrap()
+            .starts_with("kes: invalid Ed25519 private key"));
+    }
+
+    #[test]
     fn api_key_certificate() {
         let key = ApiKey::generate();
         let (cert_pem, key_pem) = key.certificate_pem().unwrap();
@@ -394,15 +441,26 @@ MC4CAQAwBQYDK2VwBCIEID9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc
         assert!(eku.client_auth && !eku.server_auth);
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.digital_signature() && !ku.key_cert_sign());
+        // A positive, minimally encoded serial.
+        let serial = cert.raw_serial();
+        assert!(serial[0] < 0x80 && (serial[0] != 0 || serial[1] >= 0x80));
         // The certificate is signed by its own key.
-        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&key.public_key()).unwrap();
-        let sig: [u8; 64] = cert.signature_value.data.as_ref().try_into().unwrap();
-        verifying
-            .verify_strict(
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.public_key())
+            .verify(
                 cert.tbs_certificate.as_ref(),
-                &ed25519_dalek::Signature::from_bytes(&sig),
+                cert.signature_value.data.as_ref(),
             )
             .unwrap();
+        // rustls-webpki (what the servers verify client certificates with) takes it too.
+        let end_entity = webpki::EndEntityCert::try_from(&der).unwrap();
+        assert_eq!(
+            end_entity.verify_signature(
+                webpki::ring::ED25519,
+                cert.tbs_certificate.as_ref(),
+                cert.signature_value.data.as_ref()
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -410,6 +468,7 @@ MC4CAQAwBQYDK2VwBCIEID9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc
         let (leaf, _) = ApiKey::generate().certificate_pem().unwrap();
         let (other, _) = ApiKey::generate().certificate_pem().unwrap();
         let ca = {
+            use rcgen::{CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -440,6 +499,7 @@ MC4CAQAwBQYDK2VwBCIEID9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc
         );
     }
 
+    #[cfg(feature = "certgen")]
     #[test]
     fn server_certificate_sans() {
         let names = vec![

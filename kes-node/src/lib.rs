@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apicert;
 pub mod auth;
 pub mod cli;
 pub mod client;

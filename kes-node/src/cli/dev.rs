@@ -12,6 +12,17 @@ use crate::identity::{self_signed_server_pem, ApiKey};
 const DEV_ADDR: &str = "127.0.0.1:7373";
 
 pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
+    // Without rcgen only a directory that has its server certificate already can be used:
+    // refuse any other before writing anything into it.
+    if cfg!(not(feature = "certgen")) {
+        let has_cert = dir.as_deref().is_some_and(|d| {
+            let files = DevFiles::in_dir(d);
+            files.server_cert.exists() && files.server_key.exists()
+        });
+        if !has_cert {
+            return Err(format!("--dev: {}", crate::identity::NO_CERTGEN));
+        }
+    }
     let dir = match dir {
         Some(d) => d,
         None => {

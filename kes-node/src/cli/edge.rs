@@ -109,6 +109,15 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
                 trust,
             )?)
         }
+        #[cfg(not(feature = "aws"))]
+        KeyStoreConfig::Aws { .. } => {
+            return Err(
+                "keystore.aws: this kes-node was built without the AWS key store \
+                        (cargo feature aws)"
+                    .into(),
+            )
+        }
+        #[cfg(feature = "aws")]
         KeyStoreConfig::Aws {
             endpoint,
             region,

@@ -11,6 +11,7 @@
 //! it is down); a call that finds it unreachable marks it offline at once. While offline,
 //! `/v1/ready` and `/v1/status` say so, and with `cache.expiry.offline` set, cached keys go on
 //! serving.
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod cache;
 pub mod format;

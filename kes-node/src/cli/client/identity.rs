@@ -8,10 +8,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-    PKCS_ED25519,
-};
 
 use super::{client_command, need_names, print_fields, print_json, print_names};
 use crate::identity::{identity_of_certificate_pem, ApiKey};
@@ -273,8 +269,21 @@ fn new(a: New) -> Result<(), String> {
     Ok(())
 }
 
+/// Without the `certgen` feature (rcgen) there is no `identity new --cert`.
+#[cfg(not(feature = "certgen"))]
+fn certificate(
+    _: &ApiKey,
+    _: &str,
+    _: &[String],
+    _: &[String],
+    _: std::time::Duration,
+) -> Result<(String, String), String> {
+    Err(crate::identity::NO_CERTGEN.into())
+}
+
 /// A self-signed Ed25519 certificate for both TLS clients and servers, as upstream's
 /// `identity new` makes it: `CN=<subject>`, the given SANs, valid from now for `expiry`.
+#[cfg(feature = "certgen")]
 fn certificate(
     api_key: &ApiKey,
     subject: &str,
@@ -282,6 +291,10 @@ fn certificate(
     dns: &[String],
     expiry: std::time::Duration,
 ) -> Result<(String, String), String> {
+    use rcgen::{
+        CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        SanType, PKCS_ED25519,
+    };
     // The PKCS#8 form of the API key comes with its client certificate; the key pair signs ours.
     let (_, key_pem) = api_key.certificate_pem()?;
     let key_pair = KeyPair::from_pem_and_sign_algo(&key_pem, &PKCS_ED25519)
