@@ -9,7 +9,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{json, Value};
 use support::*;
 use time::format_description::well_known::Rfc3339;
@@ -31,24 +30,6 @@ const ENCLAVE_NOT_FOUND: &str = "enclave does not exist";
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A fresh client certificate (ECDSA P-256, self-signed; the server does not verify client
-/// chains without `tls.ca`). Its identity is the hex SHA-256 of its SPKI.
-fn new_cert(cn: &str) -> ClientCert {
-    let key = KeyPair::generate().expect("key pair");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.self_signed(&key).expect("self-signed cert");
-    let der = cert.der().clone();
-    ClientCert {
-        identity: identity_of(&der),
-        chain: vec![der],
-        key_der: key.serialize_der(),
-    }
-}
 
 /// One request, optionally in an enclave (`Kes-Enclave`) and with a JSON body.
 #[track_caller]
@@ -371,10 +352,10 @@ fn identity_policies_are_enforced() {
     let server = env.start();
     let mut admin = server.admin();
     let admin_id = pki().admin.identity.clone();
-    let alice = new_cert("alice");
-    let bob = new_cert("bob");
-    let carol = new_cert("carol");
-    let dave = new_cert("dave");
+    let alice = self_signed_client("alice");
+    let bob = self_signed_client("bob");
+    let carol = self_signed_client("carol");
+    let dave = self_signed_client("dave");
 
     create_policy(
         &mut admin,
@@ -638,10 +619,10 @@ fn child_identities_follow_the_subset_rule() {
     let env = Env::new("acc-child");
     let server = env.start();
     let mut admin = server.admin();
-    let parent = new_cert("parent");
-    let child = new_cert("child");
-    let child2 = new_cert("child2");
-    let grandchild = new_cert("grandchild");
+    let parent = self_signed_client("parent");
+    let child = self_signed_client("child");
+    let child2 = self_signed_client("child2");
+    let grandchild = self_signed_client("grandchild");
 
     create_policy(
         &mut admin,
@@ -837,7 +818,7 @@ fn vectors_h1_policy_verify() {
         ),
     ];
     for (i, (allow, deny, cases)) in rows.iter().enumerate() {
-        let cert = new_cert(&format!("h1-{i}"));
+        let cert = self_signed_client(&format!("h1-{i}"));
         create_policy(&mut admin, D, &format!("h1-{i}"), allow, deny);
         create_identity(
             &mut admin,
@@ -1015,7 +996,7 @@ fn vectors_h2_subset_rule_for_children() {
             &refs(&b_allow),
             &refs(&b_deny),
         );
-        let parent = new_cert(&format!("h2-{i}"));
+        let parent = self_signed_client(&format!("h2-{i}"));
         create_identity(
             &mut admin,
             D,
@@ -1056,7 +1037,9 @@ fn deleting_the_head_of_a_long_chain_deletes_the_chain() {
         &["/v1/identity/create/*", "/v1/status"],
         &[],
     );
-    let chain: Vec<ClientCert> = (0..70).map(|i| new_cert(&format!("link-{i}"))).collect();
+    let chain: Vec<ClientCert> = (0..70)
+        .map(|i| self_signed_client(&format!("link-{i}")))
+        .collect();
     create_identity(
         &mut admin,
         D,
@@ -1089,9 +1072,9 @@ fn legacy_assign_follows_the_parent_rules() {
     let server = env.start();
     let mut admin = server.admin();
     let admin_id = pki().admin.identity.clone();
-    let x = new_cert("x");
-    let y = new_cert("y");
-    let z = new_cert("z");
+    let x = self_signed_client("x");
+    let y = self_signed_client("y");
+    let z = self_signed_client("z");
 
     create_policy(
         &mut admin,
@@ -1188,9 +1171,9 @@ fn enclave_admins_rule_their_enclave_only() {
     let env = Env::new("acc-eadmin");
     let server = env.start();
     let mut admin = server.admin();
-    let boss = new_cert("boss");
-    let worker = new_cert("worker");
-    let deputy = new_cert("deputy");
+    let boss = self_signed_client("boss");
+    let worker = self_signed_client("worker");
+    let deputy = self_signed_client("deputy");
     const T: &str = "tenant-a";
 
     admin.put("/v1/enclave/create/tenant-a").assert_empty_ok();
@@ -1275,8 +1258,8 @@ fn identities_expire_after_their_ttl() {
     let env = Env::new("acc-ttl");
     let server = env.start();
     let mut admin = server.admin();
-    let temp = new_cert("temp");
-    let kid = new_cert("kid");
+    let temp = self_signed_client("temp");
+    let kid = self_signed_client("kid");
 
     create_policy(
         &mut admin,
@@ -1334,7 +1317,7 @@ fn identities_expire_after_their_ttl() {
     k.get("/v1/status").assert_json_ok();
     // The legacy assign route creates no identity for a non-admin (issue 13), so it cannot
     // make one that outlives the caller either.
-    let kid2 = new_cert("kid2");
+    let kid2 = self_signed_client("kid2");
     t.post_json(
         "/v1/policy/assign/only-status",
         &json!({"identity": kid2.identity}),
@@ -1345,7 +1328,7 @@ fn identities_expire_after_their_ttl() {
     create_identity(
         &mut admin,
         D,
-        &new_cert("x").identity,
+        &self_signed_client("x").identity,
         &json!({"policy": "status", "ttl": "soon"}),
     )
     .assert_error(400, "invalid ttl 'soon'");
@@ -1353,7 +1336,7 @@ fn identities_expire_after_their_ttl() {
         create_identity(
             &mut admin,
             D,
-            &new_cert("x").identity,
+            &self_signed_client("x").identity,
             &json!({"policy": "status", "ttl": bad}),
         )
         .assert_error(400, &format!("invalid ttl '{bad}'"));
@@ -1367,7 +1350,7 @@ fn identities_expire_after_their_ttl() {
         ("0s", None),
         ("", None),
     ] {
-        let id = new_cert("ttl").identity;
+        let id = self_signed_client("ttl").identity;
         create_identity(&mut admin, D, &id, &json!({"policy": "status", "ttl": ttl}))
             .assert_empty_ok();
         let d = admin
@@ -1412,7 +1395,7 @@ fn secrets_round_trip() {
     let server = env.start();
     let mut admin = server.admin();
     let admin_id = pki().admin.identity.clone();
-    let reader = new_cert("reader");
+    let reader = self_signed_client("reader");
 
     admin
         .put_json(
@@ -1549,7 +1532,7 @@ fn enclaves_isolate_tenants() {
     let server = env.start();
     let mut admin = server.admin();
     let admin_id = pki().admin.identity.clone();
-    let tenant = new_cert("tenant");
+    let tenant = self_signed_client("tenant");
     const A: &str = "tenant-a";
     const B: &str = "tenant-b";
 
@@ -1661,7 +1644,7 @@ fn enclaves_isolate_tenants() {
         .assert_error(404, IDENTITY_NOT_FOUND);
     // A non-admin cannot create or delete enclaves, whatever its policy says.
     create_policy(&mut admin, A, "enclaves", &["/v1/enclave/*"], &[]);
-    let other = new_cert("other");
+    let other = self_signed_client("other");
     create_identity(
         &mut admin,
         A,
@@ -1709,7 +1692,7 @@ fn deleting_an_enclave_deletes_its_contents() {
     let env = Env::new("acc-enclave-del");
     let mut server = env.start();
     let mut admin = server.admin();
-    let tenant = new_cert("tenant");
+    let tenant = self_signed_client("tenant");
     const A: &str = "tenant-a";
     const B: &str = "tenant-b";
 
@@ -1833,12 +1816,12 @@ fn listings_in_a_missing_enclave_are_404() {
 #[test]
 fn access_state_survives_a_restart() {
     let env = Env::new("acc-restart");
-    let app = new_cert("app");
-    let tenant = new_cert("tenant");
-    let child = new_cert("child");
+    let app = self_signed_client("app");
+    let tenant = self_signed_client("tenant");
+    let child = self_signed_client("child");
     const A: &str = "tenant-a";
 
-    let hourly = new_cert("hourly");
+    let hourly = self_signed_client("hourly");
     let (policy_before, identity_before, enclave_before, secret_before, ttl_before);
     {
         let mut server = env.start();
@@ -1973,8 +1956,8 @@ fn access_state_survives_a_restart() {
 #[test]
 fn config_policies_are_seeded() {
     let mut env = Env::new("acc-config");
-    let one = new_cert("one");
-    let two = new_cert("two");
+    let one = self_signed_client("one");
+    let two = self_signed_client("two");
     env.append_config(&format!(
         "policy:\n  cfg:\n    allow:\n    - /v1/status\n    - /v1/key/create/cfg-*\n    deny:\n    - /v1/key/create/cfg-no*\n    identities:\n    - {}\n  empty:\n    identities: [{}]\n",
         one.identity, two.identity
@@ -2027,9 +2010,9 @@ fn replacing_a_policy_never_widens_a_child() {
     let env = Env::new("acc-esc");
     let server = env.start();
     let mut admin = server.admin();
-    let esc = new_cert("esc");
-    let kid = new_cert("kid");
-    let grandkid = new_cert("grandkid");
+    let esc = self_signed_client("esc");
+    let kid = self_signed_client("kid");
+    let grandkid = self_signed_client("grandkid");
     create_policy(
         &mut admin,
         D,
@@ -2114,10 +2097,10 @@ fn assign_by_a_non_admin_never_adopts_demotes_or_creates() {
     let server = env.start();
     let mut admin = server.admin();
     let admin_id = pki().admin.identity.clone();
-    let attacker = new_cert("attacker");
-    let boss = new_cert("enclave-admin");
-    let victim = new_cert("victim");
-    let stranger = new_cert("stranger");
+    let attacker = self_signed_client("attacker");
+    let boss = self_signed_client("enclave-admin");
+    let victim = self_signed_client("victim");
+    let stranger = self_signed_client("stranger");
     create_policy(
         &mut admin,
         D,
@@ -2201,7 +2184,7 @@ fn identities_that_can_never_match_are_refused() {
              certificate's public key, as `kes-node identity of` prints it)"
         )
     };
-    let user = new_cert("user");
+    let user = self_signed_client("user");
     for bad in [
         "my-app",
         &user.identity[..63],
@@ -2273,7 +2256,7 @@ fn config_identities_that_can_never_match_stop_the_start() {
     );
 
     let mut env = Env::new("acc-cfg-upper");
-    let user = new_cert("user");
+    let user = self_signed_client("user");
     env.set_admin(&pki().admin.identity.to_ascii_uppercase());
     env.append_config(&format!(
         "policy:\n  app:\n    allow: [/v1/status]\n    identities: [{}]\n",
@@ -2357,10 +2340,10 @@ fn log_streams_end_when_their_identity_is_revoked() {
     let mut admin = server.admin();
     create_policy(&mut admin, D, "logs", &["/v1/log/*"], &[]);
     create_policy(&mut admin, D, "keys", &["/v1/key/*"], &[]);
-    let deleted = new_cert("deleted");
-    let expiring = new_cert("expiring");
-    let demoted = new_cert("demoted");
-    let staying = new_cert("staying");
+    let deleted = self_signed_client("deleted");
+    let expiring = self_signed_client("expiring");
+    let demoted = self_signed_client("demoted");
+    let staying = self_signed_client("staying");
     for who in [&deleted, &demoted, &staying] {
         create_identity(&mut admin, D, &who.identity, &json!({"policy": "logs"})).assert_empty_ok();
     }
@@ -2432,9 +2415,9 @@ fn audit_streams_stay_within_their_tenant() {
             .put(&format!("/v1/enclave/create/{e}"))
             .assert_empty_ok();
     }
-    let boss2 = new_cert("t2-admin");
-    let reader = new_cert("default-reader");
-    let both = new_cert("reader-of-default-and-t1");
+    let boss2 = self_signed_client("t2-admin");
+    let reader = self_signed_client("default-reader");
+    let both = self_signed_client("reader-of-default-and-t1");
     create_identity(&mut admin, "t2", &boss2.identity, &json!({"admin": true})).assert_empty_ok();
     create_policy(&mut admin, D, "logs", &["/v1/log/audit"], &[]);
     create_policy(&mut admin, "t1", "logs", &["/v1/log/audit"], &[]);
@@ -2519,7 +2502,7 @@ fn deletes_in_a_missing_enclave_name_the_enclave() {
     let env = Env::new("acc-noenclave-delete");
     let server = env.start();
     let mut admin = server.admin();
-    let someone = new_cert("someone");
+    let someone = self_signed_client("someone");
     for path in [
         "/v1/policy/delete/p".to_string(),
         "/v1/key/delete/k".to_string(),

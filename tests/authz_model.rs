@@ -28,7 +28,6 @@ mod model;
 use std::time::{Duration, Instant};
 
 use model::{Expect, Model, Op, Policy, Step, NOT_ALLOWED, SYSADMIN};
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use support::*;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -190,23 +189,6 @@ impl Rng {
     }
 }
 
-/// A fresh self-signed client certificate.
-fn new_cert(cn: &str) -> ClientCert {
-    let key = KeyPair::generate().expect("key pair");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.self_signed(&key).expect("self-signed cert");
-    let der = cert.der().clone();
-    ClientCert {
-        identity: identity_of(&der),
-        chain: vec![der],
-        key_der: key.serialize_der(),
-    }
-}
-
 /// What one sequence did.
 #[derive(Default, Debug)]
 struct Counts {
@@ -234,7 +216,7 @@ struct Run<'s> {
 impl<'s> Run<'s> {
     fn new(server: &'s Server, seed: u64) -> Run<'s> {
         let certs: Vec<ClientCert> = (1..=IDENTITIES)
-            .map(|i| new_cert(&format!("a{i}")))
+            .map(|i| self_signed_client(&format!("a{i}")))
             .collect();
         let mut ids = vec![pki().admin.identity.clone()];
         ids.extend(certs.iter().map(|c| c.identity.clone()));

@@ -85,6 +85,20 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A fresh self-signed client certificate (the server does not verify client chains without
+/// `tls.auth: on`, so its identity is all that counts): a new identity for each call.
+pub fn self_signed_client(cn: &str) -> ClientCert {
+    let key = KeyPair::generate().expect("key pair");
+    let params = leaf_params(cn, ExtendedKeyUsagePurpose::ClientAuth, Vec::new());
+    let cert = params.self_signed(&key).expect("self-signed cert");
+    let der = cert.der().clone();
+    ClientCert {
+        identity: identity_of(&der),
+        chain: vec![der],
+        key_der: key.serialize_der(),
+    }
+}
+
 fn leaf_params(cn: &str, eku: ExtendedKeyUsagePurpose, sans: Vec<String>) -> CertificateParams {
     let mut params = CertificateParams::new(sans).expect("params");
     params.distinguished_name.push(DnType::CommonName, cn);
