@@ -2,7 +2,7 @@
 //! in one transaction. Commands are deterministic: the node that takes the request draws the
 //! random key material and reads the clock, and puts the results inside the command, so that
 //! applying the same commands in the same order gives the same state on every node.
-use crate::store::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
+use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
 
 /// One state change.
 #[derive(Clone)]

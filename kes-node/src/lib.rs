@@ -22,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod net;
 pub mod random;
+pub mod records;
 pub mod store;
 pub mod sysinfo;
 pub mod timefmt;

@@ -10,7 +10,7 @@ use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::EnclaveRecord;
+use crate::records::EnclaveRecord;
 use crate::{random, timefmt};
 
 pub fn create(_: &App, ctx: &Ctx) -> Reply {

@@ -12,7 +12,8 @@ use crate::auth::names::{lookup_form, normalize_identity};
 use crate::auth::{is_admin, Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::{IdentityRecord, StoreError};
+use crate::records::IdentityRecord;
+use crate::store::StoreError;
 use crate::timefmt;
 
 pub fn create(app: &App, ctx: &Ctx) -> Reply {

@@ -14,7 +14,8 @@ use super::{App, Ctx, Keys};
 use crate::command::Command;
 use crate::http::Response;
 use crate::random;
-use crate::store::{KeyRecord, StoreError};
+use crate::records::KeyRecord;
+use crate::store::StoreError;
 use crate::timefmt;
 
 const INVALID_BODY: &str = "invalid request body";

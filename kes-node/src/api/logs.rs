@@ -279,7 +279,8 @@ impl LogHub {
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::store::{IdentityRecord, PolicyRecord, Store};
+    use crate::records::{IdentityRecord, PolicyRecord};
+    use crate::store::Store;
 
     /// Error lines of a request belong to its enclave: a tenant reading the error log of its
     /// enclave never sees another tenant's (they name its keys and paths); server-wide errors
@@ -293,7 +294,7 @@ mod tests {
         store
             .apply(&Command::CreateEnclave {
                 name: "t2".into(),
-                record: crate::store::EnclaveRecord {
+                record: crate::records::EnclaveRecord {
                     key: kes_core::crypto::SecretKey::new(
                         kes_core::crypto::Cipher::Aes256,
                         [9; 32],

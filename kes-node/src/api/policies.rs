@@ -12,7 +12,7 @@ use crate::auth::names::normalize_identity;
 use crate::auth::{Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::{IdentityRecord, PolicyRecord};
+use crate::records::{IdentityRecord, PolicyRecord};
 use crate::timefmt;
 
 /// Policy and identity listings treat a trailing `*` as "prefix" (spec §4.8).

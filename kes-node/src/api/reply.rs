@@ -7,7 +7,8 @@
 use super::errors::{store_error, Kind};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::{KeyRecord, StoreError};
+use crate::records::KeyRecord;
+use crate::store::StoreError;
 
 /// A handler's answer.
 pub enum Reply {

@@ -10,7 +10,7 @@ use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
 use crate::http::Response;
-use crate::store::SecretRecord;
+use crate::records::SecretRecord;
 use crate::timefmt;
 
 /// Largest secret value, in bytes (upstream's `MaxSecretSize = 1 MB`).

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
-use crate::store::{PolicyRecord, Store, StoreError};
+use crate::records::PolicyRecord;
+use crate::store::{Store, StoreError};
 
 /// The most (enclave, identity) pairs cached; a full cache starts over.
 const MAX_ENTRIES: usize = 10_000;
@@ -177,7 +178,8 @@ impl Grants {
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::store::{IdentityRecord, DEFAULT_ENCLAVE as D};
+    use crate::records::IdentityRecord;
+    use crate::store::DEFAULT_ENCLAVE as D;
 
     fn id(c: char) -> String {
         c.to_string().repeat(64)

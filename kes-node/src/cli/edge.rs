@@ -8,7 +8,8 @@ use argh::FromArgs;
 use crate::api::App;
 use crate::config::KeyStoreConfig;
 use crate::edge::{Edge, KeyStore, KeyStoreError, Runtime};
-use crate::store::{KeyRecord, Store};
+use crate::records::KeyRecord;
+use crate::store::Store;
 
 /// Key store worker threads: enough to overlap a few slow network calls.
 const WORKERS: usize = 4;

@@ -161,7 +161,8 @@ pub(super) fn set_logs(app: &App, config: &Config) {
 /// its identities assigned to it. Entries that already match are left alone.
 pub(super) fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
     use crate::command::Command;
-    use crate::store::{IdentityRecord, PolicyRecord, DEFAULT_ENCLAVE};
+    use crate::records::{IdentityRecord, PolicyRecord};
+    use crate::store::DEFAULT_ENCLAVE;
     let now = crate::timefmt::now();
     for (name, p) in &config.policies {
         let mut allow = p.allow.clone();

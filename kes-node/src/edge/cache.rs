@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::KeyRecord;
+use crate::records::KeyRecord;
 
 /// `cache:` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use kes_core::crypto::{Cipher, HmacKey, SecretKey};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::store::KeyRecord;
+use crate::records::KeyRecord;
 
 /// `SecretKey.Type` values.
 const TYPE_AES256: u64 = 1;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use keystore::{KeyStore, KeyStoreError};
 pub use runtime::Runtime;
 
-use crate::store::KeyRecord;
+use crate::records::KeyRecord;
 use cache::{Cache, CacheConfig};
 
 /// The public CAs (Mozilla's list, built in) that key stores reached over the internet are

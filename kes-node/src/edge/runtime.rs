@@ -16,7 +16,8 @@ use crate::cluster::peer::Link;
 use crate::cluster::{Completion, ConnRef, LINK_BASE};
 use crate::command::Command;
 use crate::net::Backend;
-use crate::store::{KeyRecord, StoreError};
+use crate::records::KeyRecord;
+use crate::store::StoreError;
 
 /// The waker's token (the backend's tokens start at `LINK_BASE`).
 const WAKER: Token = Token(LINK_BASE);

@@ -1,7 +1,8 @@
 //! How each [`Command`] changes the tables, inside one write transaction.
 use super::{codec, corrupted, StoreError, Tx, IDENTITIES, KEYS, POLICIES, SECRETS};
 use crate::command::Command;
-use crate::store::{IdentityRecord, DEFAULT_ENCLAVE};
+use crate::records::IdentityRecord;
+use crate::store::DEFAULT_ENCLAVE;
 
 pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
     match cmd {

@@ -7,7 +7,7 @@ use kes_core::crypto::{Cipher, HmacKey, SecretKey};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::KeyRecord;
+use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
 
 /// `KeyRecord` on disk.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -109,7 +109,7 @@ struct StoredPolicy {
     created_by: String,
 }
 
-pub(super) fn encode_policy(p: &super::PolicyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_policy(p: &PolicyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
     let (created_secs, created_nanos) = to_parts(p.created_at);
     encode(&StoredPolicy {
         allow: p.allow.clone(),
@@ -120,9 +120,9 @@ pub(super) fn encode_policy(p: &super::PolicyRecord) -> Result<Zeroizing<Vec<u8>
     })
 }
 
-pub(super) fn decode_policy(bytes: &[u8]) -> Result<super::PolicyRecord, String> {
+pub(super) fn decode_policy(bytes: &[u8]) -> Result<PolicyRecord, String> {
     let s: StoredPolicy = decode(bytes)?;
-    Ok(super::PolicyRecord {
+    Ok(PolicyRecord {
         created_at: from_parts(s.created_secs, s.created_nanos)?,
         allow: s.allow,
         deny: s.deny,
@@ -144,7 +144,7 @@ struct StoredIdentity {
     children: Vec<String>,
 }
 
-pub(super) fn encode_identity(r: &super::IdentityRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_identity(r: &IdentityRecord) -> Result<Zeroizing<Vec<u8>>, String> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredIdentity {
         policy: r.policy.clone(),
@@ -158,9 +158,9 @@ pub(super) fn encode_identity(r: &super::IdentityRecord) -> Result<Zeroizing<Vec
     })
 }
 
-pub(super) fn decode_identity(bytes: &[u8]) -> Result<super::IdentityRecord, String> {
+pub(super) fn decode_identity(bytes: &[u8]) -> Result<IdentityRecord, String> {
     let s: StoredIdentity = decode(bytes)?;
-    Ok(super::IdentityRecord {
+    Ok(IdentityRecord {
         policy: s.policy,
         admin: s.admin,
         ttl: std::time::Duration::from_nanos(s.ttl_nanos),
@@ -180,7 +180,7 @@ struct StoredSecret {
     created_by: String,
 }
 
-pub(super) fn encode_secret(r: &super::SecretRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_secret(r: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, String> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredSecret {
         value: r.value.to_vec(),
@@ -190,9 +190,9 @@ pub(super) fn encode_secret(r: &super::SecretRecord) -> Result<Zeroizing<Vec<u8>
     })
 }
 
-pub(super) fn decode_secret(bytes: &[u8]) -> Result<super::SecretRecord, String> {
+pub(super) fn decode_secret(bytes: &[u8]) -> Result<SecretRecord, String> {
     let s: StoredSecret = decode(bytes)?;
-    Ok(super::SecretRecord {
+    Ok(SecretRecord {
         value: Zeroizing::new(s.value.clone()),
         created_at: from_parts(s.created_secs, s.created_nanos)?,
         created_by: s.created_by.clone(),
@@ -209,7 +209,7 @@ struct StoredEnclave {
     created_by: String,
 }
 
-pub(super) fn encode_enclave(r: &super::EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_enclave(r: &EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, String> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredEnclave {
         cipher: match r.key.cipher() {
@@ -223,14 +223,14 @@ pub(super) fn encode_enclave(r: &super::EnclaveRecord) -> Result<Zeroizing<Vec<u
     })
 }
 
-pub(super) fn decode_enclave(bytes: &[u8]) -> Result<super::EnclaveRecord, String> {
+pub(super) fn decode_enclave(bytes: &[u8]) -> Result<EnclaveRecord, String> {
     let s: StoredEnclave = decode(bytes)?;
     let cipher = match s.cipher {
         CIPHER_AES256 => Cipher::Aes256,
         CIPHER_CHACHA20 => Cipher::ChaCha20,
         other => return Err(format!("has unknown cipher {other}")),
     };
-    Ok(super::EnclaveRecord {
+    Ok(EnclaveRecord {
         key: SecretKey::new(cipher, s.key),
         created_at: from_parts(s.created_secs, s.created_nanos)?,
         created_by: s.created_by.clone(),

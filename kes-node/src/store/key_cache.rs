@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::KeyRecord;
+use crate::records::KeyRecord;
 
 /// The most keys kept (each is well under a kilobyte).
 const MAX_KEYS: usize = 10_000;

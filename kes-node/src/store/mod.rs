@@ -27,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kes_core::crypto::{Cipher, HmacKey, SecretKey, RANDOM_LEN};
+use kes_core::crypto::{Cipher, SecretKey, RANDOM_LEN};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -44,7 +44,6 @@ mod header;
 mod key_cache;
 mod raft;
 mod readonly;
-mod records;
 mod roots;
 mod snapshot;
 pub mod space;
@@ -54,8 +53,8 @@ pub use check::check;
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
 pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
-pub use crate::command::Command;
-pub use records::{EnclaveRecord, IdentityRecord, PolicyRecord, SecretRecord};
+use crate::command::Command;
+use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
 pub use roots::sealed_names;
 #[cfg(test)]
 mod tests;
@@ -112,16 +111,6 @@ pub(crate) const ENCLAVES: Table = Table {
 };
 /// Every table keyed by `<enclave>/<name>`; all are created with the database.
 pub(crate) const TABLES: [Table; 4] = [KEYS, POLICIES, IDENTITIES, SECRETS];
-
-/// A key as stored: the secret key, its HMAC key (absent for keys imported from legacy
-/// formats) and who created it when.
-#[derive(Clone)]
-pub struct KeyRecord {
-    pub key: SecretKey,
-    pub hmac: Option<HmacKey>,
-    pub created_at: time::OffsetDateTime,
-    pub created_by: String,
-}
 
 /// Why the database could not be opened. `Display` is one line that says what to do.
 #[derive(Debug)]

@@ -1,9 +1,22 @@
-//! The records the store keeps besides keys: policies, identities, secrets and enclaves.
+//! The records of the state: keys, policies, identities, secrets and enclaves.
+//!
+//! They sit below both the commands that carry them ([`crate::command`]) and the store that
+//! keeps them ([`crate::store`]), so that neither has to import the other to name them.
 use std::time::Duration;
 
-use kes_core::crypto::SecretKey;
+use kes_core::crypto::{HmacKey, SecretKey};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
+
+/// A key as stored: the secret key, its HMAC key (absent for keys imported from legacy
+/// formats) and who created it when.
+#[derive(Clone)]
+pub struct KeyRecord {
+    pub key: SecretKey,
+    pub hmac: Option<HmacKey>,
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+}
 
 /// A policy: allowed and denied URL-path patterns.
 #[derive(Clone, Debug, PartialEq, Eq)]
