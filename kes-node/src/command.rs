@@ -2,6 +2,7 @@
 //! in one transaction. Commands are deterministic: the node that takes the request draws the
 //! random key material and reads the clock, and puts the results inside the command, so that
 //! applying the same commands in the same order gives the same state on every node.
+use crate::item::{ItemName, Kind};
 use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
 
 /// One state change.
@@ -81,21 +82,24 @@ pub enum Command {
 }
 
 impl Command {
-    /// The names this command changes, as `<kind>/<enclave>/<name>`: reads of these names
-    /// must wait while the command is pending (two-phase visibility in clusters).
-    pub fn touches(&self) -> Vec<String> {
+    /// The names this command changes: reads of these names must wait while the command is
+    /// pending (two-phase visibility in clusters).
+    pub fn touches(&self) -> Vec<ItemName> {
         use Command::*;
-        // Each item name, plus its listing (`<kind>/<enclave>`) for creations and deletions,
-        // so that listings are linearizable too.
+        // Each item name, plus its listing for creations and deletions, so that listings are
+        // linearizable too.
+        let item_and_listing = |kind, enclave: &str, name: &str| {
+            vec![
+                ItemName::item(kind, enclave, name),
+                ItemName::listing(kind, enclave),
+            ]
+        };
         match self {
             CreateKey { enclave, name, .. } | DeleteKey { enclave, name } => {
-                vec![format!("key/{enclave}/{name}"), format!("key/{enclave}")]
+                item_and_listing(Kind::Key, enclave, name)
             }
             CreatePolicy { enclave, name, .. } | DeletePolicy { enclave, name } => {
-                vec![
-                    format!("policy/{enclave}/{name}"),
-                    format!("policy/{enclave}"),
-                ]
+                item_and_listing(Kind::Policy, enclave, name)
             }
             CreateIdentity {
                 enclave,
@@ -109,28 +113,22 @@ impl Command {
                 record,
                 ..
             } => vec![
-                format!("identity/{enclave}/{identity}"),
-                format!("identity/{enclave}/{}", record.created_by),
-                format!("identity/{enclave}"),
+                ItemName::item(Kind::Identity, enclave, identity),
+                ItemName::item(Kind::Identity, enclave, &record.created_by),
+                ItemName::listing(Kind::Identity, enclave),
             ],
             // A deletion may take children along; their reads are not held back (they fail
             // with "does not exist" either way once it commits).
             DeleteIdentity { enclave, identity } => {
-                vec![
-                    format!("identity/{enclave}/{identity}"),
-                    format!("identity/{enclave}"),
-                ]
+                item_and_listing(Kind::Identity, enclave, identity)
             }
             CreateSecret { enclave, name, .. } | DeleteSecret { enclave, name } => {
-                vec![
-                    format!("secret/{enclave}/{name}"),
-                    format!("secret/{enclave}"),
-                ]
+                item_and_listing(Kind::Secret, enclave, name)
             }
             CreateEnclave { name, .. } | DeleteEnclave { name } => {
-                vec![format!("enclave/{name}"), "enclave".to_string()]
+                vec![ItemName::enclave(name), ItemName::Enclaves]
             }
-            Expand { .. } | Shrink { .. } => vec!["cluster".to_string()],
+            Expand { .. } | Shrink { .. } => vec![ItemName::Cluster],
         }
     }
 }

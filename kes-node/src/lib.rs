@@ -20,6 +20,7 @@ pub mod harden;
 pub mod hsm;
 pub mod http;
 pub mod identity;
+pub mod item;
 pub mod net;
 pub mod random;
 pub mod records;

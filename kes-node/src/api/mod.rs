@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::auth::{authorize, Caller, Peer};
 use crate::command::Command;
 use crate::http::{percent_decode, Request, Response};
+use crate::item::{ItemName, Kind as ItemKind};
 use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
 pub use body::b64;
@@ -384,9 +385,9 @@ impl App {
             if let Ok(id) = &peer.identity {
                 if !crate::auth::is_admin(&self.admin, id) {
                     let mut names = vec![
-                        format!("identity/{enclave}/{id}"),
-                        format!("policy/{enclave}"),
-                        format!("enclave/{enclave}"),
+                        ItemName::item(ItemKind::Identity, &enclave, id),
+                        ItemName::listing(ItemKind::Policy, &enclave),
+                        ItemName::enclave(&enclave),
                     ];
                     if !matches!(route.handler, Handler::Write(_)) {
                         names
@@ -446,19 +447,22 @@ pub enum Outcome {
     Wait(Wait),
 }
 
-/// The names a read route reads (`<kind>/<enclave>/<name>`, or `<kind>/<enclave>` for a
-/// listing), matching what [`Command::touches`] declares for writes.
-fn read_names(route: &Route, e: &str, resource: &str, identity: &str) -> Option<Vec<String>> {
+/// The names a read route reads (an item, or a listing), built as [`Command::touches`]
+/// builds those of writes.
+fn read_names(route: &Route, e: &str, resource: &str, identity: &str) -> Option<Vec<ItemName>> {
     let mut parts = route.path.trim_matches('/').split('/').skip(1);
     let (kind, op) = (parts.next()?, parts.next()?);
     let name = match (kind, op) {
-        ("key" | "policy" | "secret", "list") => format!("{kind}/{e}"),
-        ("identity", "list") => format!("identity/{e}"),
-        ("identity", "self") => format!("identity/{e}/{identity}"),
-        ("enclave", "list") => "enclave".to_string(),
-        ("enclave", _) => format!("enclave/{resource}"),
-        ("key" | "policy" | "secret" | "identity", _) => format!("{kind}/{e}/{resource}"),
-        _ => return None,
+        ("enclave", "list") => ItemName::Enclaves,
+        ("enclave", _) => ItemName::enclave(resource),
+        (kind, op) => {
+            let kind = ItemKind::parse(kind)?;
+            match op {
+                "list" => ItemName::listing(kind, e),
+                "self" if kind == ItemKind::Identity => ItemName::item(kind, e, identity),
+                _ => ItemName::item(kind, e, resource),
+            }
+        }
     };
     Some(vec![name])
 }
@@ -577,7 +581,7 @@ mod tests {
         }
     }
 
-    fn gate_of(app: &App, req: &Request, identity: &str) -> Option<Vec<String>> {
+    fn gate_of(app: &App, req: &Request, identity: &str) -> Option<Vec<ItemName>> {
         let peer = Peer {
             identity: Ok(identity.into()),
             ip: None,
@@ -613,17 +617,17 @@ mod tests {
         assert_eq!(
             names,
             [
-                format!("identity/default/{user}"),
-                "policy/default".to_string(),
-                "enclave/default".to_string(),
-                "key/default/k1".to_string(),
+                ItemName::item(ItemKind::Identity, "default", &user),
+                ItemName::listing(ItemKind::Policy, "default"),
+                ItemName::enclave("default"),
+                ItemName::item(ItemKind::Key, "default", "k1"),
             ]
         );
         let names = gate_of(&app, &write, &user).expect("a write by a user waits");
         assert_eq!(names.len(), 3, "{names:?}");
         assert_eq!(
             gate_of(&app, &read, &admin),
-            Some(vec!["key/default/k1".to_string()])
+            Some(vec![ItemName::item(ItemKind::Key, "default", "k1")])
         );
         assert_eq!(
             gate_of(&app, &write, &admin),
@@ -654,6 +658,86 @@ mod tests {
             app.admit(&request("PUT", "/nowhere"), &peer(&user)).ok(),
             Some(0)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every read of an item waits for the writes to that item and to its listing: the names
+    /// the read route builds are among those the command declares.
+    #[test]
+    fn reads_wait_for_the_names_writes_touch() {
+        let dir = std::env::temp_dir().join(format!(
+            "kes-node-api-touch-{}-{}",
+            std::process::id(),
+            crate::random::bytes::<4>()[0]
+        ));
+        let hsm = crate::hsm::SoftHsmDevice(kes_core::hsm::SoftHsm::from_key(
+            kes_core::crypto::SecretKey::new(kes_core::crypto::Cipher::Aes256, [7; 32]),
+        ));
+        let admin = "a".repeat(64);
+        let app = App::new(Store::open(&dir, &hsm).unwrap(), admin.clone());
+        app.gating.store(true, std::sync::atomic::Ordering::Relaxed);
+        let d = || "default".to_string();
+        let who = "c".repeat(64);
+        let cases = [
+            (
+                Command::DeleteKey {
+                    enclave: d(),
+                    name: "k1".into(),
+                },
+                &[
+                    "/v1/key/describe/k1",
+                    "/v1/key/list/*",
+                    "PUT /v1/key/generate/k1",
+                ][..],
+            ),
+            (
+                Command::DeletePolicy {
+                    enclave: d(),
+                    name: "p1".into(),
+                },
+                &[
+                    "/v1/policy/describe/p1",
+                    "/v1/policy/read/p1",
+                    "/v1/policy/list/*",
+                ],
+            ),
+            (
+                Command::DeleteIdentity {
+                    enclave: d(),
+                    identity: who.clone(),
+                },
+                &[
+                    &format!("/v1/identity/describe/{who}"),
+                    "/v1/identity/list/*",
+                ],
+            ),
+            (
+                Command::DeleteSecret {
+                    enclave: d(),
+                    name: "s1".into(),
+                },
+                &[
+                    "/v1/secret/describe/s1",
+                    "/v1/secret/read/s1",
+                    "/v1/secret/list",
+                ],
+            ),
+            (
+                Command::DeleteEnclave { name: "t1".into() },
+                &["/v1/enclave/describe/t1", "/v1/enclave/list/*"],
+            ),
+        ];
+        for (cmd, reads) in cases {
+            let touched = cmd.touches();
+            for read in reads {
+                let (method, path) = read.split_once(' ').unwrap_or(("GET", read));
+                let names = gate_of(&app, &request(method, path), &admin)
+                    .unwrap_or_else(|| panic!("{path} waits at the gate"));
+                for name in names {
+                    assert!(touched.contains(&name), "{path}: {name} not in {touched:?}");
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

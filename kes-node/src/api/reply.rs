@@ -7,6 +7,7 @@
 use super::errors::{store_error, Kind};
 use crate::command::Command;
 use crate::http::Response;
+use crate::item::ItemName;
 use crate::records::KeyRecord;
 use crate::store::StoreError;
 
@@ -16,7 +17,7 @@ pub enum Reply {
     Write(Write),
     /// A read of these names must wait until no write to them is pending on this node; the
     /// event loop asks the cluster and handles the request again once it may be answered.
-    Gate(Vec<String>),
+    Gate(Vec<ItemName>),
     /// The edge server needs this from its key store first (the cache did not have it).
     Fetch(Fetch),
 }
@@ -25,7 +26,7 @@ pub enum Reply {
 #[derive(Debug)]
 pub enum Wait {
     /// The cluster's read gate for these names.
-    Gate(Vec<String>),
+    Gate(Vec<ItemName>),
     /// A key store answer (edge server).
     Fetch(Fetch),
 }

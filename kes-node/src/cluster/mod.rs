@@ -21,16 +21,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kes_core::consensus::{
-    Change, Config, HardState, Input, Members, NameId, Names, Node, NodeId, Params, ProposalId,
+    Change, Config, HardState, Input, Members, Names, Node, NodeId, Params, ProposalId,
     ProposeError, ReadError, ReadId, Ready, Role, MAX_NAMES, WINDOW,
 };
 use kes_core::crypto::HmacKey;
 use mio::{Interest, Registry, Token};
-use sha2::{Digest, Sha256};
 use slab::Slab;
 
 use crate::api::Pending;
 use crate::command::Command;
+use crate::item::ItemName;
 use crate::store::{codec, Addresses, Store, StoreError};
 use peer::{Failure, Frame, Link, LinkState, WireOutcome};
 
@@ -128,21 +128,10 @@ fn now_ms(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
-/// The 64-bit id of a name (`<kind>/<enclave>/<name>`): the first bytes of its SHA-256, the
-/// same on every node and every build.
-pub fn name_id(name: &str) -> NameId {
-    let digest = Sha256::digest(name.as_bytes());
-    let mut id = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    if id == NameId::CLUSTER.0 {
-        id = 1;
-    }
-    NameId(id)
-}
-
 fn names_of(cmd: &Command) -> Names {
     let mut names = Names::new();
     for n in cmd.touches().iter().take(MAX_NAMES) {
-        let _ = names.push(name_id(n));
+        let _ = names.push(n.id());
     }
     names
 }
@@ -659,10 +648,10 @@ impl Cluster {
 
     /// Asks whether a read of `names` may be answered now; the decision lands in `released`
     /// (at once, or when the writes it waits for are decided).
-    pub fn read(&mut self, store: &Store, token: ConnRef, names: &[String]) {
+    pub fn read(&mut self, store: &Store, token: ConnRef, names: &[ItemName]) {
         let mut ids = Names::new();
         for n in names.iter().take(MAX_NAMES) {
-            let _ = ids.push(name_id(n));
+            let _ = ids.push(n.id());
         }
         let id = self.next();
         self.reads.insert(id, token);
