@@ -63,7 +63,7 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
         ..Config::default()
     };
     let addr = addr.unwrap_or_else(|| DEV_ADDR.into());
-    super::server::start(&config, None, &dir, &addr, false, |local| {
+    super::startup::start(&config, None, &dir, &addr, false, |local| {
         let endpoint = format!("https://{local}");
         let d = dir.display();
         println!(

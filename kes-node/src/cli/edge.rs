@@ -33,7 +33,7 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
     let addr = args
         .addr
         .or_else(|| config.address.clone())
-        .unwrap_or_else(|| super::server::DEFAULT_ADDR.into());
+        .unwrap_or_else(|| super::settings::DEFAULT_ADDR.into());
     let tls = crate::net::tls::Shared::new(crate::net::tls::configs(&config, false)?);
     let addr: SocketAddr = addr
         .parse()
@@ -56,7 +56,7 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
 
     let store = Store::in_memory().map_err(|e| format!("cannot set up the policy store: {e}"))?;
     let mut app = App::edge(store, config.admin_identity.clone(), edge.clone());
-    super::server::configure(&mut app, &config)?;
+    super::settings::configure(&mut app, &config)?;
 
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;

@@ -9,6 +9,8 @@ mod hsm;
 mod recover;
 mod reload;
 mod server;
+mod settings;
+mod startup;
 
 use argh::FromArgs;
 

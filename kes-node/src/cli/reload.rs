@@ -55,12 +55,12 @@ impl Reloader {
         let configs = tls::configs(&new, self.peers)?;
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         self.tls.replace(configs);
-        super::server::set_logs(app, &new);
+        super::settings::set_logs(app, &new);
         app.store.set_min_free(
             new.min_free
                 .unwrap_or(crate::store::space::DEFAULT_MIN_FREE),
         );
-        let policies = super::server::seed_policies(app, &new);
+        let policies = super::settings::seed_policies(app, &new);
         let mut what = format!(
             "TLS certificate {} and key {}",
             new.tls.cert.display(),
