@@ -44,11 +44,13 @@ pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
         }
         StoreError::Exists => Response::error(400, &format!("{} already exists", kind.noun())),
         StoreError::NoEnclave => Response::error(404, "enclave does not exist"),
-        StoreError::Refused(why) => Response::error(400, &why),
-        StoreError::Unavailable(why) => Response::error(503, &why),
-        StoreError::Corrupted(what) => Response::error(500, &what),
+        StoreError::Refused(why) => Response::error(400, &why.to_string()),
+        StoreError::Unavailable(why) => Response::error(503, &why.to_string()),
+        StoreError::Corrupted(what) => Response::error(500, &what.to_string()),
+        // The cause is the server's business (and logged where it is known); clients get
+        // upstream's text.
         StoreError::Io(_) => Response::error(502, io_message),
-        StoreError::NoSpace(why) => Response::error(507, &why),
+        StoreError::NoSpace(why) => Response::error(507, &why.to_string()),
     }
 }
 

@@ -27,7 +27,7 @@ use mio::Registry;
 use super::peer::{Failure, Frame, LinkState};
 use super::{file, Cluster, Waiter, JOINING_ID};
 use crate::command::Command;
-use crate::store::{Store, StoreError};
+use crate::store::{Refusal, Store, StoreError, Unavailable};
 
 /// How long the new node has to accept the peer link and say it waits to join.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -68,11 +68,11 @@ impl Expansion {
 }
 
 fn refused(why: String) -> StoreError {
-    StoreError::Refused(why)
+    StoreError::Refused(Refusal::Membership(why))
 }
 
 fn unavailable(why: String) -> StoreError {
-    StoreError::Unavailable(why)
+    StoreError::Unavailable(Unavailable::Cluster(why))
 }
 
 impl Cluster {
@@ -152,7 +152,7 @@ impl Cluster {
         if self.node.role() != Role::Leader {
             return self.fail_expansion(
                 registry,
-                unavailable("cluster: this node lost its leadership; retry".into()),
+                StoreError::Unavailable(Unavailable::LostLeadership),
             );
         }
         match exp.stage {

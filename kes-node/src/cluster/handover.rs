@@ -17,7 +17,7 @@ use super::peer::{Frame, WireOutcome};
 use super::{file, Cluster, ConnRef, LEADERLESS_WAIT};
 use crate::api::Pending;
 use crate::command::Command;
-use crate::store::{Store, StoreError};
+use crate::store::{Refusal, Store, StoreError, Unavailable};
 
 /// A shrink of the leader `old`, waiting for another leader until the deadline.
 pub struct Held {
@@ -40,9 +40,7 @@ impl Cluster {
     /// The leader was asked to remove itself: hand over, or say why not.
     fn start_handover(&mut self, store: &Store) -> Result<(), StoreError> {
         if self.node.config().members.len() < 2 {
-            return Err(StoreError::Refused(
-                "cluster: cannot remove the only node of the cluster".into(),
-            ));
+            return Err(StoreError::Refused(Refusal::OnlyNode));
         }
         self.step(store, Input::TransferLeadership);
         Ok(())
@@ -103,8 +101,11 @@ impl Cluster {
                          to be removed; retry",
                         h.old
                     );
-                    self.completions
-                        .push((h.conn, h.pending, Err(StoreError::Unavailable(why))));
+                    self.completions.push((
+                        h.conn,
+                        h.pending,
+                        Err(StoreError::Unavailable(Unavailable::Cluster(why))),
+                    ));
                 }
                 _ => self.held.push(h),
             }

@@ -31,7 +31,7 @@ use slab::Slab;
 use crate::api::Pending;
 use crate::command::Command;
 use crate::item::ItemName;
-use crate::store::{codec, Addresses, Store, StoreError};
+use crate::store::{codec, Addresses, IoFailure, Refusal, Store, StoreError, Unavailable};
 use peer::{Failure, Frame, Link, LinkState, WireOutcome};
 
 /// Tokens of peer links start here (the HTTP connections use the low range).
@@ -142,10 +142,9 @@ fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
         Err(StoreError::NotFound) => WireOutcome::NotFound,
         Err(StoreError::Exists) => WireOutcome::Exists,
         Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
-        Err(StoreError::Refused(m)) => WireOutcome::Refused(m.clone()),
-        Err(StoreError::Unavailable(m)) | Err(StoreError::NoSpace(m)) => {
-            WireOutcome::Unavailable(m.clone())
-        }
+        Err(StoreError::Refused(why)) => WireOutcome::Refused(why.to_string()),
+        Err(StoreError::Unavailable(why)) => WireOutcome::Unavailable(why.to_string()),
+        Err(StoreError::NoSpace(why)) => WireOutcome::Unavailable(why.to_string()),
         Err(e) => WireOutcome::Failed(e.to_string()),
     }
 }
@@ -156,12 +155,10 @@ fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
         WireOutcome::NotFound => Err(StoreError::NotFound),
         WireOutcome::Exists => Err(StoreError::Exists),
         WireOutcome::NoEnclave => Err(StoreError::NoEnclave),
-        WireOutcome::Refused(m) => Err(StoreError::Refused(m)),
-        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(m)),
-        WireOutcome::Failed(m) => Err(StoreError::Io(m)),
-        WireOutcome::HandingOver => Err(StoreError::Unavailable(
-            "cluster: the leader is handing over its leadership; retry".into(),
-        )),
+        WireOutcome::Refused(m) => Err(StoreError::Refused(Refusal::Peer(m))),
+        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(Unavailable::Peer(m))),
+        WireOutcome::Failed(m) => Err(StoreError::Io(IoFailure::Peer(m))),
+        WireOutcome::HandingOver => Err(StoreError::Unavailable(Unavailable::HandingOver)),
     }
 }
 
@@ -369,7 +366,7 @@ impl Cluster {
                 // Leadership moved: tell the waiting clients to retry.
                 for (input, _) in std::mem::take(&mut self.backlog) {
                     if let Input::Propose { id, .. } = input {
-                        self.fail_proposal(id.0, "cluster: this node lost its leadership; retry");
+                        self.fail_proposal(id.0, Unavailable::LostLeadership);
                     }
                 }
                 return;
@@ -380,8 +377,8 @@ impl Cluster {
     }
 
     /// Answers a proposal's waiter with `503 why`.
-    fn fail_proposal(&mut self, id: u64, why: &str) {
-        let outcome = Err(StoreError::Unavailable(why.to_string()));
+    fn fail_proposal(&mut self, id: u64, why: Unavailable) {
+        let outcome = Err(StoreError::Unavailable(why));
         match self.proposals.remove(&id) {
             Some(Waiter::Local(token, pending)) => self.completions.push((token, pending, outcome)),
             Some(Waiter::Remote(node, fid)) => {
@@ -536,7 +533,7 @@ impl Cluster {
                 self.addresses.get(id).map(String::as_str).unwrap_or("?")
             )
         };
-        StoreError::Unavailable(match err {
+        StoreError::Unavailable(Unavailable::Cluster(match err {
             ProposeError::NotLeader { .. } => {
                 "cluster: this node lost its leadership; retry".into()
             }
@@ -560,7 +557,7 @@ impl Cluster {
                 unreachable.iter().map(name).collect::<Vec<_>>().join(", ")
             ),
             ProposeError::Unknown => "cluster: the outcome of the write is unknown".into(),
-        })
+        }))
     }
 
     /// Proposes a client's write (or forwards it to the leader).
@@ -580,7 +577,7 @@ impl Cluster {
             Ok(c) => c.to_vec(),
             Err(e) => {
                 self.completions
-                    .push((token, pending, Err(StoreError::Io(e))));
+                    .push((token, pending, Err(StoreError::Io(IoFailure::Encode(e)))));
                 return;
             }
         };
@@ -628,7 +625,7 @@ impl Cluster {
                     self.forwards
                         .insert(id, (token, pending, Instant::now() + timeout));
                 } else if Instant::now() >= deadline {
-                    let why = format!("cluster: the leader (node {leader}) is unreachable; retry");
+                    let why = Unavailable::LeaderUnreachable(leader);
                     self.completions
                         .push((token, pending, Err(StoreError::Unavailable(why))));
                 } else {
@@ -637,7 +634,7 @@ impl Cluster {
                 }
             }
             _ if Instant::now() >= deadline => {
-                let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
+                let why = Unavailable::NoLeader;
                 self.completions
                     .push((token, pending, Err(StoreError::Unavailable(why))));
             }
@@ -793,7 +790,7 @@ impl Cluster {
             Command::Expand { endpoint } => {
                 let endpoint = match file::normalize(endpoint) {
                     Ok(e) => e,
-                    Err(why) => return Some(Err(StoreError::Refused(why))),
+                    Err(why) => return Some(Err(StoreError::Refused(Refusal::Membership(why)))),
                 };
                 if addresses.values().any(|a| *a == endpoint) {
                     return Some(Err(StoreError::Exists));
@@ -824,7 +821,7 @@ impl Cluster {
                         "node {gone} ({endpoint}) is unreachable: a shrink needs its agreement; \
                          if it is gone for good, remove it with force"
                     );
-                    return Some(Err(StoreError::Unavailable(why)));
+                    return Some(Err(StoreError::Unavailable(Unavailable::Cluster(why))));
                 }
                 addresses.insert(gone, String::new());
                 if *force {
@@ -958,7 +955,7 @@ impl Cluster {
                 if leader_known {
                     self.propose_until(store, token, pending, deadline);
                 } else if now >= deadline {
-                    let why = "cluster: no leader: an election is under way or a majority of nodes is unreachable".to_string();
+                    let why = Unavailable::NoLeader;
                     self.completions
                         .push((token, pending, Err(StoreError::Unavailable(why))));
                 } else {
@@ -998,15 +995,14 @@ impl Cluster {
             .collect();
         for id in expired {
             if let Some((token, pending, _)) = self.forwards.remove(&id) {
-                let why = "cluster: the leader did not answer in time; the write may still commit"
-                    .to_string();
+                let why = Unavailable::LeaderSilent;
                 self.completions
                     .push((token, pending, Err(StoreError::Unavailable(why))));
             }
         }
         while self.backlog.front().is_some_and(|(_, d)| now >= *d) {
             if let Some((Input::Propose { id, .. }, _)) = self.backlog.pop_front() {
-                self.fail_proposal(id.0, "cluster: too many writes in flight; retry");
+                self.fail_proposal(id.0, Unavailable::Busy);
             }
         }
         let receivers: Vec<NodeId> = self.outgoing.keys().copied().collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kes_core::consensus::{Body, Input, Node, Ready};
 
 use super::{now_ms, Cluster};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Unavailable};
 
 /// How often a persisting failure is logged again while it lasts.
 const LOG_AGAIN: Duration = Duration::from_secs(30);
@@ -46,10 +46,8 @@ impl Cluster {
             self.health.logged = Some((why.clone(), Instant::now()));
         }
         let not_stored = match err {
-            StoreError::NoSpace(msg) => StoreError::NoSpace(msg),
-            err => StoreError::Unavailable(format!(
-                "cluster: this node could not store the write: {err}"
-            )),
+            StoreError::NoSpace(why) => StoreError::NoSpace(why),
+            err => StoreError::Unavailable(Unavailable::NotStored(Box::new(err))),
         };
         self.abandon(&not_stored, &why);
         self.health.needs_reset = true;
@@ -79,10 +77,7 @@ impl Cluster {
         }
         let older: Vec<u64> = self.proposals.keys().copied().collect();
         for id in older {
-            let unknown = StoreError::Unavailable(format!(
-                "cluster: this node could not persist its state ({why}): the outcome of the \
-                 write is unknown; check before retrying"
-            ));
+            let unknown = StoreError::Unavailable(Unavailable::OutcomeUnknown(why.into()));
             self.answer_proposal(id, Err(unknown));
         }
         for (_, conn) in std::mem::take(&mut self.reads) {
@@ -113,10 +108,7 @@ impl Cluster {
             return true;
         }
         let why = "the cluster state is being reloaded from kes.db after a failed write";
-        self.abandon(
-            &StoreError::Unavailable(format!("cluster: {why}; retry")),
-            why,
-        );
+        self.abandon(&StoreError::Unavailable(Unavailable::Reloading), why);
         false
     }
 

@@ -17,7 +17,7 @@ use crate::cluster::{Completion, ConnRef, LINK_BASE};
 use crate::command::Command;
 use crate::net::Backend;
 use crate::records::KeyRecord;
-use crate::store::StoreError;
+use crate::store::{Corruption, IoFailure, StoreError};
 
 /// The waker's token (the backend's tokens start at `LINK_BASE`).
 const WAKER: Token = Token(LINK_BASE);
@@ -83,7 +83,7 @@ impl Runtime {
             None => job,
         };
         // No worker takes it (they died): answer at once.
-        let why = || StoreError::Io("the key store workers are gone".into());
+        let why = || StoreError::Io(IoFailure::KeyStoreWorkersGone);
         match job {
             Job::Get(name) => self.finish_fetch(&name, Err(why())),
             Job::List(conn, _) => self
@@ -168,7 +168,8 @@ impl Runtime {
 /// Logs why a key store call failed (the client only gets upstream's generic message).
 fn log_failure<T>(app: &App, what: &str, result: &Result<T, StoreError>) {
     match result {
-        Err(StoreError::Io(why)) | Err(StoreError::Corrupted(why)) => {
+        Err(StoreError::Io(why)) => app.logs.error(&format!("edge: key store: {what}: {why}")),
+        Err(StoreError::Corrupted(why)) => {
             app.logs.error(&format!("edge: key store: {what}: {why}"))
         }
         _ => {}
@@ -284,9 +285,10 @@ fn work(edge: &Edge, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, waker: &W
                 }
                 let rec = result.and_then(|value| {
                     format::decode(&value).map_err(|why| {
-                        StoreError::Corrupted(format!(
-                            "key '{name}' in the key store is not a valid key: {why}"
-                        ))
+                        StoreError::Corrupted(Corruption::KeyStoreValue {
+                            name: name.clone(),
+                            why: why.to_string(),
+                        })
                     })
                 });
                 Done::Got(name, rec)
@@ -325,11 +327,19 @@ fn observe(edge: &Edge, err: KeyStoreError) -> StoreError {
         KeyStoreError::Exists => StoreError::Exists,
         KeyStoreError::Unreachable(why) => {
             edge.observed(false, Some(&why));
-            StoreError::Io(format!("{} is not reachable: {why}", edge.store.describe()))
+            StoreError::Io(IoFailure::KeyStore {
+                store: edge.store.describe(),
+                unreachable: true,
+                why,
+            })
         }
         KeyStoreError::Failed(why) => {
             edge.observed(true, None);
-            StoreError::Io(format!("{}: {why}", edge.store.describe()))
+            StoreError::Io(IoFailure::KeyStore {
+                store: edge.store.describe(),
+                unreachable: false,
+                why,
+            })
         }
     }
 }

@@ -1,5 +1,6 @@
 //! How each [`Command`] changes the tables, inside one write transaction.
-use super::{codec, corrupted, StoreError, Tx, IDENTITIES, KEYS, POLICIES, SECRETS};
+use super::{codec, corrupted, encode_failed, Defect, Refusal, StoreError, Tx};
+use super::{IDENTITIES, KEYS, POLICIES, SECRETS};
 use crate::command::Command;
 use crate::records::IdentityRecord;
 use crate::store::DEFAULT_ENCLAVE;
@@ -7,7 +8,7 @@ use crate::store::DEFAULT_ENCLAVE;
 pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
     match cmd {
         Command::CreateKey { enclave, name, key } => {
-            let plaintext = codec::encode_key(key).map_err(StoreError::Io)?;
+            let plaintext = codec::encode_key(key).map_err(encode_failed)?;
             tx.put(KEYS, enclave, name, &plaintext, true)
         }
         Command::DeleteKey { enclave, name } => tx.delete(KEYS, enclave, name),
@@ -17,7 +18,7 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
             policy,
             replace,
         } => {
-            let plaintext = codec::encode_policy(policy).map_err(StoreError::Io)?;
+            let plaintext = codec::encode_policy(policy).map_err(encode_failed)?;
             tx.put(POLICIES, enclave, name, &plaintext, !replace)
         }
         Command::DeletePolicy { enclave, name } => tx.delete(POLICIES, enclave, name),
@@ -46,7 +47,7 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
             name,
             secret,
         } => {
-            let plaintext = codec::encode_secret(secret).map_err(StoreError::Io)?;
+            let plaintext = codec::encode_secret(secret).map_err(encode_failed)?;
             tx.put(SECRETS, enclave, name, &plaintext, true)
         }
         Command::DeleteSecret { enclave, name } => tx.delete(SECRETS, enclave, name),
@@ -55,9 +56,7 @@ pub(super) fn apply(tx: &mut Tx<'_>, cmd: &Command) -> Result<(), StoreError> {
         Command::Expand { .. } | Command::Shrink { .. } => Ok(()),
         Command::DeleteEnclave { name } => {
             if name == DEFAULT_ENCLAVE {
-                return Err(StoreError::Refused(
-                    "the default enclave cannot be deleted".into(),
-                ));
+                return Err(StoreError::Refused(Refusal::DeleteDefaultEnclave));
             }
             tx.delete_enclave(name)
         }
@@ -88,7 +87,7 @@ fn create_identity(
         Err(StoreError::NotFound) => {}
         Err(err) => return Err(err),
     }
-    let plaintext = codec::encode_identity(&record).map_err(StoreError::Io)?;
+    let plaintext = codec::encode_identity(&record).map_err(encode_failed)?;
     tx.put(IDENTITIES, enclave, identity, &plaintext, false)?;
     // Link the child to its parent, if the parent is an identity of this enclave
     // (the cluster admin and config-declared identities have no record as parent).
@@ -114,31 +113,23 @@ fn child_identity(
 ) -> Result<(), StoreError> {
     let parent = match read_identity(tx, enclave, &record.created_by) {
         Ok(parent) => parent,
-        Err(StoreError::NotFound) => {
-            return Err(StoreError::Refused(
-                "the calling identity no longer exists".into(),
-            ))
-        }
+        Err(StoreError::NotFound) => return Err(StoreError::Refused(Refusal::CallerGone)),
         Err(err) => return Err(err),
     };
     if parent.expired(record.created_at) {
-        return Err(StoreError::Refused(
-            "the calling identity has expired".into(),
-        ));
+        return Err(StoreError::Refused(Refusal::CallerExpired));
     }
     if !assign {
         return create_identity(tx, enclave, identity, record, false);
     }
     let mut target = read_identity(tx, enclave, identity)?;
     if target.admin {
-        return Err(StoreError::Refused(
-            "cannot assign policy to an enclave admin".into(),
-        ));
+        return Err(StoreError::Refused(Refusal::AssignToEnclaveAdmin));
     }
     if !descends_from(tx, enclave, identity, &record.created_by)? {
-        return Err(StoreError::Refused(format!(
-            "cannot assign policy to '{identity}': it was not created by the caller"
-        )));
+        return Err(StoreError::Refused(Refusal::NotCreatedByCaller {
+            identity: identity.into(),
+        }));
     }
     target.policy = record.policy.clone();
     write_identity(tx, enclave, identity, &target)
@@ -171,7 +162,8 @@ pub(crate) fn descends_from(
 
 fn read_identity(tx: &Tx<'_>, enclave: &str, id: &str) -> Result<IdentityRecord, StoreError> {
     let plaintext = tx.get(IDENTITIES, enclave, id)?;
-    codec::decode_identity(&plaintext).map_err(|why| corrupted(IDENTITIES, enclave, id, &why))
+    codec::decode_identity(&plaintext)
+        .map_err(|why| corrupted(IDENTITIES, enclave, id, Defect::Undecodable(why)))
 }
 
 fn write_identity(
@@ -180,7 +172,7 @@ fn write_identity(
     id: &str,
     rec: &IdentityRecord,
 ) -> Result<(), StoreError> {
-    let plaintext = codec::encode_identity(rec).map_err(StoreError::Io)?;
+    let plaintext = codec::encode_identity(rec).map_err(encode_failed)?;
     tx.put(IDENTITIES, enclave, id, &plaintext, false)
 }
 

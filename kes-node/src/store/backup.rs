@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::snapshot::{Installer, SnapshotReader, CHUNK_BYTES};
-use super::{io_err, Store, StoreError, META, META_ROOT_PREFIX};
+use super::{io_err, Refusal, Store, StoreError, META, META_ROOT_PREFIX};
 use crate::hsm::Hsm;
 
 const MAGIC: &str = "kes-rs backup v2";
@@ -53,7 +53,7 @@ fn write_frame(out: &mut impl Write, frame: &Frame) -> Result<(), StoreError> {
 
 /// The next frame, or `None` at a clean end of input.
 fn read_frame(input: &mut impl Read) -> Result<Option<Frame>, StoreError> {
-    let bad = |why: &str| StoreError::Refused(format!("not a kes-rs backup: {why}"));
+    let bad = |why| StoreError::Refused(Refusal::NotABackup(why));
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -156,7 +156,7 @@ impl Store {
     /// policies, identities, secrets or enclaves but the default one). `hsm` must be one of
     /// the backup's HSMs. Nothing is committed unless the whole backup verifies.
     pub fn restore_from(&self, input: &mut impl Read, hsm: &dyn Hsm) -> Result<(), StoreError> {
-        let bad = |why: &str| StoreError::Refused(format!("not a kes-rs backup: {why}"));
+        let bad = |why| StoreError::Refused(Refusal::NotABackup(why));
         let Some(Frame::Header {
             magic,
             sealed_roots,
@@ -171,17 +171,13 @@ impl Store {
             .iter()
             .find(|(name, _)| name == hsm.name())
             .ok_or_else(|| {
-                StoreError::Refused(format!(
-                    "the backup has no root key sealed by HSM '{}'",
-                    hsm.name()
-                ))
+                StoreError::Refused(Refusal::BackupNotSealedFor {
+                    hsm: hsm.name().into(),
+                })
             })?;
-        let root = hsm.unseal(&sealed.1).map_err(|_| {
-            StoreError::Refused(
-                "the HSM key does not unseal the backup: use the key of the backed-up cluster"
-                    .into(),
-            )
-        })?;
+        let root = hsm
+            .unseal(&sealed.1)
+            .map_err(|_| StoreError::Refused(Refusal::BackupWrongKey))?;
         let root: [u8; 32] = root
             .as_slice()
             .try_into()
@@ -191,9 +187,7 @@ impl Store {
             && self.list_policies(super::DEFAULT_ENCLAVE, "")?.is_empty()
             && self.list_enclaves("")?.len() <= 1;
         if !fresh {
-            return Err(StoreError::Refused(
-                "restore needs a new, empty directory".into(),
-            ));
+            return Err(StoreError::Refused(Refusal::RestoreNotEmpty));
         }
         let mut tx = self.begin()?;
         let mut install = Installer::start(&mut tx)?;

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::{decrypt, guard, io_err, open_checked, read_enclave, Checked, StoreError};
+use super::{decrypt, guard, io_err, open_checked, read_enclave, Checked, Corruption, StoreError};
 use super::{DB_FILE, ENCLAVES, TABLES};
 use crate::hsm::Hsm;
 
@@ -77,10 +77,11 @@ fn records(checked: &Checked) -> Result<String, StoreError> {
             let key = key.value();
             let (enclave, name) = key.split_once('/').unwrap_or((key, ""));
             let Some(enclave_key) = keys.get(enclave) else {
-                return Err(StoreError::Corrupted(format!(
-                    "{} '{name}' belongs to enclave '{enclave}', which does not exist",
-                    table.what
-                )));
+                return Err(StoreError::Corrupted(Corruption::Orphan {
+                    what: table.what,
+                    enclave: enclave.into(),
+                    name: name.into(),
+                }));
             };
             decrypt(enclave_key, table, enclave, name, key, value.value())?;
             n += 1;

@@ -7,6 +7,7 @@ use kes_core::crypto::{Cipher, HmacKey, SecretKey};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::CodecError;
 use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
 
 /// `KeyRecord` on disk.
@@ -27,25 +28,25 @@ const CIPHER_CHACHA20: u8 = 1;
 
 /// Serializes `value` into an exactly sized, zeroize-on-drop buffer: sizing first means the
 /// buffer never reallocates, so no copy of the plaintext is left behind in freed memory.
-fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, String> {
+fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .map_err(|err| format!("cannot encode: {err}"))?;
+        .map_err(|err| CodecError::Encode(err.to_string()))?;
     let mut buf = Zeroizing::new(vec![0u8; len]);
-    postcard::to_slice(value, &mut buf).map_err(|err| format!("cannot encode: {err}"))?;
+    postcard::to_slice(value, &mut buf).map_err(|err| CodecError::Encode(err.to_string()))?;
     Ok(buf)
 }
 
 /// Deserializes `bytes`, which must be consumed completely.
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, rest) =
-        postcard::take_from_bytes(bytes).map_err(|err| format!("does not decode: {err}"))?;
+        postcard::take_from_bytes(bytes).map_err(|err| CodecError::Decode(err.to_string()))?;
     if !rest.is_empty() {
-        return Err(format!("has {} trailing bytes", rest.len()));
+        return Err(CodecError::TrailingBytes(rest.len()));
     }
     Ok(value)
 }
 
-pub(super) fn encode_key(rec: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_key(rec: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let created = rec.created_at.to_offset(time::UtcOffset::UTC);
     let stored = StoredKey {
         cipher: match rec.key.cipher() {
@@ -62,19 +63,19 @@ pub(super) fn encode_key(rec: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, String> 
 }
 
 /// Errors describe the problem without any key material.
-pub(super) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, String> {
+pub(super) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, CodecError> {
     let stored: StoredKey = decode(bytes)?;
     let cipher = match stored.cipher {
         CIPHER_AES256 => Cipher::Aes256,
         CIPHER_CHACHA20 => Cipher::ChaCha20,
-        other => return Err(format!("has unknown cipher {other}")),
+        other => return Err(CodecError::UnknownCipher(other)),
     };
     if stored.created_nanos >= 1_000_000_000 {
-        return Err("has an invalid creation time".into());
+        return Err(CodecError::InvalidCreationTime);
     }
     let nanos = i128::from(stored.created_secs) * 1_000_000_000 + i128::from(stored.created_nanos);
     let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map_err(|_| "has an invalid creation time".to_string())?;
+        .map_err(|_| CodecError::InvalidCreationTime)?;
     Ok(KeyRecord {
         key: SecretKey::new(cipher, stored.key),
         hmac: stored.hmac.map(HmacKey::new),
@@ -89,14 +90,14 @@ fn to_parts(t: time::OffsetDateTime) -> (i64, u32) {
     (t.unix_timestamp(), t.nanosecond())
 }
 
-fn from_parts(secs: i64, nanos: u32) -> Result<time::OffsetDateTime, String> {
+fn from_parts(secs: i64, nanos: u32) -> Result<time::OffsetDateTime, CodecError> {
     if nanos >= 1_000_000_000 {
-        return Err("has an invalid time".into());
+        return Err(CodecError::InvalidTime);
     }
     time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(secs) * 1_000_000_000 + i128::from(nanos),
     )
-    .map_err(|_| "has an invalid time".to_string())
+    .map_err(|_| CodecError::InvalidTime)
 }
 
 /// `PolicyRecord` on disk.
@@ -109,7 +110,7 @@ struct StoredPolicy {
     created_by: String,
 }
 
-pub(super) fn encode_policy(p: &PolicyRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_policy(p: &PolicyRecord) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let (created_secs, created_nanos) = to_parts(p.created_at);
     encode(&StoredPolicy {
         allow: p.allow.clone(),
@@ -120,7 +121,7 @@ pub(super) fn encode_policy(p: &PolicyRecord) -> Result<Zeroizing<Vec<u8>>, Stri
     })
 }
 
-pub(super) fn decode_policy(bytes: &[u8]) -> Result<PolicyRecord, String> {
+pub(super) fn decode_policy(bytes: &[u8]) -> Result<PolicyRecord, CodecError> {
     let s: StoredPolicy = decode(bytes)?;
     Ok(PolicyRecord {
         created_at: from_parts(s.created_secs, s.created_nanos)?,
@@ -144,7 +145,7 @@ struct StoredIdentity {
     children: Vec<String>,
 }
 
-pub(super) fn encode_identity(r: &IdentityRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_identity(r: &IdentityRecord) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredIdentity {
         policy: r.policy.clone(),
@@ -158,7 +159,7 @@ pub(super) fn encode_identity(r: &IdentityRecord) -> Result<Zeroizing<Vec<u8>>, 
     })
 }
 
-pub(super) fn decode_identity(bytes: &[u8]) -> Result<IdentityRecord, String> {
+pub(super) fn decode_identity(bytes: &[u8]) -> Result<IdentityRecord, CodecError> {
     let s: StoredIdentity = decode(bytes)?;
     Ok(IdentityRecord {
         policy: s.policy,
@@ -180,7 +181,7 @@ struct StoredSecret {
     created_by: String,
 }
 
-pub(super) fn encode_secret(r: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_secret(r: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredSecret {
         value: r.value.to_vec(),
@@ -190,7 +191,7 @@ pub(super) fn encode_secret(r: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, Stri
     })
 }
 
-pub(super) fn decode_secret(bytes: &[u8]) -> Result<SecretRecord, String> {
+pub(super) fn decode_secret(bytes: &[u8]) -> Result<SecretRecord, CodecError> {
     let s: StoredSecret = decode(bytes)?;
     Ok(SecretRecord {
         value: Zeroizing::new(s.value.clone()),
@@ -209,7 +210,7 @@ struct StoredEnclave {
     created_by: String,
 }
 
-pub(super) fn encode_enclave(r: &EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(super) fn encode_enclave(r: &EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     let (created_secs, created_nanos) = to_parts(r.created_at);
     encode(&StoredEnclave {
         cipher: match r.key.cipher() {
@@ -223,12 +224,12 @@ pub(super) fn encode_enclave(r: &EnclaveRecord) -> Result<Zeroizing<Vec<u8>>, St
     })
 }
 
-pub(super) fn decode_enclave(bytes: &[u8]) -> Result<EnclaveRecord, String> {
+pub(super) fn decode_enclave(bytes: &[u8]) -> Result<EnclaveRecord, CodecError> {
     let s: StoredEnclave = decode(bytes)?;
     let cipher = match s.cipher {
         CIPHER_AES256 => Cipher::Aes256,
         CIPHER_CHACHA20 => Cipher::ChaCha20,
-        other => return Err(format!("has unknown cipher {other}")),
+        other => return Err(CodecError::UnknownCipher(other)),
     };
     Ok(EnclaveRecord {
         key: SecretKey::new(cipher, s.key),
@@ -303,7 +304,7 @@ enum WireCommand<'a> {
 }
 
 /// Encodes a command for replication. The buffer holds key material: it is zeroized on drop.
-pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>>, String> {
+pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     use crate::command::Command as C;
     let record: Zeroizing<Vec<u8>> = match cmd {
         C::CreateKey { key, .. } => encode_key(key)?,
@@ -378,12 +379,12 @@ pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>
 }
 
 /// Decodes what [`encode_command`] produced.
-pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, String> {
+pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, CodecError> {
     use crate::command::Command as C;
-    let (wire, rest): (WireCommand<'_>, _) = postcard::take_from_bytes(bytes)
-        .map_err(|err| format!("command does not decode: {err}"))?;
+    let (wire, rest): (WireCommand<'_>, _) =
+        postcard::take_from_bytes(bytes).map_err(|err| CodecError::Command(err.to_string()))?;
     if !rest.is_empty() {
-        return Err("command has trailing bytes".into());
+        return Err(CodecError::CommandTrailingBytes);
     }
     let s = |x: &str| x.to_owned();
     Ok(match wire {

@@ -12,7 +12,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadTransaction, StorageError, TransactionError, WriteTransaction};
 
-use super::StoreError;
+use super::{IoFailure, NoSpace, StoreError};
 
 /// A redb database that reopens itself after an I/O error.
 pub(crate) struct Db {
@@ -76,7 +76,7 @@ impl Db {
     }
 
     /// Reopens the database if a write failed since it was opened (or a reopen failed).
-    pub(crate) fn heal(&self) -> Result<(), String> {
+    pub(crate) fn heal(&self) -> Result<(), IoFailure> {
         if !self.failed.load(Ordering::Acquire) && self.read_lock().is_some() {
             return Ok(());
         }
@@ -98,10 +98,10 @@ impl Db {
                 eprintln!("kes-node: {} reopened after a failed write", path.display());
                 Ok(())
             }
-            Err(err) => Err(format!(
-                "{} cannot be reopened after a failed write: {err}",
-                path.display()
-            )),
+            Err(err) => Err(IoFailure::Reopen {
+                path: path.display().to_string(),
+                why: err.to_string(),
+            }),
         }
     }
 }
@@ -120,9 +120,9 @@ pub(crate) fn is_no_space(err: &std::io::Error) -> bool {
 pub(crate) fn commit_error(err: redb::CommitError) -> StoreError {
     let err: redb::Error = err.into();
     match &err {
-        redb::Error::Io(io) if is_no_space(io) => StoreError::NoSpace(format!(
-            "kes.db: the disk is full ({io}): writes are refused until space is freed"
-        )),
-        _ => StoreError::Io(err.to_string()),
+        redb::Error::Io(io) if is_no_space(io) => {
+            StoreError::NoSpace(NoSpace::DiskFull(io.to_string()))
+        }
+        _ => StoreError::Io(IoFailure::Db(err.to_string())),
     }
 }

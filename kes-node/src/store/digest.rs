@@ -18,7 +18,7 @@ use redb::ReadableTable;
 use zeroize::Zeroizing;
 
 use super::{io_err, Table, ENCLAVES, META, TABLES};
-use super::{Store, StoreError};
+use super::{Corruption, Store, StoreError};
 
 const DIGEST_PREFIX: &str = "digest/";
 
@@ -202,11 +202,9 @@ pub(crate) fn verify(k: &DigestKey, txn: &redb::ReadTransaction) -> Result<bool,
             Err(err) => return Err(io_err(err)),
         };
         if stored != Some(actual) {
-            return Err(StoreError::Corrupted(format!(
-                "the records of table '{}' do not match their digest: records are missing or \
-                 were altered (the file was damaged or modified outside kes-node)",
-                table.name
-            )));
+            return Err(StoreError::Corrupted(Corruption::Digest {
+                table: table.name,
+            }));
         }
     }
     Ok(any)

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use super::StoreError;
+use super::{Corruption, StoreError};
 
 thread_local! {
     /// True while this thread runs a guarded operation.
@@ -37,11 +37,10 @@ pub(crate) fn guarded<T>(
 ) -> Result<T, StoreError> {
     match catch(f) {
         Ok(result) => result,
-        Err(panic) => Err(StoreError::Corrupted(format!(
-            "{}: kes.db is damaged: reading it failed ({panic}): run kes-node check on a \
-             stopped node, and restore the file or rebuild the node from a healthy one",
-            what()
-        ))),
+        Err(panic) => Err(StoreError::Corrupted(Corruption::Panicked {
+            during: what(),
+            panic,
+        })),
     }
 }
 
@@ -77,7 +76,8 @@ mod tests {
         )
         .unwrap_err();
         match err {
-            StoreError::Corrupted(msg) => {
+            StoreError::Corrupted(what) => {
+                let msg = what.to_string();
                 assert!(
                     msg.starts_with("reading key 'k': kes.db is damaged"),
                     "{msg}"

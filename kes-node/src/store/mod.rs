@@ -39,6 +39,7 @@ mod check;
 pub mod codec;
 mod db;
 mod digest;
+mod error;
 mod guard;
 mod header;
 mod key_cache;
@@ -50,6 +51,10 @@ pub mod space;
 
 pub use backup::BackupStream;
 pub use check::check;
+pub use error::{
+    CodecError, ConsensusDefect, Corruption, Defect, IoFailure, NoSpace, Refusal, StoreError,
+    Unavailable,
+};
 pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
 pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
@@ -147,57 +152,18 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    NotFound,
-    Exists,
-    /// The enclave of the item does not exist.
-    NoEnclave,
-    /// A rule of the change was violated (the message says which); maps to a client error.
-    Refused(String),
-    /// The cluster could not commit the change (the message says why); maps to `503`.
-    Unavailable(String),
-    /// The stored value does not decrypt or decode: the file was modified outside kes-node.
-    Corrupted(String),
-    /// redb or the disk failed.
-    Io(String),
-    /// The disk is full, or below the configured floor (`store.min_free`); maps to `507`.
-    NoSpace(String),
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::NotFound => f.write_str("not found"),
-            StoreError::Exists => f.write_str("already exists"),
-            StoreError::NoEnclave => f.write_str("enclave does not exist"),
-            StoreError::Refused(msg) | StoreError::Unavailable(msg) => f.write_str(msg),
-            StoreError::Corrupted(msg) | StoreError::NoSpace(msg) => f.write_str(msg),
-            StoreError::Io(msg) => write!(f, "kes.db: {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
 fn io_err(err: impl std::fmt::Display) -> StoreError {
     let msg = err.to_string();
     // redb found a page that does not check out: the file is damaged, which is no I/O hiccup
     // to retry (`500` naming it, not `502`).
     if msg.contains("DB corrupted") {
-        return StoreError::Corrupted(format!(
-            "kes.db is damaged: {msg}: run kes-node check on a stopped node, and restore the \
-             file or rebuild the node from a healthy one"
-        ));
+        return StoreError::Corrupted(Corruption::Damaged(msg));
     }
     // A full disk met inside a transaction (redb writing out its cache), not at its commit.
     if msg.contains("No space left on device") || msg.contains("Disk quota exceeded") {
-        return StoreError::NoSpace(format!(
-            "kes.db: the disk is full ({msg}): writes are refused until space is freed"
-        ));
+        return StoreError::NoSpace(NoSpace::DiskFull(msg));
     }
-    StoreError::Io(msg)
+    StoreError::Io(IoFailure::Db(msg))
 }
 
 /// The open database and its unsealed root key.
@@ -337,8 +303,8 @@ impl Store {
             Err(generation) => generation,
         };
         let plaintext = self.get(KEYS, enclave, name)?;
-        let record =
-            codec::decode_key(&plaintext).map_err(|why| corrupted(KEYS, enclave, name, &why))?;
+        let record = codec::decode_key(&plaintext)
+            .map_err(|why| corrupted(KEYS, enclave, name, Defect::Undecodable(why)))?;
         self.keys.insert(generation, item, &record);
         Ok(record)
     }
@@ -359,7 +325,8 @@ impl Store {
     /// Reads a policy.
     pub fn policy(&self, enclave: &str, name: &str) -> Result<PolicyRecord, StoreError> {
         let plaintext = self.get(POLICIES, enclave, name)?;
-        codec::decode_policy(&plaintext).map_err(|why| corrupted(POLICIES, enclave, name, &why))
+        codec::decode_policy(&plaintext)
+            .map_err(|why| corrupted(POLICIES, enclave, name, Defect::Undecodable(why)))
     }
 
     /// Names of the policies starting with `prefix`, sorted.
@@ -370,7 +337,8 @@ impl Store {
     /// Reads an identity.
     pub fn identity(&self, enclave: &str, id: &str) -> Result<IdentityRecord, StoreError> {
         let plaintext = self.get(IDENTITIES, enclave, id)?;
-        codec::decode_identity(&plaintext).map_err(|why| corrupted(IDENTITIES, enclave, id, &why))
+        codec::decode_identity(&plaintext)
+            .map_err(|why| corrupted(IDENTITIES, enclave, id, Defect::Undecodable(why)))
     }
 
     /// Identities starting with `prefix`, sorted.
@@ -381,7 +349,8 @@ impl Store {
     /// Reads a secret.
     pub fn secret(&self, enclave: &str, name: &str) -> Result<SecretRecord, StoreError> {
         let plaintext = self.get(SECRETS, enclave, name)?;
-        codec::decode_secret(&plaintext).map_err(|why| corrupted(SECRETS, enclave, name, &why))
+        codec::decode_secret(&plaintext)
+            .map_err(|why| corrupted(SECRETS, enclave, name, Defect::Undecodable(why)))
     }
 
     /// Names of the secrets starting with `prefix`, sorted.
@@ -665,7 +634,7 @@ impl Tx<'_> {
         if name.contains('/') {
             return Err(StoreError::NotFound);
         }
-        let plaintext = codec::encode_enclave(rec).map_err(StoreError::Io)?;
+        let plaintext = codec::encode_enclave(rec).map_err(encode_failed)?;
         let random: [u8; RANDOM_LEN] = crate::random::bytes();
         let value = self
             .store
@@ -727,7 +696,7 @@ pub(crate) fn decrypt(
             table,
             enclave,
             name,
-            "does not decrypt with its enclave's key",
+            Defect::Undecryptable("its enclave's key"),
         )),
     }
 }
@@ -745,9 +714,10 @@ pub(crate) fn read_enclave(
     let value = t.get(name).map_err(io_err)?.ok_or(StoreError::NotFound)?;
     let plaintext = root
         .decrypt(value.value(), enclave_aad(name).as_bytes())
-        .map_err(|_| corrupted(ENCLAVES, name, name, "does not decrypt with the root key"))?;
+        .map_err(|_| corrupted(ENCLAVES, name, name, Defect::Undecryptable("the root key")))?;
     let plaintext = Zeroizing::new(plaintext);
-    codec::decode_enclave(&plaintext).map_err(|why| corrupted(ENCLAVES, name, name, &why))
+    codec::decode_enclave(&plaintext)
+        .map_err(|why| corrupted(ENCLAVES, name, name, Defect::Undecodable(why)))
 }
 
 /// `<enclave>/<name>`. An enclave name containing `/` would make keys ambiguous
@@ -764,12 +734,18 @@ fn aad(table: Table, item_key: &str) -> String {
     format!("{}/{item_key}", table.name)
 }
 
-fn corrupted(table: Table, enclave: &str, name: &str, why: &str) -> StoreError {
-    StoreError::Corrupted(format!(
-        "{} '{name}' in enclave '{enclave}' is corrupted: its stored value {why} (kes.db was \
-         modified outside kes-node)",
-        table.what
-    ))
+fn corrupted(table: Table, enclave: &str, name: &str, defect: Defect) -> StoreError {
+    StoreError::Corrupted(Corruption::Item {
+        what: table.what,
+        enclave: enclave.into(),
+        name: name.into(),
+        defect,
+    })
+}
+
+/// A record that does not encode (postcard failed).
+pub(crate) fn encode_failed(why: CodecError) -> StoreError {
+    StoreError::Io(IoFailure::Encode(why))
 }
 
 fn root_entry(hsm: &dyn Hsm) -> String {

@@ -12,7 +12,11 @@ use kes_core::crypto::RANDOM_LEN;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{apply, codec, io_err, Store, StoreError};
+use super::{apply, codec, io_err, ConsensusDefect, Corruption, Refusal, Store, StoreError};
+
+fn corrupted(defect: ConsensusDefect) -> StoreError {
+    StoreError::Corrupted(Corruption::Consensus(defect))
+}
 
 pub(crate) const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -53,8 +57,7 @@ pub fn encode_addresses(a: &Addresses) -> Vec<u8> {
 }
 
 pub fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| StoreError::Corrupted(format!("cluster addresses do not decode: {e}")))
+    postcard::from_bytes(bytes).map_err(|e| corrupted(ConsensusDefect::Addresses(e.to_string())))
 }
 
 fn log_aad(index: Index) -> String {
@@ -63,9 +66,7 @@ fn log_aad(index: Index) -> String {
 
 impl Applied {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Applied, StoreError> {
-        postcard::from_bytes(bytes).map_err(|e| {
-            StoreError::Corrupted(format!("the applied consensus state does not decode: {e}"))
-        })
+        postcard::from_bytes(bytes).map_err(|e| corrupted(ConsensusDefect::Applied(e.to_string())))
     }
 }
 
@@ -90,9 +91,8 @@ impl Store {
         };
         let applied = Applied::decode(applied.value())?;
         let hard_state = match raft.get(HARD_STATE).map_err(io_err)? {
-            Some(v) => postcard::from_bytes(v.value()).map_err(|e| {
-                StoreError::Corrupted(format!("the consensus hard state does not decode: {e}"))
-            })?,
+            Some(v) => postcard::from_bytes(v.value())
+                .map_err(|e| corrupted(ConsensusDefect::HardState(e.to_string())))?,
             None => HardState::default(),
         };
         let mut entries = Vec::new();
@@ -103,11 +103,9 @@ impl Store {
                 let plaintext = self
                     .root
                     .decrypt(value.value(), log_aad(index).as_bytes())
-                    .map_err(|_| {
-                        StoreError::Corrupted(format!("log entry {index} does not decrypt"))
-                    })?;
+                    .map_err(|_| corrupted(ConsensusDefect::EntryUndecryptable(index)))?;
                 let entry: LogEntry = postcard::from_bytes(&plaintext).map_err(|e| {
-                    StoreError::Corrupted(format!("log entry {index} does not decode: {e}"))
+                    corrupted(ConsensusDefect::EntryUndecodable(index, e.to_string()))
                 })?;
                 entries.push(entry);
             }
@@ -236,7 +234,7 @@ impl Store {
                 let value = raft
                     .get(APPLIED)
                     .map_err(io_err)?
-                    .ok_or_else(|| StoreError::Corrupted("no applied consensus state".into()))?;
+                    .ok_or_else(|| corrupted(ConsensusDefect::NoApplied))?;
                 Applied::decode(value.value())?
             };
             for entry in &ready.apply {
@@ -250,10 +248,7 @@ impl Store {
                                 }
                                 apply::apply(tx, &cmd)
                             }
-                            Err(why) => Err(StoreError::Corrupted(format!(
-                                "log entry {}: {why}",
-                                entry.index
-                            ))),
+                            Err(why) => Err(corrupted(ConsensusDefect::Command(entry.index, why))),
                         };
                         outcomes.push((entry.index, outcome));
                     }
@@ -325,7 +320,7 @@ impl Store {
     pub fn force_configuration(&self, keep: &[NodeId]) -> Result<Addresses, StoreError> {
         let state = self
             .raft_state()?
-            .ok_or_else(|| StoreError::Refused("this database never ran a cluster".into()))?;
+            .ok_or(StoreError::Refused(Refusal::NeverClustered))?;
         let mut addresses = state.addresses.clone();
         // The newest configuration is the last one in the log, if any.
         for entry in &state.entries {
@@ -336,13 +331,11 @@ impl Store {
         let mut members = kes_core::consensus::Members::new();
         for id in keep {
             if !matches!(addresses.get(id), Some(a) if !a.is_empty()) {
-                return Err(StoreError::Refused(format!(
-                    "node {id} is not a member of the cluster"
-                )));
+                return Err(StoreError::Refused(Refusal::NotAMember(*id)));
             }
             members
                 .push(*id)
-                .map_err(|_| StoreError::Refused("too many nodes".into()))?;
+                .map_err(|_| StoreError::Refused(Refusal::TooManyNodes))?;
         }
         for (id, addr) in addresses.iter_mut() {
             if !keep.contains(id) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableTable};
 
 use super::META_ROOT_PREFIX;
-use super::{db_failed, io_err, readonly, OpenError, Store, StoreError, DB_FILE, META};
+use super::{db_failed, io_err, readonly, OpenError, Refusal, Store, StoreError, DB_FILE, META};
 use crate::hsm::Hsm;
 
 /// The names of the HSMs that hold a sealed copy of the root key of `<dir>/kes.db`, read
@@ -73,20 +73,22 @@ impl Store {
         if self.sealed_names()?.iter().any(|n| n == hsm.name()) {
             return Err(StoreError::Exists);
         }
-        let sealed = hsm
-            .seal(self.root.as_bytes())
-            .map_err(|e| StoreError::Refused(format!("HSM '{}' cannot seal: {e}", hsm.name())))?;
+        let sealed = hsm.seal(self.root.as_bytes()).map_err(|e| {
+            StoreError::Refused(Refusal::HsmCannotSeal {
+                hsm: hsm.name().into(),
+                why: e.to_string(),
+            })
+        })?;
         let back = hsm.unseal(&sealed).map_err(|e| {
-            StoreError::Refused(format!(
-                "HSM '{}' cannot unseal what it sealed: {e}",
-                hsm.name()
-            ))
+            StoreError::Refused(Refusal::HsmCannotUnseal {
+                hsm: hsm.name().into(),
+                why: e.to_string(),
+            })
         })?;
         if back.as_slice() != self.root.as_bytes() {
-            return Err(StoreError::Refused(format!(
-                "HSM '{}' does not unseal what it sealed",
-                hsm.name()
-            )));
+            return Err(StoreError::Refused(Refusal::HsmUnsealsWrong {
+                hsm: hsm.name().into(),
+            }));
         }
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);
@@ -106,21 +108,15 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         if names.len() == 1 {
-            return Err(StoreError::Refused(format!(
-                "'{name}' holds the only sealed copy of the root key: add another HSM first \
-                 (kes-node hsm add), or kes.db could never be opened again"
-            )));
+            return Err(StoreError::Refused(Refusal::OnlySealedCopy {
+                hsm: name.into(),
+            }));
         }
         if name == keep.name() {
-            return Err(StoreError::Refused(format!(
-                "'{name}' is the configured HSM: configure one of the other HSMs ({}) to remove it",
-                names
-                    .iter()
-                    .filter(|n| *n != name)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(StoreError::Refused(Refusal::ConfiguredHsm {
+                hsm: name.into(),
+                others: names.iter().filter(|n| *n != name).cloned().collect(),
+            }));
         }
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::Immediate);

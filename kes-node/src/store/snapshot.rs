@@ -23,7 +23,12 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::raft::{Addresses, Applied, APPLIED, LOG, RAFT};
-use super::{codec, io_err, read_enclave, Store, StoreError, Table, Tx, ENCLAVES, TABLES};
+use super::{codec, encode_failed, io_err, read_enclave, Store, StoreError, Table, Tx};
+use super::{ConsensusDefect, Corruption, ENCLAVES, TABLES};
+
+fn corrupted(defect: ConsensusDefect) -> StoreError {
+    StoreError::Corrupted(Corruption::Consensus(defect))
+}
 
 /// The size a chunk aims for: large enough to keep a link busy, small enough to be nothing
 /// in memory.
@@ -111,7 +116,7 @@ impl SnapshotReader {
                     match next {
                         Some(name) => {
                             let rec = read_enclave(&t, &self.root, &name)?;
-                            let bytes = codec::encode_enclave(&rec).map_err(StoreError::Io)?;
+                            let bytes = codec::encode_enclave(&rec).map_err(encode_failed)?;
                             size += name.len() + bytes.len();
                             records.push(Record::Enclave(name.clone(), bytes.to_vec()));
                             self.cursor = Cursor::Enclaves(Some(name));
@@ -225,15 +230,14 @@ impl Store {
         for seq in 0..chunks {
             let chunk = {
                 let t = install.tx.txn.open_table(STAGE).map_err(io_err)?;
-                let value = t.get(seq).map_err(io_err)?.ok_or_else(|| {
-                    StoreError::Corrupted(format!("snapshot chunk {seq} is missing"))
-                })?;
+                let value = t
+                    .get(seq)
+                    .map_err(io_err)?
+                    .ok_or_else(|| corrupted(ConsensusDefect::ChunkMissing(seq)))?;
                 Zeroizing::new(
                     self.root
                         .decrypt(value.value(), stage_aad(seq).as_bytes())
-                        .map_err(|_| {
-                            StoreError::Corrupted(format!("snapshot chunk {seq} does not decrypt"))
-                        })?,
+                        .map_err(|_| corrupted(ConsensusDefect::ChunkUndecryptable(seq)))?,
                 )
             };
             install.chunk(&chunk)?;
@@ -275,19 +279,18 @@ impl<'t, 's> Installer<'t, 's> {
     /// Installs one chunk's records.
     pub fn chunk(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let records: Vec<Record> = postcard::from_bytes(chunk)
-            .map_err(|e| StoreError::Corrupted(format!("snapshot chunk does not decode: {e}")))?;
+            .map_err(|e| corrupted(ConsensusDefect::ChunkUndecodable(e.to_string())))?;
         for record in &records {
             match record {
                 Record::Addresses(a) => self.addresses = Some(a.clone()),
                 Record::Enclave(name, bytes) => {
-                    let rec = codec::decode_enclave(bytes).map_err(StoreError::Corrupted)?;
+                    let rec = codec::decode_enclave(bytes)
+                        .map_err(|why| corrupted(ConsensusDefect::SnapshotEnclave(why)))?;
                     self.tx.create_enclave(name, &rec)?;
                 }
                 Record::Item(table, key, value) => {
                     let Some(table) = TABLES.iter().find(|t| t.name == table.as_str()) else {
-                        return Err(StoreError::Corrupted(format!(
-                            "snapshot names an unknown table '{table}'"
-                        )));
+                        return Err(corrupted(ConsensusDefect::UnknownTable(table.clone())));
                     };
                     let mut t = self.tx.txn.open_table(table.def()).map_err(io_err)?;
                     t.insert(key.as_str(), value.as_slice()).map_err(io_err)?;
@@ -300,9 +303,7 @@ impl<'t, 's> Installer<'t, 's> {
     /// Records the applied point (`meta`) with the snapshot's addresses.
     pub fn finish(self, meta: &SnapshotMeta) -> Result<(), StoreError> {
         let Some(addresses) = self.addresses else {
-            return Err(StoreError::Corrupted(
-                "snapshot has no address record".into(),
-            ));
+            return Err(corrupted(ConsensusDefect::NoAddresses));
         };
         let applied = Applied {
             meta: meta.clone(),

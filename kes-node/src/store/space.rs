@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Store, StoreError};
+use super::{NoSpace, Store, StoreError};
 use crate::command::Command;
 
 /// The default floor: 64 MiB.
@@ -33,22 +33,6 @@ impl Floor {
 pub fn available(dir: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// `1.5 MiB`-style text for messages.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// Whether `cmd` is refused below the floor: anything that stores more. Deletions and
@@ -92,12 +76,9 @@ impl Store {
             return Ok(());
         }
         match available(dir) {
-            Ok(free) if free < floor => Err(StoreError::NoSpace(format!(
-                "kes.db: only {} free on its disk, below store.min_free ({}): writes are \
-                 refused until space is freed",
-                human(free),
-                human(floor)
-            ))),
+            Ok(free) if free < floor => {
+                Err(StoreError::NoSpace(NoSpace::BelowFloor { free, floor }))
+            }
             _ => Ok(()),
         }
     }
@@ -105,6 +86,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::error::human;
     use super::*;
 
     #[test]

@@ -87,7 +87,7 @@ fn assert_same(a: &KeyRecord, b: &KeyRecord) {
 
 fn corrupted_item(err: StoreError) -> String {
     match err {
-        StoreError::Corrupted(msg) => msg,
+        StoreError::Corrupted(what) => what.to_string(),
         other => panic!("expected Corrupted, got {other:?}"),
     }
 }
