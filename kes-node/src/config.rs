@@ -45,7 +45,7 @@ use std::time::Duration;
 
 mod edge;
 mod store;
-pub use edge::{load_edge, parse_edge, EdgeConfig, KeyStoreConfig};
+pub use edge::{load_edge, parse_edge, CacheConfig, EdgeConfig, KeyStoreConfig};
 
 use serde_norway::{Mapping, Value};
 use zeroize::Zeroizing;
@@ -203,7 +203,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         .ok_or("config: admin.identity is required (an identity, or `disabled`)")?;
     // Identities: what a certificate can match, or refused at start (issue 13).
     if config.admin_identity != "disabled" {
-        config.admin_identity = crate::auth::names::normalize_identity(&config.admin_identity)
+        config.admin_identity = crate::identity::names::normalize_identity(&config.admin_identity)
             .map_err(|e| format!("config: admin.identity: {e}, or `disabled`"))?;
     }
 
@@ -319,7 +319,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         };
         for (i, identity) in policy.identities.iter_mut().enumerate() {
             let at = format!("config: {field}.identities[{i}]");
-            *identity = crate::auth::names::normalize_identity(identity)
+            *identity = crate::identity::names::normalize_identity(identity)
                 .map_err(|e| format!("{at}: {e}"))?;
             if *identity == config.admin_identity {
                 return Err(format!(

@@ -11,6 +11,8 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod names;
+
 /// Lowercase hex SHA-256 of a DER SubjectPublicKeyInfo.
 pub fn identity_of_spki(spki_der: &[u8]) -> String {
     hex(&Sha256::digest(spki_der))

@@ -8,10 +8,10 @@ use serde_json::Value;
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
 use super::reply::Reply;
 use super::{identities, App, Ctx};
-use crate::auth::names::normalize_identity;
 use crate::auth::{Caller, NOT_ALLOWED};
 use crate::command::Command;
 use crate::http::Response;
+use crate::identity::names::normalize_identity;
 use crate::records::{IdentityRecord, PolicyRecord};
 use crate::timefmt;
 

@@ -4,7 +4,6 @@
 //! deny patterns win, and a path no allow pattern matches is refused. A non-admin identity's
 //! creators limit it too: see [`grants`].
 pub mod grants;
-pub mod names;
 
 use std::net::IpAddr;
 

@@ -32,7 +32,27 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use super::{parse_go_duration, Fields};
-use crate::edge::cache::CacheConfig;
+
+/// `cache:` settings (see the edge server's cache for what each does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub any: Duration,
+    pub unused: Duration,
+    pub offline: Duration,
+    pub max_keys: usize,
+}
+
+impl Default for CacheConfig {
+    /// Upstream's defaults (5m, 30s, offline caching off) and room for 100,000 keys.
+    fn default() -> CacheConfig {
+        CacheConfig {
+            any: Duration::from_secs(300),
+            unused: Duration::from_secs(30),
+            offline: Duration::ZERO,
+            max_keys: 100_000,
+        }
+    }
+}
 
 /// The parsed edge sections.
 #[derive(Debug, Clone)]

@@ -10,30 +10,10 @@
 //! goes first). Entries hold keys in zeroize-on-drop types, so eviction wipes them.
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::config::CacheConfig;
 use crate::records::KeyRecord;
-
-/// `cache:` settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    pub any: Duration,
-    pub unused: Duration,
-    pub offline: Duration,
-    pub max_keys: usize,
-}
-
-impl Default for CacheConfig {
-    /// Upstream's defaults (5m, 30s, offline caching off) and room for 100,000 keys.
-    fn default() -> CacheConfig {
-        CacheConfig {
-            any: Duration::from_secs(300),
-            unused: Duration::from_secs(30),
-            offline: Duration::ZERO,
-            max_keys: 100_000,
-        }
-    }
-}
 
 struct Entry {
     rec: KeyRecord,
@@ -172,6 +152,7 @@ impl Cache {
 mod tests {
     use super::*;
     use kes_core::crypto::{Cipher, SecretKey};
+    use std::time::Duration;
 
     fn rec() -> KeyRecord {
         KeyRecord {

@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 pub use keystore::{KeyStore, KeyStoreError};
 pub use runtime::Runtime;
 
+use crate::config::CacheConfig;
 use crate::records::KeyRecord;
-use cache::{Cache, CacheConfig};
+use cache::Cache;
 
 /// The public CAs (Mozilla's list, built in) that key stores reached over the internet are
 /// checked against unless the config names CAs.
