@@ -2,6 +2,7 @@
 //! checks in upstream's order) and the handlers.
 mod body;
 mod cluster;
+mod edge_keys;
 mod enclaves;
 mod errors;
 mod identities;
@@ -23,6 +24,7 @@ use crate::item::{ItemName, Kind as ItemKind};
 use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
 pub use body::b64;
+pub use edge_keys::{EdgeKeys, KeyStoreDown};
 pub use keys::default_cipher;
 pub use metrics::Metrics;
 pub use reply::{Fetch, Fetched, Reply, Resume, Wait, Write};
@@ -34,7 +36,7 @@ pub enum Keys {
     Store,
     /// In a central key store behind a cache: the edge server. Its [`App::store`] holds only
     /// the config's policies and identities, in memory.
-    Edge(std::sync::Arc<crate::edge::Edge>),
+    Edge(std::sync::Arc<dyn EdgeKeys>),
 }
 
 /// Everything a handler may use.
@@ -111,7 +113,7 @@ impl App {
 
     /// An edge server's app: upstream's stateless routes, keys in `edge`'s key store, and
     /// `store` (in memory) for the config's policies and identities.
-    pub fn edge(store: Store, admin: String, edge: std::sync::Arc<crate::edge::Edge>) -> App {
+    pub fn edge(store: Store, admin: String, edge: std::sync::Arc<dyn EdgeKeys>) -> App {
         let mut app = App::new(store, admin);
         app.keys = Keys::Edge(edge);
         app.routes = ROUTES

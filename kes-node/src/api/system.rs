@@ -1,7 +1,7 @@
 //! Server-level routes: version, readiness, status, the route list, metrics and log streams.
 use serde::Serialize;
 
-use super::{App, Ctx, Keys};
+use super::{App, Ctx, KeyStoreDown, Keys};
 use crate::http::Response;
 
 /// The version reported by `/version` and `/v1/status`.
@@ -20,37 +20,26 @@ pub fn version(_: &App, _: &Ctx) -> Response {
     })
 }
 
-/// Why the key store does not answer.
-enum Down {
-    /// It cannot be reached (network, process gone, or the edge server is serving offline).
-    Unreachable,
-    /// It answers, but wrongly.
-    Unavailable,
-}
-
 /// The key store's latency: a point read of a name that can never exist in the local
 /// database, or the edge server's last health check of its key store (never a blocking call).
-fn ping(app: &App) -> Result<std::time::Duration, Down> {
+fn ping(app: &App) -> Result<std::time::Duration, KeyStoreDown> {
     match &app.keys {
         Keys::Store => {
             let start = std::time::Instant::now();
             match app.store.key(crate::store::DEFAULT_ENCLAVE, "-") {
                 Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(start.elapsed()),
-                Err(_) => Err(Down::Unavailable),
+                Err(_) => Err(KeyStoreDown::Unavailable),
             }
         }
-        Keys::Edge(edge) => edge.health().map_err(|e| match e {
-            crate::edge::KeyStoreError::Unreachable(_) => Down::Unreachable,
-            _ => Down::Unavailable,
-        }),
+        Keys::Edge(edge) => edge.health(),
     }
 }
 
 pub fn ready(app: &App, _: &Ctx) -> Response {
     match ping(app) {
         Ok(_) => Response::ok(),
-        Err(Down::Unreachable) => Response::error(504, "key store is not reachable"),
-        Err(Down::Unavailable) => Response::error(502, "key store is unavailable"),
+        Err(KeyStoreDown::Unreachable) => Response::error(504, "key store is not reachable"),
+        Err(KeyStoreDown::Unavailable) => Response::error(502, "key store is unavailable"),
     }
 }
 
@@ -85,8 +74,8 @@ pub fn status(app: &App, _: &Ctx) -> Response {
         .unwrap_or(1);
     let (latency, unavailable, unreachable) = match ping(app) {
         Ok(d) => (Some((d.as_millis() as u64).max(1)), false, false),
-        Err(Down::Unreachable) => (None, true, true),
-        Err(Down::Unavailable) => (None, true, false),
+        Err(KeyStoreDown::Unreachable) => (None, true, true),
+        Err(KeyStoreDown::Unavailable) => (None, true, false),
     };
     let mem = crate::sysinfo::memory();
     Response::json(&Status {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 pub use keystore::{KeyStore, KeyStoreError};
 pub use runtime::Runtime;
 
+use crate::api::{EdgeKeys, KeyStoreDown};
 use crate::config::CacheConfig;
 use crate::records::KeyRecord;
 use cache::Cache;
@@ -162,5 +163,23 @@ impl Edge {
 
     fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the handlers see of it (the API names no edge type).
+impl EdgeKeys for Edge {
+    fn cached(&self, name: &str) -> Option<KeyRecord> {
+        Edge::cached(self, name)
+    }
+
+    fn health(&self) -> Result<Duration, KeyStoreDown> {
+        Edge::health(self).map_err(|e| match e {
+            KeyStoreError::Unreachable(_) => KeyStoreDown::Unreachable,
+            _ => KeyStoreDown::Unavailable,
+        })
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        Edge::render_metrics(self, out)
     }
 }
