@@ -27,6 +27,63 @@ const TYPE_CHACHA20: u64 = 2;
 /// `HMACKey.Hash`: SHA-256.
 const HASH_SHA256: u64 = 1;
 
+/// Why a stored value is not a key. `Display` says what is wrong, never a key byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    NotBase64,
+    CreatedByNotUtf8,
+    /// A field of this message has the wrong wire type.
+    WrongFieldType(&'static str),
+    /// This message has no key.
+    NoKey(&'static str),
+    /// An unknown `SecretKey.Type`.
+    KeyType(u64),
+    /// An unknown `HMACKey.Hash`.
+    HashType(u64),
+    /// The key of this message is not 32 bytes long.
+    KeyLength {
+        what: &'static str,
+        len: usize,
+    },
+    TimeOutOfRange,
+    Truncated,
+    /// A protobuf wire type that no field of a key uses.
+    WireType(u64),
+    /// The legacy JSON does not parse (serde_json's words).
+    Json(String),
+    JsonNoBytes,
+    JsonNotBase64,
+    JsonKeyLength(usize),
+    JsonAlgorithm(String),
+    JsonTime(String),
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use FormatError::*;
+        match self {
+            NotBase64 => f.write_str("neither base64 (of a protobuf KeyVersion) nor legacy JSON"),
+            CreatedByNotUtf8 => f.write_str("KeyVersion.CreatedBy is not UTF-8"),
+            WrongFieldType(what) => write!(f, "{what} has a field of the wrong type"),
+            NoKey(what) => write!(f, "{what} has no Key"),
+            KeyType(t) => write!(f, "SecretKey.Type {t} is not AES256 (1) or ChaCha20 (2)"),
+            HashType(h) => write!(f, "HMACKey.Hash {h} is not SHA256 (1)"),
+            KeyLength { what, len } => write!(f, "{what}.Key has {len} bytes, not 32"),
+            TimeOutOfRange => f.write_str("CreatedAt is out of range"),
+            Truncated => f.write_str("truncated protobuf"),
+            WireType(w) => write!(f, "protobuf wire type {w} is not supported"),
+            Json(e) => write!(f, "legacy JSON key does not parse: {e}"),
+            JsonNoBytes => f.write_str("legacy JSON key has no \"bytes\""),
+            JsonNotBase64 => f.write_str("legacy JSON key: \"bytes\" is not base64"),
+            JsonKeyLength(n) => write!(f, "legacy JSON key has {n} bytes, not 32"),
+            JsonAlgorithm(name) => write!(f, "legacy JSON key: unknown algorithm '{name}'"),
+            JsonTime(t) => write!(f, "legacy JSON key: created_at '{t}' is not RFC 3339"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
 /// The stored form of a key: `base64(protobuf KeyVersion)`.
 pub fn encode(rec: &KeyRecord) -> Zeroizing<Vec<u8>> {
     let mut pb = Zeroizing::new(Vec::with_capacity(128));
@@ -62,7 +119,7 @@ pub fn encode(rec: &KeyRecord) -> Zeroizing<Vec<u8>> {
 }
 
 /// Parses a stored key in either format. The error says what is wrong, never a key byte.
-pub fn decode(value: &[u8]) -> Result<KeyRecord, String> {
+pub fn decode(value: &[u8]) -> Result<KeyRecord, FormatError> {
     let text = value.trim_ascii();
     if text.first() == Some(&b'{') {
         return decode_json(text);
@@ -70,7 +127,7 @@ pub fn decode(value: &[u8]) -> Result<KeyRecord, String> {
     let pb = STANDARD
         .decode(text)
         .map(Zeroizing::new)
-        .map_err(|_| "neither base64 (of a protobuf KeyVersion) nor legacy JSON".to_string())?;
+        .map_err(|_| FormatError::NotBase64)?;
     decode_protobuf(&pb)
 }
 
@@ -82,7 +139,7 @@ pub fn zero_time() -> OffsetDateTime {
         .assume_utc()
 }
 
-fn decode_protobuf(pb: &[u8]) -> Result<KeyRecord, String> {
+fn decode_protobuf(pb: &[u8]) -> Result<KeyRecord, FormatError> {
     let mut key = None;
     let mut hmac = None;
     let mut created_at = zero_time();
@@ -93,45 +150,41 @@ fn decode_protobuf(pb: &[u8]) -> Result<KeyRecord, String> {
             (2, Value::Bytes(b)) => hmac = Some(decode_hmac(b)?),
             (3, Value::Bytes(b)) => created_at = decode_timestamp(b)?,
             (4, Value::Bytes(b)) => {
-                created_by = String::from_utf8(b.to_vec())
-                    .map_err(|_| "KeyVersion.CreatedBy is not UTF-8".to_string())?
+                created_by =
+                    String::from_utf8(b.to_vec()).map_err(|_| FormatError::CreatedByNotUtf8)?
             }
-            (1..=4, _) => return Err("KeyVersion has a field of the wrong type".into()),
+            (1..=4, _) => return Err(FormatError::WrongFieldType("KeyVersion")),
             _ => {} // Unknown fields are skipped, as protobuf readers do.
         }
     }
     Ok(KeyRecord {
-        key: key.ok_or("KeyVersion has no Key")?,
+        key: key.ok_or(FormatError::NoKey("KeyVersion"))?,
         hmac,
         created_at,
         created_by,
     })
 }
 
-fn decode_secret(pb: &[u8]) -> Result<SecretKey, String> {
+fn decode_secret(pb: &[u8]) -> Result<SecretKey, FormatError> {
     let (bytes, kind) = key_and_kind(pb, "SecretKey")?;
     let cipher = match kind {
         TYPE_AES256 => Cipher::Aes256,
         TYPE_CHACHA20 => Cipher::ChaCha20,
-        other => {
-            return Err(format!(
-                "SecretKey.Type {other} is not AES256 (1) or ChaCha20 (2)"
-            ))
-        }
+        other => return Err(FormatError::KeyType(other)),
     };
     Ok(SecretKey::new(cipher, *bytes))
 }
 
-fn decode_hmac(pb: &[u8]) -> Result<HmacKey, String> {
+fn decode_hmac(pb: &[u8]) -> Result<HmacKey, FormatError> {
     let (bytes, hash) = key_and_kind(pb, "HMACKey")?;
     if hash != HASH_SHA256 {
-        return Err(format!("HMACKey.Hash {hash} is not SHA256 (1)"));
+        return Err(FormatError::HashType(hash));
     }
     Ok(HmacKey::new(*bytes))
 }
 
 /// Field 1 (32 key bytes) and field 2 (a varint) of `SecretKey` / `HMACKey`.
-fn key_and_kind(pb: &[u8], what: &str) -> Result<(Zeroizing<[u8; 32]>, u64), String> {
+fn key_and_kind(pb: &[u8], what: &'static str) -> Result<(Zeroizing<[u8; 32]>, u64), FormatError> {
     let mut key: Option<Zeroizing<[u8; 32]>> = None;
     let mut kind = 0;
     for field in Fields(pb) {
@@ -139,35 +192,34 @@ fn key_and_kind(pb: &[u8], what: &str) -> Result<(Zeroizing<[u8; 32]>, u64), Str
             (1, Value::Bytes(b)) => {
                 let mut k = Zeroizing::new([0u8; 32]);
                 if b.len() != 32 {
-                    return Err(format!("{what}.Key has {} bytes, not 32", b.len()));
+                    return Err(FormatError::KeyLength { what, len: b.len() });
                 }
                 k.copy_from_slice(b);
                 key = Some(k);
             }
             (2, Value::Varint(v)) => kind = v,
-            (1 | 2, _) => return Err(format!("{what} has a field of the wrong type")),
+            (1 | 2, _) => return Err(FormatError::WrongFieldType(what)),
             _ => {}
         }
     }
-    Ok((key.ok_or_else(|| format!("{what} has no Key"))?, kind))
+    Ok((key.ok_or(FormatError::NoKey(what))?, kind))
 }
 
-fn decode_timestamp(pb: &[u8]) -> Result<OffsetDateTime, String> {
+fn decode_timestamp(pb: &[u8]) -> Result<OffsetDateTime, FormatError> {
     let (mut seconds, mut nanos) = (0i64, 0i64);
     for field in Fields(pb) {
         match field? {
             (1, Value::Varint(v)) => seconds = v as i64,
             (2, Value::Varint(v)) => nanos = v as i64,
-            (1 | 2, _) => return Err("CreatedAt has a field of the wrong type".into()),
+            (1 | 2, _) => return Err(FormatError::WrongFieldType("CreatedAt")),
             _ => {}
         }
     }
     let t = i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(t)
-        .map_err(|_| "CreatedAt is out of range".to_string())
+    OffsetDateTime::from_unix_timestamp_nanos(t).map_err(|_| FormatError::TimeOutOfRange)
 }
 
-fn decode_json(text: &[u8]) -> Result<KeyRecord, String> {
+fn decode_json(text: &[u8]) -> Result<KeyRecord, FormatError> {
     #[derive(serde::Deserialize)]
     struct Legacy {
         bytes: Option<String>,
@@ -178,25 +230,24 @@ fn decode_json(text: &[u8]) -> Result<KeyRecord, String> {
         created_by: String,
     }
     let legacy: Legacy =
-        serde_json::from_slice(text).map_err(|e| format!("legacy JSON key does not parse: {e}"))?;
-    let encoded = Zeroizing::new(legacy.bytes.ok_or("legacy JSON key has no \"bytes\"")?);
+        serde_json::from_slice(text).map_err(|e| FormatError::Json(e.to_string()))?;
+    let encoded = Zeroizing::new(legacy.bytes.ok_or(FormatError::JsonNoBytes)?);
     let bytes = STANDARD
         .decode(encoded.as_bytes())
         .map(Zeroizing::new)
-        .map_err(|_| "legacy JSON key: \"bytes\" is not base64".to_string())?;
+        .map_err(|_| FormatError::JsonNotBase64)?;
     let bytes = <[u8; 32]>::try_from(bytes.as_slice())
         .map(Zeroizing::new)
-        .map_err(|_| format!("legacy JSON key has {} bytes, not 32", bytes.len()))?;
+        .map_err(|_| FormatError::JsonKeyLength(bytes.len()))?;
     let cipher = match legacy.algorithm.as_str() {
         // Keys of the oldest servers name no algorithm: they are AES keys.
         "" => Cipher::Aes256,
-        name => Cipher::parse(name)
-            .ok_or_else(|| format!("legacy JSON key: unknown algorithm '{name}'"))?,
+        name => Cipher::parse(name).ok_or_else(|| FormatError::JsonAlgorithm(name.into()))?,
     };
     let created_at = match legacy.created_at.as_deref() {
         None | Some("") => zero_time(),
         Some(t) => OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| format!("legacy JSON key: created_at '{t}' is not RFC 3339"))?,
+            .map_err(|_| FormatError::JsonTime(t.into()))?,
     };
     Ok(KeyRecord {
         key: SecretKey::new(cipher, *bytes),
@@ -219,7 +270,7 @@ enum Value<'a> {
 struct Fields<'a>(&'a [u8]);
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u64, Value<'a>), String>;
+    type Item = Result<(u64, Value<'a>), FormatError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
@@ -230,15 +281,14 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn field(&mut self) -> Result<(u64, Value<'a>), String> {
-        let truncated = || "truncated protobuf".to_string();
-        let tag = self.varint().ok_or_else(truncated)?;
+    fn field(&mut self) -> Result<(u64, Value<'a>), FormatError> {
+        let tag = self.varint().ok_or(FormatError::Truncated)?;
         let value = match tag & 7 {
-            0 => Value::Varint(self.varint().ok_or_else(truncated)?),
+            0 => Value::Varint(self.varint().ok_or(FormatError::Truncated)?),
             2 => {
-                let len = self.varint().ok_or_else(truncated)? as usize;
+                let len = self.varint().ok_or(FormatError::Truncated)? as usize;
                 if len > self.0.len() {
-                    return Err(truncated());
+                    return Err(FormatError::Truncated);
                 }
                 let (b, rest) = self.0.split_at(len);
                 self.0 = rest;
@@ -247,12 +297,12 @@ impl<'a> Fields<'a> {
             w @ (1 | 5) => {
                 let n = if w == 1 { 8 } else { 4 };
                 if n > self.0.len() {
-                    return Err(truncated());
+                    return Err(FormatError::Truncated);
                 }
                 self.0 = &self.0[n..];
                 Value::Fixed
             }
-            w => return Err(format!("protobuf wire type {w} is not supported")),
+            w => return Err(FormatError::WireType(w)),
         };
         Ok((tag >> 3, value))
     }
@@ -395,7 +445,7 @@ mod tests {
 
     #[test]
     fn bad_values_say_why() {
-        let e = |v: &[u8]| decode(v).err().unwrap();
+        let e = |v: &[u8]| decode(v).err().unwrap().to_string();
         assert!(e(b"not a key!").contains("neither base64"));
         assert!(e(b"{\"bytes\":\"AAAA\"}").contains("3 bytes, not 32"));
         assert!(e(b"{\"bytes\":").contains("does not parse"));
