@@ -76,7 +76,6 @@ impl Backend for Cluster {
 
     fn round(&mut self, registry: &Registry, app: &App) {
         use std::sync::atomic::Ordering;
-        self.tick(&app.store);
         self.maintain(registry, &app.store);
         // One transaction (one fsync) for every step of this round: group commit.
         Cluster::flush(self, &app.store);

@@ -19,29 +19,27 @@
 //! operator must fix: nothing listens, the node refuses the peer, it is not waiting to join;
 //! `503` for what may pass: a pending change, an unreachable member, a timeout) and leaves the
 //! configuration as it was.
-use std::time::{Duration, Instant};
-
 use kes_core::consensus::{Index, Message, NodeId, Role};
-use mio::Registry;
 
-use super::peer::{Failure, Frame, LinkState};
-use super::{file, Cluster, Waiter, JOINING_ID};
+use super::{Dialed, Links, Millis, Replica, Waiter, Write, JOINING_ID};
+use crate::cluster::file;
+use crate::cluster::frame::Failure;
 use crate::command::Command;
 use crate::store::{Refusal, Store, StoreError, Unavailable};
 
 /// How long the new node has to accept the peer link and say it waits to join.
-const HANDSHAKE: Duration = Duration::from_secs(5);
+const HANDSHAKE: Millis = 5_000;
 /// How long the new node has to confirm the snapshot after the last chunk went out.
-const CONFIRM: Duration = Duration::from_secs(10);
+const CONFIRM: Millis = 10_000;
 
 /// An expand being prepared.
-pub struct Expansion {
-    waiter: Waiter,
+pub struct Expansion<W> {
+    waiter: Waiter<W>,
     /// The id the new node gets.
     id: NodeId,
     endpoint: String,
     stage: Stage,
-    deadline: Instant,
+    deadline: Millis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +54,7 @@ enum Stage {
     Shipping { index: Index, chunks: u32 },
 }
 
-impl Expansion {
+impl<W> Expansion<W> {
     /// What `cluster info` shows while the expansion runs.
     pub fn describe(&self) -> String {
         let what = match self.stage {
@@ -75,10 +73,15 @@ fn unavailable(why: String) -> StoreError {
     StoreError::Unavailable(Unavailable::Cluster(why))
 }
 
-impl Cluster {
+impl<W: Write, R> Replica<W, R> {
     /// The leader was asked to add `endpoint`: checks what can be checked at once and starts
     /// preparing the node, or answers `waiter` with why not.
-    pub(super) fn begin_expand(&mut self, waiter: Waiter, endpoint: &str) {
+    pub(super) fn begin_expand(
+        &mut self,
+        links: &mut dyn Links,
+        waiter: Waiter<W>,
+        endpoint: &str,
+    ) {
         match self.check_expand(endpoint) {
             Ok((id, endpoint)) => {
                 self.expansion = Some(Expansion {
@@ -86,10 +89,10 @@ impl Cluster {
                     id,
                     endpoint,
                     stage: Stage::Dial,
-                    deadline: Instant::now() + HANDSHAKE,
+                    deadline: self.now + HANDSHAKE,
                 });
             }
-            Err(err) => self.answer(waiter, Err(err)),
+            Err(err) => self.answer(links, waiter, Err(err)),
         }
     }
 
@@ -124,48 +127,36 @@ impl Cluster {
 
     /// Members (other than this leader) it has not heard from for an election timeout.
     fn unreachable_members(&self) -> Vec<String> {
-        let now = super::now_ms(self.epoch);
         let config = self.node.config();
         self.node
             .peers()
             .filter(|(id, _, heard)| {
-                config.contains(*id) && now >= heard + self.params.election_timeout
+                config.contains(*id) && self.now >= heard + self.params.election_timeout
             })
             .map(|(id, _, _)| self.name_of(id))
             .collect()
     }
 
-    /// `N (host:port)`.
-    pub(super) fn name_of(&self, id: NodeId) -> String {
-        format!(
-            "{id} ({})",
-            self.addresses.get(&id).map(String::as_str).unwrap_or("?")
-        )
-    }
-
-    /// Stages 2 and 4's deadlines, from `maintain`.
-    pub(super) fn drive_expansion(&mut self, registry: &Registry) {
+    /// Stages 2 and 4's deadlines, from [`Replica::tick`].
+    pub(super) fn drive_expansion(&mut self, links: &mut dyn Links) {
         let Some(exp) = &mut self.expansion else {
             return;
         };
-        let now = Instant::now();
+        let now = self.now;
         if self.node.role() != Role::Leader {
-            return self.fail_expansion(
-                registry,
-                StoreError::Unavailable(Unavailable::LostLeadership),
-            );
+            return self
+                .fail_expansion(links, StoreError::Unavailable(Unavailable::LostLeadership));
         }
         match exp.stage {
             Stage::Dial => {
                 let (id, endpoint) = (exp.id, exp.endpoint.clone());
                 exp.stage = Stage::Handshake;
-                let addr = self.dial.get(&id).cloned().unwrap_or(endpoint.clone());
-                if let Err(err) = self.dial(registry, id, &addr, now) {
+                if let Err(err) = links.dial(id, &endpoint) {
                     let why = format!("cluster: cannot connect to {endpoint}: {err}");
-                    self.fail_expansion(registry, refused(why));
+                    self.fail_expansion(links, refused(why));
                 }
             }
-            Stage::Handshake => self.check_handshake(registry, now),
+            Stage::Handshake => self.check_handshake(links),
             Stage::Ship => {}
             Stage::Shipping { index, chunks } => {
                 let (id, endpoint, deadline) = (exp.id, exp.endpoint.clone(), exp.deadline);
@@ -179,47 +170,40 @@ impl Cluster {
                         };
                         exp.deadline = now + CONFIRM;
                     }
-                } else if self.link_to(id).is_none() {
+                } else if !links.open(id) {
                     let why = format!(
                         "cluster: the link to {endpoint} broke while sending it the snapshot; retry"
                     );
-                    self.fail_expansion(registry, unavailable(why));
+                    self.fail_expansion(links, unavailable(why));
                 } else if now >= deadline {
                     let why = format!(
-                        "cluster: {endpoint} did not confirm the snapshot within {CONFIRM:?}; retry"
+                        "cluster: {endpoint} did not confirm the snapshot within {:?}; retry",
+                        std::time::Duration::from_millis(CONFIRM)
                     );
-                    self.fail_expansion(registry, unavailable(why));
+                    self.fail_expansion(links, unavailable(why));
                 }
             }
         }
     }
 
     /// Stage 2: the link opened (to a node waiting to join?), failed, or is late.
-    fn check_handshake(&mut self, registry: &Registry, now: Instant) {
+    fn check_handshake(&mut self, links: &mut dyn Links) {
         let Some(exp) = &self.expansion else {
             return;
         };
-        let (id, endpoint) = (exp.id, exp.endpoint.clone());
-        let link = self.outbound.get(&id).and_then(|k| self.links.get(*k));
-        let failure = match link {
-            Some(l) if l.state == LinkState::Closed => l.failure.clone(),
-            Some(_) => None,
-            None => self.link_failures.get(&id).cloned(),
-        };
-        let outcome = match link.filter(|l| l.state != LinkState::Closed) {
-            Some(l) if l.state == LinkState::Open => match l.peer {
-                Some(p) if p == JOINING_ID || p == id => Ok(true),
-                Some(p) => Err(refused(format!(
-                    "cluster: {endpoint} is not waiting to join: it runs as node {p} of a \
-                     cluster; start it with an empty directory and --join"
-                ))),
-                None => Ok(false),
-            },
-            Some(_) if now < self.expansion.as_ref().map_or(now, |e| e.deadline) => Ok(false),
-            Some(_) => Err(unavailable(format!(
-                "cluster: {endpoint} did not complete the peer handshake within {HANDSHAKE:?}"
+        let (id, endpoint, deadline) = (exp.id, exp.endpoint.clone(), exp.deadline);
+        let outcome = match links.dialed(id) {
+            Dialed::Open(p) if p == JOINING_ID || p == id => Ok(true),
+            Dialed::Open(p) => Err(refused(format!(
+                "cluster: {endpoint} is not waiting to join: it runs as node {p} of a \
+                 cluster; start it with an empty directory and --join"
             ))),
-            None => Err(refused(match failure {
+            Dialed::Opening if self.now < deadline => Ok(false),
+            Dialed::Opening => Err(unavailable(format!(
+                "cluster: {endpoint} did not complete the peer handshake within {:?}",
+                std::time::Duration::from_millis(HANDSHAKE)
+            ))),
+            Dialed::Closed(failure) => Err(refused(match failure {
                 Some(Failure::Unreachable(why)) => {
                     format!("cluster: cannot reach {endpoint}: {why}; is a node started there with --join?")
                 }
@@ -237,14 +221,12 @@ impl Cluster {
             Ok(false) => {}
             Ok(true) => {
                 // Frames on this link now belong to the new node (its Hello said "joining").
-                if let Some(key) = self.outbound.get(&id).copied() {
-                    self.links[key].peer = Some(id);
-                }
+                links.claim(id);
                 if let Some(exp) = &mut self.expansion {
                     exp.stage = Stage::Ship;
                 }
             }
-            Err(err) => self.fail_expansion(registry, err),
+            Err(err) => self.fail_expansion(links, err),
         }
     }
 
@@ -266,8 +248,9 @@ impl Cluster {
             index: meta.index,
             chunks: 0,
         };
-        exp.deadline = Instant::now() + CONFIRM;
-        self.outgoing.remove(&exp.id);
+        exp.deadline = self.now + CONFIRM;
+        let to = exp.id;
+        self.outgoing.remove(&to);
         self.start_snapshot(store, &env);
     }
 
@@ -275,6 +258,7 @@ impl Cluster {
     /// configuration be proposed.
     pub(super) fn observe_expansion(
         &mut self,
+        links: &mut dyn Links,
         store: &Store,
         from: NodeId,
         message: &Message<Vec<u8>>,
@@ -296,51 +280,26 @@ impl Cluster {
             endpoint: exp.endpoint.clone(),
         };
         let pid = self.next();
-        match self.membership_input(store, &cmd, pid) {
+        match self.membership_input(links, store, &cmd, pid) {
             Some(Ok(input)) if self.next_new_id() == exp.id => {
                 self.proposals.insert(pid, exp.waiter);
-                self.submit(store, input);
+                self.submit(input);
             }
-            Some(Err(err)) => self.answer(exp.waiter, Err(err)),
+            Some(Err(err)) => self.answer(links, exp.waiter, Err(err)),
             _ => {
                 let why = "cluster: the membership changed while the new node was prepared; retry";
-                self.answer(exp.waiter, Err(unavailable(why.into())));
+                self.answer(links, exp.waiter, Err(unavailable(why.into())));
             }
         }
     }
 
-    /// The id the next node added gets. Ids are never reused: a removed node that still runs
-    /// must not be mistaken for its successor, so removed ids stay as tombstones.
-    pub(super) fn next_new_id(&self) -> NodeId {
-        self.addresses.keys().max().map_or(0, |m| m + 1)
-    }
-
     /// Gives up the running expansion: answers its client and closes its link.
-    fn fail_expansion(&mut self, registry: &Registry, err: StoreError) {
+    fn fail_expansion(&mut self, links: &mut dyn Links, err: StoreError) {
         let Some(exp) = self.expansion.take() else {
             return;
         };
         self.outgoing.remove(&exp.id);
-        if let Some(key) = self.outbound.remove(&exp.id) {
-            if let Some(link) = self.links.get_mut(key) {
-                link.state = LinkState::Closed;
-            }
-            self.update_link(registry, key);
-        }
-        self.answer(exp.waiter, Err(err));
-    }
-
-    /// Answers a write's waiter, here or on the node that forwarded it.
-    pub(super) fn answer(&mut self, waiter: Waiter, outcome: Result<(), StoreError>) {
-        match waiter {
-            Waiter::Local(conn, pending) => self.completions.push((conn, pending, outcome)),
-            Waiter::Remote(node, id) => {
-                let frame = Frame::ForwardResult {
-                    id,
-                    outcome: super::to_wire(&outcome),
-                };
-                self.send_to(node, &frame);
-            }
-        }
+        links.close(exp.id);
+        self.answer(links, exp.waiter, Err(err));
     }
 }

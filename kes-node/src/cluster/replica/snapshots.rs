@@ -14,15 +14,14 @@
 //! catches up (the configuration that adds it needs its acknowledgement), so the stream's
 //! view is still the newest committed state when it ends.
 use kes_core::consensus::{Envelope, NodeId};
-use mio::Registry;
 use zeroize::Zeroize;
 
-use super::peer::Frame;
-use super::Cluster;
+use super::{Links, Replica, Write};
+use crate::cluster::frame::Frame;
 use crate::store::{SnapshotReader, Store, CHUNK_BYTES};
 
 /// A snapshot on its way to one node.
-pub struct Outgoing {
+pub(super) struct Outgoing {
     stream: u64,
     reader: SnapshotReader,
     /// The core's `InstallSnapshot`, sent after the last chunk.
@@ -38,7 +37,7 @@ impl Outgoing {
 
 /// The snapshot being received.
 #[derive(Default)]
-pub struct Incoming {
+pub(super) struct Incoming {
     /// The stream and the next chunk expected.
     receiving: Option<(u64, u32)>,
     /// The chunk count of a complete stream whose `InstallSnapshot` is being stepped.
@@ -79,7 +78,7 @@ impl Incoming {
         whole
     }
 
-    /// The chunk count for a step that installs the snapshot (see `Cluster::step`).
+    /// The chunk count for a step that installs the snapshot (see `batch.rs`).
     pub fn take_complete(&mut self) -> Option<u32> {
         let chunks = self.complete.take();
         if chunks.is_some() {
@@ -100,7 +99,7 @@ impl Incoming {
     }
 }
 
-impl Cluster {
+impl<W: Write, R> Replica<W, R> {
     /// Starts streaming a snapshot for the core's `InstallSnapshot` in `env`, unless one to
     /// that node is under way.
     pub(super) fn start_snapshot(&mut self, store: &Store, env: &Envelope<Vec<u8>>) {
@@ -109,7 +108,7 @@ impl Cluster {
         }
         match store.snapshot_reader() {
             Ok(reader) => {
-                let stream = u64::from_le_bytes(crate::random::bytes());
+                let stream = self.rng.next();
                 self.outgoing.insert(
                     env.to,
                     Outgoing {
@@ -126,15 +125,20 @@ impl Cluster {
         }
     }
 
+    /// The link to `to` drained: send more of the snapshot for it, if one is being sent.
+    pub fn on_writable(&mut self, links: &mut dyn Links, to: NodeId) {
+        self.pump_snapshot(links, to);
+    }
+
     /// Sends the next chunks of the snapshot for `to` while its link keeps up.
-    pub(super) fn pump_snapshot(&mut self, registry: &Registry, to: NodeId) {
+    pub(super) fn pump_snapshot(&mut self, links: &mut dyn Links, to: NodeId) {
         let Some(mut out) = self.outgoing.remove(&to) else {
             return;
         };
-        let Some(key) = self.link_to(to) else {
+        if !links.open(to) {
             return; // the link is gone: abandon the stream
-        };
-        while !self.links[key].wants_write() {
+        }
+        while !links.busy(to) {
             let frame = match out.reader.next_chunk(CHUNK_BYTES) {
                 Ok(Some(chunk)) => Frame::SnapshotChunk {
                     stream: out.stream,
@@ -147,8 +151,8 @@ impl Cluster {
                         chunks: out.reader.chunks,
                         envelope: Box::new(out.envelope),
                     };
-                    self.links[key].send(&frame);
-                    self.update_link(registry, key);
+                    links.send(to, &frame);
+                    links.watch_writable(to);
                     return;
                 }
                 Err(err) => {
@@ -156,7 +160,7 @@ impl Cluster {
                     return;
                 }
             };
-            let sent = self.links[key].send(&frame);
+            let sent = links.send(to, &frame);
             if let Frame::SnapshotChunk { mut data, .. } = frame {
                 data.zeroize();
             }
@@ -165,6 +169,6 @@ impl Cluster {
             }
         }
         self.outgoing.insert(to, out);
-        self.update_link(registry, key);
+        links.watch_writable(to);
     }
 }

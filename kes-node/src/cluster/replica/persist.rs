@@ -9,17 +9,15 @@
 //! message of the failed batch was sent, every client waiting on this node gets an answer, and
 //! reads go on from the applied state. Until the rebuild succeeds (the database may need to be
 //! reopened first), every later batch is discarded the same way.
-use std::time::{Duration, Instant};
+use kes_core::consensus::{Body, Input, Node};
 
-use kes_core::consensus::{Body, Input, Node, Ready};
-
-use super::{now_ms, Cluster};
+use super::{Links, Millis, Replica, Write};
 use crate::store::{Store, StoreError, Unavailable};
 
 /// How often a persisting failure is logged again while it lasts.
-const LOG_AGAIN: Duration = Duration::from_secs(30);
+const LOG_AGAIN: Millis = 30_000;
 
-/// The shell's record of persistence failures.
+/// The replica's record of persistence failures.
 #[derive(Default)]
 pub(super) struct Health {
     /// Proposals stepped since the last successful persist: never stored, never sent.
@@ -27,15 +25,15 @@ pub(super) struct Health {
     /// The core must be rebuilt from disk before anything else is persisted or sent.
     needs_reset: bool,
     /// The last failure logged, and when (so that a lasting failure is not logged per step).
-    logged: Option<(String, Instant)>,
+    logged: Option<(String, Millis)>,
 }
 
-impl Cluster {
+impl<W: Write, R> Replica<W, R> {
     /// Handles a failed persist of a batch (see the module docs).
-    pub(super) fn persist_failed(&mut self, store: &Store, err: StoreError) {
+    pub(super) fn persist_failed(&mut self, links: &mut dyn Links, store: &Store, err: StoreError) {
         let why = err.to_string();
         let again = match &self.health.logged {
-            Some((last, at)) => *last != why || at.elapsed() >= LOG_AGAIN,
+            Some((last, at)) => *last != why || self.now >= at + LOG_AGAIN,
             None => true,
         };
         if again {
@@ -43,13 +41,13 @@ impl Cluster {
                 "kes-node: cannot persist the cluster state: {why}: writes fail on this node \
                  until it can; reads go on"
             );
-            self.health.logged = Some((why.clone(), Instant::now()));
+            self.health.logged = Some((why.clone(), self.now));
         }
         let not_stored = match err {
             StoreError::NoSpace(why) => StoreError::NoSpace(why),
             err => StoreError::Unavailable(Unavailable::NotStored(Box::new(err))),
         };
-        self.abandon(&not_stored, &why);
+        self.abandon(links, &not_stored, &why);
         self.health.needs_reset = true;
         self.reset_core(store);
     }
@@ -65,24 +63,24 @@ impl Cluster {
     /// Answers everyone who waits on the core's state of before the failure: proposals of the
     /// failed batch with `not_stored`, older ones (stored and perhaps replicated, so they may
     /// still commit) as unknown, waiting reads with a retry.
-    fn abandon(&mut self, not_stored: &StoreError, why: &str) {
+    fn abandon(&mut self, links: &mut dyn Links, not_stored: &StoreError, why: &str) {
         self.batch.clear();
         for id in std::mem::take(&mut self.health.unflushed) {
-            self.answer_proposal(id, Err(not_stored.clone()));
+            self.answer_proposal(links, id, Err(not_stored.clone()));
         }
         for (input, _) in std::mem::take(&mut self.backlog) {
             if let Input::Propose { id, .. } = input {
-                self.answer_proposal(id.0, Err(not_stored.clone()));
+                self.answer_proposal(links, id.0, Err(not_stored.clone()));
             }
         }
         let older: Vec<u64> = self.proposals.keys().copied().collect();
         for id in older {
             let unknown = StoreError::Unavailable(Unavailable::OutcomeUnknown(why.into()));
-            self.answer_proposal(id, Err(unknown));
+            self.answer_proposal(links, id, Err(unknown));
         }
-        for (_, conn) in std::mem::take(&mut self.reads) {
+        for (_, reader) in std::mem::take(&mut self.reads) {
             let refused = format!("cluster: this node could not persist its state ({why}); retry");
-            self.released.push((conn, Err(refused)));
+            self.released.push((reader, Err(refused)));
         }
         self.outcomes.clear();
         // Snapshots being sent hold read transactions, which keep kes.db from being reopened;
@@ -92,15 +90,15 @@ impl Cluster {
     }
 
     /// Answers proposal `id`'s waiter, if any.
-    fn answer_proposal(&mut self, id: u64, outcome: Result<(), StoreError>) {
+    fn answer_proposal(&mut self, links: &mut dyn Links, id: u64, outcome: Result<(), StoreError>) {
         if let Some(waiter) = self.proposals.remove(&id) {
-            self.answer(waiter, outcome);
+            self.answer(links, waiter, outcome);
         }
     }
 
     /// True once the core reflects what is on disk. While a rebuild is due and fails, the
     /// batch is discarded and its waiters answered.
-    pub(super) fn core_trusted(&mut self, store: &Store) -> bool {
+    pub(super) fn core_trusted(&mut self, links: &mut dyn Links, store: &Store) -> bool {
         if !self.health.needs_reset {
             return true;
         }
@@ -108,7 +106,7 @@ impl Cluster {
             return true;
         }
         let why = "the cluster state is being reloaded from kes.db after a failed write";
-        self.abandon(&StoreError::Unavailable(Unavailable::Reloading), why);
+        self.abandon(links, &StoreError::Unavailable(Unavailable::Reloading), why);
         false
     }
 
@@ -125,11 +123,11 @@ impl Cluster {
                 return false;
             }
         };
-        let random = u64::from_le_bytes(crate::random::bytes());
+        let random = self.rng.next();
         let node = match Node::new(
             self.id,
             self.params,
-            now_ms(self.epoch),
+            self.now,
             random,
             state.hard_state,
             state.applied,
@@ -154,11 +152,7 @@ impl Cluster {
         self.health.needs_reset = false;
         // A cluster of one elects itself at once, as at start.
         if self.node.is_member() && self.addresses.values().filter(|a| !a.is_empty()).count() == 1 {
-            let at = self.node.next_deadline();
-            let random = u64::from_le_bytes(crate::random::bytes());
-            let mut ready = Ready::default();
-            self.node.step(at, Input::Tick { random }, &mut ready);
-            self.batch.push((ready, None));
+            self.elect_alone();
         }
         true
     }

@@ -1,0 +1,324 @@
+//! The shell's peer links: the TLS connections of the mio event loop (a [`Slab`] of
+//! [`Link`]s), which this node dials to every other member and redials with backoff, and the
+//! [`Links`] view of them that the replica sends through.
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kes_core::consensus::NodeId;
+use kes_core::crypto::HmacKey;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+use super::frame::{Failure, Frame};
+use super::peer::{Link, LinkState};
+use super::replica::{Dialed, Links};
+use super::{file, LinkView, LINK_BASE};
+
+/// Delay before redialing a peer whose link failed.
+const REDIAL: Duration = Duration::from_millis(250);
+/// The longest delay between attempts: redials back off exponentially up to this, so a node
+/// that is down for long costs little, and one that returns is found again within it.
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+
+/// Every peer link of this node, inbound and outbound.
+pub struct Net {
+    links: Slab<Link>,
+    /// The link this node dialed, per peer.
+    outbound: BTreeMap<NodeId, usize>,
+    redial_at: BTreeMap<NodeId, Instant>,
+    /// The current backoff per peer (absent: [`REDIAL`]); reset when a dialed link opens.
+    redial_delay: BTreeMap<NodeId, Duration>,
+    /// Why the last outbound link to a node closed before it opened (cleared when one opens).
+    link_failures: BTreeMap<NodeId, Failure>,
+    /// Bumped whenever a link opens or closes, so that `publish` refreshes the view.
+    pub epoch: u64,
+    /// Addresses to dial instead of the configured ones (`KES_PEER_DIAL`, for tests).
+    dial: BTreeMap<NodeId, String>,
+    secret: HmacKey,
+    client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Net {
+    pub fn new(secret: HmacKey, client_tls: Arc<rustls::ClientConfig>) -> Net {
+        Net {
+            links: Slab::new(),
+            outbound: BTreeMap::new(),
+            redial_at: BTreeMap::new(),
+            redial_delay: BTreeMap::new(),
+            link_failures: BTreeMap::new(),
+            epoch: 0,
+            dial: file::dial_overrides(),
+            secret,
+            client_tls,
+        }
+    }
+
+    /// Links open now (inbound and outbound).
+    pub fn count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The replica's view of the links; `registry` is needed to dial, close and pace.
+    pub fn io<'a>(&'a mut self, registry: Option<&'a Registry>) -> PeerIo<'a> {
+        PeerIo {
+            net: self,
+            registry,
+        }
+    }
+
+    /// Takes over an inbound peer connection accepted by the HTTP listener.
+    pub fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        let link = entry.insert(link);
+        let _ = registry.reregister(
+            &mut link.socket,
+            Token(LINK_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        Token(LINK_BASE + key)
+    }
+
+    /// Readiness of a link: reads what arrived into `frames`; returns the peer it comes from
+    /// (`None` until its Hello verified, or if the link is gone).
+    pub fn on_ready(
+        &mut self,
+        me: NodeId,
+        token: Token,
+        frames: &mut Vec<Frame>,
+    ) -> Option<NodeId> {
+        let link = self.links.get_mut(token.0 - LINK_BASE)?;
+        let was = link.state;
+        link.on_ready(me, &self.secret, frames);
+        if let (true, LinkState::Open, Some(peer)) = (link.dialer, link.state, link.peer) {
+            self.redial_delay.remove(&peer);
+        }
+        if was != link.state {
+            self.epoch += 1;
+        }
+        link.peer
+    }
+
+    /// Drops a closed link, or updates what the event loop watches for on it.
+    pub fn update(&mut self, registry: &Registry, token: Token) {
+        let key = token.0 - LINK_BASE;
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        if link.state == LinkState::Closed {
+            let mut link = self.links.remove(key);
+            let _ = registry.deregister(&mut link.socket);
+            let dialed = self
+                .outbound
+                .iter()
+                .find(|(_, k)| **k == key)
+                .map(|(id, _)| *id);
+            if let (Some(id), Some(failure)) = (dialed, link.failure.take()) {
+                self.link_failures.insert(id, failure);
+            }
+            self.outbound.retain(|_, k| *k != key);
+            self.epoch += 1;
+            return;
+        }
+        let interest = if link.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = registry.reregister(&mut link.socket, Token(LINK_BASE + key), interest);
+    }
+
+    /// Keeps an outbound link to every peer (redialing with backoff) and drops links that did
+    /// not authenticate in time (see `peer::Link::overdue`).
+    pub fn maintain<'a>(
+        &mut self,
+        registry: &Registry,
+        peers: impl Iterator<Item = (NodeId, &'a str)>,
+    ) {
+        let now = Instant::now();
+        for (id, addr) in peers {
+            if self.outbound.contains_key(&id) || self.redial_at.get(&id).is_some_and(|t| now < *t)
+            {
+                continue;
+            }
+            let delay = self.redial_delay.get(&id).copied().unwrap_or(REDIAL);
+            self.redial_at.insert(id, now + delay);
+            self.redial_delay.insert(id, (delay * 2).min(REDIAL_MAX));
+            let addr = self
+                .dial
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| addr.to_owned());
+            // Unreachable peers are normal; the core reports them on writes.
+            let _ = self.dial(registry, id, &addr, now);
+        }
+        let stale: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.overdue(now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            if let Some(l) = self.links.get_mut(key) {
+                l.expire();
+            }
+            self.update(registry, Token(LINK_BASE + key));
+        }
+    }
+
+    fn dial(
+        &mut self,
+        registry: &Registry,
+        id: NodeId,
+        addr: &str,
+        now: Instant,
+    ) -> io::Result<()> {
+        let sock = file::resolve(addr).ok_or_else(|| io::Error::other("unresolvable"))?;
+        let mut socket = mio::net::TcpStream::connect(sock)?;
+        let _ = socket.set_nodelay(true);
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
+            .unwrap_or("localhost");
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(io::Error::other)?;
+        let mut tls = rustls::ClientConnection::new(self.client_tls.clone(), name)
+            .map_err(io::Error::other)?;
+        tls.set_buffer_limit(None);
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        registry.register(
+            &mut socket,
+            Token(LINK_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Link::new(
+            socket,
+            rustls::Connection::Client(tls),
+            true,
+            Vec::new(),
+            now,
+        ));
+        self.outbound.insert(id, key);
+        self.epoch += 1;
+        Ok(())
+    }
+
+    /// The open link that carries messages to `to`: the outbound one, or else the one the peer
+    /// opened to us (a joining node does not know the leader's address yet).
+    fn link_to(&self, to: NodeId) -> Option<usize> {
+        if let Some(&key) = self.outbound.get(&to) {
+            if self
+                .links
+                .get(key)
+                .is_some_and(|l| l.state == LinkState::Open)
+            {
+                return Some(key);
+            }
+        }
+        self.links
+            .iter()
+            .find(|(_, l)| !l.dialer && l.peer == Some(to) && l.state == LinkState::Open)
+            .map(|(key, _)| key)
+    }
+
+    /// The link to `id` as `cluster info` shows it.
+    pub fn view(&self, id: NodeId) -> LinkView {
+        let view = |state: &str, error: Option<&Failure>| LinkView {
+            state: state.into(),
+            error: error.map(Failure::to_string),
+        };
+        let link = self.outbound.get(&id).and_then(|k| self.links.get(*k));
+        let failure = self.link_failures.get(&id);
+        match (link.map(|l| l.state), failure) {
+            (Some(LinkState::Open), _) => view("connected", None),
+            (Some(_), failure) => view("dialing", failure),
+            (None, Some(f @ Failure::Unreachable(_))) => view("unreachable", Some(f)),
+            (None, Some(f)) => view("refused", Some(f)),
+            (None, None) => view("dialing", None),
+        }
+    }
+}
+
+/// The links as the replica uses them (see [`Links`]).
+pub struct PeerIo<'a> {
+    net: &'a mut Net,
+    registry: Option<&'a Registry>,
+}
+
+impl Links for PeerIo<'_> {
+    fn send(&mut self, to: NodeId, frame: &Frame) -> bool {
+        match self.net.link_to(to) {
+            Some(key) => self.net.links[key].send(frame),
+            None => false,
+        }
+    }
+
+    fn open(&self, to: NodeId) -> bool {
+        self.net.link_to(to).is_some()
+    }
+
+    fn busy(&self, to: NodeId) -> bool {
+        self.net
+            .link_to(to)
+            .is_none_or(|key| self.net.links[key].wants_write())
+    }
+
+    fn watch_writable(&mut self, to: NodeId) {
+        if let (Some(registry), Some(key)) = (self.registry, self.net.link_to(to)) {
+            self.net.update(registry, Token(LINK_BASE + key));
+        }
+    }
+
+    fn dial(&mut self, to: NodeId, addr: &str) -> Result<(), String> {
+        let Some(registry) = self.registry else {
+            return Err("no event loop to dial from".into());
+        };
+        let addr = self
+            .net
+            .dial
+            .get(&to)
+            .cloned()
+            .unwrap_or_else(|| addr.to_owned());
+        self.net
+            .dial(registry, to, &addr, Instant::now())
+            .map_err(|e| e.to_string())
+    }
+
+    fn dialed(&self, to: NodeId) -> Dialed {
+        let link = self
+            .net
+            .outbound
+            .get(&to)
+            .and_then(|k| self.net.links.get(*k));
+        match link {
+            Some(l) if l.state == LinkState::Open => match l.peer {
+                Some(p) => Dialed::Open(p),
+                None => Dialed::Opening,
+            },
+            Some(l) if l.state == LinkState::Opening => Dialed::Opening,
+            Some(l) => Dialed::Closed(l.failure.clone()),
+            None => Dialed::Closed(self.net.link_failures.get(&to).cloned()),
+        }
+    }
+
+    fn claim(&mut self, to: NodeId) {
+        if let Some(key) = self.net.outbound.get(&to).copied() {
+            self.net.links[key].peer = Some(to);
+        }
+    }
+
+    fn close(&mut self, to: NodeId) {
+        if let Some(key) = self.net.outbound.remove(&to) {
+            if let Some(link) = self.net.links.get_mut(key) {
+                link.state = LinkState::Closed;
+            }
+            if let Some(registry) = self.registry {
+                // `outbound` no longer names it: drop it like any closed link.
+                self.net.update(registry, Token(LINK_BASE + key));
+            }
+        }
+    }
+}

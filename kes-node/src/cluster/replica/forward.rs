@@ -1,0 +1,268 @@
+//! Client writes: the leader proposes them; a follower forwards them to the leader over its
+//! peer link and relays the answer; without a reachable leader a write waits (bounded) for
+//! one. Also the dispatch of frames that arrive from peers.
+use kes_core::consensus::Names;
+use kes_core::consensus::{Input, NodeId, ProposalId, Role, MAX_NAMES};
+
+use super::{
+    Links, Millis, Replica, Waiter, Write, FORWARD_TIMEOUT, LEADERLESS_WAIT,
+    MEMBERSHIP_FORWARD_TIMEOUT,
+};
+use crate::cluster::frame::{Frame, WireOutcome};
+use crate::command::Command;
+use crate::store::{codec, IoFailure, Refusal, Store, StoreError, Unavailable};
+
+/// The gate names of the items a command touches (the core bounds them at [`MAX_NAMES`]).
+pub(super) fn names_of(cmd: &Command) -> Names {
+    let mut names = Names::new();
+    for n in cmd.touches().iter().take(MAX_NAMES) {
+        let _ = names.push(n.id());
+    }
+    names
+}
+
+pub(super) fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
+    match outcome {
+        Ok(()) => WireOutcome::Ok,
+        Err(StoreError::NotFound) => WireOutcome::NotFound,
+        Err(StoreError::Exists) => WireOutcome::Exists,
+        Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
+        Err(StoreError::Refused(why)) => WireOutcome::Refused(why.to_string()),
+        Err(StoreError::Unavailable(why)) => WireOutcome::Unavailable(why.to_string()),
+        Err(StoreError::NoSpace(why)) => WireOutcome::Unavailable(why.to_string()),
+        Err(e) => WireOutcome::Failed(e.to_string()),
+    }
+}
+
+pub(super) fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
+    match outcome {
+        WireOutcome::Ok => Ok(()),
+        WireOutcome::NotFound => Err(StoreError::NotFound),
+        WireOutcome::Exists => Err(StoreError::Exists),
+        WireOutcome::NoEnclave => Err(StoreError::NoEnclave),
+        WireOutcome::Refused(m) => Err(StoreError::Refused(Refusal::Peer(m))),
+        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(Unavailable::Peer(m))),
+        WireOutcome::Failed(m) => Err(StoreError::Io(IoFailure::Peer(m))),
+        WireOutcome::HandingOver => Err(StoreError::Unavailable(Unavailable::HandingOver)),
+    }
+}
+
+impl<W: Write, R> Replica<W, R> {
+    /// Proposes a client's write (or forwards it to the leader). Its outcome comes back
+    /// through [`Replica::take_decided`].
+    pub fn propose(&mut self, now: Millis, links: &mut dyn Links, store: &Store, waiter: W) {
+        self.now = now;
+        self.propose_until(links, store, waiter, now + LEADERLESS_WAIT);
+    }
+
+    /// Proposes or forwards; without a reachable leader the write waits until `deadline`.
+    pub(super) fn propose_until(
+        &mut self,
+        links: &mut dyn Links,
+        store: &Store,
+        waiter: W,
+        deadline: Millis,
+    ) {
+        let cmd = waiter.command();
+        let command = match codec::encode_command(cmd) {
+            Ok(c) => c.to_vec(),
+            Err(e) => {
+                self.completions
+                    .push((waiter, Err(StoreError::Io(IoFailure::Encode(e)))));
+                return;
+            }
+        };
+        if let Err(err) = store.check_room(cmd) {
+            self.completions.push((waiter, Err(err)));
+            return;
+        }
+        let names = names_of(cmd);
+        if self.node.role() == Role::Leader {
+            if self.removes_self(waiter.command()) {
+                self.hand_over_local(waiter);
+                return;
+            }
+            if let Command::Expand { endpoint } = waiter.command() {
+                let endpoint = endpoint.clone();
+                self.begin_expand(links, Waiter::Local(waiter), &endpoint);
+                return;
+            }
+            let id = self.next();
+            let input = match self.membership_input(links, store, waiter.command(), id) {
+                Some(Ok(input)) => input,
+                Some(Err(err)) => {
+                    self.completions.push((waiter, Err(err)));
+                    return;
+                }
+                None => Input::Propose {
+                    id: ProposalId(id),
+                    names,
+                    command,
+                },
+            };
+            self.proposals.insert(id, Waiter::Local(waiter));
+            self.submit(input);
+            return;
+        }
+        match self.node.leader() {
+            Some(leader) if leader != self.id => {
+                let id = self.next();
+                let timeout = match waiter.command() {
+                    Command::Expand { .. } | Command::Shrink { .. } => MEMBERSHIP_FORWARD_TIMEOUT,
+                    _ => FORWARD_TIMEOUT,
+                };
+                let frame = Frame::Forward { id, command };
+                if links.send(leader, &frame) {
+                    self.forwards.insert(id, (waiter, self.now + timeout));
+                } else if self.now >= deadline {
+                    let why = Unavailable::LeaderUnreachable(leader);
+                    self.completions
+                        .push((waiter, Err(StoreError::Unavailable(why))));
+                } else {
+                    // Its link is down: the leader is restarting, or an election will replace it.
+                    self.leaderless.push((waiter, deadline));
+                }
+            }
+            _ if self.now >= deadline => {
+                self.completions
+                    .push((waiter, Err(StoreError::Unavailable(Unavailable::NoLeader))));
+            }
+            // An election is under way: hold the write until a leader is known.
+            _ => self.leaderless.push((waiter, deadline)),
+        }
+    }
+
+    /// Writes held for want of a leader go to the leader once one is known, or fail after
+    /// their deadline.
+    pub(super) fn retry_leaderless(&mut self, links: &mut dyn Links, store: &Store) {
+        if self.leaderless.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.leaderless);
+        let leader_known = self.node.leader().is_some();
+        for (waiter, deadline) in held {
+            if leader_known {
+                self.propose_until(links, store, waiter, deadline);
+            } else if self.now >= deadline {
+                self.completions
+                    .push((waiter, Err(StoreError::Unavailable(Unavailable::NoLeader))));
+            } else {
+                self.leaderless.push((waiter, deadline));
+            }
+        }
+    }
+
+    /// Forwarded writes whose leader did not answer in time.
+    pub(super) fn expire_forwards(&mut self) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, (_, d))| now >= *d)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            if let Some((waiter, _)) = self.forwards.remove(&id) {
+                self.completions.push((
+                    waiter,
+                    Err(StoreError::Unavailable(Unavailable::LeaderSilent)),
+                ));
+            }
+        }
+    }
+
+    /// Handles a frame that arrived from peer `from`.
+    pub fn on_frame(
+        &mut self,
+        now: Millis,
+        links: &mut dyn Links,
+        store: &Store,
+        from: NodeId,
+        frame: Frame,
+    ) {
+        self.now = now;
+        match frame {
+            Frame::Hello { .. } => {}
+            Frame::Raft(env) => {
+                self.learn_id(env.to);
+                self.observe_expansion(links, store, env.from, &env.message);
+                if env.to == self.id {
+                    self.step(Input::Message(*env));
+                }
+            }
+            Frame::SnapshotChunk { stream, seq, data } => {
+                self.incoming.chunk(store, stream, seq, data);
+            }
+            Frame::SnapshotEnd {
+                stream,
+                chunks,
+                envelope,
+            } => {
+                self.learn_id(envelope.to);
+                if envelope.to == self.id && self.incoming.end(stream, chunks) {
+                    self.step(Input::Message(*envelope));
+                    self.incoming.stepped();
+                }
+            }
+            Frame::Forward { id, command } => self.on_forward(links, store, from, id, command),
+            Frame::ForwardResult { id, outcome } => {
+                if let Some((waiter, _)) = self.forwards.remove(&id) {
+                    if matches!(outcome, WireOutcome::HandingOver) {
+                        self.hold_for_new_leader(waiter, from);
+                    } else {
+                        self.completions.push((waiter, from_wire(outcome)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A follower forwarded a client's write to this node.
+    fn on_forward(
+        &mut self,
+        links: &mut dyn Links,
+        store: &Store,
+        from: NodeId,
+        id: u64,
+        command: Vec<u8>,
+    ) {
+        if self.node.role() != Role::Leader {
+            let outcome = WireOutcome::Unavailable("cluster: not the leader; retry".into());
+            links.send(from, &Frame::ForwardResult { id, outcome });
+            return;
+        }
+        let cmd = match codec::decode_command(&command) {
+            Ok(cmd) => cmd,
+            Err(_) => return,
+        };
+        if let Err(err) = store.check_room(&cmd) {
+            let outcome = to_wire(&Err(err));
+            links.send(from, &Frame::ForwardResult { id, outcome });
+            return;
+        }
+        if self.removes_self(&cmd) {
+            self.hand_over_remote(links, from, id);
+            return;
+        }
+        if let Command::Expand { endpoint } = &cmd {
+            self.begin_expand(links, Waiter::Remote(from, id), endpoint);
+            return;
+        }
+        let pid = self.next();
+        let input = match self.membership_input(links, store, &cmd, pid) {
+            Some(Ok(input)) => input,
+            Some(Err(err)) => {
+                let outcome = to_wire(&Err(err));
+                links.send(from, &Frame::ForwardResult { id, outcome });
+                return;
+            }
+            None => Input::Propose {
+                id: ProposalId(pid),
+                names: names_of(&cmd),
+                command,
+            },
+        };
+        self.proposals.insert(pid, Waiter::Remote(from, id));
+        self.submit(input);
+    }
+}

@@ -1,0 +1,394 @@
+//! The replica: everything a cluster node does between the consensus core and the outside
+//! world, as a state machine without I/O of its own (sans-IO, in the manner of quinn-proto).
+//!
+//! It owns the core [`Node`] and does what the core leaves to the shell: group commit of the
+//! core's steps (`batch.rs`), forwarding of writes from followers to the leader
+//! (`forward.rs`), the backlog of writes while the core's window is full (`backlog.rs`),
+//! leaderless waits, leadership hand-over before a shrink of the leader (`handover.rs`),
+//! snapshot streaming and staging (`snapshots.rs`), the preparation of an expand
+//! (`expand.rs`), the read gate (`gate.rs`), and what happens when a persist fails
+//! (`persist.rs`). The shell (`cluster/mod.rs`) owns sockets, TLS, the event loop, dialing
+//! and the wall clock; the deterministic simulator plugs in memory instead and drives this
+//! same code.
+//!
+//! # Events in
+//!
+//! Every event takes the current time `now` ([`Millis`] since an epoch the driver chooses:
+//! nothing in here reads a clock), the peer links (`&mut dyn` [`Links`]) and the [`Store`]
+//! (redb on a file in production, on redb's in-memory backend in tests and the simulator):
+//!
+//! - [`Replica::propose`]`(now, links, store, waiter, ...)`: a client's write (the waiter `W`
+//!   gives its [`Command`], see [`Write`]).
+//! - [`Replica::read`]`(now, links, store, reader, names)`: may a read of `names` be answered?
+//! - [`Replica::on_frame`]`(now, links, store, from, frame)`: a frame from peer `from`.
+//! - [`Replica::on_writable`]`(links, to)`: the link to `to` can take more (snapshot pacing).
+//! - [`Replica::tick`]`(now, links, store)`: timers: the core's deadline, forwarded writes,
+//!   leaderless waits, the backlog, held shrinks, the expand's stages, snapshot streams.
+//! - [`Replica::flush`]`(now, links, store)`: persist the steps of this round in one durable
+//!   transaction (group commit), then carry out what they asked for.
+//!
+//! Membership changes arrive as writes (`Command::Expand`/`Command::Shrink`); links coming up
+//! or going down are seen through [`Links::open`] when they matter. Randomness (election
+//! timeouts, snapshot stream ids) comes from a seed given to [`Replica::new`].
+//!
+//! # Actions out
+//!
+//! - Frames to peers, dials and closes go through the narrow [`Links`] trait at once (a send
+//!   that fails is a lost message, which the protocol tolerates). Nothing a step asks for is
+//!   sent before [`Replica::flush`] persisted it.
+//! - Decided writes and reads are pulled with [`Replica::take_decided`]: each waiter `W` with
+//!   the write's outcome, each reader `R` with `Ok` or why the read may not be served.
+//! - When the members' addresses change, [`Replica::take_mirror`] hands the shell the
+//!   addresses to mirror in `.cluster.json`.
+//!
+//! Queries for the describe view and the server: [`Replica::id`], [`Replica::node`],
+//! [`Replica::addresses`], [`Replica::pending_change`], [`Replica::is_member`],
+//! [`Replica::has_pending`], [`Replica::next_deadline`].
+mod backlog;
+mod batch;
+mod expand;
+mod forward;
+mod gate;
+mod handover;
+mod membership;
+mod persist;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Ready, Role};
+
+use super::frame::{Failure, Frame};
+use crate::command::Command;
+use crate::store::{Addresses, Store, StoreError};
+
+pub use expand::Expansion;
+
+/// Milliseconds since an epoch of the driver's choosing: the replica's only notion of time.
+pub type Millis = u64;
+
+/// The placeholder id of a node that waits to be added (no real node has it).
+pub const JOINING_ID: NodeId = NodeId::MAX;
+/// How long a forwarded write waits for the leader's answer.
+const FORWARD_TIMEOUT: Millis = 6_000;
+/// The same for a membership change (an expand ships a snapshot first).
+const MEMBERSHIP_FORWARD_TIMEOUT: Millis = 120_000;
+/// How long a write waits for an election to produce a leader (and for room in the window,
+/// and for a hand-over).
+const LEADERLESS_WAIT: Millis = 5_000;
+
+/// A client's write as the replica sees it: the command; the rest is the shell's.
+pub trait Write {
+    fn command(&self) -> &Command;
+}
+
+/// The peer links as the replica needs them. The shell implements it over TLS connections in
+/// its event loop; the simulator over in-memory queues.
+pub trait Links {
+    /// Queues `frame` on the open link that carries messages to `to` (the one this node
+    /// dialed, or else one `to` opened); false if there is none or it broke (the frame is lost).
+    fn send(&mut self, to: NodeId, frame: &Frame) -> bool;
+    /// Whether a link to `to` is open.
+    fn open(&self, to: NodeId) -> bool;
+    /// Whether the link to `to` still has unsent bytes queued (snapshot streams wait for it).
+    fn busy(&self, to: NodeId) -> bool;
+    /// Asks to hear (through [`Replica::on_writable`]) when the link to `to` drained.
+    fn watch_writable(&mut self, to: NodeId);
+    /// Opens an outbound link to a node that is not a member yet (an expand's new node).
+    fn dial(&mut self, to: NodeId, addr: &str) -> Result<(), String>;
+    /// The state of the outbound link to `to`.
+    fn dialed(&self, to: NodeId) -> Dialed;
+    /// Frames on the outbound link to `to` now come from `to` (its Hello said "joining").
+    fn claim(&mut self, to: NodeId);
+    /// Closes the outbound link to `to`.
+    fn close(&mut self, to: NodeId);
+}
+
+/// The state of an outbound link (see [`Links::dialed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dialed {
+    /// TLS handshake or Hello exchange under way.
+    Opening,
+    /// Open; the peer's Hello said it is this node.
+    Open(NodeId),
+    /// No link, and why the last one closed before it opened, if known.
+    Closed(Option<Failure>),
+}
+
+/// Links for a node that has none (a single node, tests): every send is lost.
+pub struct NoLinks;
+
+impl Links for NoLinks {
+    fn send(&mut self, _: NodeId, _: &Frame) -> bool {
+        false
+    }
+    fn open(&self, _: NodeId) -> bool {
+        false
+    }
+    fn busy(&self, _: NodeId) -> bool {
+        false
+    }
+    fn watch_writable(&mut self, _: NodeId) {}
+    fn dial(&mut self, _: NodeId, _: &str) -> Result<(), String> {
+        Err("no links".into())
+    }
+    fn dialed(&self, _: NodeId) -> Dialed {
+        Dialed::Closed(None)
+    }
+    fn claim(&mut self, _: NodeId) {}
+    fn close(&mut self, _: NodeId) {}
+}
+
+/// Who waits for a write.
+enum Waiter<W> {
+    /// A client of this node.
+    Local(W),
+    /// A client of another node that forwarded the write (its forward id).
+    Remote(NodeId, u64),
+}
+
+/// A small deterministic generator (splitmix64) for what the core needs random: the seed
+/// comes from outside, so a simulated run replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// How to start a replica (see [`Replica::new`]).
+pub struct Start {
+    /// This node's id, or [`JOINING_ID`] for a node waiting to be added.
+    pub id: NodeId,
+    pub params: Params,
+    /// Seeds the replica's randomness.
+    pub seed: u64,
+    /// Persist the steps of one round together (`false` persists every step alone: it exists
+    /// to measure what group commit buys).
+    pub group_commit: bool,
+}
+
+/// One node's cluster state machine (see the module docs). `W` waits for a write, `R` for a
+/// read's decision.
+pub struct Replica<W, R> {
+    id: NodeId,
+    node: Node<Vec<u8>>,
+    /// The driver's time at the latest event.
+    now: Millis,
+    rng: Rng,
+    addresses: Addresses,
+    params: Params,
+    /// True until a joining node learned its id from the leader (`--join`).
+    joining: bool,
+    /// Whether this node was a member when last checked (see `note_removal`).
+    was_member: bool,
+    group_commit: bool,
+    next_id: u64,
+    proposals: HashMap<u64, Waiter<W>>,
+    /// Writes forwarded to the leader, with their deadline.
+    forwards: HashMap<u64, (W, Millis)>,
+    /// Outcomes of applied entries, by log index, until their proposal is answered.
+    outcomes: HashMap<u64, Result<(), StoreError>>,
+    reads: HashMap<u64, R>,
+    /// Writes that arrived while no leader was reachable, with their deadline.
+    leaderless: Vec<(W, Millis)>,
+    /// Shrinks of the leader waiting for it to hand over (see `handover.rs`).
+    held: Vec<handover::Held<W>>,
+    /// Proposals waiting for room in the core's window, with their deadline.
+    backlog: VecDeque<(Input<Vec<u8>>, Millis)>,
+    /// Steps whose storage work is not persisted yet (see `batch.rs`), each with the chunk
+    /// count of the staged snapshot it installs, if it does.
+    batch: Vec<(Ready<Vec<u8>>, Option<u32>)>,
+    /// Snapshots being sent, by receiver (see `snapshots.rs`).
+    outgoing: BTreeMap<NodeId, snapshots::Outgoing>,
+    /// The snapshot being received.
+    incoming: snapshots::Incoming,
+    /// The expand being prepared (see `expand.rs`).
+    expansion: Option<Expansion<W>>,
+    /// Persistence failures and the recovery from them (see `persist.rs`).
+    health: persist::Health,
+    /// Decided writes, for the shell to answer.
+    completions: Vec<(W, Result<(), StoreError>)>,
+    /// Decided gated reads: `Ok`, or why the read may not be served.
+    released: Vec<(R, Result<(), String>)>,
+    /// Addresses to mirror in `.cluster.json`, when they changed.
+    mirror: Option<Addresses>,
+}
+
+impl<W: Write, R> Replica<W, R> {
+    /// Starts from the consensus state in `store` (which must hold one: see
+    /// `Store::init_raft`). A single-node cluster elects itself before this returns.
+    pub fn new(now: Millis, store: &Store, start: Start) -> Result<Self, String> {
+        let state = store
+            .raft_state()
+            .map_err(|e| e.to_string())?
+            .ok_or("the cluster state is missing")?;
+        let mut rng = Rng(start.seed);
+        let node = Node::new(
+            start.id,
+            start.params,
+            now,
+            rng.next(),
+            state.hard_state,
+            state.applied,
+            &state.entries,
+        )
+        .map_err(|e| format!("cannot start the cluster state: {e}"))?;
+        let joining = start.id == JOINING_ID;
+        let mut replica = Replica {
+            id: start.id,
+            node,
+            now,
+            rng,
+            addresses: state.addresses,
+            params: start.params,
+            joining,
+            was_member: !joining,
+            group_commit: start.group_commit,
+            next_id: 1,
+            proposals: HashMap::new(),
+            forwards: HashMap::new(),
+            outcomes: HashMap::new(),
+            reads: HashMap::new(),
+            leaderless: Vec::new(),
+            held: Vec::new(),
+            backlog: VecDeque::new(),
+            batch: Vec::new(),
+            outgoing: BTreeMap::new(),
+            incoming: Default::default(),
+            expansion: None,
+            health: Default::default(),
+            completions: Vec::new(),
+            released: Vec::new(),
+            mirror: None,
+        };
+        if !joining && replica.addresses.values().filter(|a| !a.is_empty()).count() == 1 {
+            // Nobody else can vote: become leader before serving the first request.
+            for _ in 0..3 {
+                if replica.node.role() == Role::Leader {
+                    break;
+                }
+                replica.elect_alone();
+                replica.flush(now, &mut NoLinks, store);
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Steps the core at its election deadline (a cluster of one elects itself at once).
+    fn elect_alone(&mut self) {
+        let at = self.node.next_deadline();
+        let random = self.rng.next();
+        let mut ready = Ready::default();
+        self.node.step(at, Input::Tick { random }, &mut ready);
+        self.batch.push((ready, None));
+    }
+
+    /// This node's id ([`JOINING_ID`] until a joining node learned its own).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The consensus core, for queries (role, term, leader, commit index, configuration).
+    pub fn node(&self) -> &Node<Vec<u8>> {
+        &self.node
+    }
+
+    /// The members' addresses as this node knows them (removed ids stay, with an empty
+    /// address, so that ids are never reused).
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// The other members this node keeps links to.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, &str)> + '_ {
+        self.addresses
+            .iter()
+            .filter(move |(id, a)| **id != self.id && !a.is_empty())
+            .map(|(id, a)| (*id, a.as_str()))
+    }
+
+    /// When the core wants its next tick.
+    pub fn next_deadline(&self) -> Millis {
+        self.node.next_deadline()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.node.hard_state()
+    }
+
+    /// Decided writes and reads since the last call.
+    #[allow(clippy::type_complexity)]
+    pub fn take_decided(
+        &mut self,
+    ) -> (
+        Vec<(W, Result<(), StoreError>)>,
+        Vec<(R, Result<(), String>)>,
+    ) {
+        (
+            std::mem::take(&mut self.completions),
+            std::mem::take(&mut self.released),
+        )
+    }
+
+    /// The addresses to write to `.cluster.json`, if they changed since the last call.
+    pub fn take_mirror(&mut self) -> Option<Addresses> {
+        self.mirror.take()
+    }
+
+    /// Timers: ticks the core if its deadline passed, and expires or retries what waits
+    /// (held shrinks, the expand, leaderless writes, forwarded writes, the backlog), and
+    /// sends more of the snapshots being streamed.
+    pub fn tick(&mut self, now: Millis, links: &mut dyn Links, store: &Store) {
+        self.now = now;
+        if now >= self.node.next_deadline() {
+            let random = self.rng.next();
+            self.step(Input::Tick { random });
+        }
+        self.release_held(links, store);
+        self.drive_expansion(links);
+        self.retry_leaderless(links, store);
+        self.expire_forwards();
+        self.expire_backlog(links);
+        let receivers: Vec<NodeId> = self.outgoing.keys().copied().collect();
+        for to in receivers {
+            self.pump_snapshot(links, to);
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Answers a write's waiter, here or on the node that forwarded it.
+    fn answer(
+        &mut self,
+        links: &mut dyn Links,
+        waiter: Waiter<W>,
+        outcome: Result<(), StoreError>,
+    ) {
+        match waiter {
+            Waiter::Local(w) => self.completions.push((w, outcome)),
+            Waiter::Remote(node, id) => {
+                let frame = Frame::ForwardResult {
+                    id,
+                    outcome: forward::to_wire(&outcome),
+                };
+                links.send(node, &frame);
+            }
+        }
+    }
+}
+
+/// An endpoint as the configuration spells it (or as given, if it does not parse).
+fn file_normalize(endpoint: &str) -> String {
+    super::file::normalize(endpoint).unwrap_or_else(|_| endpoint.to_string())
+}

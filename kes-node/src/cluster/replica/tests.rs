@@ -1,0 +1,480 @@
+//! The replica driven by events alone: a few replicas over in-memory links and redb's
+//! in-memory backend, with time as a number. Each test drives one concern (batching,
+//! forwarding, leaderless waits, the backlog, hand-over, the read gate) through the public
+//! event/decision API that the shell and the simulator use.
+use std::collections::{BTreeSet, VecDeque};
+
+use kes_core::consensus::{Config, Members, NodeId, Params, Role};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::{Dialed, Links, Millis, Replica, Start, Write};
+use crate::cluster::frame::Frame;
+use crate::command::Command;
+use crate::item::{ItemName, Kind};
+use crate::records::SecretRecord;
+use crate::store::{Addresses, Store, StoreError, Unavailable, DEFAULT_ENCLAVE};
+
+/// A client's write in these tests: a number to tell them apart, and the command.
+struct Client(u32, Command);
+
+impl Write for Client {
+    fn command(&self) -> &Command {
+        &self.1
+    }
+}
+
+fn secret(name: &str) -> Command {
+    Command::CreateSecret {
+        enclave: DEFAULT_ENCLAVE.into(),
+        name: name.into(),
+        secret: SecretRecord {
+            value: Zeroizing::new(b"v".to_vec()),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            created_by: "test".into(),
+        },
+    }
+}
+
+fn addr(id: NodeId) -> String {
+    format!("127.0.0.1:{}", 7000 + id)
+}
+
+/// Frames in flight (postcard bytes, as on a real link) and which links are up.
+#[derive(Default)]
+struct Wires {
+    queue: VecDeque<(NodeId, NodeId, Vec<u8>)>,
+    /// Unordered pairs of nodes whose links are down.
+    cut: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl Wires {
+    fn up(&self, a: NodeId, b: NodeId) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+}
+
+/// One node's view of [`Wires`].
+struct Port<'a> {
+    me: NodeId,
+    members: usize,
+    wires: &'a mut Wires,
+}
+
+impl Links for Port<'_> {
+    fn send(&mut self, to: NodeId, frame: &Frame) -> bool {
+        if !self.open(to) {
+            return false;
+        }
+        let bytes = postcard::to_allocvec(frame).unwrap();
+        self.wires.queue.push_back((self.me, to, bytes));
+        true
+    }
+    fn open(&self, to: NodeId) -> bool {
+        (to as usize) < self.members && to != self.me && self.wires.up(self.me, to)
+    }
+    fn busy(&self, _: NodeId) -> bool {
+        false
+    }
+    fn watch_writable(&mut self, _: NodeId) {}
+    fn dial(&mut self, _: NodeId, _: &str) -> Result<(), String> {
+        Err("tests do not dial".into())
+    }
+    fn dialed(&self, _: NodeId) -> Dialed {
+        Dialed::Closed(None)
+    }
+    fn claim(&mut self, _: NodeId) {}
+    fn close(&mut self, _: NodeId) {}
+}
+
+type TestReplica = Replica<Client, u32>;
+
+/// Writes and reads decided, by client number.
+type Decided = (
+    Vec<(u32, Result<(), StoreError>)>,
+    Vec<(u32, Result<(), String>)>,
+);
+
+struct Cluster {
+    now: Millis,
+    stores: Vec<Store>,
+    nodes: Vec<TestReplica>,
+    wires: Wires,
+    /// Everything decided so far, per node.
+    decided: Vec<Decided>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let mut members = Members::new();
+        let mut addresses = Addresses::new();
+        for id in 0..n as NodeId {
+            members.push(id).unwrap();
+            addresses.insert(id, addr(id));
+        }
+        let mut stores = Vec::new();
+        let mut nodes = Vec::new();
+        for id in 0..n as NodeId {
+            let store = Store::in_memory().unwrap();
+            let config = Config {
+                index: 0,
+                members: members.clone(),
+                forced: false,
+            };
+            store.init_raft(config, &addresses).unwrap();
+            let start = Start {
+                id,
+                params: Params {
+                    election_timeout: 1000,
+                    heartbeat_interval: 100,
+                    read_timeout: 5000,
+                    write_timeout: 5000,
+                    ..Params::default()
+                },
+                seed: 7 + u64::from(id),
+                group_commit: true,
+            };
+            nodes.push(Replica::new(0, &store, start).unwrap());
+            stores.push(store);
+        }
+        Cluster {
+            now: 0,
+            stores,
+            nodes,
+            wires: Wires::default(),
+            decided: (0..n).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn port(&mut self, i: usize) -> (&mut TestReplica, &Store, Port<'_>) {
+        let members = self.nodes.len();
+        let port = Port {
+            me: i as NodeId,
+            members,
+            wires: &mut self.wires,
+        };
+        (&mut self.nodes[i], &self.stores[i], port)
+    }
+
+    /// Flushes node `i` and collects what it decided.
+    fn flush(&mut self, i: usize) {
+        let now = self.now;
+        let (node, store, mut port) = self.port(i);
+        node.flush(now, &mut port, store);
+        let (writes, reads) = node.take_decided();
+        let d = &mut self.decided[i];
+        d.0.extend(writes.into_iter().map(|(c, r)| (c.0, r)));
+        d.1.extend(reads);
+    }
+
+    /// Delivers every frame in flight (and those they cause), flushing after each delivery.
+    fn deliver(&mut self) {
+        let mut budget = 100_000;
+        while let Some((from, to, bytes)) = self.wires.queue.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "frames never stop");
+            if !self.wires.up(from, to) {
+                continue;
+            }
+            let frame: Frame = postcard::from_bytes(&bytes).unwrap();
+            let now = self.now;
+            let (node, store, mut port) = self.port(to as usize);
+            node.on_frame(now, &mut port, store, from, frame);
+            self.flush(to as usize);
+        }
+    }
+
+    /// Advances time by `ms` in steps of 10 ms: every node's timers, then delivery.
+    fn run(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 10;
+            for i in 0..self.nodes.len() {
+                let now = self.now;
+                let (node, store, mut port) = self.port(i);
+                node.tick(now, &mut port, store);
+                self.flush(i);
+            }
+            self.deliver();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.node().role() == Role::Leader)
+    }
+
+    /// Runs until a leader is elected; returns it.
+    fn elect(&mut self) -> usize {
+        for _ in 0..100 {
+            if let Some(l) = self.leader() {
+                // Let the no-op of the new term commit everywhere.
+                self.run(200);
+                return l;
+            }
+            self.run(100);
+        }
+        panic!("no leader elected");
+    }
+
+    fn propose(&mut self, i: usize, client: u32, cmd: Command) {
+        let now = self.now;
+        let (node, store, mut port) = self.port(i);
+        node.propose(now, &mut port, store, Client(client, cmd));
+    }
+
+    fn read(&mut self, i: usize, reader: u32, names: &[ItemName]) {
+        let now = self.now;
+        self.nodes[i].read(now, reader, names);
+    }
+
+    fn write_outcome(&self, i: usize, client: u32) -> Option<&Result<(), StoreError>> {
+        self.decided[i]
+            .0
+            .iter()
+            .find(|(c, _)| *c == client)
+            .map(|(_, r)| r)
+    }
+
+    fn read_outcome(&self, i: usize, reader: u32) -> Option<&Result<(), String>> {
+        self.decided[i]
+            .1
+            .iter()
+            .find(|(c, _)| *c == reader)
+            .map(|(_, r)| r)
+    }
+
+    fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.wires.cut.insert((a.min(b), a.max(b)));
+    }
+
+    fn heal(&mut self) {
+        self.wires.cut.clear();
+    }
+}
+
+fn unavailable(r: Option<&Result<(), StoreError>>) -> &Unavailable {
+    match r {
+        Some(Err(StoreError::Unavailable(why))) => why,
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_single_node_elects_itself_and_commits_a_round_in_one_transaction() {
+    let mut c = Cluster::new(1);
+    assert_eq!(c.leader(), Some(0), "a cluster of one leads before serving");
+    let before = c.stores[0].commits();
+    for n in 0..5 {
+        c.propose(0, n, secret(&format!("s-{n}")));
+    }
+    assert!(
+        c.decided[0].0.is_empty(),
+        "nothing is answered before it is persisted"
+    );
+    c.flush(0);
+    for n in 0..5 {
+        assert_eq!(c.write_outcome(0, n), Some(&Ok(())), "write {n}");
+    }
+    // Five writes, one round: one transaction (group commit).
+    assert_eq!(c.stores[0].commits() - before, 1);
+    assert!(c.stores[0].secret(DEFAULT_ENCLAVE, "s-4").is_ok());
+    // The store's answer reaches the client: the name exists now.
+    c.propose(0, 9, secret("s-0"));
+    c.flush(0);
+    assert_eq!(c.write_outcome(0, 9), Some(&Err(StoreError::Exists)));
+}
+
+#[test]
+fn a_follower_forwards_a_write_to_the_leader_and_relays_its_answer() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    c.propose(follower, 1, secret("fwd"));
+    c.flush(follower);
+    assert!(
+        c.wires
+            .queue
+            .iter()
+            .any(|(f, t, _)| *f == follower as NodeId && *t == leader as NodeId),
+        "the write went to the leader"
+    );
+    c.run(50);
+    assert_eq!(c.write_outcome(follower, 1), Some(&Ok(())));
+    assert!(
+        c.write_outcome(leader, 1).is_none(),
+        "the leader's own clients saw nothing"
+    );
+    for (i, store) in c.stores.iter().enumerate() {
+        assert!(store.secret(DEFAULT_ENCLAVE, "fwd").is_ok(), "node {i}");
+    }
+}
+
+#[test]
+fn a_forwarded_write_whose_leader_goes_silent_fails_after_its_timeout() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    c.propose(follower, 1, secret("lost"));
+    // The frame left, but the leader never gets it and never answers.
+    c.wires.queue.clear();
+    c.cut(leader as NodeId, follower as NodeId);
+    c.run(super::FORWARD_TIMEOUT - 100);
+    assert!(c.write_outcome(follower, 1).is_none(), "still waiting");
+    c.run(200);
+    let why = unavailable(c.write_outcome(follower, 1));
+    assert!(matches!(why, Unavailable::LeaderSilent), "{why}");
+}
+
+#[test]
+fn without_a_leader_a_write_waits_then_fails_or_goes_to_the_new_one() {
+    let mut c = Cluster::new(3);
+    // Nobody can talk: no leader can be elected.
+    c.cut(0, 1);
+    c.cut(0, 2);
+    c.cut(1, 2);
+    c.propose(1, 1, secret("early"));
+    c.run(1_000);
+    assert!(c.write_outcome(1, 1).is_none(), "it waits for a leader");
+    c.run(super::LEADERLESS_WAIT);
+    let why = unavailable(c.write_outcome(1, 1));
+    assert!(matches!(why, Unavailable::NoLeader), "{why}");
+
+    // A write that waits while an election happens goes to the winner.
+    c.propose(1, 2, secret("later"));
+    c.heal();
+    c.elect();
+    c.run(200);
+    assert_eq!(c.write_outcome(1, 2), Some(&Ok(())));
+}
+
+#[test]
+fn the_backlog_queues_writes_beyond_the_window_and_drains_as_they_commit() {
+    use kes_core::consensus::WINDOW;
+    let mut c = Cluster::new(2);
+    let leader = c.elect();
+    let count = WINDOW as u32 + 20;
+    for n in 0..count {
+        c.propose(leader, n, secret(&format!("b-{n}")));
+    }
+    assert!(c.nodes[leader].backlog_len() > 0, "the window is full");
+    c.flush(leader);
+    c.run(500);
+    assert_eq!(c.nodes[leader].backlog_len(), 0);
+    for n in 0..count {
+        assert_eq!(c.write_outcome(leader, n), Some(&Ok(())), "write {n}");
+    }
+}
+
+#[test]
+fn writes_queued_in_the_backlog_fail_when_they_find_no_room_in_time() {
+    use kes_core::consensus::WINDOW;
+    let mut c = Cluster::new(2);
+    let leader = c.elect();
+    let follower = 1 - leader;
+    // The follower is gone: nothing commits, the window stays full.
+    c.cut(0, 1);
+    let count = WINDOW as u32 + 5;
+    for n in 0..count {
+        c.propose(leader, n, secret(&format!("q-{n}")));
+    }
+    c.flush(leader);
+    let queued = c.nodes[leader].backlog_len();
+    assert!(queued > 0);
+    c.run(super::LEADERLESS_WAIT + 100);
+    let refused = c.decided[leader]
+        .0
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(StoreError::Unavailable(Unavailable::Busy))))
+        .count();
+    assert!(
+        refused >= queued,
+        "{refused} of {queued} queued writes refused"
+    );
+    let _ = follower;
+}
+
+#[test]
+fn the_gate_holds_reads_of_an_undecided_name_and_only_those() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    // The third node is away: the write is appended on the follower but cannot commit.
+    c.cut(leader as NodeId, other as NodeId);
+    c.cut(follower as NodeId, other as NodeId);
+    c.propose(leader, 1, secret("gated"));
+    c.flush(leader);
+    c.deliver();
+    assert!(
+        c.nodes[follower].has_pending(),
+        "the follower holds the entry, undecided"
+    );
+    let gated = ItemName::item(Kind::Secret, DEFAULT_ENCLAVE, "gated");
+    let free = ItemName::item(Kind::Secret, DEFAULT_ENCLAVE, "free");
+    c.read(follower, 10, &[gated]);
+    c.read(follower, 11, &[free]);
+    c.flush(follower);
+    assert_eq!(
+        c.read_outcome(follower, 11),
+        Some(&Ok(())),
+        "untouched names never wait"
+    );
+    assert!(
+        c.read_outcome(follower, 10).is_none(),
+        "the touched name waits"
+    );
+    // The third node returns: the write commits and the read is released.
+    c.heal();
+    c.run(500);
+    assert_eq!(c.read_outcome(follower, 10), Some(&Ok(())));
+    assert_eq!(c.write_outcome(leader, 1), Some(&Ok(())));
+    assert!(c.stores[follower].secret(DEFAULT_ENCLAVE, "gated").is_ok());
+}
+
+#[test]
+fn a_shrink_of_the_leader_hands_over_and_commits_at_the_new_leader() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let shrink = Command::Shrink {
+        endpoint: addr(leader as NodeId),
+        force: false,
+    };
+    c.propose(leader, 1, shrink);
+    c.flush(leader);
+    c.run(3_000);
+    assert_eq!(c.write_outcome(leader, 1), Some(&Ok(())));
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, leader);
+    assert!(!c.nodes[new].node().config().contains(leader as NodeId));
+    assert!(
+        !c.nodes[leader].is_member(),
+        "the old leader knows it was removed"
+    );
+    assert_eq!(
+        c.nodes[leader]
+            .take_mirror()
+            .map(|a| a.contains_key(&(leader as NodeId))),
+        Some(false),
+        ".cluster.json is rewritten without it"
+    );
+}
+
+#[test]
+fn a_shrink_of_the_only_node_is_refused() {
+    let mut c = Cluster::new(1);
+    c.propose(
+        0,
+        1,
+        Command::Shrink {
+            endpoint: addr(0),
+            force: false,
+        },
+    );
+    c.flush(0);
+    assert!(matches!(
+        c.write_outcome(0, 1),
+        Some(Err(StoreError::Refused(_)))
+    ));
+}
