@@ -24,6 +24,8 @@ pub mod item;
 pub mod net;
 pub mod random;
 pub mod records;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 pub mod sysinfo;
 pub mod timefmt;

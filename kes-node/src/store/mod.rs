@@ -237,15 +237,33 @@ impl Store {
             Cipher::Aes256,
             crate::random::bytes(),
         )));
-        let mut root: [u8; 32] = crate::random::bytes();
-        let sealed = hsm.seal(&root);
-        root.zeroize();
-        let sealed = sealed.map_err(|e| OpenError::Database(e.to_string()))?;
+        Store::open_backend(redb::backends::InMemoryBackend::new(), &hsm)
+    }
+
+    /// Opens the database on any redb storage backend, creating it (with a fresh root key
+    /// sealed by `hsm`) if the backend is empty. The simulator (feature `sim`) keeps each
+    /// node's `kes.db` in memory this way, on a backend that loses unsynced writes on a crash.
+    pub fn open_backend(
+        backend: impl redb::StorageBackend,
+        hsm: &dyn Hsm,
+    ) -> Result<Store, OpenError> {
+        let failed = |e: &dyn std::fmt::Display| OpenError::Database(e.to_string());
         let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| OpenError::Database(e.to_string()))?;
-        init_tables(&db, &hsm, &sealed).map_err(|e| OpenError::Database(e.to_string()))?;
-        let root = unseal_root(&db, Path::new("memory"), &hsm)?;
+            .create_with_backend(backend)
+            .map_err(|e| failed(&e))?;
+        let fresh = db
+            .begin_read()
+            .map_err(|e| failed(&e))?
+            .open_table(META)
+            .is_err();
+        if fresh {
+            let mut root: [u8; 32] = crate::random::bytes();
+            let sealed = hsm.seal(&root);
+            root.zeroize();
+            let sealed = sealed.map_err(|e| failed(&e))?;
+            init_tables(&db, hsm, &sealed).map_err(|e| failed(&e))?;
+        }
+        let root = unseal_root(&db, Path::new("memory"), hsm)?;
         let store = Store {
             db: db::Db::new(db, None),
             floor: space::Floor::new(None),
@@ -255,9 +273,7 @@ impl Store {
             keys: Default::default(),
             commits: Default::default(),
         };
-        store
-            .ensure_default_enclave()
-            .map_err(|e| OpenError::Database(e.to_string()))?;
+        store.ensure_default_enclave().map_err(|e| failed(&e))?;
         Ok(store)
     }
 

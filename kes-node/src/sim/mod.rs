@@ -1,0 +1,227 @@
+//! A deterministic simulator of a whole cluster of kes-node shells (feature `sim`).
+//!
+//! Each simulated node is a shell ([`Shell`]) over a real [`Store`](crate::store::Store) whose
+//! `kes.db` lives on a simulated disk ([`disk::Disk`]: redb on memory that loses unsynced writes
+//! on a crash). The nodes talk over an in-memory network ([`net::Net`]) that carries the frames
+//! of production's peer links and loses, duplicates, delays and reorders consensus messages,
+//! breaks links, and partitions. Clients write and read registers (policies of the default
+//! enclave) on every node; reads go through the gate as the API's do. Every decision comes from
+//! one [`Chooser`] (a seed, or fuzz bytes), so a seed replays exactly.
+//!
+//! Checked: after every event at most one leader per term; after every round that nodes that
+//! applied up to the same index hold the same state; after a restart that nothing applied was
+//! lost; at the end that the client history is linearizable, and liveness: with faults stopped
+//! and everyone connected, a write commits within a bound and every member serves reads.
+//!
+//! `SIM_SEED=n cargo test -p kes-node --features sim --test sim replay` replays seed `n` and
+//! prints its trace.
+pub mod core_shell;
+pub mod disk;
+pub mod net;
+mod schedule;
+pub mod shell;
+pub mod world;
+
+use kes_core::consensus::sim::{Chooser, Rng};
+use kes_core::consensus::Params;
+
+pub use core_shell::CoreShell;
+pub use net::Faults;
+pub use shell::{Decided, Links, Shell, View, Waiter};
+pub use world::World;
+
+/// The shell the simulator drives by default.
+pub type Default = CoreShell;
+
+/// What a run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Nodes in the initial configuration (1–5).
+    pub members: usize,
+    /// Nodes in total (the others may join).
+    pub total: usize,
+    /// Scheduler events in the fault phase.
+    pub steps: usize,
+    pub read_lease: bool,
+    pub crashes: bool,
+    pub partitions: bool,
+    /// Clients send writes to the leader only (a shell that does not forward).
+    pub leader_only: bool,
+    pub faults: Faults,
+    /// Keep a trace of events (returned with a failure, printed by a replay).
+    pub trace: bool,
+}
+
+impl Options {
+    /// The options seed `seed` runs with: every combination appears among consecutive seeds.
+    pub fn for_seed(seed: u64) -> Options {
+        let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let members = 1 + (rng.next_u64() % 5) as usize;
+        Options {
+            members,
+            total: members,
+            steps: 400,
+            read_lease: rng.next_u64().is_multiple_of(3),
+            crashes: !rng.next_u64().is_multiple_of(4),
+            partitions: !rng.next_u64().is_multiple_of(3),
+            leader_only: true,
+            faults: Faults {
+                drop_percent: rng.next_u64() % 10,
+                dup_percent: rng.next_u64() % 5,
+                max_delay: 5,
+                long_delay_percent: rng.next_u64() % 4,
+                long_delay: 300,
+            },
+            trace: false,
+        }
+    }
+
+    /// The consensus timing (ms): short, so that a run sees many elections.
+    pub fn params(&self) -> Params {
+        Params {
+            election_timeout: 100,
+            heartbeat_interval: 30,
+            read_timeout: 400,
+            write_timeout: 400,
+            read_lease: self.read_lease.then_some(120),
+            clock_drift: 10,
+            pre_vote: true,
+        }
+    }
+}
+
+/// A failed run: what broke, at which event, and the trace if one was kept.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub event: usize,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {}: {}", self.event, self.message)?;
+        let skip = self.trace.len().saturating_sub(300);
+        for line in &self.trace[skip..] {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Event counts of a run (to see what a set of seeds covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, core::default::Default)]
+pub struct Counters {
+    pub elections: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub acked_writes: u64,
+    pub failed_writes: u64,
+    pub reads_served: u64,
+    pub reads_gated: u64,
+    pub frames_sent: u64,
+    pub frames_lost: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.elections += o.elections;
+        self.crashes += o.crashes;
+        self.restarts += o.restarts;
+        self.partitions += o.partitions;
+        self.acked_writes += o.acked_writes;
+        self.failed_writes += o.failed_writes;
+        self.reads_served += o.reads_served;
+        self.reads_gated += o.reads_gated;
+        self.frames_sent += o.frames_sent;
+        self.frames_lost += o.frames_lost;
+    }
+}
+
+/// Runs one seed with the default shell.
+pub fn run_seed(seed: u64, options: &Options) -> Result<Counters, Failure> {
+    run::<Default>(Chooser::seeded(seed), options, false)
+}
+
+/// Runs a schedule steered by fuzz input: the first two bytes pick the options, the rest the
+/// events (when they run out, the run ends with the liveness phase).
+pub fn run_fuzz(data: &[u8]) -> Result<Counters, Failure> {
+    let (head, rest) = data.split_at(data.len().min(2));
+    let seed = head.iter().fold(0u64, |h, &b| (h << 8) | b as u64);
+    let mut options = Options::for_seed(seed);
+    options.steps = 2000;
+    run::<Default>(Chooser::from_bytes(rest), &options, true)
+}
+
+/// Runs one seed with a trace, which is returned whatever the outcome.
+pub fn run_traced(seed: u64, options: &Options) -> (Result<Counters, Failure>, Vec<String>) {
+    let mut options = options.clone();
+    options.trace = true;
+    let mut trace = Vec::new();
+    let result = run_inner::<Default>(Chooser::seeded(seed), &options, false, &mut trace);
+    (result, trace)
+}
+
+/// Runs one schedule with shell `S`.
+pub fn run<S: Shell>(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Counters, Failure> {
+    run_inner::<S>(chooser, options, fuzz, &mut Vec::new())
+}
+
+fn run_inner<S: Shell>(
+    chooser: Chooser,
+    options: &Options,
+    fuzz: bool,
+    trace: &mut Vec<String>,
+) -> Result<Counters, Failure> {
+    let mut world = match World::<S>::new(
+        options.members,
+        options.total,
+        options.params(),
+        chooser,
+        options.faults,
+    ) {
+        Ok(w) => w,
+        Err(message) => {
+            return Err(Failure {
+                event: 0,
+                message,
+                trace: Vec::new(),
+            })
+        }
+    };
+    if options.trace {
+        world.trace = Some(Vec::new());
+    }
+    let fail = |world: &mut World<S>, event: usize, message: String| Failure {
+        event,
+        message,
+        trace: world.trace.take().unwrap_or_default(),
+    };
+    let mut event = 0;
+    while event < options.steps && !(fuzz && world.chooser.exhausted()) {
+        event += 1;
+        if let Err(message) =
+            schedule::random_event(&mut world, options).and_then(|()| world.check())
+        {
+            return Err(fail(&mut world, event, message));
+        }
+    }
+    if let Err(message) = schedule::liveness(&mut world, options) {
+        return Err(fail(&mut world, event, format!("liveness: {message}")));
+    }
+    if let Err(message) = world.check_history() {
+        let key = message
+            .find(" of k")
+            .and_then(|at| message.as_bytes().get(at + 5))
+            .map_or(0, |b| b - b'0');
+        let mut failure = fail(&mut world, event, message);
+        failure.trace.extend(world.history_of(key));
+        return Err(failure);
+    }
+    *trace = world.trace.take().unwrap_or_default();
+    let mut counters = world.counters;
+    counters.frames_sent = world.net.sent;
+    counters.frames_lost = world.net.lost;
+    Ok(counters)
+}
