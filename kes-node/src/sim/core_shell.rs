@@ -12,7 +12,7 @@ use super::shell::{Decided, Links, Shell, View, Waiter};
 use crate::cluster::peer::Frame;
 use crate::command::Command;
 use crate::item::ItemName;
-use crate::store::{codec, Store, StoreError};
+use crate::store::{codec, Store, StoreError, Unavailable};
 
 pub struct CoreShell {
     node: Node<Vec<u8>>,
@@ -53,7 +53,9 @@ impl CoreShell {
             for (id, result) in &ready.proposals {
                 let outcome = match result {
                     Ok(index) => outcomes.remove(index).unwrap_or(Ok(())),
-                    Err(err) => Err(StoreError::Unavailable(format!("{err:?}"))),
+                    Err(err) => Err(StoreError::Unavailable(Unavailable::Cluster(format!(
+                        "{err:?}"
+                    )))),
                 };
                 if let Some(w) = self.proposals.remove(&id.0) {
                     self.decided.writes.push((w, outcome));
@@ -116,9 +118,10 @@ impl Shell for CoreShell {
     fn propose(&mut self, _: &Store, _: &mut dyn Links, now: u64, waiter: Waiter, cmd: Command) {
         if self.node.role() != Role::Leader {
             let why = "cluster: not the leader".to_string();
-            self.decided
-                .writes
-                .push((waiter, Err(StoreError::Refused(why))));
+            self.decided.writes.push((
+                waiter,
+                Err(StoreError::Unavailable(Unavailable::Cluster(why))),
+            ));
             return;
         }
         let command = codec::encode_command(&cmd)
