@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kes_core::consensus::{
-    Config, HardState, Input, Members, NameId, Names, Node, Params, ProposalId, ReadId, Ready,
-    Role, SnapshotMeta,
+    Config, HardState, Input, Members, NameId, Names, Node, Params, ProposalId, ReadId, Role,
+    SnapshotMeta, StepOutput,
 };
 use kes_core::crypto::{Cipher, HmacKey, SecretKey};
 use kes_core::policy;
@@ -64,7 +64,7 @@ fn leader() -> (Node<u64>, u64) {
         },
     };
     let mut node = Node::new(0, params, 0, 1, HardState::default(), applied, &[]).unwrap();
-    let mut ready = Ready::default();
+    let mut ready = StepOutput::default();
     let mut now = 0;
     while node.role() != Role::Leader {
         now += params.election_timeout;
@@ -79,7 +79,7 @@ fn consensus(c: &mut Criterion) {
     let mut names = Names::new();
     let _ = names.push(NameId(1));
     let (mut node, now) = leader();
-    let mut ready = Ready::default();
+    let mut ready = StepOutput::default();
     let mut id = 0;
     c.bench_function("consensus step: propose on a 1-node leader", |b| {
         b.iter(|| {

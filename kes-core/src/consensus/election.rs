@@ -29,7 +29,8 @@
 use heapless::Vec;
 
 use super::message::{Body, Entry, Index, Message, NodeId, Term};
-use super::node::{Node, Progress, Ready, Role};
+use super::node::{push_bounded, Node, Progress, Role};
+use super::output::Output;
 
 impl<C: Clone> Node<C> {
     pub(super) fn reset_election_timer(&mut self) {
@@ -50,51 +51,57 @@ impl<C: Clone> Node<C> {
 
     /// The election timeout passed: start a pre-vote round (or, without pre-votes, an
     /// election).
-    pub(super) fn campaign(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn campaign(&mut self, out: &mut impl Output<C>) {
         self.reset_election_timer();
         if !self.is_member() {
             return;
         }
         if !self.params.pre_vote {
-            self.start_election(ready);
+            self.start_election(out);
             return;
         }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
-        let _ = self.votes.push(self.id);
+        push_bounded(&mut self.votes, self.id);
         if self.votes.len() >= self.log.config().majority() {
-            self.start_election(ready);
+            self.start_election(out);
             return;
         }
-        self.request_votes(self.term + 1, true, false, ready);
+        self.request_votes(self.term + 1, true, false, out);
     }
 
-    fn start_election(&mut self, ready: &mut Ready<C>) {
-        self.start_election_as(false, ready);
+    fn start_election(&mut self, out: &mut impl Output<C>) {
+        self.start_election_as(false, out);
     }
 
     /// An election because the leader handed over (see `transfer.rs`).
-    pub(super) fn start_election_for_transfer(&mut self, ready: &mut Ready<C>) {
-        self.start_election_as(true, ready);
+    pub(super) fn start_election_for_transfer(&mut self, out: &mut impl Output<C>) {
+        self.start_election_as(true, out);
     }
 
-    fn start_election_as(&mut self, transfer: bool, ready: &mut Ready<C>) {
+    fn start_election_as(&mut self, transfer: bool, out: &mut impl Output<C>) {
         self.term += 1;
         self.voted_for = Some(self.id);
-        self.persist_hard_state(ready);
+        self.persist_hard_state(out);
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
-        let _ = self.votes.push(self.id);
+        push_bounded(&mut self.votes, self.id);
         if self.votes.len() >= self.log.config().majority() {
-            self.become_leader(ready);
+            self.become_leader(out);
             return;
         }
-        self.request_votes(self.term, false, transfer, ready);
+        self.request_votes(self.term, false, transfer, out);
     }
 
-    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool, ready: &mut Ready<C>) {
+    fn request_votes(
+        &mut self,
+        term: Term,
+        pre_vote: bool,
+        transfer: bool,
+        out: &mut impl Output<C>,
+    ) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let config = self.log.config();
         for &peer in config.members.iter().filter(|&&m| m != self.id) {
@@ -105,7 +112,7 @@ impl<C: Clone> Node<C> {
                 pre_vote,
                 transfer,
             };
-            self.send(peer, message, ready);
+            self.send(peer, message, out);
         }
     }
 
@@ -118,7 +125,7 @@ impl<C: Clone> Node<C> {
         last_term: Term,
         pre_vote: bool,
         transfer: bool,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         let config = self.log.config();
         // Only a *committed* configuration that excludes the candidate proves it was removed.
@@ -132,7 +139,7 @@ impl<C: Clone> Node<C> {
                 term: self.term,
                 config_index: config.index,
             };
-            self.send(from, message, ready);
+            self.send(from, message, out);
             return;
         }
         // Leader stickiness (Raft thesis §4.2.3): a follower that heard from a leader within the
@@ -153,7 +160,7 @@ impl<C: Clone> Node<C> {
                 granted,
                 pre_vote: true,
             };
-            self.send(from, message, ready);
+            self.send(from, message, out);
             return;
         }
         if term > self.term && sticky {
@@ -162,11 +169,11 @@ impl<C: Clone> Node<C> {
                 granted: false,
                 pre_vote: false,
             };
-            self.send(from, message, ready);
+            self.send(from, message, out);
             return;
         }
         if term > self.term {
-            self.become_follower(term, None, ready);
+            self.become_follower(term, None, out);
         }
         let granted = term == self.term
             && (self.voted_for.is_none() || self.voted_for == Some(from))
@@ -175,7 +182,7 @@ impl<C: Clone> Node<C> {
         if granted {
             if self.voted_for.is_none() {
                 self.voted_for = Some(from);
-                self.persist_hard_state(ready);
+                self.persist_hard_state(out);
             }
             self.reset_election_timer();
         }
@@ -186,7 +193,7 @@ impl<C: Clone> Node<C> {
                 granted,
                 pre_vote: false,
             },
-            ready,
+            out,
         );
     }
 
@@ -196,7 +203,7 @@ impl<C: Clone> Node<C> {
         term: Term,
         granted: bool,
         pre_vote: bool,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         if pre_vote {
             if granted {
@@ -206,13 +213,13 @@ impl<C: Clone> Node<C> {
             } else {
                 // A refusal carries the voter's term: if it is ahead, catch up.
                 if term > self.term {
-                    self.become_follower(term, None, ready);
+                    self.become_follower(term, None, out);
                 }
                 return;
             }
         } else {
             if term > self.term {
-                self.become_follower(term, None, ready);
+                self.become_follower(term, None, out);
                 return;
             }
             if self.role != Role::Candidate || term != self.term || !granted {
@@ -223,17 +230,17 @@ impl<C: Clone> Node<C> {
         if !config.contains(from) || self.votes.contains(&from) {
             return;
         }
-        let _ = self.votes.push(from);
+        push_bounded(&mut self.votes, from);
         if self.votes.len() >= config.majority() {
             if pre_vote {
-                self.start_election(ready);
+                self.start_election(out);
                 return;
             }
-            self.become_leader(ready);
+            self.become_leader(out);
         }
     }
 
-    fn become_leader(&mut self, ready: &mut Ready<C>) {
+    fn become_leader(&mut self, out: &mut impl Output<C>) {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         // A majority of our configuration just counted us a member.
@@ -244,12 +251,12 @@ impl<C: Clone> Node<C> {
         self.lease_until = 0;
         self.sync_progress();
         self.noop_pending = true;
-        self.append_noop(ready);
-        self.broadcast_append(ready);
+        self.append_noop(out);
+        self.broadcast_append(out);
     }
 
     /// Appends the leader's no-op if the window has room (otherwise retried on each commit).
-    pub(super) fn append_noop(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn append_noop(&mut self, out: &mut impl Output<C>) {
         if !self.log.has_room() {
             return;
         }
@@ -259,7 +266,7 @@ impl<C: Clone> Node<C> {
             body: Body::Noop,
         };
         let index = entry.index;
-        if self.append_own(entry, ready) {
+        if self.append_own(entry, out) {
             self.noop_pending = false;
             self.noop_index = index;
         }
@@ -273,13 +280,16 @@ impl<C: Clone> Node<C> {
         let next = self.log.last_index() + 1;
         for id in targets {
             if !self.progress.iter().any(|p| p.id == id) {
-                let _ = self.progress.push(Progress {
-                    id,
-                    next,
-                    matched: 0,
-                    echo: None,
-                    last_heard: self.now,
-                });
+                push_bounded(
+                    &mut self.progress,
+                    Progress {
+                        id,
+                        next,
+                        matched: 0,
+                        echo: None,
+                        last_heard: self.now,
+                    },
+                );
             }
         }
     }

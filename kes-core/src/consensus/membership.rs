@@ -30,7 +30,8 @@ use heapless::Vec;
 
 use super::log::config_of;
 use super::message::{Body, Index, NodeId};
-use super::node::{Change, Node, ProposalId, ProposeError, Ready};
+use super::node::{push_bounded, Change, Node, ProposalId, ProposeError};
+use super::output::Output;
 use super::MAX_NODES;
 
 impl<C: Clone> Node<C> {
@@ -46,7 +47,7 @@ impl<C: Clone> Node<C> {
             if !config.forced {
                 for m in prev.members.iter() {
                     if !targets.contains(m) {
-                        let _ = targets.push(*m);
+                        push_bounded(&mut targets, *m);
                     }
                 }
             }
@@ -61,7 +62,7 @@ impl<C: Clone> Node<C> {
         id: ProposalId,
         change: Change,
         command: C,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         let result = self.validate_change(change).and_then(|members| {
             let forced = matches!(change, Change::ForceRemove(_));
@@ -72,11 +73,11 @@ impl<C: Clone> Node<C> {
                     forced,
                     command,
                 },
-                ready,
+                out,
             )
         });
         if let Err(e) = result {
-            let _ = ready.proposals.push((id, Err(e)));
+            out.proposal(id, Err(e));
         }
     }
 

@@ -11,18 +11,24 @@
 //! [`Node`] is a pure state machine. The shell (`kes-node`) feeds it one [`Input`] at a time
 //! with [`Node::step`] — a tick with fresh randomness, a peer [`Message`], a client write
 //! ([`Input::Propose`]), a membership change ([`Input::ChangeMembership`]), a client read
-//! ([`Input::Read`]) — together with the current time of its monotonic clock. The node answers
-//! with a [`Ready`], which the shell carries out in order:
+//! ([`Input::Read`]) — together with the current time of its monotonic clock. The node hands
+//! every decision to the shell's [`Output`] sink, one call each, and the shell carries them out
+//! in three groups (the full contract is on [`Output`]):
 //!
 //! 1. one durable transaction: `hard_state` (term, vote), `restore` (install a received
-//!    snapshot), `truncate_from`, `append` (new log entries), `apply` (committed entries, in
+//!    snapshot), `truncate`, `append` (new log entries), `apply` (committed entries, in
 //!    order, with the applied index);
-//! 2. send `messages`, and `snapshots` (each with a snapshot of the state just applied);
-//! 3. answer `proposals` (write outcomes) and `reads` (a released read is answered from the
+//! 2. `send` messages, and `send_snapshot`s (each with a snapshot of the state just applied);
+//! 3. answer `proposal`s (write outcomes) and `read`s (a released read is answered from the
 //!    state of step 1).
 //!
-//! The core has no I/O, no clock, no randomness and no heap; every collection is a `heapless`
-//! one bounded by the constants below. Commands are opaque to the core (type parameter `C`; the
+//! The core builds no batch of outputs and so drops none. [`StepOutput`] (feature `alloc`)
+//! collects a step into `Vec`s for shells that want one.
+//!
+//! The core has no I/O, no clock, no randomness and no heap; its own state is in `heapless`
+//! collections bounded by the constants below. A bound that a client can hit is reported to it:
+//! a full window or too many writes in flight is [`ProposeError::Busy`], too many waiting reads
+//! is [`ReadError::Busy`]. Commands are opaque to the core (type parameter `C`; the
 //! shell picks e.g. `heapless::Vec<u8, N>` or a handle) and come with the [`Names`] they touch.
 //! Messages and hard state derive `Serialize`/`Deserialize` for postcard.
 //!
@@ -33,6 +39,7 @@
 //! state, the applied [`SnapshotMeta`] and the stored entries above it to [`Node::new`].
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] {
 //! use kes_core::consensus::*;
 //!
 //! let mut members = Members::new();
@@ -40,30 +47,32 @@
 //! let applied = SnapshotMeta { index: 0, term: 0, config: Config { index: 0, members, forced: false } };
 //! let mut node: Node<u64> =
 //!     Node::new(0, Params::default(), 0, 42, HardState::default(), applied, &[]).unwrap();
-//! let mut ready = Ready::default();
+//! let mut out = StepOutput::default();
 //!
 //! // Time passes; the only member elects itself and commits its no-op at once.
-//! node.step(5_000, Input::Tick { random: 7 }, &mut ready);
+//! node.step(5_000, Input::Tick { random: 7 }, &mut out);
 //! assert_eq!(node.role(), Role::Leader);
-//! assert_eq!(ready.hard_state, Some(HardState { term: 1, voted_for: Some(0) }));
-//! assert_eq!(ready.apply[0].body, Body::Noop);
+//! assert_eq!(out.hard_state, Some(HardState { term: 1, voted_for: Some(0) }));
+//! assert_eq!(out.apply[0].body, Body::Noop);
 //!
-//! // A client write touching name 1: persisted, applied and acknowledged in one Ready.
+//! // A client write touching name 1: persisted, applied and acknowledged in one step.
 //! let mut names = Names::new();
 //! names.push(NameId(1)).unwrap();
-//! node.step(5_001, Input::Propose { id: ProposalId(7), names, command: 99 }, &mut ready);
-//! assert_eq!(ready.append.len(), 1);
-//! assert_eq!(ready.apply.len(), 1);
-//! assert_eq!(ready.proposals[0], (ProposalId(7), Ok(2)));
+//! out.clear();
+//! node.step(5_001, Input::Propose { id: ProposalId(7), names, command: 99 }, &mut out);
+//! assert_eq!(out.append.len(), 1);
+//! assert_eq!(out.apply.len(), 1);
+//! assert_eq!(out.proposals[0], (ProposalId(7), Ok(2)));
 //!
 //! // Reads of name 1 may be served at once: nothing touching it is pending.
 //! assert_eq!(node.read_status(&[NameId(1)]), Ok(()));
+//! # }
 //! ```
 //!
 //! What the shell must do, in short: tick often (every few ms) with fresh randomness; hand every
 //! peer message to the core as it arrives (the core tolerates loss, duplication, reordering);
-//! carry out each `Ready` in order, fsync before sending; derive [`NameId`]s the same way on
-//! every node; on `Ready::snapshots` ship a snapshot of the applied state with the message and,
+//! carry out each step's outputs in order, fsync before sending; derive [`NameId`]s the same way
+//! on every node; on [`Output::send_snapshot`] ship a snapshot of the applied state with the message and,
 //! on the receiving side, keep it until the core says `restore` (or drop it); and on restart pass
 //! exactly what was persisted to [`Node::new`].
 //!
@@ -157,6 +166,7 @@ mod log;
 mod membership;
 mod message;
 mod node;
+mod output;
 mod replication;
 mod transfer;
 mod visibility;
@@ -169,9 +179,11 @@ pub use message::{
     SnapshotMeta, Term, Time,
 };
 pub use node::{
-    Change, Input, Node, Params, ProposalId, ProposeError, ReadError, ReadId, Ready, Role,
-    StartError,
+    Change, Input, Node, Params, ProposalId, ProposeError, ReadError, ReadId, Role, StartError,
 };
+pub use output::Output;
+#[cfg(feature = "alloc")]
+pub use output::StepOutput;
 
 /// The largest cluster.
 pub const MAX_NODES: usize = 7;
@@ -181,8 +193,6 @@ pub const MAX_NAMES: usize = 4;
 pub const WINDOW: usize = 128;
 /// The most entries in one `AppendEntries`.
 pub const MAX_BATCH: usize = 8;
-/// The most messages one step produces (beyond it messages are dropped, i.e. lost).
-pub const MAX_MESSAGES: usize = 4 * MAX_NODES;
 /// The most reads waiting on one node.
 pub const MAX_READS: usize = 64;
 /// The most writes one node tracks.

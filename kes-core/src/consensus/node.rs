@@ -1,5 +1,5 @@
-//! The node: its state, the inputs it takes, the [`Ready`] batch of outputs it returns, and the
-//! single entry point [`Node::step`]. The protocol rules live in the sibling files
+//! The node: its state, the inputs it takes, and the single entry point [`Node::step`], which
+//! hands what it decides to the shell's [`Output`] sink. The protocol rules live in the sibling files
 //! (`election`, `replication`, `membership`, `visibility`); this file only dispatches.
 
 use heapless::Vec;
@@ -8,7 +8,8 @@ use super::log::Log;
 use super::message::{
     Entry, Envelope, HardState, Index, Members, Message, Names, NodeId, SnapshotMeta, Term, Time,
 };
-use super::{MAX_BATCH, MAX_MESSAGES, MAX_NODES, MAX_PROPOSALS, MAX_READS, WINDOW};
+use super::output::Output;
+use super::{MAX_NODES, MAX_PROPOSALS, MAX_READS};
 
 /// Timing parameters, in the unit of [`Time`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub enum Input<C> {
         change: Change,
         command: C,
     },
-    /// A client read of `names`; answered in [`Ready::reads`] once it may be served.
+    /// A client read of `names`; answered through [`Output::read`] once it may be served.
     Read { id: ReadId, names: Names },
     /// Hand leadership to another member (leader only), e.g. before removing this node; see
     /// `transfer.rs`. Proposals get `Busy` until it succeeds or is abandoned.
@@ -138,67 +139,10 @@ pub enum ReadError {
     CatchingUp,
 }
 
-/// What the shell must do after a step, in this order:
-///
-/// 1. In one durable transaction (fsync before going on): persist `hard_state`; if `restore` is
-///    set, install the snapshot that came with the message; remove the log entries from
-///    `truncate_from` on; append `append`; apply `apply` to the state machine, in order, and
-///    record the applied index and term.
-/// 2. Send `messages`. Send each of `snapshots` with a snapshot of the state just applied.
-/// 3. Answer `proposals` and `reads` (a released read is answered from the state of step 1).
-///
-/// Crashing anywhere in between is safe: the transaction either happened or not, and a lost
-/// message is just a lost message.
-#[derive(Clone, Debug)]
-pub struct Ready<C> {
-    pub hard_state: Option<HardState>,
-    pub restore: Option<SnapshotMeta>,
-    pub truncate_from: Option<Index>,
-    pub append: Vec<Entry<C>, { MAX_BATCH + 1 }>,
-    pub apply: Vec<Entry<C>, { WINDOW + MAX_BATCH + 1 }>,
-    pub messages: Vec<Envelope<C>, MAX_MESSAGES>,
-    pub snapshots: Vec<Envelope<C>, MAX_NODES>,
-    pub proposals: Vec<(ProposalId, Result<Index, ProposeError>), { MAX_PROPOSALS + 1 }>,
-    pub reads: Vec<(ReadId, Result<(), ReadError>), { MAX_READS + 1 }>,
-}
-
-impl<C> Default for Ready<C> {
-    fn default() -> Self {
-        Ready {
-            hard_state: None,
-            restore: None,
-            truncate_from: None,
-            append: Vec::new(),
-            apply: Vec::new(),
-            messages: Vec::new(),
-            snapshots: Vec::new(),
-            proposals: Vec::new(),
-            reads: Vec::new(),
-        }
-    }
-}
-
-impl<C> Ready<C> {
-    pub fn clear(&mut self) {
-        *self = Ready::default();
-    }
-    pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
-            && self.restore.is_none()
-            && self.truncate_from.is_none()
-            && self.append.is_empty()
-            && self.apply.is_empty()
-            && self.messages.is_empty()
-            && self.snapshots.is_empty()
-            && self.proposals.is_empty()
-            && self.reads.is_empty()
-    }
-}
-
 /// Why [`Node::new`] refused the stored state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
-    /// More than [`WINDOW`] stored entries above the applied index.
+    /// More than [`WINDOW`](super::WINDOW) stored entries above the applied index.
     TooManyEntries,
     /// The stored entries do not follow the applied index.
     Gap,
@@ -215,6 +159,18 @@ impl core::fmt::Display for StartError {
             }
         }
     }
+}
+
+/// Pushes onto a collection whose capacity the protocol already bounds (members, votes and
+/// replication targets are at most [`MAX_NODES`]; a proposal is tracked only after checking
+/// for room). Overflowing would mean a broken invariant: debug builds (and so the simulator)
+/// panic; release builds keep the collection as it is.
+pub(super) fn push_bounded<T, const N: usize>(collection: &mut Vec<T, N>, item: T) {
+    let pushed = collection.push(item).is_ok();
+    debug_assert!(
+        pushed,
+        "a bounded collection of the consensus core overflowed"
+    );
 }
 
 /// The leader's view of one follower.
@@ -253,7 +209,7 @@ pub struct Node<C> {
     pub(super) params: Params,
     pub(super) now: Time,
     pub(super) random: u64,
-    // Persistent (mirrored by the shell through `Ready::hard_state`).
+    // Persistent (mirrored by the shell through `Output::hard_state`).
     pub(super) term: Term,
     pub(super) voted_for: Option<NodeId>,
     // Volatile.
@@ -338,55 +294,55 @@ impl<C: Clone> Node<C> {
         Ok(node)
     }
 
-    /// Feeds one input at time `now` (this node's monotonic clock). `ready` is cleared first and
-    /// then filled with what the shell must do (see [`Ready`]).
-    pub fn step(&mut self, now: Time, input: Input<C>, ready: &mut Ready<C>) {
-        ready.clear();
+    /// Feeds one input at time `now` (this node's monotonic clock). Everything the step
+    /// decides goes to `out`, one call per decision, which the shell carries out as the
+    /// [`Output`] contract says (persist, then send, then answer).
+    pub fn step(&mut self, now: Time, input: Input<C>, out: &mut impl Output<C>) {
         self.now = self.now.max(now);
         match input {
             Input::Tick { random } => {
                 self.random = random;
-                self.tick(ready);
+                self.tick(out);
             }
             Input::Message(envelope) => {
                 if envelope.to == self.id && envelope.from != self.id {
-                    self.handle_message(envelope.from, envelope.message, ready);
+                    self.handle_message(envelope.from, envelope.message, out);
                 }
             }
-            Input::Propose { id, names, command } => self.propose(id, names, command, ready),
+            Input::Propose { id, names, command } => self.propose(id, names, command, out),
             Input::ChangeMembership {
                 id,
                 change,
                 command,
-            } => self.propose_change(id, change, command, ready),
-            Input::Read { id, names } => self.read(id, names, ready),
-            Input::TransferLeadership => self.transfer_leadership(ready),
+            } => self.propose_change(id, change, command, out),
+            Input::Read { id, names } => self.read(id, names, out),
+            Input::TransferLeadership => self.transfer_leadership(out),
         }
         if self.role == Role::Leader {
-            self.maybe_commit(ready);
+            self.maybe_commit(out);
         }
-        self.release_reads(ready);
+        self.release_reads(out);
     }
 
-    fn tick(&mut self, ready: &mut Ready<C>) {
+    fn tick(&mut self, out: &mut impl Output<C>) {
         self.expire_transfer();
-        self.expire_proposals(ready);
-        self.expire_reads(ready);
+        self.expire_proposals(out);
+        self.expire_reads(out);
         match self.role {
             Role::Leader => {
                 if self.now >= self.heartbeat_deadline {
-                    self.broadcast_append(ready);
+                    self.broadcast_append(out);
                 }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if self.now >= self.election_deadline {
-                    self.campaign(ready);
+                    self.campaign(out);
                 }
             }
         }
     }
 
-    fn handle_message(&mut self, from: NodeId, message: Message<C>, ready: &mut Ready<C>) {
+    fn handle_message(&mut self, from: NodeId, message: Message<C>, out: &mut impl Output<C>) {
         match message {
             Message::RequestVote {
                 term,
@@ -394,13 +350,14 @@ impl<C: Clone> Node<C> {
                 last_term,
                 pre_vote,
                 transfer,
-            } => self
-                .handle_request_vote(from, term, last_index, last_term, pre_vote, transfer, ready),
+            } => {
+                self.handle_request_vote(from, term, last_index, last_term, pre_vote, transfer, out)
+            }
             Message::Vote {
                 term,
                 granted,
                 pre_vote,
-            } => self.handle_vote(from, term, granted, pre_vote, ready),
+            } => self.handle_vote(from, term, granted, pre_vote, out),
             Message::AppendEntries {
                 term,
                 prev_index,
@@ -410,7 +367,7 @@ impl<C: Clone> Node<C> {
                 sent_at,
                 echo,
             } => self.handle_append(
-                from, term, prev_index, prev_term, entries, commit, sent_at, echo, ready,
+                from, term, prev_index, prev_term, entries, commit, sent_at, echo, out,
             ),
             Message::AppendResponse {
                 term,
@@ -419,32 +376,31 @@ impl<C: Clone> Node<C> {
                 last_index,
                 echo,
                 sent_at,
-            } => self.handle_append_response(
-                from, term, success, index, last_index, echo, sent_at, ready,
-            ),
+            } => self
+                .handle_append_response(from, term, success, index, last_index, echo, sent_at, out),
             Message::InstallSnapshot {
                 term,
                 meta,
                 sent_at,
-            } => self.handle_snapshot(from, term, meta, sent_at, ready),
+            } => self.handle_snapshot(from, term, meta, sent_at, out),
             Message::NotMember { config_index, .. } => self.handle_not_member(config_index),
-            Message::TimeoutNow { term } => self.handle_timeout_now(from, term, ready),
+            Message::TimeoutNow { term } => self.handle_timeout_now(from, term, out),
         }
     }
 
     // ---- shared helpers -------------------------------------------------------------------
 
-    /// Queues a message; a full queue drops it, which the protocol tolerates like any loss.
-    pub(super) fn send(&self, to: NodeId, message: Message<C>, ready: &mut Ready<C>) {
-        let _ = ready.messages.push(Envelope {
+    /// Hands a message to the shell for sending.
+    pub(super) fn send(&self, to: NodeId, message: Message<C>, out: &mut impl Output<C>) {
+        out.send(Envelope {
             from: self.id,
             to,
             message,
         });
     }
 
-    pub(super) fn persist_hard_state(&self, ready: &mut Ready<C>) {
-        ready.hard_state = Some(HardState {
+    pub(super) fn persist_hard_state(&self, out: &mut impl Output<C>) {
+        out.hard_state(HardState {
             term: self.term,
             voted_for: self.voted_for,
         });
@@ -455,12 +411,12 @@ impl<C: Clone> Node<C> {
         &mut self,
         term: Term,
         leader: Option<NodeId>,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         if term > self.term {
             self.term = term;
             self.voted_for = None;
-            self.persist_hard_state(ready);
+            self.persist_hard_state(out);
         }
         // As in Raft, a candidate that steps down keeps its timer running (resetting it here
         // would let one node's higher term synchronize everyone's timeouts into split votes);
@@ -479,22 +435,17 @@ impl<C: Clone> Node<C> {
     }
 
     /// Appends an entry this node created (as leader) and records it for the shell.
-    pub(super) fn append_own(&mut self, entry: Entry<C>, ready: &mut Ready<C>) -> bool {
+    pub(super) fn append_own(&mut self, entry: Entry<C>, out: &mut impl Output<C>) -> bool {
         if !self.log.push(entry.clone()) {
             return false;
         }
-        if ready.append.push(entry).is_err() {
-            // Cannot happen: one step appends at most MAX_BATCH + 1 entries.
-            unreachable!("ready.append overflow");
-        }
+        out.append(entry);
         true
     }
 
-    /// Commits up to `index`, moving the entries to `ready.apply` and settling proposals.
-    pub(super) fn commit_to(&mut self, index: Index, ready: &mut Ready<C>) {
+    /// Commits up to `index`, handing the entries to [`Output::apply`] and settling proposals.
+    pub(super) fn commit_to(&mut self, index: Index, out: &mut impl Output<C>) {
         let proposals = &mut self.proposals;
-        let apply = &mut ready.apply;
-        let results = &mut ready.proposals;
         self.log.commit_to(index, |entry| {
             proposals.retain(|p| {
                 if p.index != entry.index {
@@ -505,31 +456,25 @@ impl<C: Clone> Node<C> {
                 } else {
                     Err(ProposeError::Overwritten)
                 };
-                let _ = results.push((p.id, result));
+                out.proposal(p.id, result);
                 false
             });
-            if apply.push(entry).is_err() {
-                unreachable!("ready.apply overflow");
-            }
+            out.apply(entry);
         });
         if self.noop_pending && self.role == Role::Leader {
-            self.append_noop(ready);
+            self.append_noop(out);
         }
     }
 
     /// Removes uncommitted entries from `index` on; their proposals will never commit.
-    pub(super) fn truncate_from(&mut self, index: Index, ready: &mut Ready<C>) {
+    pub(super) fn truncate_from(&mut self, index: Index, out: &mut impl Output<C>) {
         self.log.truncate_from(index);
-        ready.truncate_from = Some(ready.truncate_from.map_or(index, |i| i.min(index)));
-        // Entries queued for appending in this same step at or above `index` are gone too.
-        while ready.append.last().is_some_and(|e| e.index >= index) {
-            ready.append.pop();
-        }
+        out.truncate(index);
         self.proposals.retain(|p| {
             if p.index < index {
                 return true;
             }
-            let _ = ready.proposals.push((p.id, Err(ProposeError::Overwritten)));
+            out.proposal(p.id, Err(ProposeError::Overwritten));
             false
         });
     }

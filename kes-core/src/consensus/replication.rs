@@ -27,7 +27,8 @@ use heapless::Vec;
 
 use super::log::config_of;
 use super::message::{Entry, Index, Message, Names, NodeId, SnapshotMeta, Term, Time};
-use super::node::{Node, Proposal, ProposalId, ProposeError, Ready, Role};
+use super::node::{push_bounded, Node, Proposal, ProposalId, ProposeError, Role};
+use super::output::Output;
 use super::{Body, MAX_BATCH};
 
 impl<C: Clone> Node<C> {
@@ -41,16 +42,16 @@ impl<C: Clone> Node<C> {
             .map_or(0, |p| p.matched)
     }
 
-    pub(super) fn broadcast_append(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn broadcast_append(&mut self, out: &mut impl Output<C>) {
         self.sync_progress();
         for i in 0..self.progress.len() {
             let id = self.progress[i].id;
-            self.send_append(id, ready);
+            self.send_append(id, out);
         }
         self.heartbeat_deadline = self.now + self.params.heartbeat_interval.max(1);
     }
 
-    pub(super) fn send_append(&mut self, to: NodeId, ready: &mut Ready<C>) {
+    pub(super) fn send_append(&mut self, to: NodeId, out: &mut impl Output<C>) {
         let commit = self.log.commit();
         let last = self.log.last_index();
         let Some(p) = self.progress.iter_mut().find(|p| p.id == to) else {
@@ -63,7 +64,7 @@ impl<C: Clone> Node<C> {
         let mut index = p.next;
         while index <= last && !entries.is_full() {
             if let Some(entry) = self.log.entry(index) {
-                let _ = entries.push(entry.clone());
+                push_bounded(&mut entries, entry.clone());
             }
             index += 1;
         }
@@ -83,10 +84,10 @@ impl<C: Clone> Node<C> {
             sent_at: self.now,
             echo,
         };
-        self.send(to, message, ready);
+        self.send(to, message, out);
     }
 
-    fn send_snapshot(&mut self, to: NodeId, ready: &mut Ready<C>) {
+    fn send_snapshot(&mut self, to: NodeId, out: &mut impl Output<C>) {
         let meta = SnapshotMeta {
             index: self.log.commit(),
             term: self.log.commit_term(),
@@ -100,7 +101,7 @@ impl<C: Clone> Node<C> {
             meta,
             sent_at: self.now,
         };
-        let _ = ready.snapshots.push(super::Envelope {
+        out.send_snapshot(super::Envelope {
             from: self.id,
             to,
             message,
@@ -131,7 +132,14 @@ impl<C: Clone> Node<C> {
         })
     }
 
-    fn respond(&self, to: NodeId, success: bool, index: Index, echo: Time, ready: &mut Ready<C>) {
+    fn respond(
+        &self,
+        to: NodeId,
+        success: bool,
+        index: Index,
+        echo: Time,
+        out: &mut impl Output<C>,
+    ) {
         let message = Message::AppendResponse {
             term: self.term,
             success,
@@ -140,7 +148,7 @@ impl<C: Clone> Node<C> {
             echo,
             sent_at: self.now,
         };
-        self.send(to, message, ready);
+        self.send(to, message, out);
     }
 
     /// Accepting a message from the leader of our term: follow it, reset the election timer,
@@ -150,9 +158,9 @@ impl<C: Clone> Node<C> {
         from: NodeId,
         term: Term,
         echo: Option<Time>,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
-        self.become_follower(term, Some(from), ready);
+        self.become_follower(term, Some(from), out);
         self.reset_election_timer();
         self.removed_at = None;
         self.leader_contact = self.now;
@@ -173,27 +181,27 @@ impl<C: Clone> Node<C> {
         leader_commit: Index,
         sent_at: Time,
         echo: Option<Time>,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         if term < self.term {
-            self.respond(from, false, prev_index, sent_at, ready);
+            self.respond(from, false, prev_index, sent_at, out);
             return;
         }
         if self.role == Role::Leader && term == self.term {
             // Two leaders in one term cannot happen; ignore rather than corrupt state.
             return;
         }
-        self.heard_from_leader(from, term, echo, ready);
+        self.heard_from_leader(from, term, echo, out);
         self.leader_commit = self.leader_commit.max(leader_commit);
         // A joining node has no configuration yet: it waits for a snapshot.
         let joining = self.log.committed_config().members.is_empty();
         if joining || prev_index > self.log.last_index() {
-            self.respond(from, false, prev_index, sent_at, ready);
+            self.respond(from, false, prev_index, sent_at, out);
             return;
         }
         // Entries at or below our commit index are committed, hence on the leader too.
         if prev_index >= self.log.commit() && self.log.term_at(prev_index) != Some(prev_term) {
-            self.respond(from, false, prev_index, sent_at, ready);
+            self.respond(from, false, prev_index, sent_at, out);
             return;
         }
         let mut matched = prev_index;
@@ -207,26 +215,24 @@ impl<C: Clone> Node<C> {
                     matched = entry.index;
                     continue;
                 }
-                Some(_) => self.truncate_from(entry.index, ready),
+                Some(_) => self.truncate_from(entry.index, out),
                 None => {}
             }
             if entry.index != self.log.last_index() + 1 {
                 break;
             }
             if !self.log.has_room() {
-                self.commit_to(leader_commit.min(matched), ready);
+                self.commit_to(leader_commit.min(matched), out);
                 if !self.log.has_room() {
                     break;
                 }
             }
             matched = entry.index;
             self.log.push(entry.clone());
-            if ready.append.push(entry).is_err() {
-                unreachable!("ready.append overflow");
-            }
+            out.append(entry);
         }
-        self.commit_to(leader_commit.min(matched), ready);
-        self.respond(from, true, matched, sent_at, ready);
+        self.commit_to(leader_commit.min(matched), out);
+        self.respond(from, true, matched, sent_at, out);
     }
 
     pub(super) fn handle_snapshot(
@@ -235,16 +241,16 @@ impl<C: Clone> Node<C> {
         term: Term,
         meta: SnapshotMeta,
         sent_at: Time,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         if term < self.term {
-            self.respond(from, false, meta.index, sent_at, ready);
+            self.respond(from, false, meta.index, sent_at, out);
             return;
         }
         if self.role == Role::Leader && term == self.term {
             return;
         }
-        self.heard_from_leader(from, term, None, ready);
+        self.heard_from_leader(from, term, None, out);
         self.leader_commit = self.leader_commit.max(meta.index);
         let joining = self.log.committed_config().members.is_empty();
         if meta.index > self.log.commit() || (joining && !meta.config.members.is_empty()) {
@@ -259,14 +265,14 @@ impl<C: Clone> Node<C> {
                 } else {
                     ProposeError::Unknown
                 };
-                let _ = ready.proposals.push((p.id, Err(result)));
+                out.proposal(p.id, Err(result));
                 false
             });
             let index = meta.index;
             self.log.restore(meta.clone());
-            ready.restore = Some(meta);
+            out.restore(meta);
             if !keep {
-                ready.truncate_from = Some(index + 1);
+                out.truncate(index + 1);
             }
         }
         self.respond(
@@ -274,7 +280,7 @@ impl<C: Clone> Node<C> {
             true,
             self.log.commit().min(self.log.last_index()),
             sent_at,
-            ready,
+            out,
         );
     }
 
@@ -288,10 +294,10 @@ impl<C: Clone> Node<C> {
         last_index: Index,
         echo: Time,
         sent_at: Time,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         if term > self.term {
-            self.become_follower(term, None, ready);
+            self.become_follower(term, None, out);
             return;
         }
         if self.role != Role::Leader || term != self.term {
@@ -314,27 +320,27 @@ impl<C: Clone> Node<C> {
             p.matched = p.matched.max(index);
             p.next = p.next.max(index + 1);
             let behind = p.next <= last;
-            self.maybe_commit(ready);
-            self.maybe_send_timeout_now(ready);
+            self.maybe_commit(out);
+            self.maybe_send_timeout_now(out);
             if behind {
-                self.send_append(from, ready);
+                self.send_append(from, out);
             }
         } else {
             if index < p.matched {
                 return; // stale
             }
             if index <= commit || last_index < commit {
-                self.send_snapshot(from, ready);
+                self.send_snapshot(from, out);
             } else {
                 p.next = (commit + 1).max(index.min(last_index + 1));
-                self.send_append(from, ready);
+                self.send_append(from, out);
             }
         }
     }
 
     /// Applies the commit rule (see the module docs) and, if the commit index moved, applies
     /// and sends the commit notice.
-    pub(super) fn maybe_commit(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn maybe_commit(&mut self, out: &mut impl Output<C>) {
         let commit = self.log.commit();
         let mut c = self.log.last_index();
         let latest = self.log.config();
@@ -388,8 +394,8 @@ impl<C: Clone> Node<C> {
         }
         self.forced_acked = forced_acked;
         if c > commit {
-            self.commit_to(c, ready);
-            self.broadcast_append(ready);
+            self.commit_to(c, out);
+            self.broadcast_append(out);
         }
     }
 
@@ -398,11 +404,11 @@ impl<C: Clone> Node<C> {
         id: ProposalId,
         names: Names,
         command: C,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) {
         let body = Body::Command { names, command };
-        if let Err(e) = self.append_proposal(id, body, ready) {
-            let _ = ready.proposals.push((id, Err(e)));
+        if let Err(e) = self.append_proposal(id, body, out) {
+            out.proposal(id, Err(e));
         }
     }
 
@@ -411,7 +417,7 @@ impl<C: Clone> Node<C> {
         &mut self,
         id: ProposalId,
         body: Body<C>,
-        ready: &mut Ready<C>,
+        out: &mut impl Output<C>,
     ) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
@@ -431,7 +437,7 @@ impl<C: Clone> Node<C> {
         let is_command = matches!(body, Body::Command { .. });
         for p in self.progress.iter().filter(|_| is_command) {
             if self.now >= p.last_heard + self.params.election_timeout {
-                let _ = unreachable.push(p.id);
+                push_bounded(&mut unreachable, p.id);
             }
         }
         if !unreachable.is_empty() {
@@ -443,21 +449,24 @@ impl<C: Clone> Node<C> {
             body,
         };
         let (index, term) = (entry.index, entry.term);
-        if !self.append_own(entry, ready) {
+        if !self.append_own(entry, out) {
             return Err(ProposeError::Busy);
         }
         let deadline = self.now + self.params.write_timeout;
-        let _ = self.proposals.push(Proposal {
-            id,
-            index,
-            term,
-            deadline,
-        });
-        self.broadcast_append(ready);
+        push_bounded(
+            &mut self.proposals,
+            Proposal {
+                id,
+                index,
+                term,
+                deadline,
+            },
+        );
+        self.broadcast_append(out);
         Ok(())
     }
 
-    pub(super) fn expire_proposals(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn expire_proposals(&mut self, out: &mut impl Output<C>) {
         let now = self.now;
         let mut i = 0;
         while i < self.proposals.len() {
@@ -470,13 +479,11 @@ impl<C: Clone> Node<C> {
             if self.role == Role::Leader {
                 for t in self.replication_targets() {
                     if self.match_of(t) < p.index {
-                        let _ = unreachable.push(t);
+                        push_bounded(&mut unreachable, t);
                     }
                 }
             }
-            let _ = ready
-                .proposals
-                .push((p.id, Err(ProposeError::Timeout { unreachable })));
+            out.proposal(p.id, Err(ProposeError::Timeout { unreachable }));
         }
     }
 }

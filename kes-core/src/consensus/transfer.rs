@@ -14,11 +14,12 @@
 //! 4. The old leader sees the higher term and steps down. If nothing happens within the
 //!    election timeout, the transfer is abandoned and the leader takes proposals again.
 use super::message::{Message, NodeId, Term};
-use super::node::{Node, Ready, Role};
+use super::node::{Node, Role};
+use super::output::Output;
 
 impl<C: Clone> Node<C> {
     /// Starts a transfer (leader only; a no-op otherwise or without another member).
-    pub(super) fn transfer_leadership(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn transfer_leadership(&mut self, out: &mut impl Output<C>) {
         if self.role != Role::Leader || self.transfer.is_some() {
             return;
         }
@@ -37,14 +38,14 @@ impl<C: Clone> Node<C> {
             until: self.now + self.params.election_timeout.max(1),
             sent: false,
         });
-        self.maybe_send_timeout_now(ready);
+        self.maybe_send_timeout_now(out);
         if matches!(self.transfer, Some(Transfer { sent: false, .. })) {
-            self.send_append(target, ready);
+            self.send_append(target, out);
         }
     }
 
     /// Sends `TimeoutNow` once the transfer's target holds the whole log.
-    pub(super) fn maybe_send_timeout_now(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn maybe_send_timeout_now(&mut self, out: &mut impl Output<C>) {
         let Some(t) = self.transfer else {
             return;
         };
@@ -52,7 +53,7 @@ impl<C: Clone> Node<C> {
             return;
         }
         self.transfer = Some(Transfer { sent: true, ..t });
-        self.send(t.target, Message::TimeoutNow { term: self.term }, ready);
+        self.send(t.target, Message::TimeoutNow { term: self.term }, out);
     }
 
     /// A transfer that did not produce a new leader in time is abandoned.
@@ -63,7 +64,12 @@ impl<C: Clone> Node<C> {
     }
 
     /// The leader of `term` asks this node to take over.
-    pub(super) fn handle_timeout_now(&mut self, from: NodeId, term: Term, ready: &mut Ready<C>) {
+    pub(super) fn handle_timeout_now(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        out: &mut impl Output<C>,
+    ) {
         if term != self.term
             || self.role != Role::Follower
             || self.leader != Some(from)
@@ -72,7 +78,7 @@ impl<C: Clone> Node<C> {
             return;
         }
         self.reset_election_timer();
-        self.start_election_for_transfer(ready);
+        self.start_election_for_transfer(out);
     }
 }
 

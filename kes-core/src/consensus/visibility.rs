@@ -19,7 +19,8 @@
 //! and none answers from a state without it.
 
 use super::message::{NameId, Names};
-use super::node::{Node, ReadError, ReadId, Ready, WaitingRead};
+use super::node::{Node, ReadError, ReadId, WaitingRead};
+use super::output::Output;
 
 impl<C: Clone> Node<C> {
     /// Whether a read of `names` may be served now (`Ok`) and, if not, why.
@@ -61,13 +62,13 @@ impl<C: Clone> Node<C> {
         self.now < self.lease_until
     }
 
-    pub(super) fn read(&mut self, id: ReadId, names: Names, ready: &mut Ready<C>) {
+    pub(super) fn read(&mut self, id: ReadId, names: Names, out: &mut impl Output<C>) {
         match self.read_status(&names) {
             Ok(()) => {
-                let _ = ready.reads.push((id, Ok(())));
+                out.read(id, Ok(()));
             }
             Err(ReadError::NotMember) => {
-                let _ = ready.reads.push((id, Err(ReadError::NotMember)));
+                out.read(id, Err(ReadError::NotMember));
             }
             Err(_) => {
                 let deadline = self.now + self.params.read_timeout;
@@ -80,31 +81,31 @@ impl<C: Clone> Node<C> {
                     })
                     .is_err()
                 {
-                    let _ = ready.reads.push((id, Err(ReadError::Busy)));
+                    out.read(id, Err(ReadError::Busy));
                 }
             }
         }
     }
 
     /// Releases the waiting reads that may now be served (and fails those that never will).
-    pub(super) fn release_reads(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn release_reads(&mut self, out: &mut impl Output<C>) {
         let mut i = 0;
         while i < self.reads.len() {
             match self.read_status(&self.reads[i].names) {
                 Ok(()) => {
                     let read = self.reads.remove(i);
-                    let _ = ready.reads.push((read.id, Ok(())));
+                    out.read(read.id, Ok(()));
                 }
                 Err(ReadError::NotMember) => {
                     let read = self.reads.remove(i);
-                    let _ = ready.reads.push((read.id, Err(ReadError::NotMember)));
+                    out.read(read.id, Err(ReadError::NotMember));
                 }
                 Err(_) => i += 1,
             }
         }
     }
 
-    pub(super) fn expire_reads(&mut self, ready: &mut Ready<C>) {
+    pub(super) fn expire_reads(&mut self, out: &mut impl Output<C>) {
         let mut i = 0;
         while i < self.reads.len() {
             if self.reads[i].deadline > self.now {
@@ -116,7 +117,7 @@ impl<C: Clone> Node<C> {
                 .read_status(&read.names)
                 .err()
                 .unwrap_or(ReadError::Busy);
-            let _ = ready.reads.push((read.id, Err(why)));
+            out.read(read.id, Err(why));
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use kes_core::consensus::{
-    Config, Input, Names, Node, NodeId, Params, ProposalId, ReadId, Ready, Role, MAX_NAMES,
+    Config, Input, Names, Node, NodeId, Params, ProposalId, ReadId, Role, StepOutput, MAX_NAMES,
 };
 
 use super::shell::{Decided, Links, Shell, View, Waiter};
@@ -17,7 +17,7 @@ use crate::store::{codec, Store, StoreError, Unavailable};
 pub struct CoreShell {
     node: Node<Vec<u8>>,
     params: Params,
-    batch: Vec<Ready<Vec<u8>>>,
+    batch: Vec<StepOutput<Vec<u8>>>,
     next_id: u64,
     proposals: HashMap<u64, Waiter>,
     reads: HashMap<u64, Waiter>,
@@ -34,7 +34,7 @@ fn names_of(names: impl IntoIterator<Item = ItemName>) -> Names {
 
 impl CoreShell {
     fn step(&mut self, now: u64, input: Input<Vec<u8>>) {
-        let mut ready = Ready::default();
+        let mut ready = StepOutput::default();
         self.node.step(now, input, &mut ready);
         self.batch.push(ready);
     }

@@ -2,12 +2,14 @@
 //! term, configuration and the members' addresses) and the log entries above it, each entry
 //! encrypted with the root key like every other value.
 //!
-//! [`Store::persist`] carries out one [`Ready`] of the consensus core in a single durable
-//! transaction: hard state, truncation, appended entries and the application of committed
-//! entries to the tables. So the applied state and the log can never disagree after a crash.
+//! [`Store::persist`] carries out the storage part of one consensus step (collected in a
+//! [`StepOutput`]) in a single durable transaction: hard state, truncation, appended entries
+//! and the application of committed entries to the tables. So the applied state and the log can never disagree after a crash.
 use std::collections::BTreeMap;
 
-use kes_core::consensus::{Body, Config, Entry, HardState, Index, NodeId, Ready, SnapshotMeta};
+use kes_core::consensus::{
+    Body, Config, Entry, HardState, Index, NodeId, SnapshotMeta, StepOutput,
+};
 use kes_core::crypto::RANDOM_LEN;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -32,7 +34,7 @@ pub type LogEntry = Entry<Vec<u8>>;
 
 /// One step's storage work and, if it installs a snapshot, how many chunks of it are staged
 /// (see `snapshot.rs`).
-pub type ReadyRef<'a> = (&'a Ready<Vec<u8>>, Option<u32>);
+pub type ReadyRef<'a> = (&'a StepOutput<Vec<u8>>, Option<u32>);
 
 /// The outcome of each applied command entry, by log index.
 pub type Outcomes = Vec<(Index, Result<(), StoreError>)>;
@@ -137,10 +139,10 @@ impl Store {
         tx.commit()
     }
 
-    /// Carries out the storage part of a batch of [`Ready`]s, in order, in one durable
+    /// Carries out the storage part of a batch of steps, in order, in one durable
     /// transaction (one fsync for all: group commit), and returns the outcome of every applied
     /// command entry. An entry whose command fails (a name that already exists, say) fails the
-    /// same way on every node; its outcome goes to the client. The data next to a `Ready` is
+    /// same way on every node; its outcome goes to the client. The data next to a step is
     /// the count of staged chunks of the snapshot that came with an `InstallSnapshot` (installed
     /// if `ready.restore`).
     pub fn persist_batch(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
@@ -152,14 +154,7 @@ impl Store {
 
     fn persist_batch_unguarded(&self, batch: &[ReadyRef<'_>]) -> Result<Outcomes, StoreError> {
         let mut outcomes = Vec::new();
-        let needs_write = |r: &Ready<Vec<u8>>| {
-            r.hard_state.is_some()
-                || r.restore.is_some()
-                || r.truncate_from.is_some()
-                || !r.append.is_empty()
-                || !r.apply.is_empty()
-        };
-        if !batch.iter().any(|(r, _)| needs_write(r)) {
+        if !batch.iter().any(|(r, _)| r.needs_write()) {
             return Ok(outcomes);
         }
         let mut deleted_enclaves = Vec::new();
@@ -183,10 +178,10 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// [`Store::persist_batch`] for one `Ready`.
+    /// [`Store::persist_batch`] for one step.
     pub fn persist(
         &self,
-        ready: &Ready<Vec<u8>>,
+        ready: &StepOutput<Vec<u8>>,
         snapshot: Option<u32>,
     ) -> Result<Outcomes, StoreError> {
         self.persist_batch(&[(ready, snapshot)])
@@ -195,7 +190,7 @@ impl Store {
     fn persist_one(
         &self,
         tx: &mut super::Tx<'_>,
-        ready: &Ready<Vec<u8>>,
+        ready: &StepOutput<Vec<u8>>,
         snapshot: Option<u32>,
         outcomes: &mut Outcomes,
         deleted_enclaves: &mut Vec<String>,

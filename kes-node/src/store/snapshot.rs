@@ -322,7 +322,7 @@ impl<'t, 's> Installer<'t, 's> {
 
 #[cfg(test)]
 mod tests {
-    use kes_core::consensus::{Ready, SnapshotMeta};
+    use kes_core::consensus::{SnapshotMeta, StepOutput};
     use kes_core::crypto::{Cipher, SecretKey};
     use kes_core::hsm::SoftHsm;
 
@@ -356,7 +356,7 @@ mod tests {
             to.stage_snapshot_chunk(seq, &chunk).unwrap();
             seq += 1;
         }
-        let ready = Ready::<Vec<u8>> {
+        let ready = StepOutput::<Vec<u8>> {
             restore: Some(SnapshotMeta {
                 index,
                 ..Default::default()

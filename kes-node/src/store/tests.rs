@@ -565,7 +565,7 @@ fn snapshot_streams_in_bounded_chunks_and_installs_whole() {
         term: 2,
         config: kes_core::consensus::Config::default(),
     };
-    let ready = kes_core::consensus::Ready::<Vec<u8>> {
+    let ready = kes_core::consensus::StepOutput::<Vec<u8>> {
         restore: Some(meta.clone()),
         ..Default::default()
     };
@@ -619,7 +619,7 @@ fn install_with_a_missing_chunk_fails_and_changes_nothing() {
         }
         seq += 1;
     }
-    let ready = kes_core::consensus::Ready::<Vec<u8>> {
+    let ready = kes_core::consensus::StepOutput::<Vec<u8>> {
         restore: Some(Default::default()),
         ..Default::default()
     };
@@ -677,7 +677,7 @@ fn backup_restores_and_refuses_truncation_or_another_hsm() {
 
 #[test]
 fn force_configuration_keeps_pending_commands_and_neutralizes_pending_configs() {
-    use kes_core::consensus::{Body, Config, Entry, Members, Ready};
+    use kes_core::consensus::{Body, Config, Entry, Members, StepOutput};
     let dir = TempDir::new("force-config");
     let store = Store::open(dir.path(), &hsm(1)).unwrap();
     let addresses: Addresses = (0..3u16)
@@ -702,8 +702,8 @@ fn force_configuration_keeps_pending_commands_and_neutralizes_pending_configs() 
         name: "pending".into(),
         key: record(4, "me"),
     };
-    let mut ready = Ready::<Vec<u8>>::default();
-    let _ = ready.append.push(Entry {
+    let mut ready = StepOutput::<Vec<u8>>::default();
+    ready.append.push(Entry {
         term: 1,
         index: 1,
         body: Body::Config {
@@ -712,7 +712,7 @@ fn force_configuration_keeps_pending_commands_and_neutralizes_pending_configs() 
             command: encode_addresses(&shrunk),
         },
     });
-    let _ = ready.append.push(Entry {
+    ready.append.push(Entry {
         term: 1,
         index: 2,
         body: Body::Command {

@@ -4,7 +4,7 @@
 //! The disk of a node is what survives a crash: hard state, log, applied state (a key-value map
 //! of registers) and its metadata. Everything else — the core's in-memory state, messages in
 //! flight, clients waiting — is lost. The shell's contract is followed literally: one atomic
-//! transaction per [`Ready`], then messages, then answers; a crash may cut in anywhere between.
+//! transaction per [`StepOutput`], then messages, then answers; a crash may cut in anywhere between.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -15,7 +15,8 @@ use super::linearizability::{Kind, Operation};
 use super::rng::Chooser;
 use crate::consensus::{
     Body, Change, Config, Entry, Envelope, HardState, Index, Input, Members, Message, NameId,
-    Names, Node, NodeId, Params, ProposalId, ProposeError, ReadId, Ready, Role, SnapshotMeta, Term,
+    Names, Node, NodeId, Params, ProposalId, ProposeError, ReadId, Role, SnapshotMeta, StepOutput,
+    Term,
 };
 
 /// The simulated application command: set register `key` to `value`.
@@ -103,14 +104,14 @@ pub struct Cluster {
     pub max_delay: u64,
     /// Percent of messages held back up to 40 more ticks (longer than a lease).
     pub long_delay_percent: u64,
-    /// Percent chance that processing a `Ready` is cut by a crash.
+    /// Percent chance that processing a `StepOutput` is cut by a crash.
     pub crash_in_ready_percent: u64,
     pub trace: Option<Vec<String>>,
     refused: bool,
     pub counters: super::Counters,
     /// Every error a write or membership change got, in order (node, error).
     pub write_errors: Vec<(usize, ProposeError)>,
-    /// Scenario hook: crash node `.0` at action `.1` of the first `Ready` that applies entries
+    /// Scenario hook: crash node `.0` at action `.1` of the first `StepOutput` that applies entries
     /// (action 0: before its transaction; 1: after it, before any message; ...).
     pub crash_on_apply: Option<(usize, usize)>,
 }
@@ -236,13 +237,13 @@ impl Cluster {
             .max_by_key(|&i| self.node(i).term())
     }
 
-    /// Feeds one input to node `i` and carries out its `Ready`.
+    /// Feeds one input to node `i` and carries out its `StepOutput`.
     pub fn step(&mut self, i: usize, input: Input<Cmd>) -> Result {
         let now = self.clock_of(i);
         let Some(node) = self.nodes[i].node.as_mut() else {
             return Ok(());
         };
-        let mut ready = Ready::default();
+        let mut ready = StepOutput::default();
         node.step(now, input, &mut ready);
         let mut crash_at = if self.crash_in_ready_percent > 0
             && self.chooser.chance(self.crash_in_ready_percent)
@@ -260,7 +261,7 @@ impl Cluster {
         self.process(i, ready, crash_at)
     }
 
-    fn process(&mut self, i: usize, ready: Ready<Cmd>, crash_at: Option<usize>) -> Result {
+    fn process(&mut self, i: usize, ready: StepOutput<Cmd>, crash_at: Option<usize>) -> Result {
         let mut action = 0;
         let mut cut = |cluster: &mut Cluster| {
             let stop = crash_at == Some(action);
@@ -330,7 +331,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn transaction(&mut self, i: usize, ready: &Ready<Cmd>) -> Result {
+    fn transaction(&mut self, i: usize, ready: &StepOutput<Cmd>) -> Result {
         let committed_len = self.committed.len() as Index;
         let sim = &mut self.nodes[i];
         let disk = &mut sim.disk;

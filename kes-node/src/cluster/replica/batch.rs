@@ -1,7 +1,7 @@
 //! Group commit: the core's steps of one event-loop round are persisted together, in one
 //! durable transaction (one fsync), before anything they ask for leaves the node; then their
 //! messages go out, their clients are answered and their reads released.
-use kes_core::consensus::{Body, Input, ReadError, Ready};
+use kes_core::consensus::{Body, Input, ReadError, StepOutput};
 
 use super::{Links, Replica, Write};
 use crate::store::Store;
@@ -11,7 +11,7 @@ impl<W: Write, R> Replica<W, R> {
     /// [`Replica::flush`] persists in one transaction; nothing it asks for leaves this node
     /// before that.
     pub(super) fn step(&mut self, input: Input<Vec<u8>>) {
-        let mut ready = Ready::default();
+        let mut ready = StepOutput::default();
         if let Input::Propose { id, .. } | Input::ChangeMembership { id, .. } = &input {
             self.health.unflushed.push(id.0);
         }
@@ -94,8 +94,9 @@ impl<W: Write, R> Replica<W, R> {
         self.mirror = Some(rest);
     }
 
-    /// Does what a persisted step asked for, in the order [`Ready`] prescribes.
-    fn carry_out(&mut self, links: &mut dyn Links, store: &Store, ready: &Ready<Vec<u8>>) {
+    /// Does what a persisted step asked for, in the order the core's `Output` contract
+    /// prescribes (its storage part is durable already).
+    fn carry_out(&mut self, links: &mut dyn Links, store: &Store, ready: &StepOutput<Vec<u8>>) {
         if ready
             .apply
             .iter()

@@ -58,7 +58,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Ready, Role};
+use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Role, StepOutput};
 
 use super::frame::{Failure, Frame};
 use crate::command::Command;
@@ -205,7 +205,7 @@ pub struct Replica<W, R> {
     backlog: VecDeque<(Input<Vec<u8>>, Millis)>,
     /// Steps whose storage work is not persisted yet (see `batch.rs`), each with the chunk
     /// count of the staged snapshot it installs, if it does.
-    batch: Vec<(Ready<Vec<u8>>, Option<u32>)>,
+    batch: Vec<(StepOutput<Vec<u8>>, Option<u32>)>,
     /// Snapshots being sent, by receiver (see `snapshots.rs`).
     outgoing: BTreeMap<NodeId, snapshots::Outgoing>,
     /// The snapshot being received.
@@ -286,7 +286,7 @@ impl<W: Write, R> Replica<W, R> {
     fn elect_alone(&mut self) {
         let at = self.node.next_deadline();
         let random = self.rng.next();
-        let mut ready = Ready::default();
+        let mut ready = StepOutput::default();
         self.node.step(at, Input::Tick { random }, &mut ready);
         self.batch.push((ready, None));
     }
