@@ -55,7 +55,9 @@ pub use error::{
     CodecError, ConsensusDefect, Corruption, Defect, IoFailure, NoSpace, Refusal, StoreError,
     Unavailable,
 };
-pub use raft::{decode_addresses, encode_addresses, Addresses, LogEntry, RaftState, ReadyRef};
+pub use raft::{
+    decode_addresses, encode_addresses, Addresses, LogEntry, Outcomes, RaftState, ReadyRef,
+};
 pub use snapshot::{SnapshotReader, CHUNK_BYTES};
 
 use crate::command::Command;

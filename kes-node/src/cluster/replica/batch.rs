@@ -3,8 +3,8 @@
 //! messages go out, their clients are answered and their reads released.
 use kes_core::consensus::{Body, Input, ReadError, StepOutput};
 
+use super::storage::Storage;
 use super::{Links, Replica, Write};
-use crate::store::Store;
 
 impl<W: Write, R> Replica<W, R> {
     /// Feeds one input to the core. Its storage work joins the batch that
@@ -26,12 +26,12 @@ impl<W: Write, R> Replica<W, R> {
 
     /// Persists everything the steps since the last flush asked for in one durable
     /// transaction (group commit), then sends their messages and answers their clients.
-    pub fn flush(&mut self, now: super::Millis, links: &mut dyn Links, store: &Store) {
+    pub fn flush(&mut self, now: super::Millis, links: &mut dyn Links, store: &dyn Storage) {
         self.now = now;
         self.flush_batch(links, store);
     }
 
-    fn flush_batch(&mut self, links: &mut dyn Links, store: &Store) {
+    fn flush_batch(&mut self, links: &mut dyn Links, store: &dyn Storage) {
         if !self.core_trusted(links, store) {
             return;
         }
@@ -96,7 +96,12 @@ impl<W: Write, R> Replica<W, R> {
 
     /// Does what a persisted step asked for, in the order the core's `Output` contract
     /// prescribes (its storage part is durable already).
-    fn carry_out(&mut self, links: &mut dyn Links, store: &Store, ready: &StepOutput<Vec<u8>>) {
+    fn carry_out(
+        &mut self,
+        links: &mut dyn Links,
+        store: &dyn Storage,
+        ready: &StepOutput<Vec<u8>>,
+    ) {
         if ready
             .apply
             .iter()

@@ -21,11 +21,12 @@
 //! configuration as it was.
 use kes_core::consensus::{Index, Message, NodeId, Role};
 
+use super::storage::Storage;
 use super::{Dialed, Links, Millis, Replica, Waiter, Write, JOINING_ID};
 use crate::cluster::file;
 use crate::cluster::frame::Failure;
 use crate::command::Command;
-use crate::store::{Refusal, Store, StoreError, Unavailable};
+use crate::store::{Refusal, StoreError, Unavailable};
 
 /// How long the new node has to accept the peer link and say it waits to join.
 const HANDSHAKE: Millis = 5_000;
@@ -231,7 +232,7 @@ impl<W: Write, R> Replica<W, R> {
     }
 
     /// Stage 3, right after a flush (the store's applied state is the core's commit point).
-    pub(super) fn ship_expansion(&mut self, store: &Store) {
+    pub(super) fn ship_expansion(&mut self, store: &dyn Storage) {
         let Some(exp) = &mut self.expansion else {
             return;
         };
@@ -259,7 +260,7 @@ impl<W: Write, R> Replica<W, R> {
     pub(super) fn observe_expansion(
         &mut self,
         links: &mut dyn Links,
-        store: &Store,
+        store: &dyn Storage,
         from: NodeId,
         message: &Message<Vec<u8>>,
     ) {

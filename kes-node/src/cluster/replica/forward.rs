@@ -4,13 +4,14 @@
 use kes_core::consensus::Names;
 use kes_core::consensus::{Input, NodeId, ProposalId, Role, MAX_NAMES};
 
+use super::storage::Storage;
 use super::{
     Links, Millis, Replica, Waiter, Write, FORWARD_TIMEOUT, LEADERLESS_WAIT,
     MEMBERSHIP_FORWARD_TIMEOUT,
 };
 use crate::cluster::frame::{Frame, WireOutcome};
 use crate::command::Command;
-use crate::store::{codec, IoFailure, Refusal, Store, StoreError, Unavailable};
+use crate::store::{codec, IoFailure, Refusal, StoreError, Unavailable};
 
 /// The gate names of the items a command touches (the core bounds them at [`MAX_NAMES`]).
 pub(super) fn names_of(cmd: &Command) -> Names {
@@ -50,7 +51,7 @@ pub(super) fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
 impl<W: Write, R> Replica<W, R> {
     /// Proposes a client's write (or forwards it to the leader). Its outcome comes back
     /// through [`Replica::take_decided`].
-    pub fn propose(&mut self, now: Millis, links: &mut dyn Links, store: &Store, waiter: W) {
+    pub fn propose(&mut self, now: Millis, links: &mut dyn Links, store: &dyn Storage, waiter: W) {
         self.now = now;
         self.propose_until(links, store, waiter, now + LEADERLESS_WAIT);
     }
@@ -59,7 +60,7 @@ impl<W: Write, R> Replica<W, R> {
     pub(super) fn propose_until(
         &mut self,
         links: &mut dyn Links,
-        store: &Store,
+        store: &dyn Storage,
         waiter: W,
         deadline: Millis,
     ) {
@@ -134,7 +135,7 @@ impl<W: Write, R> Replica<W, R> {
 
     /// Writes held for want of a leader go to the leader once one is known, or fail after
     /// their deadline.
-    pub(super) fn retry_leaderless(&mut self, links: &mut dyn Links, store: &Store) {
+    pub(super) fn retry_leaderless(&mut self, links: &mut dyn Links, store: &dyn Storage) {
         if self.leaderless.is_empty() {
             return;
         }
@@ -176,7 +177,7 @@ impl<W: Write, R> Replica<W, R> {
         &mut self,
         now: Millis,
         links: &mut dyn Links,
-        store: &Store,
+        store: &dyn Storage,
         from: NodeId,
         frame: Frame,
     ) {
@@ -221,7 +222,7 @@ impl<W: Write, R> Replica<W, R> {
     fn on_forward(
         &mut self,
         links: &mut dyn Links,
-        store: &Store,
+        store: &dyn Storage,
         from: NodeId,
         id: u64,
         command: Vec<u8>,

@@ -11,10 +11,11 @@
 //! transfer abandoned, goes on leading.
 use kes_core::consensus::{Input, NodeId};
 
+use super::storage::Storage;
 use super::{file_normalize, Links, Millis, Replica, Write, LEADERLESS_WAIT};
 use crate::cluster::frame::{Frame, WireOutcome};
 use crate::command::Command;
-use crate::store::{Refusal, Store, StoreError, Unavailable};
+use crate::store::{Refusal, StoreError, Unavailable};
 
 /// A shrink of the leader `old`, waiting for another leader until the deadline.
 pub(super) struct Held<W> {
@@ -73,7 +74,7 @@ impl<W: Write, R> Replica<W, R> {
     }
 
     /// Sends held shrinks to the new leader once there is one; fails them after the deadline.
-    pub(super) fn release_held(&mut self, links: &mut dyn Links, store: &Store) {
+    pub(super) fn release_held(&mut self, links: &mut dyn Links, store: &dyn Storage) {
         if self.held.is_empty() {
             return;
         }

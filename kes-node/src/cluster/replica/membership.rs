@@ -3,10 +3,11 @@
 //! pending changes in errors and in `cluster info`.
 use kes_core::consensus::{Change, HardState, Input, Node, NodeId, ProposalId, ProposeError};
 
+use super::storage::Storage;
 use super::{Links, Replica, Write};
 use crate::cluster::file;
 use crate::command::Command;
-use crate::store::{Addresses, Refusal, Store, StoreError, Unavailable};
+use crate::store::{Addresses, Refusal, StoreError, Unavailable};
 
 impl<W: Write, R> Replica<W, R> {
     /// The consensus input for a membership command (`None` for any other command): the
@@ -14,7 +15,7 @@ impl<W: Write, R> Replica<W, R> {
     pub(super) fn membership_input(
         &self,
         links: &dyn Links,
-        store: &Store,
+        store: &dyn Storage,
         cmd: &Command,
         id: u64,
     ) -> Option<Result<Input<Vec<u8>>, StoreError>> {

@@ -14,8 +14,9 @@
 //! # Events in
 //!
 //! Every event takes the current time `now` ([`Millis`] since an epoch the driver chooses:
-//! nothing in here reads a clock), the peer links (`&mut dyn` [`Links`]) and the [`Store`]
-//! (redb on a file in production, on redb's in-memory backend in tests and the simulator):
+//! nothing in here reads a clock), the peer links (`&mut dyn` [`Links`]) and the storage
+//! (`&dyn` [`Storage`], which `Store` implements: redb on a file in production, on redb's
+//! in-memory backend in tests and the simulator; a driver may wrap it to inject faults):
 //!
 //! - [`Replica::propose`]`(now, links, store, waiter, ...)`: a client's write (the waiter `W`
 //!   gives its [`Command`], see [`Write`]).
@@ -53,6 +54,7 @@ mod handover;
 mod membership;
 mod persist;
 mod snapshots;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -62,9 +64,10 @@ use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Role, StepOutp
 
 use super::frame::{Failure, Frame};
 use crate::command::Command;
-use crate::store::{Addresses, Store, StoreError};
+use crate::store::{Addresses, StoreError};
 
 pub use expand::Expansion;
+pub use storage::Storage;
 
 /// Milliseconds since an epoch of the driver's choosing: the replica's only notion of time.
 pub type Millis = u64;
@@ -225,7 +228,7 @@ pub struct Replica<W, R> {
 impl<W: Write, R> Replica<W, R> {
     /// Starts from the consensus state in `store` (which must hold one: see
     /// `Store::init_raft`). A single-node cluster elects itself before this returns.
-    pub fn new(now: Millis, store: &Store, start: Start) -> Result<Self, String> {
+    pub fn new(now: Millis, store: &dyn Storage, start: Start) -> Result<Self, String> {
         let state = store
             .raft_state()
             .map_err(|e| e.to_string())?
@@ -346,7 +349,7 @@ impl<W: Write, R> Replica<W, R> {
     /// Timers: ticks the core if its deadline passed, and expires or retries what waits
     /// (held shrinks, the expand, leaderless writes, forwarded writes, the backlog), and
     /// sends more of the snapshots being streamed.
-    pub fn tick(&mut self, now: Millis, links: &mut dyn Links, store: &Store) {
+    pub fn tick(&mut self, now: Millis, links: &mut dyn Links, store: &dyn Storage) {
         self.now = now;
         if now >= self.node.next_deadline() {
             let random = self.rng.next();

@@ -11,8 +11,9 @@
 //! reopened first), every later batch is discarded the same way.
 use kes_core::consensus::{Body, Input, Node};
 
+use super::storage::Storage;
 use super::{Links, Millis, Replica, Write};
-use crate::store::{Store, StoreError, Unavailable};
+use crate::store::{StoreError, Unavailable};
 
 /// How often a persisting failure is logged again while it lasts.
 const LOG_AGAIN: Millis = 30_000;
@@ -30,7 +31,12 @@ pub(super) struct Health {
 
 impl<W: Write, R> Replica<W, R> {
     /// Handles a failed persist of a batch (see the module docs).
-    pub(super) fn persist_failed(&mut self, links: &mut dyn Links, store: &Store, err: StoreError) {
+    pub(super) fn persist_failed(
+        &mut self,
+        links: &mut dyn Links,
+        store: &dyn Storage,
+        err: StoreError,
+    ) {
         let why = err.to_string();
         let again = match &self.health.logged {
             Some((last, at)) => *last != why || self.now >= at + LOG_AGAIN,
@@ -98,7 +104,7 @@ impl<W: Write, R> Replica<W, R> {
 
     /// True once the core reflects what is on disk. While a rebuild is due and fails, the
     /// batch is discarded and its waiters answered.
-    pub(super) fn core_trusted(&mut self, links: &mut dyn Links, store: &Store) -> bool {
+    pub(super) fn core_trusted(&mut self, links: &mut dyn Links, store: &dyn Storage) -> bool {
         if !self.health.needs_reset {
             return true;
         }
@@ -111,7 +117,7 @@ impl<W: Write, R> Replica<W, R> {
     }
 
     /// Rebuilds the consensus core from `kes.db` (after reopening it if needed).
-    fn reset_core(&mut self, store: &Store) -> bool {
+    fn reset_core(&mut self, store: &dyn Storage) -> bool {
         let state = match store.heal().and_then(|()| store.raft_state()) {
             Ok(Some(state)) => state,
             Ok(None) => {

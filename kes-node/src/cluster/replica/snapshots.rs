@@ -16,9 +16,10 @@
 use kes_core::consensus::{Envelope, NodeId};
 use zeroize::Zeroize;
 
+use super::storage::Storage;
 use super::{Links, Replica, Write};
 use crate::cluster::frame::Frame;
-use crate::store::{SnapshotReader, Store, CHUNK_BYTES};
+use crate::store::{SnapshotReader, CHUNK_BYTES};
 
 /// A snapshot on its way to one node.
 pub(super) struct Outgoing {
@@ -49,7 +50,7 @@ pub(super) struct Incoming {
 
 impl Incoming {
     /// Stages one chunk if it continues the current stream (or starts a new one).
-    pub fn chunk(&mut self, store: &Store, stream: u64, seq: u32, mut data: Vec<u8>) {
+    pub fn chunk(&mut self, store: &dyn Storage, stream: u64, seq: u32, mut data: Vec<u8>) {
         let expected = match self.receiving {
             Some((s, next)) if s == stream => next,
             _ => 0,
@@ -102,7 +103,7 @@ impl Incoming {
 impl<W: Write, R> Replica<W, R> {
     /// Starts streaming a snapshot for the core's `InstallSnapshot` in `env`, unless one to
     /// that node is under way.
-    pub(super) fn start_snapshot(&mut self, store: &Store, env: &Envelope<Vec<u8>>) {
+    pub(super) fn start_snapshot(&mut self, store: &dyn Storage, env: &Envelope<Vec<u8>>) {
         if self.outgoing.contains_key(&env.to) {
             return;
         }
