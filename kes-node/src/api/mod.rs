@@ -14,6 +14,7 @@ mod reply;
 mod routes;
 mod secrets;
 mod system;
+pub mod view;
 
 use std::time::Instant;
 
@@ -63,7 +64,7 @@ pub struct App {
     /// True while this node holds writes of undecided outcome: reads then pass the gate.
     pub gating: std::sync::atomic::AtomicBool,
     /// The cluster as the event loop last saw it (for `/v1/cluster/describe`).
-    pub cluster: std::sync::Mutex<crate::cluster::Describe>,
+    pub cluster: std::sync::Mutex<view::Describe>,
     /// The configured HSM's last probe result (for `/v1/status`).
     pub hsm: std::sync::Arc<crate::hsm::health::HsmHealth>,
     /// Resolved rights of identities (see `auth/grants.rs`).

@@ -14,7 +14,6 @@ mod links;
 pub mod peer;
 pub mod replica;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use kes_core::consensus::{Config, HardState, Members, NodeId, Params};
 use kes_core::crypto::HmacKey;
 use mio::{Registry, Token};
 
+pub use crate::api::view::{Describe, LinkView};
 use crate::api::Pending;
 use crate::command::Command;
 use crate::item::ItemName;
@@ -322,34 +322,6 @@ impl Cluster {
     pub fn hard_state(&self) -> HardState {
         self.replica.hard_state()
     }
-}
-
-/// The body of `GET /v1/cluster/describe`: upstream's fields and ours.
-#[derive(serde::Serialize, Clone, Debug, Default)]
-pub struct Describe {
-    pub nodes: BTreeMap<String, String>,
-    pub leader_id: u64,
-    pub node_id: NodeId,
-    pub term: u64,
-    pub commit_index: u64,
-    pub role: String,
-    /// Each other member's peer link: `connected`, `dialing`, `unreachable` or `refused`, with
-    /// the error of the last failed attempt.
-    pub links: BTreeMap<String, LinkView>,
-    /// A membership change appended but not committed yet, or an expand being prepared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_change: Option<String>,
-    /// The link epoch this view was made at (not shown).
-    #[serde(skip)]
-    pub epoch: u64,
-}
-
-/// One peer link in [`Describe`].
-#[derive(serde::Serialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct LinkView {
-    pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// TLS for dialing peers: the cluster's client certificate, ALPN [`peer::ALPN`]. The server's
