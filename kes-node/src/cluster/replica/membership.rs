@@ -45,7 +45,9 @@ impl<W: Write, R> Replica<W, R> {
                 let Some(gone) = find(&addresses).or_else(pending_removal) else {
                     return Some(Err(StoreError::NotFound));
                 };
-                if !*force && !links.open(gone) {
+                // Its agreement travels on the link this node dialed to it.
+                let reachable = matches!(links.dialed(gone), super::Dialed::Open(_));
+                if !*force && !reachable {
                     let why = format!(
                         "node {gone} ({endpoint}) is unreachable: a shrink needs its agreement; \
                          if it is gone for good, remove it with force"

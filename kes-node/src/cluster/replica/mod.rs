@@ -233,6 +233,7 @@ impl<W: Write, R> Replica<W, R> {
             .raft_state()
             .map_err(|e| e.to_string())?
             .ok_or("the cluster state is missing")?;
+        let single = state.applied.config.members.len() == 1;
         let mut rng = Rng(start.seed);
         let node = Node::new(
             start.id,
@@ -272,7 +273,7 @@ impl<W: Write, R> Replica<W, R> {
             released: Vec::new(),
             mirror: None,
         };
-        if !joining && replica.addresses.values().filter(|a| !a.is_empty()).count() == 1 {
+        if single {
             // Nobody else can vote: become leader before serving the first request.
             for _ in 0..3 {
                 if replica.node.role() == Role::Leader {

@@ -80,8 +80,12 @@ impl Links for Port<'_> {
     fn dial(&mut self, _: NodeId, _: &str) -> Result<(), String> {
         Err("tests do not dial".into())
     }
-    fn dialed(&self, _: NodeId) -> Dialed {
-        Dialed::Closed(None)
+    fn dialed(&self, to: NodeId) -> Dialed {
+        if self.open(to) {
+            Dialed::Open(to)
+        } else {
+            Dialed::Closed(None)
+        }
     }
     fn claim(&mut self, _: NodeId) {}
     fn close(&mut self, _: NodeId) {}
