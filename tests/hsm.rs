@@ -151,7 +151,7 @@ fn a_server_sealed_by_a_token_restarts_with_its_data() {
     let restored = env.tmp.path().join("restored");
     let err = failed(&hsm.kes(&[&"restore", &"--from", &file, &"--config", &gone, &restored]));
     assert!(
-        err.contains("has no AES key labeled 'gone'") && err.contains("configure the token"),
+        err.contains("has no AES key labeled 'gone'") && err.contains("configure the HSM and key"),
         "{err}"
     );
     ok(&hsm.kes(&[

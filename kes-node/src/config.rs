@@ -10,15 +10,8 @@
 //!   cert: ./server.cert
 //!   ca: ./ca.pem            # the CAs client certificates must chain to with `auth: on`
 //!   auth: off               # off (default): any client certificate, the identity decides
-//! hsm:
+//! hsm:                      # which HSM seals kes.db: see `config/hsm.rs`
 //!   key: kes:v1:aes256:...  # optional; KES_HSM_KEY wins when set (our extension)
-//!   pkcs11:                 # or a PKCS#11 token instead (see `hsm/pkcs11.rs`)
-//!     module: /usr/lib/softhsm/libsofthsm2.so
-//!     token: kes            # the token's label (or `slot: <id>`)
-//!     pin_env: KES_PKCS11_PIN   # or `pin_file: ./pin`; never the PIN itself
-//!     key_label: kes-root   # the AES-256 key on the token (created with a new kes.db)
-//!     mechanism: auto       # auto | aes-gcm | aes-key-wrap
-//!     health_check: 5s      # how often a running server probes the token
 //! api:
 //!   /v1/status:
 //!     skip_auth: true
@@ -44,8 +37,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod edge;
+mod hsm;
 mod store;
 pub use edge::{load_edge, parse_edge, CacheConfig, EdgeConfig, KeyStoreConfig};
+pub use hsm::{
+    load_hsm, parse_hsm_only, AwsCredentials, AwsKmsConfig, HsmConfig, PinSource, Pkcs11Config,
+    SealMechanism, TokenSelector, TpmConfig, AWS_SECRET_KEY_VAR, AWS_TOKEN_VAR,
+    DEFAULT_HEALTH_CHECK, DEFAULT_TCTI, KMS_NODE_CONTEXT,
+};
 
 use serde_norway::{Mapping, Value};
 use zeroize::Zeroizing;
@@ -58,10 +57,8 @@ pub struct Config {
     /// `admin.identity` (required; any non-hex value such as `disabled` disables admin access).
     pub admin_identity: String,
     pub tls: TlsFiles,
-    /// `hsm.key`: a SoftHSM key string, if given (wiped when the config is dropped).
-    pub hsm_key: Option<Zeroizing<String>>,
-    /// `hsm.pkcs11`: a PKCS#11 token seals the root key (instead of the SoftHSM).
-    pub pkcs11: Option<Pkcs11Config>,
+    /// `hsm:`: what seals the root key (the SoftHSM's key is wiped when the config is dropped).
+    pub hsm: HsmConfig,
     /// `api.<path>`: per-route overrides.
     pub api: BTreeMap<String, RouteConfig>,
     /// `policy.<name>`: static policies and the identities assigned to them.
@@ -91,49 +88,6 @@ pub struct TlsFiles {
     /// `tls.auth: on`: client chains must verify against `ca` (upstream's meaning); off (the
     /// default): any client certificate is accepted in the handshake.
     pub auth: bool,
-}
-
-/// `hsm.pkcs11:`: which token and key seal the root key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pkcs11Config {
-    /// `module`: the PKCS#11 library (resolved against the config file's directory).
-    pub module: PathBuf,
-    /// `token` or `slot`.
-    pub token: TokenSelector,
-    /// `pin_env` or `pin_file`: where the user PIN is read from when the token is opened.
-    pub pin: PinSource,
-    /// `key_label`: the label of the AES-256 key on the token.
-    pub key_label: String,
-    /// `mechanism`: how the key seals.
-    pub mechanism: SealMechanism,
-    /// `health_check`: the interval of the running server's token probe.
-    pub health_check: Duration,
-}
-
-/// The default `hsm.pkcs11.health_check`.
-pub const DEFAULT_HEALTH_CHECK: Duration = Duration::from_secs(5);
-
-/// `hsm.pkcs11.token` / `hsm.pkcs11.slot`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSelector {
-    Label(String),
-    Slot(u64),
-}
-
-/// `hsm.pkcs11.pin_env` / `hsm.pkcs11.pin_file`. The PIN itself never sits in the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PinSource {
-    Env(String),
-    File(PathBuf),
-}
-
-/// `hsm.pkcs11.mechanism`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SealMechanism {
-    /// CKM_AES_GCM if the token offers it, else CKM_AES_KEY_WRAP.
-    Auto,
-    AesGcm,
-    AesKeyWrap,
 }
 
 /// `api.<path>:`
@@ -279,7 +233,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     config.clock_drift = duration("clock_drift")?;
     config.min_free = store::parse_store(&top)?;
 
-    (config.hsm_key, config.pkcs11) = parse_hsm(&top.section("hsm")?, base)?;
+    config.hsm = hsm::parse_hsm(&top.section("hsm")?, base)?;
 
     let api = top.section("api")?;
     for (route, value) in api.entries()? {
@@ -338,21 +292,6 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Reads only the `hsm:` section of a YAML file (for `kes-node hsm add --to FILE`): the other
-/// sections, if any, are not looked at.
-pub fn load_hsm(path: &Path) -> Result<HsmSection, String> {
-    // The text may hold hsm.key: wiped when dropped.
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|err| format!("config: cannot read {}: {err}", path.display()))?,
-    );
-    let base = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    parse_hsm_only(&text, &base).map_err(|err| format!("{err} (in {})", path.display()))
-}
-
 /// A config with nothing but the `hsm:` section of `path` (or the defaults, which take the
 /// key from `KES_HSM_KEY`, without a file): what offline commands need to unseal a kes.db.
 /// Only the hsm: section is read, so a full config of any node of the cluster works too.
@@ -360,139 +299,10 @@ pub fn hsm_only(path: Option<&Path>) -> Result<Config, String> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
-    let (hsm_key, pkcs11) = load_hsm(path)?;
     Ok(Config {
-        hsm_key,
-        pkcs11,
+        hsm: load_hsm(path)?,
         ..Config::default()
     })
-}
-
-/// [`load_hsm`] on text.
-pub fn parse_hsm_only(text: &str, base: &Path) -> Result<HsmSection, String> {
-    let root: Value = serde_norway::from_str(text)
-        .map_err(|err| format!("config: invalid YAML: {}", one_line(&err.to_string())))?;
-    let Value::Mapping(root) = root else {
-        return Err("config: the file must be a YAML mapping with an hsm: section".into());
-    };
-    let top = Fields::new("", &root)?;
-    let hsm = parse_hsm(&top.section("hsm")?, base)?;
-    if hsm == (None, None) {
-        return Err("config: hsm: no key or pkcs11 given".into());
-    }
-    Ok(hsm)
-}
-
-/// An `hsm:` section: the SoftHSM key (`hsm.key`) or the PKCS#11 token.
-pub type HsmSection = (Option<Zeroizing<String>>, Option<Pkcs11Config>);
-
-/// `hsm:`: a SoftHSM key (`key`) or a PKCS#11 token (`pkcs11`), not both.
-fn parse_hsm(hsm: &Fields, base: &Path) -> Result<HsmSection, String> {
-    hsm.check_known(&["key", "pkcs11"], &[])?;
-    let key = hsm.string("key")?.map(Zeroizing::new);
-    if let Some(key) = &key {
-        // Never echo the value: it is the key that protects every other key.
-        if kes_core::hsm::SoftHsm::parse(key).is_err() {
-            return Err(
-                "config: hsm.key: not a SoftHSM key: expected kes:v1:aes256:<base64 of \
-                        32 bytes> (or kes:v1:chacha20:...)"
-                    .into(),
-            );
-        }
-    }
-    let p = hsm.section("pkcs11")?;
-    if p.map.is_none() {
-        return Ok((key, None));
-    }
-    if key.is_some() {
-        return Err("config: hsm: give either key (SoftHSM) or pkcs11, not both".into());
-    }
-    if p.get("pin").is_some() {
-        // A PIN in the config file would be one more copy of a secret on disk.
-        return Err(
-            "config: hsm.pkcs11.pin: not supported: name an environment variable \
-                    with pin_env, or a file with pin_file"
-                .into(),
-        );
-    }
-    p.check_known(
-        &[
-            "module",
-            "token",
-            "slot",
-            "pin_env",
-            "pin_file",
-            "key_label",
-            "mechanism",
-            "health_check",
-        ],
-        &[],
-    )?;
-    let module = p
-        .string("module")?
-        .ok_or("config: hsm.pkcs11.module is required (the path of the PKCS#11 library)")?;
-    let token = match (p.string("token")?, p.string("slot")?) {
-        (Some(label), None) => TokenSelector::Label(label),
-        (None, Some(slot)) => TokenSelector::Slot(slot.parse().map_err(|_| {
-            format!("config: hsm.pkcs11.slot: '{slot}' is not a slot id (a whole number)")
-        })?),
-        (Some(_), Some(_)) => {
-            return Err("config: hsm.pkcs11: give either token (a label) or slot, not both".into())
-        }
-        (None, None) => {
-            return Err(
-                "config: hsm.pkcs11.token is required (the token's label; or slot: <id>)".into(),
-            )
-        }
-    };
-    let pin = match (p.string("pin_env")?, p.string("pin_file")?) {
-        (Some(var), None) => PinSource::Env(var),
-        (None, Some(file)) => PinSource::File(base.join(file)),
-        (Some(_), Some(_)) => {
-            return Err("config: hsm.pkcs11: give either pin_env or pin_file, not both".into())
-        }
-        (None, None) => {
-            return Err(
-                "config: hsm.pkcs11.pin_env (an environment variable's name) or \
-                        pin_file is required: the token's user PIN"
-                    .into(),
-            )
-        }
-    };
-    let key_label = p.string("key_label")?.ok_or(
-        "config: hsm.pkcs11.key_label is required (the label of the AES key on the token)",
-    )?;
-    let mechanism = match p.string("mechanism")?.as_deref() {
-        None | Some("auto") => SealMechanism::Auto,
-        Some("aes-gcm") => SealMechanism::AesGcm,
-        Some("aes-key-wrap") => SealMechanism::AesKeyWrap,
-        Some(other) => {
-            return Err(format!(
-                "config: hsm.pkcs11.mechanism: unknown mechanism '{other}': use auto, aes-gcm \
-                 or aes-key-wrap"
-            ))
-        }
-    };
-    let health_check = match p.string("health_check")? {
-        None => DEFAULT_HEALTH_CHECK,
-        Some(v) => {
-            parse_go_duration(&v).map_err(|e| format!("config: hsm.pkcs11.health_check: {e}"))?
-        }
-    };
-    if health_check.is_zero() {
-        return Err("config: hsm.pkcs11.health_check: must be more than 0".into());
-    }
-    Ok((
-        None,
-        Some(Pkcs11Config {
-            module: base.join(module),
-            token,
-            pin,
-            key_label,
-            mechanism,
-            health_check,
-        }),
-    ))
 }
 
 /// The fields of one YAML mapping, with the dotted path used in error messages.
@@ -914,7 +724,10 @@ keystore:
             c.tls.ca.as_deref(),
             Some(Path::new("/etc/kes/certs/ca.pem"))
         );
-        assert!(c.hsm_key.as_deref().unwrap().starts_with("kes:v1:aes256:"));
+        let HsmConfig::Soft(Some(key)) = &c.hsm else {
+            panic!("{:?}", c.hsm)
+        };
+        assert!(key.starts_with("kes:v1:aes256:"));
         let status = &c.api["/v1/status"];
         assert!(status.skip_auth);
         assert_eq!(status.timeout, Some(Duration::from_secs(90)));
@@ -971,7 +784,7 @@ keystore:
         let c = parse(&minimal(""), base()).unwrap();
         assert_eq!(c.address, None);
         assert_eq!(c.tls.ca, None);
-        assert_eq!(c.hsm_key, None);
+        assert_eq!(c.hsm, HsmConfig::Soft(None));
         assert!(c.api.is_empty() && c.policies.is_empty());
         // Empty optional values count as absent.
         let c = parse(&minimal("address: \"\"\nhsm:\n"), base()).unwrap();
@@ -1158,10 +971,9 @@ policy:
     #[test]
     fn pkcs11_section() {
         let c = parse(&minimal(P11), base()).unwrap();
-        assert_eq!(c.hsm_key, None);
         assert_eq!(
-            c.pkcs11,
-            Some(Pkcs11Config {
+            c.hsm,
+            HsmConfig::Pkcs11(Pkcs11Config {
                 module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
                 token: TokenSelector::Label("kes".into()),
                 pin: PinSource::Env("KES_PIN".into()),
@@ -1170,8 +982,12 @@ policy:
                 health_check: DEFAULT_HEALTH_CHECK,
             })
         );
+        let pkcs11 = |text: &str| match parse(&minimal(text), base()).unwrap().hsm {
+            HsmConfig::Pkcs11(p) => p,
+            other => panic!("{other:?}"),
+        };
         let text = "hsm:\n  pkcs11:\n    module: lib/p11.so\n    slot: 7\n    pin_file: pin.txt\n    key_label: k\n    mechanism: aes-key-wrap\n    health_check: 250ms\n";
-        let p = parse(&minimal(text), base()).unwrap().pkcs11.unwrap();
+        let p = pkcs11(text);
         assert_eq!(p.module, base().join("lib/p11.so"));
         assert_eq!(p.token, TokenSelector::Slot(7));
         assert_eq!(p.pin, PinSource::File(base().join("pin.txt")));
@@ -1181,12 +997,12 @@ policy:
             "key_label: root\n",
             "key_label: root\n    mechanism: aes-gcm\n",
         );
-        let p = parse(&minimal(&gcm), base()).unwrap().pkcs11.unwrap();
+        let p = pkcs11(&gcm);
         assert_eq!(p.mechanism, SealMechanism::AesGcm);
         // The SoftHSM form keeps working.
         let soft = "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
         let c = parse(&minimal(soft), base()).unwrap();
-        assert!(c.hsm_key.is_some() && c.pkcs11.is_none());
+        assert!(matches!(c.hsm, HsmConfig::Soft(Some(_))));
     }
 
     #[test]
@@ -1257,17 +1073,20 @@ policy:
             "hsm:\n",
             "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
         );
-        assert!(err(&minimal(&both)).contains("either key (SoftHSM) or pkcs11"));
+        assert!(err(&minimal(&both)).contains("not key and pkcs11"));
     }
 
     #[test]
     fn hsm_only_files() {
         // `hsm add --to FILE` reads only the hsm: section; other sections are not checked.
-        let (key, p11) = parse_hsm_only(&format!("anything: [1]\n{P11}"), base()).unwrap();
-        assert!(key.is_none() && p11.unwrap().key_label == "root");
+        let p11 = parse_hsm_only(&format!("anything: [1]\n{P11}"), base()).unwrap();
+        assert!(matches!(p11, HsmConfig::Pkcs11(p) if p.key_label == "root"));
         let soft = "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-        assert!(parse_hsm_only(soft, base()).unwrap().0.is_some());
+        assert!(matches!(
+            parse_hsm_only(soft, base()).unwrap(),
+            HsmConfig::Soft(Some(_))
+        ));
         let e = parse_hsm_only("tls: {}\n", base()).err().unwrap();
-        assert!(e.contains("no key or pkcs11"), "{e}");
+        assert!(e.contains("no HSM given"), "{e}");
     }
 }

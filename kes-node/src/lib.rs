@@ -10,6 +10,8 @@
 pub mod api;
 pub mod apicert;
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -21,7 +21,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     if !args.dir.join(crate::store::DB_FILE).exists() {
         return Err(format!("{} holds no kes.db", args.dir.display()));
     }
-    let device = crate::hsm::open(&config, &args.dir, crate::hsm::NewKey::Never)?;
+    let device = super::hsm::open_for(&config.hsm, &args.dir, false)?;
     for line in crate::store::check(&args.dir, &*device)? {
         println!("{line}");
     }

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, HsmConfig, TlsFiles};
 use crate::identity::{self_signed_server_pem, ApiKey};
 
 const DEV_ADDR: &str = "127.0.0.1:7373";
@@ -55,11 +55,11 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
             ca: None,
             auth: false,
         },
-        hsm_key: Some(zeroize::Zeroizing::new(
+        hsm: HsmConfig::Soft(Some(zeroize::Zeroizing::new(
             zeroize::Zeroizing::new(read(&files.hsm_key)?)
                 .trim()
                 .to_owned(),
-        )),
+        ))),
         ..Config::default()
     };
     let addr = addr.unwrap_or_else(|| DEV_ADDR.into());

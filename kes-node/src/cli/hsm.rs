@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
+use crate::config::HsmConfig;
+use crate::hsm::{Hsm, NewKey, OpenError};
 use crate::store::{Store, StoreError, DB_FILE};
 
 /// HSMs: new SoftHSM keys, and which HSMs seal kes.db.
@@ -42,12 +44,13 @@ struct LsArgs {
 }
 
 /// Seal kes.db's root key with another HSM too. The configured HSM (--config, else
-/// KES_HSM_KEY) unseals it; --to FILE names the new one by its `hsm:` section. The server must
+/// KES_HSM_KEY) unseals it; --to FILE names the new one by its `hsm:` section (key, pkcs11,
+/// tpm or aws-kms). The server must
 /// be stopped.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "add")]
 struct AddArgs {
-    /// a YAML file whose hsm: section (key, or pkcs11) is the HSM to add
+    /// a YAML file whose hsm: section (key, pkcs11, tpm or aws-kms) is the HSM to add
     #[argh(option)]
     to: PathBuf,
     /// the server's config file (its hsm: section unseals kes.db; default: KES_HSM_KEY)
@@ -106,13 +109,8 @@ fn ls(a: LsArgs) -> Result<(), String> {
 
 fn add(a: AddArgs) -> Result<(), String> {
     let (store, _current) = open_store(a.config.as_deref(), &a.data)?;
-    let (key, pkcs11) = crate::config::load_hsm(&a.to)?;
-    let new = crate::hsm::open_exact(
-        key.as_ref().map(|k| k.as_str()),
-        pkcs11.as_ref(),
-        &a.data,
-        crate::hsm::NewKey::Allowed,
-    )?;
+    let to = crate::config::load_hsm(&a.to)?;
+    let new = crate::hsm::open_exact(&to, NewKey::Allowed).map_err(|e| explain(e, &a.data))?;
     match store.add_sealed_root(&*new) {
         Ok(()) => {
             println!(
@@ -149,16 +147,46 @@ fn rm(a: RmArgs) -> Result<(), String> {
     }
 }
 
+/// The configured HSM of the node whose directory is `dir`. A new key may be made on the
+/// device only if `first_start` and `dir` holds no `kes.db` yet; a missing key is explained
+/// against the copies `kes.db` holds (the HSM itself knows nothing of the database).
+pub(super) fn open_for(
+    config: &HsmConfig,
+    dir: &Path,
+    first_start: bool,
+) -> Result<Box<dyn Hsm>, String> {
+    let new_key = if first_start && !dir.join(DB_FILE).exists() {
+        NewKey::Allowed
+    } else {
+        NewKey::Never
+    };
+    crate::hsm::open(config, new_key).map_err(|e| explain(e, dir))
+}
+
+/// An HSM that could not be opened, explained against the sealed copies in `<dir>/kes.db`.
+fn explain(err: OpenError, dir: &Path) -> String {
+    let OpenError::MissingKey { name, why } = err else {
+        return err.to_string();
+    };
+    match crate::store::sealed_names(dir).ok().flatten() {
+        None => format!("{why}: configure the HSM and key that sealed the data"),
+        Some(copies) if copies.contains(&name) => format!(
+            "{why}, but kes.db holds the root key sealed by it: the key was deleted or this is              not the device kes.db was sealed with (check the hsm: section)"
+        ),
+        Some(copies) => format!(
+            "{why}, and kes.db has no root key sealed by it (it has: {}): configure one of              those HSMs",
+            copies.join(", ")
+        ),
+    }
+}
+
 /// Opens an existing kes.db with the configured HSM.
-fn open_store(
-    config: Option<&Path>,
-    data: &Path,
-) -> Result<(Store, Box<dyn crate::hsm::Hsm>), String> {
+fn open_store(config: Option<&Path>, data: &Path) -> Result<(Store, Box<dyn Hsm>), String> {
     if !data.join(DB_FILE).exists() {
         return Err(no_db(data));
     }
     let config = crate::config::hsm_only(config)?;
-    let hsm = crate::hsm::open(&config, data, crate::hsm::NewKey::Never)?;
+    let hsm = open_for(&config.hsm, data, false)?;
     let store = Store::open(data, &*hsm).map_err(|e| e.to_string())?;
     Ok((store, hsm))
 }

@@ -108,7 +108,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin_identity != new.admin_identity {
         changed.push("admin.identity");
     }
-    if old.hsm_key != new.hsm_key || old.pkcs11 != new.pkcs11 {
+    if old.hsm != new.hsm {
         changed.push("hsm");
     }
     if old.read_lease != new.read_lease || old.clock_drift != new.clock_drift {

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::config::Config;
 use crate::store::Store;
 
 /// Run a stateful KES server whose state lives in DIR/kes.db.
@@ -46,20 +45,12 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         return Err("no working directory given: kes-node server --config FILE DIR".into());
     };
     let config = crate::config::load(&config_path)?;
-    crate::harden::start(&secret_vars(&config))?;
+    crate::harden::start(&config.hsm.secret_vars())?;
     let addr = args
         .addr
         .or_else(|| config.address.clone())
         .unwrap_or_else(|| super::settings::DEFAULT_ADDR.into());
     super::startup::start(&config, Some(&config_path), &dir, &addr, args.join, |_| {})
-}
-
-/// The environment variables besides `KES_HSM_KEY` that hold secrets: the PKCS#11 PIN's.
-fn secret_vars(config: &Config) -> Vec<&str> {
-    match config.pkcs11.as_ref().map(|p| &p.pin) {
-        Some(crate::config::PinSource::Env(var)) => vec![var.as_str()],
-        _ => Vec::new(),
-    }
 }
 
 /// Restore a backup (from `kes-node cluster backup`) into a new directory DIR; then start a
@@ -90,7 +81,7 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
             args.dir.display()
         ));
     }
-    let device = crate::hsm::open(&config, &args.dir, crate::hsm::NewKey::Never)?;
+    let device = super::hsm::open_for(&config.hsm, &args.dir, false)?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;

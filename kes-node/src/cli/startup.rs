@@ -21,8 +21,7 @@ pub fn start(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     // Everything that can be checked is checked before kes.db is touched.
-    let device: std::sync::Arc<dyn Hsm> =
-        crate::hsm::open(config, dir, crate::hsm::NewKey::IfNewDb)?.into();
+    let device: std::sync::Arc<dyn Hsm> = super::hsm::open_for(&config.hsm, dir, true)?.into();
     let tls = crate::net::tls::Shared::new(crate::net::tls::configs(config, true)?);
     let addr: SocketAddr = addr
         .parse()
@@ -57,11 +56,7 @@ pub fn start(
     super::settings::configure(&mut app, config)?;
     app.member
         .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
-    let every = config
-        .pkcs11
-        .as_ref()
-        .map_or(crate::config::DEFAULT_HEALTH_CHECK, |p| p.health_check);
-    crate::hsm::health::watch(device, app.hsm.clone(), every);
+    crate::hsm::health::watch(device, app.hsm.clone(), config.hsm.health_check());
     println!("kes-node: listening on {local}");
     on_listening(local);
     use std::io::Write;

@@ -1,40 +1,50 @@
-//! The `Hsm` trait: what seals and unseals the root key of `kes.db`, with two devices: the
-//! software HSM of kes-core (spec §8.5, `KES_HSM_KEY=kes:v1:aes256:...`) and, with the
-//! `pkcs11` cargo feature (on by default), a PKCS#11 token (`pkcs11.rs`).
+//! HSMs: what seals and unseals the root key of `kes.db`. The [`Hsm`] trait is the one
+//! interface; the devices behind it:
 //!
-//! # Names
+//! | HSM | config | cargo feature | name of its sealed copy |
+//! |---|---|---|---|
+//! | software HSM of kes-core (spec §8.5) | `KES_HSM_KEY` / `hsm.key` | always | `kes:v1:hsm:soft` (the key is not part of the name) |
+//! | PKCS#11 token (`pkcs11.rs`) | `hsm.pkcs11` | `pkcs11` (default) | `pkcs11:<token label>/<key label>` |
+//! | TPM 2.0 (`tpm.rs`) | `hsm.tpm` | `tpm` (off: needs libtss2) | `tpm2:sha256:<pcrs>`, or `tpm2` unbound |
+//! | AWS KMS key (`aws_kms.rs`) | `hsm.aws-kms` | `aws` (default) | `aws-kms:<key id>` |
+//! | your own | a program of yours: `examples/toy_hsm.rs` | | what [`Hsm::name`] says |
 //!
 //! `kes.db` keeps one sealed copy of the root key per HSM name (`meta` table, `root/<name>`),
 //! so a database can be opened by any HSM that has a copy, and `kes-node hsm add|rm|ls` adds
-//! and removes copies. The names:
+//! and removes copies.
 //!
-//! | HSM | name |
-//! |---|---|
-//! | SoftHSM (`KES_HSM_KEY` / `hsm.key`) | `kes:v1:hsm:soft` (one per database: the key is not part of the name) |
-//! | PKCS#11 (`hsm.pkcs11`) | `pkcs11:<token label>/<key label>` |
-//!
-//! # Which HSM a command uses
-//!
-//! `hsm.pkcs11` in the config selects the token (and `KES_HSM_KEY` is then not consulted);
-//! otherwise `KES_HSM_KEY`, else `hsm.key`, is the SoftHSM key.
-use std::path::Path;
-
+//! [`open`] makes the configured HSM from the config's `hsm:` section
+//! ([`HsmConfig`](crate::config::HsmConfig)): exactly one HSM; with none given, `KES_HSM_KEY`
+//! (else `hsm.key`) is the SoftHSM key. The HSM knows nothing of `kes.db`: what it needs to
+//! know about the database (whether a new key may be made, which copies exist when its own is
+//! missing) its caller reads and hands in.
 use kes_core::crypto::{DecryptError, OVERHEAD, RANDOM_LEN};
 use kes_core::hsm::{SoftHsm, SOFT_HSM_NAME};
 use zeroize::Zeroizing;
 
-use crate::config::{Config, Pkcs11Config};
-
+#[cfg(feature = "aws")]
+pub mod aws_kms;
 pub mod health;
+mod open;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 
-/// Why unsealing failed.
+pub use open::{open, open_exact, soft_hsm, NewKey, OpenError};
+
+/// Why sealing or unsealing failed. Messages name the device and what to check; they never
+/// hold key material.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HsmError {
-    /// The sealed blob does not open with this HSM's key (wrong key, or tampered data).
+    /// The sealed blob does not open with this HSM's key: another key sealed it, or it was
+    /// altered. Permanent: trying again changes nothing.
     WrongKey,
-    /// The HSM itself failed.
+    /// The device works and holds the key, but refuses to use it in its current state: a
+    /// policy (the TPM's PCRs are not those the blob was sealed to), a permission (KMS access
+    /// denied). Permanent until that state changes; the message says which state.
+    Refused(String),
+    /// The device failed or cannot be reached (unplugged token, network, throttling): may
+    /// pass when tried again.
     Device(String),
 }
 
@@ -42,6 +52,7 @@ impl std::fmt::Display for HsmError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HsmError::WrongKey => f.write_str("the sealed data does not open with this HSM key"),
+            HsmError::Refused(msg) => write!(f, "the HSM refuses: {msg}"),
             HsmError::Device(msg) => write!(f, "HSM failure: {msg}"),
         }
     }
@@ -49,14 +60,48 @@ impl std::fmt::Display for HsmError {
 
 impl std::error::Error for HsmError {}
 
-/// A hardware or software security module that protects the root key.
+/// A hardware or software security module that protects the root key of `kes.db`.
+///
+/// Implement it in your own crate to seal `kes.db` with a device kes-node does not know (see
+/// `examples/toy_hsm.rs`), and hand it to [`Store::open`](crate::store::Store::open). The
+/// store calls it rarely: [`Hsm::seal`] once when it creates a database (and for
+/// `kes-node hsm add`), [`Hsm::unseal`] once per open; the root key then stays in memory, so
+/// a slow device never slows requests down.
+///
+/// # Contract
+///
+/// - [`Hsm::name`] is stable: the same device and key give the same name in every process.
+///   It is where the sealed copy is stored (`root/<name>`), so two different kinds of HSM
+///   must not share a name: start it with a scheme of your own (`toy:`, `acme-hsm:`). One
+///   line, printable.
+/// - [`Hsm::seal`] returns a blob that [`Hsm::unseal`] of the same device and key turns back
+///   into exactly the plaintext (the 32-byte root key), in this process or any later one. The
+///   blob is stored in `kes.db` and in backups, where anyone may read it: it must neither show
+///   the plaintext nor open without the device, and it must authenticate (an altered blob is
+///   [`HsmError::WrongKey`], never a different plaintext). Sealing may be randomized.
+/// - [`Hsm::unseal`] returns the plaintext in a [`Zeroizing`] buffer, or the error that says
+///   why not: [`HsmError::WrongKey`] (not this key's blob: the store tells the operator that
+///   the database is sealed with another key), [`HsmError::Refused`] (the device's policy
+///   forbids it now), [`HsmError::Device`] (unreachable or failing). Every error stops the
+///   server before it writes anything; the message is shown to the operator as it is.
+/// - Neither key material nor plaintext ever goes into an error message or a log line;
+///   buffers that held them are zeroized.
+/// - [`Hsm::probe`] is a cheap check that the device answers, without cryptography. A running
+///   server calls it from a thread of its own every `health_check`; its result is what
+///   `/v1/status` reports (`"ok"` or `"unavailable: <message>"`). It should return within a
+///   few seconds (a hung probe only delays the status, never a request).
+/// - [`Hsm::derive_seed`] is optional: a secret that every node whose HSM holds the same key
+///   derives alike (the seed of the cluster's inter-node key). Without it a node serves on
+///   its own but cannot join a cluster of several nodes.
+/// - `Send + Sync`: one instance is shared by the start-up, the health thread and the
+///   cluster; calls may come from several threads at once.
 pub trait Hsm: Send + Sync {
     /// The name under which this HSM's sealed copy of the root key is stored.
     fn name(&self) -> &str;
-    /// Seals (encrypts) `plaintext`.
+    /// Seals (encrypts and authenticates) `plaintext`.
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HsmError>;
-    /// Unseals what `seal` produced.
-    fn unseal(&self, sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, HsmError>;
+    /// Unseals what [`Hsm::seal`] produced.
+    fn unseal(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError>;
     /// A cheap check that the device is usable (no cryptography), run off the hot path by the
     /// health thread. The message says what is wrong.
     fn probe(&self) -> Result<(), String> {
@@ -103,107 +148,6 @@ impl Hsm for SoftHsmDevice {
     fn derive_seed(&self, context: &[u8]) -> Result<Zeroizing<[u8; 32]>, HsmError> {
         Ok(Zeroizing::new(self.0.api_key_seed(context)))
     }
-}
-
-/// Whether opening a PKCS#11 HSM may create its key on the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NewKey {
-    /// When `kes.db` does not exist yet (the server's first start).
-    IfNewDb,
-    /// Yes (`hsm add`: the HSM is new to this database).
-    Allowed,
-    /// No (`restore`: the backup was sealed by an existing key).
-    Never,
-}
-
-/// The configured HSM (see the module docs). `dir` is the node's directory: whether a
-/// PKCS#11 key may be created depends on `new_key` and on it, and a missing key is explained
-/// against the copies `kes.db` holds.
-pub fn open(config: &Config, dir: &Path, new_key: NewKey) -> Result<Box<dyn Hsm>, String> {
-    match &config.pkcs11 {
-        Some(p11) => open_pkcs11(p11, dir, new_key),
-        None => Ok(Box::new(SoftHsmDevice(soft_hsm(
-            config.hsm_key.as_ref().map(|k| k.as_str()),
-        )?))),
-    }
-}
-
-/// The HSM an `hsm:` section names, exactly (`KES_HSM_KEY` is not consulted): for `hsm add`.
-pub fn open_exact(
-    key: Option<&str>,
-    pkcs11: Option<&Pkcs11Config>,
-    dir: &Path,
-    new_key: NewKey,
-) -> Result<Box<dyn Hsm>, String> {
-    match (pkcs11, key) {
-        (Some(p11), _) => open_pkcs11(p11, dir, new_key),
-        (None, Some(key)) => Ok(Box::new(SoftHsmDevice(SoftHsm::parse(key).map_err(
-            |_| "hsm.key is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes>",
-        )?))),
-        (None, None) => Err("no HSM given: the hsm: section needs key or pkcs11".into()),
-    }
-}
-
-#[cfg(feature = "pkcs11")]
-fn open_pkcs11(cfg: &Pkcs11Config, dir: &Path, new_key: NewKey) -> Result<Box<dyn Hsm>, String> {
-    let create = match new_key {
-        NewKey::IfNewDb => !dir.join(crate::store::DB_FILE).exists(),
-        NewKey::Allowed => true,
-        NewKey::Never => false,
-    };
-    match pkcs11::Pkcs11Hsm::open(cfg, create) {
-        Ok(hsm) => Ok(Box::new(hsm)),
-        Err(err) => {
-            let pkcs11::OpenError::MissingKey { name } = &err else {
-                return Err(err.to_string());
-            };
-            match crate::store::sealed_names(dir).ok().flatten() {
-                None => Err(format!(
-                    "{err}: configure the token and key label that sealed the data"
-                )),
-                Some(copies) if copies.contains(name) => Err(format!(
-                    "{err}, but kes.db holds the root key sealed by it: the key was deleted or \
-                     this is not the token kes.db was sealed with (check hsm.pkcs11.token and \
-                     key_label)"
-                )),
-                Some(copies) => Err(format!(
-                    "{err}, and kes.db has no root key sealed by it (it has: {}): configure one \
-                     of those HSMs",
-                    copies.join(", ")
-                )),
-            }
-        }
-    }
-}
-
-#[cfg(not(feature = "pkcs11"))]
-fn open_pkcs11(_: &Pkcs11Config, _: &Path, _: NewKey) -> Result<Box<dyn Hsm>, String> {
-    Err("hsm.pkcs11: this kes-node was built without PKCS#11 support (cargo feature pkcs11)".into())
-}
-
-/// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
-pub fn soft_hsm(config_key: Option<&str>) -> Result<SoftHsm, String> {
-    // A hardened server had the variable handed over at start-up (see `crate::harden`).
-    let (key, source) = match crate::harden::hsm_key() {
-        Some(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),
-        _ => match config_key {
-            Some(k) => (Zeroizing::new(k.to_owned()), "hsm.key in the config"),
-            None => {
-                return Err(
-                    "no HSM key: set KES_HSM_KEY (or hsm.key in the config) to the key \
-                            that seals kes.db; `kes-node hsm new` prints a new one \
-                            (or configure hsm.pkcs11)"
-                        .into(),
-                )
-            }
-        },
-    };
-    SoftHsm::parse(&key).map_err(|_| {
-        format!(
-            "{source} is not a valid SoftHSM key: expected kes:v1:aes256:<base64 of 32 bytes> \
-             (or kes:v1:chacha20:...)"
-        )
-    })
 }
 
 /// The seed of the cluster's inter-node key under `context`. An HSM that cannot derive one

@@ -825,6 +825,12 @@ fn unseal_root(db: &Database, path: &Path, hsm: &dyn Hsm) -> Result<SecretKey, O
                 hsm: hsm.name().to_string(),
             })
         }
+        Err(HsmError::Refused(msg)) => {
+            return Err(OpenError::Database(format!(
+                "HSM '{}' refuses to unseal the root key: {msg}",
+                hsm.name()
+            )))
+        }
         Err(HsmError::Device(msg)) => {
             return Err(OpenError::Database(format!(
                 "HSM '{}' cannot unseal the root key: {msg}: check the HSM",

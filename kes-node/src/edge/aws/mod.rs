@@ -3,9 +3,9 @@
 //! Secrets Manager encrypts the secrets with that AWS KMS key instead of the account's default.
 //!
 //! It speaks Secrets Manager's JSON API (`X-Amz-Target: secretsmanager.<Action>`) signed with
-//! SigV4 ([`sigv4`]) over a blocking HTTP client (ureq on rustls). The endpoint may be
+//! SigV4 (`crate::aws::sigv4`) over a blocking HTTP client (ureq on rustls). The endpoint may be
 //! `http://` for a local emulator.
-pub mod sigv4;
+use crate::aws::sigv4;
 
 use std::time::{Duration, Instant};
 

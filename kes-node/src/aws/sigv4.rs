@@ -1,13 +1,14 @@
-//! AWS Signature Version 4 for the JSON APIs the edge server calls: a `POST /` whose signed
-//! headers are `content-type`, `host`, `x-amz-date`, `x-amz-target` (and the session token,
-//! if any). Checked against AWS's published test suite (`get-vanilla`, `post-vanilla`).
+//! AWS Signature Version 4 for the JSON APIs kes-node calls (the edge server's Secrets
+//! Manager, the AWS KMS HSM): a `POST /` whose signed headers are `content-type`, `host`,
+//! `x-amz-date`, `x-amz-target` (and the session token, if any). Checked against AWS's published test suite (`get-vanilla`, `post-vanilla`).
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Static AWS credentials.
+/// AWS credentials (the secret key is wiped when dropped).
+#[derive(Clone)]
 pub struct Credentials {
     pub access_key: String,
     pub secret_key: Zeroizing<String>,

@@ -1,0 +1,12 @@
+//! What kes-node's AWS clients share (cargo feature `aws`): SigV4 signing ([`sigv4`]), one
+//! signed call of a JSON API over the blocking HTTP client ([`json`]), and where credentials
+//! come from ([`credentials`]: the config, the environment, or the instance role).
+//! The edge server's Secrets Manager key store (`edge/aws`) and the AWS KMS HSM
+//! (`hsm/aws_kms.rs`) are their users.
+pub mod credentials;
+pub mod json;
+pub mod sigv4;
+
+pub use credentials::CredentialSource;
+pub use json::{AwsError, JsonApi};
+pub use sigv4::Credentials;
