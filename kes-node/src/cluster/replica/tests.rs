@@ -46,6 +46,8 @@ struct Wires {
     queue: VecDeque<(NodeId, NodeId, Vec<u8>)>,
     /// Unordered pairs of nodes whose links are down.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// The id each node's Hello says (a joining node's placeholder until it learns its own).
+    ids: Vec<NodeId>,
 }
 
 impl Wires {
@@ -54,10 +56,10 @@ impl Wires {
     }
 }
 
-/// One node's view of [`Wires`].
+/// One node's view of [`Wires`]: nodes are addressed by their place in the cluster, which is
+/// also the id they have or get.
 struct Port<'a> {
     me: NodeId,
-    members: usize,
     wires: &'a mut Wires,
 }
 
@@ -71,18 +73,21 @@ impl Links for Port<'_> {
         true
     }
     fn open(&self, to: NodeId) -> bool {
-        (to as usize) < self.members && to != self.me && self.wires.up(self.me, to)
+        (to as usize) < self.wires.ids.len() && to != self.me && self.wires.up(self.me, to)
     }
     fn busy(&self, _: NodeId) -> bool {
         false
     }
     fn watch_writable(&mut self, _: NodeId) {}
-    fn dial(&mut self, _: NodeId, _: &str) -> Result<(), String> {
-        Err("tests do not dial".into())
+    fn dial(&mut self, to: NodeId, _: &str) -> Result<(), String> {
+        match self.open(to) {
+            true => Ok(()),
+            false => Err("nothing listens there".into()),
+        }
     }
     fn dialed(&self, to: NodeId) -> Dialed {
         if self.open(to) {
-            Dialed::Open(to)
+            Dialed::Open(self.wires.ids[to as usize])
         } else {
             Dialed::Closed(None)
         }
@@ -151,10 +156,9 @@ impl Cluster {
     }
 
     fn port(&mut self, i: usize) -> (&mut TestReplica, &Store, Port<'_>) {
-        let members = self.nodes.len();
+        self.wires.ids = self.nodes.iter().map(|n| n.id()).collect();
         let port = Port {
             me: i as NodeId,
-            members,
             wires: &mut self.wires,
         };
         (&mut self.nodes[i], &self.stores[i], port)
@@ -201,6 +205,25 @@ impl Cluster {
             }
             self.deliver();
         }
+    }
+
+    /// Starts a node that waits to join (`--join`); returns its place.
+    fn add_joining(&mut self) -> usize {
+        let store = Store::in_memory().unwrap();
+        store
+            .init_raft(Config::default(), &Addresses::new())
+            .unwrap();
+        let start = Start {
+            id: super::JOINING_ID,
+            params: self.nodes[0].params,
+            seed: 99,
+            group_commit: true,
+        };
+        self.nodes
+            .push(Replica::new(self.now, &store, start).unwrap());
+        self.stores.push(store);
+        self.decided.push(Default::default());
+        self.nodes.len() - 1
     }
 
     fn leader(&self) -> Option<usize> {
@@ -481,4 +504,158 @@ fn a_shrink_of_the_only_node_is_refused() {
         c.write_outcome(0, 1),
         Some(Err(StoreError::Refused(_)))
     ));
+}
+
+/// A store whose next persists fail, as a full or failing disk would make them.
+struct Flaky {
+    store: Store,
+    failures: std::cell::Cell<u32>,
+}
+
+impl super::Storage for Flaky {
+    fn raft_state(&self) -> Result<Option<crate::store::RaftState>, StoreError> {
+        self.store.raft_state()
+    }
+    fn persist_batch(
+        &self,
+        batch: &[crate::store::ReadyRef<'_>],
+    ) -> Result<crate::store::Outcomes, StoreError> {
+        if self.failures.get() > 0 {
+            self.failures.set(self.failures.get() - 1);
+            return Err(StoreError::Io(crate::store::IoFailure::Db(
+                "I/O error".into(),
+            )));
+        }
+        self.store.persist_batch(batch)
+    }
+    fn applied_addresses(&self) -> Result<Addresses, StoreError> {
+        self.store.applied_addresses()
+    }
+    fn check_room(&self, cmd: &Command) -> Result<(), StoreError> {
+        self.store.check_room(cmd)
+    }
+    fn stage_snapshot_chunk(&self, seq: u32, chunk: &[u8]) -> Result<(), StoreError> {
+        self.store.stage_snapshot_chunk(seq, chunk)
+    }
+    fn snapshot_reader(&self) -> Result<crate::store::SnapshotReader, StoreError> {
+        self.store.snapshot_reader()
+    }
+    fn heal(&self) -> Result<(), StoreError> {
+        self.store.heal()
+    }
+}
+
+#[test]
+fn a_failed_persist_answers_everyone_loses_nothing_stored_and_recovers() {
+    let store = Store::in_memory().unwrap();
+    let mut members = Members::new();
+    members.push(0).unwrap();
+    let config = Config {
+        index: 0,
+        members,
+        forced: false,
+    };
+    store
+        .init_raft(config, &Addresses::from([(0, addr(0))]))
+        .unwrap();
+    let flaky = Flaky {
+        store,
+        failures: Default::default(),
+    };
+    let start = Start {
+        id: 0,
+        params: Params::default(),
+        seed: 1,
+        group_commit: true,
+    };
+    let mut node: TestReplica = Replica::new(0, &flaky, start).unwrap();
+    let links = &mut super::NoLinks;
+    node.propose(1, links, &flaky, Client(1, secret("before")));
+    node.flush(1, links, &flaky);
+    assert_eq!(
+        node.take_decided().0.pop().map(|(c, r)| (c.0, r)),
+        Some((1, Ok(())))
+    );
+
+    // The disk fails: the write of this round and the read waiting on it are answered.
+    flaky.failures.set(1);
+    node.propose(2, links, &flaky, Client(2, secret("lost")));
+    node.read(
+        2,
+        7,
+        &[ItemName::item(Kind::Secret, DEFAULT_ENCLAVE, "lost")],
+    );
+    node.flush(2, links, &flaky);
+    let (writes, reads) = node.take_decided();
+    match writes.as_slice() {
+        [(Client(2, _), Err(StoreError::Unavailable(Unavailable::NotStored(why))))] => {
+            assert!(why.to_string().contains("I/O error"), "{why}");
+        }
+        other => panic!(
+            "{:?}",
+            other.iter().map(|(c, r)| (c.0, r)).collect::<Vec<_>>()
+        ),
+    }
+    assert!(matches!(reads.as_slice(), [(7, Err(_))]), "{reads:?}");
+    assert!(
+        flaky.store.secret(DEFAULT_ENCLAVE, "lost").is_err(),
+        "nothing half-stored"
+    );
+
+    // The core was rebuilt from the store: the next write goes through.
+    node.propose(3, links, &flaky, Client(3, secret("after")));
+    node.flush(3, links, &flaky);
+    assert_eq!(
+        node.take_decided().0.pop().map(|(c, r)| (c.0, r)),
+        Some((3, Ok(())))
+    );
+    assert!(flaky.store.secret(DEFAULT_ENCLAVE, "before").is_ok());
+    assert!(flaky.store.secret(DEFAULT_ENCLAVE, "after").is_ok());
+    assert_eq!(node.node().role(), Role::Leader);
+}
+
+#[test]
+fn an_expand_ships_a_snapshot_first_then_commits_the_new_configuration() {
+    let mut c = Cluster::new(2);
+    let leader = c.elect();
+    for n in 0..3 {
+        c.propose(leader, n, secret(&format!("old-{n}")));
+    }
+    c.run(100);
+    let new = c.add_joining();
+    assert!(!c.nodes[new].is_member(), "a joining node serves nothing");
+    let expand = Command::Expand {
+        endpoint: addr(new as NodeId),
+    };
+    c.propose(leader, 10, expand);
+    c.run(2_000);
+    assert_eq!(c.write_outcome(leader, 10), Some(&Ok(())));
+    assert_eq!(c.nodes[new].id(), new as NodeId, "it learned its id");
+    assert!(c.nodes[new].is_member());
+    for (i, node) in c.nodes.iter().enumerate() {
+        assert_eq!(node.node().committed_config().members.len(), 3, "node {i}");
+    }
+    // What was written before came with the snapshot; what is written now replicates.
+    assert!(c.stores[new].secret(DEFAULT_ENCLAVE, "old-2").is_ok());
+    c.propose(new, 11, secret("new"));
+    c.run(200);
+    assert_eq!(c.write_outcome(new, 11), Some(&Ok(())));
+    assert!(c.stores[leader].secret(DEFAULT_ENCLAVE, "new").is_ok());
+}
+
+#[test]
+fn an_expand_to_an_address_where_nothing_listens_is_refused_and_changes_nothing() {
+    let mut c = Cluster::new(2);
+    let leader = c.elect();
+    let expand = Command::Expand { endpoint: addr(5) };
+    c.propose(leader, 1, expand);
+    c.run(500);
+    match c.write_outcome(leader, 1) {
+        Some(Err(StoreError::Refused(why))) => {
+            assert!(why.to_string().contains("cannot connect"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.nodes[leader].node().config().members.len(), 2);
+    assert!(c.nodes[leader].pending_change().is_none());
 }
