@@ -13,7 +13,7 @@ use super::message::{Body, Config, Entry, Index, NameId, SnapshotMeta, Term};
 use super::WINDOW;
 
 #[derive(Clone, Debug)]
-pub struct Log<C> {
+pub(super) struct Log<C> {
     commit: Index,
     commit_term: Term,
     committed_config: Config,
@@ -22,7 +22,7 @@ pub struct Log<C> {
 }
 
 impl<C: Clone> Log<C> {
-    pub fn new(applied: SnapshotMeta) -> Self {
+    pub(super) fn new(applied: SnapshotMeta) -> Self {
         Log {
             commit: applied.index,
             commit_term: applied.term,
@@ -31,31 +31,31 @@ impl<C: Clone> Log<C> {
         }
     }
 
-    pub fn commit(&self) -> Index {
+    pub(super) fn commit(&self) -> Index {
         self.commit
     }
-    pub fn commit_term(&self) -> Term {
+    pub(super) fn commit_term(&self) -> Term {
         self.commit_term
     }
-    pub fn committed_config(&self) -> &Config {
+    pub(super) fn committed_config(&self) -> &Config {
         &self.committed_config
     }
-    pub fn last_index(&self) -> Index {
+    pub(super) fn last_index(&self) -> Index {
         self.commit + self.entries.len() as Index
     }
-    pub fn last_term(&self) -> Term {
+    pub(super) fn last_term(&self) -> Term {
         self.entries.last().map_or(self.commit_term, |e| e.term)
     }
     /// Entries above the commit index.
-    pub fn pending(&self) -> &[Entry<C>] {
+    pub(super) fn pending(&self) -> &[Entry<C>] {
         &self.entries
     }
-    pub fn has_room(&self) -> bool {
+    pub(super) fn has_room(&self) -> bool {
         !self.entries.is_full()
     }
 
     /// The term of the entry at `index`, if the core knows it (the commit index or above).
-    pub fn term_at(&self, index: Index) -> Option<Term> {
+    pub(super) fn term_at(&self, index: Index) -> Option<Term> {
         if index == self.commit {
             Some(self.commit_term)
         } else {
@@ -63,7 +63,7 @@ impl<C: Clone> Log<C> {
         }
     }
 
-    pub fn entry(&self, index: Index) -> Option<&Entry<C>> {
+    pub(super) fn entry(&self, index: Index) -> Option<&Entry<C>> {
         if index <= self.commit {
             return None;
         }
@@ -72,20 +72,20 @@ impl<C: Clone> Log<C> {
 
     /// Appends `entry`, which must have index `last_index + 1`. Returns false if the window is
     /// full.
-    pub fn push(&mut self, entry: Entry<C>) -> bool {
+    pub(super) fn push(&mut self, entry: Entry<C>) -> bool {
         debug_assert_eq!(entry.index, self.last_index() + 1);
         self.entries.push(entry).is_ok()
     }
 
     /// Removes the entries from `index` on. Only uncommitted entries can be removed.
-    pub fn truncate_from(&mut self, index: Index) {
+    pub(super) fn truncate_from(&mut self, index: Index) {
         assert!(index > self.commit, "truncating committed entry {index}");
         self.entries.truncate((index - self.commit - 1) as usize);
     }
 
     /// Advances the commit index to `index` (clamped to the last index), handing each newly
     /// committed entry to `apply` in order.
-    pub fn commit_to(&mut self, index: Index, mut apply: impl FnMut(Entry<C>)) {
+    pub(super) fn commit_to(&mut self, index: Index, mut apply: impl FnMut(Entry<C>)) {
         let index = index.min(self.last_index());
         if index <= self.commit {
             return;
@@ -105,7 +105,7 @@ impl<C: Clone> Log<C> {
 
     /// Replaces everything up to `meta.index` by a snapshot. Entries above it are kept if the
     /// entry at `meta.index` matches (Raft's rule), otherwise the whole window is dropped.
-    pub fn restore(&mut self, meta: SnapshotMeta) {
+    pub(super) fn restore(&mut self, meta: SnapshotMeta) {
         let keep = self.term_at(meta.index) == Some(meta.term);
         let rest: Vec<Entry<C>, WINDOW> = if keep {
             self.entries
@@ -123,7 +123,7 @@ impl<C: Clone> Log<C> {
     }
 
     /// The latest configuration in the log, committed or not: the one a node acts on.
-    pub fn config(&self) -> Config {
+    pub(super) fn config(&self) -> Config {
         self.entries
             .iter()
             .rev()
@@ -132,20 +132,20 @@ impl<C: Clone> Log<C> {
     }
 
     /// Whether an uncommitted configuration entry is in the window.
-    pub fn config_pending(&self) -> bool {
+    pub(super) fn config_pending(&self) -> bool {
         self.entries
             .iter()
             .any(|e| matches!(e.body, Body::Config { .. }))
     }
 
     /// Whether any entry above the applied (= commit) index touches `name`.
-    pub fn touches(&self, name: NameId) -> bool {
+    pub(super) fn touches(&self, name: NameId) -> bool {
         self.entries.iter().any(|e| e.touches(name))
     }
 }
 
 /// The configuration an entry creates, if it is a configuration entry.
-pub fn config_of<C>(entry: &Entry<C>) -> Option<Config> {
+pub(super) fn config_of<C>(entry: &Entry<C>) -> Option<Config> {
     match &entry.body {
         Body::Config {
             members, forced, ..

@@ -36,8 +36,11 @@ impl NameId {
 /// One log entry. `C` is the application's command, opaque to the core.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Entry<C> {
+    /// The term of the leader that created it.
     pub term: Term,
+    /// Its position in the log.
     pub index: Index,
+    /// What it carries.
     pub body: Body<C>,
 }
 
@@ -47,12 +50,20 @@ pub enum Body<C> {
     /// Appended by every new leader so that entries left pending by its predecessors get decided.
     Noop,
     /// An application command and the names it touches.
-    Command { names: Names, command: C },
+    Command {
+        /// The names it touches (reads of them wait while it is pending).
+        names: Names,
+        /// The command.
+        command: C,
+    },
     /// A new configuration (one node added or removed). `forced` marks a forced shrink, which
     /// commits without the removed node. `command` is the shell's part (e.g. addresses).
     Config {
+        /// The members of the new configuration.
         members: Members,
+        /// Whether it is a forced shrink.
         forced: bool,
+        /// The shell's part of the configuration.
         command: C,
     },
 }
@@ -72,13 +83,16 @@ impl<C> Entry<C> {
 /// configuration a cluster is bootstrapped with).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Config {
+    /// The index of the entry that created it (0: the initial configuration).
     pub index: Index,
+    /// Its members.
     pub members: Members,
     /// Created by a forced shrink.
     pub forced: bool,
 }
 
 impl Config {
+    /// Whether `id` is a member.
     pub fn contains(&self, id: NodeId) -> bool {
         self.members.contains(&id)
     }
@@ -92,23 +106,31 @@ impl Config {
 /// `term`), with the configuration in force at that index. The data itself is the shell's.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SnapshotMeta {
+    /// The last index the snapshot includes.
     pub index: Index,
+    /// The term of the entry at `index`.
     pub term: Term,
+    /// The configuration in force at `index`.
     pub config: Config,
 }
 
 /// The state a node must persist before it sends any message that depends on it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HardState {
+    /// The latest term this node has seen.
     pub term: Term,
+    /// The candidate it voted for in `term`, if any.
     pub voted_for: Option<NodeId>,
 }
 
 /// A message between two nodes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Envelope<C> {
+    /// The sender.
     pub from: NodeId,
+    /// The receiver.
     pub to: NodeId,
+    /// What it says.
     pub message: Message<C>,
 }
 
@@ -118,9 +140,13 @@ pub enum Message<C> {
     /// A candidate asks for a vote. With `pre_vote` it only asks whether it *would* get one in
     /// `term` (Raft thesis §9.6): nobody changes term or vote for a pre-vote.
     RequestVote {
+        /// The term the candidate stands in.
         term: Term,
+        /// The index of the candidate's last log entry.
         last_index: Index,
+        /// The term of the candidate's last log entry.
         last_term: Term,
+        /// Only asking whether it would get the vote.
         pre_vote: bool,
         /// Sent because the leader handed over (`TimeoutNow`): voters that heard from the
         /// leader recently vote anyway.
@@ -128,20 +154,30 @@ pub enum Message<C> {
     },
     /// The answer to `RequestVote` (a granted pre-vote carries the requested term).
     Vote {
+        /// The voter's term (or the requested term, for a granted pre-vote).
         term: Term,
+        /// Whether the vote is granted.
         granted: bool,
+        /// Whether this answers a pre-vote.
         pre_vote: bool,
     },
     /// Replication and heartbeat from the leader. `sent_at` is the leader's clock when sending;
     /// `echo` is the latest `sent_at` of this follower's responses the leader has seen (the
     /// follower's clock), which anchors the follower's read lease.
     AppendEntries {
+        /// The leader's term.
         term: Term,
+        /// The index of the entry just before `entries`.
         prev_index: Index,
+        /// The term of the entry at `prev_index`.
         prev_term: Term,
+        /// The entries to append (none for a heartbeat).
         entries: Vec<Entry<C>, MAX_BATCH>,
+        /// The leader's commit index.
         commit: Index,
+        /// The leader's clock when sending.
         sent_at: Time,
+        /// The latest `sent_at` of this follower's responses the leader has seen.
         echo: Option<Time>,
     },
     /// The answer to `AppendEntries` or `InstallSnapshot`. On success `index` is the last index
@@ -149,29 +185,47 @@ pub enum Message<C> {
     /// `last_index` is the follower's last index (a hint). `echo` is the leader's `sent_at`,
     /// `sent_at` the follower's clock (both for leases).
     AppendResponse {
+        /// The follower's term.
         term: Term,
+        /// Whether the entries (or the snapshot) were accepted.
         success: bool,
+        /// The last index known to match (success) or the rejected `prev_index` (failure).
         index: Index,
+        /// The follower's last index.
         last_index: Index,
+        /// The `sent_at` of the message this answers (the leader's clock).
         echo: Time,
+        /// The follower's clock when sending.
         sent_at: Time,
     },
     /// The leader replaces the follower's state with a snapshot. The shell carries the snapshot
     /// data next to this message and hands it to the follower's shell.
     InstallSnapshot {
+        /// The leader's term.
         term: Term,
+        /// What the snapshot holds.
         meta: SnapshotMeta,
+        /// The leader's clock when sending.
         sent_at: Time,
     },
     /// "You are not a member of my configuration `config_index`": sent to a node that asks for a
     /// vote without being a member, so a removed node learns it was removed.
-    NotMember { term: Term, config_index: Index },
+    NotMember {
+        /// The sender's term.
+        term: Term,
+        /// The index of the sender's configuration that excludes the receiver.
+        config_index: Index,
+    },
     /// The leader of `term` hands leadership to the receiver, which holds its whole log:
     /// start an election now (see `transfer.rs`).
-    TimeoutNow { term: Term },
+    TimeoutNow {
+        /// The leader's term.
+        term: Term,
+    },
 }
 
 impl<C> Message<C> {
+    /// The sender's term, which every message carries.
     pub fn term(&self) -> Term {
         match self {
             Message::RequestVote { term, .. }

@@ -22,7 +22,7 @@
 //! 3. answer `proposal`s (write outcomes) and `read`s (a released read is answered from the
 //!    state of step 1).
 //!
-//! The core builds no batch of outputs and so drops none. [`StepOutput`] (feature `alloc`)
+//! The core builds no batch of outputs and so drops none. `StepOutput` (feature `alloc`)
 //! collects a step into `Vec`s for shells that want one.
 //!
 //! The core has no I/O, no clock, no randomness and no heap; its own state is in `heapless`

@@ -49,10 +49,13 @@ impl Default for Params {
 /// A node's role in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Follows a leader (or waits for one).
     Follower,
     /// Asking for pre-votes: would a majority vote for us in the next term?
     PreCandidate,
+    /// Asking for votes in its term.
     Candidate,
+    /// Leads its term.
     Leader,
 }
 
@@ -79,23 +82,37 @@ pub enum Change {
 #[derive(Clone, Debug)]
 pub enum Input<C> {
     /// Time passed. `random` is fresh randomness for the election timeout.
-    Tick { random: u64 },
+    Tick {
+        /// Fresh randomness.
+        random: u64,
+    },
     /// A message from a peer.
     Message(Envelope<C>),
     /// A client write touching `names`.
     Propose {
+        /// The shell's handle, returned with the outcome.
         id: ProposalId,
+        /// The names the command touches.
         names: Names,
+        /// The command.
         command: C,
     },
     /// A membership change; `command` is the shell's part of the configuration entry.
     ChangeMembership {
+        /// The shell's handle, returned with the outcome.
         id: ProposalId,
+        /// The change.
         change: Change,
+        /// The shell's part of the configuration entry.
         command: C,
     },
     /// A client read of `names`; answered through [`Output::read`] once it may be served.
-    Read { id: ReadId, names: Names },
+    Read {
+        /// The shell's handle, returned with the decision.
+        id: ReadId,
+        /// The names the read reads.
+        names: Names,
+    },
     /// Hand leadership to another member (leader only), e.g. before removing this node; see
     /// `transfer.rs`. Proposals get `Busy` until it succeeds or is abandoned.
     TransferLeadership,
@@ -105,12 +122,18 @@ pub enum Input<C> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
     /// This node is not the leader; `leader` is the last one it heard of. Nothing was appended.
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        /// The leader this node last heard of.
+        leader: Option<NodeId>,
+    },
     /// Too many writes in flight; nothing was appended. Retry later.
     Busy,
     /// These nodes have not answered for an election timeout, so the write could not commit;
     /// nothing was appended.
-    Unavailable { unreachable: Members },
+    Unavailable {
+        /// The nodes not heard from.
+        unreachable: Members,
+    },
     /// The membership change is invalid (already a member, not a member, removes the leader, or
     /// another change is still pending). Nothing was appended.
     InvalidChange,
@@ -118,7 +141,10 @@ pub enum ProposeError {
     Overwritten,
     /// The entry did not commit in time; the nodes in `unreachable` had not stored it. It may
     /// still commit later.
-    Timeout { unreachable: Members },
+    Timeout {
+        /// The nodes that had not stored the entry.
+        unreachable: Members,
+    },
     /// This node lost track of the entry (it installed a snapshot); it may or may not have
     /// committed.
     Unknown,
@@ -132,7 +158,10 @@ pub enum ReadError {
     /// Too many reads are waiting.
     Busy,
     /// An entry touching one of the names is still undecided on this node (the entry's index).
-    Pending { index: Index },
+    Pending {
+        /// The index of the undecided entry.
+        index: Index,
+    },
     /// `read_lease` is on and this node holds no lease (it cannot hear from a leader).
     NoLease,
     /// The leader has committed entries this node does not hold yet.
@@ -481,18 +510,23 @@ impl<C: Clone> Node<C> {
 
     // ---- queries ------------------------------------------------------------------------
 
+    /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
     }
+    /// Its role in the current term.
     pub fn role(&self) -> Role {
         self.role
     }
+    /// The current term.
     pub fn term(&self) -> Term {
         self.term
     }
+    /// The candidate this node voted for in the current term.
     pub fn voted_for(&self) -> Option<NodeId> {
         self.voted_for
     }
+    /// The term and vote, as persisted through [`Output::hard_state`].
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -507,9 +541,11 @@ impl<C: Clone> Node<C> {
     pub fn commit_index(&self) -> Index {
         self.log.commit()
     }
+    /// The index of the last entry in this node's log.
     pub fn last_index(&self) -> Index {
         self.log.last_index()
     }
+    /// The term of the last entry in this node's log.
     pub fn last_term(&self) -> Term {
         self.log.last_term()
     }

@@ -5,7 +5,7 @@
 //! append an entry, send a message, answer a client) is one call on the shell's sink, made at
 //! the moment the core decides it. So the core needs no buffer for them, has no capacity to
 //! overflow and drops nothing; how much to hold and how to batch is the shell's business.
-//! [`StepOutput`] (feature `alloc`) is a ready-made sink that collects one or more steps into
+//! `StepOutput` (feature `alloc`) is a ready-made sink that collects one or more steps into
 //! `Vec`s, for shells that want a batch to carry out.
 
 use super::message::{Entry, Envelope, HardState, Index, SnapshotMeta};
@@ -32,7 +32,7 @@ use super::node::{ProposalId, ProposeError, ReadError, ReadId};
 ///    is answered from the state it left.
 ///
 /// The calls of the groups interleave while the core runs (it may append, then send, then
-/// apply), so a shell buffers groups 2 and 3 until group 1 is durable; [`StepOutput`] does
+/// apply), so a shell buffers groups 2 and 3 until group 1 is durable; `StepOutput` does
 /// exactly that. Crashing anywhere in between is safe: the transaction happened or not, and a
 /// message that was never sent is just a lost message.
 ///

@@ -18,9 +18,11 @@ impl core::fmt::Debug for HmacKey {
 }
 
 impl HmacKey {
+    /// The key with these bytes.
     pub fn new(bytes: [u8; 32]) -> Self {
         HmacKey(bytes)
     }
+    /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -38,7 +38,9 @@ const _: () = assert!(RANDOM_LEN == IV_LEN + NONCE_LEN && OVERHEAD == TAG_LEN + 
 /// The AEAD a secret key is used with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cipher {
+    /// AES-256-GCM.
     Aes256,
+    /// ChaCha20-Poly1305.
     ChaCha20,
 }
 
@@ -101,12 +103,15 @@ impl core::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
+    /// The key with these bytes, used with `cipher`.
     pub fn new(cipher: Cipher, bytes: [u8; 32]) -> Self {
         SecretKey { bytes, cipher }
     }
+    /// The AEAD this key is used with.
     pub fn cipher(&self) -> Cipher {
         self.cipher
     }
+    /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }

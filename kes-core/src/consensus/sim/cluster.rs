@@ -22,7 +22,9 @@ use crate::consensus::{
 /// The simulated application command: set register `key` to `value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cmd {
+    /// The register.
     pub key: u8,
+    /// Its new value.
     pub value: u64,
 }
 
@@ -35,10 +37,13 @@ pub const CONFIG_CMD: Cmd = Cmd {
 /// What a simulated disk holds.
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
+    /// The persisted term and vote.
     pub hard: HardState,
     /// The whole log, `log[i - 1]` being index `i` (a snapshot install copies the prefix).
     pub log: Vec<Entry<Cmd>>,
+    /// The applied point.
     pub applied: SnapshotMeta,
+    /// The applied state: the registers.
     pub kv: BTreeMap<u8, u64>,
 }
 
@@ -61,10 +66,12 @@ struct Packet {
 pub struct SimNode {
     /// `None` while crashed.
     pub node: Option<Node<Cmd>>,
+    /// What survives a crash.
     pub disk: Disk,
     /// This machine's clock is `offset + now * rate / 100` (clocks of different nodes disagree
     /// and run at slightly different rates, within the `clock_drift` the params allow).
     pub offset: u64,
+    /// The clock's rate, in percent of the global time's.
     pub rate: u64,
     /// Gone for good (force-removed while crashed).
     pub destroyed: bool,
@@ -79,6 +86,7 @@ enum Pending {
 
 /// The cluster and everything observed about it.
 pub struct Cluster {
+    /// The machines, by node id.
     pub nodes: Vec<SimNode>,
     net: Vec<Packet>,
     group: Vec<u8>,
@@ -86,12 +94,15 @@ pub struct Cluster {
     pub now: u64,
     /// History clock: every call and return gets a distinct time.
     clock: u64,
+    /// Where every decision of the schedule comes from.
     pub chooser: Chooser,
+    /// The core's timing parameters.
     pub params: Params,
     /// The committed log as observed through every node's applies.
     pub committed: Vec<Entry<Cmd>>,
     pub(super) committed_config: Config,
     pub(super) leaders: BTreeMap<Term, NodeId>,
+    /// The clients' operations, for the linearizability check (`None`: a failed read).
     pub history: Vec<Option<Operation>>,
     writes: BTreeMap<(usize, u64), Pending>,
     reads: BTreeMap<(usize, u64), usize>,
@@ -99,15 +110,20 @@ pub struct Cluster {
     next_value: u64,
     /// Acknowledged writes: (index, key, value).
     pub acked: Vec<(Index, u8, u64)>,
+    /// Percent of messages lost at sending.
     pub drop_percent: u64,
+    /// Percent of messages duplicated at sending.
     pub dup_percent: u64,
+    /// The longest ordinary delay of a message, in ticks.
     pub max_delay: u64,
     /// Percent of messages held back up to 40 more ticks (longer than a lease).
     pub long_delay_percent: u64,
     /// Percent chance that processing a `StepOutput` is cut by a crash.
     pub crash_in_ready_percent: u64,
+    /// The events so far, if kept.
     pub trace: Option<Vec<String>>,
     refused: bool,
+    /// How often interesting things happened.
     pub counters: super::Counters,
     /// Every error a write or membership change got, in order (node, error).
     pub write_errors: Vec<(usize, ProposeError)>,
@@ -116,7 +132,7 @@ pub struct Cluster {
     pub crash_on_apply: Option<(usize, usize)>,
 }
 
-pub type Result<T = ()> = core::result::Result<T, String>;
+pub(super) type Result<T = ()> = core::result::Result<T, String>;
 
 impl Cluster {
     /// `members` nodes form the initial configuration; `total - members` more wait to join.
@@ -217,10 +233,12 @@ impl Cluster {
         self.nodes[i].offset + self.now * self.nodes[i].rate / 100
     }
 
+    /// Whether node `i` is running (not crashed).
     pub fn is_up(&self, i: usize) -> bool {
         self.nodes[i].node.is_some()
     }
 
+    /// The core of node `i` (which must be up).
     pub fn node(&self, i: usize) -> &Node<Cmd> {
         self.nodes[i].node.as_ref().expect("node is up")
     }
@@ -735,6 +753,7 @@ impl Cluster {
         self.reads.retain(|&(n, _), _| n != i);
     }
 
+    /// Restarts crashed node `i` from its disk.
     pub fn restart(&mut self, i: usize) {
         if self.is_up(i) || self.nodes[i].destroyed {
             return;
@@ -751,6 +770,7 @@ impl Cluster {
         self.group = groups.to_vec();
     }
 
+    /// Ends every partition.
     pub fn heal(&mut self) {
         self.log(|| String::from("heal"));
         self.group.iter_mut().for_each(|g| *g = 0);

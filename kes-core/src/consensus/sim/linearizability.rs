@@ -12,13 +12,18 @@ use alloc::vec::Vec;
 /// One client operation on one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation {
+    /// The register.
     pub key: u8,
+    /// A write of a value or a read that observed one.
     pub kind: Kind,
+    /// The logical time the client called.
     pub call: u64,
-    /// `None`: the outcome is unknown (only for writes).
+    /// The logical time the client got the answer; `None`: the outcome is unknown (only for
+    /// writes).
     pub ret: Option<u64>,
 }
 
+/// What an [`Operation`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Set the register to a value (values are unique per history).

@@ -39,12 +39,17 @@ pub struct Options {
     pub total: usize,
     /// Scheduler events in the fault phase.
     pub steps: usize,
+    /// Run with `Params::read_lease` on.
     pub read_lease: bool,
+    /// Crash and restart nodes (also in the middle of carrying out a step's output).
     pub crashes: bool,
+    /// Partition the network.
     pub partitions: bool,
+    /// Change the membership (add, remove, force-remove nodes).
     pub membership: bool,
-    /// Percent of messages lost / duplicated at sending.
+    /// Percent of messages lost at sending.
     pub drop_percent: u64,
+    /// Percent of messages duplicated at sending.
     pub dup_percent: u64,
     /// Percent of messages delayed far longer than usual.
     pub long_delay_percent: u64,
@@ -77,6 +82,7 @@ impl Options {
         }
     }
 
+    /// The core's timing parameters for these options (in simulated ticks).
     pub fn params(&self) -> Params {
         Params {
             election_timeout: 10,
@@ -93,8 +99,11 @@ impl Options {
 /// A failed run: what broke, at which event, and the trace if one was kept.
 #[derive(Clone, Debug)]
 pub struct Failure {
+    /// The number of the event after which a check failed.
     pub event: usize,
+    /// What broke.
     pub message: String,
+    /// The events up to the failure (empty unless `Options::trace`).
     pub trace: Vec<String>,
 }
 
@@ -112,9 +121,13 @@ impl core::fmt::Display for Failure {
 /// What a successful run saw.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// Entries committed.
     pub committed: usize,
+    /// Writes acknowledged to clients.
     pub acked_writes: usize,
+    /// Reads answered.
     pub reads: usize,
+    /// Simulated time at the end.
     pub ticks: u64,
     /// How often interesting things happened (to see what a set of seeds covers).
     pub counters: Counters,
@@ -123,23 +136,36 @@ pub struct Stats {
 /// Event counts of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Elections won.
     pub elections: u64,
+    /// Log truncations (uncommitted entries replaced).
     pub truncations: u64,
+    /// Snapshots installed.
     pub snapshots_installed: u64,
+    /// Configuration entries committed.
     pub config_commits: u64,
+    /// Forced shrinks committed.
     pub forced_commits: u64,
     /// Pending changes stuck on a down node that a forced removal overrode.
     pub overrides: u64,
+    /// Crashes.
     pub crashes: u64,
+    /// Crashes in the middle of carrying out a step's output.
     pub crashes_in_ready: u64,
+    /// Restarts of crashed nodes.
     pub restarts: u64,
+    /// Partitions made.
     pub partitions: u64,
+    /// Reads that had to wait before they were answered.
     pub reads_waited: u64,
+    /// Writes acknowledged to clients.
     pub acked_writes: u64,
+    /// Reads answered with a value.
     pub reads_served: u64,
 }
 
 impl Counters {
+    /// Adds another run's counts to these.
     pub fn add(&mut self, o: &Counters) {
         self.elections += o.elections;
         self.truncations += o.truncations;

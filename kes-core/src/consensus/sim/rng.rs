@@ -7,9 +7,11 @@ use alloc::vec::Vec;
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
     }
+    /// The next number.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -29,6 +31,7 @@ pub struct Chooser {
 }
 
 impl Chooser {
+    /// Choices from a generator seeded with `seed`.
     pub fn seeded(seed: u64) -> Self {
         Chooser {
             rng: Rng::new(seed),
@@ -36,6 +39,7 @@ impl Chooser {
             pos: 0,
         }
     }
+    /// Choices from `bytes` (fuzz input), then from a generator seeded by them.
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let seed = bytes
             .iter()
