@@ -6,25 +6,64 @@
 //! consensus state decodes. The file is read through the copy-on-write backend, so a check
 //! never writes to it; a panic of redb on a damaged page is a finding, not a crash.
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{decrypt, guard, io_err, open_checked, read_enclave, Checked, Corruption, StoreError};
+use super::StoreError;
+use super::{decrypt, guard, io_err, open_checked, read_enclave, Checked, Corruption, OpenError};
 use super::{DB_FILE, ENCLAVES, TABLES};
 use crate::hsm::Hsm;
 
+/// What `kes-node check` found wrong. `Display` is one line that names the file.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The file cannot be opened.
+    Open { path: PathBuf, err: std::io::Error },
+    /// A check of opening failed (damaged, or the HSM does not unseal it).
+    Refused(OpenError),
+    /// redb panicked reading the file (`what`: `it`, `its records`).
+    Panicked {
+        path: PathBuf,
+        what: &'static str,
+        panic: String,
+    },
+    /// A record does not read back.
+    Record { path: PathBuf, err: StoreError },
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Open { path, err } => write!(f, "cannot open {}: {err}", path.display()),
+            CheckError::Refused(err) => err.fmt(f),
+            CheckError::Panicked { path, what, panic } => write!(
+                f,
+                "{} is damaged: redb failed reading {what} ({panic})",
+                path.display()
+            ),
+            CheckError::Record { path, err } => write!(f, "{}: {err}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
 /// Checks `<dir>/kes.db`; `Ok` with one line per finding that is fine, `Err` with what is
-/// wrong (one line that names the file).
-pub fn check(dir: &Path, hsm: &dyn Hsm) -> Result<Vec<String>, String> {
+/// wrong.
+pub fn check(dir: &Path, hsm: &dyn Hsm) -> Result<Vec<String>, CheckError> {
     let path = dir.join(DB_FILE);
-    let file = File::open(&path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) => return Err(CheckError::Open { path, err }),
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let checked = match guard::catch(|| open_checked(file, &path, hsm)) {
-        Ok(result) => result.map_err(|err| err.to_string())?,
+        Ok(result) => result.map_err(CheckError::Refused)?,
         Err(panic) => {
-            return Err(format!(
-                "{} is damaged: redb failed reading it ({panic})",
-                path.display()
-            ))
+            return Err(CheckError::Panicked {
+                path,
+                what: "it",
+                panic,
+            })
         }
     };
     let mut report = vec![
@@ -39,12 +78,14 @@ pub fn check(dir: &Path, hsm: &dyn Hsm) -> Result<Vec<String>, String> {
         },
     ];
     let counts = match guard::catch(|| records(&checked)) {
-        Ok(result) => result.map_err(|err| format!("{}: {err}", path.display()))?,
+        Ok(Ok(counts)) => counts,
+        Ok(Err(err)) => return Err(CheckError::Record { path, err }),
         Err(panic) => {
-            return Err(format!(
-                "{} is damaged: redb failed reading its records ({panic})",
-                path.display()
-            ))
+            return Err(CheckError::Panicked {
+                path,
+                what: "its records",
+                panic,
+            })
         }
     };
     report.push(format!("every record decrypts: {counts}"));

@@ -50,7 +50,7 @@ mod snapshot;
 pub mod space;
 
 pub use backup::BackupStream;
-pub use check::check;
+pub use check::{check, CheckError};
 pub use error::{
     CodecError, ConsensusDefect, Corruption, Defect, IoFailure, NoSpace, Refusal, StoreError,
     Unavailable,
