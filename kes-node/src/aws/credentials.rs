@@ -185,7 +185,7 @@ fn instance_role(
         Credentials {
             access_key: c.access_key_id,
             secret_key,
-            token: c.token,
+            token: c.token.filter(|t| !t.is_empty()),
         },
         expires,
     ))

@@ -126,16 +126,7 @@ impl JsonApi {
                 .map_err(|e| AwsError::Transport(format!("{}: reading the answer: {e}", self.url))),
             Err(ureq::Error::Status(status, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-                let kind = v["__type"].as_str().unwrap_or_default();
-                // `com.amazonaws.kms#NotFoundException` or the bare name.
-                let kind = kind.rsplit('#').next().unwrap_or(kind).to_owned();
-                let message = v["message"]
-                    .as_str()
-                    .or(v["Message"].as_str())
-                    .unwrap_or(text.trim())
-                    .to_owned();
+                let (kind, message) = error_body(&text);
                 Err(AwsError::Api {
                     status,
                     kind,
@@ -147,6 +138,33 @@ impl JsonApi {
             }
         }
     }
+}
+
+/// The exception's name and message of an error answer: JSON (`__type`, `message`), or the
+/// XML of the query protocol that a gateway in front may answer with (`<Code>`,
+/// `<Message>`); the message on one line.
+fn error_body(text: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+    let xml = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        Some(&text[start..start + text[start..].find('<')?])
+    };
+    let kind = v["__type"]
+        .as_str()
+        .or_else(|| xml("Code"))
+        .unwrap_or_default();
+    // `com.amazonaws.kms#NotFoundException` or the bare name.
+    let kind = kind.rsplit('#').next().unwrap_or(kind).to_owned();
+    let message = v["message"]
+        .as_str()
+        .or(v["Message"].as_str())
+        .or_else(|| xml("Message"))
+        .unwrap_or(text);
+    (
+        kind,
+        message.split_whitespace().collect::<Vec<_>>().join(" "),
+    )
 }
 
 #[cfg(test)]

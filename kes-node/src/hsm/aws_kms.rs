@@ -23,10 +23,11 @@
 //!
 //! # Errors
 //!
-//! A blob of another KMS key (`IncorrectKeyException`) or under another context
-//! (`InvalidCiphertextException`) is [`HsmError::WrongKey`]; a key that is disabled, pending
-//! deletion, missing or not allowed to these credentials is [`HsmError::Refused`]; no answer,
-//! throttling and server errors are [`HsmError::Device`].
+//! A blob of another KMS key (`IncorrectKeyException`) is [`HsmError::WrongKey`]. A blob that
+//! does not decrypt under this key and context (`InvalidCiphertextException`: the config's
+//! `context` changed, or the blob was altered), and a key that is disabled, pending deletion,
+//! missing or not allowed to these credentials, are [`HsmError::Refused`] with KMS's reason;
+//! no answer, throttling and server errors are [`HsmError::Device`].
 //!
 //! # Health
 //!
@@ -129,13 +130,19 @@ impl KmsHsm {
             return HsmError::Device(format!("{what}: {err}"));
         };
         match kind.as_str() {
-            "IncorrectKeyException" | "InvalidCiphertextException" => HsmError::WrongKey,
+            "IncorrectKeyException" => HsmError::WrongKey,
+            "InvalidCiphertextException" => HsmError::Refused(format!(
+                "{what}: {kind}: the sealed copy does not decrypt under this key and encryption \
+                 context: was hsm.aws-kms.context changed? (or the copy is damaged)"
+            )),
             "NotFoundException"
             | "DisabledException"
             | "KMSInvalidStateException"
             | "AccessDeniedException"
             | "UnrecognizedClientException"
             | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "InvalidClientTokenId"
             | "IncompleteSignature"
             | "InvalidKeyUsageException" => HsmError::Refused(format!(
                 "{what}: {kind}: {message} (credentials from {})",
