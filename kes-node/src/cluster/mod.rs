@@ -8,6 +8,7 @@
 //! handler returns a command, the event loop proposes it, and the client is answered once the
 //! command committed on every node (or failed). A follower forwards writes to the leader over
 //! its peer link and relays the answer (see `replica/forward.rs`).
+mod backend;
 pub mod file;
 pub mod frame;
 mod links;
@@ -27,24 +28,15 @@ pub use crate::api::view::{Describe, LinkView};
 use crate::api::Pending;
 use crate::command::Command;
 use crate::item::ItemName;
-use crate::store::{Addresses, Store, StoreError};
+use crate::store::{Addresses, Store};
 use links::Net;
 use peer::Link;
 pub use replica::{Millis, Replica, JOINING_ID};
 
-/// Tokens of peer links start here (the HTTP connections use the low range).
-pub const LINK_BASE: usize = 1 << 30;
+/// Tokens of peer links start here (the event loop leaves this range to its backend).
+pub const LINK_BASE: usize = crate::net::BACKEND_TOKENS;
 
-/// A client connection of the event loop: its token and a serial number, so that an answer
-/// for a connection that went away never reaches a new connection that reuses the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnRef {
-    pub token: Token,
-    pub serial: u64,
-}
-
-/// A finished write: which connection waits for it, its request, and its outcome.
-pub type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
+pub use crate::net::{Completion, ConnRef};
 
 /// A client's write waiting in the replica: its connection and request.
 pub struct Client {

@@ -23,8 +23,8 @@ use subtle::ConstantTimeEq;
 
 pub use super::frame::{Failure, Frame, WireOutcome};
 
-/// The ALPN protocol of peer links.
-pub const ALPN: &[u8] = b"kes-peer/1";
+/// The ALPN protocol of peer links (the event loop's TLS setup offers it, so it lives there).
+pub use crate::net::tls::PEER_ALPN as ALPN;
 /// The largest frame accepted: the largest log batch or snapshot chunk, with room to spare.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
@@ -125,6 +125,18 @@ impl Link {
             failure: None,
             heard: false,
         }
+    }
+
+    /// An inbound link: a connection the event loop accepted and handed over once its
+    /// handshake chose the peer protocol.
+    pub fn accepted(stream: crate::net::PeerStream) -> Link {
+        Link::new(
+            stream.socket,
+            rustls::Connection::Server(stream.tls),
+            false,
+            stream.input,
+            stream.handed_over,
+        )
     }
 
     /// Closes the link; if it never opened, remembers why and logs it.

@@ -12,15 +12,13 @@ use mio::{Registry, Token, Waker};
 
 use super::{format, Edge, KeyStoreError};
 use crate::api::{App, Fetch, Fetched, Pending, Resume, Wait};
-use crate::cluster::peer::Link;
-use crate::cluster::{Completion, ConnRef, LINK_BASE};
 use crate::command::Command;
-use crate::net::Backend;
+use crate::net::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
 use crate::records::KeyRecord;
 use crate::store::{Corruption, IoFailure, StoreError};
 
-/// The waker's token (the backend's tokens start at `LINK_BASE`).
-const WAKER: Token = Token(LINK_BASE);
+/// The waker's token (the first of the backend's tokens).
+const WAKER: Token = Token(BACKEND_TOKENS);
 /// How often expired cache entries are dropped (lookups check expiry themselves).
 const SWEEP: Duration = Duration::from_secs(1);
 /// How often a key store that is down is checked.
@@ -218,7 +216,7 @@ impl Backend for Runtime {
         }
     }
 
-    fn adopt(&mut self, _: &Registry, _: &App, _link: Link) {
+    fn adopt(&mut self, _: &Registry, _: &App, _stream: PeerStream) {
         // An edge server has no peers: the connection is dropped.
     }
 

@@ -1,17 +1,46 @@
 //! What the event loop hands the requests it cannot answer at once, and where it learns that
-//! they are decided: a stateful node's [`Cluster`] (writes are replicated, reads may wait at
-//! the gate) or an edge server's key store workers ([`crate::edge::Runtime`]: writes and cache
-//! misses go to the central key store off the loop thread).
+//! they are decided. The loop knows only this trait: a stateful node's cluster implements it
+//! in `cluster/backend.rs` (writes are replicated, reads may wait at the gate), an edge
+//! server's key store workers in `edge/runtime.rs` (writes and cache misses go to the central
+//! key store off the loop thread). The loop names no backend's types; backends name these.
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
 use mio::{Registry, Token};
+use rustls::ServerConnection;
 
 use crate::api::{App, Pending, Resume, Wait};
-use crate::cluster::peer::Link;
-use crate::cluster::{Cluster, Completion, ConnRef};
+use crate::store::StoreError;
 
-/// The event loop's backend. Tokens from [`crate::cluster::LINK_BASE`] up are the backend's.
+/// Tokens from here up are the backend's own event sources (peer links, wakers); the event
+/// loop's listener, signals and client connections use the range below.
+pub const BACKEND_TOKENS: usize = 1 << 30;
+
+/// A client connection of the event loop: its token and a serial number, so that an answer
+/// for a connection that went away never reaches a new connection that reuses the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub token: Token,
+    pub serial: u64,
+}
+
+/// A finished write: which connection waits for it, its request, and its outcome.
+pub type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
+
+/// A connection whose TLS handshake chose the peer protocol ([`super::tls::PEER_ALPN`]),
+/// handed to the backend as it is: the established session, its socket (still registered
+/// with the loop's poll under a client token: the backend re-registers it) and the plaintext
+/// already read (bounded: a stranger may send little before its Hello is checked).
+pub struct PeerStream {
+    pub socket: TcpStream,
+    pub tls: ServerConnection,
+    pub input: Vec<u8>,
+    /// When the event loop handed it over (the peer's Hello is due within its timeout).
+    pub handed_over: Instant,
+}
+
+/// The event loop's backend. Tokens from [`BACKEND_TOKENS`] up are the backend's.
 pub trait Backend {
     /// Registers the backend's own event sources.
     fn register(&mut self, registry: &Registry) -> io::Result<()>;
@@ -23,8 +52,8 @@ pub trait Backend {
     fn next_timeout(&self) -> Duration;
     /// An event for one of the backend's tokens.
     fn on_event(&mut self, registry: &Registry, app: &App, token: Token);
-    /// A connection that negotiated the cluster's peer protocol (dropped if of no use).
-    fn adopt(&mut self, registry: &Registry, app: &App, link: Link);
+    /// A connection that negotiated the peer protocol (dropped if of no use).
+    fn adopt(&mut self, registry: &Registry, app: &App, stream: PeerStream);
     /// A client's write.
     fn propose(&mut self, app: &App, conn: ConnRef, pending: Box<Pending>);
     /// A request that waits for something.
@@ -35,71 +64,4 @@ pub trait Backend {
     fn flush(&mut self, app: &App);
     /// Writes and waits decided since the last call.
     fn take_decided(&mut self) -> (Vec<Completion>, Vec<(ConnRef, Resume)>);
-}
-
-impl Backend for Cluster {
-    fn register(&mut self, _: &Registry) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn connections(&self) -> usize {
-        self.link_count()
-    }
-
-    fn next_timeout(&self) -> Duration {
-        Cluster::next_timeout(self)
-    }
-
-    fn on_event(&mut self, registry: &Registry, app: &App, token: Token) {
-        self.on_link_event(registry, &app.store, token);
-    }
-
-    fn adopt(&mut self, registry: &Registry, app: &App, link: Link) {
-        let token = Cluster::adopt(self, registry, link);
-        self.on_link_event(registry, &app.store, token);
-    }
-
-    fn propose(&mut self, app: &App, conn: ConnRef, pending: Box<Pending>) {
-        Cluster::propose(self, &app.store, conn, pending);
-    }
-
-    fn wait(&mut self, app: &App, conn: ConnRef, wait: Wait) {
-        match wait {
-            Wait::Gate(names) => self.read(&app.store, conn, &names),
-            // Keys are local here: handlers never fetch.
-            Wait::Fetch(_) => self.released.push((
-                conn,
-                Err("this server has no key store to fetch from".into()),
-            )),
-        }
-    }
-
-    fn round(&mut self, registry: &Registry, app: &App) {
-        use std::sync::atomic::Ordering;
-        self.maintain(registry, &app.store);
-        // One transaction (one fsync) for every step of this round: group commit.
-        Cluster::flush(self, &app.store);
-        self.publish(&app.cluster);
-        app.gating.store(self.has_pending(), Ordering::Relaxed);
-        app.member.store(self.is_member(), Ordering::Relaxed);
-    }
-
-    fn flush(&mut self, app: &App) {
-        Cluster::flush(self, &app.store);
-    }
-
-    fn take_decided(&mut self) -> (Vec<Completion>, Vec<(ConnRef, Resume)>) {
-        let writes = std::mem::take(&mut self.completions);
-        let reads = std::mem::take(&mut self.released)
-            .into_iter()
-            .map(|(conn, decision)| {
-                let resume = match decision {
-                    Ok(()) => Resume::Granted,
-                    Err(why) => Resume::Refused(why),
-                };
-                (conn, resume)
-            })
-            .collect();
-        (writes, reads)
-    }
 }

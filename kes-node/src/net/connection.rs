@@ -341,7 +341,7 @@ impl Connection {
 
     /// Reads what the socket has, up to the input bound; true if it stopped at the bound.
     fn read(&mut self, now: Instant) -> bool {
-        let cap = if self.tls.alpn_protocol() == Some(crate::cluster::peer::ALPN) {
+        let cap = if self.tls.alpn_protocol() == Some(super::tls::PEER_ALPN) {
             MAX_HELLO_INPUT
         } else {
             MAX_INPUT
@@ -392,23 +392,22 @@ impl Connection {
     }
 
     /// True once the handshake chose the peer protocol: the event loop hands the connection
-    /// to the cluster (see [`Connection::into_link`]).
+    /// to its backend (see [`Connection::into_peer_stream`]).
     pub fn is_peer_link(&self) -> bool {
-        !self.tls.is_handshaking() && self.tls.alpn_protocol() == Some(crate::cluster::peer::ALPN)
+        !self.tls.is_handshaking() && self.tls.alpn_protocol() == Some(super::tls::PEER_ALPN)
     }
 
-    /// Turns a peer connection into a cluster link (with any bytes already read); `None` if
-    /// its session is not established.
-    pub fn into_link(mut self, now: Instant) -> Option<crate::cluster::peer::Link> {
+    /// Turns a peer connection into what the backend adopts (with any bytes already read);
+    /// `None` if its session is not established.
+    pub fn into_peer_stream(mut self, now: Instant) -> Option<super::PeerStream> {
         self.release();
         let tls = std::mem::replace(&mut self.tls, Session::Refused(None)).into_server()?;
-        Some(crate::cluster::peer::Link::new(
-            self.socket,
-            rustls::Connection::Server(tls),
-            false,
-            std::mem::take(&mut self.input),
-            now,
-        ))
+        Some(super::PeerStream {
+            socket: self.socket,
+            tls,
+            input: std::mem::take(&mut self.input),
+            handed_over: now,
+        })
     }
 
     /// Answers complete requests while the socket keeps up; returns how many.

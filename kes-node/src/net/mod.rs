@@ -1,8 +1,9 @@
 //! The event loop: one mio `Poll` serving the listener, every client connection and the
 //! shutdown signals on a single thread. Handlers are synchronous and short; nothing blocks on
 //! a client, so a slow or half-open client only holds its own connection until its timeout.
-//! What cannot be answered at once goes to the [`Backend`] (the cluster, or the edge server's
-//! key store workers), which reports back when it is decided.
+//! What cannot be answered at once goes to the [`Backend`] (a stateful node's cluster, or the
+//! edge server's key store workers), which reports back when it is decided. The loop knows
+//! connections and that trait, nothing of what implements it.
 mod admission;
 mod backend;
 mod budget;
@@ -11,7 +12,7 @@ mod limits;
 mod session;
 pub mod tls;
 
-pub use backend::Backend;
+pub use backend::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
 pub use limits::Limits;
 
 use std::io;
@@ -27,7 +28,6 @@ use slab::Slab;
 
 use crate::api::logs::Topic;
 use crate::api::App;
-use crate::cluster::{ConnRef, LINK_BASE};
 use admission::Admission;
 use budget::Budget;
 use connection::{Connection, Setup};
@@ -128,7 +128,7 @@ pub fn serve(
                         }
                     }
                 }
-                Token(t) if t >= LINK_BASE => {
+                Token(t) if t >= BACKEND_TOKENS => {
                     backend.on_event(poll.registry(), app, Token(t));
                 }
                 Token(t) => {
@@ -188,8 +188,8 @@ fn after_ready(
     if conn.is_peer_link() {
         let conn = conns.slab.remove(key);
         conns.admission.removed(conn.ip);
-        if let Some(link) = conn.into_link(now) {
-            backend.adopt(poll.registry(), app, link);
+        if let Some(stream) = conn.into_peer_stream(now) {
+            backend.adopt(poll.registry(), app, stream);
         }
         return;
     }

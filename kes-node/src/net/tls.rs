@@ -27,6 +27,10 @@ use rustls::{
 
 use crate::config::Config;
 
+/// The ALPN protocol of a stateful node's peer links (`cluster/peer.rs`): a connection
+/// offering it is handed to the backend once its handshake is done.
+pub const PEER_ALPN: &[u8] = b"kes-peer/1";
+
 /// The server's TLS configurations.
 pub struct TlsConfigs {
     /// For HTTP clients.
@@ -40,7 +44,7 @@ impl TlsConfigs {
     /// The configuration for a ClientHello offering `alpn`.
     pub fn choose<'a>(&self, mut alpn: impl Iterator<Item = &'a [u8]>) -> &Arc<ServerConfig> {
         match &self.peer {
-            Some(peer) if alpn.any(|p| p == crate::cluster::peer::ALPN) => peer,
+            Some(peer) if alpn.any(|p| p == PEER_ALPN) => peer,
             _ => &self.http,
         }
     }
@@ -81,7 +85,7 @@ pub fn configs(config: &Config, peers: bool) -> Result<TlsConfigs, String> {
         .then(|| server_config(&tls.cert, &tls.key, None, false))
         .transpose()?
         .map(|mut c| {
-            c.alpn_protocols = vec![crate::cluster::peer::ALPN.to_vec()];
+            c.alpn_protocols = vec![PEER_ALPN.to_vec()];
             // Peer links live long: no resumption.
             c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             c.send_tls13_tickets = 0;
