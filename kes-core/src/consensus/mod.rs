@@ -72,9 +72,9 @@
 //! What the shell must do, in short: tick often (every few ms) with fresh randomness; hand every
 //! peer message to the core as it arrives (the core tolerates loss, duplication, reordering);
 //! carry out each step's outputs in order, fsync before sending; derive [`NameId`]s the same way
-//! on every node; on [`Output::send_snapshot`] ship a snapshot of the applied state with the message and,
-//! on the receiving side, keep it until the core says `restore` (or drop it); and on restart pass
-//! exactly what was persisted to [`Node::new`].
+//! on every node; on [`Output::send_snapshot`] ship a snapshot of the applied state with the
+//! message and, on the receiving side, keep it until the core says `restore` (or drop it); and
+//! on restart pass exactly what was persisted to [`Node::new`].
 //!
 //! # The rules
 //!

@@ -1,6 +1,6 @@
 //! The node: its state, the inputs it takes, and the single entry point [`Node::step`], which
-//! hands what it decides to the shell's [`Output`] sink. The protocol rules live in the sibling files
-//! (`election`, `replication`, `membership`, `visibility`); this file only dispatches.
+//! hands what it decides to the shell's [`Output`] sink. The protocol rules live in the sibling
+//! files (`election`, `replication`, `membership`, `visibility`); this file only dispatches.
 
 use heapless::Vec;
 

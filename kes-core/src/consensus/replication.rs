@@ -227,8 +227,11 @@ impl<C: Clone> Node<C> {
                     break;
                 }
             }
+            // The window has room (checked above); the entry is persisted only if held.
+            if !self.log.push(entry.clone()) {
+                break;
+            }
             matched = entry.index;
-            self.log.push(entry.clone());
             out.append(entry);
         }
         self.commit_to(leader_commit.min(matched), out);

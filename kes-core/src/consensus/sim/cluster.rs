@@ -3,8 +3,9 @@
 //!
 //! The disk of a node is what survives a crash: hard state, log, applied state (a key-value map
 //! of registers) and its metadata. Everything else — the core's in-memory state, messages in
-//! flight, clients waiting — is lost. The shell's contract is followed literally: one atomic
-//! transaction per [`StepOutput`], then messages, then answers; a crash may cut in anywhere between.
+//! flight, clients waiting — is lost. The shell's contract (`Output`) is followed literally: one
+//! atomic transaction per step (collected in a [`StepOutput`]), then messages, then answers; a
+//! crash may cut in anywhere between.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -261,31 +262,31 @@ impl Cluster {
         let Some(node) = self.nodes[i].node.as_mut() else {
             return Ok(());
         };
-        let mut ready = StepOutput::default();
-        node.step(now, input, &mut ready);
+        let mut out = StepOutput::default();
+        node.step(now, input, &mut out);
         let mut crash_at = if self.crash_in_ready_percent > 0
             && self.chooser.chance(self.crash_in_ready_percent)
         {
-            Some(self.chooser.below(ready.messages.len() as u64 + 3) as usize)
+            Some(self.chooser.below(out.messages.len() as u64 + 3) as usize)
         } else {
             None
         };
         if let Some((n, action)) = self.crash_on_apply {
-            if n == i && !ready.apply.is_empty() {
+            if n == i && !out.apply.is_empty() {
                 self.crash_on_apply = None;
                 crash_at = Some(action);
             }
         }
-        self.process(i, ready, crash_at)
+        self.process(i, out, crash_at)
     }
 
-    fn process(&mut self, i: usize, ready: StepOutput<Cmd>, crash_at: Option<usize>) -> Result {
+    fn process(&mut self, i: usize, out: StepOutput<Cmd>, crash_at: Option<usize>) -> Result {
         let mut action = 0;
         let mut cut = |cluster: &mut Cluster| {
             let stop = crash_at == Some(action);
             action += 1;
             if stop {
-                cluster.log(|| format!("n{i} crashes while handling its ready"));
+                cluster.log(|| format!("n{i} crashes while carrying out its step"));
                 cluster.counters.crashes_in_ready += 1;
                 cluster.crash(i);
             }
@@ -294,14 +295,14 @@ impl Cluster {
         if cut(self) {
             return Ok(());
         }
-        self.transaction(i, &ready)?;
-        for envelope in ready.messages {
+        self.transaction(i, &out)?;
+        for envelope in out.messages {
             if cut(self) {
                 return Ok(());
             }
             self.send(envelope, None);
         }
-        for envelope in ready.snapshots {
+        for envelope in out.snapshots {
             if cut(self) {
                 return Ok(());
             }
@@ -323,10 +324,10 @@ impl Cluster {
         if cut(self) {
             return Ok(());
         }
-        for (id, result) in ready.proposals {
+        for (id, result) in out.proposals {
             self.proposal_result(i, id, result)?;
         }
-        for (id, result) in ready.reads {
+        for (id, result) in out.reads {
             let Some(op) = self.reads.remove(&(i, id.0)) else {
                 continue;
             };
@@ -349,14 +350,14 @@ impl Cluster {
         Ok(())
     }
 
-    fn transaction(&mut self, i: usize, ready: &StepOutput<Cmd>) -> Result {
+    fn transaction(&mut self, i: usize, out: &StepOutput<Cmd>) -> Result {
         let committed_len = self.committed.len() as Index;
         let sim = &mut self.nodes[i];
         let disk = &mut sim.disk;
-        if let Some(hard) = ready.hard_state {
+        if let Some(hard) = out.hard_state {
             disk.hard = hard;
         }
-        if let Some(meta) = &ready.restore {
+        if let Some(meta) = &out.restore {
             let data = sim
                 .incoming
                 .take()
@@ -376,7 +377,7 @@ impl Cluster {
             disk.applied = meta.clone();
             self.counters.snapshots_installed += 1;
         }
-        if let Some(from) = ready.truncate_from {
+        if let Some(from) = out.truncate_from {
             let last = disk.log.len() as Index;
             if from <= last && from <= committed_len {
                 return Err(format!(
@@ -388,7 +389,7 @@ impl Cluster {
             }
             disk.log.truncate(from.saturating_sub(1) as usize);
         }
-        for entry in &ready.append {
+        for entry in &out.append {
             if entry.index != disk.log.len() as Index + 1 {
                 return Err(format!(
                     "n{i} appends {} after {}",
@@ -399,7 +400,7 @@ impl Cluster {
             disk.log.push(entry.clone());
         }
         let mut newly = Vec::new();
-        for entry in &ready.apply {
+        for entry in &out.apply {
             if entry.index != disk.applied.index + 1 {
                 return Err(format!(
                     "n{i} applies {} after {}",

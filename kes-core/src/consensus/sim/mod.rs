@@ -1,11 +1,11 @@
 //! A deterministic cluster simulator for the consensus core (feature `sim`).
 //!
 //! [`Cluster`] holds 1–5 [`Node`](super::Node)s with simulated disks, a network that loses,
-//! duplicates, delays and reorders messages, partitions, crashes (also in the middle of handling
-//! a step's output), restarts, membership changes and clients writing and reading on every node. Every
-//! decision comes from one [`Chooser`] (a seeded generator or fuzz bytes), so a seed replays
-//! exactly. After every event [`Cluster::check`] asserts the safety invariants; at the end the
-//! client history is checked for linearizability and liveness is checked: with faults stopped
+//! duplicates, delays and reorders messages, partitions, crashes (also in the middle of carrying
+//! out a step's output), restarts, membership changes and clients writing and reading on every
+//! node. Every decision comes from one [`Chooser`] (a seeded generator or fuzz bytes), so a seed
+//! replays exactly. After every event [`Cluster::check`] asserts the safety invariants; at the
+//! end the client history is checked for linearizability and liveness is checked: with faults stopped
 //! and everyone connected, a leader emerges and a write commits within a bounded time, and every
 //! member then serves reads.
 //!
