@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::body::Fields;
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
-use super::policies::{pattern_set, prefix_of, PatternSet};
+use super::listing::{pattern_set, prefix_of, PatternSet};
 use super::reply::Reply;
 use super::{App, Ctx};
 use crate::auth::{is_admin, Caller, NOT_ALLOWED};
@@ -37,7 +37,7 @@ pub fn create(app: &App, ctx: &Ctx) -> Reply {
     let ttl = if ttl.is_empty() {
         std::time::Duration::ZERO
     } else {
-        match crate::config::parse_go_duration(&ttl) {
+        match crate::timefmt::parse_go_duration(&ttl) {
             Ok(d) => d,
             Err(_) => return Response::error(400, &format!("invalid ttl '{ttl}'")).into(),
         }

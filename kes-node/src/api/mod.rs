@@ -7,6 +7,7 @@ mod enclaves;
 mod errors;
 mod identities;
 mod keys;
+mod listing;
 pub mod logs;
 mod metrics;
 mod policies;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
+use super::listing::{pattern_set, prefix_of, NameList, PatternSet};
 use super::reply::Reply;
 use super::{identities, App, Ctx};
 use crate::auth::{Caller, NOT_ALLOWED};
@@ -14,11 +15,6 @@ use crate::http::Response;
 use crate::identity::names::normalize_identity;
 use crate::records::{IdentityRecord, PolicyRecord};
 use crate::timefmt;
-
-/// Policy and identity listings treat a trailing `*` as "prefix" (spec §4.8).
-pub fn prefix_of(pattern: &str) -> &str {
-    pattern.strip_suffix('*').unwrap_or(pattern)
-}
 
 /// Reads `allow`/`deny` in either wire form: `{"pattern":{}}` (current) or `["pattern"]`
 /// (legacy and the YAML config). Field names match case-insensitively, as Go's decoder does.
@@ -103,16 +99,6 @@ pub fn describe(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-/// `{"pattern":{}}` maps, as upstream's Go `map[string]struct{}` marshals.
-pub type PatternSet = BTreeMap<String, BTreeMap<String, ()>>;
-
-pub fn pattern_set(patterns: &[String]) -> PatternSet {
-    patterns
-        .iter()
-        .map(|p| (p.clone(), BTreeMap::new()))
-        .collect()
-}
-
 #[derive(Serialize)]
 struct ReadPolicy<'a> {
     name: &'a str,
@@ -136,12 +122,6 @@ pub fn read(app: &App, ctx: &Ctx) -> Response {
         }),
         Err(resp) => resp,
     }
-}
-
-#[derive(Serialize)]
-pub struct NameList {
-    pub names: Vec<String>,
-    pub continue_at: &'static str,
 }
 
 pub fn list(app: &App, ctx: &Ctx) -> Response {

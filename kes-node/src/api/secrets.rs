@@ -5,7 +5,7 @@ use zeroize::Zeroizing;
 
 use super::body::{b64, Fields};
 use super::errors::{invalid_name, invalid_pattern, store_error, Kind};
-use super::policies::{prefix_of, NameList};
+use super::listing::{prefix_of, NameList};
 use super::reply::Reply;
 use super::{App, Ctx};
 use crate::command::Command;
