@@ -28,7 +28,7 @@
 //! the config file. The edge server's sections (`cache`, `keys`, `keystore`) are parsed by
 //! [`load_edge`] (`config/edge.rs`) and ignored here; `tls.proxy` is accepted and ignored;
 //! any other unknown field is an error, so a typo never silently disables a setting.
-//! `limits:` (ours, not upstream's) bounds what clients may hold (see [`crate::net::Limits`]).
+//! `limits:` (ours, not upstream's) bounds what clients may hold (see [`Limits`]).
 //!
 //! The file is walked as a YAML value tree rather than derived with serde so that every error
 //! can name the field it is about (`config: policy.my-app.identities[1]: ...`).
@@ -38,6 +38,7 @@ use std::time::Duration;
 
 mod edge;
 mod hsm;
+mod limits;
 mod store;
 pub use edge::{load_edge, parse_edge, CacheConfig, EdgeConfig, KeyStoreConfig};
 pub use hsm::{
@@ -45,6 +46,7 @@ pub use hsm::{
     SealMechanism, TokenSelector, TpmConfig, AWS_SECRET_KEY_VAR, AWS_TOKEN_VAR,
     DEFAULT_HEALTH_CHECK, DEFAULT_TCTI, KMS_NODE_CONTEXT,
 };
+pub use limits::Limits;
 
 use serde_norway::{Mapping, Value};
 use zeroize::Zeroizing;
@@ -73,7 +75,7 @@ pub struct Config {
     /// `cluster.clock_drift`: the bound on clock error over one lease (default 10% of it).
     pub clock_drift: Option<Duration>,
     /// `limits:`: connection and memory limits (ours; defaults without it).
-    pub limits: crate::net::Limits,
+    pub limits: Limits,
     /// `store.min_free`: client writes are refused below this much free disk space (default
     /// 64 MiB; `config/store.rs`).
     pub min_free: Option<u64>,
@@ -499,8 +501,8 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `limits:`: every field optional, defaults from [`crate::net::Limits::default`].
-fn parse_limits(section: &Fields) -> Result<crate::net::Limits, String> {
+/// `limits:`: every field optional, defaults from [`Limits::default`].
+fn parse_limits(section: &Fields) -> Result<Limits, String> {
     section.check_known(
         &[
             "connections",
@@ -511,7 +513,7 @@ fn parse_limits(section: &Fields) -> Result<crate::net::Limits, String> {
         ],
         &[],
     )?;
-    let mut limits = crate::net::Limits::default();
+    let mut limits = Limits::default();
     let count = |field: &str, into: &mut usize| -> Result<(), String> {
         if let Some(v) = section.string(field)? {
             *into = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -672,7 +674,7 @@ keystore:
     fn tls_auth_and_limits() {
         let c = parse(&minimal(""), base()).unwrap();
         assert!(!c.tls.auth);
-        assert_eq!(c.limits, crate::net::Limits::default());
+        assert_eq!(c.limits, Limits::default());
         let tls = |auth: &str| {
             format!("admin:\n  identity: {ADMIN}\ntls:\n  key: k\n  cert: c\n  auth: {auth}\n")
         };
@@ -688,7 +690,7 @@ keystore:
         .unwrap();
         assert_eq!(
             c.limits,
-            crate::net::Limits {
+            Limits {
                 connections: 100,
                 connections_per_ip: 10,
                 handshake_timeout: Duration::from_millis(1500),

@@ -7,37 +7,7 @@
 //! store) rather than being refused; connections of known identities are never evicted. So an
 //! attacker holding thousands of connections only ever evicts itself, and the admin (or any
 //! known client) still gets in, even from the attacker's own address.
-use std::time::Duration;
-
-/// Connection and memory limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Open connections in total (HTTP and peer links); also kept below the process's file
-    /// descriptor limit.
-    pub connections: usize,
-    /// Open connections from one source address.
-    pub connections_per_ip: usize,
-    /// Time from accept to the end of the TLS handshake and the first request's head.
-    pub handshake_timeout: Duration,
-    /// Bytes of buffered input and output across all connections: beyond it, connections stop
-    /// reading (backpressure) until answers drain; the admin's connections are exempt.
-    pub memory: usize,
-    /// Bytes queued for one log subscriber (`/v1/log/...`); one that falls further behind is
-    /// dropped: its stream ends.
-    pub log_queue: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            connections: 16 * 1024,
-            connections_per_ip: 4 * 1024,
-            handshake_timeout: Duration::from_secs(5),
-            memory: 256 << 20,
-            log_queue: 1 << 20,
-        }
-    }
-}
+pub use crate::config::Limits;
 
 impl Limits {
     /// `connections`, kept below the open-file limit of this process (with room for the
