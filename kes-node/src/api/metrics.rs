@@ -14,6 +14,10 @@ pub struct Metrics {
     latency: Mutex<Histogram>,
     pub audit_events: AtomicU64,
     pub error_events: AtomicU64,
+    /// How often a request was routed, and authorized (not exported: they show that a
+    /// request that waited goes on without either again, see `api/parked.rs`).
+    pub routed: AtomicU64,
+    pub authorized: AtomicU64,
 }
 
 #[derive(Default)]

@@ -10,6 +10,7 @@ mod keys;
 mod listing;
 pub mod logs;
 mod metrics;
+mod parked;
 mod policies;
 mod reply;
 mod routes;
@@ -17,6 +18,7 @@ mod secrets;
 mod system;
 pub mod view;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::auth::{authorize, Caller, Peer};
@@ -29,6 +31,8 @@ pub use body::b64;
 pub use edge_keys::{EdgeKeys, KeyStoreDown};
 pub use keys::default_cipher;
 pub use metrics::Metrics;
+pub use parked::Parked;
+use parked::{Granted, Routed};
 pub use reply::{Fetch, Fetched, Reply, Resume, Wait, Write};
 pub use routes::{Handler, Route, EDGE_PATHS, ROUTES};
 
@@ -172,17 +176,16 @@ impl App {
             (true, Some(Match::Route(route))) => route,
             _ => return Ok(0),
         };
-        let member = self.member.load(std::sync::atomic::Ordering::Relaxed);
-        if !member && route.path != "/version" && route.path != "/v1/cluster/describe" {
+        if !self.serves(route) {
             return Ok(route.max_body);
         }
         let method_ok =
             req.method == route.method || (route.method == "PUT" && req.method == "POST");
-        let gating = || self.gating.load(std::sync::atomic::Ordering::Relaxed);
+        let gating = || self.gating.load(Relaxed);
         let refused = if !method_ok {
-            match self.dispatch(req, peer, false, None) {
-                (Reply::Now(resp), _) => resp,
-                _ => return Ok(route.max_body),
+            match self.route(req) {
+                Err((resp, _)) => resp,
+                Ok(_) => return Ok(route.max_body),
             }
         } else {
             let Some(path) = percent_decode(&req.path) else {
@@ -235,45 +238,51 @@ impl App {
         (enclave, auth)
     }
 
-    /// Answers one request, or returns the write it needs; records it in the audit log and
-    /// the metrics once it is answered.
-    /// `granted` is true when the request comes back after its read gate opened.
-    pub fn handle(&self, req: &Request, peer: &Peer, granted: bool) -> Outcome {
-        self.handle_with(req, peer, granted, None)
-    }
-
-    /// Handles a request that waited, the way `resume` says.
-    pub fn resume(&self, req: &Request, peer: &Peer, resume: Resume) -> Outcome {
-        match resume {
-            Resume::Granted => self.handle_with(req, peer, true, None),
-            Resume::Refused(why) => Outcome::Done(self.read_refused(req, peer, &why)),
-            Resume::Fetched(fetched) => self.handle_with(req, peer, true, Some(fetched)),
+    /// Answers one request, or returns the write it needs or what it waits for; records it in
+    /// the audit log and the metrics once it is answered.
+    pub fn handle(&self, req: Request, peer: &Peer) -> Outcome {
+        let started = Instant::now();
+        match self.route(&req) {
+            Ok((route, resource, path)) => {
+                let (enclave, auth) = self.enclave_and_auth(&req, route);
+                let routed = Routed {
+                    req,
+                    route,
+                    resource,
+                    path,
+                    enclave,
+                    auth,
+                    granted: None,
+                    started,
+                };
+                self.go_on(routed, peer, false, None)
+            }
+            Err((resp, route)) => {
+                let done = Done {
+                    started,
+                    counted: route.is_some_and(|r| r.counted),
+                    ip: peer.ip,
+                    identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+                    enclave: self.enclave_of(&req),
+                    method: req.method,
+                    path: req.path,
+                };
+                Outcome::Done(self.record(&done, resp))
+            }
         }
     }
 
-    fn handle_with(
-        &self,
-        req: &Request,
-        peer: &Peer,
-        granted: bool,
-        fetched: Option<Fetched>,
-    ) -> Outcome {
-        let started = Instant::now();
-        let (reply, route) = self.dispatch(req, peer, granted, fetched);
-        let done = Done {
-            started,
-            counted: route.is_some_and(|r| r.counted),
-            ip: peer.ip,
-            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
-            enclave: self.enclave_of(req),
-            method: req.method.clone(),
-            path: req.path.clone(),
-        };
-        match reply {
-            Reply::Now(resp) => Outcome::Done(self.record(&done, resp)),
-            Reply::Write(write) => Outcome::Write(Box::new(Pending { write, done })),
-            Reply::Gate(names) => Outcome::Wait(Wait::Gate(names)),
-            Reply::Fetch(fetch) => Outcome::Wait(Wait::Fetch(fetch)),
+    /// Goes on with a request that waited, the way `resume` says: from where it parked,
+    /// neither routed nor (if it was before it parked) authorized again.
+    pub fn resume(&self, parked: Box<Parked>, resume: Resume) -> Outcome {
+        let Parked { routed, peer } = *parked;
+        match resume {
+            Resume::Granted => self.go_on(routed, &peer, true, None),
+            Resume::Refused(why) => {
+                let done = Done::of(&routed, &peer, true);
+                Outcome::Done(self.record(&done, Response::error(503, &why)))
+            }
+            Resume::Fetched(fetched) => self.go_on(routed, &peer, true, Some(fetched)),
         }
     }
 
@@ -281,20 +290,6 @@ impl App {
     pub fn finish(&self, pending: Box<Pending>, outcome: Result<(), StoreError>) -> Response {
         let resp = pending.write.respond(outcome);
         self.record(&pending.done, resp)
-    }
-
-    /// Answers a gated read that may not be served (`503` with the reason).
-    pub fn read_refused(&self, req: &Request, peer: &Peer, why: &str) -> Response {
-        let done = Done {
-            started: Instant::now(),
-            counted: true,
-            ip: peer.ip,
-            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
-            enclave: self.enclave_of(req),
-            method: req.method.clone(),
-            path: req.path.clone(),
-        };
-        self.record(&done, Response::error(503, why))
     }
 
     /// Counts, audits and (for server errors) logs an answered request.
@@ -326,42 +321,34 @@ impl App {
         resp
     }
 
-    fn dispatch(
+    /// Routes a request: its route, percent-decoded resource and path; or the answer for a
+    /// path no route serves, a redirect, a node that is not a member, a wrong method (with the
+    /// route when it counts in the metrics).
+    fn route(
         &self,
         req: &Request,
-        peer: &Peer,
-        granted: bool,
-        fetched: Option<Fetched>,
-    ) -> (Reply, Option<&'static Route>) {
+    ) -> Result<(&'static Route, String, String), (Response, Option<&'static Route>)> {
+        self.metrics.routed.fetch_add(1, Relaxed);
         let Some(route_match) = (if is_clean(&req.path) {
             find_route(&self.routes, &req.path)
         } else {
             None
         }) else {
             if !is_clean(&req.path) {
-                return (
-                    Response::moved(&with_query(&clean(&req.path), req), &req.method).into(),
-                    None,
-                );
+                let to = with_query(&clean(&req.path), req);
+                return Err((Response::moved(&to, &req.method), None));
             }
-            return (Response::text(404, "404 page not found\n").into(), None);
+            return Err((Response::text(404, "404 page not found\n"), None));
         };
         let route = match route_match {
             Match::Redirect(to) => {
-                return (
-                    Response::moved(&with_query(&to, req), &req.method).into(),
-                    None,
-                )
+                return Err((Response::moved(&with_query(&to, req), &req.method), None))
             }
             Match::Route(route) => route,
         };
-        let member = self.member.load(std::sync::atomic::Ordering::Relaxed);
-        if !member && route.path != "/version" && route.path != "/v1/cluster/describe" {
-            let why =
-                "cluster: this node is not a member of the cluster (it is joining, or was removed)";
-            return (Response::error(503, why).into(), Some(route));
+        if !self.serves(route) {
+            return Err((Response::error(503, NOT_A_MEMBER), Some(route)));
         }
-        let raw_resource = resource_of(route, &req.path);
         let method_ok =
             req.method == route.method || (route.method == "PUT" && req.method == "POST");
         if !method_ok {
@@ -373,51 +360,92 @@ impl App {
                 ),
             );
             r.headers.insert(0, ("Accept", route.method.to_owned()));
-            return (r.into(), None);
+            return Err((r, None));
         }
-        let (Some(resource), Some(path)) =
-            (percent_decode(raw_resource), percent_decode(&req.path))
-        else {
-            return (Response::text(400, "400 Bad Request").into(), None);
-        };
-        let (enclave, auth) = self.enclave_and_auth(req, route);
-        let gating = !granted && self.gating.load(std::sync::atomic::Ordering::Relaxed);
+        match (
+            percent_decode(resource_of(route, &req.path)),
+            percent_decode(&req.path),
+        ) {
+            (Some(resource), Some(path)) => Ok((route, resource, path)),
+            _ => Err((Response::text(400, "400 Bad Request"), None)),
+        }
+    }
+
+    /// False while this node is not a member: it then serves only `/version` and
+    /// `/v1/cluster/describe`.
+    fn serves(&self, route: &Route) -> bool {
+        self.member.load(Relaxed)
+            || route.path == "/version"
+            || route.path == "/v1/cluster/describe"
+    }
+
+    /// Takes a routed request on from where it is: the gate (if it must wait before it is
+    /// authorized), authorization (once), the handler. `granted`: it comes back from a wait.
+    fn go_on(
+        &self,
+        mut r: Routed,
+        peer: &Peer,
+        granted: bool,
+        fetched: Option<Fetched>,
+    ) -> Outcome {
+        if granted && !self.serves(r.route) {
+            // Removed from the cluster while it waited.
+            let done = Done::of(&r, peer, r.route.counted);
+            return Outcome::Done(self.record(&done, Response::error(503, NOT_A_MEMBER)));
+        }
+        let gating = !granted && self.gating.load(Relaxed);
         // Two-phase visibility covers the caller too: while this node holds undecided writes
         // of the caller's identity, of a policy in its enclave or of the enclave itself, the
-        // request waits for them like a read of those names (together with what it reads).
-        if gating && auth != crate::auth::Auth::None {
+        // request waits for them like a read of those names (together with what it reads),
+        // and is authorized once they are decided.
+        if gating && r.granted.is_none() && r.auth != crate::auth::Auth::None {
             if let Ok(id) = &peer.identity {
                 if !crate::auth::is_admin(&self.admin, id) {
                     let mut names = vec![
-                        ItemName::item(ItemKind::Identity, &enclave, id),
-                        ItemName::listing(ItemKind::Policy, &enclave),
-                        ItemName::enclave(&enclave),
+                        ItemName::item(ItemKind::Identity, &r.enclave, id),
+                        ItemName::listing(ItemKind::Policy, &r.enclave),
+                        ItemName::enclave(&r.enclave),
                     ];
-                    if !matches!(route.handler, Handler::Write(_)) {
-                        names
-                            .extend(read_names(route, &enclave, &resource, id).unwrap_or_default());
+                    if !matches!(r.route.handler, Handler::Write(_)) {
+                        names.extend(
+                            read_names(r.route, &r.enclave, &r.resource, id).unwrap_or_default(),
+                        );
                     }
-                    return (Reply::Gate(names), Some(route));
+                    return park(r, peer, Wait::Gate(names));
                 }
             }
         }
-        let caller = match authorize(
-            &self.store,
-            &self.grants,
-            &self.admin,
-            auth,
-            peer,
-            &enclave,
-            &path,
-        ) {
-            Ok(c) => c,
-            Err(resp) => return (resp.into(), Some(route)),
+        let caller = match r.granted {
+            Some(granted) => granted.caller(peer),
+            None => {
+                self.metrics.authorized.fetch_add(1, Relaxed);
+                let grants = &self.grants;
+                match authorize(
+                    &self.store,
+                    grants,
+                    &self.admin,
+                    r.auth,
+                    peer,
+                    &r.enclave,
+                    &r.path,
+                ) {
+                    Ok(caller) => caller,
+                    Err(resp) => {
+                        let done = Done::of(&r, peer, r.route.counted);
+                        return Outcome::Done(self.record(&done, resp));
+                    }
+                }
+            }
         };
+        r.granted = Some(Granted::of(&caller));
+        let route = r.route;
+        // The context borrows the request and owns the strings it needs, which go back into
+        // the routed request if it parks.
         let ctx = Ctx {
-            req,
-            resource,
+            req: &r.req,
+            resource: std::mem::take(&mut r.resource),
             caller,
-            enclave,
+            enclave: std::mem::take(&mut r.enclave),
             fetched,
         };
         let reply = match route.handler {
@@ -431,7 +459,22 @@ impl App {
                 }
             }
         };
-        (reply, Some(route))
+        let Ctx {
+            resource, enclave, ..
+        } = ctx;
+        (r.resource, r.enclave) = (resource, enclave);
+        match reply {
+            Reply::Now(resp) => {
+                let done = Done::of(&r, peer, route.counted);
+                Outcome::Done(self.record(&done, resp))
+            }
+            Reply::Write(write) => {
+                let done = Done::of(&r, peer, route.counted);
+                Outcome::Write(Box::new(Pending { write, done }))
+            }
+            Reply::Gate(names) => park(r, peer, Wait::Gate(names)),
+            Reply::Fetch(fetch) => park(r, peer, Wait::Fetch(fetch)),
+        }
     }
 
     /// Applies a state change to this node's store directly, bypassing replication: only for
@@ -446,10 +489,24 @@ pub enum Outcome {
     Done(Response),
     /// A write waiting for its outcome; answer it with [`App::finish`].
     Write(Box<Pending>),
-    /// A read that must wait (for the cluster's gate, or the edge server's key store); go on
-    /// with [`App::resume`].
-    Wait(Wait),
+    /// A request that must wait (for the cluster's gate, or the edge server's key store):
+    /// hand the [`Wait`] to the backend, keep the [`Parked`] request, and go on with
+    /// [`App::resume`].
+    Wait(Box<Parked>, Wait),
 }
+
+/// Parks a routed request with its caller.
+fn park(routed: Routed, peer: &Peer, wait: Wait) -> Outcome {
+    let parked = Parked {
+        routed,
+        peer: peer.clone(),
+    };
+    Outcome::Wait(Box::new(parked), wait)
+}
+
+/// Why a node that is not a member of its cluster refuses a request.
+const NOT_A_MEMBER: &str =
+    "cluster: this node is not a member of the cluster (it is joining, or was removed)";
 
 /// The names a read route reads (an item, or a listing), built as [`Command::touches`]
 /// builds those of writes.
@@ -486,6 +543,21 @@ struct Done {
     enclave: String,
     method: String,
     path: String,
+}
+
+impl Done {
+    /// What the audit log needs of a routed request once it is answered.
+    fn of(r: &Routed, peer: &Peer, counted: bool) -> Done {
+        Done {
+            started: r.started,
+            counted,
+            ip: peer.ip,
+            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
+            enclave: r.enclave.clone(),
+            method: r.req.method.clone(),
+            path: r.req.path.clone(),
+        }
+    }
 }
 
 enum Match {
@@ -590,8 +662,8 @@ mod tests {
             identity: Ok(identity.into()),
             ip: None,
         };
-        match app.handle(req, &peer, false) {
-            Outcome::Wait(Wait::Gate(names)) => Some(names),
+        match app.handle(request(&req.method, &req.path), &peer) {
+            Outcome::Wait(_, Wait::Gate(names)) => Some(names),
             _ => None,
         }
     }

@@ -18,9 +18,9 @@ use mio::net::TcpStream;
 use super::budget::Budget;
 use super::session::Session;
 use crate::api::logs::{Subscription, Topic};
-use crate::api::{App, Outcome, Pending, Resume, Wait};
+use crate::api::{App, Outcome, Parked, Pending, Resume, Wait};
 use crate::auth::Peer;
-use crate::http::{Parsed, RequestParser, Response};
+use crate::http::{Parsed, Producer, RequestParser, Response};
 use crate::identity::peer_identity;
 
 /// Time allowed from the first byte of a request to its last.
@@ -53,25 +53,45 @@ pub enum Standing {
     Admin,
 }
 
-/// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Reading and answering requests.
+/// Where a connection is in its life, with what that part of it needs.
+enum State {
+    /// The TLS handshake: nothing is known of the client yet.
+    Handshaking,
+    /// Identified: reading a request's head, or its body (the parser holds the body limit of
+    /// the route that admitted the head), and answering it.
     Open,
+    /// A request waits for the backend; nothing else is served meanwhile.
+    Waiting(Box<Waiting>),
+    /// A produced body is being sent (see `Response::producer`), then the connection serves
+    /// requests again (or closes, if `close`); requests behind it wait.
+    Producing { producer: Producer, close: bool },
+    /// A log stream: the response stays open; input is ignored.
+    Streaming(Subscription),
     /// Send what is buffered, then close.
     Closing,
-    /// A log stream: the response stays open; input is ignored.
-    Streaming,
-    /// A produced body is being sent (see `Response::producer`); requests behind it wait.
-    Producing,
-    /// A request waits for its write to commit, the cluster's read gate or the edge server's
-    /// key store; nothing else is served meanwhile.
-    Waiting,
     /// The last response is out and our side is shut: unread input is discarded until the
-    /// client closes or [`LINGER`] ends.
-    Lingering,
+    /// client closes or [`LINGER`] after this instant.
+    Lingering(Instant),
     /// Done: remove it.
     Closed,
+}
+
+/// A request waiting for the backend, and how to answer it.
+struct Waiting {
+    answer: Answer,
+    on: Awaited,
+}
+
+/// What a waiting request waits for.
+enum Awaited {
+    /// Its write to commit: the write, until the event loop takes it to the backend.
+    Write(Option<Box<Pending>>),
+    /// The cluster's read gate or the edge server's key store: the request parked as it was
+    /// admitted, and the wait until the event loop takes it to the backend.
+    Wait {
+        parked: Box<Parked>,
+        wait: Option<Wait>,
+    },
 }
 
 /// How to answer a request whose response comes later.
@@ -80,6 +100,17 @@ struct Answer {
     head_only: bool,
     keep_alive: bool,
     subscription: Option<Subscription>,
+}
+
+impl Answer {
+    fn of(app: &App, req: &crate::http::Request) -> Answer {
+        Answer {
+            minor: req.minor_version,
+            head_only: req.method == "HEAD",
+            keep_alive: req.keep_alive,
+            subscription: Subscription::of_request(app, req),
+        }
+    }
 }
 
 pub struct Connection {
@@ -93,16 +124,16 @@ pub struct Connection {
     /// Scratch space to encode a response in.
     out: Vec<u8>,
     parser: RequestParser,
-    peer: Option<Peer>,
+    /// Who the client is: anonymous (no certificate) until the handshake identified it.
+    peer: Peer,
     standing: Standing,
-    phase: Phase,
+    state: State,
     pub created: Instant,
     /// The first request's head arrived (the handshake deadline no longer applies).
     headed: bool,
     request_started: Option<Instant>,
     last_activity: Instant,
     write_blocked_since: Option<Instant>,
-    lingering_since: Option<Instant>,
     peer_eof: bool,
     /// Plaintext handed to rustls since its output last drained completely.
     out_pending: usize,
@@ -115,19 +146,10 @@ pub struct Connection {
     yielded: bool,
     handshake_timeout: Duration,
     log_queue: usize,
-    /// The log stream this connection subscribed to, if any.
-    subscription: Option<Subscription>,
-    /// Set when the subscription starts, taken by the event loop to count subscribers.
-    new_subscription: bool,
-    /// The request waiting for a write, and the write itself until the event loop takes it.
-    waiting: Option<Answer>,
-    write: Option<Box<Pending>>,
-    /// A request that waits (at the read gate, or for the key store), and what it waits for
-    /// until the event loop takes it.
-    parked: Option<crate::http::Request>,
-    wait: Option<Wait>,
-    /// The body being produced, and whether to close after it.
-    producer: Option<(crate::http::Producer, bool)>,
+    /// The log topic the event loop counted this connection's stream under (it uncounts it
+    /// when the connection goes), and whether a stream started that it has not counted yet.
+    counted: Option<Topic>,
+    uncounted: bool,
 }
 
 /// What a connection needs from the event loop besides its socket.
@@ -148,15 +170,17 @@ impl Connection {
             input: Vec::new(),
             out: Vec::new(),
             parser: RequestParser::default(),
-            peer: None,
+            peer: Peer {
+                identity: Err(crate::identity::PeerIdentityError::NoCertificate),
+                ip: None,
+            },
             standing: Standing::Unknown,
-            phase: Phase::Open,
+            state: State::Handshaking,
             created: now,
             headed: false,
             request_started: None,
             last_activity: now,
             write_blocked_since: None,
-            lingering_since: None,
             peer_eof: false,
             out_pending: 0,
             charged: 0,
@@ -165,13 +189,8 @@ impl Connection {
             yielded: false,
             handshake_timeout: setup.handshake_timeout,
             log_queue: setup.log_queue,
-            subscription: None,
-            new_subscription: false,
-            waiting: None,
-            write: None,
-            parked: None,
-            wait: None,
-            producer: None,
+            counted: None,
+            uncounted: false,
         }
     }
 
@@ -182,7 +201,7 @@ impl Connection {
 
     /// Closes the connection at once (evicted for a newcomer).
     pub fn evict(&mut self) {
-        self.phase = Phase::Closed;
+        self.state = State::Closed;
     }
 
     /// True (once) if the connection stopped for the memory budget since the last call.
@@ -196,12 +215,18 @@ impl Connection {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.state, State::Closed)
+    }
+
+    /// True if the state is one that reads and answers requests (before or after the
+    /// handshake).
+    fn is_open(&self) -> bool {
+        matches!(self.state, State::Handshaking | State::Open)
     }
 
     /// True if the connection is between requests (safe to close on shutdown).
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Open
+        self.is_open()
             && self.input.is_empty()
             && !self.tls.wants_write()
             && self.request_started.is_none()
@@ -209,13 +234,18 @@ impl Connection {
 
     /// Shutdown: finish what is in flight, then close.
     pub fn close_after_current(&mut self) {
-        if self.is_idle() || self.phase == Phase::Streaming {
-            self.tls.send_close_notify();
-            self.phase = Phase::Closing;
-            self.flush();
-            if !self.tls.wants_write() {
-                self.phase = Phase::Closed;
-            }
+        if self.is_idle() || matches!(self.state, State::Streaming(_)) {
+            self.close_now();
+        }
+    }
+
+    /// Sends the TLS close and closes once it is out.
+    fn close_now(&mut self) {
+        self.tls.send_close_notify();
+        self.state = State::Closing;
+        self.flush();
+        if !self.tls.wants_write() {
+            self.state = State::Closed;
         }
     }
 
@@ -223,11 +253,10 @@ impl Connection {
     /// client still sends, so that it reads the response rather than a reset.
     fn linger(&mut self, now: Instant) {
         if self.peer_eof || self.socket.shutdown(std::net::Shutdown::Write).is_err() {
-            self.phase = Phase::Closed;
+            self.state = State::Closed;
             return;
         }
-        self.phase = Phase::Lingering;
-        self.lingering_since = Some(now);
+        self.state = State::Lingering(now);
         self.discard_input();
     }
 
@@ -242,14 +271,14 @@ impl Connection {
                 Err(_) => break,
             }
         }
-        self.phase = Phase::Closed;
+        self.state = State::Closed;
     }
 
     /// Reads what the socket has, answers complete requests, writes what it can.
     pub fn on_ready(&mut self, app: &App, now: Instant) {
-        match self.phase {
-            Phase::Closed => return,
-            Phase::Lingering => return self.discard_input(),
+        match self.state {
+            State::Closed => return,
+            State::Lingering(_) => return self.discard_input(),
             _ => {}
         }
         let mut turn = 0;
@@ -266,7 +295,7 @@ impl Connection {
             // (or stopped reading at MAX_INPUT), so keep going while requests get answered
             // or a capped buffer made room.
             let progress = served > 0 || (capped && self.input.len() < before);
-            if !progress || self.phase != Phase::Open || self.tls.wants_write() {
+            if !progress || !self.is_open() || self.tls.wants_write() {
                 break;
             }
             turn += served.max(1);
@@ -275,12 +304,12 @@ impl Connection {
                 break;
             }
         }
-        if self.phase == Phase::Closing && !self.tls.wants_write() {
+        if matches!(self.state, State::Closing) && !self.tls.wants_write() {
             self.linger(now);
         }
-        if self.peer_eof && self.phase != Phase::Closed && !self.tls.wants_write() {
+        if self.peer_eof && !self.is_closed() && !self.tls.wants_write() {
             // The client closed its side; anything it still sent has been answered.
-            self.phase = Phase::Closed;
+            self.state = State::Closed;
         }
         self.recharge();
     }
@@ -290,7 +319,7 @@ impl Connection {
         if self.input.is_empty() && self.input.capacity() > 16 * 1024 {
             self.input = Vec::new();
         }
-        let held = if self.phase == Phase::Closed {
+        let held = if self.is_closed() {
             0
         } else {
             self.input.capacity() + self.parser.body_charge() + self.out_pending
@@ -316,17 +345,17 @@ impl Connection {
 
     /// Closes connections that exceeded a deadline.
     pub fn check_timeouts(&mut self, now: Instant) {
-        let expired = match self.phase {
-            Phase::Closed => false,
+        let expired = match self.state {
+            State::Closed => false,
             _ if self
                 .write_blocked_since
                 .is_some_and(|t| now - t > WRITE_TIMEOUT) =>
             {
                 true
             }
-            Phase::Lingering => self.lingering_since.is_some_and(|t| now - t > LINGER),
+            State::Lingering(since) => now - since > LINGER,
             // Only a client that stops reading ends these (the write timeout above).
-            Phase::Streaming | Phase::Producing => false,
+            State::Streaming(_) | State::Producing { .. } => false,
             // The handshake and the first request's head come quickly, or not at all.
             _ if !self.headed => now - self.created > self.handshake_timeout,
             _ => match self.request_started {
@@ -335,7 +364,7 @@ impl Connection {
             },
         };
         if expired {
-            self.phase = Phase::Closed;
+            self.state = State::Closed;
         }
     }
 
@@ -362,7 +391,7 @@ impl Connection {
                     if self.tls.process_new_packets().is_err() {
                         // rustls queued an alert for the peer; send it and give up.
                         self.flush();
-                        self.phase = Phase::Closed;
+                        self.state = State::Closed;
                         return false;
                     }
                     self.drain_plaintext();
@@ -370,7 +399,7 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.phase = Phase::Closed;
+                    self.state = State::Closed;
                     return false;
                 }
             }
@@ -410,30 +439,38 @@ impl Connection {
         })
     }
 
+    /// Once the handshake is done: who the client is, and how much it is trusted. False
+    /// while it is not done (or chose the peer protocol: the event loop hands it on).
+    fn identify(&mut self, app: &App) -> bool {
+        if !matches!(self.state, State::Handshaking) {
+            return true;
+        }
+        if self.tls.is_handshaking() || self.is_peer_link() {
+            return false;
+        }
+        let certs = self.tls.peer_certificates().unwrap_or(&[]);
+        let peer = Peer {
+            identity: peer_identity(certs),
+            ip: self.ip,
+        };
+        self.standing = match &peer.identity {
+            Ok(id) if crate::auth::is_admin(&app.admin, id) => Standing::Admin,
+            Ok(id) if app.is_known(id) => Standing::Known,
+            _ => Standing::Unknown,
+        };
+        self.peer = peer;
+        self.state = State::Open;
+        true
+    }
+
     /// Answers complete requests while the socket keeps up; returns how many.
     fn serve(&mut self, app: &App, now: Instant) -> usize {
         let mut served = 0;
-        while self.phase == Phase::Open && !self.tls.wants_write() {
-            if self.peer.is_none() {
-                if self.tls.is_handshaking() || self.is_peer_link() {
-                    return served;
-                }
-                let certs = self.tls.peer_certificates().unwrap_or(&[]);
-                let peer = Peer {
-                    identity: peer_identity(certs),
-                    ip: self.ip,
-                };
-                self.standing = match &peer.identity {
-                    Ok(id) if crate::auth::is_admin(&app.admin, id) => Standing::Admin,
-                    Ok(id) if app.is_known(id) => Standing::Known,
-                    _ => Standing::Unknown,
-                };
-                self.peer = Some(peer);
-            }
-            if self.held_back() {
+        while self.is_open() && !self.tls.wants_write() {
+            if !self.identify(app) || self.held_back() {
                 return served;
             }
-            let peer = self.peer.as_ref().expect("peer identified");
+            let peer = &self.peer;
             let parsed = self.parser.poll(&mut self.input, |r| app.admit(r, peer));
             if self.parser.take_continue() {
                 // The head was admitted: the client may send its body.
@@ -447,7 +484,7 @@ impl Connection {
                 Parsed::Incomplete => return served - 1,
                 Parsed::Error(resp) => {
                     self.send(&resp, 1, false);
-                    self.phase = Phase::Closing;
+                    self.state = State::Closing;
                 }
                 Parsed::Refused(resp) => {
                     // Answered before its (short) body, which the parser discards.
@@ -455,15 +492,9 @@ impl Connection {
                     self.last_activity = now;
                 }
                 Parsed::Request(req) => {
-                    let peer = self.peer.as_ref().expect("peer identified");
-                    let answer = Answer {
-                        minor: req.minor_version,
-                        head_only: req.method == "HEAD",
-                        keep_alive: req.keep_alive,
-                        subscription: Subscription::of_request(app, &req),
-                    };
-                    let outcome = app.handle(&req, peer, false);
-                    self.take_outcome(outcome, answer, req, now);
+                    let answer = Answer::of(app, &req);
+                    let outcome = app.handle(req, &self.peer);
+                    self.take_outcome(outcome, answer, now);
                 }
             }
             self.flush();
@@ -472,99 +503,104 @@ impl Connection {
     }
 
     /// Sends the answer to the request at the head of the line and gets ready for the next.
-    fn respond(&mut self, mut resp: Response, answer: &Answer, now: Instant) {
+    fn respond(&mut self, mut resp: Response, answer: Answer, now: Instant) {
         if !answer.keep_alive {
             resp.close = true;
         }
         self.send(&resp, answer.minor, answer.head_only);
+        self.last_activity = now;
         if let Some(producer) = resp.producer.take().filter(|_| !answer.head_only) {
-            self.producer = Some((producer, resp.close));
-            self.phase = Phase::Producing;
-            self.last_activity = now;
+            self.state = State::Producing {
+                producer,
+                close: resp.close,
+            };
             self.produce(now);
             return;
         }
-        if resp.stream {
-            self.subscription = answer.subscription.clone();
-            self.new_subscription = self.subscription.is_some();
-        }
-        self.phase = if resp.stream {
-            Phase::Streaming
-        } else if resp.close {
-            Phase::Closing
-        } else {
-            Phase::Open
+        self.state = match answer.subscription {
+            Some(sub) if resp.stream => {
+                self.uncounted = true;
+                State::Streaming(sub)
+            }
+            // Only log routes stream.
+            None if resp.stream => State::Closing,
+            _ if resp.close => State::Closing,
+            _ => State::Open,
         };
         self.request_started = if self.input.is_empty() {
             None
         } else {
             Some(now)
         };
-        self.last_activity = now;
     }
 
-    fn take_outcome(
-        &mut self,
-        outcome: Outcome,
-        answer: Answer,
-        req: crate::http::Request,
-        now: Instant,
-    ) {
-        match outcome {
-            Outcome::Done(resp) => self.respond(resp, &answer, now),
-            Outcome::Write(pending) => {
-                // Nothing more is read off this connection until the write is answered:
-                // responses go out in request order.
-                self.write = Some(pending);
-                self.waiting = Some(answer);
-                self.phase = Phase::Waiting;
-            }
-            Outcome::Wait(wait) => {
-                self.wait = Some(wait);
-                self.parked = Some(req);
-                self.waiting = Some(answer);
-                self.phase = Phase::Waiting;
-            }
-        }
+    fn take_outcome(&mut self, outcome: Outcome, answer: Answer, now: Instant) {
+        // Until the write is answered or the wait ends, nothing more is read off this
+        // connection: responses go out in request order.
+        let on = match outcome {
+            Outcome::Done(resp) => return self.respond(resp, answer, now),
+            Outcome::Write(pending) => Awaited::Write(Some(pending)),
+            Outcome::Wait(parked, wait) => Awaited::Wait {
+                parked,
+                wait: Some(wait),
+            },
+        };
+        self.state = State::Waiting(Box::new(Waiting { answer, on }));
     }
 
     /// What a waiting request waits for (taken once by the event loop).
     pub fn take_wait(&mut self) -> Option<Wait> {
-        self.wait.take()
-    }
-
-    /// What the waiting request waited for is there: handle it the way `resume` says.
-    pub fn resume(&mut self, app: &App, resume: Resume, now: Instant) {
-        let (Some(req), Some(answer)) = (self.parked.take(), self.waiting.take()) else {
-            return;
-        };
-        if self.phase != Phase::Waiting {
-            return;
-        }
-        let peer = self.peer.clone().expect("peer identified");
-        let outcome = app.resume(&req, &peer, resume);
-        self.phase = Phase::Open;
-        self.take_outcome(outcome, answer, req, now);
-        self.flush();
-        if self.phase == Phase::Open {
-            self.on_ready(app, now);
+        match &mut self.state {
+            State::Waiting(w) => match &mut w.on {
+                Awaited::Wait { wait, .. } => wait.take(),
+                Awaited::Write(_) => None,
+            },
+            _ => None,
         }
     }
 
     /// The write this connection's request waits for (taken once by the event loop).
     pub fn take_write(&mut self) -> Option<Box<Pending>> {
-        self.write.take()
+        match &mut self.state {
+            State::Waiting(w) => match &mut w.on {
+                Awaited::Write(pending) => pending.take(),
+                Awaited::Wait { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// What the waiting request waited for is there: it goes on from where it parked (the
+    /// way `resume` says), then what is pipelined behind it is served.
+    pub fn resume(&mut self, app: &App, resume: Resume, now: Instant) {
+        let waiting = match std::mem::replace(&mut self.state, State::Open) {
+            State::Waiting(w) if matches!(w.on, Awaited::Wait { .. }) => w,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        let Waiting { answer, on } = *waiting;
+        if let Awaited::Wait { parked, .. } = on {
+            let outcome = app.resume(parked, resume);
+            self.take_outcome(outcome, answer, now);
+        }
+        self.flush();
+        if self.is_open() {
+            self.on_ready(app, now);
+        }
     }
 
     /// Answers the write this connection waits for, then serves what is pipelined behind it.
     pub fn complete(&mut self, app: &App, resp: Response, now: Instant) {
-        let Some(answer) = self.waiting.take() else {
-            return;
+        let waiting = match std::mem::replace(&mut self.state, State::Open) {
+            State::Waiting(w) if matches!(w.on, Awaited::Write(_)) => w,
+            other => {
+                self.state = other;
+                return;
+            }
         };
-        if self.phase != Phase::Waiting {
-            return;
-        }
-        self.respond(resp, &answer, now);
+        self.respond(resp, waiting.answer, now);
         self.flush();
         self.on_ready(app, now);
     }
@@ -583,53 +619,53 @@ impl Connection {
         }
     }
 
-    /// The topic of a log stream that just started (once).
+    /// The topic of a log stream that just started (once): the event loop counts it, and
+    /// uncounts it when the connection goes ([`Connection::counted_topic`]).
     pub fn take_new_subscription(&mut self) -> Option<Topic> {
-        std::mem::take(&mut self.new_subscription)
-            .then(|| self.subscription.as_ref().map(|s| s.topic))
-            .flatten()
+        match &self.state {
+            State::Streaming(sub) if std::mem::take(&mut self.uncounted) => {
+                self.counted = Some(sub.topic);
+                self.counted
+            }
+            _ => None,
+        }
     }
 
-    /// The topic this connection streams, if it is a log stream.
-    pub fn topic(&self) -> Option<Topic> {
-        self.subscription
-            .as_ref()
-            .map(|s| s.topic)
-            .filter(|_| self.phase == Phase::Streaming || self.phase == Phase::Closed)
+    /// The topic this connection was counted under as a subscriber, if any.
+    pub fn counted_topic(&self) -> Option<Topic> {
+        self.counted
+    }
+
+    /// True while this connection streams a log.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Streaming(_))
     }
 
     /// What this log stream subscribed to and who it is (while it streams).
     pub fn subscriber(&self) -> Option<(&Subscription, &str)> {
-        let sub = self
-            .subscription
-            .as_ref()
-            .filter(|_| self.phase == Phase::Streaming)?;
-        let id = self.peer.as_ref().and_then(|p| p.identity.as_deref().ok());
-        Some((sub, id.unwrap_or_default()))
+        let State::Streaming(sub) = &self.state else {
+            return None;
+        };
+        Some((sub, self.peer.identity.as_deref().unwrap_or_default()))
     }
 
     /// Ends a log stream (its subscriber may no longer read it): the last chunk, then close.
     pub fn end_stream(&mut self) {
-        if self.phase != Phase::Streaming {
+        if !self.is_streaming() {
             return;
         }
         self.write_out(b"0\r\n\r\n");
-        self.tls.send_close_notify();
-        self.phase = Phase::Closing;
-        self.flush();
-        if !self.tls.wants_write() {
-            self.phase = Phase::Closed;
-        }
+        self.close_now();
     }
 
     /// Appends one event to a log stream as an HTTP chunk. Returns false if not streaming.
     /// A subscriber with more than `limits.log_queue` unsent is dropped: its stream ends.
     pub fn send_event(&mut self, line: &[u8]) -> bool {
-        if self.phase != Phase::Streaming {
+        if !self.is_streaming() {
             return false;
         }
         if self.out_pending + line.len() > self.log_queue {
-            self.phase = Phase::Closed;
+            self.state = State::Closed;
             self.recharge();
             return false;
         }
@@ -659,9 +695,8 @@ impl Connection {
         // Only an event for a socket that blocked wakes this connection again: so keep going
         // until it blocks (or the body ends).
         self.flush();
-        while self.phase == Phase::Producing && !self.tls.wants_write() {
-            let Some((producer, close)) = self.producer.as_mut() else {
-                self.phase = Phase::Closed;
+        while !self.tls.wants_write() {
+            let State::Producing { producer, close } = &mut self.state else {
                 return;
             };
             let close = *close;
@@ -670,14 +705,12 @@ impl Connection {
                 Ok(Some(piece)) => self.send_chunk(&piece),
                 Ok(None) => {
                     self.write_out(b"0\r\n\r\n");
-                    self.producer = None;
-                    self.phase = if close { Phase::Closing } else { Phase::Open };
+                    self.state = if close { State::Closing } else { State::Open };
                     self.request_started = (!self.input.is_empty()).then_some(now);
                 }
                 Err(why) => {
                     eprintln!("kes-node: a response body failed midway: {why}");
-                    self.producer = None;
-                    self.phase = Phase::Closed;
+                    self.state = State::Closed;
                     return;
                 }
             }
@@ -697,7 +730,7 @@ impl Connection {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.phase = Phase::Closed;
+                    self.state = State::Closed;
                     return;
                 }
             }

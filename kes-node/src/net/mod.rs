@@ -350,7 +350,7 @@ fn publish_logs(poll: &Poll, conns: &mut Conns, app: &App) {
     let streams: Vec<usize> = conns
         .slab
         .iter()
-        .filter(|(_, c)| c.topic().is_some())
+        .filter(|(_, c)| c.is_streaming())
         .map(|(k, _)| k)
         .collect();
     for key in streams {
@@ -391,7 +391,7 @@ fn update(poll: &Poll, conns: &mut Conns, key: usize, app: &App) {
         let mut c = conns.slab.remove(key);
         c.release();
         conns.admission.removed(c.ip);
-        if let Some(topic) = c.topic() {
+        if let Some(topic) = c.counted_topic() {
             app.logs.subscribe(topic, -1);
         }
         let _ = poll.registry().deregister(&mut c.socket);
