@@ -1,37 +1,35 @@
-//! A deterministic simulator of a whole cluster of kes-node shells (feature `sim`).
+//! A deterministic simulator of a whole kes-node cluster (feature `sim`), driving the code
+//! that ships: each machine runs the cluster's sans-IO [`Replica`](crate::cluster::Replica)
+//! (group commit, forwarding to the leader, backlog, leaderless waits, hand-over, expand with
+//! its snapshot, the read gate) over a real [`Store`](crate::store::Store) whose `kes.db` lives
+//! on a simulated disk ([`disk::Disk`]: redb on memory that loses unsynced writes on a crash).
+//! The machines talk over an in-memory network ([`net::Net`]) carrying production's peer
+//! frames, which loses, duplicates, delays and reorders consensus messages, breaks links, and
+//! partitions. Machines crash (losing memory and unsynced writes) and restart; operators expand,
+//! shrink (the leader too: it hands over), force-shrink dead members and rebuild them empty to
+//! join again. Clients write and read registers (policies of the default enclave) on every
+//! node; reads go through the gate as the API's do. Every decision comes from one [`Chooser`]
+//! (a seed, or fuzz bytes), so a seed replays exactly.
 //!
-//! Each simulated node is a shell ([`Shell`]) over a real [`Store`](crate::store::Store) whose
-//! `kes.db` lives on a simulated disk ([`disk::Disk`]: redb on memory that loses unsynced writes
-//! on a crash). The nodes talk over an in-memory network ([`net::Net`]) that carries the frames
-//! of production's peer links and loses, duplicates, delays and reorders consensus messages,
-//! breaks links, and partitions. Clients write and read registers (policies of the default
-//! enclave) on every node; reads go through the gate as the API's do. Every decision comes from
-//! one [`Chooser`] (a seed, or fuzz bytes), so a seed replays exactly.
-//!
-//! Checked: after every event at most one leader per term; after every round that nodes that
-//! applied up to the same index hold the same state; after a restart that nothing applied was
-//! lost; at the end that the client history is linearizable, and liveness: with faults stopped
-//! and everyone connected, a write commits within a bound and every member serves reads.
+//! Checked: after every event at most one leader per term; after every round that machines
+//! that applied up to the same index hold the same state; after a restart that nothing applied
+//! was lost; at the end that the client history is linearizable, and liveness: with faults
+//! stopped and everyone connected, a write commits within a bound (after the operator removed
+//! the members that are gone for good) and every member serves reads.
 //!
 //! `SIM_SEED=n cargo test -p kes-node --features sim --test sim replay` replays seed `n` and
 //! prints its trace.
-pub mod core_shell;
 pub mod disk;
 pub mod net;
+pub mod node;
 mod schedule;
-pub mod shell;
 pub mod world;
 
 use kes_core::consensus::sim::{Chooser, Rng};
 use kes_core::consensus::Params;
 
-pub use core_shell::CoreShell;
 pub use net::Faults;
-pub use shell::{Decided, Links, Shell, View, Waiter};
 pub use world::World;
-
-/// The shell the simulator drives by default.
-pub type Default = CoreShell;
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -45,8 +43,8 @@ pub struct Options {
     pub read_lease: bool,
     pub crashes: bool,
     pub partitions: bool,
-    /// Clients send writes to the leader only (a shell that does not forward).
-    pub leader_only: bool,
+    /// Expands, shrinks, forced shrinks and rebuilds.
+    pub membership: bool,
     pub faults: Faults,
     /// Keep a trace of events (returned with a failure, printed by a replay).
     pub trace: bool,
@@ -57,34 +55,36 @@ impl Options {
     pub fn for_seed(seed: u64) -> Options {
         let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
         let members = 1 + (rng.next_u64() % 5) as usize;
+        let total = (members + (rng.next_u64() % 3) as usize).min(5);
         Options {
             members,
-            total: members,
+            total,
             steps: 400,
             read_lease: rng.next_u64().is_multiple_of(3),
             crashes: !rng.next_u64().is_multiple_of(4),
             partitions: !rng.next_u64().is_multiple_of(3),
-            leader_only: true,
+            membership: !rng.next_u64().is_multiple_of(3),
             faults: Faults {
                 drop_percent: rng.next_u64() % 10,
                 dup_percent: rng.next_u64() % 5,
                 max_delay: 5,
                 long_delay_percent: rng.next_u64() % 4,
-                long_delay: 300,
+                long_delay: 1500,
             },
             trace: false,
         }
     }
 
-    /// The consensus timing (ms): short, so that a run sees many elections.
+    /// The consensus timing (ms): production's halved, against the shell's own timeouts
+    /// (forwards 6 s, leaderless waits 5 s), so that a run sees many elections.
     pub fn params(&self) -> Params {
         Params {
-            election_timeout: 100,
-            heartbeat_interval: 30,
-            read_timeout: 400,
-            write_timeout: 400,
-            read_lease: self.read_lease.then_some(120),
-            clock_drift: 10,
+            election_timeout: 500,
+            heartbeat_interval: 50,
+            read_timeout: 2500,
+            write_timeout: 2500,
+            read_lease: self.read_lease.then_some(1000),
+            clock_drift: 100,
             pre_vote: true,
         }
     }
@@ -122,6 +122,10 @@ pub struct Counters {
     pub reads_gated: u64,
     pub frames_sent: u64,
     pub frames_lost: u64,
+    pub expands: u64,
+    pub shrinks: u64,
+    pub forced_shrinks: u64,
+    pub rebuilds: u64,
 }
 
 impl Counters {
@@ -136,12 +140,16 @@ impl Counters {
         self.reads_gated += o.reads_gated;
         self.frames_sent += o.frames_sent;
         self.frames_lost += o.frames_lost;
+        self.expands += o.expands;
+        self.shrinks += o.shrinks;
+        self.forced_shrinks += o.forced_shrinks;
+        self.rebuilds += o.rebuilds;
     }
 }
 
 /// Runs one seed with the default shell.
 pub fn run_seed(seed: u64, options: &Options) -> Result<Counters, Failure> {
-    run::<Default>(Chooser::seeded(seed), options, false)
+    run(Chooser::seeded(seed), options, false)
 }
 
 /// Runs a schedule steered by fuzz input: the first two bytes pick the options, the rest the
@@ -151,7 +159,7 @@ pub fn run_fuzz(data: &[u8]) -> Result<Counters, Failure> {
     let seed = head.iter().fold(0u64, |h, &b| (h << 8) | b as u64);
     let mut options = Options::for_seed(seed);
     options.steps = 2000;
-    run::<Default>(Chooser::from_bytes(rest), &options, true)
+    run(Chooser::from_bytes(rest), &options, true)
 }
 
 /// Runs one seed with a trace, which is returned whatever the outcome.
@@ -159,22 +167,22 @@ pub fn run_traced(seed: u64, options: &Options) -> (Result<Counters, Failure>, V
     let mut options = options.clone();
     options.trace = true;
     let mut trace = Vec::new();
-    let result = run_inner::<Default>(Chooser::seeded(seed), &options, false, &mut trace);
+    let result = run_inner(Chooser::seeded(seed), &options, false, &mut trace);
     (result, trace)
 }
 
-/// Runs one schedule with shell `S`.
-pub fn run<S: Shell>(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Counters, Failure> {
-    run_inner::<S>(chooser, options, fuzz, &mut Vec::new())
+/// Runs one schedule.
+pub fn run(chooser: Chooser, options: &Options, fuzz: bool) -> Result<Counters, Failure> {
+    run_inner(chooser, options, fuzz, &mut Vec::new())
 }
 
-fn run_inner<S: Shell>(
+fn run_inner(
     chooser: Chooser,
     options: &Options,
     fuzz: bool,
     trace: &mut Vec<String>,
 ) -> Result<Counters, Failure> {
-    let mut world = match World::<S>::new(
+    let mut world = match World::new(
         options.members,
         options.total,
         options.params(),
@@ -193,7 +201,7 @@ fn run_inner<S: Shell>(
     if options.trace {
         world.trace = Some(Vec::new());
     }
-    let fail = |world: &mut World<S>, event: usize, message: String| Failure {
+    let fail = |world: &mut World, event: usize, message: String| Failure {
         event,
         message,
         trace: world.trace.take().unwrap_or_default(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kes_core::consensus::sim::Chooser;
 use kes_core::consensus::NodeId;
 
-use crate::cluster::peer::Frame;
+use crate::cluster::frame::Frame;
 
 /// Fault rates of the network.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,13 +1,12 @@
 //! The random scheduler of the fault phase and the liveness phase that follows it.
-use super::shell::Shell;
-use super::world::{Result, World};
+use super::world::{Change, Result, World};
 use super::Options;
 
-fn live<S: Shell>(world: &World<S>) -> Vec<usize> {
-    (0..world.nodes.len()).filter(|&i| world.is_up(i)).collect()
+fn live(world: &World) -> Vec<usize> {
+    (0..world.machines.len()).filter(|&i| world.is_up(i)).collect()
 }
 
-fn pick<S: Shell>(world: &mut World<S>, from: &[usize]) -> Option<usize> {
+fn pick(world: &mut World, from: &[usize]) -> Option<usize> {
     if from.is_empty() {
         return None;
     }
@@ -15,29 +14,29 @@ fn pick<S: Shell>(world: &mut World<S>, from: &[usize]) -> Option<usize> {
 }
 
 /// One scheduler event of the fault phase.
-pub(super) fn random_event<S: Shell>(world: &mut World<S>, options: &Options) -> Result {
-    let roll = world.chooser.below(100);
-    match roll {
-        0..=34 => {
+pub(super) fn random_event(world: &mut World, options: &Options) -> Result {
+    let params = options.params();
+    match world.chooser.below(100) {
+        0..=31 => {
             if !world.deliver_random()? {
-                let max = 1 + world.chooser.below(options.params().heartbeat_interval);
+                let max = 1 + world.chooser.below(params.heartbeat_interval);
                 world.advance(max)?;
             }
         }
-        35..=49 => {
-            let max = 1 + world.chooser.below(options.params().election_timeout);
+        32..=45 => {
+            let max = 1 + world.chooser.below(params.election_timeout);
             world.advance(max)?;
         }
-        50..=53 => {
+        46..=49 => {
             let up = live(world);
             if let Some(i) = pick(world, &up) {
                 world.round(i)?;
             }
         }
-        54..=67 => {
-            // Clients mostly find the leader; some ask another node.
+        50..=63 => {
+            // Clients write on any node (followers forward to the leader), mostly the leader.
             let up = match world.leader() {
-                Some(l) if options.leader_only || world.chooser.chance(60) => vec![l],
+                Some(l) if world.chooser.chance(50) => vec![l],
                 _ => live(world),
             };
             if let Some(i) = pick(world, &up) {
@@ -45,19 +44,19 @@ pub(super) fn random_event<S: Shell>(world: &mut World<S>, options: &Options) ->
                 world.write(i, key)?;
             }
         }
-        68..=81 => {
+        64..=77 => {
             let up = live(world);
             if let Some(i) = pick(world, &up) {
                 let key = world.chooser.below(world.keys as u64) as u8;
                 world.read(i, key)?;
             }
         }
-        82..=83 => {
+        78..=79 => {
             if options.faults.drop_percent > 0 {
                 world.net.drop_random(&mut world.chooser);
             }
         }
-        84..=86 => {
+        80..=82 => {
             if options.crashes {
                 let up = live(world);
                 if let Some(i) = pick(world, &up) {
@@ -65,41 +64,100 @@ pub(super) fn random_event<S: Shell>(world: &mut World<S>, options: &Options) ->
                 }
             }
         }
-        87..=90 => {
-            let down: Vec<usize> = (0..world.nodes.len())
-                .filter(|&i| !world.is_up(i) && !world.nodes[i].destroyed)
+        83..=86 => {
+            let down: Vec<usize> = (0..world.machines.len())
+                .filter(|&i| !world.is_up(i) && !world.machines[i].doomed)
                 .collect();
             if let Some(i) = pick(world, &down) {
                 world.restart(i)?;
             }
         }
-        91..=93 => {
+        87..=89 => {
             if options.partitions {
-                let groups: Vec<u8> = (0..world.nodes.len())
+                let groups: Vec<u8> = (0..world.machines.len())
                     .map(|_| world.chooser.below(2) as u8)
                     .collect();
                 world.partition(groups);
             }
         }
-        _ => world.heal(),
+        90..=92 => world.heal(),
+        _ => {
+            if options.membership {
+                random_change(world, options)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A membership change as an operator would ask for it, on a random live node.
+fn random_change(world: &mut World, options: &Options) -> Result {
+    let Some(l) = world.leader() else {
+        return Ok(());
+    };
+    let members = world.members_seen_by(l);
+    let up = live(world);
+    let Some(via) = pick(world, &up) else {
+        return Ok(());
+    };
+    match world.chooser.below(5) {
+        0 | 1 => {
+            // Add a machine waiting to join.
+            let spares: Vec<usize> = up
+                .iter()
+                .copied()
+                .filter(|&j| !members.contains(&j) && world.machines[j].id == Some(crate::cluster::replica::JOINING_ID))
+                .collect();
+            if let Some(j) = pick(world, &spares) {
+                world.change(via, Change::Expand(j))?;
+            }
+        }
+        2 => {
+            // Remove a member (the leader too: it hands over first).
+            if members.len() > 1 {
+                if let Some(j) = pick(world, &members) {
+                    world.change(via, Change::Shrink(j))?;
+                }
+            }
+        }
+        3 => {
+            // A member that is down is gone for good: remove it by force (without a lease
+            // only while the others are a majority of the configuration; a live node is
+            // never force-removed: that is the documented hazard).
+            let down: Vec<usize> = members.iter().copied().filter(|&j| !world.is_up(j)).collect();
+            let allowed = options.read_lease || 2 * (members.len() - 1) > members.len();
+            if let (true, Some(j)) = (allowed, pick(world, &down)) {
+                world.change(via, Change::ForceShrink(j))?;
+            }
+        }
+        _ => {
+            // A machine that is down and not a member is rebuilt empty, to join again.
+            let gone: Vec<usize> = (0..world.machines.len())
+                .filter(|&j| !world.is_up(j) && !members.contains(&j))
+                .collect();
+            if let Some(j) = pick(world, &gone) {
+                world.rebuild(j)?;
+            }
+        }
     }
     Ok(())
 }
 
 /// Faults stop, everyone is connected and running: a leader must emerge and a write commit
 /// within a bound, and then every live member must serve reads of every key.
-pub(super) fn liveness<S: Shell>(world: &mut World<S>, options: &Options) -> Result {
+pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
     let params = options.params();
     let bound = 40 * params.election_timeout;
     world.heal();
     world.net.faults.drop_percent = 0;
     world.net.faults.dup_percent = 0;
     world.net.faults.long_delay_percent = 0;
-    for i in 0..world.nodes.len() {
+    for i in 0..world.machines.len() {
         world.restart(i)?;
     }
     let start = world.now;
     let mut write: Option<usize> = None;
+    let mut changing = false;
     while world.now < start + bound {
         world.deliver_all()?;
         world.check()?;
@@ -110,34 +168,42 @@ pub(super) fn liveness<S: Shell>(world: &mut World<S>, options: &Options) -> Res
                 _ => write = None,
             }
         }
-        if write.is_none() {
-            if let Some(l) = world.leader() {
+        if let Some(l) = world.leader() {
+            // Members that are gone for good are removed by the operator, one at a time.
+            let doomed = world
+                .members_seen_by(l)
+                .into_iter()
+                .find(|&m| world.machines[m].doomed);
+            if changing {
+                changing = !world.changes.is_empty();
+            } else if let Some(m) = doomed {
+                world.change(l, Change::ForceShrink(m))?;
+                changing = true;
+            } else if write.is_none() {
                 write = Some(world.write(l, 0)?);
             }
         }
         world.advance(params.heartbeat_interval)?;
     }
     if write.is_none_or(|op| world.completed(op) != Some(true)) {
-        let views: Vec<_> = (0..world.nodes.len()).map(|i| (i, world.view(i))).collect();
         return Err(format!(
-            "no write committed within {bound} ms of healing: {views:?}"
+            "no write committed within {bound} ms of healing: {}",
+            world.describe()
         ));
     }
     // Every live member serves a read of every key (a refused read is retried, as a client
     // would).
-    for i in 0..world.nodes.len() {
-        if !world.view(i).is_some_and(|v| v.member) {
+    for i in 0..world.machines.len() {
+        if !world.machines[i].member || !world.is_up(i) {
             continue;
         }
         for key in 0..world.keys {
             let mut served = false;
             for _ in 0..5 {
-                world.run_until(bound, |w| {
-                    w.view(i).is_some_and(|v| v.member && v.leader.is_some())
-                })?;
                 let op = world.read(i, key)?;
                 world.run_until(bound, |w| !w.read_pending(op))?;
-                if world.completed(op) == Some(true) {
+                // A node that a change in flight removed meanwhile owes no reads.
+                if world.completed(op) == Some(true) || !world.machines[i].member {
                     served = true;
                     break;
                 }
@@ -145,7 +211,8 @@ pub(super) fn liveness<S: Shell>(world: &mut World<S>, options: &Options) -> Res
             }
             if !served {
                 return Err(format!(
-                    "member n{i} did not serve a read of k{key} after healing"
+                    "member n{i} did not serve a read of k{key} after healing: {}",
+                    world.describe()
                 ));
             }
         }

@@ -1,10 +1,11 @@
-//! The simulated cluster: nodes (a shell, its `Store` on a simulated disk, a drifting clock),
-//! the network, the clients and everything observed about them.
+//! The simulated cluster: machines (the shipped replica over a real `Store` on a simulated
+//! disk, with a drifting clock), the network, the clients and everything observed about them.
 //!
-//! Time is global and in milliseconds; node `i`'s clock reads `offset + now * rate / 100`.
-//! A node's shell hears its events as an event loop would hand them over and runs a round
-//! (timers, group commit, answers) when the scheduler says so, when its deadline passes, or
-//! before time moves on: several events may share one round, as in production.
+//! Time is global and in milliseconds; machine `i`'s clock reads `offset + now * rate / 100`.
+//! A machine hears its events as the event loop hands them over and runs a round (the
+//! replica's timers, then one durable transaction for all steps since the last round, then
+//! messages and answers) when the scheduler says so, when its deadline passes, or before time
+//! moves on: several events share one round, as in production.
 use std::collections::BTreeMap;
 
 use kes_core::consensus::sim::linearizability::{Kind, Operation};
@@ -14,8 +15,10 @@ use kes_core::crypto::{Cipher, SecretKey};
 
 use super::disk::Disk;
 use super::net::{Faults, LinkChange, Net};
-use super::shell::{Links, Shell, View, Waiter};
+use super::node::{Machine, MachineLinks, SimReplica, SimWrite, Waiter};
 use super::Counters;
+use crate::cluster::frame::Frame;
+use crate::cluster::replica::JOINING_ID;
 use crate::command::Command;
 use crate::item::{ItemName, Kind as ItemKind};
 use crate::records::PolicyRecord;
@@ -26,42 +29,17 @@ const ENCLAVE: &str = "default";
 
 pub type Result<T = ()> = std::result::Result<T, String>;
 
-/// One simulated machine.
-pub struct Machine<S> {
-    /// `None` while crashed.
-    pub shell: Option<S>,
-    pub store: Option<Store>,
-    pub disk: Disk,
-    offset: u64,
-    rate: u64,
-    /// Steps since the last round (a round is due before time moves on).
-    dirty: bool,
-    /// What the API last learned from the shell (at the end of its last round).
-    gating: bool,
-    member: bool,
-    /// Gone for good (force-removed while down).
-    pub destroyed: bool,
-    /// In the initial configuration (else it waits to join).
-    initial: bool,
-}
-
-/// The network as one node's links.
-struct NodeLinks<'a> {
-    net: &'a mut Net,
-    chooser: &'a mut Chooser,
-    now: u64,
-    from: NodeId,
-}
-
-impl Links for NodeLinks<'_> {
-    fn send(&mut self, to: NodeId, frame: &crate::cluster::peer::Frame) -> bool {
-        self.net.send(self.chooser, self.now, self.from, to, frame)
-    }
+/// A membership change a client asked for.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Expand(usize),
+    Shrink(usize),
+    ForceShrink(usize),
 }
 
 /// The cluster and what was observed about it.
-pub struct World<S: Shell> {
-    pub nodes: Vec<Machine<S>>,
+pub struct World {
+    pub machines: Vec<Machine>,
     pub net: Net,
     /// Global time (ms).
     pub now: u64,
@@ -73,12 +51,14 @@ pub struct World<S: Shell> {
     pub history: Vec<Option<Operation>>,
     writes: BTreeMap<(usize, Waiter), usize>,
     reads: BTreeMap<(usize, Waiter), usize>,
+    /// Membership changes waiting for their outcome.
+    pub changes: BTreeMap<(usize, Waiter), Change>,
     next_waiter: Waiter,
     next_value: u64,
     leaders: BTreeMap<Term, usize>,
-    /// The registers at each applied index, as the first node to apply it stored them.
+    /// The registers at each applied index, as the first machine to apply it stored them.
     applied: BTreeMap<u64, (u64, Vec<Option<u64>>)>,
-    /// The applied index each node's store last showed (it never goes back, crash or not).
+    /// The applied index each machine's store last showed (it never goes back, crash or not).
     applied_seen: Vec<u64>,
     pub keys: u8,
     pub trace: Option<Vec<String>>,
@@ -114,8 +94,14 @@ fn write_command(key: u8, value: u64) -> Command {
     }
 }
 
-impl<S: Shell> World<S> {
-    /// `members` nodes form the initial configuration; `total - members` more may join.
+/// A machine's address in configurations.
+pub fn address(i: usize) -> String {
+    format!("10.0.0.{}:7373", i + 1)
+}
+
+impl World {
+    /// `members` machines form the initial configuration; `total - members` more wait to
+    /// join (started with `--join`).
     pub fn new(
         members: usize,
         total: usize,
@@ -127,16 +113,55 @@ impl<S: Shell> World<S> {
             Cipher::Aes256,
             [7; 32],
         )));
+        let mut initial = Members::new();
+        let mut addresses = Addresses::new();
+        for id in 0..members {
+            let _ = initial.push(id as NodeId);
+            addresses.insert(id as NodeId, address(id));
+        }
+        let mut machines = Vec::new();
+        for i in 0..total {
+            let offset = chooser.random() % 1000;
+            // Rates 97%..=103%: within the drift a lease allows.
+            let rate = 97 + chooser.random() % 7;
+            let disk = Disk::new();
+            let config = Config {
+                index: 0,
+                members: initial.clone(),
+                forced: false,
+            };
+            if i < members {
+                init_disk(&disk, &hsm, config, &addresses)?;
+            } else {
+                init_disk(&disk, &hsm, Config::default(), &Addresses::new())?;
+            }
+            machines.push(Machine {
+                replica: None,
+                store: None,
+                disk,
+                address: address(i),
+                offset,
+                rate,
+                dirty: false,
+                gating: true,
+                member: false,
+                id: None,
+                dials: BTreeMap::new(),
+                doomed: false,
+            });
+        }
         let mut world = World {
-            nodes: Vec::new(),
+            machines,
             net: Net::new(total, faults),
             now: 0,
+            chooser,
             params,
             hsm,
             clock: 0,
             history: Vec::new(),
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            changes: BTreeMap::new(),
             next_waiter: 1,
             next_value: 1,
             leaders: BTreeMap::new(),
@@ -145,53 +170,7 @@ impl<S: Shell> World<S> {
             keys: 3,
             trace: None,
             counters: Counters::default(),
-            chooser: Chooser::seeded(0),
         };
-        let mut initial = Members::new();
-        let mut addresses = Addresses::new();
-        for id in 0..members {
-            let _ = initial.push(id as NodeId);
-            addresses.insert(id as NodeId, address(id));
-        }
-        for i in 0..total {
-            let offset = chooser.random() % 1000;
-            // Rates 97%..=103%: well within the drift the lease allows.
-            let rate = 97 + chooser.random() % 7;
-            let disk = Disk::new();
-            let store = Store::open_backend(disk.clone(), &world.hsm)
-                .map_err(|e| format!("n{i}: cannot create kes.db: {e}"))?;
-            let config = if i < members {
-                Config {
-                    index: 0,
-                    members: initial.clone(),
-                    forced: false,
-                }
-            } else {
-                Config::default()
-            };
-            let addrs = if i < members {
-                addresses.clone()
-            } else {
-                Addresses::new()
-            };
-            store
-                .init_raft(config, &addrs)
-                .map_err(|e| format!("n{i}: {e}"))?;
-            drop(store);
-            world.nodes.push(Machine {
-                shell: None,
-                store: None,
-                disk,
-                offset,
-                rate,
-                dirty: false,
-                gating: true,
-                member: false,
-                destroyed: false,
-                initial: i < members,
-            });
-        }
-        world.chooser = chooser;
         for i in 0..total {
             world.start(i)?;
         }
@@ -204,40 +183,70 @@ impl<S: Shell> World<S> {
         }
     }
 
-    /// Node `i`'s clock.
+    /// Machine `i`'s clock.
     pub fn clock_of(&self, i: usize) -> u64 {
-        self.nodes[i].offset + self.now * self.nodes[i].rate / 100
+        self.machines[i].offset + self.now * self.machines[i].rate / 100
     }
 
     pub fn is_up(&self, i: usize) -> bool {
-        self.nodes[i].shell.is_some()
+        self.machines[i].replica.is_some()
     }
 
-    pub fn view(&self, i: usize) -> Option<View> {
-        self.nodes[i].shell.as_ref().map(Shell::view)
+    pub fn replica(&self, i: usize) -> Option<&SimReplica> {
+        self.machines[i].replica.as_ref()
     }
 
     /// The live leader with the highest term, if any.
     pub fn leader(&self) -> Option<usize> {
-        (0..self.nodes.len())
-            .filter_map(|i| self.view(i).map(|v| (i, v)))
-            .filter(|(_, v)| v.role == Role::Leader)
-            .max_by_key(|(_, v)| v.term)
+        (0..self.machines.len())
+            .filter_map(|i| self.replica(i).map(|r| (i, r.node())))
+            .filter(|(_, n)| n.role() == Role::Leader)
+            .max_by_key(|(_, n)| n.term())
             .map(|(i, _)| i)
     }
 
-    /// Opens node `i`'s store on its disk and boots its shell.
+    /// The machines of the members of machine `i`'s latest configuration, and of its
+    /// committed one if a change is pending (an operator treats both as members).
+    pub fn members_seen_by(&self, i: usize) -> Vec<usize> {
+        let Some(r) = self.replica(i) else {
+            return Vec::new();
+        };
+        let node = r.node();
+        let mut ids: Vec<NodeId> = node.config().members.iter().copied().collect();
+        ids.extend(node.committed_config().members.iter().copied());
+        let mut machines: Vec<usize> = ids.iter().filter_map(|id| self.machine_of(*id)).collect();
+        machines.sort_unstable();
+        machines.dedup();
+        machines
+    }
+
+    /// The machine that has node id `id`.
+    pub fn machine_of(&self, id: NodeId) -> Option<usize> {
+        (id != JOINING_ID)
+            .then(|| self.machines.iter().position(|m| m.id == Some(id)))
+            .flatten()
+    }
+
+    /// Opens machine `i`'s store on its disk and boots its replica. A machine that cannot boot
+    /// (its address left the configuration) stays down, as the real server refuses to start.
     fn start(&mut self, i: usize) -> Result {
-        let store = Store::open_backend(self.nodes[i].disk.clone(), &self.hsm)
+        let store = Store::open_backend(self.machines[i].disk.clone(), &self.hsm)
             .map_err(|e| format!("n{i}: kes.db does not open after a crash: {e}"))?;
         let now = self.clock_of(i);
-        let random = self.chooser.random();
-        let id = self.nodes[i].initial.then_some(i as NodeId);
-        let shell = S::boot(&store, id, self.params, now, random)?;
-        let m = &mut self.nodes[i];
+        let seed = self.chooser.random();
+        let replica =
+            match Machine::boot(&store, &self.machines[i].address, self.params, now, seed) {
+                Ok(r) => r,
+                Err(why) => {
+                    self.log(|| format!("n{i} does not start: {why}"));
+                    return Ok(());
+                }
+            };
+        let m = &mut self.machines[i];
+        m.id = Some(replica.id());
         m.gating = true;
         m.member = false;
-        m.shell = Some(shell);
+        m.replica = Some(replica);
         m.store = Some(store);
         let changes = self.net.set_up(i, true);
         self.link_changes(changes);
@@ -245,52 +254,76 @@ impl<S: Shell> World<S> {
         self.round(i)
     }
 
-    /// Runs `f` on node `i`'s shell with its store and links; marks the node for a round.
-    fn with_shell(&mut self, i: usize, f: impl FnOnce(&mut S, &Store, &mut dyn Links, u64)) {
+    /// Runs `f` on machine `i`'s replica with its store, links and clock; marks it for a round.
+    fn with_replica(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut SimReplica, &Store, &mut MachineLinks<'_>, u64),
+    ) {
         let now = self.clock_of(i);
-        let m = &mut self.nodes[i];
-        let (Some(shell), Some(store)) = (m.shell.as_mut(), m.store.as_ref()) else {
+        let ids: Vec<Option<NodeId>> = self.machines.iter().map(|m| m.id).collect();
+        let addresses: Vec<String> = self.machines.iter().map(|m| m.address.clone()).collect();
+        let m = &mut self.machines[i];
+        let (Some(replica), Some(store)) = (m.replica.as_mut(), m.store.as_ref()) else {
             return;
         };
-        let mut links = NodeLinks {
+        let mut links = MachineLinks {
             net: &mut self.net,
             chooser: &mut self.chooser,
             now: self.now,
-            from: i as NodeId,
+            me: i,
+            ids: &ids,
+            dials: &mut m.dials,
+            addresses: &addresses,
         };
-        f(shell, store, &mut links, now);
+        f(replica, store, &mut links, now);
+        m.id = Some(replica.id());
         m.dirty = true;
     }
 
+    /// Links that came up or went down: the replica sees them through `Links::open` (it has
+    /// no event for them); a broken dialed link is closed.
     fn link_changes(&mut self, changes: Vec<LinkChange>) {
         for change in changes {
-            let (node, peer, up) = match change {
-                LinkChange::Up { node, peer } => (node, peer, true),
-                LinkChange::Down { node, peer } => (node, peer, false),
-            };
-            self.with_shell(node as usize, |s, store, links, now| {
-                s.on_link(store, links, now, peer, up)
-            });
+            if let LinkChange::Down { node, peer } = change {
+                self.machines[node as usize]
+                    .dials
+                    .retain(|_, m| *m != peer as usize);
+            }
         }
     }
 
-    /// The end of node `i`'s loop round: its shell's round, then the answers to its clients.
+    /// The end of machine `i`'s loop round: the replica's timers, one flush, then the answers
+    /// to its clients and what the API learns (gate, membership).
     pub fn round(&mut self, i: usize) -> Result {
-        let random = self.chooser.random();
-        self.with_shell(i, |s, store, links, now| s.round(store, links, now, random));
-        let m = &mut self.nodes[i];
+        self.with_replica(i, |r, store, links, now| {
+            r.tick(now, links, store);
+            r.flush(now, links, store);
+        });
+        self.collect(i)
+    }
+
+    /// A flush alone (the event loop flushes after answering requests, before their answers
+    /// go out).
+    pub fn flush(&mut self, i: usize) -> Result {
+        self.with_replica(i, |r, store, links, now| r.flush(now, links, store));
+        self.collect(i)
+    }
+
+    fn collect(&mut self, i: usize) -> Result {
+        let m = &mut self.machines[i];
         m.dirty = false;
-        let Some(shell) = m.shell.as_mut() else {
+        let Some(replica) = m.replica.as_mut() else {
             return Ok(());
         };
-        let decided = shell.take_decided();
-        let view = shell.view();
-        m.gating = view.gating;
-        m.member = view.member;
-        for (waiter, outcome) in decided.writes {
-            self.write_done(i, waiter, outcome)?;
+        let (writes, reads) = replica.take_decided();
+        let _ = replica.take_mirror();
+        m.gating = replica.has_pending();
+        m.member = replica.is_member();
+        for (write, outcome) in writes {
+            self.write_done(i, write.waiter, outcome)?;
         }
-        for (waiter, decision) in decided.reads {
+        for (waiter, decision) in reads {
             self.read_done(i, waiter, decision)?;
         }
         self.check_applied(i)
@@ -302,6 +335,17 @@ impl<S: Shell> World<S> {
         waiter: Waiter,
         outcome: std::result::Result<(), StoreError>,
     ) -> Result {
+        if let Some(change) = self.changes.remove(&(i, waiter)) {
+            self.log(|| format!("n{i} {change:?} -> {outcome:?}"));
+            if outcome.is_ok() {
+                match change {
+                    Change::Expand(_) => self.counters.expands += 1,
+                    Change::Shrink(_) => self.counters.shrinks += 1,
+                    Change::ForceShrink(_) => self.counters.forced_shrinks += 1,
+                }
+            }
+            return Ok(());
+        }
         let Some(op) = self.writes.remove(&(i, waiter)) else {
             return Err(format!("n{i} answered write {waiter} twice or never asked"));
         };
@@ -338,10 +382,10 @@ impl<S: Shell> World<S> {
         }
     }
 
-    /// Serves read `op` from node `i`'s store, as the API does once the gate lets it pass.
+    /// Serves read `op` from machine `i`'s store, as the API does once the gate lets it pass.
     fn serve_read(&mut self, i: usize, op: usize) -> Result {
         let key = self.history[op].as_ref().expect("read recorded").key;
-        let store = self.nodes[i].store.as_ref().expect("node is up");
+        let store = self.machines[i].store.as_ref().expect("machine is up");
         let value = register(store, key)?;
         self.clock += 1;
         let clock = self.clock;
@@ -353,7 +397,19 @@ impl<S: Shell> World<S> {
         Ok(())
     }
 
-    /// A client writes a fresh value to `key` through node `i`.
+    /// Hands a client's command to machine `i` (a round may follow at once or later).
+    fn propose(&mut self, i: usize, waiter: Waiter, cmd: Command) -> Result {
+        let write = SimWrite { waiter, cmd };
+        self.with_replica(i, |r, store, links, now| {
+            r.propose(now, links, store, write)
+        });
+        if self.chooser.chance(30) {
+            self.flush(i)?;
+        }
+        Ok(())
+    }
+
+    /// A client writes a fresh value to `key` through machine `i`.
     pub fn write(&mut self, i: usize, key: u8) -> Result<usize> {
         let value = self.next_value;
         self.next_value += 1;
@@ -367,19 +423,47 @@ impl<S: Shell> World<S> {
             call: self.clock,
             ret: None,
         }));
+        if !self.machines[i].member {
+            // The API refuses clients on a node that is not a member.
+            self.history[op] = None;
+            return Ok(op);
+        }
         self.writes.insert((i, waiter), op);
         self.log(|| format!("n{i} client write k{key}={value} ({waiter})"));
-        let cmd = write_command(key, value);
-        self.with_shell(i, |s, store, links, now| {
-            s.propose(store, links, now, waiter, cmd)
-        });
-        if self.chooser.chance(50) {
-            self.round(i)?;
-        }
+        self.propose(i, waiter, write_command(key, value))?;
         Ok(op)
     }
 
-    /// A client reads `key` through node `i`: served at once unless the gate is on.
+    /// A client asks machine `i` for a membership change.
+    pub fn change(&mut self, i: usize, change: Change) -> Result {
+        if !self.machines[i].member {
+            return Ok(());
+        }
+        let waiter = self.next_waiter;
+        self.next_waiter += 1;
+        let cmd = match change {
+            Change::Expand(j) => Command::Expand {
+                endpoint: address(j),
+            },
+            Change::Shrink(j) => Command::Shrink {
+                endpoint: address(j),
+                force: false,
+            },
+            Change::ForceShrink(j) => {
+                // The operator's promise: it never comes back with this disk.
+                self.machines[j].doomed = true;
+                Command::Shrink {
+                    endpoint: address(j),
+                    force: true,
+                }
+            }
+        };
+        self.log(|| format!("n{i} client {change:?} ({waiter})"));
+        self.changes.insert((i, waiter), change);
+        self.propose(i, waiter, cmd)
+    }
+
+    /// A client reads `key` through machine `i`: served at once unless the gate is on.
     pub fn read(&mut self, i: usize, key: u8) -> Result<usize> {
         let waiter = self.next_waiter;
         self.next_waiter += 1;
@@ -391,9 +475,8 @@ impl<S: Shell> World<S> {
             call: self.clock,
             ret: None,
         }));
-        let (gating, member) = (self.nodes[i].gating, self.nodes[i].member);
+        let (gating, member) = (self.machines[i].gating, self.machines[i].member);
         if !member {
-            self.log(|| format!("n{i} refuses a read of k{key}: not a member"));
             self.history[op] = None;
             return Ok(op);
         }
@@ -404,16 +487,10 @@ impl<S: Shell> World<S> {
         self.reads.insert((i, waiter), op);
         self.counters.reads_gated += 1;
         self.log(|| format!("n{i} client read k{key} waits at the gate ({waiter})"));
-        let names = [ItemName::item(
-            ItemKind::Policy,
-            ENCLAVE,
-            &format!("k{key}"),
-        )];
-        self.with_shell(i, |s, store, links, now| {
-            s.read(store, links, now, waiter, &names)
-        });
-        if self.chooser.chance(50) {
-            self.round(i)?;
+        let names = [ItemName::item(ItemKind::Policy, ENCLAVE, &format!("k{key}"))];
+        self.with_replica(i, |r, _, _, now| r.read(now, waiter, &names));
+        if self.chooser.chance(30) {
+            self.flush(i)?;
         }
         Ok(op)
     }
@@ -441,10 +518,20 @@ impl<S: Shell> World<S> {
         let Some((from, to, frame)) = self.net.take_due(&mut self.chooser, self.now, first) else {
             return Ok(false);
         };
-        let i = to as usize;
-        self.log(|| format!("deliver n{from}->n{to} {}", describe(&frame)));
-        self.with_shell(i, |s, store, links, now| {
-            s.on_frame(store, links, now, from, frame)
+        let (from, i) = (from as usize, to as usize);
+        // The peer id the frame comes from: the sender's id, or for a node still joining the
+        // id this machine dialed it as.
+        let sender = match self.machines[from].id {
+            Some(JOINING_ID) | None => self.machines[i]
+                .dials
+                .iter()
+                .find(|(_, m)| **m == from)
+                .map_or(JOINING_ID, |(id, _)| *id),
+            Some(id) => id,
+        };
+        self.log(|| format!("deliver n{from}->n{i} {}", describe(&frame)));
+        self.with_replica(i, |r, store, links, now| {
+            r.on_frame(now, links, store, sender, frame)
         });
         if self.chooser.chance(30) {
             self.round(i)?;
@@ -458,11 +545,12 @@ impl<S: Shell> World<S> {
         self.rounds()
     }
 
-    /// Runs the round of every node that stepped since its last one or whose deadline passed.
+    /// Runs the round of every machine that stepped since its last one or whose deadline
+    /// passed.
     pub fn rounds(&mut self) -> Result {
-        for i in 0..self.nodes.len() {
-            let due = match &self.nodes[i].shell {
-                Some(s) => self.nodes[i].dirty || self.clock_of(i) >= s.next_deadline(),
+        for i in 0..self.machines.len() {
+            let due = match &self.machines[i].replica {
+                Some(r) => self.machines[i].dirty || self.clock_of(i) >= r.next_deadline(),
                 None => false,
             };
             if due {
@@ -472,9 +560,9 @@ impl<S: Shell> World<S> {
         Ok(())
     }
 
-    /// The global time at which node `i`'s clock reaches `t`.
+    /// The global time at which machine `i`'s clock reaches `t`.
     fn global_time(&self, i: usize, t: u64) -> u64 {
-        let m = &self.nodes[i];
+        let m = &self.machines[i];
         (t.saturating_sub(m.offset) * 100).div_ceil(m.rate)
     }
 
@@ -486,9 +574,9 @@ impl<S: Shell> World<S> {
         if let Some(at) = self.net.next_due() {
             next = next.min(at);
         }
-        for i in 0..self.nodes.len() {
-            if let Some(s) = &self.nodes[i].shell {
-                next = next.min(self.global_time(i, s.next_deadline()));
+        for i in 0..self.machines.len() {
+            if let Some(r) = &self.machines[i].replica {
+                next = next.min(self.global_time(i, r.next_deadline()));
             }
         }
         self.now = next.max(self.now + 1);
@@ -507,7 +595,7 @@ impl<S: Shell> World<S> {
     }
 
     /// Runs until `done` holds, at most `ms` ms.
-    pub fn run_until(&mut self, ms: u64, mut done: impl FnMut(&World<S>) -> bool) -> Result<bool> {
+    pub fn run_until(&mut self, ms: u64, mut done: impl FnMut(&World) -> bool) -> Result<bool> {
         let end = self.now + ms;
         while self.now < end {
             if done(self) {
@@ -520,15 +608,17 @@ impl<S: Shell> World<S> {
         Ok(done(self))
     }
 
-    /// Crashes node `i`: its memory, its unsynced writes, its clients and its links are lost.
+    /// Crashes machine `i`: its memory, its unsynced writes, its clients and its links are
+    /// lost.
     pub fn crash(&mut self, i: usize) -> Result {
-        if self.nodes[i].shell.take().is_none() {
+        if self.machines[i].replica.take().is_none() {
             return Ok(());
         }
         self.log(|| format!("n{i} crashes"));
         self.counters.crashes += 1;
-        let m = &mut self.nodes[i];
+        let m = &mut self.machines[i];
         m.dirty = false;
+        m.dials.clear();
         // The disk forgets first, so that nothing redb does while dropped reaches it.
         m.disk = m.disk.crash();
         m.store = None;
@@ -536,6 +626,7 @@ impl<S: Shell> World<S> {
         self.link_changes(changes);
         // Writes in flight have an unknown outcome; reads in flight are never answered.
         self.writes.retain(|&(n, _), _| n != i);
+        self.changes.retain(|&(n, _), _| n != i);
         let reads: Vec<usize> = self
             .reads
             .iter()
@@ -550,11 +641,29 @@ impl<S: Shell> World<S> {
     }
 
     pub fn restart(&mut self, i: usize) -> Result {
-        if self.is_up(i) || self.nodes[i].destroyed {
+        if self.is_up(i) || self.machines[i].doomed {
             return Ok(());
         }
         self.log(|| format!("n{i} restarts"));
         self.counters.restarts += 1;
+        self.start(i)
+    }
+
+    /// The operator rebuilds machine `i` (down, and not a member any more): an empty
+    /// directory, started with `--join`, ready to be added again.
+    pub fn rebuild(&mut self, i: usize) -> Result {
+        if self.is_up(i) {
+            return Ok(());
+        }
+        self.log(|| format!("n{i} is rebuilt empty, to join"));
+        self.counters.rebuilds += 1;
+        let disk = Disk::new();
+        init_disk(&disk, &self.hsm, Config::default(), &Addresses::new())?;
+        let m = &mut self.machines[i];
+        m.disk = disk;
+        m.doomed = false;
+        m.id = None;
+        self.applied_seen[i] = 0;
         self.start(i)
     }
 
@@ -576,28 +685,26 @@ impl<S: Shell> World<S> {
 
     /// The invariants, checked after every event: at most one leader per term.
     pub fn check(&mut self) -> Result {
-        for i in 0..self.nodes.len() {
-            let Some(v) = self.view(i) else { continue };
-            if v.role == Role::Leader {
-                let leader = *self.leaders.entry(v.term).or_insert_with(|| {
-                    self.counters.elections += 1;
-                    i
-                });
+        for i in 0..self.machines.len() {
+            let Some(node) = self.replica(i).map(|r| r.node()) else {
+                continue;
+            };
+            if node.role() == Role::Leader {
+                let term = node.term();
+                let leader = *self.leaders.entry(term).or_insert(i);
                 if leader != i {
-                    return Err(format!(
-                        "two leaders in term {}: n{leader} and n{i}",
-                        v.term
-                    ));
+                    return Err(format!("two leaders in term {term}: n{leader} and n{i}"));
                 }
             }
         }
+        self.counters.elections = self.leaders.len() as u64;
         Ok(())
     }
 
-    /// After a round of node `i`: every node that applied up to the same index holds the same
-    /// registers, and a node's applied index never goes back.
+    /// After a round of machine `i`: every machine that applied up to the same index holds the
+    /// same registers, and a machine's applied index never goes back.
     fn check_applied(&mut self, i: usize) -> Result {
-        let Some(store) = self.nodes[i].store.as_ref() else {
+        let Some(store) = self.machines[i].store.as_ref() else {
             return Ok(());
         };
         let state = store
@@ -620,7 +727,7 @@ impl<S: Shell> World<S> {
             .collect::<Result<Vec<_>>>()?;
         match self.applied.get(&index) {
             Some((term, first)) if (*term, first) != (state.applied.term, &regs) => Err(format!(
-                "n{i} applied up to {index} (term {}) and holds {regs:?}, but another node \
+                "n{i} applied up to {index} (term {}) and holds {regs:?}, but another machine \
                  held {first:?} at that index (term {term})",
                 state.applied.term
             )),
@@ -634,7 +741,7 @@ impl<S: Shell> World<S> {
 
     /// After a restart: the store kept everything it had applied (it was durable).
     fn check_durable(&mut self, i: usize) -> Result {
-        let store = self.nodes[i].store.as_ref().expect("node is up");
+        let store = self.machines[i].store.as_ref().expect("machine is up");
         let state = store.raft_state().map_err(|e| format!("n{i}: {e}"))?;
         let index = state.map_or(0, |s| s.applied.index);
         if index < self.applied_seen[i] {
@@ -662,16 +769,45 @@ impl<S: Shell> World<S> {
             .map(|o| format!("{o:?}"))
             .collect()
     }
+
+    /// One line per machine: up, id, role, term, commit, members (for failure reports).
+    pub fn describe(&self) -> String {
+        (0..self.machines.len())
+            .map(|i| match self.replica(i) {
+                Some(r) => format!(
+                    "n{i}: id {} {:?} member {}/{} gating {} term {} commit {} members {:?} leader {:?}",
+                    r.id(),
+                    r.node().role(),
+                    self.machines[i].member,
+                    r.is_member(),
+                    self.machines[i].gating,
+                    r.node().term(),
+                    r.node().commit_index(),
+                    r.node().config().members,
+                    r.node().leader()
+                ),
+                None => format!("n{i}: down (doomed: {})", self.machines[i].doomed),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
-/// A node's address in the configuration (never dialed: the simulator's links are in memory).
-fn address(i: usize) -> String {
-    format!("10.0.0.{}:7373", i + 1)
+/// Writes a new `kes.db` with the given consensus state on `disk`.
+fn init_disk(
+    disk: &Disk,
+    hsm: &crate::hsm::SoftHsmDevice,
+    config: Config,
+    addresses: &Addresses,
+) -> Result {
+    let store = Store::open_backend(disk.clone(), hsm).map_err(|e| format!("kes.db: {e}"))?;
+    store
+        .init_raft(config, addresses)
+        .map_err(|e| format!("kes.db: {e}"))
 }
 
 /// A frame in a trace line.
-fn describe(frame: &crate::cluster::peer::Frame) -> String {
-    use crate::cluster::peer::Frame;
+fn describe(frame: &Frame) -> String {
     match frame {
         Frame::Raft(env) => format!("{:?}", env.message),
         Frame::Hello { node, .. } => format!("Hello from n{node}"),
