@@ -70,6 +70,45 @@ fn seeds() {
         "{total:?}"
     );
     assert!(total.frames_lost > 0, "{total:?}");
+    assert!(
+        total.configs_committed > 0 && total.rebuilds > 0,
+        "{total:?}"
+    );
+}
+
+/// Seeds that found defects of the shell (each fails without its fix).
+const REGRESSIONS: &[(u64, &str)] = &[
+    // A restarted leader forgot a member added by a configuration still pending in its log
+    // (`Replica::new` took the applied addresses): it never dialed the new node, and the
+    // operator's forced shrink of it answered 404, so the cluster stayed stuck.
+    (226, "restarted leader forgets a pending member"),
+    // Liveness needed the operator's offline recovery (a 2-node cluster whose new node died
+    // while joining): `Store::force_configuration` on the survivor.
+    (95, "offline recovery of the survivor"),
+];
+
+#[test]
+fn regressions() {
+    for &(seed, what) in REGRESSIONS {
+        if let Err(failure) = run_seed(seed, &Options::for_seed(seed)) {
+            panic!("seed {seed} ({what}) failed: {}", failure.message);
+        }
+    }
+}
+
+/// A defect of the consensus core found by the simulator, not fixed yet: with a shrink of a
+/// lagging node pending, the operator force-removes another member that died (as the README
+/// allows: "of a member that died meanwhile"); the override commits the pending removal
+/// without the leaving node's acknowledgement, so the removed node never learns it and, while
+/// it hears nothing, serves stale reads (no read lease). Seed 58 with such overrides allowed.
+#[test]
+#[ignore = "kes-core defect: a forced override completes a pending shrink without the leaving node"]
+fn override_of_another_member_keeps_the_leaving_node_informed() {
+    let mut options = Options::for_seed(58);
+    options.override_others = true;
+    if let Err(failure) = run_seed(58, &options) {
+        panic!("{}", failure.message);
+    }
 }
 
 #[test]
@@ -95,6 +134,60 @@ fn replay() {
             }
             eprintln!("seed {seed} passed: {counters:?}");
         }
-        (Err(failure), _) => panic!("seed {seed} failed at {failure}"),
+        (Err(failure), _) => {
+            for line in &failure.trace {
+                eprintln!("{line}");
+            }
+            panic!(
+                "seed {seed} failed at event {}: {}",
+                failure.event, failure.message
+            )
+        }
     }
+}
+
+/// Scenario without faults: a spare machine is added to a 3-node cluster through a follower
+/// (forwarded to the leader: dial, snapshot, confirmation, configuration), takes writes, then
+/// the leader itself is shrunk away (it hands over first); every member serves the last write.
+#[test]
+fn expand_then_shrink_the_leader() {
+    use kes_core::consensus::sim::Chooser;
+    use kes_node::sim::world::{Change, World};
+    let options = Options {
+        members: 3,
+        total: 4,
+        crashes: false,
+        partitions: false,
+        membership: true,
+        read_lease: false,
+        ..Options::for_seed(1)
+    };
+    let mut faults = options.faults;
+    faults.drop_percent = 0;
+    faults.dup_percent = 0;
+    faults.long_delay_percent = 0;
+    let mut w = World::new(3, 4, options.params(), Chooser::seeded(7), faults).unwrap();
+    assert!(w.run_until(20_000, |w| w.leader().is_some()).unwrap());
+    let leader = w.leader().unwrap();
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let expand = w.change(follower, Change::Expand(3)).unwrap().unwrap();
+    assert!(w.run_until(30_000, |w| !w.change_pending(expand)).unwrap());
+    assert_eq!(w.counters.expands, 1, "{}", w.describe());
+    assert_eq!(w.members_seen_by(leader), [0, 1, 2, 3]);
+    let op = w.write(3, 1).unwrap();
+    assert!(w.run_until(30_000, |w| !w.write_pending(op)).unwrap());
+    assert_eq!(w.completed(op), Some(true), "{}", w.describe());
+    let shrink = w.change(3, Change::Shrink(leader)).unwrap().unwrap();
+    assert!(w.run_until(30_000, |w| !w.change_pending(shrink)).unwrap());
+    assert_eq!(w.counters.shrinks, 1, "{}", w.describe());
+    w.run(2_000).unwrap();
+    let now = w.leader().unwrap();
+    assert_ne!(now, leader);
+    assert!(!w.members_seen_by(now).contains(&leader));
+    for i in w.members_seen_by(now) {
+        let op = w.read(i, 1).unwrap();
+        assert!(w.run_until(30_000, |w| !w.read_pending(op)).unwrap());
+        assert_eq!(w.completed(op), Some(true), "n{i}: {}", w.describe());
+    }
+    w.check_history().unwrap();
 }

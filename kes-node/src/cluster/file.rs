@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use crate::store::Addresses;
+use crate::store::{Addresses, RaftState};
 
 /// The file name inside the node's directory.
 pub const FILE: &str = ".cluster.json";
@@ -87,6 +87,31 @@ pub fn resolve(addr: &str) -> Option<SocketAddr> {
     addr.to_socket_addrs().ok()?.next()
 }
 
+/// The members' addresses of the newest configuration in `state`: the applied one, or one
+/// appended after it. A node that just joined holds the configuration that adds it only in its
+/// log until that commits: a crash then must not make it a stranger to itself.
+pub fn newest(state: &RaftState) -> Addresses {
+    let mut addresses = state.addresses.clone();
+    for entry in &state.entries {
+        if let kes_core::consensus::Body::Config { command, .. } = &entry.body {
+            if let Ok(a) = crate::store::decode_addresses(command) {
+                addresses = a;
+            }
+        }
+    }
+    addresses
+}
+
+/// This node's id at start: [`JOINING_ID`](super::replica::JOINING_ID) for a node without a
+/// configuration (started with `--join`), else the id its address `listen` has in the newest
+/// configuration it holds; `None` if it has none there (it was removed).
+pub fn own_id(state: &RaftState, listen: SocketAddr) -> Option<u16> {
+    if state.applied.config.members.is_empty() {
+        return Some(super::replica::JOINING_ID);
+    }
+    find_self(&newest(state), listen)
+}
+
 /// The id of the node listening on `listen`: same port, and the same host or both loopback.
 pub fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
     nodes
@@ -118,6 +143,53 @@ pub fn dial_overrides() -> BTreeMap<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the simulator: a node that joined (it installed the leader's snapshot, whose
+    /// configuration does not hold it yet) and appended the configuration that adds it, then
+    /// crashed before applying it, refused to start ("not part of the cluster"), which left
+    /// the expand stuck until a forced shrink.
+    #[test]
+    fn own_id_comes_from_the_newest_configuration() {
+        use kes_core::consensus::{Body, Config, Entry, HardState, Members, SnapshotMeta};
+        let old = Addresses::from([(0, "10.0.0.1:7373".to_string())]);
+        let mut new = old.clone();
+        new.insert(1, "10.0.0.2:7373".into());
+        let mut members = Members::new();
+        members.push(0).unwrap();
+        let mut state = RaftState {
+            hard_state: HardState::default(),
+            applied: SnapshotMeta {
+                index: 5,
+                term: 1,
+                config: Config {
+                    index: 0,
+                    members: members.clone(),
+                    forced: false,
+                },
+            },
+            addresses: old,
+            entries: Vec::new(),
+        };
+        let listen = "10.0.0.2:7373".parse().unwrap();
+        assert_eq!(own_id(&state, listen), None);
+        members.push(1).unwrap();
+        state.entries.push(Entry {
+            term: 1,
+            index: 6,
+            body: Body::Config {
+                members,
+                forced: false,
+                command: crate::store::encode_addresses(&new),
+            },
+        });
+        assert_eq!(own_id(&state, listen), Some(1));
+        // Waiting to join: no configuration at all.
+        state.applied.config = Config::default();
+        assert_eq!(
+            own_id(&state, listen),
+            Some(super::super::replica::JOINING_ID)
+        );
+    }
 
     #[test]
     fn addresses() {

@@ -113,17 +113,13 @@ impl Cluster {
                     .ok_or("cluster state missing after init")?
             }
         };
-        let joining = state.applied.config.members.is_empty();
-        let id = if joining {
-            JOINING_ID
-        } else {
-            file::find_self(&state.addresses, listen).ok_or_else(|| {
+        let id = file::own_id(&state, listen).ok_or_else(|| {
             format!(
                 "this node ({listen}) is not part of the cluster {:?}: start it with --addr set to its address in .cluster.json",
                 state.addresses
             )
-        })?
-        };
+        })?;
+        let joining = id == JOINING_ID;
         if !joining {
             // A mirror for people and tools: a full disk must not keep the node from serving.
             if let Err(err) = file::write(dir, &state.addresses) {

@@ -45,6 +45,10 @@ pub struct Options {
     pub partitions: bool,
     /// Expands, shrinks, forced shrinks and rebuilds.
     pub membership: bool,
+    /// The operator may also force out a dead member other than the one a pending change
+    /// adds or removes (README allows it; off by default: it exposes the core's override
+    /// defect, see `tests/sim.rs`).
+    pub override_others: bool,
     pub faults: Faults,
     /// Keep a trace of events (returned with a failure, printed by a replay).
     pub trace: bool,
@@ -64,6 +68,7 @@ impl Options {
             crashes: !rng.next_u64().is_multiple_of(4),
             partitions: !rng.next_u64().is_multiple_of(3),
             membership: !rng.next_u64().is_multiple_of(3),
+            override_others: false,
             faults: Faults {
                 drop_percent: rng.next_u64() % 10,
                 dup_percent: rng.next_u64() % 5,
@@ -126,6 +131,12 @@ pub struct Counters {
     pub shrinks: u64,
     pub forced_shrinks: u64,
     pub rebuilds: u64,
+    /// Restarts the server refused (see `World::start`).
+    pub refused_starts: u64,
+    /// Offline recoveries after a majority was gone for good.
+    pub recoveries: u64,
+    /// Configurations (membership changes) seen committed and applied.
+    pub configs_committed: u64,
 }
 
 impl Counters {
@@ -144,6 +155,9 @@ impl Counters {
         self.shrinks += o.shrinks;
         self.forced_shrinks += o.forced_shrinks;
         self.rebuilds += o.rebuilds;
+        self.refused_starts += o.refused_starts;
+        self.recoveries += o.recoveries;
+        self.configs_committed += o.configs_committed;
     }
 }
 

@@ -55,20 +55,21 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Boots the replica from what the store holds, as `Cluster::open` finds its id: a node
-    /// without a configuration waits to join; otherwise its address names it.
-    pub fn boot(store: &Store, address: &str, params: Params, now: u64, seed: u64) -> Result<SimReplica, String> {
+    /// Boots the replica from what the store holds, finding its id as `Cluster::open` does.
+    pub fn boot(
+        store: &Store,
+        address: &str,
+        params: Params,
+        now: u64,
+        seed: u64,
+    ) -> Result<SimReplica, String> {
         let state = store
             .raft_state()
             .map_err(|e| e.to_string())?
             .ok_or("no cluster state")?;
-        let id = if state.applied.config.members.is_empty() {
-            JOINING_ID
-        } else {
-            let listen = address.parse().map_err(|e| format!("{address}: {e}"))?;
-            crate::cluster::file::find_self(&state.addresses, listen)
-                .ok_or_else(|| format!("{address} is not part of the cluster any more"))?
-        };
+        let listen = address.parse().map_err(|e| format!("{address}: {e}"))?;
+        let id = crate::cluster::file::own_id(&state, listen)
+            .ok_or_else(|| format!("{address} is not part of the cluster any more"))?;
         let start = Start {
             id,
             params,
@@ -108,8 +109,13 @@ impl Links for MachineLinks<'_> {
         let Some(m) = self.machine(to) else {
             return false;
         };
-        self.net
-            .send(self.chooser, self.now, self.me as NodeId, m as NodeId, frame)
+        self.net.send(
+            self.chooser,
+            self.now,
+            self.me as NodeId,
+            m as NodeId,
+            frame,
+        )
     }
     fn open(&self, to: NodeId) -> bool {
         self.machine(to)

@@ -60,6 +60,8 @@ pub struct World {
     applied: BTreeMap<u64, (u64, Vec<Option<u64>>)>,
     /// The applied index each machine's store last showed (it never goes back, crash or not).
     applied_seen: Vec<u64>,
+    /// The newest configuration index any machine applied.
+    config_seen: u64,
     pub keys: u8,
     pub trace: Option<Vec<String>>,
     pub counters: Counters,
@@ -167,6 +169,7 @@ impl World {
             leaders: BTreeMap::new(),
             applied: BTreeMap::new(),
             applied_seen: vec![0; total],
+            config_seen: 0,
             keys: 3,
             trace: None,
             counters: Counters::default(),
@@ -234,14 +237,19 @@ impl World {
             .map_err(|e| format!("n{i}: kes.db does not open after a crash: {e}"))?;
         let now = self.clock_of(i);
         let seed = self.chooser.random();
-        let replica =
-            match Machine::boot(&store, &self.machines[i].address, self.params, now, seed) {
-                Ok(r) => r,
-                Err(why) => {
-                    self.log(|| format!("n{i} does not start: {why}"));
-                    return Ok(());
-                }
-            };
+        let replica = match Machine::boot(&store, &self.machines[i].address, self.params, now, seed)
+        {
+            Ok(r) => r,
+            Err(why) => {
+                // The operator's case: the server refuses to start (a node that joined
+                // but crashed before it appended the configuration that adds it does);
+                // it is removed by force and rebuilt (README: a damaged node).
+                self.log(|| format!("n{i} does not start: {why}"));
+                self.counters.refused_starts += 1;
+                self.machines[i].doomed = true;
+                return Ok(());
+            }
+        };
         let m = &mut self.machines[i];
         m.id = Some(replica.id());
         m.gating = true;
@@ -434,10 +442,11 @@ impl World {
         Ok(op)
     }
 
-    /// A client asks machine `i` for a membership change.
-    pub fn change(&mut self, i: usize, change: Change) -> Result {
+    /// A client asks machine `i` for a membership change; returns its handle (see
+    /// [`World::change_pending`]).
+    pub fn change(&mut self, i: usize, change: Change) -> Result<Option<(usize, Waiter)>> {
         if !self.machines[i].member {
-            return Ok(());
+            return Ok(None);
         }
         let waiter = self.next_waiter;
         self.next_waiter += 1;
@@ -460,7 +469,13 @@ impl World {
         };
         self.log(|| format!("n{i} client {change:?} ({waiter})"));
         self.changes.insert((i, waiter), change);
-        self.propose(i, waiter, cmd)
+        self.propose(i, waiter, cmd)?;
+        Ok(Some((i, waiter)))
+    }
+
+    /// Whether the membership change `handle` still waits for its outcome.
+    pub fn change_pending(&self, handle: (usize, Waiter)) -> bool {
+        self.changes.contains_key(&handle)
     }
 
     /// A client reads `key` through machine `i`: served at once unless the gate is on.
@@ -487,7 +502,11 @@ impl World {
         self.reads.insert((i, waiter), op);
         self.counters.reads_gated += 1;
         self.log(|| format!("n{i} client read k{key} waits at the gate ({waiter})"));
-        let names = [ItemName::item(ItemKind::Policy, ENCLAVE, &format!("k{key}"))];
+        let names = [ItemName::item(
+            ItemKind::Policy,
+            ENCLAVE,
+            &format!("k{key}"),
+        )];
         self.with_replica(i, |r, _, _, now| r.read(now, waiter, &names));
         if self.chooser.chance(30) {
             self.flush(i)?;
@@ -667,6 +686,26 @@ impl World {
         self.start(i)
     }
 
+    /// Offline recovery (`kes-node cluster recover --force --keep ...` on every stopped
+    /// survivor): the machines `keep` become the configuration.
+    pub fn recover(&mut self, keep: &[usize]) -> Result {
+        let ids: Vec<NodeId> = keep.iter().filter_map(|&i| self.machines[i].id).collect();
+        self.log(|| format!("offline recovery keeping {keep:?} (ids {ids:?})"));
+        self.counters.recoveries += 1;
+        for &i in keep {
+            self.crash(i)?;
+            let store = Store::open_backend(self.machines[i].disk.clone(), &self.hsm)
+                .map_err(|e| format!("n{i}: {e}"))?;
+            store
+                .force_configuration(&ids)
+                .map_err(|e| format!("n{i}: recover: {e}"))?;
+        }
+        for &i in keep {
+            self.restart(i)?;
+        }
+        Ok(())
+    }
+
     pub fn partition(&mut self, groups: Vec<u8>) {
         self.log(|| format!("partition {groups:?}"));
         self.counters.partitions += 1;
@@ -711,6 +750,10 @@ impl World {
             .raft_state()
             .map_err(|e| format!("n{i}: {e}"))?
             .ok_or_else(|| format!("n{i}: no cluster state"))?;
+        if state.applied.config.index > self.config_seen {
+            self.config_seen = state.applied.config.index;
+            self.counters.configs_committed += 1;
+        }
         let index = state.applied.index;
         if index == self.applied_seen[i] {
             return Ok(());

@@ -94,6 +94,20 @@ impl<W: Write, R> Replica<W, R> {
         self.mirror = Some(rest);
     }
 
+    /// The addresses of the newest configuration: `applied`, unless a configuration entry
+    /// appended after it is still pending (applying an older one must not forget it).
+    fn newest_addresses(&self, applied: crate::store::Addresses) -> crate::store::Addresses {
+        self.node
+            .pending_entries()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.body {
+                Body::Config { command, .. } => crate::store::decode_addresses(command).ok(),
+                _ => None,
+            })
+            .unwrap_or(applied)
+    }
+
     /// Does what a persisted step asked for, in the order the core's `Output` contract
     /// prescribes (its storage part is durable already).
     fn carry_out(
@@ -108,8 +122,8 @@ impl<W: Write, R> Replica<W, R> {
             .any(|e| matches!(e.body, Body::Config { .. }))
         {
             if let Ok(addresses) = store.applied_addresses() {
-                self.addresses = addresses;
-                self.mirror = Some(self.addresses.clone());
+                self.mirror = Some(addresses.clone());
+                self.addresses = self.newest_addresses(addresses);
             }
         }
         // A configuration takes effect when appended: dial new members at once.
@@ -122,7 +136,7 @@ impl<W: Write, R> Replica<W, R> {
         }
         if ready.restore.is_some() {
             if let Ok(addresses) = store.applied_addresses() {
-                self.addresses = addresses;
+                self.addresses = self.newest_addresses(addresses);
             }
         }
         for env in &ready.messages {

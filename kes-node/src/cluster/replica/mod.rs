@@ -234,6 +234,9 @@ impl<W: Write, R> Replica<W, R> {
             .map_err(|e| e.to_string())?
             .ok_or("the cluster state is missing")?;
         let single = state.applied.config.members.len() == 1;
+        // The newest configuration: one appended but not applied yet counts (its new member
+        // must be dialed, and may have to be removed by force).
+        let addresses = super::file::newest(&state);
         let mut rng = Rng(start.seed);
         let node = Node::new(
             start.id,
@@ -251,7 +254,7 @@ impl<W: Write, R> Replica<W, R> {
             node,
             now,
             rng,
-            addresses: state.addresses,
+            addresses,
             params: start.params,
             joining,
             was_member: !joining,
