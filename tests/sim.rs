@@ -167,6 +167,7 @@ fn expand_then_shrink_the_leader() {
     faults.dup_percent = 0;
     faults.long_delay_percent = 0;
     let mut w = World::new(3, 4, options.params(), Chooser::seeded(7), faults).unwrap();
+    w.trace = Some(Vec::new());
     assert!(w.run_until(20_000, |w| w.leader().is_some()).unwrap());
     let leader = w.leader().unwrap();
     let follower = (0..3).find(|&i| i != leader).unwrap();
@@ -179,7 +180,14 @@ fn expand_then_shrink_the_leader() {
     assert_eq!(w.completed(op), Some(true), "{}", w.describe());
     let shrink = w.change(3, Change::Shrink(leader)).unwrap().unwrap();
     assert!(w.run_until(30_000, |w| !w.change_pending(shrink)).unwrap());
-    assert_eq!(w.counters.shrinks, 1, "{}", w.describe());
+    let trace = w.trace.take().unwrap_or_default();
+    assert_eq!(
+        w.counters.shrinks,
+        1,
+        "{}\n{}",
+        w.describe(),
+        trace.join("\n")
+    );
     w.run(2_000).unwrap();
     let now = w.leader().unwrap();
     assert_ne!(now, leader);

@@ -135,8 +135,10 @@ impl Links for MachineLinks<'_> {
         Ok(())
     }
     fn dialed(&self, to: NodeId) -> Dialed {
-        match self.dials.get(&to) {
-            Some(&m) if self.net.connected(self.me as NodeId, m as NodeId) => {
+        // The shell dials every peer (and an expand's new node): the outbound link is open
+        // whenever the two machines are connected.
+        match self.machine(to) {
+            Some(m) if self.net.connected(self.me as NodeId, m as NodeId) => {
                 Dialed::Open(self.ids[m].unwrap_or(JOINING_ID))
             }
             Some(_) => Dialed::Closed(Some(crate::cluster::frame::Failure::Unreachable(
