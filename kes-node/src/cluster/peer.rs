@@ -9,10 +9,10 @@
 //! covers the TLS session's exported keying material: only holders of the HSM key can join the
 //! replication stream, and a Hello cannot be replayed into another session.
 //!
-//! Until its Hello verified, a link is a stranger's: it may send [`MAX_HELLO`] bytes, and an
+//! Until its Hello verified, a link is a stranger's: it may send [`PRE_AUTH_INPUT`] bytes (a
+//! Hello frame of at most [`MAX_HELLO`] and its length), and an
 //! accepted link must send its Hello within [`HELLO_TIMEOUT`]. A link that fails before it
 //! opens is logged with the reason on either side, once per change of reason.
-use std::io::{self, Read, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use kes_core::consensus::NodeId;
 use kes_core::crypto::HmacKey;
 use mio::net::TcpStream;
 use subtle::ConstantTimeEq;
+
+use crate::net::{Broken, Pump, Session, PRE_AUTH_INPUT};
 
 pub use super::frame::{Failure, Frame, WireOutcome};
 
@@ -29,7 +31,7 @@ pub use crate::net::tls::PEER_ALPN as ALPN;
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
 /// The most a link may send before its Hello verified (a Hello frame is about 45 bytes).
-pub const MAX_HELLO: usize = 256;
+pub const MAX_HELLO: usize = PRE_AUTH_INPUT - 4;
 /// Time an accepted link has from its hand-over to the verified Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a dialed link has for its TLS handshake and the peer's Hello.
@@ -47,8 +49,8 @@ pub enum LinkState {
 /// One TLS connection to or from a peer.
 pub struct Link {
     pub socket: TcpStream,
-    tls: rustls::Connection,
-    input: Vec<u8>,
+    /// The TLS session and the plaintext received (`net/pump.rs`, shared with HTTP).
+    pump: Pump,
     pub state: LinkState,
     /// True for the side that dialed.
     pub dialer: bool,
@@ -113,10 +115,13 @@ impl Link {
         input: Vec<u8>,
         now: Instant,
     ) -> Link {
+        Link::with_pump(socket, Pump::new(Session::ready(tls), input), dialer, now)
+    }
+
+    fn with_pump(socket: TcpStream, pump: Pump, dialer: bool, now: Instant) -> Link {
         Link {
             socket,
-            tls,
-            input,
+            pump,
             state: LinkState::Opening,
             dialer,
             peer: None,
@@ -130,13 +135,7 @@ impl Link {
     /// An inbound link: a connection the event loop accepted and handed over once its
     /// handshake chose the peer protocol.
     pub fn accepted(stream: crate::net::PeerStream) -> Link {
-        Link::new(
-            stream.socket,
-            rustls::Connection::Server(stream.tls),
-            false,
-            stream.input,
-            stream.handed_over,
-        )
+        Link::with_pump(stream.socket, stream.pump, false, stream.handed_over)
     }
 
     /// Closes the link; if it never opened, remembers why and logs it.
@@ -174,7 +173,7 @@ impl Link {
 
     /// Closes a link that did not open in time.
     pub fn expire(&mut self) {
-        if self.tls.is_handshaking() {
+        if self.pump.tls.is_handshaking() {
             let limit = if self.dialer {
                 DIAL_TIMEOUT
             } else {
@@ -200,15 +199,9 @@ impl Link {
     }
 
     fn tls_export<'b>(&self, buf: &'b mut [u8; 32]) -> Option<&'b [u8]> {
-        let out = match &self.tls {
-            rustls::Connection::Client(c) => {
-                c.export_keying_material(&mut buf[..], EXPORTER_LABEL, None)
-            }
-            rustls::Connection::Server(s) => {
-                s.export_keying_material(&mut buf[..], EXPORTER_LABEL, None)
-            }
-        };
-        out.ok().map(|b| &b[..])
+        self.pump
+            .tls
+            .export_keying_material(&mut buf[..], EXPORTER_LABEL)
     }
 
     /// Reads what arrived; returns the verified frames after the Hello.
@@ -224,7 +217,7 @@ impl Link {
             if self.state == LinkState::Closed {
                 return;
             }
-            if !self.tls.is_handshaking() && !self.hello_sent && !eof {
+            if !self.pump.tls.is_handshaking() && !self.hello_sent && !eof {
                 match self.mac(secret, self.dialer, me) {
                     Some(mac) => {
                         self.hello_sent = true;
@@ -247,53 +240,33 @@ impl Link {
 
     /// Reads what arrived: (stopped early at a stranger's first frame, end of stream).
     fn read(&mut self) -> (bool, bool) {
-        loop {
-            if self.state == LinkState::Opening {
-                if self.first_frame_in() {
-                    return (true, false);
-                }
-                if self.input.len() > MAX_HELLO + 4 {
-                    self.fail(true, "it sent more than a Hello before its Hello verified");
-                    return (false, false);
-                }
+        let opening = self.state == LinkState::Opening;
+        // A stranger's reading stops at its first frame (or the pre-authentication bound).
+        let cap = if opening { PRE_AUTH_INPUT } else { usize::MAX };
+        let reading = self.pump.read(&mut self.socket, cap, |_, input| {
+            opening && first_frame_in(input)
+        });
+        match reading {
+            Ok(reading) => self.heard |= reading.heard,
+            Err(Broken::Tls(err)) => {
+                self.flush();
+                self.fail(true, format!("TLS handshake failed: {err}"));
+                return (false, false);
             }
-            match self.tls.read_tls(&mut self.socket) {
-                Ok(0) => return (false, true),
-                Ok(_) => {
-                    self.heard = true;
-                    if let Err(err) = self.tls.process_new_packets() {
-                        self.flush();
-                        self.fail(true, format!("TLS handshake failed: {err}"));
-                        return (false, false);
-                    }
-                    let mut chunk = [0u8; 16 * 1024];
-                    loop {
-                        match self.tls.reader().read(&mut chunk) {
-                            Ok(0) => return (false, true),
-                            Ok(n) => self.input.extend_from_slice(&chunk[..n]),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.fail(false, e.to_string());
-                    return (false, false);
-                }
+            Err(Broken::Io(err)) => {
+                self.fail(false, err.to_string());
+                return (false, false);
             }
         }
-    }
-
-    /// True if the input holds a whole first frame, or the length of one too long to wait for.
-    fn first_frame_in(&self) -> bool {
-        match self.input.get(..4) {
-            Some(len) => {
-                let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-                len > MAX_HELLO || self.input.len() >= 4 + len
-            }
-            None => false,
+        let eof = self.pump.eof();
+        if opening && first_frame_in(&self.pump.input) {
+            return (!eof, eof);
         }
+        if opening && self.pump.input.len() >= PRE_AUTH_INPUT {
+            self.fail(true, "it sent more than a Hello before its Hello verified");
+            return (false, false);
+        }
+        (false, eof)
     }
 
     /// Verifies the Hello and collects the frames after it.
@@ -334,10 +307,10 @@ impl Link {
     }
 
     fn next_frame(&mut self) -> Option<Frame> {
-        if self.input.len() < 4 {
+        if self.pump.input.len() < 4 {
             return None;
         }
-        let len = u32::from_le_bytes(self.input[..4].try_into().ok()?) as usize;
+        let len = u32::from_le_bytes(self.pump.input[..4].try_into().ok()?) as usize;
         if self.state == LinkState::Opening && len > MAX_HELLO {
             self.fail(true, "its first frame is larger than a Hello");
             return None;
@@ -346,11 +319,11 @@ impl Link {
             self.state = LinkState::Closed;
             return None;
         }
-        if self.input.len() < 4 + len {
+        if self.pump.input.len() < 4 + len {
             return None;
         }
-        let frame = postcard::from_bytes::<Frame>(&self.input[4..4 + len]);
-        self.input.drain(..4 + len);
+        let frame = postcard::from_bytes::<Frame>(&self.pump.input[4..4 + len]);
+        self.pump.input.drain(..4 + len);
         match frame {
             Ok(f) => Some(f),
             Err(_) => {
@@ -378,27 +351,30 @@ impl Link {
         let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 4));
         bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&body);
-        if self.tls.writer().write_all(&bytes).is_err() {
+        if !self.pump.tls.write_plaintext(&bytes) {
             self.state = LinkState::Closed;
         }
         self.flush();
     }
 
     pub fn wants_write(&self) -> bool {
-        self.tls.wants_write()
+        self.pump.tls.wants_write()
     }
 
     pub fn flush(&mut self) {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.socket) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.fail(false, e.to_string());
-                    return;
-                }
-            }
+        if let Err(e) = self.pump.flush(&mut self.socket) {
+            self.fail(false, e.to_string());
         }
+    }
+}
+
+/// True if `input` holds a whole first frame, or the length of one too long to wait for.
+fn first_frame_in(input: &[u8]) -> bool {
+    match input.get(..4) {
+        Some(len) => {
+            let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+            len > MAX_HELLO || input.len() >= 4 + len
+        }
+        None => false,
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Registry, Token};
-use rustls::ServerConnection;
 
+use super::pump::Pump;
 use crate::api::{App, Pending, Resume, Wait};
 use crate::store::StoreError;
 
@@ -29,13 +29,13 @@ pub struct ConnRef {
 pub type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
 
 /// A connection whose TLS handshake chose the peer protocol ([`super::tls::PEER_ALPN`]),
-/// handed to the backend as it is: the established session, its socket (still registered
-/// with the loop's poll under a client token: the backend re-registers it) and the plaintext
-/// already read (bounded: a stranger may send little before its Hello is checked).
+/// handed to the backend as it is: its socket (still registered with the loop's poll under a
+/// client token: the backend re-registers it) and its TLS pump, with the plaintext read so
+/// far (at most about [`super::PRE_AUTH_INPUT`]: a stranger may send little before its Hello
+/// is checked).
 pub struct PeerStream {
     pub socket: TcpStream,
-    pub tls: ServerConnection,
-    pub input: Vec<u8>,
+    pub pump: Pump,
     /// When the event loop handed it over (the peer's Hello is due within its timeout).
     pub handed_over: Instant,
 }

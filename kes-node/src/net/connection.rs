@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::budget::Budget;
+use super::pump::{Broken, Pump, PRE_AUTH_INPUT};
 use super::session::Session;
 use crate::api::logs::{Subscription, Topic};
 use crate::api::{App, Outcome, Parked, Pending, Resume, Wait};
@@ -32,8 +33,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Plaintext read ahead of processing (pipelined requests, the body being read) before we
 /// stop reading: more than the longest head, so a head always fits.
 const MAX_INPUT: usize = 128 * 1024;
-/// Plaintext a peer link may send before the cluster checks its Hello (which is ~50 bytes).
-const MAX_HELLO_INPUT: usize = 512;
 /// Requests answered per turn: a client that keeps sending gets its next turn after the
 /// other connections had theirs (and the loop polled again).
 const REQUESTS_PER_TURN: usize = 8;
@@ -119,8 +118,8 @@ pub struct Connection {
     pub serial: u64,
     /// The client's address.
     pub ip: Option<IpAddr>,
-    tls: Session,
-    input: Vec<u8>,
+    /// The socket's TLS session and the plaintext received.
+    pump: Pump,
     /// Scratch space to encode a response in.
     out: Vec<u8>,
     parser: RequestParser,
@@ -134,7 +133,6 @@ pub struct Connection {
     request_started: Option<Instant>,
     last_activity: Instant,
     write_blocked_since: Option<Instant>,
-    peer_eof: bool,
     /// Plaintext handed to rustls since its output last drained completely.
     out_pending: usize,
     /// What this connection holds, as charged to `budget`.
@@ -166,8 +164,7 @@ impl Connection {
             ip: socket.peer_addr().ok().map(|a| a.ip()),
             socket,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            tls,
-            input: Vec::new(),
+            pump: Pump::new(tls, Vec::new()),
             out: Vec::new(),
             parser: RequestParser::default(),
             peer: Peer {
@@ -181,7 +178,6 @@ impl Connection {
             request_started: None,
             last_activity: now,
             write_blocked_since: None,
-            peer_eof: false,
             out_pending: 0,
             charged: 0,
             budget: setup.budget.clone(),
@@ -227,8 +223,8 @@ impl Connection {
     /// True if the connection is between requests (safe to close on shutdown).
     pub fn is_idle(&self) -> bool {
         self.is_open()
-            && self.input.is_empty()
-            && !self.tls.wants_write()
+            && self.pump.input.is_empty()
+            && !self.pump.tls.wants_write()
             && self.request_started.is_none()
     }
 
@@ -241,10 +237,10 @@ impl Connection {
 
     /// Sends the TLS close and closes once it is out.
     fn close_now(&mut self) {
-        self.tls.send_close_notify();
+        self.pump.tls.send_close_notify();
         self.state = State::Closing;
         self.flush();
-        if !self.tls.wants_write() {
+        if !self.pump.tls.wants_write() {
             self.state = State::Closed;
         }
     }
@@ -252,7 +248,7 @@ impl Connection {
     /// The response that ends the connection is out: shut our side and discard what the
     /// client still sends, so that it reads the response rather than a reset.
     fn linger(&mut self, now: Instant) {
-        if self.peer_eof || self.socket.shutdown(std::net::Shutdown::Write).is_err() {
+        if self.pump.eof() || self.socket.shutdown(std::net::Shutdown::Write).is_err() {
             self.state = State::Closed;
             return;
         }
@@ -288,14 +284,14 @@ impl Connection {
             // are only served while nothing is waiting for the socket.
             self.flush();
             self.produce(now);
-            let before = self.input.len();
+            let before = self.pump.input.len();
             let served = self.serve(app, now);
             self.flush();
             // With edge-triggered readiness no new event comes for input we already hold
             // (or stopped reading at MAX_INPUT), so keep going while requests get answered
             // or a capped buffer made room.
-            let progress = served > 0 || (capped && self.input.len() < before);
-            if !progress || !self.is_open() || self.tls.wants_write() {
+            let progress = served > 0 || (capped && self.pump.input.len() < before);
+            if !progress || !self.is_open() || self.pump.tls.wants_write() {
                 break;
             }
             turn += served.max(1);
@@ -304,10 +300,10 @@ impl Connection {
                 break;
             }
         }
-        if matches!(self.state, State::Closing) && !self.tls.wants_write() {
+        if matches!(self.state, State::Closing) && !self.pump.tls.wants_write() {
             self.linger(now);
         }
-        if self.peer_eof && !self.is_closed() && !self.tls.wants_write() {
+        if self.pump.eof() && !self.is_closed() && !self.pump.tls.wants_write() {
             // The client closed its side; anything it still sent has been answered.
             self.state = State::Closed;
         }
@@ -316,26 +312,20 @@ impl Connection {
 
     /// Charges what this connection holds to the budget; gives back idle buffers.
     fn recharge(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > 16 * 1024 {
-            self.input = Vec::new();
+        if self.pump.input.is_empty() && self.pump.input.capacity() > 16 * 1024 {
+            self.pump.input = Vec::new();
         }
         let held = if self.is_closed() {
             0
         } else {
-            self.input.capacity() + self.parser.body_charge() + self.out_pending
+            self.pump.input.capacity() + self.parser.body_charge() + self.out_pending
         };
         self.budget.charge(&mut self.charged, held);
     }
 
-    /// True if the budget holds this connection back now. A body already admitted is read
-    /// on (it was charged in full when admitted): stopping it would hold its memory without
-    /// ever finishing.
+    /// True if the budget holds this connection back now (see [`held_back`]).
     fn held_back(&mut self) -> bool {
-        if self.standing == Standing::Admin || self.parser.in_body() || !self.budget.over() {
-            return false;
-        }
-        self.starved = true;
-        true
+        held_back(self.standing, &self.parser, &self.budget, &mut self.starved)
     }
 
     /// Gives this connection's charge back (it is being removed).
@@ -370,71 +360,56 @@ impl Connection {
 
     /// Reads what the socket has, up to the input bound; true if it stopped at the bound.
     fn read(&mut self, now: Instant) -> bool {
-        let cap = if self.tls.alpn_protocol() == Some(super::tls::PEER_ALPN) {
-            MAX_HELLO_INPUT
+        // A peer connection is a stranger until the backend checked its Hello.
+        let cap = if self.pump.tls.alpn_protocol() == Some(super::tls::PEER_ALPN) {
+            PRE_AUTH_INPUT
         } else {
             MAX_INPUT
         };
-        let mut capped = false;
-        while !self.peer_eof {
-            if self.input.len() >= cap {
-                capped = true;
-                break;
+        let (standing, parser, budget, starved) =
+            (self.standing, &self.parser, &self.budget, &mut self.starved);
+        let reading = self.pump.read(&mut self.socket, cap, |tls, _| {
+            !tls.is_handshaking() && held_back(standing, parser, budget, starved)
+        });
+        let reading = match reading {
+            Ok(reading) => reading,
+            Err(Broken::Tls(_)) => {
+                // rustls queued an alert for the peer; send it and give up.
+                self.flush();
+                self.state = State::Closed;
+                return false;
             }
-            if !self.tls.is_handshaking() && self.held_back() {
-                break;
+            Err(Broken::Io(_)) => {
+                self.state = State::Closed;
+                return false;
             }
-            match self.tls.read_tls(&mut self.socket) {
-                Ok(0) => self.peer_eof = true,
-                Ok(_) => {
-                    self.last_activity = now;
-                    if self.tls.process_new_packets().is_err() {
-                        // rustls queued an alert for the peer; send it and give up.
-                        self.flush();
-                        self.state = State::Closed;
-                        return false;
-                    }
-                    self.drain_plaintext();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.state = State::Closed;
-                    return false;
-                }
-            }
+        };
+        if reading.heard {
+            self.last_activity = now;
         }
-        if self.request_started.is_none() && !self.input.is_empty() {
+        if self.request_started.is_none() && !self.pump.input.is_empty() {
             self.request_started = Some(now);
         }
-        capped
-    }
-
-    fn drain_plaintext(&mut self) {
-        // Straight into `input` (no bounce buffer to zero and copy). rustls's reader ends with
-        // Ok(0) after the peer's close_notify and WouldBlock when it has no more plaintext;
-        // what was read before the error is kept either way. rustls holds at most 16 KiB of
-        // received plaintext, so one call adds at most that.
-        if self.tls.read_plaintext(&mut self.input).is_ok() {
-            self.peer_eof = true;
-        }
+        reading.capped
     }
 
     /// True once the handshake chose the peer protocol: the event loop hands the connection
     /// to its backend (see [`Connection::into_peer_stream`]).
     pub fn is_peer_link(&self) -> bool {
-        !self.tls.is_handshaking() && self.tls.alpn_protocol() == Some(super::tls::PEER_ALPN)
+        !self.pump.tls.is_handshaking()
+            && self.pump.tls.alpn_protocol() == Some(super::tls::PEER_ALPN)
     }
 
     /// Turns a peer connection into what the backend adopts (with any bytes already read);
     /// `None` if its session is not established.
     pub fn into_peer_stream(mut self, now: Instant) -> Option<super::PeerStream> {
         self.release();
-        let tls = std::mem::replace(&mut self.tls, Session::Refused(None)).into_server()?;
+        if self.pump.tls.is_handshaking() {
+            return None;
+        }
         Some(super::PeerStream {
             socket: self.socket,
-            tls,
-            input: std::mem::take(&mut self.input),
+            pump: self.pump,
             handed_over: now,
         })
     }
@@ -445,10 +420,10 @@ impl Connection {
         if !matches!(self.state, State::Handshaking) {
             return true;
         }
-        if self.tls.is_handshaking() || self.is_peer_link() {
+        if self.pump.tls.is_handshaking() || self.is_peer_link() {
             return false;
         }
-        let certs = self.tls.peer_certificates().unwrap_or(&[]);
+        let certs = self.pump.tls.peer_certificates().unwrap_or(&[]);
         let peer = Peer {
             identity: peer_identity(certs),
             ip: self.ip,
@@ -466,12 +441,14 @@ impl Connection {
     /// Answers complete requests while the socket keeps up; returns how many.
     fn serve(&mut self, app: &App, now: Instant) -> usize {
         let mut served = 0;
-        while self.is_open() && !self.tls.wants_write() {
+        while self.is_open() && !self.pump.tls.wants_write() {
             if !self.identify(app) || self.held_back() {
                 return served;
             }
             let peer = &self.peer;
-            let parsed = self.parser.poll(&mut self.input, |r| app.admit(r, peer));
+            let parsed = self
+                .parser
+                .poll(&mut self.pump.input, |r| app.admit(r, peer));
             if self.parser.take_continue() {
                 // The head was admitted: the client may send its body.
                 self.write_out(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -527,7 +504,7 @@ impl Connection {
             _ if resp.close => State::Closing,
             _ => State::Open,
         };
-        self.request_started = if self.input.is_empty() {
+        self.request_started = if self.pump.input.is_empty() {
             None
         } else {
             Some(now)
@@ -685,7 +662,7 @@ impl Connection {
 
     /// Queues plaintext for the client (counted until the socket took all of it).
     fn write_out(&mut self, bytes: &[u8]) {
-        self.tls.write_plaintext(bytes);
+        self.pump.tls.write_plaintext(bytes);
         self.out_pending += bytes.len();
     }
 
@@ -695,7 +672,7 @@ impl Connection {
         // Only an event for a socket that blocked wakes this connection again: so keep going
         // until it blocks (or the body ends).
         self.flush();
-        while !self.tls.wants_write() {
+        while !self.pump.tls.wants_write() {
             let State::Producing { producer, close } = &mut self.state else {
                 return;
             };
@@ -706,7 +683,7 @@ impl Connection {
                 Ok(None) => {
                     self.write_out(b"0\r\n\r\n");
                     self.state = if close { State::Closing } else { State::Open };
-                    self.request_started = (!self.input.is_empty()).then_some(now);
+                    self.request_started = (!self.pump.input.is_empty()).then_some(now);
                 }
                 Err(why) => {
                     eprintln!("kes-node: a response body failed midway: {why}");
@@ -719,23 +696,33 @@ impl Connection {
     }
 
     fn flush(&mut self) {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.socket) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Cleared only once everything is out: a client reading a byte now and
-                    // then does not keep a response (or a log stream) alive forever.
-                    self.write_blocked_since.get_or_insert_with(Instant::now);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.state = State::Closed;
-                    return;
-                }
+        match self.pump.flush(&mut self.socket) {
+            Ok(true) => {
+                self.write_blocked_since = None;
+                self.out_pending = 0;
             }
+            Ok(false) => {
+                // Cleared only once everything is out: a client reading a byte now and
+                // then does not keep a response (or a log stream) alive forever.
+                self.write_blocked_since.get_or_insert_with(Instant::now);
+            }
+            Err(_) => self.state = State::Closed,
         }
-        self.write_blocked_since = None;
-        self.out_pending = 0;
     }
+}
+
+/// True if the budget holds a connection back now (noting that it `starved`). A body already
+/// admitted is read on (it was charged in full when admitted): stopping it would hold its
+/// memory without ever finishing.
+fn held_back(
+    standing: Standing,
+    parser: &RequestParser,
+    budget: &Budget,
+    starved: &mut bool,
+) -> bool {
+    if standing == Standing::Admin || parser.in_body() || !budget.over() {
+        return false;
+    }
+    *starved = true;
+    true
 }

@@ -9,11 +9,14 @@ mod backend;
 mod budget;
 mod connection;
 mod limits;
+mod pump;
 mod session;
 pub mod tls;
 
 pub use backend::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
 pub use limits::Limits;
+pub use pump::{Broken, Pump, Reading, PRE_AUTH_INPUT};
+pub use session::Session;
 
 use std::io;
 use std::rc::Rc;
@@ -31,7 +34,6 @@ use crate::api::App;
 use admission::Admission;
 use budget::Budget;
 use connection::{Connection, Setup};
-use session::Session;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);

@@ -1,13 +1,14 @@
 //! A server-side TLS session whose configuration is chosen from the ClientHello (rustls's
 //! `Acceptor`): until the hello is complete the connection only collects it; then
 //! [`TlsConfigs::choose`] picks the peer configuration for a client offering `kes-peer/1`
-//! and the HTTP one for everyone else. The methods mirror `ServerConnection`'s, so the
-//! connection code does not care which phase it is in.
+//! and the HTTP one for everyone else. A peer link this node dials is a session too, ready
+//! from the start. The methods mirror rustls's, so the TLS pump (`net/pump.rs`) does not care
+//! which phase or side it is on.
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rustls::server::{AcceptedAlert, Acceptor};
-use rustls::ServerConnection;
+use rustls::Connection;
 
 use super::tls::TlsConfigs;
 
@@ -17,8 +18,8 @@ pub enum Session {
         acceptor: Box<Acceptor>,
         configs: Arc<TlsConfigs>,
     },
-    /// Handshaking or established.
-    Ready(Box<ServerConnection>),
+    /// Handshaking or established (server side, or a peer link this node dialed).
+    Ready(Box<Connection>),
     /// The hello was refused: the alert to send (if not sent yet), then close.
     Refused(Option<AcceptedAlert>),
 }
@@ -29,6 +30,13 @@ impl Session {
             acceptor: Box::default(),
             configs,
         }
+    }
+
+    /// A session set up already (a peer link this node dials); its plaintext buffer is
+    /// unbounded, like an accepted one's.
+    pub fn ready(mut conn: Connection) -> Session {
+        conn.set_buffer_limit(None);
+        Session::Ready(Box::new(conn))
     }
 
     pub fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize> {
@@ -63,7 +71,7 @@ impl Session {
                 // the connection bounds its output itself (one response at a time, budgets).
                 conn.set_buffer_limit(None);
                 let res = conn.process_new_packets().map(|_| ());
-                *self = Session::Ready(Box::new(conn));
+                *self = Session::Ready(Box::new(Connection::Server(conn)));
                 res
             }
             Err((err, alert)) => {
@@ -130,18 +138,25 @@ impl Session {
         }
     }
 
-    /// Queues plaintext to send (nothing before the handshake chose a configuration).
-    pub fn write_plaintext(&mut self, bytes: &[u8]) {
-        if let Session::Ready(c) = self {
-            // Cannot fail: the buffer limit is off.
-            let _ = c.writer().write_all(bytes);
+    /// Queues plaintext to send (nothing before the handshake chose a configuration; false
+    /// then, or if the session is closed for writing).
+    pub fn write_plaintext(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            // The buffer limit is off: only a closed session refuses.
+            Session::Ready(c) => c.writer().write_all(bytes).is_ok(),
+            _ => false,
         }
     }
 
-    /// The established session (for a peer link).
-    pub fn into_server(self) -> Option<ServerConnection> {
+    /// Keying material exported from the established session (RFC 5705), for a peer link's
+    /// Hello; `None` before the handshake finished.
+    pub fn export_keying_material<'b>(&self, out: &'b mut [u8], label: &[u8]) -> Option<&'b [u8]> {
         match self {
-            Session::Ready(c) => Some(*c),
+            Session::Ready(c) => match &**c {
+                Connection::Client(c) => c.export_keying_material(out, label, None).ok(),
+                Connection::Server(s) => s.export_keying_material(out, label, None).ok(),
+            }
+            .map(|b| &b[..]),
             _ => None,
         }
     }

@@ -1,0 +1,112 @@
+//! The TLS pump shared by both kinds of connection the server holds: HTTP clients
+//! (`net/connection.rs`) and peer links (`cluster/peer.rs`). It moves bytes between a
+//! non-blocking socket and a TLS session: ciphertext in, plaintext into [`Pump::input`];
+//! queued plaintext out as ciphertext. What the plaintext means is the caller's business.
+//!
+//! Reading stops at a bound the caller gives: a connection not yet authenticated gets
+//! [`PRE_AUTH_INPUT`] (a peer's Hello and its length; see `cluster/peer.rs`), in this one place.
+use std::io;
+
+use mio::net::TcpStream;
+
+use super::session::Session;
+
+/// The most plaintext a connection may send before it is authenticated at the protocol level:
+/// a peer's length-prefixed Hello frame (at most 256 bytes: the frame is ~45) and its 4-byte
+/// length. Both the event loop (before it hands a peer connection on) and the peer link
+/// (until the Hello verified) hold a stranger to it.
+pub const PRE_AUTH_INPUT: usize = 4 + 256;
+
+/// A TLS session over a socket, and the plaintext it received that was not consumed yet.
+pub struct Pump {
+    pub tls: Session,
+    /// Received plaintext, in order; the caller takes what it understood off the front.
+    pub input: Vec<u8>,
+    /// The peer ended the stream (TCP or TLS close).
+    eof: bool,
+}
+
+/// What one [`Pump::read`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reading {
+    /// Some bytes arrived from the peer.
+    pub heard: bool,
+    /// It stopped because the input reached the bound.
+    pub capped: bool,
+}
+
+/// Why a connection broke.
+#[derive(Debug)]
+pub enum Broken {
+    /// The TLS session failed (rustls may have queued an alert: flush it before closing).
+    Tls(rustls::Error),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl Pump {
+    pub fn new(tls: Session, input: Vec<u8>) -> Pump {
+        Pump {
+            tls,
+            input,
+            eof: false,
+        }
+    }
+
+    /// True once the peer ended the stream.
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Reads what the socket has, until it would block, the stream ends, the input holds
+    /// `cap` bytes, or `hold` (asked before each read, with the input so far) says stop.
+    pub fn read(
+        &mut self,
+        socket: &mut TcpStream,
+        cap: usize,
+        mut hold: impl FnMut(&Session, &[u8]) -> bool,
+    ) -> Result<Reading, Broken> {
+        let mut reading = Reading::default();
+        while !self.eof {
+            if self.input.len() >= cap {
+                reading.capped = true;
+                break;
+            }
+            if hold(&self.tls, &self.input) {
+                break;
+            }
+            match self.tls.read_tls(socket) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {
+                    reading.heard = true;
+                    self.tls.process_new_packets().map_err(Broken::Tls)?;
+                    // Straight into `input` (no bounce buffer to zero and copy): `Ok` once the
+                    // peer closed the session, `WouldBlock` when there is no more for now;
+                    // what was read before either is kept. rustls holds at most 16 KiB of
+                    // received plaintext, so one call adds at most that.
+                    if self.tls.read_plaintext(&mut self.input).is_ok() {
+                        self.eof = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Broken::Io(e)),
+            }
+        }
+        Ok(reading)
+    }
+
+    /// Writes what the session has queued while the socket takes it: `Ok(true)` once all of
+    /// it is out, `Ok(false)` if the socket is full (its writable event comes later).
+    pub fn flush(&mut self, socket: &mut TcpStream) -> io::Result<bool> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
