@@ -510,10 +510,21 @@ fn parse_limits(section: &Fields) -> Result<Limits, String> {
             "handshake_timeout",
             "memory",
             "log_queue",
+            "workers",
         ],
         &[],
     )?;
-    let mut limits = Limits::default();
+    let workers = match section.string("workers")? {
+        None => None,
+        Some(v) if v == "auto" => None,
+        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!("config: limits.workers: expected auto or a positive number, found '{v}'")
+        })?),
+    };
+    let mut limits = Limits {
+        workers,
+        ..Default::default()
+    };
     let count = |field: &str, into: &mut usize| -> Result<(), String> {
         if let Some(v) = section.string(field)? {
             *into = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -696,9 +707,16 @@ keystore:
                 handshake_timeout: Duration::from_millis(1500),
                 memory: 64 << 20,
                 log_queue: 100_000,
+                workers: None,
             }
         );
         assert!(err(&minimal("limits:\n  memory: lots\n")).starts_with("config: limits.memory:"));
+        let workers = |v: &str| parse(&minimal(&format!("limits:\n  workers: {v}\n")), base());
+        assert_eq!(workers("4").unwrap().limits.workers, Some(4));
+        assert_eq!(workers("auto").unwrap().limits.workers, None);
+        assert!(workers("0")
+            .unwrap_err()
+            .starts_with("config: limits.workers: expected auto or a positive number"));
         assert!(
             err(&minimal("limits:\n  connections: 0\n")).starts_with("config: limits.connections:")
         );

@@ -838,6 +838,8 @@ pub struct Cluster {
     envs: Vec<Vec<(String, String)>>,
     /// kill -9s done through [`Cluster::kill`].
     pub kills: usize,
+    /// `--workers` of the nodes started from now on (default: `KES_TEST_WORKERS`).
+    pub workers: Option<usize>,
 }
 
 impl Cluster {
@@ -897,6 +899,7 @@ impl Cluster {
             logs,
             proxy,
             kills: 0,
+            workers: None,
         }
     }
 
@@ -955,7 +958,8 @@ impl Cluster {
             .arg("--config")
             .arg(&self.config)
             .arg("--addr")
-            .arg(self.addrs[slot].to_string());
+            .arg(self.addrs[slot].to_string())
+            .args(super::workers_args(self.workers));
         for arg in extra {
             cmd.arg(arg);
         }

@@ -15,6 +15,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
+
 use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -280,6 +281,8 @@ pub struct Env {
     address_space: Option<u64>,
     /// `setrlimit(RLIMIT_NOFILE)` of the server process (`limit_open_files`).
     open_files: Option<u64>,
+    /// `--workers` (`set_workers`; default: `KES_TEST_WORKERS`, see [`workers_args`]).
+    workers: Option<usize>,
 }
 
 impl Env {
@@ -312,6 +315,7 @@ impl Env {
             binary: PathBuf::from(KES_NODE),
             address_space: None,
             open_files: None,
+            workers: None,
         };
         env.write_config();
         env
@@ -322,6 +326,11 @@ impl Env {
         let mut env = Env::with_hsm(tag, HsmKey::Missing);
         env.edge = true;
         env
+    }
+
+    /// `--workers n` for the servers started from now on, whatever `KES_TEST_WORKERS` says.
+    pub fn set_workers(&mut self, n: usize) {
+        self.workers = Some(n);
     }
 
     /// Sets an environment variable of the servers started from now on.
@@ -459,12 +468,14 @@ impl Env {
                 .arg(&self.config)
                 .arg("--addr")
                 .arg(addr);
+            cmd.args(workers_args(self.workers));
         } else {
             cmd.arg("server")
                 .arg("--config")
                 .arg(&self.config)
                 .arg("--addr")
                 .arg(addr)
+                .args(workers_args(self.workers))
                 .arg(&self.data);
         }
         cmd.env_remove("KES_HSM_KEY")
@@ -1326,5 +1337,16 @@ pub fn ed25519_client_cert(seed: &[u8], cn: &str) -> ClientCert {
         identity: identity_of(&der),
         chain: vec![der],
         key_der: pkcs8,
+    }
+}
+
+/// `--workers N`: `forced` (a test that needs its count), else `KES_TEST_WORKERS=N` if set,
+/// so that the suites run with 1 and with N event loops (neither: the server's default, one
+/// per core).
+pub fn workers_args(forced: Option<usize>) -> Vec<String> {
+    match (forced, std::env::var("KES_TEST_WORKERS")) {
+        (Some(n), _) => vec!["--workers".into(), n.to_string()],
+        (None, Ok(n)) if !n.is_empty() => vec!["--workers".into(), n],
+        _ => Vec::new(),
     }
 }

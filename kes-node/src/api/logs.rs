@@ -4,15 +4,19 @@
 //!
 //! Handlers only queue events here; the event loop takes them after each round of I/O and
 //! writes them to the streaming connections, so producing an event never blocks on a client.
+//! With several event loops (`net/workers.rs`) each loop has its own queue: an event is
+//! copied to every loop holding a subscriber of its topic, and a loop other than the one that
+//! produced it is woken (its `mio::Waker`) to publish it at once.
 //!
 //! Who sees what (issue 13): every event belongs to an enclave (a request's `Kes-Enclave`,
 //! `default` without one; server-wide errors belong to `default`). A subscriber receives an
 //! event only if it may read that log in the event's enclave right now (the system admin: all
 //! of them), and its stream ends once it may no longer read the log it subscribed to (deleted,
 //! expired or re-assigned): [`may_see`], [`still_subscribed`], checked by the event loop.
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,6 +59,7 @@ impl Topic {
 }
 
 /// One queued event: its stream, its enclave and its ndjson line.
+#[derive(Clone)]
 pub struct Event {
     pub topic: Topic,
     pub enclave: String,
@@ -132,10 +137,41 @@ pub fn visible<'e>(
     out
 }
 
+thread_local! {
+    /// The event loop this thread runs (0 outside the loops: the only one with one worker).
+    static LOOP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as event loop `id`: its subscriptions are counted in that loop's queue.
+pub fn enter_loop(id: usize) {
+    LOOP.with(|l| l.set(id));
+}
+
+/// One event loop's queue and subscribers.
+#[derive(Default)]
+struct LoopQueue {
+    events: Vec<Event>,
+    audit: usize,
+    error: usize,
+    /// Wakes the loop when another thread queued an event for it (none with one loop).
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl LoopQueue {
+    fn subscribers(&mut self, topic: Topic) -> &mut usize {
+        match topic {
+            Topic::Audit => &mut self.audit,
+            Topic::Error => &mut self.error,
+        }
+    }
+}
+
 /// Queued events and who wants them.
 #[derive(Default)]
 pub struct LogHub {
-    pending: Mutex<Vec<Event>>,
+    /// By event loop.
+    loops: Mutex<Vec<LoopQueue>>,
+    /// All loops' subscribers (checked without the lock before an event is made).
     audit_subscribers: AtomicUsize,
     error_subscribers: AtomicUsize,
     /// Audit events to standard output (`log.audit: on`; a SIGHUP may change it).
@@ -187,8 +223,29 @@ impl LogHub {
         }
     }
 
-    /// A stream of `topic` opened (`+1`) or closed (`-1`).
+    fn queues(&self) -> std::sync::MutexGuard<'_, Vec<LoopQueue>> {
+        self.loops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(queues: &mut Vec<LoopQueue>, id: usize) -> &mut LoopQueue {
+        if queues.len() <= id {
+            queues.resize_with(id + 1, LoopQueue::default);
+        }
+        &mut queues[id]
+    }
+
+    /// Event loop `id` is woken by `waker` when another thread queued events for it.
+    pub fn attach(&self, id: usize, waker: Arc<mio::Waker>) {
+        Self::queue(&mut self.queues(), id).waker = Some(waker);
+    }
+
+    /// A stream of `topic` opened (`+1`) or closed (`-1`) on this thread's event loop.
     pub fn subscribe(&self, topic: Topic, delta: isize) {
+        {
+            let mut queues = self.queues();
+            let n = Self::queue(&mut queues, LOOP.with(Cell::get)).subscribers(topic);
+            *n = n.saturating_add_signed(delta);
+        }
         let n = self.subscribers(topic);
         if delta >= 0 {
             n.fetch_add(delta as usize, Ordering::Relaxed);
@@ -230,14 +287,11 @@ impl LogHub {
             let _ = std::io::stdout().write_all(&line);
         }
         if streaming {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Event {
-                    topic: Topic::Audit,
-                    enclave: enclave.to_owned(),
-                    line,
-                });
+            self.push(Event {
+                topic: Topic::Audit,
+                enclave: enclave.to_owned(),
+                line,
+            });
         }
     }
 
@@ -258,20 +312,42 @@ impl LogHub {
         }
         if self.error_subscribers.load(Ordering::Relaxed) > 0 {
             let line = crate::http::go_json(&ErrorEvent { message: &text });
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Event {
-                    topic: Topic::Error,
-                    enclave: enclave.to_owned(),
-                    line,
-                });
+            self.push(Event {
+                topic: Topic::Error,
+                enclave: enclave.to_owned(),
+                line,
+            });
         }
     }
 
-    /// Takes the queued events.
-    pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Queues `event` for every loop with a subscriber of its topic; wakes those other than
+    /// this thread's.
+    fn push(&self, event: Event) {
+        let me = LOOP.with(Cell::get);
+        let mut queues = self.queues();
+        let wanted: Vec<usize> = (0..queues.len())
+            .filter(|i| *queues[*i].subscribers(event.topic) > 0)
+            .collect();
+        let Some((&last, rest)) = wanted.split_last() else {
+            return;
+        };
+        for &i in rest {
+            queues[i].events.push(event.clone());
+        }
+        queues[last].events.push(event);
+        for i in wanted {
+            if let Some(waker) = queues[i].waker.as_ref().filter(|_| i != me) {
+                let _ = waker.wake();
+            }
+        }
+    }
+
+    /// Takes the events queued for event loop `id`.
+    pub fn take(&self, id: usize) -> Vec<Event> {
+        match self.queues().get_mut(id) {
+            Some(q) => std::mem::take(&mut q.events),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -340,7 +416,7 @@ mod tests {
         app.logs
             .error_in("t2", "PUT /v1/key/create/t2-key: 500 boom");
         app.logs.error("hsm: unavailable");
-        let events = app.logs.take();
+        let events = app.logs.take(0);
         assert_eq!(events.len(), 2);
         let sub = |enclave: &str| Subscription {
             topic: Topic::Error,

@@ -1,58 +1,95 @@
 //! Prometheus metrics with upstream's family names (spec §4.6), rendered in text format 0.0.4.
-use std::collections::BTreeMap;
+//! Counted with relaxed atomics (no lock on the request path: every event loop counts here),
+//! summed only when rendered.
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
 
+/// Status codes counted: 100 to 599.
+const CODES: std::ops::Range<u16> = 100..600;
+
 /// Request counters by status code and a latency histogram.
-#[derive(Default)]
 pub struct Metrics {
-    codes: Mutex<BTreeMap<u16, u64>>,
-    latency: Mutex<Histogram>,
+    /// By status code, from 100.
+    codes: Box<[AtomicU64]>,
+    latency: Histogram,
     pub audit_events: AtomicU64,
     pub error_events: AtomicU64,
     /// How often a request was routed, and authorized (not exported: they show that a
     /// request that waited goes on without either again, see `api/parked.rs`).
     pub routed: AtomicU64,
     pub authorized: AtomicU64,
+    /// Connections accepted by each event loop (set once the loops start).
+    accepted: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            codes: CODES.map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::default(),
+            audit_events: AtomicU64::new(0),
+            error_events: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+            authorized: AtomicU64::new(0),
+            accepted: OnceLock::new(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Nanoseconds.
+    sum: AtomicU64,
 }
 
 impl Metrics {
     /// Counts a response; `latency` is the handler's time when it ran.
     pub fn record(&self, status: u16, latency: Option<Duration>) {
-        *self
-            .codes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(status)
-            .or_default() += 1;
+        if let Some(n) = self.codes.get(status.wrapping_sub(CODES.start) as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(d) = latency {
             let secs = d.as_secs_f64();
-            let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let h = &self.latency;
             for (i, le) in BUCKETS.iter().enumerate() {
                 if secs <= *le {
-                    h.buckets[i] += 1;
+                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
-            h.count += 1;
-            h.sum += secs;
+            h.count.fetch_add(1, Ordering::Relaxed);
+            let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+            h.sum.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// The event loops start: `n` of them.
+    pub fn set_workers(&self, n: usize) {
+        let _ = self
+            .accepted
+            .set((0..n).map(|_| AtomicU64::new(0)).collect());
+    }
+
+    /// Event loop `id` accepted `n` connections.
+    pub fn accepted(&self, id: usize, n: u64) {
+        if let Some(c) = self.accepted.get().and_then(|a| a.get(id)) {
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// The exposition text.
     pub fn render(&self, uptime: Duration) -> String {
         let mut out = String::new();
-        let codes = self.codes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let codes: Vec<(u16, u64)> = CODES
+            .zip(self.codes.iter())
+            .map(|(c, n)| (c, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         for (family, help, range) in [
             (
                 "kes_http_request_success",
@@ -70,7 +107,7 @@ impl Metrics {
                 500..600,
             ),
         ] {
-            let series: Vec<_> = codes.iter().filter(|(c, _)| range.contains(*c)).collect();
+            let series: Vec<_> = codes.iter().filter(|(c, _)| range.contains(c)).collect();
             // Upstream omits a counter vector with no children; clients reject empty families.
             if series.is_empty() && family == "kes_http_request_failure" {
                 continue;
@@ -81,25 +118,29 @@ impl Metrics {
             }
         }
         let _ = writeln!(out, "# HELP kes_http_request_active Number of active requests.\n# TYPE kes_http_request_active gauge\nkes_http_request_active 0");
+        if let Some(accepted) = self.accepted.get() {
+            let _ = writeln!(out, "# HELP kes_http_worker_connections Connections accepted by each event loop (ours).\n# TYPE kes_http_worker_connections counter");
+            for (i, n) in accepted.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                let _ = writeln!(out, "kes_http_worker_connections{{worker=\"{i}\"}} {n}");
+            }
+        }
         {
-            let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let h = &self.latency;
+            let count = h.count.load(Ordering::Relaxed);
+            let sum = h.sum.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "# HELP kes_http_response_time Response time in seconds.\n# TYPE kes_http_response_time histogram");
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
                     "kes_http_response_time_bucket{{le=\"{le}\"}} {}",
-                    h.buckets[i]
+                    h.buckets[i].load(Ordering::Relaxed)
                 );
             }
+            let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"+Inf\"}} {count}");
             let _ = writeln!(
                 out,
-                "kes_http_response_time_bucket{{le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "kes_http_response_time_sum {}\nkes_http_response_time_count {}",
-                h.sum, h.count
+                "kes_http_response_time_sum {sum}\nkes_http_response_time_count {count}"
             );
         }
         let mem = crate::sysinfo::memory();

@@ -11,7 +11,11 @@ use crate::identity::{self_signed_server_pem, ApiKey};
 
 const DEV_ADDR: &str = "127.0.0.1:7373";
 
-pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
+pub fn run(
+    dir: Option<PathBuf>,
+    addr: Option<String>,
+    workers: Option<usize>,
+) -> Result<(), String> {
     // Without rcgen only a directory that has its server certificate already can be used:
     // refuse any other before writing anything into it.
     if cfg!(not(feature = "certgen")) {
@@ -47,7 +51,7 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
     let api_key_text = read(&files.api_key)?;
     let api_key = ApiKey::parse(api_key_text.trim())
         .map_err(|e| format!("{}: {e}", files.api_key.display()))?;
-    let config = Config {
+    let mut config = Config {
         admin_identity: api_key.identity(),
         tls: TlsFiles {
             key: files.server_key.clone(),
@@ -62,6 +66,7 @@ pub fn run(dir: Option<PathBuf>, addr: Option<String>) -> Result<(), String> {
         ))),
         ..Config::default()
     };
+    super::settings::override_workers(&mut config.limits, workers)?;
     let addr = addr.unwrap_or_else(|| DEV_ADDR.into());
     super::startup::start(&config, None, &dir, &addr, false, |local| {
         let endpoint = format!("https://{local}");

@@ -24,11 +24,16 @@ pub struct EdgeArgs {
     /// listen address IP:PORT (default: `address` in the config, else 0.0.0.0:7373)
     #[argh(option)]
     addr: Option<String>,
+    /// event loops (threads serving connections; overrides limits.workers; default: one per
+    /// core this process may use)
+    #[argh(option)]
+    workers: Option<usize>,
 }
 
 pub fn run(args: EdgeArgs) -> Result<(), String> {
     crate::harden::start(&[])?;
-    let config = crate::config::load(&args.config)?;
+    let mut config = crate::config::load(&args.config)?;
+    super::settings::override_workers(&mut config.limits, args.workers)?;
     let edge_config = crate::config::load_edge(&args.config)?;
     let addr = args
         .addr
@@ -58,20 +63,20 @@ pub fn run(args: EdgeArgs) -> Result<(), String> {
     let mut app = App::edge(store, config.admin_identity.clone(), edge.clone());
     super::settings::configure(&mut app, &config)?;
 
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
+    let workers = config.limits.worker_count();
+    let listeners = crate::net::workers::bind(addr, workers)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = mio::net::TcpListener::from_std(listener);
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     println!("kes-node: edge server; key store {}", keystore.describe());
+    if workers > 1 {
+        println!("kes-node: {workers} event loops");
+    }
     println!("kes-node: listening on {local}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let mut runtime = Runtime::new(edge, WORKERS);
     let reloader = super::reload::Reloader::new(Some(&args.config), tls.clone(), false, &config);
-    crate::net::serve(listener, tls, &config.limits, &app, &mut runtime, &|app| {
+    crate::net::workers::run(listeners, tls, &config.limits, &app, &mut runtime, &|app| {
         reloader.reload(app)
     })
     .map_err(|e| format!("server failed: {e}"))?;

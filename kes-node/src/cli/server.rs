@@ -22,6 +22,10 @@ pub struct ServerArgs {
     /// start empty and wait to be added to a cluster (PUT /v1/cluster/expand on a member)
     #[argh(switch)]
     join: bool,
+    /// event loops (threads serving connections; overrides limits.workers; default: one per
+    /// core this process may use)
+    #[argh(option)]
+    workers: Option<usize>,
     /// the working directory holding kes.db (with --dev: where to keep the generated files;
     /// default a new temporary directory)
     #[argh(positional)]
@@ -34,7 +38,7 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
     crate::harden::receive()?;
     if args.dev {
         crate::harden::start(&[])?;
-        return super::dev::run(args.dir, args.addr);
+        return super::dev::run(args.dir, args.addr, args.workers);
     }
     let Some(config_path) = args.config else {
         return Err(
@@ -44,7 +48,8 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
     let Some(dir) = args.dir else {
         return Err("no working directory given: kes-node server --config FILE DIR".into());
     };
-    let config = crate::config::load(&config_path)?;
+    let mut config = crate::config::load(&config_path)?;
+    super::settings::override_workers(&mut config.limits, args.workers)?;
     crate::harden::start(&config.hsm.secret_vars())?;
     let addr = args
         .addr

@@ -94,3 +94,18 @@ pub(super) fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `--workers N` replaces `limits.workers` (N must be positive).
+pub fn override_workers(
+    limits: &mut crate::net::Limits,
+    workers: Option<usize>,
+) -> Result<(), String> {
+    match workers {
+        Some(0) => Err("--workers: expected a positive number".into()),
+        Some(n) => {
+            limits.workers = Some(n);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}

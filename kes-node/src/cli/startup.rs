@@ -34,13 +34,10 @@ pub fn start(
             .unwrap_or(crate::store::space::DEFAULT_MIN_FREE),
     );
 
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
+    let workers = config.limits.worker_count();
+    let listeners = crate::net::workers::bind(addr, workers)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = mio::net::TcpListener::from_std(listener);
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let mut cluster = crate::cluster::Cluster::open(
         &store,
         dir,
@@ -57,12 +54,15 @@ pub fn start(
     app.member
         .store(cluster.is_member(), std::sync::atomic::Ordering::Relaxed);
     crate::hsm::health::watch(device, app.hsm.clone(), config.hsm.health_check());
+    if workers > 1 {
+        println!("kes-node: {workers} event loops");
+    }
     println!("kes-node: listening on {local}");
     on_listening(local);
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let reloader = super::reload::Reloader::new(config_path, tls.clone(), true, config);
-    crate::net::serve(listener, tls, &config.limits, &app, &mut cluster, &|app| {
+    crate::net::workers::run(listeners, tls, &config.limits, &app, &mut cluster, &|app| {
         reloader.reload(app)
     })
     .map_err(|e| format!("server failed: {e}"))?;

@@ -18,6 +18,9 @@ pub struct Limits {
     /// Bytes queued for one log subscriber (`/v1/log/...`); one that falls further behind is
     /// dropped: its stream ends.
     pub log_queue: usize,
+    /// Event loops (`limits.workers`, `--workers`): `None` is `auto`, one per core this
+    /// process may use (see `net/workers.rs`).
+    pub workers: Option<usize>,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             memory: 256 << 20,
             log_queue: 1 << 20,
+            workers: None,
         }
     }
 }

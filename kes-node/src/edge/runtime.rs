@@ -52,6 +52,8 @@ pub struct Runtime {
     completions: Vec<Completion>,
     resumed: Vec<(ConnRef, Resume)>,
     next_sweep: Instant,
+    /// Registered with the loop's poll; shared with `net/workers.rs` (one waker per poll).
+    waker: Option<Arc<Waker>>,
     /// Whether the key store answered when the loop last looked (outages are logged once).
     was_up: bool,
 }
@@ -68,6 +70,7 @@ impl Runtime {
             completions: Vec::new(),
             resumed: Vec::new(),
             next_sweep: Instant::now() + SWEEP,
+            waker: None,
             was_up: true,
         }
     }
@@ -183,6 +186,7 @@ impl Drop for Runtime {
 impl Backend for Runtime {
     fn register(&mut self, registry: &Registry) -> io::Result<()> {
         let waker = Arc::new(Waker::new(registry, WAKER)?);
+        self.waker = Some(waker.clone());
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -204,6 +208,10 @@ impl Backend for Runtime {
         self.jobs = Some(jobs_tx);
         self.done = Some(done_rx);
         Ok(())
+    }
+
+    fn waker(&self) -> Option<Arc<Waker>> {
+        self.waker.clone()
     }
 
     fn next_timeout(&self) -> Duration {

@@ -64,4 +64,14 @@ pub trait Backend {
     fn flush(&mut self, app: &App);
     /// Writes and waits decided since the last call.
     fn take_decided(&mut self) -> (Vec<Completion>, Vec<(ConnRef, Resume)>);
+    /// The waker the backend registered, if any: mio allows one per poll, so a loop that
+    /// needs one too (`net/workers.rs`) shares it; its events still go to the backend.
+    fn waker(&self) -> Option<std::sync::Arc<mio::Waker>> {
+        None
+    }
+    /// True while a shutting-down loop must keep running for others (`net/workers.rs`: the
+    /// loop owning the backend serves the other loops' writes until they stop).
+    fn busy(&self) -> bool {
+        false
+    }
 }

@@ -10,6 +10,26 @@
 pub use crate::config::Limits;
 
 impl Limits {
+    /// The number of event loops: `workers`, else the cores this process may use.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// One event loop's share when `n` loops serve: connection counts and the memory budget
+    /// are split evenly (rounded up), so the server as a whole keeps the configured limits
+    /// without the loops sharing a counter on every read and write.
+    pub fn share(&self, n: usize) -> Limits {
+        let part = |v: usize| v.div_ceil(n.max(1)).max(1);
+        Limits {
+            connections: part(self.connections),
+            connections_per_ip: part(self.connections_per_ip),
+            memory: part(self.memory),
+            ..self.clone()
+        }
+    }
+
     /// `connections`, kept below the open-file limit of this process (with room for the
     /// store, the listener and the peers' dials), so that accept never fails for lack of one.
     pub fn effective_connections(&self) -> usize {

@@ -4,6 +4,10 @@
 //! What cannot be answered at once goes to the [`Backend`] (a stateful node's cluster, or the
 //! edge server's key store workers), which reports back when it is decided. The loop knows
 //! connections and that trait, nothing of what implements it.
+//!
+//! With more than one worker (`limits.workers`, `--workers`), `workers.rs` runs this same loop
+//! on N threads, each over its own listening socket on the shared address; one of them owns
+//! the backend and the others proxy to it.
 mod admission;
 mod backend;
 mod budget;
@@ -12,6 +16,7 @@ mod limits;
 mod pump;
 mod session;
 pub mod tls;
+pub mod workers;
 
 pub use backend::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
 pub use limits::Limits;
@@ -57,20 +62,55 @@ struct Conns {
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully. TLS
 /// configurations are read from `tls` at each accept, so replacing them there (a reload)
 /// applies to new connections. SIGHUP calls `reload` (on this thread, between events).
+/// This is one event loop (`workers: 1`); `workers::run` starts N of them.
 pub fn serve(
-    mut listener: TcpListener,
+    listener: TcpListener,
     tls: Arc<tls::Shared>,
     limits: &Limits,
     app: &App,
     backend: &mut dyn Backend,
     reload: &dyn Fn(&App),
 ) -> io::Result<()> {
+    let me = Worker {
+        id: 0,
+        listener,
+        reload: Some(reload),
+    };
+    serve_loop(me, tls, limits, app, backend)
+}
+
+/// One event loop of several: its number (0 owns the backend), its listening socket and, on
+/// the loop that handles SIGHUP, what a reload does.
+pub(crate) struct Worker<'r> {
+    pub id: usize,
+    pub listener: TcpListener,
+    pub reload: Option<&'r dyn Fn(&App)>,
+}
+
+/// The event loop of [`serve`], as one of several workers.
+pub(crate) fn serve_loop(
+    me: Worker<'_>,
+    tls: Arc<tls::Shared>,
+    limits: &Limits,
+    app: &App,
+    backend: &mut dyn Backend,
+) -> io::Result<()> {
+    let Worker {
+        id,
+        mut listener,
+        reload,
+    } = me;
+    crate::api::logs::enter_loop(id);
     let mut poll = Poll::new()?;
     backend.register(poll.registry())?;
     let mut events = Events::with_capacity(1024);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // Every loop stops on SIGINT/SIGTERM; only the one that reloads listens for SIGHUP.
+    let mut signals = match reload {
+        Some(_) => Signals::new([SIGINT, SIGTERM, SIGHUP])?,
+        None => Signals::new([SIGINT, SIGTERM])?,
+    };
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -109,14 +149,15 @@ pub fn serve(
             match event.token() {
                 LISTENER => {
                     if shutdown_at.is_none() {
-                        accept(
+                        let n = accept(
                             &poll, &listener, &tls, &setup, &mut conns, app, &*backend, now,
                         );
+                        app.metrics.accepted(id, n);
                     }
                 }
                 SIGNALS => {
                     let pending: Vec<i32> = signals.pending().collect();
-                    if pending.contains(&SIGHUP) {
+                    if let Some(reload) = reload.filter(|_| pending.contains(&SIGHUP)) {
                         reload(app);
                     }
                     if pending.iter().any(|s| *s != SIGHUP) && shutdown_at.is_none() {
@@ -166,9 +207,10 @@ pub fn serve(
         }
         backend.round(poll.registry(), app);
         answer_writes(&poll, &mut conns, app, backend, now);
-        publish_logs(&poll, &mut conns, app);
+        publish_logs(&poll, &mut conns, app, id);
         if let Some(t) = shutdown_at {
-            if conns.slab.is_empty() || now - t > SHUTDOWN_GRACE {
+            // A loop that owns the backend for others stays until they are done.
+            if (conns.slab.is_empty() && !backend.busy()) || now - t > SHUTDOWN_GRACE {
                 return Ok(());
             }
         }
@@ -252,7 +294,8 @@ fn accept(
     app: &App,
     backend: &dyn Backend,
     now: Instant,
-) {
+) -> u64 {
+    let mut accepted = 0;
     loop {
         match listener.accept() {
             Ok((mut socket, addr)) => {
@@ -285,12 +328,13 @@ fn accept(
                     ));
                     let (key, ip) = (token.0 - FIRST_CONNECTION, conn.ip);
                     conns.admission.added(&conns.slab, key, ip);
+                    accepted += 1;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return accepted,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Out of file descriptors and the like: try again on the next event.
-            Err(_) => return,
+            Err(_) => return accepted,
         }
     }
 }
@@ -344,8 +388,8 @@ fn answer_writes(
 
 /// Writes queued log events to the connections streaming their topic, each only what its
 /// subscriber may see (`api/logs.rs`).
-fn publish_logs(poll: &Poll, conns: &mut Conns, app: &App) {
-    let events = app.logs.take();
+fn publish_logs(poll: &Poll, conns: &mut Conns, app: &App, id: usize) {
+    let events = app.logs.take(id);
     if events.is_empty() {
         return;
     }
