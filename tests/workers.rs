@@ -114,7 +114,7 @@ fn four_workers_serve_every_route_to_many_connections() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     let accepted = accepted_per_worker(&server);
     assert_eq!(accepted.len(), 4, "{accepted:?}");
-    assert!(accepted.iter().sum::<u64>() >= CLIENTS as u64 + 1);
+    assert!(accepted.iter().sum::<u64>() > CLIENTS as u64);
     let busy = accepted.iter().filter(|n| **n > 0).count();
     assert!(busy >= 2, "connections did not spread: {accepted:?}");
 }
