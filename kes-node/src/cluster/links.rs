@@ -11,10 +11,14 @@ use kes_core::crypto::HmacKey;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::file;
 use super::frame::{Failure, Frame};
 use super::peer::{Link, LinkState};
 use super::replica::{Dialed, Links};
-use super::{file, LinkView, LINK_BASE};
+use crate::api::view::LinkView;
+
+/// Tokens of peer links start here (the event loop leaves this range to its backend).
+const LINK_BASE: usize = crate::net::BACKEND_TOKENS;
 
 /// Delay before redialing a peer whose link failed.
 const REDIAL: Duration = Duration::from_millis(250);

@@ -33,9 +33,6 @@ use links::Net;
 use peer::Link;
 pub use replica::{Millis, Replica, JOINING_ID};
 
-/// Tokens of peer links start here (the event loop leaves this range to its backend).
-pub const LINK_BASE: usize = crate::net::BACKEND_TOKENS;
-
 pub use crate::net::{Completion, ConnRef};
 
 /// A client's write waiting in the replica: its connection and request.

@@ -19,10 +19,12 @@
 //! operator must fix: nothing listens, the node refuses the peer, it is not waiting to join;
 //! `503` for what may pass: a pending change, an unreachable member, a timeout) and leaves the
 //! configuration as it was.
-use kes_core::consensus::{Index, Message, NodeId, Role};
+use kes_core::consensus::{Message, NodeId, Role};
 
+use super::answer::Waiter;
+use super::expansion::{Expansion, Stage};
 use super::storage::Storage;
-use super::{Dialed, Links, Millis, Replica, Waiter, Write, JOINING_ID};
+use super::{Dialed, Links, Millis, Replica, Write, JOINING_ID};
 use crate::cluster::file;
 use crate::cluster::frame::Failure;
 use crate::command::Command;
@@ -32,39 +34,6 @@ use crate::store::{Refusal, StoreError, Unavailable};
 const HANDSHAKE: Millis = 5_000;
 /// How long the new node has to confirm the snapshot after the last chunk went out.
 const CONFIRM: Millis = 10_000;
-
-/// An expand being prepared.
-pub struct Expansion<W> {
-    waiter: Waiter<W>,
-    /// The id the new node gets.
-    id: NodeId,
-    endpoint: String,
-    stage: Stage,
-    deadline: Millis,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// Not dialed yet (the next `maintain` dials).
-    Dial,
-    /// The link to the new node is opening.
-    Handshake,
-    /// The link is open and the node waits to join: ship a snapshot after the next flush.
-    Ship,
-    /// The snapshot with this index is on its way; `chunks` sent so far.
-    Shipping { index: Index, chunks: u32 },
-}
-
-impl<W> Expansion<W> {
-    /// What `cluster info` shows while the expansion runs.
-    pub fn describe(&self) -> String {
-        let what = match self.stage {
-            Stage::Dial | Stage::Handshake => "contacting",
-            Stage::Ship | Stage::Shipping { .. } => "sending a snapshot to",
-        };
-        format!("expand: {what} node {} ({})", self.id, self.endpoint)
-    }
-}
 
 fn refused(why: String) -> StoreError {
     StoreError::Refused(Refusal::Membership(why))

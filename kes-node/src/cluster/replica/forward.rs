@@ -4,14 +4,14 @@
 use kes_core::consensus::Names;
 use kes_core::consensus::{Input, NodeId, ProposalId, Role, MAX_NAMES};
 
+use super::answer::{from_wire, to_wire, Waiter};
 use super::storage::Storage;
 use super::{
-    Links, Millis, Replica, Waiter, Write, FORWARD_TIMEOUT, LEADERLESS_WAIT,
-    MEMBERSHIP_FORWARD_TIMEOUT,
+    Links, Millis, Replica, Write, FORWARD_TIMEOUT, LEADERLESS_WAIT, MEMBERSHIP_FORWARD_TIMEOUT,
 };
 use crate::cluster::frame::{Frame, WireOutcome};
 use crate::command::Command;
-use crate::store::{codec, IoFailure, Refusal, StoreError, Unavailable};
+use crate::store::{codec, IoFailure, StoreError, Unavailable};
 
 /// The gate names of the items a command touches (the core bounds them at [`MAX_NAMES`]).
 pub(super) fn names_of(cmd: &Command) -> Names {
@@ -20,32 +20,6 @@ pub(super) fn names_of(cmd: &Command) -> Names {
         let _ = names.push(n.id());
     }
     names
-}
-
-pub(super) fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
-    match outcome {
-        Ok(()) => WireOutcome::Ok,
-        Err(StoreError::NotFound) => WireOutcome::NotFound,
-        Err(StoreError::Exists) => WireOutcome::Exists,
-        Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
-        Err(StoreError::Refused(why)) => WireOutcome::Refused(why.to_string()),
-        Err(StoreError::Unavailable(why)) => WireOutcome::Unavailable(why.to_string()),
-        Err(StoreError::NoSpace(why)) => WireOutcome::Unavailable(why.to_string()),
-        Err(e) => WireOutcome::Failed(e.to_string()),
-    }
-}
-
-pub(super) fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
-    match outcome {
-        WireOutcome::Ok => Ok(()),
-        WireOutcome::NotFound => Err(StoreError::NotFound),
-        WireOutcome::Exists => Err(StoreError::Exists),
-        WireOutcome::NoEnclave => Err(StoreError::NoEnclave),
-        WireOutcome::Refused(m) => Err(StoreError::Refused(Refusal::Peer(m))),
-        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(Unavailable::Peer(m))),
-        WireOutcome::Failed(m) => Err(StoreError::Io(IoFailure::Peer(m))),
-        WireOutcome::HandingOver => Err(StoreError::Unavailable(Unavailable::HandingOver)),
-    }
 }
 
 impl<W: Write, R> Replica<W, R> {

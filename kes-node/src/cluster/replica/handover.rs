@@ -11,18 +11,12 @@
 //! transfer abandoned, goes on leading.
 use kes_core::consensus::{Input, NodeId};
 
+use super::answer::{to_wire, Held};
 use super::storage::Storage;
-use super::{file_normalize, Links, Millis, Replica, Write, LEADERLESS_WAIT};
+use super::{file_normalize, Links, Replica, Write, LEADERLESS_WAIT};
 use crate::cluster::frame::{Frame, WireOutcome};
 use crate::command::Command;
 use crate::store::{Refusal, StoreError, Unavailable};
-
-/// A shrink of the leader `old`, waiting for another leader until the deadline.
-pub(super) struct Held<W> {
-    waiter: W,
-    old: NodeId,
-    deadline: Millis,
-}
 
 impl<W: Write, R> Replica<W, R> {
     /// Whether `cmd` removes this node.
@@ -59,7 +53,7 @@ impl<W: Write, R> Replica<W, R> {
     pub(super) fn hand_over_remote(&mut self, links: &mut dyn Links, from: NodeId, id: u64) {
         let outcome = match self.start_handover() {
             Ok(()) => WireOutcome::HandingOver,
-            Err(err) => super::forward::to_wire(&Err(err)),
+            Err(err) => to_wire(&Err(err)),
         };
         links.send(from, &Frame::ForwardResult { id, outcome });
     }

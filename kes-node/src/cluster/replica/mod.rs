@@ -7,9 +7,12 @@
 //! leaderless waits, leadership hand-over before a shrink of the leader (`handover.rs`),
 //! snapshot streaming and staging (`snapshots.rs`), the preparation of an expand
 //! (`expand.rs`), the read gate (`gate.rs`), and what happens when a persist fails
-//! (`persist.rs`). The shell (`cluster/mod.rs`) owns sockets, TLS, the event loop, dialing
-//! and the wall clock; the deterministic simulator plugs in memory instead and drives this
-//! same code.
+//! (`persist.rs`). Each of those files adds the methods of one concern to [`Replica`]; the
+//! state they keep lives in files below this one (`answer.rs`: who waits for a write and how
+//! its outcome travels; `stream.rs`: snapshot streams; `expansion.rs`; `health.rs`;
+//! `clock.rs`; `storage.rs`), so that every import points down. The shell (`cluster/mod.rs`)
+//! owns sockets, TLS, the event loop, dialing and the wall clock; the deterministic simulator
+//! plugs in memory instead and drives this same code.
 //!
 //! # Events in
 //!
@@ -45,16 +48,21 @@
 //! Queries for the describe view and the server: [`Replica::id`], [`Replica::node`],
 //! [`Replica::addresses`], [`Replica::pending_change`], [`Replica::is_member`],
 //! [`Replica::has_pending`], [`Replica::next_deadline`].
+mod answer;
 mod backlog;
 mod batch;
+mod clock;
 mod expand;
+mod expansion;
 mod forward;
 mod gate;
 mod handover;
+mod health;
 mod membership;
 mod persist;
 mod snapshots;
 mod storage;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -65,12 +73,11 @@ use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Role, StepOutp
 use super::frame::{Failure, Frame};
 use crate::command::Command;
 use crate::store::{Addresses, StoreError};
+use answer::Waiter;
 
-pub use expand::Expansion;
+pub use clock::Millis;
+use expansion::Expansion;
 pub use storage::Storage;
-
-/// Milliseconds since an epoch of the driver's choosing: the replica's only notion of time.
-pub type Millis = u64;
 
 /// The placeholder id of a node that waits to be added (no real node has it).
 pub const JOINING_ID: NodeId = NodeId::MAX;
@@ -144,14 +151,6 @@ impl Links for NoLinks {
     fn close(&mut self, _: NodeId) {}
 }
 
-/// Who waits for a write.
-enum Waiter<W> {
-    /// A client of this node.
-    Local(W),
-    /// A client of another node that forwarded the write (its forward id).
-    Remote(NodeId, u64),
-}
-
 /// A small deterministic generator (splitmix64) for what the core needs random: the seed
 /// comes from outside, so a simulated run replays exactly.
 struct Rng(u64);
@@ -203,20 +202,20 @@ pub struct Replica<W, R> {
     /// Writes that arrived while no leader was reachable, with their deadline.
     leaderless: Vec<(W, Millis)>,
     /// Shrinks of the leader waiting for it to hand over (see `handover.rs`).
-    held: Vec<handover::Held<W>>,
+    held: Vec<answer::Held<W>>,
     /// Proposals waiting for room in the core's window, with their deadline.
     backlog: VecDeque<(Input<Vec<u8>>, Millis)>,
     /// Steps whose storage work is not persisted yet (see `batch.rs`), each with the chunk
     /// count of the staged snapshot it installs, if it does.
     batch: Vec<(StepOutput<Vec<u8>>, Option<u32>)>,
     /// Snapshots being sent, by receiver (see `snapshots.rs`).
-    outgoing: BTreeMap<NodeId, snapshots::Outgoing>,
+    outgoing: BTreeMap<NodeId, stream::Outgoing>,
     /// The snapshot being received.
-    incoming: snapshots::Incoming,
+    incoming: stream::Incoming,
     /// The expand being prepared (see `expand.rs`).
     expansion: Option<Expansion<W>>,
     /// Persistence failures and the recovery from them (see `persist.rs`).
-    health: persist::Health,
+    health: health::Health,
     /// Decided writes, for the shell to answer.
     completions: Vec<(W, Result<(), StoreError>)>,
     /// Decided gated reads: `Ok`, or why the read may not be served.
@@ -387,7 +386,7 @@ impl<W: Write, R> Replica<W, R> {
             Waiter::Remote(node, id) => {
                 let frame = Frame::ForwardResult {
                     id,
-                    outcome: forward::to_wire(&outcome),
+                    outcome: answer::to_wire(&outcome),
                 };
                 links.send(node, &frame);
             }

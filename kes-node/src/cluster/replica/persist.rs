@@ -11,23 +11,10 @@
 //! reopened first), every later batch is discarded the same way.
 use kes_core::consensus::{Body, Input, Node};
 
+use super::health::LOG_AGAIN;
 use super::storage::Storage;
-use super::{Links, Millis, Replica, Write};
+use super::{Links, Replica, Write};
 use crate::store::{StoreError, Unavailable};
-
-/// How often a persisting failure is logged again while it lasts.
-const LOG_AGAIN: Millis = 30_000;
-
-/// The replica's record of persistence failures.
-#[derive(Default)]
-pub(super) struct Health {
-    /// Proposals stepped since the last successful persist: never stored, never sent.
-    pub unflushed: Vec<u64>,
-    /// The core must be rebuilt from disk before anything else is persisted or sent.
-    needs_reset: bool,
-    /// The last failure logged, and when (so that a lasting failure is not logged per step).
-    logged: Option<(String, Millis)>,
-}
 
 impl<W: Write, R> Replica<W, R> {
     /// Handles a failed persist of a batch (see the module docs).

@@ -1,0 +1,48 @@
+//! Who waits for a write, and how its outcome reaches them: a client of this node, or one of
+//! another node that forwarded the write (its answer travels back as a [`WireOutcome`]).
+use kes_core::consensus::NodeId;
+
+use super::clock::Millis;
+use crate::cluster::frame::WireOutcome;
+use crate::store::{IoFailure, Refusal, StoreError, Unavailable};
+
+/// Who waits for a write.
+pub(super) enum Waiter<W> {
+    /// A client of this node.
+    Local(W),
+    /// A client of another node that forwarded the write (its forward id).
+    Remote(NodeId, u64),
+}
+
+/// A shrink of the leader `old`, waiting for another leader until the deadline.
+pub(super) struct Held<W> {
+    pub waiter: W,
+    pub old: NodeId,
+    pub deadline: Millis,
+}
+
+pub(super) fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
+    match outcome {
+        Ok(()) => WireOutcome::Ok,
+        Err(StoreError::NotFound) => WireOutcome::NotFound,
+        Err(StoreError::Exists) => WireOutcome::Exists,
+        Err(StoreError::NoEnclave) => WireOutcome::NoEnclave,
+        Err(StoreError::Refused(why)) => WireOutcome::Refused(why.to_string()),
+        Err(StoreError::Unavailable(why)) => WireOutcome::Unavailable(why.to_string()),
+        Err(StoreError::NoSpace(why)) => WireOutcome::Unavailable(why.to_string()),
+        Err(e) => WireOutcome::Failed(e.to_string()),
+    }
+}
+
+pub(super) fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
+    match outcome {
+        WireOutcome::Ok => Ok(()),
+        WireOutcome::NotFound => Err(StoreError::NotFound),
+        WireOutcome::Exists => Err(StoreError::Exists),
+        WireOutcome::NoEnclave => Err(StoreError::NoEnclave),
+        WireOutcome::Refused(m) => Err(StoreError::Refused(Refusal::Peer(m))),
+        WireOutcome::Unavailable(m) => Err(StoreError::Unavailable(Unavailable::Peer(m))),
+        WireOutcome::Failed(m) => Err(StoreError::Io(IoFailure::Peer(m))),
+        WireOutcome::HandingOver => Err(StoreError::Unavailable(Unavailable::HandingOver)),
+    }
+}
