@@ -21,6 +21,7 @@ pub(super) struct Held<W> {
     pub deadline: Millis,
 }
 
+/// A write's outcome as the peer protocol carries it back to the node that forwarded it.
 pub(super) fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
     match outcome {
         Ok(()) => WireOutcome::Ok,
@@ -34,6 +35,7 @@ pub(super) fn to_wire(outcome: &Result<(), StoreError>) -> WireOutcome {
     }
 }
 
+/// The outcome the leader sent back for a forwarded write.
 pub(super) fn from_wire(outcome: WireOutcome) -> Result<(), StoreError> {
     match outcome {
         WireOutcome::Ok => Ok(()),
