@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark of issue 7, in one run on this machine (loopback only):
 #  1. builds the release binary;
-#  2. starts a single kes-node server with a fresh dev identity, and nginx (installed with apt if
-#     missing) with mTLS on the same certificates (client certificate required) answering the
-#     same paths with the bytes kes-node answered (captured once, so both send the same body);
-#  3. drives both with `kes-node bench` (the same load generator, same connections, same time)
-#     and prints kes-node/nginx per operation;
+#  2. starts kes-node with a fresh dev identity, and nginx (installed with apt if missing) with
+#     mTLS on the same certificates (client certificate required) answering the same paths with
+#     the bytes kes-node answered (captured once, so both send the same body);
+#  3. for W = 1 and W = N (N = WORKERS, default the cores, issue 16): kes-node with --workers W
+#     and nginx with worker_processes W, both driven by `kes-node bench` (the same load
+#     generator, connections and time): throughput, p50/p99 and the server's CPU per request
+#     (utime+stime from /proc/PID/stat before/after each run, all threads/processes), with the
+#     server and the load generator pinned to disjoint cores (taskset) when the machine has
+#     enough (at least 2*W and 4 cores), else said and run unpinned;
 #  4. the 3-node loopback cluster write benchmark (64 clients, fsync, group commit);
 #  5. the footprint (bench/footprint.sh): idle RSS, RSS with 10,000 keys and 1,000 connections,
 #     the stripped binary's size.
@@ -15,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 CONNS="${2:-16}"
+CORES=$(nproc)
+N="${WORKERS:-$CORES}"
 cargo build --release -q -p kes-node
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kes-node"
 if ! command -v nginx >/dev/null; then
@@ -51,12 +57,27 @@ tls:
   cert: $WORK/dev/server.cert
 YML
 
+# Pinning for W server loops: the server on cores 0..W-1, the load generator on the rest.
+SRV_PIN=() GEN_PIN=()
+pin_for() {
+    SRV_PIN=() GEN_PIN=()
+    if [ "$CORES" -ge 4 ] && [ "$CORES" -ge $((2 * $1)) ]; then
+        SRV_PIN=(taskset -c "0-$(($1 - 1))") GEN_PIN=(taskset -c "$1-$((CORES - 1))")
+        echo "pinned: server on cores 0-$(($1 - 1)), load generator on $1-$((CORES - 1))"
+    else
+        echo "$CORES cores: cannot pin $1 server loop(s) and the load generator to disjoint cores meaningfully; unpinned (they share the cores)"
+    fi
+}
 KES_PORT=$(free_port)
 mkdir -p "$WORK/kes"
-"$BIN" server --config "$WORK/config.yml" --addr "127.0.0.1:$KES_PORT" "$WORK/kes" >"$WORK/kes.log" 2>&1 &
-KES_PID=$!
-PIDS+=("$KES_PID")
-wait_port "$KES_PORT"
+start_kes() { # workers
+    "${SRV_PIN[@]}" "$BIN" server --config "$WORK/config.yml" --addr "127.0.0.1:$KES_PORT" --workers "$1" "$WORK/kes" >"$WORK/kes.log" 2>&1 &
+    KES_PID=$!
+    PIDS+=("$KES_PID")
+    wait_port "$KES_PORT"
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+start_kes "$N"
 
 # The bodies nginx sends: what kes-node answered to the same requests.
 C=(curl -sS --fail --cacert "$WORK/dev/server.cert" --cert "$WORK/dev/admin.cert" --key "$WORK/dev/admin.key")
@@ -71,10 +92,11 @@ B_HMAC=$("${C[@]}" -X PUT "$URL/v1/key/hmac/bench-key" -d '{"message":"YmVuY2htY
 
 NGX_PORT=$(free_port)
 mkdir -p "$WORK/nginx"
+start_nginx() { # worker_processes
 cat >"$WORK/nginx/nginx.conf" <<NGX
 daemon off;
 user root;
-worker_processes auto;
+worker_processes $1;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;
 events { worker_connections 4096; }
@@ -102,9 +124,13 @@ http {
   }
 }
 NGX
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx/out.log" 2>&1 &
-PIDS+=("$!")
+rm -f "$WORK/nginx/nginx.pid"
+"${SRV_PIN[@]}" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx/out.log" 2>&1 &
+NGX_MAIN=$!
+PIDS+=("$NGX_MAIN")
 wait_port "$NGX_PORT"
+NGX_PID=$(for _ in $(seq 50); do [ -s "$WORK/nginx/nginx.pid" ] && break; sleep 0.1; done; cat "$WORK/nginx/nginx.pid")
+}
 
 # CPU time (clock ticks) of a process and its children: nginx's master and workers.
 ticks() {
@@ -114,7 +140,6 @@ ticks() {
     done
     echo "$t"
 }
-NGX_PID=$(for _ in $(seq 50); do [ -s "$WORK/nginx/nginx.pid" ] && break; sleep 0.1; done; cat "$WORK/nginx/nginx.pid")
 HZ=$(getconf CLK_TCK)
 # The load generator runs as SCHED_BATCH: on a machine it shares with the server, each answer
 # wakes a client thread, and a normal-class wake-up preempts the server on that core in the
@@ -125,12 +150,18 @@ LOADGEN="chrt -b 0 $BIN"
 bench() { # port server-pid op: the load generator's JSON plus the server's CPU µs per request
     local before out after
     before=$(ticks "$2")
-    out=$(KES_SERVER="127.0.0.1:$1" $LOADGEN bench -k --json --op "$3" -c "$CONNS" --seconds "$SECS")
+    out=$(KES_SERVER="127.0.0.1:$1" "${GEN_PIN[@]}" $LOADGEN bench -k --json --op "$3" -c "$CONNS" --seconds "$SECS")
     after=$(ticks "$2")
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["cpu_us"]=(int(sys.argv[2]))*1e6/int(sys.argv[3])/max(r["requests"],1); print(json.dumps(r))' \
         "$out" "$((after - before))" "$HZ"
 }
-echo "kes-node vs nginx (mTLS, keep-alive, $CONNS connections, ${SECS}s each; $(nproc) cores shared with the load generator)"
+stop "$KES_PID"
+for W in $(printf '%s\n' 1 "$N" | sort -un); do
+echo
+pin_for "$W"
+start_kes "$W"
+start_nginx "$W"
+echo "W=$W: kes-node --workers $W vs nginx worker_processes $W (mTLS, keep-alive, $CONNS connections, ${SECS}s each; $CORES cores)"
 echo "(cpu: the server's CPU time per request, all its threads/processes: less noisy than req/s)"
 printf '%-9s %10s %10s %6s %8s %8s %8s %8s %8s %8s\n' op kes-req/s ngx-req/s ratio kes-p50 kes-p99 ngx-p50 ngx-p99 kes-cpu ngx-cpu
 for op in version generate decrypt encrypt hmac; do
@@ -145,6 +176,11 @@ print(f"{op:<9} {k['rps']:>10.0f} {n['rps']:>10.0f} {k['rps'] / max(n['rps'], 1)
       f"{k['cpu_us']:>6.1f}us {n['cpu_us']:>6.1f}us{err}")
 PY
 done
+stop "$KES_PID"
+stop "$NGX_MAIN"
+done
+SRV_PIN=() GEN_PIN=()
+start_kes "$N"
 k=$(KES_SERVER="127.0.0.1:$KES_PORT" $LOADGEN bench -k --json --op create-delete -c "$CONNS" --seconds "$SECS")
 python3 - "$k" <<'PY'
 import json, sys
