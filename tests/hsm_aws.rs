@@ -8,16 +8,13 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use support::hsm::{kes, ls, ok, status_hsm};
 use support::moto::Moto;
 use support::{Env, HsmKey, OTHER_HSM_KEY};
-
-const KES_NODE: &str = env!("CARGO_BIN_EXE_kes-node");
 
 /// A new KMS key in `moto`: its id.
 fn kms_key(moto: &Moto) -> String {
@@ -40,38 +37,11 @@ fn aws_kms(moto: &Moto, key: &str, extra: &str) -> String {
 const STATIC_CREDS: &str =
     "    credentials: {accesskey: AKIDKESTEST, secretkey: kes-test-secret}\n";
 
-fn kes(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(KES_NODE)
-        .args(args)
-        .env_remove("KES_HSM_KEY")
-        .output()
-        .expect("run kes-node")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "kes-node failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ls(data: &Path) -> Vec<String> {
-    serde_json::from_str(&ok(&kes(&[&"hsm", &"ls", &"--json", &"--data", &data]))).unwrap()
-}
-
-fn status_hsm(server: &support::Server) -> Value {
-    server.admin().get("/v1/status").assert_json_ok()["hsm"].clone()
-}
-
-/// The server must not start; its one-line error contains every one of `what`.
+/// [`support::hsm::refused`], and the error shows no secret key.
 #[track_caller]
-fn refused(env: &Env, what: &[&str]) -> String {
-    let exited = env.try_start().err().expect("the server must not start");
-    let err = exited.stderr.trim().to_string();
-    for w in what {
-        assert!(err.contains(w), "expected {w:?} in: {err}");
-    }
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+fn refused_without_secrets(env: &Env, what: &[&str]) {
+    let err = support::hsm::refused(env, what);
     assert!(!err.contains("kes-test-secret"), "{err}");
-    err
 }
 
 #[track_caller]
@@ -131,7 +101,7 @@ fn a_kms_key_seals_restarts_and_refuses_another_key_or_context() {
         &key,
         &format!("{STATIC_CREDS}    context: {{team: other}}\n"),
     )));
-    refused(
+    refused_without_secrets(
         &env,
         &[
             &format!("HSM '{name}' refuses to unseal the root key"),
@@ -145,7 +115,7 @@ fn a_kms_key_seals_restarts_and_refuses_another_key_or_context() {
         &other,
         &format!("{STATIC_CREDS}{context}"),
     )));
-    refused(
+    refused_without_secrets(
         &env,
         &[&format!(
             "kes.db has no root key sealed by HSM 'aws-kms:{other}'"
@@ -174,7 +144,7 @@ fn a_kms_key_seals_restarts_and_refuses_another_key_or_context() {
         "TrentService.UpdateAlias",
         &json!({"AliasName": "alias/kes", "TargetKeyId": other}),
     );
-    refused(
+    refused_without_secrets(
         &aliased,
         &[
             "HSM 'aws-kms:alias/kes'",
@@ -232,7 +202,7 @@ fn a_kms_copy_beside_a_softhsm_one() {
     assert_eq!(server.admin().decrypt("k", &ct, None), plain);
     server.stop();
     env.set_hsm(HsmKey::Config(OTHER_HSM_KEY.into()));
-    refused(
+    refused_without_secrets(
         &env,
         &["kes.db has no root key sealed by HSM 'kes:v1:hsm:soft'"],
     );
@@ -335,7 +305,7 @@ fn credentials_from_the_environment_and_the_instance_role() {
     // A wrong secret key: KMS refuses the signature, and the error says where the
     // credentials came from.
     env.set_env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
-    refused(
+    refused_without_secrets(
         &env,
         &[
             "refuses to unseal the root key",
@@ -368,5 +338,5 @@ fn credentials_from_the_environment_and_the_instance_role() {
 
     // No credentials anywhere: a clear error.
     env.set_env("AWS_EC2_METADATA_DISABLED", "true");
-    refused(&env, &["no AWS credentials", "AWS_ACCESS_KEY_ID"]);
+    refused_without_secrets(&env, &["no AWS credentials", "AWS_ACCESS_KEY_ID"]);
 }

@@ -28,6 +28,8 @@ pub mod health;
 mod open;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 pub use open::{open, open_exact, soft_hsm, NewKey, OpenError};
 
@@ -168,7 +170,7 @@ pub fn cluster_seed(hsm: &dyn Hsm, context: &[u8]) -> [u8; 32] {
 }
 
 /// Collapses a multi-line message (a library's) into one line.
-#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "pkcs11", feature = "tpm")), allow(dead_code))]
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -98,6 +98,12 @@ fn open_pkcs11(_: &crate::config::Pkcs11Config, _: NewKey) -> Result<Box<dyn Hsm
     Err(without("hsm.pkcs11", "PKCS#11", "pkcs11"))
 }
 
+#[cfg(feature = "tpm")]
+fn open_tpm(cfg: &crate::config::TpmConfig) -> Result<Box<dyn Hsm>, OpenError> {
+    Ok(Box::new(super::tpm::TpmHsm::open(cfg)?))
+}
+
+#[cfg(not(feature = "tpm"))]
 fn open_tpm(_: &crate::config::TpmConfig) -> Result<Box<dyn Hsm>, OpenError> {
     Err(without("hsm.tpm", "TPM 2.0", "tpm"))
 }
@@ -112,6 +118,7 @@ fn open_aws_kms(_: &crate::config::AwsKmsConfig) -> Result<Box<dyn Hsm>, OpenErr
     Err(without("hsm.aws-kms", "AWS KMS", "aws"))
 }
 
+#[cfg(not(all(feature = "pkcs11", feature = "tpm", feature = "aws")))]
 fn without(field: &str, what: &str, feature: &str) -> OpenError {
     OpenError::Failed(format!(
         "{field}: this kes-node was built without {what} support (cargo feature {feature})"
