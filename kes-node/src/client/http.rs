@@ -151,7 +151,7 @@ impl Conn {
         tls: Arc<ClientConfig>,
         timeout: Duration,
     ) -> Result<Conn, ClientError> {
-        let net = |e: io::Error| ClientError::Network(format!("{}: {e}", endpoint.url()));
+        let net = |e: io::Error| ClientError::Transport(format!("{}: {e}", endpoint.url()));
         let addrs = endpoint.socket_addrs().map_err(net)?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
         let mut tcp = None;
@@ -167,13 +167,13 @@ impl Conn {
         let tcp = tcp.ok_or_else(|| net(last))?;
         tcp.set_nodelay(true).map_err(net)?;
         let conn = ClientConnection::new(tls, name)
-            .map_err(|e| ClientError::Network(format!("{}: TLS: {e}", endpoint.url())))?;
+            .map_err(|e| ClientError::Tls(format!("{}: TLS: {e}", endpoint.url())))?;
         let mut conn = Conn {
             stream: StreamOwned::new(conn, tcp),
             buf: Vec::new(),
         };
         conn.set_timeout(Some(timeout))
-            .map_err(|e| ClientError::Network(e.to_string()))?;
+            .map_err(|e| io_error(endpoint, e))?;
         while conn.stream.conn.is_handshaking() {
             conn.stream
                 .conn
@@ -440,20 +440,35 @@ fn invalid_data(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
+/// The error of a failed read or write: [`ClientError::Tls`] if TLS failed (a certificate the
+/// server refused shows up as an alert on the first read after a TLS 1.3 handshake),
+/// [`ClientError::Transport`] otherwise.
+pub(super) fn io_error(endpoint: &Endpoint, err: io::Error) -> ClientError {
+    let url = endpoint.url();
+    let tls = err
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if tls {
+        ClientError::Tls(format!("{url}: {err}"))
+    } else {
+        ClientError::Transport(format!("{url}: {err}"))
+    }
+}
+
 /// Explains handshake failures, above all an unverifiable server certificate.
 fn handshake_error(endpoint: &Endpoint, err: io::Error) -> ClientError {
     let url = endpoint.url();
-    let cert_problem = err
+    let rustls_error = err
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-    if cert_problem {
-        ClientError::Network(format!(
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(_)) => ClientError::Tls(format!(
             "{url}: cannot verify the server's certificate ({err}); pass its CA with --ca FILE \
              or KES_CA, or use -k/--insecure for a development server"
-        ))
-    } else {
-        ClientError::Network(format!("{url}: TLS handshake failed: {err}"))
+        )),
+        Some(_) => ClientError::Tls(format!("{url}: TLS handshake failed: {err}")),
+        // The connection broke or timed out during the handshake.
+        None => ClientError::Transport(format!("{url}: TLS handshake failed: {err}")),
     }
 }
 

@@ -22,6 +22,7 @@
 //!
 //! Answers that have a body come as a [`Reply`], which dereferences to the decoded value and
 //! keeps the server's JSON bytes for callers that want to pass them on untouched.
+mod error;
 mod http;
 mod tls;
 mod types;
@@ -33,8 +34,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use error::{ApiError, ClientError};
 pub use http::Endpoint;
-pub use tls::{Credentials, ServerTrust};
+pub use tls::{generate_api_key, Credentials, ServerTrust};
 pub use types::{
     DataKey, EnclaveInfo, IdentityInfo, KeyInfo, List, Policy, PolicyInfo, Route, Rules, Secret,
     SecretInfo, SelfInfo, Status, Version,
@@ -44,42 +46,6 @@ pub use types::{
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7373";
 /// Connect, read and write timeout of ordinary requests.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
-    /// The server answered with an error: its status code and KES message.
-    Api { status: u16, message: String },
-    /// The server could not be reached, the TLS handshake failed or the connection broke.
-    Network(String),
-    /// The server's answer was not what the API promises.
-    Response(String),
-    /// Bad local input: credentials, CA files, endpoint, arguments.
-    Config(String),
-}
-
-impl ClientError {
-    /// The HTTP status of an API error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientError::Api { message, .. } => f.write_str(message),
-            ClientError::Network(msg) => write!(f, "cannot reach the server: {msg}"),
-            ClientError::Response(msg) => write!(f, "unexpected server response: {msg}"),
-            ClientError::Config(msg) => f.write_str(msg),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// A decoded answer together with the server's JSON bytes.
 #[derive(Debug, Clone)]
@@ -413,7 +379,7 @@ impl Client {
         let mut total = 0u64;
         while let Some(bytes) = stream.next_bytes().map_err(|e| self.network(e))? {
             out.write_all(&bytes)
-                .map_err(|e| ClientError::Network(format!("cannot write the backup: {e}")))?;
+                .map_err(|e| ClientError::Config(format!("cannot write the backup: {e}")))?;
             total += bytes.len() as u64;
         }
         Ok(total)
@@ -617,7 +583,7 @@ impl Client {
     }
 
     fn network(&self, err: std::io::Error) -> ClientError {
-        ClientError::Network(format!("{}: {err}", self.endpoint.url()))
+        http::io_error(&self.endpoint, err)
     }
 }
 
@@ -635,7 +601,7 @@ impl Iterator for LogStream {
                 Ok(Some(line)) if line.trim().is_empty() => continue,
                 Ok(Some(line)) => Some(Ok(line)),
                 Ok(None) => None,
-                Err(e) => Some(Err(ClientError::Network(e.to_string()))),
+                Err(e) => Some(Err(ClientError::Transport(e.to_string()))),
             };
         }
     }
@@ -673,7 +639,7 @@ fn api_error(status: u16, content_type: Option<&str>, body: &[u8]) -> ClientErro
             text.to_owned()
         }
     });
-    ClientError::Api { status, message }
+    ClientError::from(ApiError::new(status, message))
 }
 
 /// Standard base64 with padding, as Go encodes `[]byte`.
@@ -708,13 +674,7 @@ mod tests {
             Some("application/json"),
             b"{\"message\":\"key does not exist\"\n}",
         );
-        assert_eq!(
-            e,
-            ClientError::Api {
-                status: 404,
-                message: "key does not exist".into()
-            }
-        );
+        assert_eq!(e, ClientError::NotFound(ApiError::KEY_NOT_FOUND));
         assert_eq!(e.to_string(), "key does not exist");
         let e = api_error(
             400,

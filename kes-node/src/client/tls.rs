@@ -70,6 +70,15 @@ impl Credentials {
     }
 }
 
+/// A new random API key (`kes:v1:...`), the counterpart of the Go SDK's `kes.GenerateAPIKey`.
+/// Its identity, which a server's admin or policy names, is
+/// `Credentials::from_api_key(&key)?.identity()`.
+///
+/// The key is a secret: whoever holds it is that identity.
+pub fn generate_api_key() -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(ApiKey::generate().encode())
+}
+
 /// How the server's certificate is checked.
 #[derive(Clone)]
 pub enum ServerTrust {

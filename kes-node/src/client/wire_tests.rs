@@ -198,10 +198,7 @@ fn framing_keep_alive_and_retry() {
     );
     assert_eq!(
         client.describe_key("missing").unwrap_err(),
-        ClientError::Api {
-            status: 404,
-            message: "key does not exist".into()
-        }
+        ClientError::NotFound(ApiError::KEY_NOT_FOUND)
     );
     assert_eq!(
         client.describe_key("nowhere").unwrap_err().to_string(),

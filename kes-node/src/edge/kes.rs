@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::keystore::{KeyStore, KeyStoreError};
-use crate::client::{Client, ClientError, Credentials, ServerTrust};
+use crate::client::{ApiError, Client, ClientError, Credentials, ServerTrust};
 
 /// A secret name no key is expected to have: the health check reads it (a `404` proves that
 /// the server answers, the enclave exists and the edge server may read it).
@@ -92,7 +92,7 @@ impl KesStore {
             let at = (first + i) % self.nodes.len();
             let node = &self.nodes[at];
             match call(node.client()) {
-                Err(ClientError::Network(why)) => unreachable.push(why),
+                Err(ClientError::Transport(why) | ClientError::Tls(why)) => unreachable.push(why),
                 result => {
                     self.preferred.store(at, Ordering::Relaxed);
                     return result.map_err(|e| self.error(&node.endpoint, e));
@@ -104,24 +104,21 @@ impl KesStore {
 
     fn error(&self, endpoint: &str, err: ClientError) -> KeyStoreError {
         match err {
-            ClientError::Network(why) => KeyStoreError::Unreachable(why),
-            ClientError::Api {
-                status: 404,
-                message,
-            } if message == "secret does not exist" => KeyStoreError::NotFound,
+            ClientError::Transport(why) | ClientError::Tls(why) => KeyStoreError::Unreachable(why),
+            e if e.is(&ApiError::SECRET_NOT_FOUND) => KeyStoreError::NotFound,
             // Upstream's ErrSecretExists is a 404.
-            ClientError::Api { message, .. } if message == "secret already exists" => {
+            ClientError::Exists(e) if e.message() == "secret already exists" => {
                 KeyStoreError::Exists
             }
-            ClientError::Api { status: 403, .. } => KeyStoreError::Failed(format!(
+            ClientError::Forbidden(_) => KeyStoreError::Failed(format!(
                 "{endpoint} refuses the edge server's identity {} in enclave '{}': the enclave \
                  must exist and the identity needs a policy allowing /v1/secret/* there",
                 self.identity, self.enclave
             )),
-            ClientError::Api { status, message } => {
-                KeyStoreError::Failed(format!("{endpoint}: {status} {message}"))
-            }
-            other => KeyStoreError::Failed(format!("{endpoint}: {other}")),
+            other => match other.api() {
+                Some(e) => KeyStoreError::Failed(format!("{endpoint}: {} {e}", e.status())),
+                None => KeyStoreError::Failed(format!("{endpoint}: {other}")),
+            },
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client_command;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 
 client_command! {
     /// Load-test a KES server: N connections, one operation, a fixed time or request count.
@@ -86,7 +86,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if !matches!(a.op.as_str(), "version" | "create" | "create-delete") {
         match setup.create_key(&a.key) {
             Ok(()) => {}
-            Err(e) if e.to_string().contains("already exists") => {}
+            Err(ClientError::Exists(_)) => {}
             Err(e) => return Err(format!("cannot create the benchmark key: {e}")),
         }
     }
