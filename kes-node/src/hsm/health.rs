@@ -56,13 +56,19 @@ impl HsmHealth {
 }
 
 /// Records `hsm` as healthy now (it just unsealed the root key) and starts its probe thread,
-/// which logs every change of state to standard error.
+/// which logs every change of state to standard error. The thread ends (and lets go of the
+/// HSM) at its first probe after the server dropped `health`: an embedded server that stopped
+/// leaves no thread behind for longer than `every`.
 pub fn watch(hsm: Arc<dyn Hsm>, health: Arc<HsmHealth>, every: Duration) {
     health.record(hsm.name(), Ok(()));
+    let health = Arc::downgrade(&health);
     let spawned = std::thread::Builder::new()
         .name("hsm-health".into())
         .spawn(move || loop {
             std::thread::sleep(every);
+            let Some(health) = health.upgrade() else {
+                return;
+            };
             if let Some(state) = health.record(hsm.name(), hsm.probe()) {
                 eprintln!("kes-node: HSM '{}': {state}", hsm.name());
             }
