@@ -32,6 +32,19 @@
 //!
 //! The file is walked as a YAML value tree rather than derived with serde so that every error
 //! can name the field it is about (`config: policy.my-app.identities[1]: ...`).
+//!
+//! The loader stands on its own: [`load`] reads and validates a file into a [`Config`],
+//! [`parse`] does the same for text (relative paths resolved against a directory you give),
+//! and [`load_edge`] / [`parse_edge`] read an edge server's sections from the same file. A
+//! program embedding a server hands the results to [`crate::server::Builder`]; one that only
+//! checks a file needs nothing else. Errors are one line naming the field, and nothing is
+//! read from the environment but the `${VAR}` references the file makes.
+//!
+//! ```no_run
+//! let config = kes_node::config::load("kes.yml".as_ref())?;
+//! println!("admin: {}, workers: {:?}", config.admin_identity, config.limits.workers);
+//! # Ok::<(), String>(())
+//! ```
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -21,7 +21,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     if !args.dir.join(crate::store::DB_FILE).exists() {
         return Err(format!("{} holds no kes.db", args.dir.display()));
     }
-    let device = super::hsm::open_for(&config.hsm, &args.dir, false)?;
+    let device = crate::server::hsm::open_for(&config.hsm, &args.dir, false)?;
     for line in crate::store::check(&args.dir, &*device).map_err(|e| e.to_string())? {
         println!("{line}");
     }

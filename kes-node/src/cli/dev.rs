@@ -66,28 +66,32 @@ pub fn run(
         ))),
         ..Config::default()
     };
-    super::settings::override_workers(&mut config.limits, workers)?;
-    let addr = addr.unwrap_or_else(|| DEV_ADDR.into());
-    super::startup::start(&config, None, &dir, &addr, false, |local| {
-        let endpoint = format!("https://{local}");
-        let d = dir.display();
-        println!(
-            "\nkes-node development server (not for production)\n\
-             \x20 endpoint: {endpoint}\n\
-             \x20 data:     {d}  (kes.db, hsm.key, server.cert, admin.cert, admin.key)\n\
-             \x20 admin:    {id}\n\n\
-             Use it with a KES client:\n\
-             \x20 export KES_SERVER={endpoint}\n\
-             \x20 export KES_API_KEY={key}\n\
-             \x20 export KES_CLIENT_CERT={d}/admin.cert KES_CLIENT_KEY={d}/admin.key\n\n\
-             Or with curl (create a key, then a data key):\n\
-             \x20 curl --cacert {d}/server.cert --cert {d}/admin.cert --key {d}/admin.key -X PUT {endpoint}/v1/key/create/my-key\n\
-             \x20 curl --cacert {d}/server.cert --cert {d}/admin.cert --key {d}/admin.key -X PUT {endpoint}/v1/key/generate/my-key -d '{{}}'\n\n\
-             Restart with the same data: KES_HSM_KEY is kept in {d}/hsm.key; run `kes-node server --dev {d}`.\n",
-            id = api_key.identity(),
-            key = api_key_text.trim(),
-        );
-    })
+    super::override_workers(&mut config.limits, workers)?;
+    // The process was hardened before the files above were made (`server.rs`).
+    let builder =
+        crate::server::Builder::node(config, &dir).address(addr.unwrap_or_else(|| DEV_ADDR.into()));
+    let server = super::start(builder)?;
+    let endpoint = format!("https://{}", server.local_addr());
+    let d = dir.display();
+    println!(
+        "\nkes-node development server (not for production)\n\
+         \x20 endpoint: {endpoint}\n\
+         \x20 data:     {d}  (kes.db, hsm.key, server.cert, admin.cert, admin.key)\n\
+         \x20 admin:    {id}\n\n\
+         Use it with a KES client:\n\
+         \x20 export KES_SERVER={endpoint}\n\
+         \x20 export KES_API_KEY={key}\n\
+         \x20 export KES_CLIENT_CERT={d}/admin.cert KES_CLIENT_KEY={d}/admin.key\n\n\
+         Or with curl (create a key, then a data key):\n\
+         \x20 curl --cacert {d}/server.cert --cert {d}/admin.cert --key {d}/admin.key -X PUT {endpoint}/v1/key/create/my-key\n\
+         \x20 curl --cacert {d}/server.cert --cert {d}/admin.cert --key {d}/admin.key -X PUT {endpoint}/v1/key/generate/my-key -d '{{}}'\n\n\
+         Restart with the same data: KES_HSM_KEY is kept in {d}/hsm.key; run `kes-node server --dev {d}`.\n",
+        id = api_key.identity(),
+        key = api_key_text.trim(),
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    super::finish(server)
 }
 
 struct DevFiles {

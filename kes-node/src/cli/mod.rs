@@ -7,10 +7,7 @@ mod dev;
 mod edge;
 mod hsm;
 mod recover;
-mod reload;
 mod server;
-mod settings;
-mod startup;
 
 use argh::FromArgs;
 
@@ -66,4 +63,41 @@ pub fn new_soft_hsm_key() -> String {
     let hsm =
         kes_core::hsm::SoftHsm::from_key(SecretKey::new(Cipher::Aes256, crate::random::bytes()));
     hsm.encode().as_str().to_owned()
+}
+
+/// `--workers N` replaces `limits.workers` (N must be positive).
+fn override_workers(limits: &mut crate::net::Limits, workers: Option<usize>) -> Result<(), String> {
+    match workers {
+        Some(0) => Err("--workers: expected a positive number".into()),
+        Some(n) => {
+            limits.workers = Some(n);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Runs a server as a command: hardened, stopped by SIGINT/SIGTERM, reloaded by SIGHUP, its
+/// start-up lines on standard output.
+fn serve(builder: crate::server::Builder) -> Result<(), String> {
+    let server = start(builder.harden(true))?;
+    finish(server)
+}
+
+/// Starts a server as [`serve`] does, except hardening (the caller's choice), and returns it
+/// running.
+fn start(builder: crate::server::Builder) -> Result<crate::server::Server, String> {
+    let server = builder
+        .handle_signals(true)
+        .announce()
+        .start()
+        .map_err(|e| e.to_string())?;
+    Ok(server)
+}
+
+/// Waits for a started server to stop.
+fn finish(server: crate::server::Server) -> Result<(), String> {
+    server.wait().map_err(|e| e.to_string())?;
+    println!("kes-node: stopped");
+    Ok(())
 }

@@ -52,7 +52,7 @@ pub fn run(args: RecoverArgs) -> Result<(), String> {
         Some(path) => crate::config::load(path)?,
         None => Config::default(),
     };
-    let device = super::hsm::open_for(&config.hsm, &args.dir, false)?;
+    let device = crate::server::hsm::open_for(&config.hsm, &args.dir, false)?;
     // Opening takes redb's file lock: a running node makes this fail instead of racing it.
     let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;
     let current = store.applied_addresses().map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
 //! `kes-node server` and `kes-node restore`: the command lines of a stateful node. Starting
-//! one is `startup.rs`'s job (shared with `--dev`, `dev.rs`).
+//! one is [`crate::server::Builder`]'s job (shared with `--dev`, `dev.rs`, and `edge`).
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -49,13 +49,14 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         return Err("no working directory given: kes-node server --config FILE DIR".into());
     };
     let mut config = crate::config::load(&config_path)?;
-    super::settings::override_workers(&mut config.limits, args.workers)?;
-    crate::harden::start(&config.hsm.secret_vars())?;
-    let addr = args
-        .addr
-        .or_else(|| config.address.clone())
-        .unwrap_or_else(|| super::settings::DEFAULT_ADDR.into());
-    super::startup::start(&config, Some(&config_path), &dir, &addr, args.join, |_| {})
+    super::override_workers(&mut config.limits, args.workers)?;
+    let mut builder = crate::server::Builder::node(config, dir)
+        .join(args.join)
+        .config_file(config_path);
+    if let Some(addr) = args.addr {
+        builder = builder.address(addr);
+    }
+    super::serve(builder)
 }
 
 /// Restore a backup (from `kes-node cluster backup`) into a new directory DIR; then start a
@@ -86,7 +87,7 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
             args.dir.display()
         ));
     }
-    let device = super::hsm::open_for(&config.hsm, &args.dir, false)?;
+    let device = crate::server::hsm::open_for(&config.hsm, &args.dir, false)?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let store = Store::open(&args.dir, &*device).map_err(|e| e.to_string())?;

@@ -65,7 +65,8 @@ impl std::error::Error for HsmError {}
 /// A hardware or software security module that protects the root key of `kes.db`.
 ///
 /// Implement it in your own crate to seal `kes.db` with a device kes-node does not know (see
-/// `examples/toy_hsm.rs`), and hand it to [`Store::open`](crate::store::Store::open). The
+/// `examples/toy_hsm.rs`), and hand it to [`Store::open`](crate::store::Store::open), or run
+/// a whole server on it with [`Builder::hsm`](crate::server::Builder::hsm). The
 /// store calls it rarely: [`Hsm::seal`] once when it creates a database (and for
 /// `kes-node hsm add`), [`Hsm::unseal`] once per open; the root key then stays in memory, so
 /// a slow device never slows requests down.

@@ -15,6 +15,7 @@ mod connection;
 mod limits;
 mod pump;
 mod session;
+pub mod stop;
 pub mod tls;
 pub mod workers;
 
@@ -42,7 +43,9 @@ use connection::{Connection, Setup};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+/// The program's own stop ([`stop::Trigger`]).
+const STOP: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
 /// How often deadlines are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// How long shutdown waits for in-flight responses.
@@ -59,10 +62,18 @@ struct Conns {
     yielded: std::collections::VecDeque<(usize, u64)>,
 }
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then shuts down gracefully. TLS
-/// configurations are read from `tls` at each accept, so replacing them there (a reload)
-/// applies to new connections. SIGHUP calls `reload` (on this thread, between events).
-/// This is one event loop (`workers: 1`); `workers::run` starts N of them.
+/// What stops the event loops: SIGINT and SIGTERM (if `signals`: a server of its own
+/// process; an embedded one leaves the host's signals alone) and the program's
+/// [`stop::Trigger`], whose receiving ends are here, one per loop.
+pub struct Stopping {
+    pub signals: bool,
+    pub receivers: Vec<stop::Receiver>,
+}
+
+/// Serves `app` on `listener` until stopped (see [`Stopping`]), then shuts down gracefully.
+/// TLS configurations are read from `tls` at each accept, so replacing them there (a reload)
+/// applies to new connections. SIGHUP calls `reload` (on this thread, between events) when
+/// signals are handled. This is one event loop (`workers: 1`); `workers::run` starts N of them.
 pub fn serve(
     listener: TcpListener,
     tls: Arc<tls::Shared>,
@@ -70,21 +81,27 @@ pub fn serve(
     app: &App,
     backend: &mut dyn Backend,
     reload: &dyn Fn(&App),
+    stopping: Stopping,
 ) -> io::Result<()> {
     let me = Worker {
         id: 0,
         listener,
         reload: Some(reload),
+        signals: stopping.signals,
+        stop: stopping.receivers.into_iter().next(),
     };
     serve_loop(me, tls, limits, app, backend)
 }
 
-/// One event loop of several: its number (0 owns the backend), its listening socket and, on
-/// the loop that handles SIGHUP, what a reload does.
+/// One event loop of several: its number (0 owns the backend), its listening socket, on
+/// the loop that handles SIGHUP what a reload does, whether it handles signals, and its end of
+/// the program's stop.
 pub(crate) struct Worker<'r> {
     pub id: usize,
     pub listener: TcpListener,
     pub reload: Option<&'r dyn Fn(&App)>,
+    pub signals: bool,
+    pub stop: Option<stop::Receiver>,
 }
 
 /// The event loop of [`serve`], as one of several workers.
@@ -97,22 +114,35 @@ pub(crate) fn serve_loop(
 ) -> io::Result<()> {
     let Worker {
         id,
-        mut listener,
+        listener,
         reload,
+        signals,
+        stop,
     } = me;
+    // `None` once shutting down: the socket is closed then, so new connections are refused.
+    let mut listener = Some(listener);
     crate::api::logs::enter_loop(id);
     let mut poll = Poll::new()?;
     backend.register(poll.registry())?;
     let mut events = Events::with_capacity(1024);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    if let Some(listener) = &mut listener {
+        poll.registry()
+            .register(listener, LISTENER, Interest::READABLE)?;
+    }
     // Every loop stops on SIGINT/SIGTERM; only the one that reloads listens for SIGHUP.
-    let mut signals = match reload {
-        Some(_) => Signals::new([SIGINT, SIGTERM, SIGHUP])?,
-        None => Signals::new([SIGINT, SIGTERM])?,
+    let mut signals = match (signals, reload) {
+        (false, _) => None,
+        (true, Some(_)) => Some(Signals::new([SIGINT, SIGTERM, SIGHUP])?),
+        (true, None) => Some(Signals::new([SIGINT, SIGTERM])?),
     };
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    if let Some(signals) = &mut signals {
+        poll.registry()
+            .register(signals, SIGNALS, Interest::READABLE)?;
+    }
+    let mut stop = stop;
+    if let Some(stop) = &mut stop {
+        poll.registry().register(stop, STOP, Interest::READABLE)?;
+    }
 
     let budget = Rc::new(Budget::new(limits.memory));
     let setup = Setup {
@@ -148,27 +178,30 @@ pub(crate) fn serve_loop(
         for event in events.iter() {
             match event.token() {
                 LISTENER => {
-                    if shutdown_at.is_none() {
+                    if let Some(listener) = &listener {
                         let n = accept(
-                            &poll, &listener, &tls, &setup, &mut conns, app, &*backend, now,
+                            &poll, listener, &tls, &setup, &mut conns, app, &*backend, now,
                         );
                         app.metrics.accepted(id, n);
                     }
                 }
                 SIGNALS => {
-                    let pending: Vec<i32> = signals.pending().collect();
+                    let pending: Vec<i32> = match &mut signals {
+                        Some(signals) => signals.pending().collect(),
+                        None => Vec::new(),
+                    };
                     if let Some(reload) = reload.filter(|_| pending.contains(&SIGHUP)) {
                         reload(app);
                     }
                     if pending.iter().any(|s| *s != SIGHUP) && shutdown_at.is_none() {
                         shutdown_at = Some(now);
-                        poll.registry().deregister(&mut listener)?;
-                        let keys: Vec<usize> = conns.slab.iter().map(|(k, _)| k).collect();
-                        for key in keys {
-                            conns.slab[key].close_after_current();
-                            // Idle connections close now; busy ones after their answer.
-                            update(&poll, &mut conns, key, app);
-                        }
+                        begin_shutdown(&poll, listener.take(), &mut conns, app)?;
+                    }
+                }
+                STOP => {
+                    if shutdown_at.is_none() {
+                        shutdown_at = Some(now);
+                        begin_shutdown(&poll, listener.take(), &mut conns, app)?;
                     }
                 }
                 Token(t) if t >= BACKEND_TOKENS => {
@@ -206,7 +239,7 @@ pub(crate) fn serve_loop(
             }
         }
         backend.round(poll.registry(), app);
-        answer_writes(&poll, &mut conns, app, backend, now);
+        answer_writes(&poll, &mut conns, app, backend, shutdown_at, now);
         publish_logs(&poll, &mut conns, app, id);
         if let Some(t) = shutdown_at {
             // A loop that owns the backend for others stays until they are done.
@@ -215,6 +248,25 @@ pub(crate) fn serve_loop(
             }
         }
     }
+}
+
+/// Closes the listening socket (new connections are refused from now on) and every
+/// connection: idle ones now, busy ones after their answer.
+fn begin_shutdown(
+    poll: &Poll,
+    listener: Option<TcpListener>,
+    conns: &mut Conns,
+    app: &App,
+) -> io::Result<()> {
+    if let Some(mut listener) = listener {
+        poll.registry().deregister(&mut listener)?;
+    }
+    let keys: Vec<usize> = conns.slab.iter().map(|(k, _)| k).collect();
+    for key in keys {
+        conns.slab[key].close_after_current();
+        update(poll, conns, key, app);
+    }
+    Ok(())
 }
 
 /// After a connection ran: hands a peer link to the backend, passes on what its request
@@ -346,6 +398,7 @@ fn answer_writes(
     conns: &mut Conns,
     app: &App,
     backend: &mut dyn Backend,
+    shutdown_at: Option<Instant>,
     now: Instant,
 ) {
     let find = |conns: &Conns, r: ConnRef| -> Option<usize> {
@@ -380,8 +433,9 @@ fn answer_writes(
         }
         for r in touched {
             let Some(key) = find(conns, r) else { continue };
-            // Answering may have let the connection serve what was pipelined behind.
-            after_ready(poll, conns, key, app, backend, None, now);
+            // Answering may have let the connection serve what was pipelined behind; when
+            // shutting down, it closes once answered.
+            after_ready(poll, conns, key, app, backend, shutdown_at, now);
         }
     }
 }

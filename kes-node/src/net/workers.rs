@@ -10,8 +10,8 @@
 //! channel (waking it with its `mio::Waker`); worker 0 proposes them with its own, so group
 //! commit stays one transaction per round for the whole server, and sends each decision back
 //! over the worker's channel, waking that worker. SIGHUP reloads on worker 0; SIGINT and
-//! SIGTERM stop every worker gracefully, worker 0 last (it serves the others' writes until
-//! they are done).
+//! SIGTERM (or the program's stop, `stop.rs`) stop every worker gracefully, worker 0 last (it
+//! serves the others' writes until they are done).
 //!
 //! Limits are split (see [`Limits::share`]): each loop admits its share of the connections
 //! and has its share of the memory budget, so no counter is shared on the hot path.
@@ -27,7 +27,9 @@ use mio::net::TcpListener;
 use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
 
-use super::{tls, Backend, Completion, ConnRef, Limits, PeerStream, Worker, BACKEND_TOKENS};
+use super::{
+    tls, Backend, Completion, ConnRef, Limits, PeerStream, Stopping, Worker, BACKEND_TOKENS,
+};
 use crate::api::{App, Pending, Resume, Wait};
 
 /// Each worker's waker (far above the backends' own tokens, which count up from
@@ -79,8 +81,9 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
-/// Serves `app` with one event loop per listener until SIGINT/SIGTERM (see the module
-/// docs). `backend` and `reload` stay on the calling thread (worker 0).
+/// Serves `app` with one event loop per listener until stopped (see the module docs and
+/// [`Stopping`]: one receiving end per listener). `backend` and `reload` stay on the calling
+/// thread (worker 0).
 pub fn run(
     listeners: Vec<std::net::TcpListener>,
     tls: Arc<tls::Shared>,
@@ -88,6 +91,7 @@ pub fn run(
     app: &App,
     backend: &mut dyn Backend,
     reload: &dyn Fn(&App),
+    stopping: Stopping,
 ) -> io::Result<()> {
     let n = listeners.len();
     app.metrics.set_workers(n);
@@ -96,8 +100,11 @@ pub fn run(
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
     if n == 1 {
-        return super::serve(first, tls, limits, app, backend, reload);
+        return super::serve(first, tls, limits, app, backend, reload, stopping);
     }
+    let signals = stopping.signals;
+    let mut stops = stopping.receivers.into_iter().map(Some);
+    let first_stop = stops.next().flatten();
     let share = limits.share(n);
     let (to_owner, from_workers) = mpsc::channel();
     let owner_waker: Arc<OnceLock<Arc<Waker>>> = Arc::default();
@@ -105,6 +112,7 @@ pub fn run(
         let mut threads = Vec::new();
         for (id, listener) in (1..n).zip(listeners) {
             let (tls, share, app) = (tls.clone(), &share, app);
+            let stop = stops.next().flatten();
             let mut proxy = Proxy::new(id, app, to_owner.clone(), owner_waker.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("worker-{id}"))
@@ -113,6 +121,8 @@ pub fn run(
                         id,
                         listener,
                         reload: None,
+                        signals,
+                        stop,
                     };
                     let result = super::serve_loop(me, tls, share, app, &mut proxy);
                     if let Err(e) = &result {
@@ -128,6 +138,8 @@ pub fn run(
             id: 0,
             listener: first,
             reload: Some(reload),
+            signals,
+            stop: first_stop,
         };
         let result = super::serve_loop(me, tls, &share, app, &mut owner);
         // A worker that failed stops the server: the others are told by their signals only,

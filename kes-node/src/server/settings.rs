@@ -1,11 +1,8 @@
 //! What a server takes from its config into the [`App`], at start and on a reload: logging,
 //! `api.<path>` options and the static policies of `policy:`. Shared by the stateful server
-//! (`startup.rs`), the edge server (`edge.rs`) and SIGHUP (`reload.rs`).
+//! (`node.rs`), the edge server (`edge.rs`) and SIGHUP (`reload.rs`).
 use crate::api::App;
 use crate::config::Config;
-
-/// Default listen address, as upstream.
-pub(super) const DEFAULT_ADDR: &str = "0.0.0.0:7373";
 
 /// What the stateful and the edge server take from the config alike: logging, `api.<path>`
 /// options and the static policies.
@@ -93,19 +90,4 @@ pub(super) fn seed_policies(app: &App, config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `--workers N` replaces `limits.workers` (N must be positive).
-pub fn override_workers(
-    limits: &mut crate::net::Limits,
-    workers: Option<usize>,
-) -> Result<(), String> {
-    match workers {
-        Some(0) => Err("--workers: expected a positive number".into()),
-        Some(n) => {
-            limits.workers = Some(n);
-            Ok(())
-        }
-        None => Ok(()),
-    }
 }
