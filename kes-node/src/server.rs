@@ -148,7 +148,9 @@ impl Builder {
     }
 
     /// Serves on `listener`, a socket you bound (any port, `0` included). With more than one
-    /// event loop (`limits.workers`) the loops share it.
+    /// event loop (`limits.workers`) the loops share it. A stateful node is known to its
+    /// cluster (even a cluster of one) by the address it first served on, which `kes.db`
+    /// keeps: restart it on that address, port included, or it refuses to start.
     pub fn listener(mut self, listener: TcpListener) -> Builder {
         self.listen = Listen::Listener(listener);
         self

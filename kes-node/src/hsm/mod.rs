@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "aws")]
 pub mod aws_kms;
+mod copies;
 pub mod health;
 mod open;
 #[cfg(feature = "pkcs11")]
@@ -31,6 +32,7 @@ pub mod pkcs11;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 
+pub use copies::{add_copy, sealed_copies};
 pub use open::{open, open_exact, soft_hsm, NewKey, OpenError};
 
 /// Why sealing or unsealing failed. Messages name the device and what to check; they never
