@@ -6,8 +6,15 @@
 //! are served by every node and are linearizable, no acknowledged write is lost, progress
 //! returns by itself, and one node is the smallest cluster.
 //!
+//! The consensus logic itself (batching, forwarding, backlog, hand-over, snapshots, the read
+//! gate, membership, crash and restart) is checked over hundreds of seeded schedules by the
+//! simulator (`tests/sim.rs`); the tests here prove what only real processes can: the
+//! sockets, TLS, files, signals, restarts and the CLI, each scenario once.
+//!
 //! The `harness_*` tests check the harness itself (ports, proxy, history checker) and need no
-//! server. Every loop is bounded in count and time; each test prints a one-line summary.
+//! server. Nothing waits for a fixed time: every wait polls observable state (a node's
+//! `/v1/cluster/describe`, an answer, a file, the client load's progress) with a deadline and
+//! says what it saw last. Each test prints a one-line summary.
 
 mod support;
 
@@ -21,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::cluster::*;
-use support::{b64, unb64, Response};
+use support::{b64, unb64, wait_until, Response};
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const HEAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -174,24 +181,32 @@ fn write_until_ok(
 ) -> (String, Duration) {
     let start = Instant::now();
     let mut conns: Vec<Conn> = nodes.iter().map(|&n| cluster.conn(n)).collect();
-    let mut last = String::new();
-    for attempt in 0..10_000usize {
-        if start.elapsed() > timeout {
-            break;
-        }
+    let mut attempt = 0usize;
+    let written = wait_until(timeout, Duration::from_millis(200), || {
         let i = attempt % conns.len();
         let name = format!("{prefix}-{attempt}");
+        attempt += 1;
         match conns[i].request("PUT", &create_path(&name), None) {
-            Ok(resp) if resp.status == 200 => return (name, start.elapsed()),
-            Ok(resp) => last = format!("node {}: {} {}", nodes[i], resp.status, resp.text()),
-            Err(err) => last = format!("node {}: {err}", nodes[i]),
+            Ok(resp) if resp.status == 200 => Ok(name),
+            Ok(resp) => Err(format!(
+                "node {}: {} {}",
+                nodes[i],
+                resp.status,
+                resp.text()
+            )),
+            Err(err) => Err(format!("node {}: {err}", nodes[i])),
         }
-        std::thread::sleep(Duration::from_millis(200));
+    });
+    match written {
+        Ok(name) => (name, start.elapsed()),
+        Err(e) => panic!("{}: no write succeeded: {e}", cluster.name),
     }
-    panic!(
-        "{}: writes did not succeed within {timeout:?}; last answer: {last}",
-        cluster.name
-    );
+}
+
+/// A load thread's pause after a failed request, so that it does not spin against a node
+/// that is down (a back-off, not a wait for anything).
+fn back_off() {
+    std::thread::sleep(Duration::from_millis(20));
 }
 
 /// Sets a flag when dropped (also while unwinding): stops load threads when a test panics.
@@ -208,7 +223,7 @@ impl Drop for StopOnDrop {
 // -------------------------------------------------------------------------------------------
 
 #[test]
-fn acknowledged_writes_are_visible_on_every_node() {
+fn acknowledged_writes_and_identities_are_visible_on_every_node() {
     const ROUNDS: usize = 30;
     let cluster = Cluster::start("visible", ClusterOpts::nodes(3));
     let mut conns: Vec<Conn> = (0..3).map(|i| cluster.conn(i)).collect();
@@ -284,11 +299,73 @@ fn acknowledged_writes_are_visible_on_every_node() {
         got.sort();
         assert_eq!(got, want, "node {n} lists other keys");
     }
+    identities_take_effect_on_every_node_once_acknowledged(&cluster);
     println!(
         "visibility: rounds={ROUNDS} creates={ROUNDS} deletes={deletes} reads={reads} p50 write={:.1} ms p99 write={:.1} ms",
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
     );
+}
+
+/// Authorization is linearizable on every node too: right after the leader acknowledges an
+/// identity's creation, that identity is allowed on every follower (never a stale 403), and
+/// right after its deletion is acknowledged it is refused everywhere (never a stale 200).
+fn identities_take_effect_on_every_node_once_acknowledged(cluster: &Cluster) {
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
+    let mut admin = cluster.conn(leader);
+    let policy = json!({"allow": ["/v1/key/describe/*"]});
+    let resp = ok_response(
+        "policy create",
+        admin.request("PUT", "/v1/policy/create/reader", Some(&policy)),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let other = &support::pki().other;
+    let mut clients: Vec<support::Client> = (0..3)
+        .map(|s| {
+            support::Client::connect(cluster.addr(s), Some(other), support::Tls::default()).unwrap()
+        })
+        .collect();
+    let path = format!("/v1/identity/create/{}", other.identity);
+    for round in 0..15 {
+        let resp = ok_response(
+            "identity create",
+            admin.request("PUT", &path, Some(&json!({"policy": "reader"}))),
+        );
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+        for (s, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .request("GET", "/v1/key/describe/none", &[], None)
+                .unwrap();
+            assert_eq!(
+                r.status,
+                404,
+                "round {round}: node {s} after the identity was created: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+        let resp = ok_response(
+            "identity delete",
+            admin.request(
+                "DELETE",
+                &format!("/v1/identity/delete/{}", other.identity),
+                None,
+            ),
+        );
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+        for (s, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .request("GET", "/v1/key/describe/none", &[], None)
+                .unwrap();
+            assert_eq!(
+                r.status,
+                403,
+                "round {round}: node {s} after the identity was deleted: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -337,6 +414,8 @@ struct Load {
     seed: u64,
     history: Arc<History>,
     invoked: Arc<Mutex<Vec<String>>>,
+    /// Requests sent so far (or tried), by all threads.
+    progress: Arc<AtomicUsize>,
     stop: StopOnDrop,
     workers: Vec<JoinHandle<LoadOutcome>>,
 }
@@ -349,22 +428,29 @@ impl Load {
         let history = Arc::new(History::new());
         let stop = Arc::new(AtomicBool::new(false));
         let invoked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let progress: Arc<AtomicUsize> = Arc::default();
         let next_seq: Arc<Vec<AtomicU64>> =
             Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect());
         let workers = (0..threads)
             .map(|t| {
-                let (addrs, history, stop, invoked, next_seq) = (
+                let (addrs, history, stop, invoked, next_seq, progress) = (
                     addrs.to_vec(),
                     history.clone(),
                     stop.clone(),
                     invoked.clone(),
                     next_seq.clone(),
+                    progress.clone(),
                 );
                 let prefix = prefix.to_string();
                 std::thread::spawn(move || {
-                    load_thread(
-                        t, &prefix, seed, &addrs, &history, &stop, &invoked, &next_seq,
-                    )
+                    let shared = Shared {
+                        history: &history,
+                        stop: &stop,
+                        invoked: &invoked,
+                        next_seq: &next_seq,
+                        progress: &progress,
+                    };
+                    load_thread(t, &prefix, seed, &addrs, shared)
                 })
             })
             .collect();
@@ -372,8 +458,28 @@ impl Load {
             seed,
             history,
             invoked,
+            progress,
             stop: StopOnDrop(stop),
             workers,
+        }
+    }
+
+    /// Waits until the threads have sent `n` more requests (each thread sends its next one
+    /// once the last is answered or failed): the time between two faults, or how long one
+    /// lasts beyond the moment the nodes show it.
+    #[track_caller]
+    fn wait_progress(&self, n: usize, why: &str) {
+        let from = self.progress.load(Ordering::SeqCst);
+        let done = wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
+            let sent = self.progress.load(Ordering::SeqCst) - from;
+            if sent >= n {
+                Ok(())
+            } else {
+                Err(format!("{sent} of {n} requests sent"))
+            }
+        });
+        if let Err(e) = done {
+            panic!("seed {}: the load stalled {why}: {e}", self.seed);
         }
     }
 
@@ -388,17 +494,29 @@ impl Load {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the load threads share.
+struct Shared<'a> {
+    history: &'a History,
+    stop: &'a AtomicBool,
+    invoked: &'a Mutex<Vec<String>>,
+    next_seq: &'a [AtomicU64],
+    progress: &'a AtomicUsize,
+}
+
 fn load_thread(
     t: usize,
     prefix: &str,
     seed: u64,
     addrs: &[SocketAddr],
-    history: &History,
-    stop: &AtomicBool,
-    invoked: &Mutex<Vec<String>>,
-    next_seq: &[AtomicU64],
+    shared: Shared,
 ) -> LoadOutcome {
+    let Shared {
+        history,
+        stop,
+        invoked,
+        next_seq,
+        progress,
+    } = shared;
     let mut rng = Rng::new(seed.wrapping_add(t as u64 + 1));
     let mut conns: Vec<Conn> = addrs
         .iter()
@@ -411,6 +529,7 @@ fn load_thread(
             break;
         }
         out.ops += 1;
+        progress.fetch_add(1, Ordering::SeqCst);
         let node = rng.index(addrs.len());
         if rng.chance(50) {
             let seq = next_seq[t].fetch_add(1, Ordering::SeqCst);
@@ -439,19 +558,19 @@ fn load_thread(
                             .push(format!("create {name} on node {node}: {detail}"));
                     }
                     out.failed.push((name.clone(), detail.clone()));
-                    std::thread::sleep(Duration::from_millis(50));
+                    back_off();
                     (None, detail)
                 }
                 Err(ReqError::Connect(_)) => {
                     // Never sent: not an operation (the key must never appear).
                     out.unsent += 1;
-                    std::thread::sleep(Duration::from_millis(50));
+                    back_off();
                     continue;
                 }
                 Err(err) => {
                     let detail = err.to_string();
                     out.failed.push((name.clone(), detail.clone()));
-                    std::thread::sleep(Duration::from_millis(50));
+                    back_off();
                     (None, detail)
                 }
             };
@@ -507,7 +626,7 @@ fn load_thread(
                         Err(ReqError::Io(_)) => "i/o".to_string(),
                     };
                     *out.read_errors.entry(kind).or_default() += 1;
-                    std::thread::sleep(Duration::from_millis(20));
+                    back_off();
                 }
             }
         }
@@ -606,242 +725,162 @@ fn verify_after_faults(
     )
 }
 
-#[test]
-fn kill_nine_under_load_loses_nothing_and_stays_linearizable() {
-    const KILLS: usize = 6;
-    let seed = Rng::seed_from_env();
-    let mut cluster = Cluster::start("kill9", ClusterOpts::nodes(3));
-    let addrs: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
-    let mut load = Load::start(&addrs, 3, seed, "load");
-
-    // kill -9 the leader or a follower at random instants, restart it.
-    let mut rng = Rng::new(seed);
-    let mut kill_log = Vec::new();
-    let mut elections = Vec::new();
-    std::thread::sleep(rng.millis(500, 1500));
-    for k in 0..KILLS {
-        let leader = cluster.wait_for_leader(Duration::from_secs(10)).ok();
-        // Even rounds kill the leader, odd rounds a follower (random if none is known).
-        let victim = match leader {
-            Some(l) if k % 2 == 0 => l,
-            Some(l) => (l + 1 + rng.index(2)) % 3,
-            None => rng.index(3),
-        };
-        let at = load.history.now();
-        cluster.kill(victim);
-        let down = rng.millis(100, 1500);
-        std::thread::sleep(down);
-        cluster.start_node(victim);
-        let started = Instant::now();
-        if let Err(err) = cluster.wait_for_leader(LEADER_TIMEOUT) {
-            panic!("seed {seed}: no leader after restarting node {victim}: {err}");
-        }
-        elections.push(started.elapsed());
-        kill_log.push(format!(
-            "@{}ms kill -9 {victim}{} for {}ms",
-            at / 1_000_000,
-            if Some(victim) == leader {
-                "(leader)"
-            } else {
-                ""
-            },
-            down.as_millis()
-        ));
-        std::thread::sleep(rng.millis(500, 2000));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let total = load.finish();
-    let summary = verify_after_faults(&cluster, &load, &total, &kill_log);
-    println!(
-        "kill -9 under load: {summary} kills={} [{}] leader after restart p50={:.0} ms",
-        cluster.kills,
-        kill_log.join(", "),
-        ms(percentile(&elections, 50.0)),
-    );
+/// A fault of the real cluster, each applied once per run.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillLeader,
+    KillFollower,
+    /// SIGSTOP: a gray failure, the sockets stay open and nothing answers.
+    PauseLeader,
+    /// One direction of one peer link.
+    CutOne,
+    /// Both directions between two nodes.
+    CutPair,
+    IsolateFollower,
+    IsolateLeader,
 }
 
-/// Network faults on the peer links (one direction, both directions of a pair, a whole
-/// node, the leader) mixed with kill -9 and SIGSTOP/SIGCONT, under load; same checks as the
-/// kill -9 test.
+/// Every fault the real processes and sockets must survive, once each, in an order drawn
+/// from the seed (cuts refuse or black-hole, drawn too), under load from three client
+/// threads: kill -9 of the leader and of a follower, SIGSTOP of the leader, cut peer links
+/// and isolated nodes. A fault lasts until the nodes show it (a link no longer connected, a
+/// new leader) and a few requests (0–3, drawn) met it; writes still waiting for it are
+/// pending when it heals. Then the cluster must elect a leader. Afterwards no acknowledged
+/// write is lost, nothing is half-done and the history is linearizable. (Random schedules of
+/// these faults over many seeds are the simulator's job: `tests/sim.rs`.)
 #[test]
-fn link_faults_under_load_lose_nothing_and_stay_linearizable() {
-    const FAULTS: usize = 8;
-    let seed = Rng::seed_from_env() ^ 0xfa17;
+fn faults_under_load_lose_nothing_and_stay_linearizable() {
+    let seed = Rng::seed_from_env();
+    let mut rng = Rng::new(seed);
+    let mut faults = [
+        Fault::KillLeader,
+        Fault::KillFollower,
+        Fault::PauseLeader,
+        Fault::CutOne,
+        Fault::CutPair,
+        Fault::IsolateFollower,
+        Fault::IsolateLeader,
+    ];
+    for i in (1..faults.len()).rev() {
+        faults.swap(i, rng.index(i + 1));
+    }
     let mut cluster = Cluster::start("faults", ClusterOpts::nodes(3).with_proxy());
     let addrs: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
-    let mut load = Load::start(&addrs, 3, seed, "net");
-    let mut rng = Rng::new(seed);
+    let mut load = Load::start(&addrs, 3, seed, "load");
     let mut log = Vec::new();
     let mut recoveries = Vec::new();
-    std::thread::sleep(rng.millis(300, 1000));
-    for _ in 0..FAULTS {
+    for fault in faults {
+        load.wait_progress(30 + rng.index(120), "before a fault");
+        let leader = cluster
+            .wait_for_leader(LEADER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("seed {seed}: no leader before {fault:?}: {e}"));
+        let follower = (leader + 1 + rng.index(2)) % 3;
         let mode = if rng.chance(50) {
             CutMode::Refuse
         } else {
             CutMode::BlackHole
         };
-        let hold = rng.millis(300, 2500);
-        let (a, b) = (rng.index(3), rng.index(2));
-        let b = if b >= a { b + 1 } else { b };
-        let mut killed = None;
-        let mut paused = None;
+        let (a, b) = if rng.chance(50) {
+            (leader, follower)
+        } else {
+            (follower, leader)
+        };
+        let around = |k: usize| -> Vec<(usize, usize)> {
+            (0..3)
+                .filter(|&o| o != k)
+                .flat_map(|o| [(o, k), (k, o)])
+                .collect()
+        };
         let at = load.history.now();
-        let what = match rng.index(6) {
-            0 => {
+        let started = Instant::now();
+        // What happened, the links (from, to) whose `from` must show it, who was killed.
+        let (what, down, killed) = match fault {
+            Fault::KillLeader | Fault::KillFollower => {
+                let v = if matches!(fault, Fault::KillLeader) {
+                    leader
+                } else {
+                    follower
+                };
+                cluster.kill(v);
+                let seen: Vec<_> = (0..3).filter(|&o| o != v).map(|o| (o, v)).collect();
+                (format!("kill -9 {v}"), seen, Some(v))
+            }
+            Fault::PauseLeader => {
+                cluster.pause(leader);
+                (format!("SIGSTOP leader {leader}"), Vec::new(), None)
+            }
+            Fault::CutOne => {
                 cluster.proxy().cut(a, b, mode);
-                format!("cut {a}->{b}")
+                (format!("cut {a}->{b} {mode:?}"), vec![(a, b)], None)
             }
-            1 => {
+            Fault::CutPair => {
                 cluster.proxy().cut_between(a, b, mode);
-                format!("cut {a}<->{b}")
+                (
+                    format!("cut {a}<->{b} {mode:?}"),
+                    vec![(a, b), (b, a)],
+                    None,
+                )
             }
-            2 => {
-                cluster.proxy().partition(a, mode);
-                format!("isolate {a}")
+            Fault::IsolateFollower => {
+                cluster.proxy().partition(follower, mode);
+                (
+                    format!("isolate {follower} {mode:?}"),
+                    around(follower),
+                    None,
+                )
             }
-            3 => {
-                let l = cluster
-                    .wait_for_leader(Duration::from_secs(10))
-                    .unwrap_or(a);
-                cluster.proxy().partition(l, mode);
-                format!("isolate leader {l}")
-            }
-            4 => {
-                cluster.kill(a);
-                killed = Some(a);
-                format!("kill -9 {a}")
-            }
-            _ => {
-                cluster.pause(a);
-                paused = Some(a);
-                format!("SIGSTOP {a}")
+            Fault::IsolateLeader => {
+                cluster.proxy().partition(leader, mode);
+                (
+                    format!("isolate leader {leader} {mode:?}"),
+                    around(leader),
+                    None,
+                )
             }
         };
-        std::thread::sleep(hold);
-        if let Some(p) = paused {
-            cluster.resume(p);
+        // The fault holds until the nodes show it.
+        for &(from, to) in &down {
+            if let Err(e) = cluster.wait_link(from, to, |s| s != "connected", LEADER_TIMEOUT) {
+                panic!("seed {seed}: `{what}` never showed: {e}");
+            }
         }
+        if let Fault::PauseLeader = fault {
+            // The others cannot tell a frozen leader from a dead one: they elect another.
+            let others: Vec<usize> = (0..3).filter(|&o| o != leader).collect();
+            cluster
+                .wait_for_leader_among(&others, LEADER_TIMEOUT)
+                .unwrap_or_else(|e| panic!("seed {seed}: `{what}`: no new leader: {e}"));
+            cluster.resume(leader);
+        } else {
+            // Up to a few more requests meet the fault (a write that waits for a node the
+            // fault hides takes its 5 s timeout; clients of a frozen node would all block).
+            load.wait_progress(rng.index(4), &format!("during `{what}`"));
+        }
+        let held = started.elapsed();
         cluster.proxy().heal_all();
-        if let Some(k) = killed {
-            cluster.start_node(k);
+        if let Some(v) = killed {
+            cluster.start_node(v);
         }
-        let started = Instant::now();
+        let healed = Instant::now();
         if let Err(err) = cluster.wait_for_leader(LEADER_TIMEOUT) {
             panic!("seed {seed}: no leader after healing `{what}`: {err}");
         }
-        recoveries.push(started.elapsed());
+        recoveries.push(healed.elapsed());
         log.push(format!(
-            "@{}ms {what}{} for {}ms",
+            "@{}ms {what} for {}ms",
             at / 1_000_000,
-            if killed.is_some() || paused.is_some() {
-                String::new()
-            } else {
-                format!(" {mode:?}")
-            },
-            hold.as_millis()
+            held.as_millis()
         ));
-        std::thread::sleep(rng.millis(300, 1500));
     }
-    std::thread::sleep(Duration::from_millis(1000));
+    load.wait_progress(30 + rng.index(120), "after the last fault");
     let total = load.finish();
     let summary = verify_after_faults(&cluster, &load, &total, &log);
     println!(
-        "link faults under load: {summary} faults={FAULTS} [{}] kills={} leader after heal p50={:.0} ms max={:.0} ms",
+        "faults under load: {summary} faults [{}] kills={} leader after heal p50={:.0} ms max={:.0} ms",
         log.join(", "),
         cluster.kills,
         ms(percentile(&recoveries, 50.0)),
         ms(percentile(&recoveries, 100.0)),
-    );
-}
-
-/// Two of three nodes down: no leader, no quorum, yet the survivor answers reads at once;
-/// writes fail with 503; progress returns when the nodes come back.
-#[test]
-fn reads_survive_the_loss_of_quorum() {
-    let mut cluster = Cluster::start("quorum", ClusterOpts::nodes(3));
-    let mut keys = Vec::new();
-    {
-        let mut conns: Vec<Conn> = (0..3).map(|i| cluster.conn(i)).collect();
-        for i in 0..6 {
-            let name = format!("q-{i}");
-            create_ok(&mut conns[i % 3], &name);
-            let context = format!("ctx {i}").into_bytes();
-            let (pt, ct) = generate(&mut conns[(i + 1) % 3], &name, &context);
-            keys.push((name, context, pt, ct));
-        }
-    }
-    let seed = Rng::seed_from_env();
-    let mut rng = Rng::new(seed);
-    let survivor = rng.index(3);
-    let dead: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
-    for &d in &dead {
-        cluster.kill(d);
-    }
-    let mut conn = cluster.conn(survivor);
-    let mut max_read = Duration::ZERO;
-    for round in 0..3 {
-        for (name, context, pt, ct) in &keys {
-            let start = Instant::now();
-            let why = format!("round {round}: survivor {survivor} alone");
-            describe_ok(&mut conn, name, &why);
-            decrypt_ok(&mut conn, name, ct, context, pt, &why);
-            max_read = max_read.max(start.elapsed());
-        }
-        let resp = ok_response("list", conn.read("GET", "/v1/key/list/*", None));
-        assert_eq!(resp.status, 200, "list on the survivor: {}", resp.text());
-        let listed = support::names_of(&resp.json());
-        for (name, ..) in &keys {
-            assert!(
-                listed.contains(name),
-                "{name} not listed by the survivor: {listed:?}"
-            );
-        }
-        let resp = ok_response("describe", conn.read("GET", &describe_path("nope"), None));
-        assert_eq!(resp.status, 404, "{}", resp.text());
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    assert!(
-        max_read < Duration::from_secs(3),
-        "reads of settled keys waited {max_read:?} without a quorum"
-    );
-    let start = Instant::now();
-    let resp = ok_response(
-        "write without quorum",
-        conn.request("PUT", &create_path("no-quorum"), None),
-    );
-    let write_fail = start.elapsed();
-    assert_eq!(resp.status, 503, "write without quorum: {}", resp.text());
-    let msg = error_message(&resp);
-    let named = dead
-        .iter()
-        .any(|&d| names_node(&msg, d as u64, &cluster.addr(d).to_string()));
-
-    cluster.start_nodes(&dead);
-    let leader = cluster
-        .wait_for_leader(LEADER_TIMEOUT)
-        .unwrap_or_else(|e| panic!("no leader after the quorum came back: {e}"));
-    let (name, took) = write_until_ok(&cluster, &[0, 1, 2], "quorum-back", HEAL_TIMEOUT);
-    for n in 0..3 {
-        describe_ok(&mut cluster.conn(n), &name, "after the quorum came back");
-    }
-    let settled = settled_status(
-        &mut cluster.conn(leader),
-        "no-quorum",
-        Duration::from_secs(15),
-    )
-    .map(|s| s.0);
-    for n in 0..3 {
-        let s =
-            settled_status(&mut cluster.conn(n), "no-quorum", Duration::from_secs(15)).map(|s| s.0);
-        assert_eq!(s, settled, "the failed write is half-done (node {n})");
-    }
-    println!(
-        "quorum loss: seed={seed} survivor={survivor} kills={} reads ok max={:.0} ms 503 after={:.0} ms (message names a dead node: {named}: {msg:?}) write ok after restart={:.0} ms failed write later {:?}",
-        cluster.kills,
-        ms(max_read),
-        ms(write_fail),
-        ms(took),
-        settled,
     );
 }
 
@@ -889,7 +928,7 @@ fn partition_fails_writes_keeps_reads_and_heals() {
             .unwrap_or_else(|e| panic!("{what}: no leader on the majority side: {e}"));
         majority_elections.push(started.elapsed());
 
-        // Writes fail on every node with 503 (two per node, the nodes concurrently); the
+        // Writes fail on every node with 503 (one per node, concurrently); the
         // others name k. Meanwhile reads of earlier keys keep working on every node, the
         // partitioned one included, without waiting for the pending writes.
         let writes_done = AtomicUsize::new(0);
@@ -900,15 +939,11 @@ fn partition_fails_writes_keeps_reads_and_heals() {
                     let writes_done = &writes_done;
                     scope.spawn(move || {
                         let mut conn = Conn::new(addr, Duration::from_secs(20));
-                        let mut out = Vec::new();
-                        for attempt in 0..2 {
-                            let name = format!("part-{phase}-{n}-{attempt}");
-                            let start = Instant::now();
-                            let res = conn.request("PUT", &create_path(&name), None);
-                            out.push((n, name, res, start.elapsed()));
-                        }
+                        let name = format!("part-{phase}-{n}");
+                        let start = Instant::now();
+                        let res = conn.request("PUT", &create_path(&name), None);
                         writes_done.fetch_add(1, Ordering::SeqCst);
-                        out
+                        vec![(n, name, res, start.elapsed())]
                     })
                 })
                 .collect();
@@ -928,8 +963,8 @@ fn partition_fails_writes_keeps_reads_and_heals() {
                     );
                     assert_eq!(resp.status, 404, "{what}: node {n}: {}", resp.text());
                 }
+                // Back to back while the writes are pending (bounded: they end by timeout).
                 rounds += 1;
-                std::thread::sleep(Duration::from_millis(100));
             }
             let answers: Vec<_> = writers
                 .into_iter()
@@ -1136,6 +1171,17 @@ fn single_node_without_cluster_json_bootstraps_itself() {
     create_ok(&mut conn, "solo-after");
     let again = std::fs::read_to_string(&file).unwrap();
     assert_eq!(again, text, ".cluster.json changed across a restart");
+    // The only node cannot remove itself.
+    let resp = ok_response(
+        "shrink of the only node",
+        shrink(&mut conn, cluster.addr(0), false),
+    );
+    assert!(resp.status >= 400, "{} {}", resp.status, resp.text());
+    describe_ok(
+        &mut conn,
+        "solo-after",
+        "after a refused shrink of the only node",
+    );
     println!(
         "single node: creates=21 kills={} p50 write={:.1} ms",
         cluster.kills,
@@ -1152,24 +1198,31 @@ fn expand(conn: &mut Conn, endpoint: SocketAddr) -> Response {
     let body = json!({"endpoint": endpoint.to_string()});
     let mut last = None;
     let mut failed = false;
-    for _ in 0..60 {
+    let answer = wait_until(HEAL_TIMEOUT, Duration::from_millis(500), || {
         match conn.request("PUT", "/v1/cluster/expand", Some(&body)) {
             Ok(resp) if resp.status == 503 => {
+                let seen = format!("503 {}", error_message(&resp));
                 last = Some(resp);
                 failed = true;
+                Err(seen)
             }
             // An earlier attempt whose answer was lost (a timeout, or a 503 for a change
             // that committed later) went through.
             Ok(mut resp) if resp.status == 409 && failed => {
                 resp.status = 200;
-                return resp;
+                Ok(resp)
             }
-            Ok(resp) => return resp,
-            Err(_) => failed = true,
+            Ok(resp) => Ok(resp),
+            Err(err) => {
+                failed = true;
+                Err(err.to_string())
+            }
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    last.expect("expand never answered")
+    });
+    answer
+        .ok()
+        .or(last)
+        .expect("expand never answered (only i/o errors)")
 }
 
 fn shrink(conn: &mut Conn, endpoint: SocketAddr, force: bool) -> Result<Response, ReqError> {
@@ -1181,7 +1234,7 @@ fn shrink(conn: &mut Conn, endpoint: SocketAddr, force: bool) -> Result<Response
 }
 
 /// Polls until a key read on `slot` answers 503 (the node refuses to serve). Every other
-/// answer is remembered; `stale` = the node answered 404 for `key` (which exists).
+/// answer is remembered; `stale` = the node answered 404 for `key` (stale if it exists).
 #[track_caller]
 fn assert_refuses(cluster: &Cluster, slot: usize, key: &str, why: &str) {
     let mut conn = cluster.conn(slot);
@@ -1203,7 +1256,7 @@ fn assert_refuses(cluster: &Cluster, slot: usize, key: &str, why: &str) {
     });
     assert!(
         refused.is_some(),
-        "{why}: node {slot} still serves after {HEAL_TIMEOUT:?} ({stale} stale 404s for the existing key {key}); last answer: {last}"
+        "{why}: node {slot} still serves after {HEAL_TIMEOUT:?} ({stale} answers 404 for {key}); last answer: {last}"
     );
 }
 
@@ -1278,6 +1331,11 @@ fn remove(cluster: &Cluster, gone: usize, via: usize, rest: &[usize], force: boo
 
 /// A cluster of one (node 0, leading) with room for two more nodes to join.
 fn one_of_three(tag: &str) -> Cluster {
+    one_of_three_with(tag, |_| {})
+}
+
+/// [`one_of_three`], with `setup` run on the laid-out cluster before node 0 starts.
+fn one_of_three_with(tag: &str, setup: impl FnOnce(&mut Cluster)) -> Cluster {
     let mut cluster = Cluster::new(
         tag,
         ClusterOpts {
@@ -1287,163 +1345,33 @@ fn one_of_three(tag: &str) -> Cluster {
             proxy: false,
         },
     );
+    setup(&mut cluster);
     cluster.start_node(0);
     cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
     cluster
 }
 
-/// 1 → 3 nodes by expand under write load (every acknowledged key on every node), then
-/// 3 → 2 by shrinking a follower: it refuses to serve, the other two go on.
-#[test]
-fn expand_under_load_then_shrink() {
-    let mut cluster = one_of_three("expand");
-
-    // Load: creates on the current members while the cluster grows.
-    let members: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(vec![cluster.addr(0)]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_guard = StopOnDrop(stop.clone());
-    let load = {
-        let (members, stop) = (members.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut rng = Rng::new(Rng::seed_from_env());
-            let mut conns: BTreeMap<SocketAddr, Conn> = BTreeMap::new();
-            let (mut acked, mut failed, mut latency) = (Vec::new(), Vec::new(), Vec::new());
-            let cap = Instant::now() + Duration::from_secs(120);
-            for seq in 0..20_000usize {
-                if stop.load(Ordering::SeqCst) || Instant::now() > cap {
-                    break;
-                }
-                let addr = {
-                    let m = members.lock().unwrap();
-                    m[rng.index(m.len())]
-                };
-                let conn = conns
-                    .entry(addr)
-                    .or_insert_with(|| Conn::new(addr, Duration::from_secs(20)));
-                let name = format!("grow-{seq}");
-                let start = Instant::now();
-                match conn.request("PUT", &create_path(&name), None) {
-                    Ok(resp) if resp.status == 200 => {
-                        latency.push(start.elapsed());
-                        acked.push(name);
-                    }
-                    other => {
-                        failed.push(match other {
-                            Ok(resp) => format!("{name}: {} {}", resp.status, error_message(&resp)),
-                            Err(err) => format!("{name}: {err}"),
-                        });
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-            (acked, failed, latency)
-        })
-    };
-
-    let mut expand_times = Vec::new();
-    for (slot, via) in [(1usize, 0usize), (2, 1)] {
-        std::thread::sleep(Duration::from_millis(700));
-        let members_now: Vec<usize> = (0..=slot).collect();
-        expand_times.push(join(&mut cluster, slot, via, &members_now));
-        members.lock().unwrap().push(cluster.addr(slot));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::SeqCst);
-    let (acked, failed, latency) = load.join().unwrap();
-    assert!(!acked.is_empty(), "no write succeeded while expanding");
-    let mut conns: Vec<Conn> = (0..3).map(|i| cluster.conn(i)).collect();
-    for name in &acked {
-        for (n, conn) in conns.iter_mut().enumerate() {
-            let status = settled_status(conn, name, Duration::from_secs(10));
-            assert_eq!(
-                status.as_ref().map(|s| s.0),
-                Some(200),
-                "acknowledged {name} missing on node {n}: {status:?}"
-            );
-        }
-    }
-
-    // Shrink 3 → 2: a follower leaves and refuses to
-    // serve; the rest go on.
-    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    let gone = (leader + 1) % 3;
-    let rest: Vec<usize> = (0..3).filter(|&s| s != gone).collect();
-    let via = *rest.iter().find(|&&s| s != leader).unwrap();
-    remove(&cluster, gone, via, &rest, false);
-    assert_refuses(&cluster, gone, &acked[0], "after shrink");
-    let (name, _) = write_until_ok(&cluster, &rest, "after-shrink", HEAL_TIMEOUT);
-    for &s in &rest {
-        describe_ok(&mut conns[s], &name, "after shrink");
-    }
-    assert_refuses(&cluster, gone, &name, "after shrink, a newer key");
-    println!(
-        "expand/shrink: creates ok={} failed={} expand times={:?} ms p50 write={:.1} ms removed node {gone} refuses",
-        acked.len(),
-        failed.len(),
-        expand_times.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
-        ms(percentile(&latency, 50.0)),
-    );
-}
-
-/// After a shrink, a new node gets the removed node's id (upstream: lowest free id) while
-/// the removed process still runs: the new node must be the one that is configured.
-#[test]
-fn expand_reuses_the_id_of_a_removed_node() {
-    let mut cluster = Cluster::new(
-        "reuse-id",
-        ClusterOpts {
-            slots: 4,
-            members: 3,
-            bootstrap_json: true,
-            proxy: false,
-        },
-    );
-    cluster.start_nodes(&[0, 1, 2]);
-    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    let gone = (leader + 1) % 3;
-    let rest: Vec<usize> = (0..3).filter(|&s| s != gone).collect();
-    remove(&cluster, gone, leader, &rest, false);
-    let mut with_new = rest.clone();
-    with_new.push(3);
-    let took = join(&mut cluster, 3, rest[1], &with_new);
-    let id = cluster
-        .describe(rest[0])
-        .unwrap()
-        .id_of(&cluster.addr(3).to_string());
-    let (name, _) = write_until_ok(&cluster, &with_new, "after-reuse", HEAL_TIMEOUT);
-    for &s in &with_new {
-        describe_ok(&mut cluster.conn(s), &name, "after the id was reused");
-    }
-    assert_refuses(&cluster, gone, &name, "the removed node, its id reused");
-    let file = std::fs::read_to_string(cluster.dir(gone).join(".cluster.json")).unwrap_or_default();
-    assert!(
-        !file.contains(&cluster.addr(3).to_string()),
-        "the removed node {gone} took the new configuration: {file}"
-    );
-    println!(
-        "id reuse: removed node {gone}, new node 3 got id {id:?}, expand took {:.0} ms",
-        ms(took)
-    );
-}
-
-/// A node joins a cluster whose state spans many snapshot chunks (about 5 MB of secrets and
-/// a few hundred keys): the snapshot streams in chunks and arrives whole; then a second join
-/// happens while the first new node serves, and every node holds every item.
+/// The normal production setup, `tls.ca` set (client certificates are verified against the
+/// CA; peers authenticate with the HSM-derived key regardless): a node joins a cluster whose
+/// state spans several snapshot chunks (about 1.6 MB of secrets, chunks of 256 KiB, and a
+/// hundred keys): the snapshot streams in chunks and arrives whole; then a second join, forwarded by a follower,
+/// happens while the first new node serves; every node holds every item and takes writes.
 #[test]
 fn expand_streams_a_snapshot_of_many_chunks() {
-    let mut cluster = one_of_three("big-snapshot");
+    let mut cluster = one_of_three_with("big-snapshot", Cluster::set_tls_ca);
     let mut conn = cluster.conn(0);
-    let secret =
-        |i: usize| -> Vec<u8> { (0..200_000).map(|j| ((i * 31 + j) % 251) as u8).collect() };
-    const SECRETS: usize = 24;
-    const KEYS: usize = 300;
-    for i in 0..SECRETS {
+    const SECRETS: usize = 8;
+    const KEYS: usize = 100;
+    let secrets: Vec<Vec<u8>> = (0..SECRETS)
+        .map(|i| (0..200_000).map(|j| ((i * 31 + j) % 251) as u8).collect())
+        .collect();
+    for (i, secret) in secrets.iter().enumerate() {
         let resp = ok_response(
             "secret create",
             conn.request(
                 "PUT",
                 &format!("/v1/secret/create/big-{i}"),
-                Some(&json!({"secret": b64(&secret(i)), "type": "generic"})),
+                Some(&json!({"secret": b64(secret), "type": "generic"})),
             ),
         );
         assert_eq!(resp.status, 200, "secret {i}: {}", resp.text());
@@ -1455,7 +1383,7 @@ fn expand_streams_a_snapshot_of_many_chunks() {
     join(&mut cluster, 2, 1, &[0, 1, 2]);
     for slot in [1, 2] {
         let mut conn = cluster.conn(slot);
-        for i in 0..SECRETS {
+        for (i, secret) in secrets.iter().enumerate() {
             let resp = ok_response(
                 "secret read",
                 conn.read("GET", &format!("/v1/secret/read/big-{i}"), None),
@@ -1464,7 +1392,7 @@ fn expand_streams_a_snapshot_of_many_chunks() {
             let value: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
             let got = unb64(value["secret"].as_str().unwrap_or_default());
             assert!(
-                got == secret(i),
+                got == *secret,
                 "node {slot}: secret {i} differs after the snapshot"
             );
         }
@@ -1472,11 +1400,19 @@ fn expand_streams_a_snapshot_of_many_chunks() {
             describe_ok(&mut conn, &format!("small-{i}"), "after a chunked snapshot");
         }
     }
-    let (name, _) = write_until_ok(&cluster, &[0, 1, 2], "after-big-join", HEAL_TIMEOUT);
+    let names: Vec<String> = (0..3)
+        .map(|s| write_until_ok(&cluster, &[s], &format!("after-join-{s}"), HEAL_TIMEOUT).0)
+        .collect();
     for s in 0..3 {
-        describe_ok(&mut cluster.conn(s), &name, "a write after the joins");
+        for name in &names {
+            describe_ok(&mut cluster.conn(s), name, "a write after the joins");
+        }
     }
-    println!("joined a node with ~5 MB of state in {:.0} ms", ms(took));
+    let links = cluster.describe(0).unwrap().raw["links"].clone();
+    println!(
+        "joined a node with ~1.6 MB of state in {:.0} ms (tls.ca set); node 0's links: {links}",
+        ms(took)
+    );
 }
 
 fn recover(cluster: &Cluster, slot: usize, keep: &[usize], force: bool) -> std::process::Output {
@@ -1567,134 +1503,20 @@ fn recover_force_makes_a_lone_survivor_a_cluster_again() {
     assert_eq!(view.nodes.len(), 1, "{:?}", view.nodes);
 }
 
-/// Removing the leader: it hands its leadership over first. 3 → 2 by asking the leader to
-/// remove itself, then 2 → 1 by asking the follower to remove the (new) leader; every
-/// removed node refuses to serve, the rest keeps all data and takes writes.
+/// A follower dies. A plain shrink of it cannot commit (its acknowledgement is needed), a
+/// forced shrink afterwards must, and writes go on without it. When it comes back it must
+/// refuse to serve (it must not answer from its old state).
 #[test]
-fn shrink_of_the_leader_hands_over_leadership() {
-    let cluster = Cluster::start(
-        "shrink-leader",
-        ClusterOpts {
-            slots: 3,
-            members: 3,
-            bootstrap_json: true,
-            proxy: false,
-        },
-    );
-    let (before, _) = write_until_ok(&cluster, &[0, 1, 2], "before-shrink", HEAL_TIMEOUT);
-    let first = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    let rest: Vec<usize> = (0..3).filter(|&s| s != first).collect();
-    remove(&cluster, first, first, &rest, false);
-    let second = cluster
-        .wait_for_leader_among(&rest, LEADER_TIMEOUT)
-        .unwrap_or_else(|e| panic!("after the leader left: {e}"));
-    assert_ne!(second, first);
-    assert_refuses(&cluster, first, &before, "the removed former leader");
-
-    let last = *rest.iter().find(|&&s| s != second).unwrap();
-    remove(&cluster, second, last, &[last], false);
-    assert_refuses(&cluster, second, &before, "the second removed leader");
-    cluster
-        .wait_for_leader_among(&[last], LEADER_TIMEOUT)
-        .unwrap_or_else(|e| panic!("the last node does not lead: {e}"));
-    describe_ok(
-        &mut cluster.conn(last),
-        &before,
-        "data written before the shrinks",
-    );
-    let (after, _) = write_until_ok(&cluster, &[last], "after-shrinks", HEAL_TIMEOUT);
-    describe_ok(&mut cluster.conn(last), &after, "a write on the last node");
-    // The only node cannot remove itself.
-    let resp = ok_response(
-        "shrink of the only node",
-        shrink(&mut cluster.conn(last), cluster.addr(last), false),
-    );
-    assert!(resp.status >= 400, "{} {}", resp.status, resp.text());
-}
-
-/// Authorization is linearizable on every node too: right after the leader acknowledges an
-/// identity's creation, that identity is allowed on every follower (never a stale 403), and
-/// right after its deletion is acknowledged it is refused everywhere (never a stale 200).
-#[test]
-fn identities_take_effect_on_every_node_once_acknowledged() {
-    let cluster = Cluster::start(
-        "auth-visibility",
-        ClusterOpts {
-            slots: 3,
-            members: 3,
-            bootstrap_json: true,
-            proxy: false,
-        },
-    );
-    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    let mut admin = cluster.conn(leader);
-    let policy = json!({"allow": ["/v1/key/describe/*"]});
-    let resp = ok_response(
-        "policy create",
-        admin.request("PUT", "/v1/policy/create/reader", Some(&policy)),
-    );
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    let other = &support::pki().other;
-    let mut clients: Vec<support::Client> = (0..3)
-        .map(|s| {
-            support::Client::connect(cluster.addr(s), Some(other), support::Tls::default()).unwrap()
-        })
-        .collect();
-    let path = format!("/v1/identity/create/{}", other.identity);
-    for round in 0..15 {
-        let resp = ok_response(
-            "identity create",
-            admin.request("PUT", &path, Some(&json!({"policy": "reader"}))),
-        );
-        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
-        for (s, c) in clients.iter_mut().enumerate() {
-            let r = c
-                .request("GET", "/v1/key/describe/none", &[], None)
-                .unwrap();
-            assert_eq!(
-                r.status,
-                404,
-                "round {round}: node {s} after the identity was created: {} {}",
-                r.status,
-                r.text()
-            );
-        }
-        let resp = ok_response(
-            "identity delete",
-            admin.request(
-                "DELETE",
-                &format!("/v1/identity/delete/{}", other.identity),
-                None,
-            ),
-        );
-        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
-        for (s, c) in clients.iter_mut().enumerate() {
-            let r = c
-                .request("GET", "/v1/key/describe/none", &[], None)
-                .unwrap();
-            assert_eq!(
-                r.status,
-                403,
-                "round {round}: node {s} after the identity was deleted: {} {}",
-                r.status,
-                r.text()
-            );
-        }
-    }
-}
-
-/// A follower dies; a plain shrink of it cannot commit (its acknowledgement is needed), but
-/// a forced shrink afterwards must, and writes go on without it.
-#[test]
-fn forced_shrink_after_a_failed_plain_shrink() {
-    let mut cluster = Cluster::start("force-after-plain", ClusterOpts::nodes(3));
+fn force_removed_node_refuses_to_serve_when_it_returns() {
+    let mut cluster = Cluster::start("force-return", ClusterOpts::nodes(3));
+    let mut conn = cluster.conn(0);
+    create_ok(&mut conn, "before-removal");
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
     let dead = (leader + 1) % 3;
     let rest: Vec<usize> = (0..3).filter(|&s| s != dead).collect();
     cluster.kill(dead);
     let start = Instant::now();
-    let plain = shrink(&mut cluster.conn(leader), cluster.addr(dead), false);
-    let plain = match plain {
+    let plain = match shrink(&mut cluster.conn(leader), cluster.addr(dead), false) {
         Ok(resp) => {
             assert_ne!(
                 resp.status,
@@ -1707,48 +1529,33 @@ fn forced_shrink_after_a_failed_plain_shrink() {
         Err(err) => err.to_string(),
     };
     let plain_took = start.elapsed();
-    let mut last = String::new();
-    let via = rest[0];
-    let forced = poll(HEAL_TIMEOUT, Duration::from_millis(500), || {
+    // The forced shrink, through a node that is not the leader, until the pending plain one
+    // is out of its way.
+    let via = *rest.iter().find(|&&s| s != leader).unwrap();
+    let forced = wait_until(HEAL_TIMEOUT, Duration::from_millis(500), || {
         match shrink(&mut cluster.conn(via), cluster.addr(dead), true) {
-            Ok(resp) if resp.status == 200 => Some(()),
-            Ok(resp) => {
-                last = format!("{} {}", resp.status, error_message(&resp));
-                None
-            }
-            Err(err) => {
-                last = err.to_string();
-                None
-            }
+            Ok(resp) if resp.status == 200 => Ok(()),
+            Ok(resp) => Err(format!("{} {}", resp.status, error_message(&resp))),
+            Err(err) => Err(err.to_string()),
         }
     });
-    assert!(
-        forced.is_some(),
-        "forced shrink of the dead node {dead} never succeeded after a plain shrink answered {plain:?}; last answer: {last}"
-    );
-    let (name, took) = write_until_ok(&cluster, &rest, "after-forced", HEAL_TIMEOUT);
-    for &s in &rest {
-        describe_ok(&mut cluster.conn(s), &name, "after forced shrink");
+    if let Err(e) = forced {
+        panic!(
+            "forced shrink of the dead node {dead} after a plain shrink answered {plain:?}: {e}"
+        );
     }
-    println!(
-        "forced after plain shrink: dead={dead} plain answered {plain:?} after {:.0} ms, write ok {:.0} ms after the forced shrink",
-        ms(plain_took),
-        ms(took)
-    );
-}
-
-/// A follower dies and is force-removed; writes go on without it. When it comes back it
-/// must refuse to serve (it must not answer from its old state).
-#[test]
-fn force_removed_node_refuses_to_serve_when_it_returns() {
-    let mut cluster = Cluster::start("force-return", ClusterOpts::nodes(3));
-    let mut conn = cluster.conn(0);
-    create_ok(&mut conn, "before-removal");
-    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    let dead = (leader + 1) % 3;
-    let rest: Vec<usize> = (0..3).filter(|&s| s != dead).collect();
-    cluster.kill(dead);
-    remove(&cluster, dead, rest[0], &rest, true);
+    let shrunk = wait_until(LEADER_TIMEOUT, Duration::from_millis(100), || {
+        let views: Vec<_> = rest.iter().map(|&s| cluster.describe(s)).collect();
+        if views
+            .iter()
+            .all(|v| matches!(v, Ok(v) if v.nodes.len() == rest.len()))
+        {
+            Ok(())
+        } else {
+            Err(format!("{views:?}"))
+        }
+    });
+    shrunk.unwrap_or_else(|e| panic!("node {dead} is still listed after the forced shrink: {e}"));
     let (name, took) = write_until_ok(&cluster, &rest, "after-forced", HEAL_TIMEOUT);
     for &s in &rest {
         describe_ok(&mut cluster.conn(s), &name, "after forced shrink");
@@ -1775,7 +1582,8 @@ fn force_removed_node_refuses_to_serve_when_it_returns() {
         }
     };
     println!(
-        "force-removed node returns: dead={dead} write ok {:.0} ms after the forced shrink, comeback {outcome}",
+        "force-removed node returns: dead={dead} plain shrink answered {plain:?} after {:.0} ms, write ok {:.0} ms after the forced shrink, comeback {outcome}",
+        ms(plain_took),
         ms(took)
     );
 }
@@ -1850,7 +1658,20 @@ fn joins_chain_through_nodes_that_joined_by_snapshot() {
             "node {leaving} was removed but its .cluster.json still lists it: {:?}",
             std::fs::read_to_string(&file)
         );
+        // The removed node still runs, and refuses to serve.
+        assert_refuses(
+            &cluster,
+            leaving,
+            "never-written",
+            "a removed former leader",
+        );
         join(&mut cluster, next, leader, &members);
+        // It does not take the configuration that adds the next node either.
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            !text.contains(&cluster.addr(next).to_string()),
+            "the removed node {leaving} took the new configuration: {text}"
+        );
         for &s in &members {
             let (name, _) = write_until_ok(&cluster, &[s], &format!("chain-{s}"), HEAL_TIMEOUT);
             written.push(name);
@@ -2109,42 +1930,6 @@ fn stuck_expand_is_got_out_of_the_way_with_a_forced_shrink() {
     );
 }
 
-/// The normal production setup: `tls.ca` set, so client certificates are verified against
-/// the CA. Peers authenticate with the HSM-derived key regardless: a 3-node cluster grows by
-/// expand (the second join forwarded by a follower), and every node takes writes and serves
-/// every key.
-#[test]
-fn three_nodes_with_tls_ca_expand_write_and_read_everywhere() {
-    let mut cluster = Cluster::new(
-        "tls-ca",
-        ClusterOpts {
-            slots: 3,
-            members: 1,
-            bootstrap_json: false,
-            proxy: false,
-        },
-    );
-    cluster.set_tls_ca();
-    cluster.start_node(0);
-    cluster.wait_for_leader(LEADER_TIMEOUT).unwrap();
-    join(&mut cluster, 1, 0, &[0, 1]);
-    join(&mut cluster, 2, 1, &[0, 1, 2]);
-    let mut names = Vec::new();
-    for s in 0..3 {
-        names.push(write_until_ok(&cluster, &[s], &format!("ca-{s}"), HEAL_TIMEOUT).0);
-    }
-    for s in 0..3 {
-        for name in &names {
-            describe_ok(&mut cluster.conn(s), name, "a cluster with tls.ca");
-        }
-    }
-    let links = cluster.describe(0).unwrap().raw["links"].clone();
-    println!(
-        "tls.ca cluster of 3: {} keys on every node; node 0's links: {links}",
-        names.len()
-    );
-}
-
 // -------------------------------------------------------------------------------------------
 // The harness itself (no server needed)
 // -------------------------------------------------------------------------------------------
@@ -2160,18 +1945,20 @@ struct Echo {
 impl Echo {
     fn start() -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (accepted, stop) = (accepted.clone(), stop.clone());
             std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((mut sock, _)) => {
+                // Blocking accepts; drop wakes the last one with a connection of its own.
+                for sock in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match sock {
+                        Ok(mut sock) => {
                             accepted.fetch_add(1, Ordering::SeqCst);
-                            sock.set_nonblocking(false).unwrap();
                             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 4096];
@@ -2182,7 +1969,7 @@ impl Echo {
                                 }
                             });
                         }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(err) => panic!("echo accept: {err}"),
                     }
                 }
             })
@@ -2199,6 +1986,7 @@ impl Echo {
 impl Drop for Echo {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -2356,8 +2144,16 @@ fn harness_proxy_black_hole_holds_connections_until_heal() {
         silent_for(&mut held, Duration::from_millis(300)),
         "black hole answered"
     );
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(link.stats().held, 1, "{:?}", link.stats());
+    // The accept thread may still be filing the connection away.
+    let held_one = wait_until(Duration::from_secs(3), Duration::from_millis(10), || {
+        let stats = link.stats();
+        if stats.held == 1 {
+            Ok(())
+        } else {
+            Err(format!("{stats:?}"))
+        }
+    });
+    held_one.unwrap();
     assert_eq!(echo.accepted.load(Ordering::SeqCst), before);
     link.heal();
     assert!(
@@ -2529,7 +2325,7 @@ fn read_lease_stops_reads_on_a_cut_off_node() {
     text.push_str("cluster:\n  read_lease: 1s\n  clock_drift: 100ms\n");
     std::fs::write(&config, text).unwrap();
     cluster.start_nodes(&[0, 1, 2]);
-    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).expect("a leader");
+    let leader = cluster.wait_ready(LEADER_TIMEOUT).expect("a leader");
     let mut conns: Vec<Conn> = (0..3).map(|i| cluster.conn(i)).collect();
     create_ok(&mut conns[leader], "leased");
     for conn in conns.iter_mut() {
@@ -2539,26 +2335,24 @@ fn read_lease_stops_reads_on_a_cut_off_node() {
     let k = (leader + 1) % 3;
     cluster.proxy().partition(k, CutMode::Refuse);
     // The lease (1 s) runs out; poll until the cut-off node refuses (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let resp = conns[k].read("GET", "/v1/key/describe/leased", None);
-        if let Ok(resp) = &resp {
-            if resp.status == 503 {
-                break error_message(resp);
+    let refused = wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match conns[k].read("GET", "/v1/key/describe/leased", None) {
+            Ok(resp) if resp.status == 503 => Ok(error_message(&resp)),
+            Ok(resp) => {
+                assert_eq!(
+                    resp.status,
+                    200,
+                    "node {k} while its lease lasts: {}",
+                    resp.text()
+                );
+                Err("200".into())
             }
-            assert_eq!(
-                resp.status,
-                200,
-                "node {k} while its lease lasts: {}",
-                resp.text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {k} kept serving reads without a lease"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            Err(err) => Err(err.to_string()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("node {k} kept serving reads without a lease: {e}"));
     assert!(refused.contains("lease"), "the refusal says why: {refused}");
     // The connected nodes keep reading.
     for i in (0..3).filter(|&i| i != k) {
@@ -2566,18 +2360,15 @@ fn read_lease_stops_reads_on_a_cut_off_node() {
     }
 
     cluster.proxy().heal_all();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match conns[k].read("GET", "/v1/key/describe/leased", None) {
-            Ok(resp) if resp.status == 200 => break,
-            _ => {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {k} serves reads again after the heal"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    let served = wait_until(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || match conns[k].read("GET", "/v1/key/describe/leased", None) {
+            Ok(resp) if resp.status == 200 => Ok(()),
+            Ok(resp) => Err(format!("{} {}", resp.status, error_message(&resp))),
+            Err(err) => Err(err.to_string()),
+        },
+    );
+    served.unwrap_or_else(|e| panic!("node {k} does not serve reads after the heal: {e}"));
     println!("read lease: node {k} refused reads during the partition ({refused}) and served after the heal");
 }

@@ -8,9 +8,10 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Env, Server};
+use support::cluster::{poll, Cluster, ClusterOpts, ClusterView};
+use support::{wait_until, Env, Server};
 
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs {
@@ -128,23 +129,18 @@ fn assert_all_readable(server: &Server, names: &[String]) {
 /// Polls until a secret can be created again (writes resume without a restart).
 fn wait_writable(server: &Server, name: &str) {
     let mut c = server.admin();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let resumed = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
         let resp = c.put_json(
             &format!("/v1/secret/create/{name}"),
             &serde_json::json!({ "secret": base64_of(b"after") }),
         );
-        if resp.status == 200 {
-            return;
+        match resp.status {
+            200 => Ok(()),
+            s => Err(format!("{s} {}", resp.text())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "writes did not resume: {} {}\n{}",
-            resp.status,
-            resp.text(),
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    });
+    if let Err(e) = resumed {
+        panic!("writes did not resume: {e}\n{}", server.stderr());
     }
 }
 
@@ -510,14 +506,16 @@ fn sighup(server: &Server, line: &str, n: usize) {
     // SAFETY: kill(2) on the pid of our own child process.
     let rc = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while log_lines(server, line) < n {
-        assert!(
-            Instant::now() < deadline,
-            "no '{line}' after SIGHUP:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let logged = wait_until(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || match log_lines(server, line) {
+            seen if seen >= n => Ok(()),
+            seen => Err(format!("{seen} of {n} lines")),
+        },
+    );
+    if let Err(e) = logged {
+        panic!("no '{line}' after SIGHUP ({e}):\n{}", server.stderr());
     }
 }
 
@@ -581,15 +579,15 @@ fn sighup_reloads_the_certificate_of_a_server_and_keeps_it_on_error() {
     let policy = server.admin().get("/v1/policy/describe/app");
     let policy = server.admin().get("/v1/policy/read/app").text() + &policy.text();
     assert!(policy.contains("/v1/key/describe/two"), "{policy}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stdout().contains("/v1/policy/read/app") {
-        assert!(
-            Instant::now() < deadline,
-            "no audit line on stdout after log.audit: on"
-        );
+    // The audit line of a request may follow its answer.
+    let audited = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if server.stdout().contains("/v1/policy/read/app") {
+            return Ok(());
+        }
         server.admin().get("/v1/policy/read/app");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Err("no audit line yet".into())
+    });
+    audited.expect("an audit line on stdout after log.audit: on");
     for line in server.stderr().lines().filter(|l| l.contains("SIGHUP")) {
         eprintln!("{line}");
     }
@@ -611,11 +609,7 @@ fn sighup_reloads_the_certificate_of_an_edge_server_and_keeps_it_on_error() {
 
 #[test]
 fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
-    use support::cluster::{poll, Cluster, ClusterOpts};
     let mut cluster = Cluster::start("rebuild", ClusterOpts::nodes(3));
-    cluster
-        .wait_for_leader(Duration::from_secs(20))
-        .expect("a leader");
     let names: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
     {
         let mut c = cluster.client(0);
@@ -626,9 +620,6 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
 
     // Node 2's kes.db is damaged while it is stopped: it refuses to start, check says why.
     assert!(cluster.stop(2));
-    let leader = cluster
-        .wait_for_leader_among(&[0, 1], Duration::from_secs(20))
-        .expect("a leader among the healthy nodes");
     let db = cluster.dir(2).join("kes.db");
     let bytes = std::fs::read(&db).unwrap();
     std::fs::write(&db, &bytes[..bytes.len() / 2]).unwrap();
@@ -656,36 +647,15 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
     std::fs::create_dir_all(cluster.dir(2)).unwrap();
     cluster.start_node_with(2, &["--join"]);
     let addr = cluster.addr(2).to_string();
-    // Each command is retried while leadership moves ("retry" answers); a retry that finds
-    // its change already made counts as done.
-    for (args, done) in [
-        (
-            vec!["cluster", "rm", "--force", &addr],
-            "not part of the cluster",
-        ),
-        (vec!["cluster", "add", &addr], "already part of the cluster"),
-    ] {
-        let mut last = String::new();
-        let ok = poll(Duration::from_secs(30), Duration::from_millis(250), || {
-            let leader = cluster
-                .wait_for_leader_among(&[0, 1], Duration::from_secs(10))
-                .unwrap_or(leader);
-            let out = cluster.cli(leader, &args);
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            (out.status.success() || last.contains(done)).then_some(())
-        });
-        assert!(ok.is_some(), "{args:?}: {last}\n{}", cluster.dump_logs(30));
-    }
+    membership_step(&cluster, &["cluster", "rm", "--force", &addr], |v| {
+        v.id_of(&addr).is_none()
+    });
+    membership_step(&cluster, &["cluster", "add", &addr], |v| {
+        v.id_of(&addr).is_some()
+    });
 
     // The rebuilt node serves every key, and the cluster takes writes on both nodes again.
-    let served = poll(Duration::from_secs(30), Duration::from_millis(200), || {
-        let mut c = cluster.client(2);
-        names
-            .iter()
-            .all(|n| c.get(&format!("/v1/key/describe/{n}")).status == 200)
-            .then_some(())
-    });
-    assert!(served.is_some(), "{}", cluster.dump_logs(30));
+    wait_served(&cluster, 2, "/v1/key/describe", &names);
     cluster.client(2).create_key("after-rebuild");
     assert_eq!(
         cluster
@@ -696,6 +666,68 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
     );
 }
 
+/// Waits until node `slot` answers 200 to `GET <path>/<name>` for every name.
+#[track_caller]
+fn wait_served(cluster: &Cluster, slot: usize, path: &str, names: &[String]) {
+    let mut conn = cluster.conn(slot);
+    let served = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        for n in names {
+            match conn.read("GET", &format!("{path}/{n}"), None) {
+                Ok(resp) if resp.status == 200 => {}
+                Ok(resp) => return Err(format!("{n}: {} {}", resp.status, resp.text())),
+                Err(err) => return Err(format!("{n}: {err}")),
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = served {
+        panic!("node {slot}: {e}\n{}", cluster.dump_logs(30));
+    }
+}
+
+/// Runs the membership command `args` (the CLI) until both healthy nodes (0 and 1) show
+/// `done` with no change pending. The command is sent again only while the cluster shows
+/// neither its effect nor a change in flight: an answer lost to a leadership move or a
+/// timeout may still commit, so what counts is what the nodes show, not what it answered.
+#[track_caller]
+fn membership_step(cluster: &Cluster, args: &[&str], done: impl Fn(&ClusterView) -> bool) {
+    let mut answers: Vec<String> = Vec::new();
+    let settled = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        let views: Vec<Result<ClusterView, String>> = [0, 1].map(|s| cluster.describe(s)).into();
+        let shown = |v: &Result<ClusterView, String>| -> (bool, bool) {
+            match v {
+                Ok(v) => (done(v), v.raw.get("pending_change").is_some()),
+                Err(_) => (false, false),
+            }
+        };
+        let states: Vec<(bool, bool)> = views.iter().map(shown).collect();
+        if states.iter().all(|&(done, pending)| done && !pending) {
+            return Ok(());
+        }
+        let idle = views.iter().all(|v| v.is_ok()) && states.iter().all(|&(_, p)| !p);
+        if idle && !states.iter().any(|&(done, _)| done) {
+            // The node that leads, as the healthy nodes see it (followers forward anyway).
+            let via = views
+                .iter()
+                .flatten()
+                .find_map(|v| v.leader_id.and_then(|id| v.nodes.get(&id)))
+                .and_then(|a| cluster.slot_of(a))
+                .filter(|&s| s < 2)
+                .unwrap_or(0);
+            let out = cluster.cli(via, args);
+            answers.push(format!(
+                "via {via}: {:?} {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Err(format!("nodes 0 and 1 show {views:?}; answers {answers:?}"))
+    });
+    if let Err(e) = settled {
+        panic!("{args:?}: {e}\n{}", cluster.dump_logs(30));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A full disk on one node of a 3-node cluster: writes fail with a 5xx (all-node commit: the
 // full node cannot store them, and never acknowledges what it did not store), every node stays
@@ -704,7 +736,6 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
 
 #[test]
 fn a_full_disk_on_one_cluster_node_fails_writes_and_loses_nothing() {
-    use support::cluster::{poll, Cluster, ClusterOpts};
     let mut cluster = Cluster::new("fullnode", ClusterOpts::nodes(3));
     let config = std::fs::read_to_string(cluster.config_path()).unwrap();
     std::fs::write(
@@ -717,8 +748,8 @@ fn a_full_disk_on_one_cluster_node_fails_writes_and_loses_nothing() {
     std::fs::write(cluster.dir(2).join(".cluster.json"), json).unwrap();
     cluster.start_nodes(&[0, 1, 2]);
     cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .expect("a leader");
+        .wait_ready(Duration::from_secs(30))
+        .expect("a leader, every peer link open");
 
     let value = base64_of(&[3u8; 100_000]);
     let mut acked = Vec::new();
@@ -787,25 +818,11 @@ fn a_full_disk_on_one_cluster_node_fails_writes_and_loses_nothing() {
     });
     assert!(resumed.is_some(), "{}", cluster.dump_logs(40));
     acked.push("after-full".into());
-    let caught_up = poll(Duration::from_secs(30), Duration::from_millis(200), || {
-        let mut c = cluster.client(2);
-        acked
-            .iter()
-            .all(|n| c.get(&format!("/v1/secret/describe/{n}")).status == 200)
-            .then_some(())
-    });
-    assert!(caught_up.is_some(), "{}", cluster.dump_logs(40));
+    wait_served(&cluster, 2, "/v1/secret/describe", &acked);
 
     // After a restart of the node that was full, everything acknowledged is there.
     cluster.restart(2);
-    let served = poll(Duration::from_secs(30), Duration::from_millis(200), || {
-        let mut c = cluster.client(2);
-        acked
-            .iter()
-            .all(|n| c.get(&format!("/v1/secret/describe/{n}")).status == 200)
-            .then_some(())
-    });
-    assert!(served.is_some(), "{}", cluster.dump_logs(40));
+    wait_served(&cluster, 2, "/v1/secret/describe", &acked);
     drop(cluster);
     drop(fs);
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use kes_core::consensus::sim::linearizability::{check_register, Kind, Operation};
 
-use super::{pki, Client, Exited, Response, Server, TempDir, Tls, HSM_KEY, KES_NODE};
+use super::{pki, wait_until, Client, Exited, Response, Server, TempDir, Tls, HSM_KEY, KES_NODE};
 
 /// `leader_id` of `/v1/cluster/describe` when there is no leader (Go's `uint64(-1)`).
 pub const NO_LEADER: u64 = u64::MAX;
@@ -219,7 +219,6 @@ impl Link {
     /// Listens on a fresh 127.0.0.1 port and forwards to `target`.
     pub fn start(target: SocketAddr) -> io::Result<Link> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
         let listen = listener.local_addr()?;
         let shared = Arc::new(LinkShared {
             target: Mutex::new(target),
@@ -303,6 +302,8 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept thread, which sees `stop` and returns.
+        let _ = TcpStream::connect_timeout(&self.listen, Duration::from_secs(1));
         {
             let mut state = self.shared.state.lock().unwrap();
             for conn in state.conns.drain(..) {
@@ -323,15 +324,17 @@ impl Drop for Link {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<LinkShared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
             Ok((down, _)) => {
                 shared.accepted.fetch_add(1, Ordering::SeqCst);
                 handle_accepted(down, &shared);
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Out of descriptors or the like: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
         // Reap finished pumps and connections so that memory stays bounded.
@@ -781,6 +784,7 @@ pub struct Starting {
     child: Child,
     rx: mpsc::Receiver<SocketAddr>,
     stdout_done: mpsc::Receiver<()>,
+    stderr_done: mpsc::Receiver<()>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stdout: Arc<Mutex<String>>,
 }
@@ -802,8 +806,9 @@ impl Starting {
                 });
             }
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Both pipe readers reach EOF: all of the output is in.
                 let _ = self.stdout_done.recv_timeout(Duration::from_secs(2));
-                std::thread::sleep(Duration::from_millis(50));
+                let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
                 return Err(Exited {
                     status: Some(status),
                     stdout: self.stdout.lock().unwrap().clone(),
@@ -908,10 +913,24 @@ impl Cluster {
         let mut cluster = Cluster::new(tag, opts.clone());
         let members: Vec<usize> = (0..opts.members).collect();
         cluster.start_nodes(&members);
-        if let Err(err) = cluster.wait_for_leader(Duration::from_secs(30)) {
-            panic!("{}: no leader after start: {err}", cluster.name);
+        if let Err(err) = cluster.wait_ready(Duration::from_secs(30)) {
+            panic!("{}: not ready after start: {err}", cluster.name);
         }
         cluster
+    }
+
+    /// Waits for a leader and for every running node's peer links to the other running
+    /// members to be open: then a write reaches every node (all-node commit) without waiting
+    /// for a dial. Returns the leader's slot.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<usize, String> {
+        let leader = self.wait_for_leader(timeout)?;
+        let up = self.up();
+        for &slot in &up {
+            for &peer in up.iter().filter(|&&p| p != slot) {
+                self.wait_link(slot, peer, |s| s == "connected", timeout)?;
+            }
+        }
+        Ok(leader)
     }
 
     pub fn slots(&self) -> usize {
@@ -1002,6 +1021,7 @@ impl Cluster {
             child.id()
         ));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (stderr_tx, stderr_done) = mpsc::channel::<()>();
         {
             let pipe = child.stderr.take().unwrap();
             let stderr = stderr.clone();
@@ -1024,6 +1044,7 @@ impl Cluster {
                         }
                     }
                 }
+                let _ = stderr_tx.send(());
             });
         }
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -1068,6 +1089,7 @@ impl Cluster {
             child,
             rx,
             stdout_done,
+            stderr_done,
             stderr,
             stdout,
         }
@@ -1090,7 +1112,11 @@ impl Cluster {
                     return Ok(());
                 }
                 Err(exit) if attempt < 10 && port_busy(&exit) => {
-                    std::thread::sleep(Duration::from_millis(300));
+                    // Lingering sockets of the previous process: go on once the port binds.
+                    let addr = self.addrs[slot];
+                    let _ = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+                        TcpListener::bind(addr).map(drop).map_err(|e| e.to_string())
+                    });
                 }
                 Err(exit) => return Err(exit),
             }
@@ -1293,22 +1319,38 @@ impl Cluster {
         slots: &[usize],
         timeout: Duration,
     ) -> Result<usize, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_until(timeout, Duration::from_millis(100), || {
             let views: Vec<(usize, Result<ClusterView, String>)> = slots
                 .iter()
                 .filter(|&&s| self.is_up(s))
                 .map(|&s| (s, self.describe(s)))
                 .collect();
-            let last = match self.agreed_leader(&views) {
-                Ok(slot) => return Ok(slot),
-                Err(why) => why,
-            };
-            if Instant::now() >= deadline {
-                return Err(format!("no leader within {timeout:?}: {last}"));
+            self.agreed_leader(&views)
+        })
+        .map_err(|e| format!("no leader: {e}"))
+    }
+
+    /// Waits until `slot` shows its peer link to `peer` in a state that `want` accepts
+    /// (`connected`, `dialing`, `unreachable`, `refused`); `Err` with what it last showed.
+    pub fn wait_link(
+        &self,
+        slot: usize,
+        peer: usize,
+        want: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let addr = self.addrs[peer].to_string();
+        wait_until(timeout, Duration::from_millis(50), || {
+            let view = self.describe(slot)?;
+            let id = view.id_of(&addr).ok_or_else(|| {
+                format!("node {slot} does not list node {peer}: {:?}", view.nodes)
+            })?;
+            let link = &view.raw["links"][id.to_string()];
+            match link["state"].as_str() {
+                Some(state) if want(state) => Ok(()),
+                _ => Err(format!("node {slot}'s link to node {peer}: {link}")),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     fn agreed_leader(
@@ -1547,16 +1589,8 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes (see
+/// [`wait_until`], which also says what it saw last).
 pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
+    wait_until(timeout, every, || f().ok_or_else(String::new)).ok()
 }

@@ -512,9 +512,10 @@ impl Env {
     pub fn try_start_on(&self, addr: &str) -> Result<Server, Exited> {
         let mut child = self.command(addr).spawn().expect("spawn kes-node");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        {
+        let stderr_done = {
             let mut pipe = child.stderr.take().unwrap();
             let stderr = stderr.clone();
+            let (done_tx, done_rx) = mpsc::channel::<()>();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 loop {
@@ -523,8 +524,10 @@ impl Env {
                         Ok(n) => stderr.lock().unwrap().extend_from_slice(&buf[..n]),
                     }
                 }
+                let _ = done_tx.send(());
             });
-        }
+            done_rx
+        };
         let stdout = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel::<SocketAddr>();
         let stdout_done = {
@@ -565,9 +568,9 @@ impl Env {
                 });
             }
             if let Some(status) = child.try_wait().unwrap() {
-                // Let the pipe readers finish.
+                // Both pipe readers reach EOF: all of the output is in.
                 let _ = stdout_done.recv_timeout(Duration::from_secs(2));
-                std::thread::sleep(Duration::from_millis(50));
+                let _ = stderr_done.recv_timeout(Duration::from_secs(2));
                 let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
                 let stdout = stdout.lock().unwrap().clone();
                 return Err(Exited {
@@ -637,23 +640,20 @@ impl Server {
         // SAFETY: kill(2) on the pid of our own child process.
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         assert_eq!(rc, 0, "kill({}, {signal})", child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                panic!(
-                    "kes-node did not exit within 15 s of signal {signal}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let exited = wait_until(Duration::from_secs(15), Duration::from_millis(10), || {
+            child.try_wait().unwrap().ok_or_else(|| "running".into())
+        });
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        self.child = None;
+        exited.unwrap_or_else(|_| {
+            panic!(
+                "kes-node did not exit within 15 s of signal {signal}\nstderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 
     /// SIGTERM and wait; asserts a graceful exit (status 0).
@@ -1339,6 +1339,27 @@ pub fn ed25519_client_cert(seed: &[u8], cn: &str) -> ClientCert {
         identity: identity_of(&der),
         chain: vec![der],
         key_der: pkcs8,
+    }
+}
+
+/// Asks `check` every `every` until it answers `Ok` or `timeout` passes, then `Err` with the
+/// last thing it saw (for the failure message). The one place where the harness sleeps
+/// between looks at a server's state.
+pub fn wait_until<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check() {
+            Ok(value) => return Ok(value),
+            Err(last) => last,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("not within {timeout:?}; last seen: {last}"));
+        }
+        std::thread::sleep(every);
     }
 }
 
