@@ -641,15 +641,19 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stderr).contains("is damaged"));
 
-    // The README's rebuild: the directory aside, the node empty and waiting, then replaced.
+    // The README's rebuild: the directory aside, the old copy dropped from the cluster, the
+    // node started empty and waiting, then added. The empty node starts only once the healthy
+    // nodes show the old copy gone: a node waiting to join takes its id from the first message
+    // a leader addresses to it, so at the address of a member still configured it would become
+    // that member (empty), and the add would then find it "not waiting to join".
     let aside = cluster.dir(2).with_extension("damaged");
     std::fs::rename(cluster.dir(2), &aside).unwrap();
     std::fs::create_dir_all(cluster.dir(2)).unwrap();
-    cluster.start_node_with(2, &["--join"]);
     let addr = cluster.addr(2).to_string();
     membership_step(&cluster, &["cluster", "rm", "--force", &addr], |v| {
         v.id_of(&addr).is_none()
     });
+    cluster.start_node_with(2, &["--join"]);
     membership_step(&cluster, &["cluster", "add", &addr], |v| {
         v.id_of(&addr).is_some()
     });
