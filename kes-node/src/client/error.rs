@@ -3,24 +3,8 @@
 //! A KES server answers an error with an HTTP status and a message (`404 key does not exist`).
 //! Upstream's Go SDK keeps both in `kes.Error` and compares errors by the pair
 //! (`errors.Is(err, kes.ErrKeyNotFound)`); [`ApiError`] is that pair, with the same well-known
-//! values as constants. On top of that, [`ClientError`] sorts every failure into the cases a
-//! program reacts to differently:
-//!
-//! | variant | when | what a caller usually does |
-//! |---|---|---|
-//! | [`NotFound`](ClientError::NotFound) | `404` (key, secret, policy, identity, enclave); `409` a node that is not a member | create it, or report it |
-//! | [`Exists`](ClientError::Exists) | `400 … already exists` (and upstream's `404 secret already exists`); `409` a node already a member | use the existing one |
-//! | [`Forbidden`](ClientError::Forbidden) | `401`, `403`: the identity's policy does not allow the call | fix the policy |
-//! | [`Unavailable`](ClientError::Unavailable) | `502`, `503`, `504`: no quorum, not a member yet, key store down | retry later |
-//! | [`BadRequest`](ClientError::BadRequest) | any other `4xx`: invalid name or body, ciphertext not authentic | fix the call |
-//! | [`Server`](ClientError::Server) | any other `5xx` | report it |
-//! | [`Tls`](ClientError::Tls) | the TLS handshake failed: the server's certificate is not trusted, or the server refused ours | fix the credentials or the CA |
-//! | [`Transport`](ClientError::Transport) | no connection, a timeout, a connection cut in the middle | retry |
-//! | [`Response`](ClientError::Response) | the server's answer is not what the API promises | report it |
-//! | [`Config`](ClientError::Config) | bad local input: API key, certificate files, endpoint | fix the input |
-//!
-//! `Display` shows what a person needs: the KES message for API errors (`key does not exist`),
-//! prefixed explanations for the others.
+//! values as constants. [`ClientError`] sorts every failure into the cases a caller handles
+//! differently.
 use std::borrow::Cow;
 
 /// A KES API error as the server sent it: the HTTP status and the KES message.
@@ -111,7 +95,23 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// Why a call failed. See the [module documentation](self) for when each variant occurs.
+/// Why a call failed, sorted into the cases a caller handles differently:
+///
+/// | variant | when | what a caller usually does |
+/// |---|---|---|
+/// | [`NotFound`](ClientError::NotFound) | `404` (key, secret, policy, identity, enclave); `409` a node that is not a member | create it, or report it |
+/// | [`Exists`](ClientError::Exists) | `400 … already exists` (and upstream's `404 secret already exists`); `409` a node already a member | use the existing one |
+/// | [`Forbidden`](ClientError::Forbidden) | `401`, `403`: the identity's policy does not allow the call | fix the policy |
+/// | [`Unavailable`](ClientError::Unavailable) | `502`, `503`, `504`: no quorum, not a member yet, key store down | retry later |
+/// | [`BadRequest`](ClientError::BadRequest) | any other `4xx`: invalid name or body, ciphertext not authentic | fix the call |
+/// | [`Server`](ClientError::Server) | any other `5xx` | report it |
+/// | [`Tls`](ClientError::Tls) | the TLS handshake failed: the server's certificate is not trusted, or the server refused ours | fix the credentials or the CA |
+/// | [`Transport`](ClientError::Transport) | no connection, a timeout, a connection cut in the middle | retry |
+/// | [`Response`](ClientError::Response) | the server's answer is not what the API promises | report it |
+/// | [`Config`](ClientError::Config) | bad local input (API key, certificate files, endpoint), or a local write that failed | fix the input |
+///
+/// `Display` shows what a person needs: the KES message for API errors (`key does not exist`),
+/// an explanation for the others.
 ///
 /// ```no_run
 /// use kes_node::client::{Client, ClientError};
@@ -149,7 +149,8 @@ pub enum ClientError {
     Transport(String),
     /// The server's answer was not what the API promises.
     Response(String),
-    /// Bad local input: credentials, CA files, endpoint, arguments.
+    /// Bad local input (credentials, CA files, endpoint, arguments), or a local write that
+    /// failed (a backup's destination).
     Config(String),
 }
 

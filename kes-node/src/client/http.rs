@@ -27,7 +27,9 @@ const MAX_HEADERS: usize = 64;
 pub struct Endpoint {
     /// `host:port`, IPv6 hosts in brackets.
     pub authority: String,
+    /// The host name or IP address (IPv6 in brackets), also the TLS name verified.
     pub host: String,
+    /// The TCP port.
     pub port: u16,
 }
 
@@ -90,15 +92,15 @@ impl Endpoint {
 }
 
 /// One response, body read completely.
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
+pub(super) struct Response {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
     /// Wiped on drop: bodies carry data keys, plaintexts and secret values.
-    pub body: zeroize::Zeroizing<Vec<u8>>,
+    pub(super) body: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }
 }
@@ -111,15 +113,15 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 }
 
 /// A status line and headers.
-pub struct Head {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
+pub(super) struct Head {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
     /// HTTP/1.0, or `Connection: close`.
     closes: bool,
 }
 
 impl Head {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }
 
@@ -130,7 +132,7 @@ impl Head {
 }
 
 /// One TLS connection to a server.
-pub struct Conn {
+pub(super) struct Conn {
     stream: StreamOwned<ClientConnection, TcpStream>,
     /// Bytes read from TLS but not consumed yet.
     buf: Vec<u8>,
@@ -145,7 +147,7 @@ impl Drop for Conn {
 
 impl Conn {
     /// Connects (TCP, then the TLS handshake, so that certificate errors show up here).
-    pub fn open(
+    pub(super) fn open(
         endpoint: &Endpoint,
         name: ServerName<'static>,
         tls: Arc<ClientConfig>,
@@ -183,13 +185,13 @@ impl Conn {
         Ok(conn)
     }
 
-    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    pub(super) fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.sock.set_read_timeout(timeout)?;
         self.stream.sock.set_write_timeout(timeout)
     }
 
     /// Sends one request.
-    pub fn send(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+    pub(super) fn send(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(head.len() + body.len());
         out.extend_from_slice(head);
         out.extend_from_slice(body);
@@ -211,12 +213,12 @@ impl Conn {
     }
 
     /// True if nothing at all has arrived for the current response yet.
-    pub fn nothing_received(&self) -> bool {
+    pub(super) fn nothing_received(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// Reads a response head (skipping `100 Continue` and friends).
-    pub fn read_head(&mut self) -> io::Result<Head> {
+    pub(super) fn read_head(&mut self) -> io::Result<Head> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut headers);
@@ -265,7 +267,11 @@ impl Conn {
 
     /// Reads the body that belongs to `head`. Returns the body and whether the connection
     /// can carry another request.
-    pub fn read_body(&mut self, head: &Head, head_only: bool) -> io::Result<(Vec<u8>, bool)> {
+    pub(super) fn read_body(
+        &mut self,
+        head: &Head,
+        head_only: bool,
+    ) -> io::Result<(Vec<u8>, bool)> {
         if head_only || head.status == 204 || head.status == 304 {
             return Ok((Vec::new(), !head.closes));
         }
@@ -307,7 +313,7 @@ impl Conn {
     }
 
     /// The next chunk of a chunked body; `None` after the last one (and its trailers).
-    pub fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub(super) fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         let line = self.read_line()?;
         let size = line.split(';').next().unwrap_or("").trim();
         let size =
@@ -358,7 +364,7 @@ impl Conn {
 }
 
 /// A streamed response body: ndjson lines as they arrive.
-pub struct Stream {
+pub(super) struct Stream {
     conn: Conn,
     chunked: bool,
     /// Decoded body bytes not yet returned.
@@ -367,7 +373,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(conn: Conn, head: &Head) -> io::Result<Stream> {
+    pub(super) fn new(conn: Conn, head: &Head) -> io::Result<Stream> {
         conn.set_timeout(None)?;
         Ok(Stream {
             conn,
@@ -379,7 +385,7 @@ impl Stream {
 
     /// The next body bytes as they arrive; `None` when the body ended properly (a chunked body
     /// cut short is an error).
-    pub fn next_bytes(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub(super) fn next_bytes(&mut self) -> io::Result<Option<Vec<u8>>> {
         if !self.pending.is_empty() {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
@@ -402,7 +408,7 @@ impl Stream {
     }
 
     /// The next line (without its newline); `None` when the server ends the stream.
-    pub fn next_line(&mut self) -> io::Result<Option<String>> {
+    pub(super) fn next_line(&mut self) -> io::Result<Option<String>> {
         loop {
             if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=at).collect();

@@ -1,29 +1,84 @@
-//! A small blocking client for the KES HTTP API: what the `kes-node` key, policy, identity,
-//! secret, enclave, log and status commands use, and what any Rust program can use to talk to
-//! a KES server (this one or upstream's).
+//! A blocking client for the KES HTTP API, the Rust counterpart of MinIO's Go SDK
+//! (`github.com/minio/kms-go/kes`): keys, policies, identities, secrets, enclaves, logs, status
+//! and the cluster. The `kes-node` client commands (`kes-node key ...`) are built on it, and it
+//! talks to this server and to upstream's alike.
 //!
-//! One [`Client`] holds one kept-alive TLS connection and sends one request at a time. It
-//! authenticates with an API key or a certificate and key ([`Credentials`]) and verifies the
-//! server against given CA certificates, or, for development servers only, not at all
-//! ([`ServerTrust`]). Every call returns the decoded answer or a [`ClientError`] carrying the
-//! HTTP status and KES's message (`404 key does not exist`).
+//! # Quick start
 //!
 //! ```no_run
-//! use kes_node::client::{Client, Credentials, ServerTrust};
+//! use kes_node::client::{Client, ClientError, Credentials, ServerTrust};
+//! use std::path::Path;
 //!
+//! // Who we are: an API key (`kes-node identity new`), or a certificate and key
+//! // (`Credentials::from_pem_files`). Whom we trust: the CA of the server's certificate.
 //! let credentials = Credentials::from_api_key("kes:v1:AD9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc")?;
-//! let client = Client::new("127.0.0.1:7373", credentials, ServerTrust::Insecure)?;
-//! client.create_key("my-key")?;
-//! let dek = client.generate_key("my-key", b"")?;
-//! let plaintext = client.decrypt("my-key", &dek.ciphertext, b"")?;
+//! let trust = ServerTrust::from_ca_path(Path::new("ca.pem"))?;
+//! let client = Client::new("https://127.0.0.1:7373", credentials, trust)?;
+//!
+//! match client.create_key("my-key") {
+//!     Ok(()) | Err(ClientError::Exists(_)) => {}
+//!     Err(err) => return Err(err),
+//! }
+//! // A data key: encrypt with the plaintext, store the ciphertext, forget the plaintext.
+//! let dek = client.generate_key("my-key", b"bucket/object")?;
+//! let plaintext = client.decrypt("my-key", &dek.ciphertext, b"bucket/object")?;
 //! assert_eq!(*plaintext, dek.plaintext);
-//! # Ok::<(), kes_node::client::ClientError>(())
+//! for name in client.keys("my-") {
+//!     println!("{}", name?);
+//! }
+//! # Ok::<(), ClientError>(())
 //! ```
 //!
-//! Answers that have a body come as a [`Reply`], which dereferences to the decoded value and
-//! keeps the server's JSON bytes for callers that want to pass them on untouched.
+//! `examples/client.rs` is a complete program that reads the same environment as the CLI
+//! (`KES_SERVER`, `KES_API_KEY` or `KES_CLIENT_CERT` and `KES_CLIENT_KEY`, `KES_CA`).
+//!
+//! # The model
+//!
+//! One [`Client`] talks to one server over one kept-alive TLS connection, one request at a
+//! time (share it between threads, or make one per thread for parallel requests; the log
+//! streams and backups open connections of their own). It authenticates with an API key or a
+//! certificate and key ([`Credentials`]); the server knows it by the identity of that key. It
+//! verifies the server against CA certificates, or, for development servers only, not at all
+//! ([`ServerTrust`]). [`Client::with_enclave`] works inside one enclave of a stateful server.
+//!
+//! Every call returns the decoded answer or a [`ClientError`] that says which case it is:
+//! [`NotFound`](ClientError::NotFound), [`Exists`](ClientError::Exists),
+//! [`Forbidden`](ClientError::Forbidden), [`Unavailable`](ClientError::Unavailable) and the
+//! rest, each API error carrying the server's status and KES message as an [`ApiError`], which
+//! compares equal to upstream's well-known values ([`ApiError::KEY_NOT_FOUND`], ...). Answers
+//! with a body come as a [`Reply`], which dereferences to the decoded value and keeps the
+//! server's bytes for callers that pass them on untouched (data keys, plaintexts and secret
+//! values in it are wiped when it is dropped).
+//!
+//! # The Go SDK's calls here
+//!
+//! | Go (`kes.Client`) | here | route |
+//! |---|---|---|
+//! | `Version`, `IsReady`, `Status`, `APIs`, `Metrics` | [`version`](Client::version), [`ready`](Client::ready), [`status`](Client::status), [`api`](Client::api), [`metrics`](Client::metrics) | `/version`, `/v1/ready`, `/v1/status`, `/v1/api`, `/v1/metrics` |
+//! | `CreateKey`, `ImportKey`, `DescribeKey`, `DeleteKey` | [`create_key`](Client::create_key), [`import_key`](Client::import_key), [`describe_key`](Client::describe_key), [`delete_key`](Client::delete_key) | `/v1/key/{create,import,describe,delete}/<name>` |
+//! | `ListKeys`, `ListIter` | [`list_keys`](Client::list_keys) (a page), [`keys`](Client::keys) (all) | `/v1/key/list/<prefix>` |
+//! | `GenerateKey`, `Encrypt`, `Decrypt`, `HMAC` | [`generate_key`](Client::generate_key), [`encrypt`](Client::encrypt), [`decrypt`](Client::decrypt), [`hmac`](Client::hmac) | `/v1/key/{generate,encrypt,decrypt,hmac}/<name>` |
+//! | `DescribePolicy`, `GetPolicy`, `ListPolicies` | [`describe_policy`](Client::describe_policy), [`read_policy`](Client::read_policy), [`list_policies`](Client::list_policies) / [`policies`](Client::policies); also [`create_policy`](Client::create_policy), [`delete_policy`](Client::delete_policy), [`assign_policy`](Client::assign_policy) | `/v1/policy/...` |
+//! | `DescribeIdentity`, `DescribeSelf`, `ListIdentities` | [`describe_identity`](Client::describe_identity), [`describe_self`](Client::describe_self), [`list_identities`](Client::list_identities) / [`identities`](Client::identities); also [`create_identity`](Client::create_identity), [`delete_identity`](Client::delete_identity) | `/v1/identity/...` |
+//! | `AuditLog`, `ErrorLog` | [`audit_log`](Client::audit_log), [`error_log`](Client::error_log): iterators of events | `/v1/log/{audit,error}` |
+//! | (enclave and secret calls of the stateful server) | [`create_secret`](Client::create_secret), [`read_secret`](Client::read_secret), ..., [`secrets`](Client::secrets); [`create_enclave`](Client::create_enclave), ..., [`enclaves`](Client::enclaves) | `/v1/secret/...`, `/v1/enclave/...` |
+//! | (cluster) | [`describe_cluster`](Client::describe_cluster), [`expand_cluster`](Client::expand_cluster), [`shrink_cluster`](Client::shrink_cluster), [`backup_cluster`](Client::backup_cluster) | `/v1/cluster/...` |
+//! | `kes.ErrKeyNotFound`, ... | [`ApiError::KEY_NOT_FOUND`], ...; [`ClientError::is`] for `errors.Is` | |
+//! | `kes.GenerateAPIKey` | [`generate_api_key`] | |
+//!
+//! Unlike the Go SDK, a client has one endpoint and does not retry; [`ClientError::is_temporary`]
+//! says when trying again (or another node) makes sense.
+#![warn(missing_docs)]
+
+mod access;
+mod cluster;
 mod error;
 mod http;
+mod keys;
+mod listing;
+mod logs;
+mod secrets;
+mod system;
 mod tls;
 mod types;
 #[cfg(test)]
@@ -36,18 +91,21 @@ use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, ClientError};
 pub use http::Endpoint;
+pub use listing::Names;
+pub use logs::{Events, LogStream};
 pub use tls::{generate_api_key, Credentials, ServerTrust};
 pub use types::{
-    DataKey, EnclaveInfo, IdentityInfo, KeyInfo, List, Policy, PolicyInfo, Route, Rules, Secret,
+    AuditEvent, AuditRequest, AuditResponse, ClusterInfo, DataKey, EnclaveInfo, ErrorEvent,
+    IdentityInfo, KeyInfo, LinkInfo, List, Metrics, Policy, PolicyInfo, Route, Rules, Secret,
     SecretInfo, SelfInfo, Status, Version,
 };
 
-/// The endpoint used when `KES_SERVER` is not set.
+/// The endpoint the CLI uses when `KES_SERVER` is not set.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7373";
 /// Connect, read and write timeout of ordinary requests.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A decoded answer together with the server's JSON bytes.
+/// A decoded answer together with the server's bytes.
 #[derive(Debug, Clone)]
 pub struct Reply<T> {
     value: T,
@@ -62,8 +120,29 @@ impl<T> Reply<T> {
         &self.body
     }
 
+    /// The decoded value, without the body.
     pub fn into_inner(self) -> T {
         self.value
+    }
+
+    /// The same body with `f` applied to the value.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Reply<U> {
+        Reply {
+            value: f(self.value),
+            body: self.body,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Reply<T> {
+    /// A JSON answer decoded.
+    fn decode(resp: http::Response) -> Result<Reply<T>, ClientError> {
+        let value = serde_json::from_slice(&resp.body)
+            .map_err(|e| ClientError::Response(format!("invalid JSON: {e}")))?;
+        Ok(Reply {
+            value,
+            body: resp.body,
+        })
     }
 }
 
@@ -74,8 +153,8 @@ impl<T> std::ops::Deref for Reply<T> {
     }
 }
 
-/// A blocking KES client. Cheap to share between threads; requests are serialized on one
-/// connection.
+/// A blocking KES client for one server: see the [module documentation](self). `Send` and
+/// `Sync`; requests from several threads take turns on its one connection.
 pub struct Client {
     endpoint: Endpoint,
     server_name: rustls::pki_types::ServerName<'static>,
@@ -93,8 +172,9 @@ struct Call {
 }
 
 impl Client {
-    /// A client for `server` (`https://host:port`, `host:port` or `host`). Nothing is sent
-    /// until the first call.
+    /// A client for `server` (`https://host:port`, `host:port` or `host`, port 7373 by
+    /// default). Nothing is sent until the first call; bad credentials, CA certificates or a
+    /// bad endpoint fail here with [`ClientError::Config`].
     pub fn new(
         server: &str,
         credentials: Credentials,
@@ -114,12 +194,14 @@ impl Client {
         })
     }
 
-    /// Sends `Kes-Enclave: <name>` with every request (stateful servers with enclaves).
+    /// Works inside the enclave `enclave` (`None` or empty: the default enclave): sends
+    /// `Kes-Enclave: <name>` with every request.
     pub fn with_enclave(mut self, enclave: Option<String>) -> Client {
         self.enclave = enclave.filter(|e| !e.is_empty());
         self
     }
 
+    /// The server this client talks to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -127,295 +209,6 @@ impl Client {
     /// The identity the server sees for this client.
     pub fn identity(&self) -> &str {
         &self.identity
-    }
-
-    // ---- server ----------------------------------------------------------------------
-
-    /// `GET /version` (needs no authorization).
-    pub fn version(&self) -> Result<Reply<Version>, ClientError> {
-        self.json(self.get("/version"))
-    }
-
-    /// `GET /v1/status`
-    pub fn status(&self) -> Result<Reply<Status>, ClientError> {
-        self.json(self.get("/v1/status"))
-    }
-
-    /// `GET /v1/ready`: `Ok` if the server is ready.
-    pub fn ready(&self) -> Result<(), ClientError> {
-        self.empty(self.get("/v1/ready"))
-    }
-
-    /// `GET /v1/api`: the routes the server serves.
-    pub fn api(&self) -> Result<Reply<Vec<Route>>, ClientError> {
-        self.json(self.get("/v1/api"))
-    }
-
-    /// `GET /v1/metrics`: Prometheus text.
-    pub fn metrics(&self) -> Result<String, ClientError> {
-        let resp = self.call(self.get("/v1/metrics"))?;
-        Ok(String::from_utf8_lossy(&resp.body).into_owned())
-    }
-
-    // ---- keys ------------------------------------------------------------------------
-
-    /// `PUT /v1/key/create/<name>`
-    pub fn create_key(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.put("/v1/key/create/", name, None))
-    }
-
-    /// `PUT /v1/key/import/<name>`: a 32-byte key for `cipher` (`AES256` or `ChaCha20`).
-    pub fn import_key(&self, name: &str, key: &[u8], cipher: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "key": b64(key), "cipher": cipher });
-        self.empty(self.put("/v1/key/import/", name, Some(body)))
-    }
-
-    /// `GET /v1/key/describe/<name>`
-    pub fn describe_key(&self, name: &str) -> Result<Reply<KeyInfo>, ClientError> {
-        self.json(self.get_named("/v1/key/describe/", name))
-    }
-
-    /// `GET /v1/key/list/<pattern>` (`*` or empty: all keys).
-    pub fn list_keys(&self, pattern: &str) -> Result<Reply<List>, ClientError> {
-        self.json(self.get_named("/v1/key/list/", pattern))
-    }
-
-    /// `DELETE /v1/key/delete/<name>`
-    pub fn delete_key(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.delete("/v1/key/delete/", name))
-    }
-
-    /// `PUT /v1/key/generate/<name>`: a new data encryption key, plain and sealed with `name`
-    /// (`context` is the associated data, empty for none).
-    pub fn generate_key(&self, name: &str, context: &[u8]) -> Result<Reply<DataKey>, ClientError> {
-        self.json(self.put("/v1/key/generate/", name, Some(with_context(context))))
-    }
-
-    /// `PUT /v1/key/encrypt/<name>`: the ciphertext.
-    pub fn encrypt(
-        &self,
-        name: &str,
-        plaintext: &[u8],
-        context: &[u8],
-    ) -> Result<Reply<Vec<u8>>, ClientError> {
-        let mut body = with_context(context);
-        body["plaintext"] = b64(plaintext).into();
-        let reply: Reply<types::Ciphertext> =
-            self.json(self.put("/v1/key/encrypt/", name, Some(body)))?;
-        Ok(Reply {
-            value: reply.value.ciphertext,
-            body: reply.body,
-        })
-    }
-
-    /// `PUT /v1/key/decrypt/<name>`: the plaintext.
-    pub fn decrypt(
-        &self,
-        name: &str,
-        ciphertext: &[u8],
-        context: &[u8],
-    ) -> Result<Reply<Vec<u8>>, ClientError> {
-        let mut body = with_context(context);
-        body["ciphertext"] = b64(ciphertext).into();
-        let reply: Reply<types::Plaintext> =
-            self.json(self.put("/v1/key/decrypt/", name, Some(body)))?;
-        Ok(Reply {
-            value: reply.value.plaintext,
-            body: reply.body,
-        })
-    }
-
-    /// `PUT /v1/key/hmac/<name>`: HMAC-SHA256 of `message` under the key's HMAC key.
-    pub fn hmac(&self, name: &str, message: &[u8]) -> Result<Reply<Vec<u8>>, ClientError> {
-        let body = serde_json::json!({ "message": b64(message) });
-        let reply: Reply<types::Mac> = self.json(self.put("/v1/key/hmac/", name, Some(body)))?;
-        Ok(Reply {
-            value: reply.value.hmac,
-            body: reply.body,
-        })
-    }
-
-    // ---- policies --------------------------------------------------------------------
-
-    /// `PUT /v1/policy/create/<name>`
-    pub fn create_policy(&self, name: &str, policy: &Policy) -> Result<(), ClientError> {
-        self.empty(self.put("/v1/policy/create/", name, Some(policy.to_wire())))
-    }
-
-    /// `GET /v1/policy/describe/<name>`
-    pub fn describe_policy(&self, name: &str) -> Result<Reply<PolicyInfo>, ClientError> {
-        self.json(self.get_named("/v1/policy/describe/", name))
-    }
-
-    /// `GET /v1/policy/read/<name>`: the rules.
-    pub fn read_policy(&self, name: &str) -> Result<Reply<Policy>, ClientError> {
-        self.json(self.get_named("/v1/policy/read/", name))
-    }
-
-    /// `GET /v1/policy/list/<pattern>`
-    pub fn list_policies(&self, pattern: &str) -> Result<Reply<List>, ClientError> {
-        self.json(self.get_named("/v1/policy/list/", pattern))
-    }
-
-    /// `DELETE /v1/policy/delete/<name>`
-    pub fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.delete("/v1/policy/delete/", name))
-    }
-
-    /// `POST /v1/policy/assign/<policy>` with `{"identity": ...}` (the route of KES v0.19 to
-    /// v0.22; it creates the identity with that policy).
-    pub fn assign_policy(&self, policy: &str, identity: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "identity": identity });
-        let mut call = self.put("/v1/policy/assign/", policy, Some(body));
-        call.method = "POST";
-        self.empty(call)
-    }
-
-    // ---- identities ------------------------------------------------------------------
-
-    /// `PUT /v1/identity/create/<identity>`: an identity with a policy, or an admin; `ttl` is
-    /// a Go duration (`720h`), empty for none.
-    pub fn create_identity(
-        &self,
-        identity: &str,
-        policy: &str,
-        admin: bool,
-        ttl: &str,
-    ) -> Result<(), ClientError> {
-        let mut body = serde_json::json!({ "policy": policy, "admin": admin });
-        if !ttl.is_empty() {
-            body["ttl"] = ttl.into();
-        }
-        self.empty(self.put("/v1/identity/create/", identity, Some(body)))
-    }
-
-    /// `GET /v1/identity/describe/<identity>`
-    pub fn describe_identity(&self, identity: &str) -> Result<Reply<IdentityInfo>, ClientError> {
-        self.json(self.get_named("/v1/identity/describe/", identity))
-    }
-
-    /// `GET /v1/identity/self/describe`: who the server thinks we are.
-    pub fn describe_self(&self) -> Result<Reply<SelfInfo>, ClientError> {
-        self.json(self.get("/v1/identity/self/describe"))
-    }
-
-    /// `GET /v1/identity/list/<pattern>`
-    pub fn list_identities(&self, pattern: &str) -> Result<Reply<List>, ClientError> {
-        self.json(self.get_named("/v1/identity/list/", pattern))
-    }
-
-    /// `DELETE /v1/identity/delete/<identity>`
-    pub fn delete_identity(&self, identity: &str) -> Result<(), ClientError> {
-        self.empty(self.delete("/v1/identity/delete/", identity))
-    }
-
-    // ---- secrets ---------------------------------------------------------------------
-
-    /// `PUT /v1/secret/create/<name>`
-    pub fn create_secret(&self, name: &str, secret: &[u8]) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "secret": b64(secret) });
-        self.empty(self.put("/v1/secret/create/", name, Some(body)))
-    }
-
-    /// `GET /v1/secret/describe/<name>`
-    pub fn describe_secret(&self, name: &str) -> Result<Reply<SecretInfo>, ClientError> {
-        self.json(self.get_named("/v1/secret/describe/", name))
-    }
-
-    /// `GET /v1/secret/read/<name>`: the value and its description.
-    pub fn read_secret(&self, name: &str) -> Result<Reply<Secret>, ClientError> {
-        self.json(self.get_named("/v1/secret/read/", name))
-    }
-
-    /// `GET /v1/secret/list/<prefix>`
-    pub fn list_secrets(&self, prefix: &str) -> Result<Reply<List>, ClientError> {
-        self.json(self.get_named("/v1/secret/list/", prefix))
-    }
-
-    /// `DELETE /v1/secret/delete/<name>`
-    pub fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.delete("/v1/secret/delete/", name))
-    }
-
-    // ---- enclaves --------------------------------------------------------------------
-
-    /// `PUT /v1/enclave/create/<name>`
-    pub fn create_enclave(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.put("/v1/enclave/create/", name, None))
-    }
-
-    /// `GET /v1/enclave/describe/<name>`
-    pub fn describe_enclave(&self, name: &str) -> Result<Reply<EnclaveInfo>, ClientError> {
-        self.json(self.get_named("/v1/enclave/describe/", name))
-    }
-
-    /// `GET /v1/enclave/list/<prefix>`
-    pub fn list_enclaves(&self, prefix: &str) -> Result<Reply<List>, ClientError> {
-        self.json(self.get_named("/v1/enclave/list/", prefix))
-    }
-
-    /// `DELETE /v1/enclave/delete/<name>`
-    pub fn delete_enclave(&self, name: &str) -> Result<(), ClientError> {
-        self.empty(self.delete("/v1/enclave/delete/", name))
-    }
-
-    // ---- cluster ---------------------------------------------------------------------
-
-    /// `GET /v1/cluster/describe`: the members, the leader and the answering node's view.
-    pub fn describe_cluster(&self) -> Result<Reply<serde_json::Value>, ClientError> {
-        self.json(self.get("/v1/cluster/describe"))
-    }
-
-    /// `GET /v1/cluster/backup`: the backup bytes.
-    pub fn backup_cluster(&self) -> Result<Vec<u8>, ClientError> {
-        let mut out = Vec::new();
-        self.backup_cluster_to(&mut out)?;
-        Ok(out)
-    }
-
-    /// `GET /v1/cluster/backup`, written to `out` as it arrives; returns the byte count.
-    pub fn backup_cluster_to(&self, out: &mut dyn std::io::Write) -> Result<u64, ClientError> {
-        let mut stream = self.open_stream("/v1/cluster/backup")?;
-        let mut total = 0u64;
-        while let Some(bytes) = stream.next_bytes().map_err(|e| self.network(e))? {
-            out.write_all(&bytes)
-                .map_err(|e| ClientError::Config(format!("cannot write the backup: {e}")))?;
-            total += bytes.len() as u64;
-        }
-        Ok(total)
-    }
-
-    /// `PUT /v1/cluster/expand {"endpoint"}`: adds a node started with `--join`.
-    pub fn expand_cluster(&self, endpoint: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "endpoint": endpoint });
-        self.empty(Call {
-            method: "PUT",
-            path: "/v1/cluster/expand".into(),
-            body: Some(body.to_string().into_bytes()),
-        })
-    }
-
-    /// `DELETE /v1/cluster/shrink {"endpoint","force"}`: removes a node.
-    pub fn shrink_cluster(&self, endpoint: &str, force: bool) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "endpoint": endpoint, "force": force });
-        self.empty(Call {
-            method: "DELETE",
-            path: "/v1/cluster/shrink".into(),
-            body: Some(body.to_string().into_bytes()),
-        })
-    }
-
-    // ---- logs ------------------------------------------------------------------------
-
-    /// `GET /v1/log/audit`: audit events (ndjson lines) from now on, until the server or the
-    /// caller ends the stream.
-    pub fn audit_log(&self) -> Result<LogStream, ClientError> {
-        self.stream("/v1/log/audit")
-    }
-
-    /// `GET /v1/log/error`: error log records (`{"message": ...}` lines) from now on.
-    pub fn error_log(&self) -> Result<LogStream, ClientError> {
-        self.stream("/v1/log/error")
     }
 
     // ---- plumbing --------------------------------------------------------------------
@@ -459,13 +252,7 @@ impl Client {
 
     /// A call whose success is a JSON body.
     fn json<T: DeserializeOwned>(&self, call: Call) -> Result<Reply<T>, ClientError> {
-        let resp = self.call(call)?;
-        let value = serde_json::from_slice(&resp.body)
-            .map_err(|e| ClientError::Response(format!("invalid JSON: {e}")))?;
-        Ok(Reply {
-            value,
-            body: resp.body,
-        })
+        Reply::decode(self.call(call)?)
     }
 
     /// Sends a call and reads the answer; non-2xx answers become [`ClientError::Api`].
@@ -555,12 +342,6 @@ impl Client {
         }
     }
 
-    fn stream(&self, path: &str) -> Result<LogStream, ClientError> {
-        Ok(LogStream {
-            inner: self.open_stream(path)?,
-        })
-    }
-
     /// A response body read as it arrives, on a connection of its own.
     fn open_stream(&self, path: &str) -> Result<http::Stream, ClientError> {
         let call = self.get(path);
@@ -584,26 +365,6 @@ impl Client {
 
     fn network(&self, err: std::io::Error) -> ClientError {
         http::io_error(&self.endpoint, err)
-    }
-}
-
-/// Log events as they arrive: each item is one line of the server's ndjson stream.
-pub struct LogStream {
-    inner: http::Stream,
-}
-
-impl Iterator for LogStream {
-    type Item = Result<String, ClientError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            return match self.inner.next_line() {
-                Ok(Some(line)) if line.trim().is_empty() => continue,
-                Ok(Some(line)) => Some(Ok(line)),
-                Ok(None) => None,
-                Err(e) => Some(Err(ClientError::Transport(e.to_string()))),
-            };
-        }
     }
 }
 

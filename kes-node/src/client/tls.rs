@@ -128,7 +128,7 @@ impl ServerTrust {
 }
 
 /// The rustls configuration of every connection a client makes.
-pub fn client_config(
+pub(super) fn client_config(
     credentials: Credentials,
     trust: &ServerTrust,
 ) -> Result<Arc<ClientConfig>, ClientError> {
@@ -156,7 +156,7 @@ pub fn client_config(
 }
 
 /// The TLS server name for a host: an IP address or a DNS name.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
+pub(super) fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(bare.to_owned())
         .map_err(|_| ClientError::Config(format!("invalid server name '{host}'")))

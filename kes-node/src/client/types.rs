@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Version {
+    /// The version (upstream: the commit time, `2024-01-11T13-15-23Z`).
     pub version: String,
+    /// The commit the server was built from.
     pub commit: String,
 }
 
@@ -17,18 +19,28 @@ pub struct Version {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Status {
+    /// The server's version.
     pub version: String,
+    /// The operating system (`linux`).
     pub os: String,
+    /// The CPU architecture (`amd64`, `arm64`).
     pub arch: String,
     /// Seconds (older servers sent nanoseconds; see spec §4.4).
     pub uptime: f64,
+    /// CPUs of the machine.
     pub num_cpu: u64,
+    /// CPUs the server uses.
     pub num_cpu_used: u64,
+    /// Heap memory in use, bytes.
     pub mem_heap_used: u64,
+    /// Stack memory in use, bytes.
     pub mem_stack_used: u64,
-    /// Milliseconds.
+    /// How long the key store took to answer its last health check, milliseconds (edge
+    /// servers).
     pub keystore_latency: Option<u64>,
+    /// The key store failed its last health check.
     pub keystore_unavailable: bool,
+    /// The key store could not be reached at its last health check.
     pub keystore_unreachable: bool,
 }
 
@@ -36,8 +48,11 @@ pub struct Status {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Route {
+    /// `GET`, `PUT`, `POST` or `DELETE`.
     pub method: String,
+    /// The path; one ending in `/` takes a name after it.
     pub path: String,
+    /// The largest request body accepted, bytes.
     pub max_body: u64,
     /// Seconds; 0 = none.
     pub timeout: u64,
@@ -47,20 +62,33 @@ pub struct Route {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct KeyInfo {
+    /// The key's name.
     pub name: String,
+    /// `AES256` or `ChaCha20`.
     pub algorithm: Option<String>,
+    /// The key's version, where a server keeps versions.
     pub version: Option<serde_json::Value>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// The identity that created the key.
     pub created_by: Option<String>,
 }
 
 /// `PUT /v1/key/generate/<name>`: a data encryption key, in plain and sealed.
 #[derive(Clone, Deserialize)]
 pub struct DataKey {
+    /// The key itself (32 bytes): use it, never store it.
     #[serde(deserialize_with = "base64_bytes")]
     pub plaintext: Vec<u8>,
+    /// The key sealed by the server's key: store it beside what the key encrypts.
     #[serde(deserialize_with = "base64_bytes")]
     pub ciphertext: Vec<u8>,
+}
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.plaintext);
+    }
 }
 
 impl std::fmt::Debug for DataKey {
@@ -94,8 +122,10 @@ pub(super) struct Mac {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct List {
+    /// The names of this page, sorted.
     #[serde(alias = "identities", deserialize_with = "null_as_empty")]
     pub names: Vec<String>,
+    /// Where the next page starts; empty after the last page.
     pub continue_at: String,
 }
 
@@ -103,8 +133,11 @@ pub struct List {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct PolicyInfo {
+    /// The policy's name.
     pub name: Option<String>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// The identity that created the policy.
     pub created_by: Option<String>,
 }
 
@@ -115,12 +148,18 @@ pub type Rules = BTreeMap<String, serde_json::Value>;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Policy {
+    /// The policy's name (in answers).
     pub name: Option<String>,
+    /// Paths the policy allows (`/v1/key/generate/app-*`): a prefix with a trailing `*`, else
+    /// exact.
     #[serde(deserialize_with = "rules")]
     pub allow: Rules,
+    /// Paths the policy denies; a deny wins over an allow.
     #[serde(deserialize_with = "rules")]
     pub deny: Rules,
+    /// RFC 3339 (in answers).
     pub created_at: Option<String>,
+    /// The identity that created the policy (in answers).
     pub created_by: Option<String>,
 }
 
@@ -149,14 +188,21 @@ impl Policy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct IdentityInfo {
+    /// The identity (hex SHA-256 of its public key).
     pub identity: Option<String>,
+    /// The name of its policy.
     pub policy: Option<String>,
+    /// An admin may do everything (in its enclave).
     pub admin: bool,
     /// A Go duration (`1h0m0s`).
     pub ttl: Option<String>,
+    /// RFC 3339, if it expires.
     pub expires_at: Option<String>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// The identity that created it (its parent).
     pub created_by: Option<String>,
+    /// The identities it created.
     #[serde(deserialize_with = "null_as_empty")]
     pub children: Vec<String>,
 }
@@ -165,8 +211,11 @@ pub struct IdentityInfo {
 /// the Go client reads, spec §4.9; a nested `policy` object is understood as well).
 #[derive(Debug, Clone, Default)]
 pub struct SelfInfo {
+    /// The caller.
     pub identity: IdentityInfo,
+    /// Its policy's allow rules.
     pub allow: Rules,
+    /// Its policy's deny rules.
     pub deny: Rules,
 }
 
@@ -201,11 +250,16 @@ impl<'de> Deserialize<'de> for SelfInfo {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct SecretInfo {
+    /// The secret's name.
     pub name: Option<String>,
+    /// The secret's version, where a server keeps versions.
     pub version: Option<serde_json::Value>,
+    /// The secret's type (upstream: `generic`).
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// The identity that created the secret.
     pub created_by: Option<String>,
 }
 
@@ -213,8 +267,10 @@ pub struct SecretInfo {
 #[derive(Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Secret {
+    /// The value.
     #[serde(alias = "bytes", deserialize_with = "base64_bytes")]
     pub secret: Vec<u8>,
+    /// Its metadata.
     #[serde(flatten)]
     pub info: SecretInfo,
 }
@@ -232,9 +288,162 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct EnclaveInfo {
+    /// The enclave's name.
     pub name: Option<String>,
+    /// RFC 3339.
     pub created_at: Option<String>,
+    /// The identity that created the enclave.
     pub created_by: Option<String>,
+}
+
+/// `GET /v1/cluster/describe`: the members and the answering node's view of the cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterInfo {
+    /// The members: node id (as a string) to `host:port`.
+    pub nodes: BTreeMap<String, String>,
+    /// The leader's node id; `u64::MAX` while there is none (see [`leader`](Self::leader)).
+    pub leader_id: Option<u64>,
+    /// The id of the node that answered.
+    pub node_id: Option<u64>,
+    /// Its current term.
+    pub term: Option<u64>,
+    /// Its commit index.
+    pub commit_index: Option<u64>,
+    /// Its role: `leader`, `follower`, `candidate`, ...
+    pub role: Option<String>,
+    /// Its links to the other members, by node id.
+    pub links: BTreeMap<String, LinkInfo>,
+    /// A membership change not committed yet.
+    pub pending_change: Option<String>,
+}
+
+impl ClusterInfo {
+    /// The leader's node id and endpoint, if there is a leader.
+    pub fn leader(&self) -> Option<(u64, &str)> {
+        let id = self.leader_id.filter(|id| *id != u64::MAX)?;
+        let addr = self.nodes.get(&id.to_string())?;
+        Some((id, addr))
+    }
+}
+
+/// One peer link in [`ClusterInfo`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LinkInfo {
+    /// `connected`, `dialing`, `unreachable` or `refused`.
+    pub state: String,
+    /// The error of the last failed attempt.
+    pub error: Option<String>,
+}
+
+/// One event of the audit log ([`Client::audit_log`](super::Client::audit_log)).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditEvent {
+    /// When the server answered, RFC 3339.
+    pub time: String,
+    /// What was asked.
+    pub request: AuditRequest,
+    /// What was answered.
+    pub response: AuditResponse,
+}
+
+/// The request of an [`AuditEvent`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditRequest {
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// The URL path.
+    pub path: String,
+    /// The client's identity.
+    pub identity: Option<String>,
+    /// The enclave, unless it is the default one.
+    pub enclave: Option<String>,
+}
+
+/// The response of an [`AuditEvent`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditResponse {
+    /// The HTTP status.
+    pub code: u16,
+    /// How long the answer took, nanoseconds (as the Go SDK reads it).
+    pub time: u64,
+}
+
+/// One event of the error log ([`Client::error_log`](super::Client::error_log)).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ErrorEvent {
+    /// The log record.
+    pub message: String,
+}
+
+/// `GET /v1/metrics`: the Prometheus text and its samples.
+///
+/// ```
+/// use kes_node::client::Metrics;
+///
+/// let m = Metrics::parse("# TYPE kes_http_request_success counter\n\
+///     kes_http_request_success{code=\"200\"} 7\nkes_http_request_success{code=\"204\"} 1\n\
+///     kes_system_up_time 12.5\n");
+/// assert_eq!(m.value("kes_http_request_success"), Some(8.0));
+/// assert_eq!(m.value("kes_system_up_time"), Some(12.5));
+/// assert_eq!(m.value("kes_nothing"), None);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    text: String,
+    samples: Vec<(String, f64)>,
+}
+
+impl Metrics {
+    /// Reads Prometheus text: one sample per line that is not a comment, `name{labels} value`.
+    pub fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = match line.rfind('}') {
+                    Some(end) => (&line[..=end], line[end + 1..].trim()),
+                    None => line.split_once(char::is_whitespace)?,
+                };
+                // A timestamp may follow the value.
+                let value = value.split_whitespace().next()?.parse().ok()?;
+                Some((series.trim().to_owned(), value))
+            })
+            .collect();
+        Metrics {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The text as the server sent it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Every sample: the series (`name{labels}`) and its value.
+    pub fn samples(&self) -> &[(String, f64)] {
+        &self.samples
+    }
+
+    /// The sum of the samples of the metric `name` over all its labels (the Go SDK sums the
+    /// request counters' `code` series the same way); `None` if there are none.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        let mut found = None;
+        for (series, value) in &self.samples {
+            let metric = series.split('{').next().unwrap_or_default();
+            if metric == name {
+                *found.get_or_insert(0.0) += value;
+            }
+        }
+        found
+    }
 }
 
 /// Standard base64 (padding optional, as Go's `[]byte` and `null` = empty).

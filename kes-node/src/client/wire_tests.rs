@@ -79,6 +79,27 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
              9\r\n\n{\"a\":3}\n\r\n\
              0\r\n\r\n",
         ),
+        // A paging server: the second page repeats the last name of the first.
+        ("GET", "/v1/key/list/p") => json_ok("{\"names\":[\"p1\",\"p2\"],\"continue_at\":\"p3\"}"),
+        ("GET", "/v1/key/list/p3") => json_ok("{\"names\":[\"p2\",\"p3\",\"p4\"],\"continue_at\":\"\"}"),
+        // A server that keeps saying "more" without bringing anything new.
+        ("GET", "/v1/key/list/loop") => json_ok("{\"names\":[\"loop1\"],\"continue_at\":\"loop2\"}"),
+        ("GET", "/v1/key/list/loop2") => json_ok("{\"names\":[\"loop1\"],\"continue_at\":\"loop3\"}"),
+        // Servers before v0.23 listed as ndjson.
+        ("GET", "/v1/policy/list/*") => {
+            let body = "{\"name\":\"b\"}\n{\"name\":\"a\"}\n";
+            answer(&format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+        }
+        ("GET", "/v1/identity/list/*") => {
+            let body = "{\"identity\":\"i1\"}\n{\"error\":\"failed to list identities\"}\n";
+            answer(&format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+        }
         _ => answer("HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\n\r\n404 page not found\n"),
     }
 }
@@ -217,7 +238,7 @@ fn framing_keep_alive_and_retry() {
 
     // The server closes a kept connection after this answer; the next call notices
     // before any answer arrived and goes again on a fresh connection.
-    assert_eq!(client.metrics().unwrap(), "metrics\n");
+    assert_eq!(client.metrics().unwrap().text(), "metrics\n");
     assert_eq!(client.version().unwrap().version, "v1");
     assert_eq!(accepted(), 3);
 
@@ -257,4 +278,19 @@ fn unverifiable_server_certificate() {
     )
     .unwrap();
     assert_eq!(insecure.version().unwrap().version, "v1");
+}
+
+#[test]
+fn listings_follow_pages_and_read_ndjson() {
+    let server = start();
+    let client = client(&server);
+    let names: Vec<String> = client.keys("p").collect::<Result<_, _>>().unwrap();
+    assert_eq!(names, ["p1", "p2", "p3", "p4"]);
+    let names: Vec<String> = client.keys("loop").collect::<Result<_, _>>().unwrap();
+    assert_eq!(names, ["loop1"]);
+    let names: Vec<String> = client.policies("*").collect::<Result<_, _>>().unwrap();
+    assert_eq!(names, ["a", "b"]);
+    let err = client.list_identities("*").unwrap_err();
+    assert_eq!(err.to_string(), "failed to list identities");
+    assert!(matches!(err, ClientError::Server(_)), "{err:?}");
 }

@@ -3,6 +3,7 @@
 use argh::FromArgs;
 
 use super::{client_command, print_fields, print_json};
+use crate::client::ClusterInfo;
 
 /// Manage the cluster's members.
 #[derive(FromArgs)]
@@ -73,24 +74,15 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
                 print_json(info.body());
                 return Ok(());
             }
-            let v = info.into_inner();
-            if let Some(nodes) = v["nodes"].as_object() {
-                for (id, addr) in nodes {
-                    let addr = addr.as_str().unwrap_or_default();
-                    println!("{id:>3}  {addr}  {}", member_note(&v, id));
-                }
+            for (id, addr) in &info.nodes {
+                println!("{id:>3}  {addr}  {}", member_note(&info, id));
             }
+            let number = |n: Option<u64>| n.map(|n| n.to_string());
             print_fields(&[
-                (
-                    "pending change",
-                    v["pending_change"].as_str().map(str::to_string),
-                ),
-                ("answered by", v["node_id"].as_u64().map(|n| n.to_string())),
-                ("term", v["term"].as_u64().map(|n| n.to_string())),
-                (
-                    "commit index",
-                    v["commit_index"].as_u64().map(|n| n.to_string()),
-                ),
+                ("pending change", info.pending_change.clone()),
+                ("answered by", number(info.node_id)),
+                ("term", number(info.term)),
+                ("commit index", number(info.commit_index)),
             ]);
             Ok(())
         }
@@ -143,17 +135,20 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
 
 /// What `cluster info` says about member `id`: leader or not, and the answering node's link to
 /// it (`connected`, `dialing`, `unreachable: why`, `refused: why`).
-fn member_note(v: &serde_json::Value, id: &str) -> String {
-    let leader = v["leader_id"].as_u64().filter(|l| *l != u64::MAX);
+fn member_note(info: &ClusterInfo, id: &str) -> String {
     let mut notes = Vec::new();
-    if leader.map(|l| l.to_string()).as_deref() == Some(id) {
+    if info.leader().map(|(l, _)| l.to_string()).as_deref() == Some(id) {
         notes.push("leader".to_string());
     }
-    if v["node_id"].as_u64().map(|n| n.to_string()).as_deref() == Some(id) {
+    if info.node_id.map(|n| n.to_string()).as_deref() == Some(id) {
         notes.push("this node".to_string());
-    } else if let Some(link) = v["links"].get(id) {
-        let state = link["state"].as_str().unwrap_or("?");
-        notes.push(match link["error"].as_str() {
+    } else if let Some(link) = info.links.get(id) {
+        let state = if link.state.is_empty() {
+            "?"
+        } else {
+            &link.state
+        };
+        notes.push(match &link.error {
             Some(why) => format!("{state}: {why}"),
             None => state.to_string(),
         });
