@@ -1,16 +1,21 @@
 //! The client library (`kes_node::client`) against real servers: the typed errors a caller
 //! must handle (not found, exists, forbidden, unavailable) come from real answers of a
-//! stateful server and of an edge server whose key store went away, over real TLS with the
-//! server verified against the test CA.
+//! stateful server, of an edge server whose key store went away and of a cluster that lost
+//! its quorum, over real TLS with the server verified against the test CA. Also the listing
+//! iterators, typed log events, metrics, the cluster calls, and `examples/client.rs`.
 
 mod support;
+
+#[path = "../kes-node/examples/client.rs"]
+mod example;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kes_node::client::{
-    generate_api_key, ApiError, Client, ClientError, Credentials, Policy, ServerTrust,
+    generate_api_key, ApiError, AuditEvent, Client, ClientError, Credentials, Policy, ServerTrust,
 };
+use support::cluster::{Cluster, ClusterOpts};
 use support::*;
 
 /// A client for `server` with the API key `key`, verifying the server with the test CA.
@@ -259,14 +264,18 @@ fn tls_transport_and_config_errors() {
 }
 
 fn pem_of(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut pem = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).unwrap());
         pem.push('\n');
     }
-    pem.push_str("-----END CERTIFICATE-----\n");
+    pem.push_str(&format!("-----END {label}-----\n"));
     pem
 }
 
@@ -274,4 +283,192 @@ fn pem_of(der: &[u8]) -> String {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Listing iterators over every kind of item, typed audit events, metrics and HMAC.
+#[test]
+fn listings_logs_and_metrics() {
+    let (env, key) = env_with_api_key_admin("client-listings");
+    let server = env.start();
+    let c = client(&env, &server, &key);
+    for name in ["app-b", "app-a", "other", "app-c"] {
+        c.create_key(name).unwrap();
+    }
+    let app: Vec<String> = c.keys("app").collect::<Result<_, _>>().unwrap();
+    assert_eq!(app, ["app-a", "app-b", "app-c"]);
+    let all: Vec<String> = c.keys("*").collect::<Result<_, _>>().unwrap();
+    assert_eq!(all, ["app-a", "app-b", "app-c", "other"]);
+    assert_eq!(c.list_keys("app").unwrap().names, app);
+
+    c.create_secret("s-1", b"one").unwrap();
+    c.create_secret("s-2", b"two").unwrap();
+    let secrets: Vec<String> = c.secrets("s").collect::<Result<_, _>>().unwrap();
+    assert_eq!(secrets, ["s-1", "s-2"]);
+    assert_eq!(c.read_secret("s-2").unwrap().secret, b"two");
+    c.create_policy("p-1", &Policy::default()).unwrap();
+    assert_err(
+        c.create_policy("p-1", &Policy::default()),
+        ClientError::Exists(ApiError::POLICY_EXISTS),
+    );
+    let policies: Vec<String> = c.policies("p*").collect::<Result<_, _>>().unwrap();
+    assert_eq!(policies, ["p-1"]);
+    let identities: Vec<String> = c.identities("*").collect::<Result<_, _>>().unwrap();
+    assert!(
+        identities.contains(&c.identity().to_owned()),
+        "{identities:?}"
+    );
+    c.create_enclave("e-1").unwrap();
+    let enclaves: Vec<String> = c.enclaves("e").collect::<Result<_, _>>().unwrap();
+    assert_eq!(enclaves, ["e-1"]);
+    // An error ends the iteration after it is returned.
+    let mut bad = c.keys("a.b");
+    assert!(matches!(bad.next(), Some(Err(ClientError::BadRequest(_)))));
+    assert!(bad.next().is_none());
+
+    let mac = c.hmac("other", b"message").unwrap();
+    assert_eq!(mac.len(), 32);
+    assert_eq!(*c.hmac("other", b"message").unwrap(), *mac);
+    assert_ne!(*c.hmac("app-a", b"message").unwrap(), *mac);
+
+    // The audit log on its own connection, read on another thread so that a missing event
+    // fails the test instead of blocking it.
+    let events = c.audit_log().unwrap().events::<AuditEvent>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for event in events {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    // The subscription may take effect a moment after the stream's head arrived: ask again
+    // until the event shows up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let event = 'found: loop {
+        assert!(Instant::now() < deadline, "no audit event within 10 s");
+        let _ = c.describe_key("audited");
+        while let Ok(event) = rx.recv_timeout(Duration::from_millis(250)) {
+            let event = event.unwrap();
+            if event.request.path == "/v1/key/describe/audited" {
+                break 'found event;
+            }
+        }
+    };
+    assert_eq!(event.response.code, 404);
+    assert_eq!(event.request.identity.as_deref(), Some(c.identity()));
+
+    let metrics = c.metrics().unwrap();
+    let errors = metrics.value("kes_http_request_error").unwrap();
+    assert!(errors >= 1.0, "{}", metrics.text());
+    assert!(metrics.value("kes_http_request_success").unwrap() >= 4.0);
+    let status = c.status().unwrap();
+    assert!(!status.version.is_empty());
+    assert!(c.api().unwrap().iter().any(|r| r.path == "/v1/key/hmac/"));
+}
+
+/// `examples/client.rs` against a real server: its `run` (everything but reading the
+/// environment) twice, the second time finding the key there.
+#[test]
+fn the_example_runs() {
+    let (env, key) = env_with_api_key_admin("client-example");
+    let server = env.start();
+    let settings = example::Settings {
+        server: format!("https://{}", server.addr),
+        api_key: Some(key.clone()),
+        cert_and_key: None,
+        ca: Some(env.tmp.path().join("ca.pem")),
+        insecure: false,
+        enclave: None,
+        key: "example-key".into(),
+    };
+    assert_eq!(example::run(&settings).unwrap(), ["example-key"]);
+    assert_eq!(example::run(&settings).unwrap(), ["example-key"]);
+    let no_ca = example::Settings {
+        ca: None,
+        ..settings
+    };
+    assert!(matches!(example::run(&no_ca), Err(ClientError::Config(_))));
+}
+
+/// A client for cluster node `slot` with the test admin's certificate.
+fn cluster_client(cluster: &Cluster, slot: usize) -> Client {
+    let dir = cluster.root();
+    let (cert, key) = (dir.join("admin.cert"), dir.join("admin.key"));
+    if !cert.exists() {
+        let admin = &pki().admin;
+        std::fs::write(&cert, pem_of(&admin.chain[0])).unwrap();
+        std::fs::write(&key, pem("PRIVATE KEY", &admin.key_der)).unwrap();
+    }
+    let credentials = Credentials::from_pem_files(&cert, &key).unwrap();
+    assert_eq!(credentials.identity(), pki().admin.identity);
+    let trust = ServerTrust::from_ca_path(&dir.join("ca.pem")).unwrap();
+    Client::new(&cluster.addr(slot).to_string(), credentials, trust).unwrap()
+}
+
+/// The cluster calls, and `Unavailable` from a node that is not a member yet and from a
+/// cluster that lost its quorum.
+#[test]
+fn cluster_calls_and_lost_quorum() {
+    let mut cluster = Cluster::start(
+        "client-cluster",
+        ClusterOpts {
+            slots: 3,
+            members: 2,
+            bootstrap_json: true,
+            proxy: false,
+        },
+    );
+    let c0 = cluster_client(&cluster, 0);
+    let info = c0.describe_cluster().unwrap();
+    assert_eq!(info.nodes.len(), 2, "{info:?}");
+    assert!(info.leader().is_some(), "{info:?}");
+    c0.create_key("k").unwrap();
+    assert!(!c0.backup_cluster().unwrap().is_empty());
+
+    // A node started to join serves nothing but /version and the cluster view until added.
+    cluster.start_node_with(2, &["--join"]);
+    let c2 = cluster_client(&cluster, 2);
+    let err = c2.describe_key("k").unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unavailable(e) if e.status() == 503),
+        "{err:?}"
+    );
+    c2.describe_cluster().unwrap();
+
+    let addr2 = cluster.addr(2).to_string();
+    c0.expand_cluster(&addr2).unwrap();
+    let err = c0.expand_cluster(&addr2).unwrap_err();
+    assert!(matches!(err, ClientError::Exists(_)), "{err:?}");
+    let err = c0.shrink_cluster("127.0.0.1:1", false).unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+    eventually(Duration::from_secs(30), "the new node serves", || {
+        c2.describe_key("k").is_ok()
+    });
+
+    // The CLI's `cluster info` reads the same typed answer.
+    let out = cluster.cli(0, &["cluster", "info"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for slot in 0..3 {
+        assert!(text.contains(&cluster.addr(slot).to_string()), "{text}");
+    }
+    assert_eq!(text.matches("leader").count(), 1, "{text}");
+    assert!(
+        text.contains("this node") && text.contains("connected"),
+        "{text}"
+    );
+    assert!(
+        text.contains("answered by") && text.contains("commit index"),
+        "{text}"
+    );
+
+    // Two of three down: no quorum for writes.
+    cluster.kill(1);
+    cluster.kill(2);
+    let err = c0.create_key("no-quorum").unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unavailable(e) if e.status() == 503),
+        "{err:?}"
+    );
+    assert!(err.is_temporary());
 }
