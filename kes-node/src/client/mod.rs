@@ -47,8 +47,9 @@
 //! rest, each API error carrying the server's status and KES message as an [`ApiError`], which
 //! compares equal to upstream's well-known values ([`ApiError::KEY_NOT_FOUND`], ...). Answers
 //! with a body come as a [`Reply`], which dereferences to the decoded value and keeps the
-//! server's bytes for callers that pass them on untouched (data keys, plaintexts and secret
-//! values in it are wiped when it is dropped).
+//! server's bytes for callers that pass them on untouched. Those bytes are wiped when the
+//! reply is dropped, and so is a [`DataKey`]'s plaintext; a decrypted plaintext or a secret
+//! value taken out of a reply is the caller's to wipe (the `zeroize` crate).
 //!
 //! # The Go SDK's calls here
 //!
@@ -446,6 +447,13 @@ mod tests {
         let e = api_error(404, Some("text/plain"), b"404 page not found\n");
         assert_eq!(e.to_string(), "404 page not found");
         assert_eq!(api_error(502, None, b"").to_string(), "server answered 502");
+    }
+
+    #[test]
+    fn a_client_is_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Client>();
+        send_sync::<ClientError>();
     }
 
     #[test]

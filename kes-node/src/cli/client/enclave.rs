@@ -85,14 +85,7 @@ pub fn run(args: EnclaveArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        EnclaveCommand::Ls(a) => {
-            let list = a
-                .connect()?
-                .list_enclaves(&a.prefix)
-                .map_err(|e| e.to_string())?;
-            print_names(&list, a.json, "name");
-            Ok(())
-        }
+        EnclaveCommand::Ls(a) => print_names(a.connect()?.enclaves(&a.prefix), a.json, "name"),
         EnclaveCommand::Rm(a) => {
             let client = a.connect()?;
             for_each_name(&a.names, "enclave", "deleted", a.json, |n| {

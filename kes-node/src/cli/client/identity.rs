@@ -178,12 +178,7 @@ pub fn run(args: IdentityArgs) -> Result<(), String> {
             Ok(())
         }
         IdentityCommand::Ls(a) => {
-            let list = a
-                .connect()?
-                .list_identities(&a.pattern)
-                .map_err(|e| e.to_string())?;
-            print_names(&list, a.json, "identity");
-            Ok(())
+            print_names(a.connect()?.identities(&a.pattern), a.json, "identity")
         }
         IdentityCommand::Rm(a) => {
             need_names(&a.identities, "identity")?;

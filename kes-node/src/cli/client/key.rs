@@ -181,14 +181,7 @@ pub fn run(args: KeyArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        KeyCommand::Ls(a) => {
-            let list = a
-                .connect()?
-                .list_keys(&a.pattern)
-                .map_err(|e| e.to_string())?;
-            print_names(&list, a.json, "name");
-            Ok(())
-        }
+        KeyCommand::Ls(a) => print_names(a.connect()?.keys(&a.pattern), a.json, "name"),
         KeyCommand::Rm(a) => {
             let client = a.connect()?;
             for_each_name(&a.names, "key", "deleted", a.json, |n| client.delete_key(n))

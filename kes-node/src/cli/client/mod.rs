@@ -23,7 +23,7 @@ pub mod status;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::client::{Client, Credentials, List, ServerTrust, DEFAULT_SERVER};
+use crate::client::{Client, Credentials, Names, ServerTrust, DEFAULT_SERVER};
 
 /// Declares a leaf command struct with the connection flags every client command shares.
 /// The fields must end with a comma.
@@ -130,22 +130,18 @@ fn print_json(body: &[u8]) {
     println!("{}", text.trim_end());
 }
 
-/// Prints a listing: one `{"<field>": name}` object per line, or one name per line. A server
-/// that pages its answer says where the next page starts; we print one page and say so.
-fn print_names(list: &List, json: bool, field: &str) {
-    for name in &list.names {
+/// Prints a listing as it arrives, page after page: one `{"<field>": name}` object per line,
+/// or one name per line.
+fn print_names(names: Names<'_>, json: bool, field: &str) -> Result<(), String> {
+    for name in names {
+        let name = name.map_err(|e| e.to_string())?;
         if json {
             println!("{}", serde_json::json!({ field: name }));
         } else {
             println!("{name}");
         }
     }
-    if !list.continue_at.is_empty() {
-        eprintln!(
-            "kes-node: the server has more, starting at '{}'",
-            list.continue_at
-        );
-    }
+    Ok(())
 }
 
 /// Prints rows as columns separated by two spaces, each as wide as its widest cell.

@@ -142,14 +142,7 @@ pub fn run(args: PolicyArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        PolicyCommand::Ls(a) => {
-            let list = a
-                .connect()?
-                .list_policies(&a.pattern)
-                .map_err(|e| e.to_string())?;
-            print_names(&list, a.json, "name");
-            Ok(())
-        }
+        PolicyCommand::Ls(a) => print_names(a.connect()?.policies(&a.pattern), a.json, "name"),
         PolicyCommand::Rm(a) => {
             let client = a.connect()?;
             for_each_name(&a.names, "policy", "deleted", a.json, |n| {

@@ -128,14 +128,7 @@ pub fn run(args: SecretArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        SecretCommand::Ls(a) => {
-            let list = a
-                .connect()?
-                .list_secrets(&a.prefix)
-                .map_err(|e| e.to_string())?;
-            print_names(&list, a.json, "name");
-            Ok(())
-        }
+        SecretCommand::Ls(a) => print_names(a.connect()?.secrets(&a.prefix), a.json, "name"),
         SecretCommand::Rm(a) => {
             let client = a.connect()?;
             for_each_name(&a.names, "secret", "deleted", a.json, |n| {
