@@ -107,7 +107,7 @@ pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7373";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A decoded answer together with the server's bytes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply<T> {
     value: T,
     /// May hold key material or secrets (data keys, decrypted plaintexts, secret values):
@@ -144,6 +144,27 @@ impl<T: DeserializeOwned> Reply<T> {
             value,
             body: resp.body,
         })
+    }
+}
+
+/// The value's `Debug` (a [`DataKey`] redacts its plaintext), and only the body's length: the
+/// body may hold key material.
+impl<T: std::fmt::Debug> std::fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("value", &self.value)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint.url())
+            .field("identity", &self.identity)
+            .field("enclave", &self.enclave)
+            .finish_non_exhaustive()
     }
 }
 
@@ -447,6 +468,25 @@ mod tests {
         let e = api_error(404, Some("text/plain"), b"404 page not found\n");
         assert_eq!(e.to_string(), "404 page not found");
         assert_eq!(api_error(502, None, b"").to_string(), "server answered 502");
+    }
+
+    #[test]
+    fn debug_output_holds_no_key_material() {
+        let json = br#"{"plaintext":"c2VjcmV0IGtleSBieXRlcw==","ciphertext":"AAEC"}"#;
+        let dek: Reply<DataKey> = Reply {
+            value: serde_json::from_slice(json).unwrap(),
+            body: json.to_vec().into(),
+        };
+        let debug = format!("{dek:?}");
+        assert!(
+            debug.contains("<redacted>") && debug.contains("body_len"),
+            "{debug}"
+        );
+        assert!(
+            // Neither the body (`{"` is 123, 34) nor the decoded key ("sec" is 115, 101, 99).
+            !debug.contains("123, 34") && !debug.contains("115, 101, 99"),
+            "{debug}"
+        );
     }
 
     #[test]
