@@ -435,6 +435,20 @@ fn cluster_calls_and_lost_quorum() {
     );
     c2.describe_cluster().unwrap();
 
+    // With both servers, the joining node's 503 sends the request on to node 0.
+    let both = Client::with_endpoints(
+        &[cluster.addr(2).to_string(), cluster.addr(0).to_string()],
+        Credentials::from_pem_files(
+            &cluster.root().join("admin.cert"),
+            &cluster.root().join("admin.key"),
+        )
+        .unwrap(),
+        ServerTrust::from_ca_path(&cluster.root().join("ca.pem")).unwrap(),
+    )
+    .unwrap();
+    both.describe_key("k").unwrap();
+    assert_eq!(both.endpoint().port, cluster.addr(0).port());
+
     let addr2 = cluster.addr(2).to_string();
     c0.expand_cluster(&addr2).unwrap();
     let err = c0.expand_cluster(&addr2).unwrap_err();
@@ -471,4 +485,58 @@ fn cluster_calls_and_lost_quorum() {
         "{err:?}"
     );
     assert!(err.is_temporary());
+}
+
+/// Several servers: one that cannot be reached is passed over, by the library and by the CLI
+/// (`KES_SERVER` with a comma-separated list).
+#[test]
+fn several_endpoints() {
+    let (env, key) = env_with_api_key_admin("client-endpoints");
+    let server = env.start();
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let c = Client::with_endpoints(
+        &[nowhere.as_str(), &server.addr.to_string()],
+        Credentials::from_api_key(&key).unwrap(),
+        ServerTrust::from_ca_path(&env.tmp.path().join("ca.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c.endpoints().count(), 2);
+    c.create_key("k").unwrap();
+    assert_eq!(c.endpoint().port, server.addr.port());
+    // Only unreachable servers: the last error says so.
+    let none = Client::with_endpoints(
+        &[nowhere.as_str(), nowhere.as_str()],
+        Credentials::from_api_key(&key).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap();
+    assert!(matches!(none.version(), Err(ClientError::Transport(_))));
+    assert!(matches!(
+        Client::with_endpoints::<&str>(
+            &[],
+            Credentials::from_api_key(&key).unwrap(),
+            ServerTrust::Insecure
+        ),
+        Err(ClientError::Config(_))
+    ));
+
+    let out = std::process::Command::new(KES_NODE)
+        .args(["key", "ls"])
+        .env_remove("KES_CLIENT_CERT")
+        .env_remove("KES_CLIENT_KEY")
+        .env_remove("KES_ENCLAVE")
+        .env(
+            "KES_SERVER",
+            format!("https://{nowhere}, https://{}", server.addr),
+        )
+        .env("KES_API_KEY", &key)
+        .env("KES_CA", env.tmp.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k\n");
 }

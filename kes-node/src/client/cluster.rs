@@ -20,9 +20,12 @@ impl Client {
     /// A backup of the answering node's database written to `out` as it arrives; returns the
     /// byte count. A write to `out` that fails ends the download with [`ClientError::Config`].
     pub fn backup_cluster_to(&self, out: &mut dyn std::io::Write) -> Result<u64, ClientError> {
-        let mut stream = self.open_stream("/v1/cluster/backup")?;
+        let (mut stream, endpoint) = self.open_stream("/v1/cluster/backup")?;
         let mut total = 0u64;
-        while let Some(bytes) = stream.next_bytes().map_err(|e| self.network(e))? {
+        while let Some(bytes) = stream
+            .next_bytes()
+            .map_err(|e| super::http::io_error(endpoint, e))?
+        {
             out.write_all(&bytes)
                 .map_err(|e| ClientError::Config(format!("cannot write the backup: {e}")))?;
             total += bytes.len() as u64;

@@ -24,7 +24,7 @@ impl Client {
 
     fn log_stream(&self, path: &str) -> Result<LogStream, ClientError> {
         Ok(LogStream {
-            inner: self.open_stream(path)?,
+            inner: self.open_stream(path)?.0,
         })
     }
 }

@@ -34,9 +34,11 @@
 //!
 //! # The model
 //!
-//! One [`Client`] talks to one server over one kept-alive TLS connection, one request at a
-//! time (share it between threads, or make one per thread for parallel requests; the log
-//! streams and backups open connections of their own). It authenticates with an API key or a
+//! A [`Client`] talks to one server, or to several of one cluster
+//! ([`Client::with_endpoints`], going on to the next while one cannot be reached), over one
+//! kept-alive TLS connection per server, one request at a time (share it between threads, or
+//! make one per thread for parallel requests; the log streams and backups open connections of
+//! their own). It authenticates with an API key or a
 //! certificate and key ([`Credentials`]); the server knows it by the identity of that key. It
 //! verifies the server against CA certificates, or, for development servers only, not at all
 //! ([`ServerTrust`]). [`Client::with_enclave`] works inside one enclave of a stateful server.
@@ -67,8 +69,9 @@
 //! | `kes.ErrKeyNotFound`, ... | [`ApiError::KEY_NOT_FOUND`], ...; [`ClientError::is`] for `errors.Is` | |
 //! | `kes.GenerateAPIKey` | [`generate_api_key`] | |
 //!
-//! Unlike the Go SDK, a client has one endpoint and does not retry; [`ClientError::is_temporary`]
-//! says when trying again (or another node) makes sense.
+//! Like the Go SDK's `Endpoints`, [`Client::with_endpoints`] fails over from a server that
+//! cannot be reached or answers `503`; unlike it, a client does not wait and retry the same
+//! server. [`ClientError::is_temporary`] says when trying again later makes sense.
 #![warn(missing_docs)]
 
 mod access;
@@ -79,13 +82,15 @@ mod keys;
 mod listing;
 mod logs;
 mod secrets;
+mod send;
 mod system;
 mod tls;
 mod types;
 #[cfg(test)]
 mod wire_tests;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -160,8 +165,9 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Reply<T> {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoints: Vec<String> = self.endpoints().map(Endpoint::url).collect();
         f.debug_struct("Client")
-            .field("endpoint", &self.endpoint.url())
+            .field("endpoints", &endpoints)
             .field("identity", &self.identity)
             .field("enclave", &self.enclave)
             .finish_non_exhaustive()
@@ -175,15 +181,16 @@ impl<T> std::ops::Deref for Reply<T> {
     }
 }
 
-/// A blocking KES client for one server: see the [module documentation](self). `Send` and
-/// `Sync`; requests from several threads take turns on its one connection.
+/// A blocking KES client: see the [module documentation](self). `Send` and `Sync`; requests
+/// from several threads take turns on its one connection per server.
 pub struct Client {
-    endpoint: Endpoint,
-    server_name: rustls::pki_types::ServerName<'static>,
+    /// At least one.
+    nodes: Vec<send::Node>,
+    /// The node that answered last: where the next request goes first.
+    preferred: AtomicUsize,
     tls: Arc<rustls::ClientConfig>,
     enclave: Option<String>,
     identity: String,
-    conn: Mutex<Option<http::Conn>>,
 }
 
 /// A request before it is sent.
@@ -202,17 +209,34 @@ impl Client {
         credentials: Credentials,
         trust: ServerTrust,
     ) -> Result<Client, ClientError> {
-        let endpoint = Endpoint::parse(server)?;
-        let server_name = tls::server_name(&endpoint.host)?;
+        Client::with_endpoints(&[server], credentials, trust)
+    }
+
+    /// A client for several servers of one cluster (the Go SDK's `Endpoints`): requests go to
+    /// the server that answered last, and on to the next while a server cannot be reached
+    /// ([`ClientError::Transport`], [`ClientError::Tls`]) or answers `503` (not a member yet,
+    /// no quorum on its side). As with the Go SDK, a write whose answer was lost on the way may
+    /// then have happened twice: a create answers [`ClientError::Exists`] the second time.
+    pub fn with_endpoints<S: AsRef<str>>(
+        servers: &[S],
+        credentials: Credentials,
+        trust: ServerTrust,
+    ) -> Result<Client, ClientError> {
+        let nodes = servers
+            .iter()
+            .map(|s| send::Node::new(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if nodes.is_empty() {
+            return Err(ClientError::Config("no server given".into()));
+        }
         let identity = credentials.identity().to_owned();
         let tls = tls::client_config(credentials, &trust)?;
         Ok(Client {
-            endpoint,
-            server_name,
+            nodes,
+            preferred: AtomicUsize::new(0),
             tls,
             enclave: None,
             identity,
-            conn: Mutex::new(None),
         })
     }
 
@@ -223,9 +247,14 @@ impl Client {
         self
     }
 
-    /// The server this client talks to.
+    /// The server the next request goes to first (the one that answered last).
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.nodes[self.preferred.load(Ordering::Relaxed) % self.nodes.len()].endpoint
+    }
+
+    /// Every server of this client, in the order given.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.nodes.iter().map(|n| &n.endpoint)
     }
 
     /// The identity the server sees for this client.
@@ -298,95 +327,6 @@ impl Client {
                 &resp.body,
             ))
         }
-    }
-
-    fn request_head(&self, call: &Call) -> Vec<u8> {
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kes-node/{}\r\nAccept: application/json\r\n",
-            call.method,
-            call.path,
-            self.endpoint.authority,
-            env!("CARGO_PKG_VERSION"),
-        );
-        if let Some(enclave) = &self.enclave {
-            head.push_str(&format!("Kes-Enclave: {enclave}\r\n"));
-        }
-        match &call.body {
-            Some(body) => head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            )),
-            None if call.method == "PUT" => head.push_str("Content-Length: 0\r\n"),
-            None => {}
-        }
-        head.push_str("\r\n");
-        head.into_bytes()
-    }
-
-    fn connect(&self) -> Result<http::Conn, ClientError> {
-        http::Conn::open(
-            &self.endpoint,
-            self.server_name.clone(),
-            self.tls.clone(),
-            TIMEOUT,
-        )
-    }
-
-    /// One request and response on the kept connection. A kept connection the server has
-    /// closed in the meantime fails before any answer arrives: then the request is sent once
-    /// more on a new connection.
-    fn round_trip(&self, call: &Call) -> Result<http::Response, ClientError> {
-        let head = self.request_head(call);
-        let body = call.body.as_deref().unwrap_or_default();
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let (mut conn, reused) = match slot.take() {
-                Some(c) => (c, true),
-                None => (self.connect()?, false),
-            };
-            let attempt = conn.send(&head, body).and_then(|()| conn.read_head());
-            let head_in = match attempt {
-                Ok(h) => h,
-                Err(_) if reused && conn.nothing_received() => continue,
-                Err(e) => return Err(self.network(e)),
-            };
-            let (body, keep) = conn
-                .read_body(&head_in, false)
-                .map_err(|e| self.network(e))?;
-            if keep {
-                *slot = Some(conn);
-            }
-            return Ok(http::Response {
-                status: head_in.status,
-                headers: head_in.headers,
-                body: body.into(),
-            });
-        }
-    }
-
-    /// A response body read as it arrives, on a connection of its own.
-    fn open_stream(&self, path: &str) -> Result<http::Stream, ClientError> {
-        let call = self.get(path);
-        let head = self.request_head(&call);
-        // A stream needs a connection of its own: it never becomes free again.
-        let mut conn = self.connect()?;
-        conn.send(&head, &[]).map_err(|e| self.network(e))?;
-        let head_in = conn.read_head().map_err(|e| self.network(e))?;
-        if !(200..300).contains(&head_in.status) {
-            let (body, _) = conn
-                .read_body(&head_in, false)
-                .map_err(|e| self.network(e))?;
-            return Err(api_error(
-                head_in.status,
-                head_in.header("Content-Type"),
-                &body,
-            ));
-        }
-        http::Stream::new(conn, &head_in).map_err(|e| self.network(e))
-    }
-
-    fn network(&self, err: std::io::Error) -> ClientError {
-        http::io_error(&self.endpoint, err)
     }
 }
 

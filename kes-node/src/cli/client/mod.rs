@@ -2,7 +2,8 @@
 //! upstream's `kes` CLI, on top of [`crate::client`].
 //!
 //! Every command that talks to a server reads the same environment as upstream's CLI:
-//! `KES_SERVER` (default `https://127.0.0.1:7373`), `KES_API_KEY` or `KES_CLIENT_CERT` and
+//! `KES_SERVER` (default `https://127.0.0.1:7373`; several, comma-separated, are tried in
+//! turn while one cannot be reached), `KES_API_KEY` or `KES_CLIENT_CERT` and
 //! `KES_CLIENT_KEY`, `KES_ENCLAVE`, plus `KES_CA` for the CA certificates that verify the
 //! server. And each takes the same flags: `-k/--insecure`, `--ca FILE`, `-e/--enclave NAME`
 //! and `--json`.
@@ -74,13 +75,13 @@ fn env(name: &str) -> Option<String> {
 /// A client from the flags and the environment.
 fn connect(insecure: bool, ca: Option<&Path>, enclave: Option<&str>) -> Result<Client, String> {
     let server = env("KES_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    // Upstream accepts a comma-separated list; this client talks to the first.
-    let server = server
+    // A comma-separated list, as upstream accepts: the client goes on to the next server
+    // while one cannot be reached.
+    let servers: Vec<&str> = server
         .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
 
     let credentials = if let Some(key) = env("KES_API_KEY") {
         Credentials::from_api_key(&key).map_err(|e| format!("KES_API_KEY: {e}"))?
@@ -119,7 +120,7 @@ fn connect(insecure: bool, ca: Option<&Path>, enclave: Option<&str>) -> Result<C
     };
 
     let enclave = enclave.map(str::to_owned).or_else(|| env("KES_ENCLAVE"));
-    Ok(Client::new(&server, credentials, trust)
+    Ok(Client::with_endpoints(&servers, credentials, trust)
         .map_err(|e| e.to_string())?
         .with_enclave(enclave))
 }

@@ -1,0 +1,157 @@
+//! Sending a request to one of the client's servers and reading its answer.
+//!
+//! Each server ([`Node`]) has one kept-alive connection. A request goes to the server that
+//! answered last and on to the next while a server cannot be reached or answers `503` (the
+//! Go SDK's load balancer fails over the same way); the answer that ends the round is the
+//! caller's, whatever it is.
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use rustls::pki_types::ServerName;
+
+use super::{api_error, http, tls, Call, Client, ClientError, Endpoint, TIMEOUT};
+
+/// One server of a client.
+pub(super) struct Node {
+    pub(super) endpoint: Endpoint,
+    server_name: ServerName<'static>,
+    conn: Mutex<Option<http::Conn>>,
+}
+
+impl Node {
+    pub(super) fn new(server: &str) -> Result<Node, ClientError> {
+        let endpoint = Endpoint::parse(server)?;
+        let server_name = tls::server_name(&endpoint.host)?;
+        Ok(Node {
+            endpoint,
+            server_name,
+            conn: Mutex::new(None),
+        })
+    }
+}
+
+/// Whether the answer of one server sends the request on to the next.
+fn try_next(result: &Result<http::Response, ClientError>) -> bool {
+    match result {
+        Ok(resp) => resp.status == 503,
+        Err(e) => matches!(e, ClientError::Transport(_) | ClientError::Tls(_)),
+    }
+}
+
+impl Client {
+    /// One request and its answer, from the first server that can give one.
+    pub(super) fn round_trip(&self, call: &Call) -> Result<http::Response, ClientError> {
+        let n = self.nodes.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = Err(ClientError::Config("no server given".into()));
+        for i in 0..n {
+            let at = (first + i) % n;
+            last = self.round_trip_on(&self.nodes[at], call);
+            if i + 1 == n || !try_next(&last) {
+                if last.is_ok() {
+                    self.preferred.store(at, Ordering::Relaxed);
+                }
+                break;
+            }
+        }
+        last
+    }
+
+    /// One request and response on `node`'s kept connection. A kept connection the server
+    /// has closed in the meantime fails before any answer arrives: then the request is sent
+    /// once more on a new connection.
+    fn round_trip_on(&self, node: &Node, call: &Call) -> Result<http::Response, ClientError> {
+        let head = self.request_head(node, call);
+        let body = call.body.as_deref().unwrap_or_default();
+        let network = |e| http::io_error(&node.endpoint, e);
+        let mut slot = node.conn.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (mut conn, reused) = match slot.take() {
+                Some(c) => (c, true),
+                None => (self.connect(node)?, false),
+            };
+            let attempt = conn.send(&head, body).and_then(|()| conn.read_head());
+            let head_in = match attempt {
+                Ok(h) => h,
+                Err(_) if reused && conn.nothing_received() => continue,
+                Err(e) => return Err(network(e)),
+            };
+            let (body, keep) = conn.read_body(&head_in, false).map_err(network)?;
+            if keep {
+                *slot = Some(conn);
+            }
+            return Ok(http::Response {
+                status: head_in.status,
+                headers: head_in.headers,
+                body: body.into(),
+            });
+        }
+    }
+
+    /// A `GET` whose answer is read as it arrives, on a connection of its own (it never
+    /// becomes free again), from the first server that can give it. Also returns that server.
+    pub(super) fn open_stream(&self, path: &str) -> Result<(http::Stream, &Endpoint), ClientError> {
+        let call = self.get(path);
+        let n = self.nodes.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = Err(ClientError::Config("no server given".into()));
+        for i in 0..n {
+            let node = &self.nodes[(first + i) % n];
+            last = self.stream_on(node, &call).map(|s| (s, &node.endpoint));
+            let unreachable = matches!(last, Err(ClientError::Transport(_) | ClientError::Tls(_)));
+            if !unreachable {
+                break;
+            }
+        }
+        last
+    }
+
+    fn stream_on(&self, node: &Node, call: &Call) -> Result<http::Stream, ClientError> {
+        let network = |e| http::io_error(&node.endpoint, e);
+        let mut conn = self.connect(node)?;
+        conn.send(&self.request_head(node, call), &[])
+            .map_err(network)?;
+        let head_in = conn.read_head().map_err(network)?;
+        if !(200..300).contains(&head_in.status) {
+            let (body, _) = conn.read_body(&head_in, false).map_err(network)?;
+            return Err(api_error(
+                head_in.status,
+                head_in.header("Content-Type"),
+                &body,
+            ));
+        }
+        http::Stream::new(conn, &head_in).map_err(network)
+    }
+
+    fn connect(&self, node: &Node) -> Result<http::Conn, ClientError> {
+        http::Conn::open(
+            &node.endpoint,
+            node.server_name.clone(),
+            self.tls.clone(),
+            TIMEOUT,
+        )
+    }
+
+    fn request_head(&self, node: &Node, call: &Call) -> Vec<u8> {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kes-node/{}\r\nAccept: application/json\r\n",
+            call.method,
+            call.path,
+            node.endpoint.authority,
+            env!("CARGO_PKG_VERSION"),
+        );
+        if let Some(enclave) = &self.enclave {
+            head.push_str(&format!("Kes-Enclave: {enclave}\r\n"));
+        }
+        match &call.body {
+            Some(body) => head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )),
+            None if call.method == "PUT" => head.push_str("Content-Length: 0\r\n"),
+            None => {}
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+}
