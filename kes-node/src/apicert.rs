@@ -30,7 +30,7 @@ const EXT_NOT_CA: [u8; 14] = [
 /// The DER certificate for the key pair of `seed`: `CN=<common_name>`, valid over
 /// `[not_before, not_after]`, with the DER INTEGER content bytes of `serial` (any bytes: made
 /// positive and minimal here).
-pub fn client_certificate_der(
+pub(crate) fn client_certificate_der(
     seed: &[u8; 32],
     spki: &[u8],
     common_name: &str,
@@ -84,7 +84,7 @@ pub fn client_certificate_der(
 }
 
 /// PEM of `der` with `label`, 64 characters a line (RFC 7468).
-pub fn pem(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {

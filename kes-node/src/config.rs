@@ -54,11 +54,14 @@ mod hsm;
 mod limits;
 mod store;
 pub use edge::{load_edge, parse_edge, CacheConfig, EdgeConfig, KeyStoreConfig};
+pub(crate) use hsm::load_hsm;
 pub use hsm::{
-    load_hsm, parse_hsm_only, AwsCredentials, AwsKmsConfig, HsmConfig, PinSource, Pkcs11Config,
-    SealMechanism, TokenSelector, TpmConfig, AWS_SECRET_KEY_VAR, AWS_TOKEN_VAR,
-    DEFAULT_HEALTH_CHECK, DEFAULT_TCTI, KMS_NODE_CONTEXT,
+    AwsCredentials, AwsKmsConfig, HsmConfig, PinSource, Pkcs11Config, SealMechanism, TokenSelector,
+    TpmConfig,
 };
+// What the HSMs of optional features read.
+#[cfg_attr(not(all(feature = "aws", feature = "pkcs11")), allow(unused_imports))]
+pub(crate) use hsm::{AWS_SECRET_KEY_VAR, AWS_TOKEN_VAR, DEFAULT_HEALTH_CHECK, KMS_NODE_CONTEXT};
 pub use limits::Limits;
 
 use serde_norway::{Mapping, Value};
@@ -71,6 +74,7 @@ pub struct Config {
     pub address: Option<String>,
     /// `admin.identity` (required; any non-hex value such as `disabled` disables admin access).
     pub admin_identity: String,
+    /// `tls:`: the server's certificate and key, and how client certificates are checked.
     pub tls: TlsFiles,
     /// `hsm:`: what seals the root key (the SoftHSM's key is wiped when the config is dropped).
     pub hsm: HsmConfig,
@@ -97,8 +101,12 @@ pub struct Config {
 /// `tls:`. Relative paths are resolved against the config file's directory.
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
+    /// `tls.key`: the server's private key (PEM).
     pub key: PathBuf,
+    /// `tls.cert`: the server's certificate chain (PEM), leaf first.
     pub cert: PathBuf,
+    /// `tls.ca`: the CA certificates (a PEM file, or a directory of them) that client chains
+    /// must verify against with `auth`, and that peers' certificates are checked against.
     pub ca: Option<PathBuf>,
     /// `tls.auth: on`: client chains must verify against `ca` (upstream's meaning); off (the
     /// default): any client certificate is accepted in the handshake.
@@ -108,15 +116,20 @@ pub struct TlsFiles {
 /// `api.<path>:`
 #[derive(Debug, Clone, Default)]
 pub struct RouteConfig {
+    /// `skip_auth: true`: the route answers anyone, without an identity check.
     pub skip_auth: bool,
+    /// `timeout`: how long the route may take (`None` or zero: its default).
     pub timeout: Option<Duration>,
 }
 
 /// `policy.<name>:`
 #[derive(Debug, Clone, Default)]
 pub struct PolicyConfig {
+    /// `allow`: the API paths (with `*` patterns) the policy grants.
     pub allow: Vec<String>,
+    /// `deny`: the paths it refuses even when allowed.
     pub deny: Vec<String>,
+    /// `identities`: the identities (hex) assigned to it at start.
     pub identities: Vec<String>,
 }
 
@@ -310,7 +323,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
 /// A config with nothing but the `hsm:` section of `path` (or the defaults, which take the
 /// key from `KES_HSM_KEY`, without a file): what offline commands need to unseal a kes.db.
 /// Only the hsm: section is read, so a full config of any node of the cluster works too.
-pub fn hsm_only(path: Option<&Path>) -> Result<Config, String> {
+pub(crate) fn hsm_only(path: Option<&Path>) -> Result<Config, String> {
     let Some(path) = path else {
         return Ok(Config::default());
     };
@@ -591,7 +604,7 @@ fn parse_size(s: &str) -> Option<usize> {
 }
 
 /// Go durations (`15s`, `1m30s`) are parsed where they are formatted.
-pub use crate::timefmt::parse_go_duration;
+pub(crate) use crate::timefmt::parse_go_duration;
 
 #[cfg(test)]
 mod tests {
@@ -1036,14 +1049,14 @@ policy:
     #[test]
     fn hsm_only_files() {
         // `hsm add --to FILE` reads only the hsm: section; other sections are not checked.
-        let p11 = parse_hsm_only(&format!("anything: [1]\n{P11}"), base()).unwrap();
+        let p11 = hsm::parse_hsm_only(&format!("anything: [1]\n{P11}"), base()).unwrap();
         assert!(matches!(p11, HsmConfig::Pkcs11(p) if p.key_label == "root"));
         let soft = "hsm:\n  key: kes:v1:aes256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
         assert!(matches!(
-            parse_hsm_only(soft, base()).unwrap(),
+            hsm::parse_hsm_only(soft, base()).unwrap(),
             HsmConfig::Soft(Some(_))
         ));
-        let e = parse_hsm_only("tls: {}\n", base()).err().unwrap();
+        let e = hsm::parse_hsm_only("tls: {}\n", base()).err().unwrap();
         assert!(e.contains("no HSM given"), "{e}");
     }
 }

@@ -11,16 +11,16 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub mod names;
+pub(crate) mod names;
 
 /// Lowercase hex SHA-256 of a DER SubjectPublicKeyInfo.
-pub fn identity_of_spki(spki_der: &[u8]) -> String {
+pub(crate) fn identity_of_spki(spki_der: &[u8]) -> String {
     hex(&Sha256::digest(spki_der))
 }
 
 /// Why no identity could be taken from a TLS peer (messages are upstream's, spec §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerIdentityError {
+pub(crate) enum PeerIdentityError {
     /// `tls: client certificate is required`
     NoCertificate,
     /// `tls: received more than one client certificate`
@@ -42,7 +42,7 @@ impl std::error::Error for PeerIdentityError {}
 ///
 /// A certificate that does not parse as X.509 is skipped as well: it has no SubjectPublicKeyInfo
 /// to take an identity from, and treating it as "no certificate" never grants access.
-pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Result<String, PeerIdentityError> {
+pub(crate) fn peer_identity(certs: &[CertificateDer<'_>]) -> Result<String, PeerIdentityError> {
     let mut found = None;
     for der in certs {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
@@ -60,7 +60,7 @@ pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Result<String, PeerIdentit
 }
 
 /// The identity of the first certificate in a PEM text (what `kes identity of <cert>` prints).
-pub fn identity_of_certificate_pem(pem: &str) -> Result<String, String> {
+pub(crate) fn identity_of_certificate_pem(pem: &str) -> Result<String, String> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|err| format!("kes: invalid certificate PEM: {err}"))?;
     if block.label != "CERTIFICATE" {
@@ -92,24 +92,24 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 const API_KEY_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 
 /// A `kes:v1:` API key: an Ed25519 seed.
-pub struct ApiKey {
+pub(crate) struct ApiKey {
     seed: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl ApiKey {
-    pub fn from_seed(seed: [u8; 32]) -> ApiKey {
+    pub(crate) fn from_seed(seed: [u8; 32]) -> ApiKey {
         ApiKey {
             seed: zeroize::Zeroizing::new(seed),
         }
     }
 
     /// A new random API key.
-    pub fn generate() -> ApiKey {
+    pub(crate) fn generate() -> ApiKey {
         ApiKey::from_seed(crate::random::bytes())
     }
 
     /// Parses `kes:v1:<base64(0x00 || seed)>` with upstream's error messages.
-    pub fn parse(s: &str) -> Result<ApiKey, String> {
+    pub(crate) fn parse(s: &str) -> Result<ApiKey, String> {
         // Like Go's `strings.TrimPrefix`: without the prefix the whole string is decoded, which
         // fails for `v1:...` and `kes:...` on the `:`.
         let b64 = s.strip_prefix(API_KEY_PREFIX).unwrap_or(s);
@@ -136,7 +136,7 @@ impl ApiKey {
     /// PKCS#8 v1 (Go's, OpenSSL's) and v2 (with the public key, RFC 5958) are accepted; ring
     /// checks the structure (and, for v2, that the public key belongs to the seed). Both put
     /// the seed at the same offset, behind the same 16-byte header up to the length and version.
-    pub fn from_pkcs8_pem(pem: &str) -> Result<ApiKey, String> {
+    pub(crate) fn from_pkcs8_pem(pem: &str) -> Result<ApiKey, String> {
         let invalid = |why: &str| format!("kes: invalid Ed25519 private key: {why}");
         let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
             .map_err(|err| invalid(&err.to_string()))?;
@@ -157,7 +157,7 @@ impl ApiKey {
     }
 
     /// `kes:v1:...`
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut bytes = Zeroizing::new([0u8; 33]);
         bytes[0] = API_KEY_TYPE_ED25519;
         bytes[1..].copy_from_slice(&self.seed[..]);
@@ -168,7 +168,7 @@ impl ApiKey {
     }
 
     /// The Ed25519 public key.
-    pub fn public_key(&self) -> [u8; 32] {
+    pub(crate) fn public_key(&self) -> [u8; 32] {
         let mut public = [0u8; 32];
         // Every 32-byte string is an Ed25519 seed: ring fails only on a wrong length.
         if let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&self.seed[..]) {
@@ -186,7 +186,7 @@ impl ApiKey {
     }
 
     /// The identity of every certificate made from this key.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         identity_of_spki(&self.spki())
     }
 
@@ -202,7 +202,7 @@ impl ApiKey {
     ///
     /// Like upstream's `GenerateCertificate`: `CN=<identity>`, valid from now for 90 days,
     /// key usage digitalSignature, extended key usage clientAuth, `CA:FALSE`, a random serial.
-    pub fn certificate_pem(&self) -> Result<(String, String), String> {
+    pub(crate) fn certificate_pem(&self) -> Result<(String, String), String> {
         let now = time::OffsetDateTime::now_utc();
         let cert = crate::apicert::client_certificate_der(
             &self.seed,
@@ -225,7 +225,7 @@ impl ApiKey {
 /// first name (`localhost` if there is none). Valid from now for one year, like upstream's dev
 /// mode certificate it is meant for tests and development only.
 #[cfg(feature = "certgen")]
-pub fn self_signed_server_pem(names: &[String]) -> Result<(String, String), String> {
+pub(crate) fn self_signed_server_pem(names: &[String]) -> Result<(String, String), String> {
     use rcgen::{
         CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
         SerialNumber, PKCS_ECDSA_P256_SHA256,
@@ -258,12 +258,12 @@ pub fn self_signed_server_pem(names: &[String]) -> Result<(String, String), Stri
 
 /// Without the `certgen` feature there is no P-256 certificate generator (rcgen).
 #[cfg(not(feature = "certgen"))]
-pub fn self_signed_server_pem(_names: &[String]) -> Result<(String, String), String> {
+pub(crate) fn self_signed_server_pem(_names: &[String]) -> Result<(String, String), String> {
     Err(NO_CERTGEN.into())
 }
 
 /// The error of everything that needs rcgen in a build without it.
-pub const NO_CERTGEN: &str = "cannot make a certificate: this kes-node was built without \
+pub(crate) const NO_CERTGEN: &str = "cannot make a certificate: this kes-node was built without \
      certificate generation (cargo feature certgen); bring your own certificate and key files";
 
 /// A random positive 128-bit serial number (the top bit is cleared so the DER INTEGER needs no

@@ -3,7 +3,7 @@
 
 /// Fills `buf` with random bytes from the OS. Aborts the process if the OS cannot provide them:
 /// continuing without randomness would produce predictable keys.
-pub fn fill(buf: &mut [u8]) {
+pub(crate) fn fill(buf: &mut [u8]) {
     if let Err(err) = getrandom::getrandom(buf) {
         eprintln!("kes-node: the operating system's random number generator failed: {err}");
         std::process::abort();
@@ -11,7 +11,7 @@ pub fn fill(buf: &mut [u8]) {
 }
 
 /// `N` random bytes.
-pub fn bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     fill(&mut b);
     b

@@ -196,7 +196,7 @@ impl Builder {
         self
     }
 
-    /// Hardens the whole process as `kes-node server` does (see [`crate::harden`]): takes
+    /// Hardens the whole process as `kes-node server` does: takes
     /// `KES_HSM_KEY` (and the HSM's other secret variables) out of the environment by
     /// re-executing the program, turns core dumps off and locks all memory. Off by default:
     /// it changes the host program, and the re-execution starts it again from `main`.

@@ -2,14 +2,14 @@
 
 /// Memory and thread counts of this process (zeros where the platform does not say).
 #[derive(Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub resident: u64,
     pub stack: u64,
     pub threads: u64,
 }
 
 /// Reads `/proc/self/status` (`VmRSS`, `VmStk`, `Threads`).
-pub fn memory() -> Memory {
+pub(crate) fn memory() -> Memory {
     let mut m = Memory::default();
     let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
         return m;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Formats `t` (converted to UTC) like Go's `time.Time.MarshalJSON` without the quotes.
-pub fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let mut s = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
@@ -28,7 +28,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// The current time.
-pub fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
@@ -47,7 +47,7 @@ mod tests {
 
 /// Parses a Go `time.ParseDuration` string (`15s`, `1m30s`, `1.5h`, `300ms`, `0`). Negative
 /// durations are rejected: no setting takes one.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration '{s}': use a Go duration such as 15s or 1m30s");
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     if let Some(magnitude) = rest.strip_prefix('-') {
@@ -126,7 +126,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 
 /// Formats a duration like Go's `time.Duration.String()`: `0s`, `1.5s`, `1h0m0s`, `720h0m0s`,
 /// `500ms` (durations under a second use the largest unit that keeps an integer part).
-pub fn go_duration(d: std::time::Duration) -> String {
+pub(crate) fn go_duration(d: std::time::Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".into();

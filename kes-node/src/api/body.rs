@@ -16,20 +16,20 @@ const GO_STD: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Standard base64 with padding, as Go encodes `[]byte`.
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     GO_STD.encode(bytes)
 }
 
 /// The body did not decode into the expected shape.
 #[derive(Debug)]
-pub struct BadBody;
+pub(super) struct BadBody;
 
 /// The fields of a decoded JSON object.
-pub struct Fields(Map<String, Value>);
+pub(super) struct Fields(Map<String, Value>);
 
 impl Fields {
     /// Decodes the first JSON value of `body`, which must be an object or `null`.
-    pub fn decode(body: &[u8]) -> Result<Fields, BadBody> {
+    pub(super) fn decode(body: &[u8]) -> Result<Fields, BadBody> {
         let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
         match values.next() {
             Some(Ok(Value::Object(map))) => Ok(Fields(map)),
@@ -39,7 +39,7 @@ impl Fields {
     }
 
     /// An empty object (for routes whose body is optional).
-    pub fn empty() -> Fields {
+    pub(super) fn empty() -> Fields {
         Fields(Map::new())
     }
 
@@ -53,7 +53,7 @@ impl Fields {
     }
 
     /// A `[]byte` field: absent or `null` is empty.
-    pub fn bytes(&self, name: &str) -> Result<Vec<u8>, BadBody> {
+    pub(super) fn bytes(&self, name: &str) -> Result<Vec<u8>, BadBody> {
         match self.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::String(s)) => {
@@ -65,7 +65,7 @@ impl Fields {
     }
 
     /// A `string` field: absent or `null` is empty.
-    pub fn string(&self, name: &str) -> Result<String, BadBody> {
+    pub(super) fn string(&self, name: &str) -> Result<String, BadBody> {
         match self.get(name) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -76,7 +76,7 @@ impl Fields {
 
 impl Fields {
     /// A `bool` field: absent or `null` is false.
-    pub fn boolean(&self, name: &str) -> Result<bool, BadBody> {
+    pub(super) fn boolean(&self, name: &str) -> Result<bool, BadBody> {
         match self.get(name) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),

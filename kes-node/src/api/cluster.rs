@@ -25,7 +25,7 @@ fn endpoint(ctx: &Ctx) -> Result<(String, bool), Response> {
     Ok((endpoint, force))
 }
 
-pub fn expand(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn expand(_: &App, ctx: &Ctx) -> Reply {
     match endpoint(ctx) {
         Ok((endpoint, _)) => Reply::write(
             Command::Expand { endpoint },
@@ -36,7 +36,7 @@ pub fn expand(_: &App, ctx: &Ctx) -> Reply {
     }
 }
 
-pub fn shrink(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn shrink(_: &App, ctx: &Ctx) -> Reply {
     match endpoint(ctx) {
         Ok((endpoint, force)) => Reply::write(
             Command::Shrink { endpoint, force },
@@ -50,7 +50,7 @@ pub fn shrink(_: &App, ctx: &Ctx) -> Reply {
 /// `GET /v1/cluster/backup`: a consistent copy of this node's applied state, readable only
 /// with the cluster's HSM key (see `store/backup.rs`), streamed as it is read so that no
 /// backup sits in memory whole. Restore it with `kes-node restore`.
-pub fn backup(app: &App, _: &Ctx) -> Response {
+pub(super) fn backup(app: &App, _: &Ctx) -> Response {
     match app.store.backup_stream() {
         Ok(stream) => {
             let mut r = Response::ok();

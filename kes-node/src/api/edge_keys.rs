@@ -7,7 +7,7 @@ use crate::records::KeyRecord;
 
 /// Keys in a central key store behind a cache, as the handlers see them. Every method answers
 /// at once (the key store is called by the edge server's workers, never from a handler).
-pub trait EdgeKeys: Send + Sync {
+pub(crate) trait EdgeKeys: Send + Sync {
     /// The key, if the cache holds it.
     fn cached(&self, name: &str) -> Option<KeyRecord>;
     /// The key store's latency as last checked, or why it is down.
@@ -18,7 +18,7 @@ pub trait EdgeKeys: Send + Sync {
 
 /// Why the key store does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStoreDown {
+pub(crate) enum KeyStoreDown {
     /// It cannot be reached (network, process gone, or the edge server is serving offline).
     Unreachable,
     /// It answers, but wrongly.

@@ -13,7 +13,7 @@ use crate::http::Response;
 use crate::records::EnclaveRecord;
 use crate::{random, timefmt};
 
-pub fn create(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Enclave, &ctx.resource).into();
     }
@@ -40,7 +40,7 @@ struct DescribeEnclave<'a> {
     created_by: &'a str,
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn describe(app: &App, ctx: &Ctx) -> Response {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Enclave, &ctx.resource);
     }
@@ -54,7 +54,7 @@ pub fn describe(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn list(app: &App, ctx: &Ctx) -> Response {
     if !valid_pattern(&ctx.resource) {
         return invalid_pattern(&ctx.resource);
     }
@@ -67,7 +67,7 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Enclave, &ctx.resource).into();
     }

@@ -4,7 +4,7 @@ use crate::store::StoreError;
 
 /// What kind of item an error is about.
 #[derive(Clone, Copy)]
-pub enum Kind {
+pub(crate) enum Kind {
     Key,
     Policy,
     Identity,
@@ -28,7 +28,7 @@ impl Kind {
 }
 
 /// Maps a store error; `io_message` is upstream's text for a failing key store.
-pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
+pub(super) fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
     match err {
         StoreError::NotFound if matches!(kind, Kind::Cluster) => {
             Response::error(409, "node is not part of the cluster")
@@ -56,7 +56,7 @@ pub fn store_error(kind: Kind, err: StoreError, io_message: &str) -> Response {
 
 /// `400 <kind> name '<s>' is empty, too long or contains invalid characters` (identities:
 /// `identity '<s>' ...`), upstream's messages.
-pub fn invalid_name(kind: Kind, s: &str) -> Response {
+pub(super) fn invalid_name(kind: Kind, s: &str) -> Response {
     let what = match kind {
         Kind::Identity => "identity".to_owned(),
         k => format!("{} name", k.noun()),
@@ -68,7 +68,7 @@ pub fn invalid_name(kind: Kind, s: &str) -> Response {
 }
 
 /// `400 listing pattern '<s>' is empty, too long or is invalid`
-pub fn invalid_pattern(s: &str) -> Response {
+pub(super) fn invalid_pattern(s: &str) -> Response {
     Response::error(
         400,
         &format!("listing pattern '{s}' is empty, too long or is invalid"),

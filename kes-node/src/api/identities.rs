@@ -16,7 +16,7 @@ use crate::records::IdentityRecord;
 use crate::store::StoreError;
 use crate::timefmt;
 
-pub fn create(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn create(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Identity, &ctx.resource).into();
     }
@@ -102,7 +102,7 @@ pub fn create(app: &App, ctx: &Ctx) -> Reply {
 }
 
 /// True if `ancestor` created `id`, or created an identity that (recursively) created it.
-pub fn descends_from(app: &App, enclave: &str, id: &str, ancestor: &str) -> bool {
+pub(super) fn descends_from(app: &App, enclave: &str, id: &str, ancestor: &str) -> bool {
     let mut seen = std::collections::HashSet::from([id.to_owned()]);
     let mut creator = match app.store.identity(enclave, id) {
         Ok(rec) => rec.created_by,
@@ -121,10 +121,10 @@ pub fn descends_from(app: &App, enclave: &str, id: &str, ancestor: &str) -> bool
 }
 
 /// `403` when a caller hands out a policy that is not within its own.
-pub const NOT_SUBSET: &str = "policy is not a subset of parent policy";
+pub(super) const NOT_SUBSET: &str = "policy is not a subset of parent policy";
 
 /// True if policy `child` exists and is a subset of policy `parent` (spec §3.1 `IsSubset`).
-pub fn policy_within(app: &App, enclave: &str, child: &str, parent: &str) -> bool {
+pub(super) fn policy_within(app: &App, enclave: &str, child: &str, parent: &str) -> bool {
     let (Ok(child), Ok(own)) = (
         app.store.policy(enclave, child),
         app.store.policy(enclave, parent),
@@ -174,7 +174,7 @@ fn describe_record(rec: &IdentityRecord) -> DescribeIdentity<'_> {
     }
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn describe(app: &App, ctx: &Ctx) -> Response {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Identity, &ctx.resource);
     }
@@ -198,7 +198,7 @@ struct IdentityList {
     continue_at: &'static str,
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn list(app: &App, ctx: &Ctx) -> Response {
     if !valid_pattern(&ctx.resource) {
         return invalid_pattern(&ctx.resource);
     }
@@ -218,7 +218,7 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     })
 }
 
-pub fn delete(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn delete(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Identity, &ctx.resource).into();
     }
@@ -253,7 +253,7 @@ struct SelfDescription<'a> {
     deny: PatternSet,
 }
 
-pub fn describe_self(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn describe_self(app: &App, ctx: &Ctx) -> Response {
     let not_found = || Response::error(404, "identity does not exist");
     match ctx.caller {
         Caller::Admin(id) => Response::json(&SelfAdmin {

@@ -75,7 +75,7 @@ fn load(app: &App, ctx: &Ctx) -> Result<KeyRecord, Miss> {
 
 /// The cipher for new keys: AES-256-GCM where the CPU accelerates it, else ChaCha20-Poly1305
 /// (upstream's rule, spec §8.1).
-pub fn default_cipher() -> Cipher {
+pub(crate) fn default_cipher() -> Cipher {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("aes")
@@ -111,14 +111,14 @@ fn store_new(ctx: &Ctx, key: SecretKey) -> Reply {
     Reply::write(cmd, super::errors::Kind::Key, "failed to create key")
 }
 
-pub fn create(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(&ctx.resource).into();
     }
     store_new(ctx, SecretKey::new(default_cipher(), random::bytes()))
 }
 
-pub fn import(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn import(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(&ctx.resource).into();
     }
@@ -148,7 +148,7 @@ struct DescribeKey<'a> {
     created_by: &'a str,
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn describe(app: &App, ctx: &Ctx) -> Reply {
     reply(load(app, ctx).map(|rec| {
         Response::json(&DescribeKey {
             name: &ctx.resource,
@@ -164,7 +164,7 @@ struct KeyList {
     names: Vec<String>,
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn list(app: &App, ctx: &Ctx) -> Reply {
     let pattern = ctx.resource.as_str();
     if !valid_pattern(pattern) {
         return Response::error(
@@ -189,7 +189,7 @@ pub fn list(app: &App, ctx: &Ctx) -> Reply {
     .into()
 }
 
-pub fn delete(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(&ctx.resource).into();
     }
@@ -216,7 +216,7 @@ struct DataKey<'a> {
     ciphertext: String,
 }
 
-pub fn generate(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn generate(app: &App, ctx: &Ctx) -> Reply {
     reply(generate_key(app, ctx))
 }
 
@@ -249,7 +249,7 @@ struct Ciphertext {
     ciphertext: String,
 }
 
-pub fn encrypt(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn encrypt(app: &App, ctx: &Ctx) -> Reply {
     reply(encrypt_key(app, ctx))
 }
 
@@ -284,7 +284,7 @@ struct Plaintext {
     plaintext: String,
 }
 
-pub fn decrypt(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn decrypt(app: &App, ctx: &Ctx) -> Reply {
     reply(decrypt_key(app, ctx))
 }
 
@@ -322,7 +322,7 @@ struct Mac {
     hmac: String,
 }
 
-pub fn hmac(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn hmac(app: &App, ctx: &Ctx) -> Reply {
     reply(hmac_key(app, ctx))
 }
 

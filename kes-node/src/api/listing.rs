@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// Policy and identity listings treat a trailing `*` as "prefix" (spec §4.8).
-pub fn prefix_of(pattern: &str) -> &str {
+pub(super) fn prefix_of(pattern: &str) -> &str {
     pattern.strip_suffix('*').unwrap_or(pattern)
 }
 
 /// `{"pattern":{}}` maps, as upstream's Go `map[string]struct{}` marshals.
-pub type PatternSet = BTreeMap<String, BTreeMap<String, ()>>;
+pub(super) type PatternSet = BTreeMap<String, BTreeMap<String, ()>>;
 
-pub fn pattern_set(patterns: &[String]) -> PatternSet {
+pub(super) fn pattern_set(patterns: &[String]) -> PatternSet {
     patterns
         .iter()
         .map(|p| (p.clone(), BTreeMap::new()))
@@ -21,7 +21,7 @@ pub fn pattern_set(patterns: &[String]) -> PatternSet {
 
 /// The body of a listing (`continue_at` is always empty: everything fits in one answer).
 #[derive(Serialize)]
-pub struct NameList {
+pub(super) struct NameList {
     pub names: Vec<String>,
     pub continue_at: &'static str,
 }

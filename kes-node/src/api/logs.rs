@@ -25,7 +25,7 @@ use super::App;
 use crate::http::Request;
 
 /// What the audit log records of a request.
-pub struct Audited<'a> {
+pub(crate) struct Audited<'a> {
     pub ip: Option<IpAddr>,
     pub path: &'a str,
     pub identity: &'a str,
@@ -34,14 +34,14 @@ pub struct Audited<'a> {
 
 /// Which stream an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic {
+pub(crate) enum Topic {
     Audit,
     Error,
 }
 
 impl Topic {
     /// The topic of a log stream path.
-    pub fn of_path(path: &str) -> Option<Topic> {
+    pub(crate) fn of_path(path: &str) -> Option<Topic> {
         match path {
             "/v1/log/audit" => Some(Topic::Audit),
             "/v1/log/error" => Some(Topic::Error),
@@ -50,7 +50,7 @@ impl Topic {
     }
 
     /// The path that streams this topic (what a subscriber must be allowed).
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Topic::Audit => "/v1/log/audit",
             Topic::Error => "/v1/log/error",
@@ -60,7 +60,7 @@ impl Topic {
 
 /// One queued event: its stream, its enclave and its ndjson line.
 #[derive(Clone)]
-pub struct Event {
+pub(crate) struct Event {
     pub topic: Topic,
     pub enclave: String,
     pub line: Vec<u8>,
@@ -68,14 +68,14 @@ pub struct Event {
 
 /// What a streaming connection subscribed to: a topic, in an enclave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub topic: Topic,
     pub enclave: String,
 }
 
 impl Subscription {
     /// The subscription `req` asks for, if it is a log stream request.
-    pub fn of_request(app: &App, req: &Request) -> Option<Subscription> {
+    pub(crate) fn of_request(app: &App, req: &Request) -> Option<Subscription> {
         Some(Subscription {
             topic: Topic::of_path(&req.path)?,
             enclave: app.enclave_of(req),
@@ -84,7 +84,7 @@ impl Subscription {
 }
 
 /// True while `identity` may still read the log it subscribed to (in its enclave).
-pub fn still_subscribed(app: &App, sub: &Subscription, identity: &str) -> bool {
+pub(crate) fn still_subscribed(app: &App, sub: &Subscription, identity: &str) -> bool {
     app.skip_auth.contains(sub.topic.path())
         || crate::auth::still_allowed(
             &app.store,
@@ -98,7 +98,7 @@ pub fn still_subscribed(app: &App, sub: &Subscription, identity: &str) -> bool {
 
 /// True if the subscriber `identity` may receive `event`: its topic, and an enclave whose log
 /// it may read now.
-pub fn may_see(app: &App, sub: &Subscription, identity: &str, event: &Event) -> bool {
+pub(crate) fn may_see(app: &App, sub: &Subscription, identity: &str, event: &Event) -> bool {
     event.topic == sub.topic
         && (app.skip_auth.contains(sub.topic.path())
             || crate::auth::still_allowed(
@@ -113,7 +113,7 @@ pub fn may_see(app: &App, sub: &Subscription, identity: &str, event: &Event) -> 
 
 /// The events of a batch the subscriber `identity` may receive, in order: [`may_see`],
 /// decided once per enclave of the batch.
-pub fn visible<'e>(
+pub(crate) fn visible<'e>(
     app: &App,
     sub: &Subscription,
     identity: &str,
@@ -143,7 +143,7 @@ thread_local! {
 }
 
 /// Marks this thread as event loop `id`: its subscriptions are counted in that loop's queue.
-pub fn enter_loop(id: usize) {
+pub(crate) fn enter_loop(id: usize) {
     LOOP.with(|l| l.set(id));
 }
 
@@ -168,7 +168,7 @@ impl LoopQueue {
 
 /// Queued events and who wants them.
 #[derive(Default)]
-pub struct LogHub {
+pub(crate) struct LogHub {
     /// By event loop.
     loops: Mutex<Vec<LoopQueue>>,
     /// All loops' subscribers (checked without the lock before an event is made).
@@ -235,12 +235,12 @@ impl LogHub {
     }
 
     /// Event loop `id` is woken by `waker` when another thread queued events for it.
-    pub fn attach(&self, id: usize, waker: Arc<mio::Waker>) {
+    pub(crate) fn attach(&self, id: usize, waker: Arc<mio::Waker>) {
         Self::queue(&mut self.queues(), id).waker = Some(waker);
     }
 
     /// A stream of `topic` opened (`+1`) or closed (`-1`) on this thread's event loop.
-    pub fn subscribe(&self, topic: Topic, delta: isize) {
+    pub(crate) fn subscribe(&self, topic: Topic, delta: isize) {
         {
             let mut queues = self.queues();
             let n = Self::queue(&mut queues, LOOP.with(Cell::get)).subscribers(topic);
@@ -257,7 +257,7 @@ impl LogHub {
     }
 
     /// Records that a request to `enclave` was answered.
-    pub fn audit(&self, req: Audited<'_>, code: u16, took: Duration) {
+    pub(crate) fn audit(&self, req: Audited<'_>, code: u16, took: Duration) {
         let Audited {
             ip,
             path,
@@ -297,12 +297,12 @@ impl LogHub {
 
     /// Records a server-wide error (never with secrets in `message`); its stream shows it to
     /// those who may read the error log of the default enclave.
-    pub fn error(&self, message: &str) {
+    pub(crate) fn error(&self, message: &str) {
         self.error_in(crate::store::DEFAULT_ENCLAVE, message)
     }
 
     /// Records an error of a request to `enclave` (never with secrets in `message`).
-    pub fn error_in(&self, enclave: &str, message: &str) {
+    pub(crate) fn error_in(&self, enclave: &str, message: &str) {
         let text = format!(
             "time={} level=ERROR msg={message:?}",
             crate::timefmt::rfc3339(crate::timefmt::now())
@@ -343,7 +343,7 @@ impl LogHub {
     }
 
     /// Takes the events queued for event loop `id`.
-    pub fn take(&self, id: usize) -> Vec<Event> {
+    pub(crate) fn take(&self, id: usize) -> Vec<Event> {
         match self.queues().get_mut(id) {
             Some(q) => std::mem::take(&mut q.events),
             None => Vec::new(),

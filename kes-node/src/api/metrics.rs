@@ -12,7 +12,7 @@ const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0
 const CODES: std::ops::Range<u16> = 100..600;
 
 /// Request counters by status code and a latency histogram.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// By status code, from 100.
     codes: Box<[AtomicU64]>,
     latency: Histogram,
@@ -50,7 +50,7 @@ struct Histogram {
 
 impl Metrics {
     /// Counts a response; `latency` is the handler's time when it ran.
-    pub fn record(&self, status: u16, latency: Option<Duration>) {
+    pub(crate) fn record(&self, status: u16, latency: Option<Duration>) {
         if let Some(n) = self.codes.get(status.wrapping_sub(CODES.start) as usize) {
             n.fetch_add(1, Ordering::Relaxed);
         }
@@ -69,21 +69,21 @@ impl Metrics {
     }
 
     /// The event loops start: `n` of them.
-    pub fn set_workers(&self, n: usize) {
+    pub(crate) fn set_workers(&self, n: usize) {
         let _ = self
             .accepted
             .set((0..n).map(|_| AtomicU64::new(0)).collect());
     }
 
     /// Event loop `id` accepted `n` connections.
-    pub fn accepted(&self, id: usize, n: u64) {
+    pub(crate) fn accepted(&self, id: usize, n: u64) {
         if let Some(c) = self.accepted.get().and_then(|a| a.get(id)) {
             c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// The exposition text.
-    pub fn render(&self, uptime: Duration) -> String {
+    pub(crate) fn render(&self, uptime: Duration) -> String {
         let mut out = String::new();
         let codes: Vec<(u16, u64)> = CODES
             .zip(self.codes.iter())

@@ -8,7 +8,7 @@ mod errors;
 mod identities;
 mod keys;
 mod listing;
-pub mod logs;
+pub(crate) mod logs;
 mod metrics;
 mod parked;
 mod policies;
@@ -16,7 +16,7 @@ mod reply;
 mod routes;
 mod secrets;
 mod system;
-pub mod view;
+pub(crate) mod view;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -27,17 +27,16 @@ use crate::http::{percent_decode, Request, Response};
 use crate::item::{ItemName, Kind as ItemKind};
 use crate::store::{Store, StoreError, DEFAULT_ENCLAVE};
 
-pub use body::b64;
-pub use edge_keys::{EdgeKeys, KeyStoreDown};
-pub use keys::default_cipher;
-pub use metrics::Metrics;
-pub use parked::Parked;
+pub(crate) use edge_keys::{EdgeKeys, KeyStoreDown};
+pub(crate) use keys::default_cipher;
+pub(crate) use metrics::Metrics;
+pub(crate) use parked::Parked;
 use parked::{Granted, Routed};
-pub use reply::{Fetch, Fetched, Reply, Resume, Wait, Write};
-pub use routes::{Handler, Route, EDGE_PATHS, ROUTES};
+pub(crate) use reply::{Fetch, Fetched, Reply, Resume, Wait};
+pub(crate) use routes::{Handler, Route, EDGE_PATHS, ROUTES};
 
 /// Where keys live.
-pub enum Keys {
+pub(crate) enum Keys {
     /// In [`App::store`]: the stateful server (writes replicated by the cluster).
     Store,
     /// In a central key store behind a cache: the edge server. Its [`App::store`] holds only
@@ -46,7 +45,7 @@ pub enum Keys {
 }
 
 /// Everything a handler may use.
-pub struct App {
+pub(crate) struct App {
     pub store: Store,
     /// Where keys live (`Store` unless this is an edge server).
     pub keys: Keys,
@@ -77,7 +76,7 @@ pub struct App {
 }
 
 /// One request as a handler sees it.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub req: &'a Request,
     /// The percent-decoded path remainder after the route's prefix.
     pub resource: String,
@@ -91,13 +90,13 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The caller's identity, or empty.
-    pub fn identity(&self) -> &str {
+    pub(crate) fn identity(&self) -> &str {
         self.caller.id().unwrap_or_default()
     }
 }
 
 impl App {
-    pub fn new(store: Store, admin: String) -> App {
+    pub(crate) fn new(store: Store, admin: String) -> App {
         App {
             store,
             keys: Keys::Store,
@@ -119,7 +118,7 @@ impl App {
 
     /// An edge server's app: upstream's stateless routes, keys in `edge`'s key store, and
     /// `store` (in memory) for the config's policies and identities.
-    pub fn edge(store: Store, admin: String, edge: std::sync::Arc<dyn EdgeKeys>) -> App {
+    pub(crate) fn edge(store: Store, admin: String, edge: std::sync::Arc<dyn EdgeKeys>) -> App {
         let mut app = App::new(store, admin);
         app.keys = Keys::Edge(edge);
         app.routes = ROUTES
@@ -132,24 +131,16 @@ impl App {
 
     /// The enclave `req` addresses: its `Kes-Enclave` header, else (and on an edge server,
     /// which has no enclaves) `default`.
-    pub fn enclave_of(&self, req: &Request) -> String {
+    pub(crate) fn enclave_of(&self, req: &Request) -> String {
         match req.header("Kes-Enclave") {
             Some(v) if !v.is_empty() && self.enclaves => String::from_utf8_lossy(v).into_owned(),
             _ => DEFAULT_ENCLAVE.to_owned(),
         }
     }
 
-    /// How many body bytes the route of `req` accepts (0 for unknown routes).
-    pub fn body_limit(&self, req: &Request) -> usize {
-        match find_route(&self.routes, &req.path) {
-            Some(Match::Route(r)) => r.max_body,
-            _ => 0,
-        }
-    }
-
     /// True if `identity` is known here (the admin, or an identity of some enclave): its
     /// connections are not evicted for newcomers when the server is full.
-    pub fn is_known(&self, identity: &str) -> bool {
+    pub(crate) fn is_known(&self, identity: &str) -> bool {
         if crate::auth::is_admin(&self.admin, identity) {
             return true;
         }
@@ -171,7 +162,7 @@ impl App {
     /// cannot decide from the head alone (unknown paths, redirects, names) is left to it.
     /// While the node holds undecided writes (`gating`), a refusal of a non-admin may still
     /// turn into a grant once they are decided: such a request goes the normal way.
-    pub fn admit(&self, req: &Request, peer: &Peer) -> Result<usize, Response> {
+    pub(crate) fn admit(&self, req: &Request, peer: &Peer) -> Result<usize, Response> {
         let route = match (is_clean(&req.path), find_route(&self.routes, &req.path)) {
             (true, Some(Match::Route(route))) => route,
             _ => return Ok(0),
@@ -240,7 +231,7 @@ impl App {
 
     /// Answers one request, or returns the write it needs or what it waits for; records it in
     /// the audit log and the metrics once it is answered.
-    pub fn handle(&self, req: Request, peer: &Peer) -> Outcome {
+    pub(crate) fn handle(&self, req: Request, peer: &Peer) -> Outcome {
         let started = Instant::now();
         match self.route(&req) {
             Ok((route, resource, path)) => {
@@ -274,7 +265,7 @@ impl App {
 
     /// Goes on with a request that waited, the way `resume` says: from where it parked,
     /// neither routed nor (if it was before it parked) authorized again.
-    pub fn resume(&self, parked: Box<Parked>, resume: Resume) -> Outcome {
+    pub(crate) fn resume(&self, parked: Box<Parked>, resume: Resume) -> Outcome {
         let Parked { routed, peer } = *parked;
         match resume {
             Resume::Granted => self.go_on(routed, &peer, true, None),
@@ -287,7 +278,11 @@ impl App {
     }
 
     /// Answers a write once its outcome is known.
-    pub fn finish(&self, pending: Box<Pending>, outcome: Result<(), StoreError>) -> Response {
+    pub(crate) fn finish(
+        &self,
+        pending: Box<Pending>,
+        outcome: Result<(), StoreError>,
+    ) -> Response {
         let resp = pending.write.respond(outcome);
         self.record(&pending.done, resp)
     }
@@ -479,13 +474,13 @@ impl App {
 
     /// Applies a state change to this node's store directly, bypassing replication: only for
     /// state every node derives the same way on its own (the config's static policies).
-    pub fn write_local(&self, cmd: Command) -> Result<(), StoreError> {
+    pub(crate) fn write_local(&self, cmd: Command) -> Result<(), StoreError> {
         self.store.apply(&cmd)
     }
 }
 
 /// What became of a request.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done(Response),
     /// A write waiting for its outcome; answer it with [`App::finish`].
     Write(Box<Pending>),
@@ -529,7 +524,7 @@ fn read_names(route: &Route, e: &str, resource: &str, identity: &str) -> Option<
 }
 
 /// A write in flight and what the audit log needs once it is answered.
-pub struct Pending {
+pub(crate) struct Pending {
     pub write: reply::Write,
     done: Done,
 }

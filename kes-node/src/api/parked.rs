@@ -33,16 +33,9 @@ pub(super) struct Routed {
 }
 
 /// A request that waits, with the caller it waits for: hand it back to [`super::App::resume`].
-pub struct Parked {
+pub(crate) struct Parked {
     pub(super) routed: Routed,
     pub(super) peer: Peer,
-}
-
-impl Parked {
-    /// The request (the connection answers it in its HTTP version, keep-alive or not).
-    pub fn request(&self) -> &Request {
-        &self.routed.req
-    }
 }
 
 /// A [`Caller`] without the borrow of its identity, which the [`Peer`] holds.
@@ -54,7 +47,7 @@ pub(super) enum Granted {
 }
 
 impl Granted {
-    pub fn of(caller: &Caller<'_>) -> Granted {
+    pub(super) fn of(caller: &Caller<'_>) -> Granted {
         match caller {
             Caller::Anonymous => Granted::Anonymous,
             Caller::Admin(_) => Granted::Admin,
@@ -66,7 +59,7 @@ impl Granted {
 
     /// The caller again, borrowing its identity from `peer` (the one it was granted to; a
     /// peer without an identity can only have been anonymous).
-    pub fn caller(self, peer: &Peer) -> Caller<'_> {
+    pub(super) fn caller(self, peer: &Peer) -> Caller<'_> {
         match (self, peer.identity.as_deref()) {
             (Granted::Admin, Ok(id)) => Caller::Admin(id),
             (Granted::Identity { enclave_admin }, Ok(id)) => Caller::Identity { id, enclave_admin },

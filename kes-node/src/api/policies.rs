@@ -48,7 +48,7 @@ fn parse_policy_body(body: &[u8]) -> Result<(Vec<String>, Vec<String>), Response
     Ok((allow, deny))
 }
 
-pub fn create(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Policy, &ctx.resource).into();
     }
@@ -88,7 +88,7 @@ struct DescribePolicy<'a> {
     created_by: &'a str,
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn describe(app: &App, ctx: &Ctx) -> Response {
     match load(app, ctx) {
         Ok(p) => Response::json(&DescribePolicy {
             name: &ctx.resource,
@@ -111,7 +111,7 @@ struct ReadPolicy<'a> {
     created_by: &'a str,
 }
 
-pub fn read(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn read(app: &App, ctx: &Ctx) -> Response {
     match load(app, ctx) {
         Ok(p) => Response::json(&ReadPolicy {
             name: &ctx.resource,
@@ -124,7 +124,7 @@ pub fn read(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn list(app: &App, ctx: &Ctx) -> Response {
     if !valid_pattern(&ctx.resource) {
         return invalid_pattern(&ctx.resource);
     }
@@ -140,7 +140,7 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Policy, &ctx.resource).into();
     }
@@ -157,7 +157,7 @@ pub fn delete(_: &App, ctx: &Ctx) -> Reply {
 /// change the policy of an existing identity it created (directly or through its
 /// descendants), never of an enclave admin, and only to a policy within its own: the identity
 /// keeps its parent, expiry and children.
-pub fn assign(app: &App, ctx: &Ctx) -> Reply {
+pub(super) fn assign(app: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Policy, &ctx.resource).into();
     }

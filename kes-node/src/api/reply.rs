@@ -12,7 +12,7 @@ use crate::records::KeyRecord;
 use crate::store::StoreError;
 
 /// A handler's answer.
-pub enum Reply {
+pub(crate) enum Reply {
     Now(Response),
     Write(Write),
     /// A read of these names must wait until no write to them is pending on this node; the
@@ -24,7 +24,7 @@ pub enum Reply {
 
 /// What a request waits for before it can be answered.
 #[derive(Debug)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// The cluster's read gate for these names.
     Gate(Vec<ItemName>),
     /// A key store answer (edge server).
@@ -33,7 +33,7 @@ pub enum Wait {
 
 /// What an edge server asks its key store for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetch {
+pub(crate) enum Fetch {
     /// One key, by name.
     Key(String),
     /// The names of the keys starting with this prefix.
@@ -42,13 +42,13 @@ pub enum Fetch {
 
 /// The key store's answer to a [`Fetch`].
 #[derive(Clone)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     Key(Result<KeyRecord, StoreError>),
     List(Result<Vec<String>, StoreError>),
 }
 
 /// How a waiting request goes on.
-pub enum Resume {
+pub(crate) enum Resume {
     /// The gate opened: handle it now.
     Granted,
     /// It may not be served: answer `503` with the reason.
@@ -58,7 +58,7 @@ pub enum Resume {
 }
 
 /// A state change and how to answer the client once its outcome is known.
-pub struct Write {
+pub(crate) struct Write {
     pub cmd: Command,
     kind: Kind,
     io_message: &'static str,
@@ -66,7 +66,7 @@ pub struct Write {
 
 impl Reply {
     /// Propose `cmd`; answer `200` on success, else the store error as a `kind` error.
-    pub fn write(cmd: Command, kind: Kind, io_message: &'static str) -> Reply {
+    pub(crate) fn write(cmd: Command, kind: Kind, io_message: &'static str) -> Reply {
         Reply::Write(Write {
             cmd,
             kind,
@@ -77,7 +77,7 @@ impl Reply {
 
 impl Write {
     /// The response for the command's outcome.
-    pub fn respond(&self, outcome: Result<(), StoreError>) -> Response {
+    pub(crate) fn respond(&self, outcome: Result<(), StoreError>) -> Response {
         match outcome {
             Ok(()) => Response::ok(),
             Err(err) => store_error(self.kind, err, self.io_message),

@@ -6,7 +6,7 @@ use crate::auth::Auth;
 use crate::http::Response;
 
 /// One API route. Paths ending in `/` take the rest of the URL path as their argument.
-pub struct Route {
+pub(crate) struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub max_body: usize,
@@ -21,7 +21,7 @@ pub struct Route {
 
 /// A route's handler: reads answer at once; writes return the state change to replicate.
 #[derive(Clone, Copy)]
-pub enum Handler {
+pub(crate) enum Handler {
     Read(fn(&App, &Ctx) -> Response),
     /// A read of keys: answers at once, or (edge server) fetches from the key store first.
     KeyRead(fn(&App, &Ctx) -> Reply),
@@ -63,7 +63,7 @@ const KB: usize = 1_000;
 /// The routes of upstream's stateless server (spec §4), which the edge server serves; the
 /// others (secrets, enclaves, cluster, policy and identity writes) are unknown paths there,
 /// answered `404` as upstream does.
-pub const EDGE_PATHS: &[&str] = &[
+pub(crate) const EDGE_PATHS: &[&str] = &[
     "/version",
     "/v1/ready",
     "/v1/status",
@@ -89,7 +89,7 @@ pub const EDGE_PATHS: &[&str] = &[
 ];
 
 #[rustfmt::skip]
-pub static ROUTES: &[Route] = &[
+pub(crate) static ROUTES: &[Route] = &[
     route("GET", "/version", 0, 10, NoAuth, false, R(system::version)),
     route("GET", "/v1/ready", 0, 15, Verify, false, R(system::ready)),
     route("GET", "/v1/status", 0, 15, Verify, false, R(system::status)),

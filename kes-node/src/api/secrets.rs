@@ -14,9 +14,9 @@ use crate::records::SecretRecord;
 use crate::timefmt;
 
 /// Largest secret value, in bytes (upstream's `MaxSecretSize = 1 MB`).
-pub const MAX_SECRET: usize = 1_000_000;
+pub(super) const MAX_SECRET: usize = 1_000_000;
 
-pub fn create(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn create(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Secret, &ctx.resource).into();
     }
@@ -68,7 +68,7 @@ struct DescribeSecret<'a> {
     created_by: &'a str,
 }
 
-pub fn describe(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn describe(app: &App, ctx: &Ctx) -> Response {
     match load(app, ctx) {
         Ok(s) => Response::json(&DescribeSecret {
             name: &ctx.resource,
@@ -91,7 +91,7 @@ struct ReadSecret<'a> {
     created_by: &'a str,
 }
 
-pub fn read(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn read(app: &App, ctx: &Ctx) -> Response {
     match load(app, ctx) {
         Ok(s) => Response::json(&ReadSecret {
             name: &ctx.resource,
@@ -104,7 +104,7 @@ pub fn read(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn list(app: &App, ctx: &Ctx) -> Response {
+pub(super) fn list(app: &App, ctx: &Ctx) -> Response {
     if !valid_pattern(&ctx.resource) {
         return invalid_pattern(&ctx.resource);
     }
@@ -120,7 +120,7 @@ pub fn list(app: &App, ctx: &Ctx) -> Response {
     }
 }
 
-pub fn delete(_: &App, ctx: &Ctx) -> Reply {
+pub(super) fn delete(_: &App, ctx: &Ctx) -> Reply {
     if !valid_name(&ctx.resource) {
         return invalid_name(Kind::Secret, &ctx.resource).into();
     }

@@ -5,7 +5,7 @@ use super::{App, Ctx, KeyStoreDown, Keys};
 use crate::http::Response;
 
 /// The version reported by `/version` and `/v1/status`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Serialize)]
 struct Version {
@@ -13,7 +13,7 @@ struct Version {
     commit: &'static str,
 }
 
-pub fn version(_: &App, _: &Ctx) -> Response {
+pub(super) fn version(_: &App, _: &Ctx) -> Response {
     Response::json(&Version {
         version: VERSION,
         commit: option_env!("KES_COMMIT").unwrap_or("<unknown>"),
@@ -35,7 +35,7 @@ fn ping(app: &App) -> Result<std::time::Duration, KeyStoreDown> {
     }
 }
 
-pub fn ready(app: &App, _: &Ctx) -> Response {
+pub(super) fn ready(app: &App, _: &Ctx) -> Response {
     match ping(app) {
         Ok(_) => Response::ok(),
         Err(KeyStoreDown::Unreachable) => Response::error(504, "key store is not reachable"),
@@ -68,7 +68,7 @@ struct Status {
     hsm: Vec<crate::hsm::health::HsmState>,
 }
 
-pub fn status(app: &App, _: &Ctx) -> Response {
+pub(super) fn status(app: &App, _: &Ctx) -> Response {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -112,7 +112,7 @@ struct ApiRoute {
     timeout: u64,
 }
 
-pub fn api(app: &App, _: &Ctx) -> Response {
+pub(super) fn api(app: &App, _: &Ctx) -> Response {
     let routes: Vec<ApiRoute> = app
         .routes
         .iter()
@@ -126,7 +126,7 @@ pub fn api(app: &App, _: &Ctx) -> Response {
     Response::json(&routes)
 }
 
-pub fn metrics(app: &App, _: &Ctx) -> Response {
+pub(super) fn metrics(app: &App, _: &Ctx) -> Response {
     let mut r = Response::ok();
     r.headers.push((
         "Content-Type",
@@ -142,7 +142,7 @@ pub fn metrics(app: &App, _: &Ctx) -> Response {
 
 /// `/v1/log/audit` and `/v1/log/error`: headers go out at once and the connection stays open
 /// as an ndjson stream.
-pub fn log_stream(_: &App, _: &Ctx) -> Response {
+pub(super) fn log_stream(_: &App, _: &Ctx) -> Response {
     let mut r = Response::ok();
     r.headers
         .push(("Content-Type", "application/x-ndjson".into()));
@@ -152,7 +152,7 @@ pub fn log_stream(_: &App, _: &Ctx) -> Response {
 
 /// `GET /v1/cluster/describe`: the members, the leader (`u64::MAX` when unknown, as upstream)
 /// and this node's view (id, term, commit index, role).
-pub fn describe_cluster(app: &App, _: &Ctx) -> Response {
+pub(super) fn describe_cluster(app: &App, _: &Ctx) -> Response {
     let view = app
         .cluster
         .lock()

@@ -6,7 +6,7 @@ use kes_core::consensus::NodeId;
 
 /// The body of `GET /v1/cluster/describe`: upstream's fields and ours.
 #[derive(serde::Serialize, Clone, Debug, Default)]
-pub struct Describe {
+pub(crate) struct Describe {
     pub nodes: BTreeMap<String, String>,
     pub leader_id: u64,
     pub node_id: NodeId,
@@ -26,7 +26,7 @@ pub struct Describe {
 
 /// One peer link in [`Describe`].
 #[derive(serde::Serialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct LinkView {
+pub(crate) struct LinkView {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

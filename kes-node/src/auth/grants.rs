@@ -26,7 +26,7 @@ const MAX_ENTRIES: usize = 10_000;
 
 /// The rights of one identity of one enclave.
 #[derive(Debug)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// An enclave admin: everything in its enclave but enclave creation and deletion.
     pub admin: bool,
     /// The earliest expiry on the chain (the identity's own and its creators').
@@ -38,12 +38,12 @@ pub struct Grant {
 
 impl Grant {
     /// True once `now` is past the earliest expiry on the chain.
-    pub fn expired(&self, now: OffsetDateTime) -> bool {
+    pub(crate) fn expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
     }
 
     /// True if every policy on the chain allows `path` (enclave admins: always).
-    pub fn allows(&self, path: &str) -> bool {
+    pub(crate) fn allows(&self, path: &str) -> bool {
         self.admin
             || (!self.policies.is_empty()
                 && self.policies.iter().all(|p| {
@@ -58,7 +58,7 @@ impl Grant {
 
 /// Resolves the grant of `id` in `enclave` from the store; `None` if the identity (or the
 /// enclave) does not exist.
-pub fn resolve(store: &Store, enclave: &str, id: &str) -> Result<Option<Grant>, StoreError> {
+pub(crate) fn resolve(store: &Store, enclave: &str, id: &str) -> Result<Option<Grant>, StoreError> {
     let record = match store.identity(enclave, id) {
         Ok(r) => r,
         Err(StoreError::NotFound) | Err(StoreError::NoEnclave) => return Ok(None),
@@ -115,7 +115,7 @@ fn policy_or_empty(store: &Store, enclave: &str, name: &str) -> Result<PolicyRec
 
 /// Resolved grants by enclave and identity, valid for one state of the store.
 #[derive(Default)]
-pub struct Grants {
+pub(crate) struct Grants {
     inner: Mutex<Inner>,
 }
 
@@ -141,7 +141,7 @@ impl Grants {
     }
 
     /// The grant of `id` in `enclave` as the store stands now (`None`: no such identity).
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         store: &Store,
         enclave: &str,

@@ -3,11 +3,11 @@
 //! not be expired, and then either is an enclave admin or its policy must allow the URL path:
 //! deny patterns win, and a path no allow pattern matches is refused. A non-admin identity's
 //! creators limit it too: see [`grants`].
-pub mod grants;
+pub(crate) mod grants;
 
 use std::net::IpAddr;
 
-pub use grants::{Grant, Grants};
+pub(crate) use grants::Grants;
 
 use crate::http::Response;
 use crate::identity::PeerIdentityError;
@@ -15,14 +15,14 @@ use crate::store::Store;
 
 /// The TLS peer of a connection, identified once after the handshake.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub identity: Result<String, PeerIdentityError>,
     pub ip: Option<IpAddr>,
 }
 
 /// How a route authenticates its callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// No identity needed (`/version`).
     None,
     /// The caller's identity is looked up but never rejected (`/v1/identity/self/describe`).
@@ -34,11 +34,11 @@ pub enum Auth {
 }
 
 /// The reason every upstream client understands for a refused request.
-pub const NOT_ALLOWED: &str = "not authorized: insufficient permissions";
+pub(crate) const NOT_ALLOWED: &str = "not authorized: insufficient permissions";
 
 /// Who the caller turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller<'a> {
+pub(crate) enum Caller<'a> {
     /// Unknown (routes that do not authenticate).
     Anonymous,
     /// The admin identity (`admin.identity`).
@@ -49,21 +49,16 @@ pub enum Caller<'a> {
 
 impl<'a> Caller<'a> {
     /// The caller's identity, if known.
-    pub fn id(&self) -> Option<&'a str> {
+    pub(crate) fn id(&self) -> Option<&'a str> {
         match *self {
             Caller::Anonymous => None,
             Caller::Admin(id) | Caller::Identity { id, .. } => Some(id),
         }
     }
-
-    /// True for the admin identity.
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Admin(_))
-    }
 }
 
 /// Decides whether `peer` may call `path` in `enclave` under `auth`.
-pub fn authorize<'p>(
+pub(crate) fn authorize<'p>(
     store: &Store,
     grants: &Grants,
     admin: &str,
@@ -119,7 +114,7 @@ pub fn authorize<'p>(
 
 /// True if `id` may still call `path` in `enclave` (a log stream re-checks this while it
 /// streams): the admin always, anyone else as [`authorize`] would decide now.
-pub fn still_allowed(
+pub(crate) fn still_allowed(
     store: &Store,
     grants: &Grants,
     admin: &str,
@@ -138,7 +133,7 @@ pub fn still_allowed(
 
 /// Constant-time identity comparison (identities are public, but policy decisions should not
 /// leak how much of an admin identity a caller guessed).
-pub fn is_admin(admin: &str, identity: &str) -> bool {
+pub(crate) fn is_admin(admin: &str, identity: &str) -> bool {
     use subtle::ConstantTimeEq;
     admin.len() == identity.len() && bool::from(admin.as_bytes().ct_eq(identity.as_bytes()))
 }

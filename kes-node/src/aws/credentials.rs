@@ -29,7 +29,7 @@ const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 const RENEW_BEFORE: time::Duration = time::Duration::minutes(5);
 
 /// Where a client's credentials come from (see the module docs).
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     /// The config's, or the environment's (read once).
     Fixed {
         creds: Credentials,
@@ -45,7 +45,7 @@ pub enum CredentialSource {
 
 impl CredentialSource {
     /// The configured credentials if any, else the environment's, else the instance role.
-    pub fn new(configured: Option<Credentials>) -> Result<CredentialSource, String> {
+    pub(crate) fn new(configured: Option<Credentials>) -> Result<CredentialSource, String> {
         if let Some(creds) = configured {
             return Ok(CredentialSource::Fixed {
                 creds,
@@ -96,7 +96,7 @@ impl CredentialSource {
     }
 
     /// Where the credentials come from, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             CredentialSource::Fixed { from, .. } => (*from).to_owned(),
             CredentialSource::InstanceRole { endpoint, .. } => {
@@ -106,7 +106,7 @@ impl CredentialSource {
     }
 
     /// Credentials to sign with now.
-    pub fn get(&self) -> Result<Credentials, String> {
+    pub(crate) fn get(&self) -> Result<Credentials, String> {
         let (agent, endpoint, cached) = match self {
             CredentialSource::Fixed { creds, .. } => return Ok(creds.clone()),
             CredentialSource::InstanceRole {

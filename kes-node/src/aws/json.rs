@@ -11,7 +11,7 @@ use super::sigv4::{self, Credentials};
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// An AWS service's JSON API at one endpoint and region.
-pub struct JsonApi {
+pub(crate) struct JsonApi {
     agent: ureq::Agent,
     /// `https://host[:port]/`
     url: String,
@@ -26,7 +26,7 @@ pub struct JsonApi {
 
 /// Why a call failed.
 #[derive(Debug)]
-pub enum AwsError {
+pub(crate) enum AwsError {
     /// No HTTP answer (or credentials could not be had): the message says why.
     Transport(String),
     /// An error answer: status, the exception's name (`NotFoundException`), its message.
@@ -52,7 +52,7 @@ impl std::fmt::Display for AwsError {
 
 impl JsonApi {
     /// `endpoint`: `host`, `host:port`, `https://…` or `http://…`; `field` names it in errors.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: &str,
         region: &str,
         service: &'static str,
@@ -85,13 +85,13 @@ impl JsonApi {
     }
 
     /// `https://host[:port]/`
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// One signed call of `action` with the JSON `body`; the JSON answer (wiped when dropped:
     /// it may hold key material).
-    pub fn call(
+    pub(crate) fn call(
         &self,
         creds: &Credentials,
         action: &str,

@@ -3,10 +3,10 @@
 //! come from ([`credentials`]: the config, the environment, or the instance role).
 //! The edge server's Secrets Manager key store (`edge/aws`) and the AWS KMS HSM
 //! (`hsm/aws_kms.rs`) are their users.
-pub mod credentials;
-pub mod json;
-pub mod sigv4;
+pub(crate) mod credentials;
+pub(crate) mod json;
+pub(crate) mod sigv4;
 
-pub use credentials::CredentialSource;
-pub use json::{AwsError, JsonApi};
-pub use sigv4::Credentials;
+pub(crate) use credentials::CredentialSource;
+pub(crate) use json::{AwsError, JsonApi};
+pub(crate) use sigv4::Credentials;

@@ -9,14 +9,14 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// AWS credentials (the secret key is wiped when dropped).
 #[derive(Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub access_key: String,
     pub secret_key: Zeroizing<String>,
     pub token: Option<String>,
 }
 
 /// One request to sign.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     /// Headers to sign, names in lowercase (`host` and `x-amz-date` among them).
@@ -35,7 +35,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The `Authorization` header of `req`, made at `amz_date` (`20150830T123600Z`).
-pub fn authorization(
+pub(crate) fn authorization(
     creds: &Credentials,
     region: &str,
     service: &str,
@@ -74,7 +74,7 @@ pub fn authorization(
 }
 
 /// `YYYYMMDDTHHMMSSZ` of `t`.
-pub fn amz_date(t: time::OffsetDateTime) -> String {
+pub(crate) fn amz_date(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",

@@ -7,7 +7,7 @@ use argh::FromArgs;
 /// and every record. Exit code 0 if it is sound, 1 with what is wrong otherwise.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "check")]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     /// a config file with the hsm section (otherwise KES_HSM_KEY)
     #[argh(option)]
     config: Option<PathBuf>,
@@ -16,7 +16,7 @@ pub struct CheckArgs {
     dir: PathBuf,
 }
 
-pub fn run(args: CheckArgs) -> Result<(), String> {
+pub(super) fn run(args: CheckArgs) -> Result<(), String> {
     let config = crate::config::hsm_only(args.config.as_deref())?;
     if !args.dir.join(crate::store::DB_FILE).exists() {
         return Err(format!("{} holds no kes.db", args.dir.display()));

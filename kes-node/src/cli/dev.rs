@@ -11,7 +11,7 @@ use crate::identity::{self_signed_server_pem, ApiKey};
 
 const DEV_ADDR: &str = "127.0.0.1:7373";
 
-pub fn run(
+pub(super) fn run(
     dir: Option<PathBuf>,
     addr: Option<String>,
     workers: Option<usize>,

@@ -7,7 +7,7 @@ use argh::FromArgs;
 /// Run a stateless edge server: keys in a central key store (keystore: in the config), cached.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "edge")]
-pub struct EdgeArgs {
+pub(super) struct EdgeArgs {
     /// the YAML configuration file
     #[argh(option)]
     config: PathBuf,
@@ -20,7 +20,7 @@ pub struct EdgeArgs {
     workers: Option<usize>,
 }
 
-pub fn run(args: EdgeArgs) -> Result<(), String> {
+pub(super) fn run(args: EdgeArgs) -> Result<(), String> {
     let mut config = crate::config::load(&args.config)?;
     super::override_workers(&mut config.limits, args.workers)?;
     let edge_config = crate::config::load_edge(&args.config)?;

@@ -12,7 +12,7 @@ use crate::store::{Store, StoreError, DB_FILE};
 /// HSMs: new SoftHSM keys, and which HSMs seal kes.db.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "hsm")]
-pub struct HsmArgs {
+pub(super) struct HsmArgs {
     #[argh(subcommand)]
     command: HsmCommand,
 }
@@ -78,7 +78,7 @@ struct RmArgs {
     data: PathBuf,
 }
 
-pub fn run(args: HsmArgs) -> Result<(), String> {
+pub(super) fn run(args: HsmArgs) -> Result<(), String> {
     match args.command {
         HsmCommand::New(_) => {
             println!("{}", super::new_soft_hsm_key());

@@ -19,7 +19,7 @@ use crate::store::Store;
 /// cluster of the stopped node in DIR. Unsafe: the other nodes must be gone for good.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "recover")]
-pub struct RecoverArgs {
+pub(super) struct RecoverArgs {
     /// confirm that the nodes not kept are gone for good
     #[argh(switch)]
     force: bool,
@@ -34,7 +34,7 @@ pub struct RecoverArgs {
     dir: PathBuf,
 }
 
-pub fn run(args: RecoverArgs) -> Result<(), String> {
+pub(super) fn run(args: RecoverArgs) -> Result<(), String> {
     if !args.force {
         return Err(
             "cluster recover rewrites the cluster configuration without the consent of \

@@ -9,7 +9,7 @@ use crate::store::Store;
 /// Run a stateful KES server whose state lives in DIR/kes.db.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "server")]
-pub struct ServerArgs {
+pub(super) struct ServerArgs {
     /// the YAML configuration file
     #[argh(option)]
     config: Option<PathBuf>,
@@ -32,7 +32,7 @@ pub struct ServerArgs {
     dir: Option<PathBuf>,
 }
 
-pub fn run(args: ServerArgs) -> Result<(), String> {
+pub(super) fn run(args: ServerArgs) -> Result<(), String> {
     // A re-executed server (see `harden`) first takes the secrets it was handed: the config
     // may refer to them.
     crate::harden::receive()?;
@@ -64,7 +64,7 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
 /// backed-up cluster's.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "restore")]
-pub struct RestoreArgs {
+pub(super) struct RestoreArgs {
     /// the backup file
     #[argh(option)]
     from: PathBuf,
@@ -76,7 +76,7 @@ pub struct RestoreArgs {
     dir: PathBuf,
 }
 
-pub fn restore(args: RestoreArgs) -> Result<(), String> {
+pub(super) fn restore(args: RestoreArgs) -> Result<(), String> {
     let config = crate::config::hsm_only(args.config.as_deref())?;
     let file = std::fs::File::open(&args.from)
         .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;

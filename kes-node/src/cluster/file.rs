@@ -8,10 +8,10 @@ use std::path::Path;
 use crate::store::{Addresses, RaftState};
 
 /// The file name inside the node's directory.
-pub const FILE: &str = ".cluster.json";
+pub(crate) const FILE: &str = ".cluster.json";
 
 /// Reads `.cluster.json`; `None` if it does not exist.
-pub fn read(dir: &Path) -> Result<Option<Addresses>, String> {
+pub(crate) fn read(dir: &Path) -> Result<Option<Addresses>, String> {
     let path = dir.join(FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -45,7 +45,7 @@ pub fn read(dir: &Path) -> Result<Option<Addresses>, String> {
 }
 
 /// Writes `.cluster.json` atomically (temporary file, fsync, rename).
-pub fn write(dir: &Path, nodes: &Addresses) -> Result<(), String> {
+pub(crate) fn write(dir: &Path, nodes: &Addresses) -> Result<(), String> {
     use std::io::Write;
     // Removed nodes stay in the configuration as tombstones (empty addresses) so their ids are
     // never reused; the file lists only the members.
@@ -67,7 +67,7 @@ pub fn write(dir: &Path, nodes: &Addresses) -> Result<(), String> {
 }
 
 /// `host:port` with an optional `https://` prefix (upstream's address syntax).
-pub fn normalize(addr: &str) -> Result<String, String> {
+pub(crate) fn normalize(addr: &str) -> Result<String, String> {
     let a = addr.trim();
     let a = a.strip_prefix("https://").unwrap_or(a);
     let (host, port) = a
@@ -83,14 +83,14 @@ pub fn normalize(addr: &str) -> Result<String, String> {
 }
 
 /// Resolves an address to a socket address (the first one).
-pub fn resolve(addr: &str) -> Option<SocketAddr> {
+pub(crate) fn resolve(addr: &str) -> Option<SocketAddr> {
     addr.to_socket_addrs().ok()?.next()
 }
 
 /// The members' addresses of the newest configuration in `state`: the applied one, or one
 /// appended after it. A node that just joined holds the configuration that adds it only in its
 /// log until that commits: a crash then must not make it a stranger to itself.
-pub fn newest(state: &RaftState) -> Addresses {
+pub(crate) fn newest(state: &RaftState) -> Addresses {
     let mut addresses = state.addresses.clone();
     for entry in &state.entries {
         if let kes_core::consensus::Body::Config { command, .. } = &entry.body {
@@ -105,7 +105,7 @@ pub fn newest(state: &RaftState) -> Addresses {
 /// This node's id at start: [`JOINING_ID`](super::replica::JOINING_ID) for a node without a
 /// configuration (started with `--join`), else the id its address `listen` has in the newest
 /// configuration it holds; `None` if it has none there (it was removed).
-pub fn own_id(state: &RaftState, listen: SocketAddr) -> Option<u16> {
+pub(crate) fn own_id(state: &RaftState, listen: SocketAddr) -> Option<u16> {
     if state.applied.config.members.is_empty() {
         return Some(super::replica::JOINING_ID);
     }
@@ -113,7 +113,7 @@ pub fn own_id(state: &RaftState, listen: SocketAddr) -> Option<u16> {
 }
 
 /// The id of the node listening on `listen`: same port, and the same host or both loopback.
-pub fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
+pub(crate) fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
     nodes
         .iter()
         .filter(|(_, a)| !a.is_empty())
@@ -128,7 +128,7 @@ pub fn find_self(nodes: &Addresses, listen: SocketAddr) -> Option<u16> {
 
 /// Where to dial each peer: its address, unless `KES_PEER_DIAL` (`id=host:port,...`) says
 /// otherwise. The override exists for tests that put a fault-injecting proxy between nodes.
-pub fn dial_overrides() -> BTreeMap<u16, String> {
+pub(crate) fn dial_overrides() -> BTreeMap<u16, String> {
     let Ok(v) = std::env::var("KES_PEER_DIAL") else {
         return BTreeMap::new();
     };

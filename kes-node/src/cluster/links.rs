@@ -27,7 +27,7 @@ const REDIAL: Duration = Duration::from_millis(250);
 const REDIAL_MAX: Duration = Duration::from_secs(2);
 
 /// Every peer link of this node, inbound and outbound.
-pub struct Net {
+pub(super) struct Net {
     links: Slab<Link>,
     /// The link this node dialed, per peer.
     outbound: BTreeMap<NodeId, usize>,
@@ -45,7 +45,7 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(secret: HmacKey, client_tls: Arc<rustls::ClientConfig>) -> Net {
+    pub(super) fn new(secret: HmacKey, client_tls: Arc<rustls::ClientConfig>) -> Net {
         Net {
             links: Slab::new(),
             outbound: BTreeMap::new(),
@@ -60,12 +60,12 @@ impl Net {
     }
 
     /// Links open now (inbound and outbound).
-    pub fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.links.len()
     }
 
     /// The replica's view of the links; `registry` is needed to dial, close and pace.
-    pub fn io<'a>(&'a mut self, registry: Option<&'a Registry>) -> PeerIo<'a> {
+    pub(super) fn io<'a>(&'a mut self, registry: Option<&'a Registry>) -> PeerIo<'a> {
         PeerIo {
             net: self,
             registry,
@@ -73,7 +73,7 @@ impl Net {
     }
 
     /// Takes over an inbound peer connection accepted by the HTTP listener.
-    pub fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
+    pub(super) fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
         let entry = self.links.vacant_entry();
         let key = entry.key();
         let link = entry.insert(link);
@@ -87,7 +87,7 @@ impl Net {
 
     /// Readiness of a link: reads what arrived into `frames`; returns the peer it comes from
     /// (`None` until its Hello verified, or if the link is gone).
-    pub fn on_ready(
+    pub(super) fn on_ready(
         &mut self,
         me: NodeId,
         token: Token,
@@ -106,7 +106,7 @@ impl Net {
     }
 
     /// Drops a closed link, or updates what the event loop watches for on it.
-    pub fn update(&mut self, registry: &Registry, token: Token) {
+    pub(super) fn update(&mut self, registry: &Registry, token: Token) {
         let key = token.0 - LINK_BASE;
         let Some(link) = self.links.get_mut(key) else {
             return;
@@ -136,7 +136,7 @@ impl Net {
 
     /// Keeps an outbound link to every peer (redialing with backoff) and drops links that did
     /// not authenticate in time (see `peer::Link::overdue`).
-    pub fn maintain<'a>(
+    pub(super) fn maintain<'a>(
         &mut self,
         registry: &Registry,
         peers: impl Iterator<Item = (NodeId, &'a str)>,
@@ -229,7 +229,7 @@ impl Net {
     }
 
     /// The link to `id` as `cluster info` shows it.
-    pub fn view(&self, id: NodeId) -> LinkView {
+    pub(super) fn view(&self, id: NodeId) -> LinkView {
         let view = |state: &str, error: Option<&Failure>| LinkView {
             state: state.into(),
             error: error.map(Failure::to_string),
@@ -247,7 +247,7 @@ impl Net {
 }
 
 /// The links as the replica uses them (see [`Links`]).
-pub struct PeerIo<'a> {
+pub(super) struct PeerIo<'a> {
     net: &'a mut Net,
     registry: Option<&'a Registry>,
 }

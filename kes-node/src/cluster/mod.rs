@@ -9,34 +9,34 @@
 //! command committed on every node (or failed). A follower forwards writes to the leader over
 //! its peer link and relays the answer (see `replica/forward.rs`).
 mod backend;
-pub mod file;
-pub mod frame;
+pub(crate) mod file;
+pub(crate) mod frame;
 mod links;
-pub mod peer;
-pub mod replica;
+pub(crate) mod peer;
+pub(crate) mod replica;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kes_core::consensus::{Config, HardState, Members, NodeId, Params};
+use kes_core::consensus::{Config, Members, Params};
 use kes_core::crypto::HmacKey;
 use mio::{Registry, Token};
 
-pub use crate::api::view::{Describe, LinkView};
+pub(crate) use crate::api::view::Describe;
 use crate::api::Pending;
 use crate::command::Command;
 use crate::item::ItemName;
 use crate::store::{Addresses, Store};
 use links::Net;
 use peer::Link;
-pub use replica::{Millis, Replica, JOINING_ID};
+pub(crate) use replica::{Millis, Replica, JOINING_ID};
 
-pub use crate::net::{Completion, ConnRef};
+pub(crate) use crate::net::{Completion, ConnRef};
 
 /// A client's write waiting in the replica: its connection and request.
-pub struct Client {
+pub(crate) struct Client {
     conn: ConnRef,
     pending: Box<Pending>,
 }
@@ -48,7 +48,7 @@ impl replica::Write for Client {
 }
 
 /// This node's part of the cluster: the replica and the links it talks over.
-pub struct Cluster {
+pub(crate) struct Cluster {
     replica: Replica<Client, ConnRef>,
     net: Net,
     /// The replica's time is milliseconds since this instant.
@@ -62,7 +62,7 @@ pub struct Cluster {
 impl Cluster {
     /// Loads (or, for a new database, bootstraps from `.cluster.json`) this node's consensus
     /// state. `listen` identifies this node among the members.
-    pub fn open(
+    pub(crate) fn open(
         store: &Store,
         dir: &Path,
         listen: SocketAddr,
@@ -161,18 +161,14 @@ impl Cluster {
         self.epoch.elapsed().as_millis() as Millis
     }
 
-    pub fn id(&self) -> NodeId {
-        self.replica.id()
-    }
-
     /// Milliseconds until the core wants its next tick.
-    pub fn next_timeout(&self) -> Duration {
+    pub(crate) fn next_timeout(&self) -> Duration {
         Duration::from_millis(self.replica.next_deadline().saturating_sub(self.now()))
     }
 
     /// Persists everything the steps since the last flush asked for in one durable
     /// transaction (group commit), then sends their messages and answers their clients.
-    pub fn flush(&mut self, store: &Store) {
+    pub(crate) fn flush(&mut self, store: &Store) {
         let now = self.now();
         self.replica.flush(now, &mut self.net.io(None), store);
         self.collect();
@@ -193,7 +189,7 @@ impl Cluster {
     }
 
     /// Proposes a client's write (or forwards it to the leader).
-    pub fn propose(&mut self, store: &Store, conn: ConnRef, pending: Box<Pending>) {
+    pub(crate) fn propose(&mut self, store: &Store, conn: ConnRef, pending: Box<Pending>) {
         let now = self.now();
         let client = Client { conn, pending };
         self.replica
@@ -203,34 +199,34 @@ impl Cluster {
 
     /// Asks whether a read of `names` may be answered now; the decision lands in `released`
     /// (at once, or when the writes it waits for are decided).
-    pub fn read(&mut self, _store: &Store, conn: ConnRef, names: &[ItemName]) {
+    pub(crate) fn read(&mut self, _store: &Store, conn: ConnRef, names: &[ItemName]) {
         let now = self.now();
         self.replica.read(now, conn, names);
     }
 
     /// True while reads must pass the gate (see `replica/gate.rs`).
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         self.replica.has_pending()
     }
 
     /// True if this node may serve clients: it is a member of the configuration it holds.
-    pub fn is_member(&self) -> bool {
+    pub(crate) fn is_member(&self) -> bool {
         self.replica.is_member()
     }
 
     /// Peer links open now (inbound and outbound): they count against the server's
     /// connection limit.
-    pub fn link_count(&self) -> usize {
+    pub(crate) fn link_count(&self) -> usize {
         self.net.count()
     }
 
     /// Takes over an inbound peer connection accepted by the HTTP listener.
-    pub fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
+    pub(crate) fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
         self.net.adopt(registry, link)
     }
 
     /// Readiness of a link: its frames go to the replica.
-    pub fn on_link_event(&mut self, registry: &Registry, store: &Store, token: Token) {
+    pub(crate) fn on_link_event(&mut self, registry: &Registry, store: &Store, token: Token) {
         let mut frames = Vec::new();
         let peer = self.net.on_ready(self.replica.id(), token, &mut frames);
         if let Some(from) = peer {
@@ -247,7 +243,7 @@ impl Cluster {
 
     /// The replica's timers (the core's tick among them), then the links: dial every other
     /// member, drop stale links.
-    pub fn maintain(&mut self, registry: &Registry, store: &Store) {
+    pub(crate) fn maintain(&mut self, registry: &Registry, store: &Store) {
         let now = self.now();
         self.replica
             .tick(now, &mut self.net.io(Some(registry)), store);
@@ -256,7 +252,7 @@ impl Cluster {
     }
 
     /// The cluster as `/v1/cluster/describe` shows it.
-    pub fn describe(&self) -> Describe {
+    pub(crate) fn describe(&self) -> Describe {
         let node = self.replica.node();
         Describe {
             nodes: self
@@ -282,7 +278,7 @@ impl Cluster {
     }
 
     /// Updates the shared view of the cluster if it changed.
-    pub fn publish(&self, view: &std::sync::Mutex<Describe>) {
+    pub(crate) fn publish(&self, view: &std::sync::Mutex<Describe>) {
         let mut v = view.lock().unwrap_or_else(|e| e.into_inner());
         let node = self.replica.node();
         let leader = node.leader().map(u64::from).unwrap_or(u64::MAX);
@@ -302,10 +298,6 @@ impl Cluster {
         if changed {
             *v = self.describe();
         }
-    }
-
-    pub fn hard_state(&self) -> HardState {
-        self.replica.hard_state()
     }
 }
 

@@ -23,22 +23,22 @@ use subtle::ConstantTimeEq;
 
 use crate::net::{Broken, Pump, Session, PRE_AUTH_INPUT};
 
-pub use super::frame::{Failure, Frame, WireOutcome};
+pub(crate) use super::frame::{Failure, Frame};
 
 /// The ALPN protocol of peer links (the event loop's TLS setup offers it, so it lives there).
-pub use crate::net::tls::PEER_ALPN as ALPN;
+pub(crate) use crate::net::tls::PEER_ALPN as ALPN;
 /// The largest frame accepted: the largest log batch or snapshot chunk, with room to spare.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kes-peer-hello";
 /// The most a link may send before its Hello verified (a Hello frame is about 45 bytes).
-pub const MAX_HELLO: usize = PRE_AUTH_INPUT - 4;
+pub(crate) const MAX_HELLO: usize = PRE_AUTH_INPUT - 4;
 /// Time an accepted link has from its hand-over to the verified Hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a dialed link has for its TLS handshake and the peer's Hello.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     /// TLS handshake (and Hello exchange) in progress.
     Opening,
     /// Both Hellos verified: frames flow.
@@ -47,7 +47,7 @@ pub enum LinkState {
 }
 
 /// One TLS connection to or from a peer.
-pub struct Link {
+pub(crate) struct Link {
     pub socket: TcpStream,
     /// The TLS session and the plaintext received (`net/pump.rs`, shared with HTTP).
     pump: Pump,
@@ -108,7 +108,7 @@ fn role(dialer: bool) -> u8 {
 }
 
 impl Link {
-    pub fn new(
+    pub(crate) fn new(
         socket: TcpStream,
         tls: rustls::Connection,
         dialer: bool,
@@ -134,7 +134,7 @@ impl Link {
 
     /// An inbound link: a connection the event loop accepted and handed over once its
     /// handshake chose the peer protocol.
-    pub fn accepted(stream: crate::net::PeerStream) -> Link {
+    pub(crate) fn accepted(stream: crate::net::PeerStream) -> Link {
         Link::with_pump(stream.socket, stream.pump, false, stream.handed_over)
     }
 
@@ -162,7 +162,7 @@ impl Link {
     }
 
     /// True if the link has not opened in time: close it with [`Link::expire`].
-    pub fn overdue(&self, now: Instant) -> bool {
+    pub(crate) fn overdue(&self, now: Instant) -> bool {
         let limit = if self.dialer {
             DIAL_TIMEOUT
         } else {
@@ -172,7 +172,7 @@ impl Link {
     }
 
     /// Closes a link that did not open in time.
-    pub fn expire(&mut self) {
+    pub(crate) fn expire(&mut self) {
         if self.pump.tls.is_handshaking() {
             let limit = if self.dialer {
                 DIAL_TIMEOUT
@@ -205,7 +205,7 @@ impl Link {
     }
 
     /// Reads what arrived; returns the verified frames after the Hello.
-    pub fn on_ready(&mut self, me: NodeId, secret: &HmacKey, frames: &mut Vec<Frame>) {
+    pub(crate) fn on_ready(&mut self, me: NodeId, secret: &HmacKey, frames: &mut Vec<Frame>) {
         if self.state == LinkState::Closed {
             return;
         }
@@ -334,7 +334,7 @@ impl Link {
     }
 
     /// Sends a frame if the link is open; false if it is not (the message is lost).
-    pub fn send(&mut self, frame: &Frame) -> bool {
+    pub(crate) fn send(&mut self, frame: &Frame) -> bool {
         if self.state != LinkState::Open {
             return false;
         }
@@ -357,11 +357,11 @@ impl Link {
         self.flush();
     }
 
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         self.pump.tls.wants_write()
     }
 
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if let Err(e) = self.pump.flush(&mut self.socket) {
             self.fail(false, e.to_string());
         }

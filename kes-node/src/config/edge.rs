@@ -36,9 +36,15 @@ use super::{parse_go_duration, Fields};
 /// `cache:` settings (see the edge server's cache for what each does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
+    /// `cache.expiry.any`: a cached key is dropped this long after it was fetched (zero:
+    /// never).
     pub any: Duration,
+    /// `cache.expiry.unused`: a cached key unused this long is dropped (zero: never).
     pub unused: Duration,
+    /// `cache.expiry.offline`: while the key store is unreachable, cached keys serve this
+    /// long (zero: not at all).
     pub offline: Duration,
+    /// `cache.max_keys`: at most this many keys are cached.
     pub max_keys: usize,
 }
 
@@ -57,9 +63,11 @@ impl Default for CacheConfig {
 /// The parsed edge sections.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
+    /// `cache:`: how long keys stay in memory.
     pub cache: CacheConfig,
     /// `keys[].name`: keys to create at start if missing.
     pub keys: Vec<String>,
+    /// `keystore:`: where the keys live.
     pub keystore: KeyStoreConfig,
     /// `keystore.<kind>.status.ping`
     pub ping: Duration,
@@ -68,24 +76,39 @@ pub struct EdgeConfig {
 /// `keystore:`
 #[derive(Debug, Clone)]
 pub enum KeyStoreConfig {
+    /// `keystore.fs`: a directory with one file per key.
     Fs {
+        /// `path`: the directory (created if missing).
         path: PathBuf,
     },
+    /// `keystore.kes`: a kes-node cluster keeping the keys as secrets of one enclave.
     Kes {
         /// The nodes of the cluster, tried in turn when one cannot be reached.
         endpoints: Vec<String>,
+        /// `enclave`: the enclave holding the keys.
         enclave: String,
+        /// `credentials.api_key`: the edge server's API key (else `cert` and `key`).
         api_key: Option<String>,
+        /// `credentials.cert`: its client certificate (PEM).
         cert: Option<PathBuf>,
+        /// `credentials.key`: that certificate's private key (PEM).
         key: Option<PathBuf>,
+        /// `tls.ca`: the CAs the nodes' certificates must chain to (default: the public roots).
         ca: Option<PathBuf>,
     },
+    /// `keystore.aws.secretsmanager`: AWS Secrets Manager.
     Aws {
+        /// `endpoint`: the Secrets Manager endpoint (host or URL).
         endpoint: String,
+        /// `region`: the AWS region.
         region: String,
+        /// `kmskey`: the KMS key that encrypts the secrets (default: AWS's).
         kms_key: Option<String>,
+        /// `credentials.accesskey`.
         access_key: String,
+        /// `credentials.secretkey`.
         secret_key: String,
+        /// `credentials.token`: a session token, for temporary credentials.
         token: Option<String>,
     },
 }

@@ -62,7 +62,7 @@ impl Default for HsmConfig {
 impl HsmConfig {
     /// How often a running server probes the HSM (`health_check`; the SoftHSM has nothing to
     /// probe, the interval only keeps its status entry fresh).
-    pub fn health_check(&self) -> Duration {
+    pub(crate) fn health_check(&self) -> Duration {
         match self {
             HsmConfig::Soft(_) => DEFAULT_HEALTH_CHECK,
             HsmConfig::Pkcs11(p) => p.health_check,
@@ -74,7 +74,7 @@ impl HsmConfig {
     /// The environment variables besides `KES_HSM_KEY` that hold this HSM's secrets, which a
     /// hardened server takes out of its environment (`crate::harden`): the PKCS#11 PIN's, and
     /// AWS's when the credentials come from there.
-    pub fn secret_vars(&self) -> Vec<&str> {
+    pub(crate) fn secret_vars(&self) -> Vec<&str> {
         match self {
             HsmConfig::Pkcs11(Pkcs11Config {
                 pin: PinSource::Env(var),
@@ -89,10 +89,10 @@ impl HsmConfig {
 }
 
 /// The environment variables of AWS's secret key and session token.
-pub const AWS_SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
-pub const AWS_TOKEN_VAR: &str = "AWS_SESSION_TOKEN";
+pub(crate) const AWS_SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
+pub(crate) const AWS_TOKEN_VAR: &str = "AWS_SESSION_TOKEN";
 /// The encryption context pair that names the sealed data (`hsm/aws_kms.rs`).
-pub const KMS_NODE_CONTEXT: &str = "kes:node";
+pub(crate) const KMS_NODE_CONTEXT: &str = "kes:node";
 
 /// `hsm.pkcs11:`: which token and key seal the root key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,19 +112,23 @@ pub struct Pkcs11Config {
 }
 
 /// The default `health_check` of every HSM.
-pub const DEFAULT_HEALTH_CHECK: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEALTH_CHECK: Duration = Duration::from_secs(5);
 
 /// `hsm.pkcs11.token` / `hsm.pkcs11.slot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSelector {
+    /// `hsm.pkcs11.token`: the token with this label.
     Label(String),
+    /// `hsm.pkcs11.slot`: the token in this slot.
     Slot(u64),
 }
 
 /// `hsm.pkcs11.pin_env` / `hsm.pkcs11.pin_file`. The PIN itself never sits in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinSource {
+    /// `pin_env`: the PIN is in this environment variable.
     Env(String),
+    /// `pin_file`: the PIN is in this file (its first line).
     File(PathBuf),
 }
 
@@ -133,7 +137,9 @@ pub enum PinSource {
 pub enum SealMechanism {
     /// CKM_AES_GCM if the token offers it, else CKM_AES_KEY_WRAP.
     Auto,
+    /// `aes-gcm`: CKM_AES_GCM.
     AesGcm,
+    /// `aes-key-wrap`: CKM_AES_KEY_WRAP (RFC 3394).
     AesKeyWrap,
 }
 
@@ -151,7 +157,7 @@ pub struct TpmConfig {
 }
 
 /// The default `hsm.tpm.tcti`: the kernel's resource manager.
-pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+pub(crate) const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// `hsm.aws-kms:`: the KMS key that wraps the root key, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,14 +179,17 @@ pub struct AwsKmsConfig {
 /// `hsm.aws-kms.credentials`: static credentials (the secret key is wiped when dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsCredentials {
+    /// `accesskey`: the access key id.
     pub access_key: String,
+    /// `secretkey`: the secret access key.
     pub secret_key: Zeroizing<String>,
+    /// `token`: a session token, for temporary credentials.
     pub token: Option<String>,
 }
 
 /// Reads only the `hsm:` section of a YAML file (for `kes-node hsm add --to FILE`): the other
 /// sections, if any, are not looked at.
-pub fn load_hsm(path: &Path) -> Result<HsmConfig, String> {
+pub(crate) fn load_hsm(path: &Path) -> Result<HsmConfig, String> {
     // The text may hold hsm.key: wiped when dropped.
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
@@ -194,7 +203,7 @@ pub fn load_hsm(path: &Path) -> Result<HsmConfig, String> {
 }
 
 /// [`load_hsm`] on text.
-pub fn parse_hsm_only(text: &str, base: &Path) -> Result<HsmConfig, String> {
+pub(crate) fn parse_hsm_only(text: &str, base: &Path) -> Result<HsmConfig, String> {
     let root: Value = serde_norway::from_str(text)
         .map_err(|err| format!("config: invalid YAML: {}", one_line(&err.to_string())))?;
     let Value::Mapping(root) = root else {

@@ -29,20 +29,20 @@ struct Inner {
 }
 
 /// The cache. Shared by the event loop (lookups) and the edge runtime (fills, evictions).
-pub struct Cache {
+pub(crate) struct Cache {
     config: CacheConfig,
     inner: Mutex<Inner>,
 }
 
 impl Cache {
-    pub fn new(config: CacheConfig) -> Cache {
+    pub(crate) fn new(config: CacheConfig) -> Cache {
         Cache {
             config,
             inner: Mutex::default(),
         }
     }
 
-    pub fn config(&self) -> &CacheConfig {
+    pub(crate) fn config(&self) -> &CacheConfig {
         &self.config
     }
 
@@ -51,7 +51,7 @@ impl Cache {
     }
 
     /// The cached key, if there is a live entry; marks it used.
-    pub fn get(&self, name: &str, now: Instant) -> Option<KeyRecord> {
+    pub(crate) fn get(&self, name: &str, now: Instant) -> Option<KeyRecord> {
         let mut inner = self.lock();
         let offline_since = inner.offline_since;
         let entry = inner.entries.get_mut(name)?;
@@ -64,7 +64,7 @@ impl Cache {
     }
 
     /// Caches a key fetched from the store, making room if the cache is full.
-    pub fn insert(&self, name: &str, rec: KeyRecord, now: Instant) {
+    pub(crate) fn insert(&self, name: &str, rec: KeyRecord, now: Instant) {
         if self.config.max_keys == 0 {
             return;
         }
@@ -96,12 +96,12 @@ impl Cache {
     }
 
     /// Drops a key (it was deleted).
-    pub fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         self.lock().entries.remove(name);
     }
 
     /// Drops every expired entry.
-    pub fn sweep(&self, now: Instant) {
+    pub(crate) fn sweep(&self, now: Instant) {
         let mut inner = self.lock();
         let offline_since = inner.offline_since;
         inner
@@ -110,7 +110,7 @@ impl Cache {
     }
 
     /// The key store went offline (`true`) or is back (`false`).
-    pub fn set_offline(&self, offline: bool, now: Instant) {
+    pub(crate) fn set_offline(&self, offline: bool, now: Instant) {
         let mut inner = self.lock();
         match (offline, inner.offline_since) {
             (true, None) => inner.offline_since = Some(now),
@@ -127,12 +127,8 @@ impl Cache {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn live(&self, e: &Entry, offline_since: Option<Instant>, now: Instant) -> bool {

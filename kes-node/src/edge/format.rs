@@ -29,7 +29,7 @@ const HASH_SHA256: u64 = 1;
 
 /// Why a stored value is not a key. `Display` says what is wrong, never a key byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FormatError {
+pub(crate) enum FormatError {
     NotBase64,
     CreatedByNotUtf8,
     /// A field of this message has the wrong wire type.
@@ -85,7 +85,7 @@ impl std::fmt::Display for FormatError {
 impl std::error::Error for FormatError {}
 
 /// The stored form of a key: `base64(protobuf KeyVersion)`.
-pub fn encode(rec: &KeyRecord) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode(rec: &KeyRecord) -> Zeroizing<Vec<u8>> {
     let mut pb = Zeroizing::new(Vec::with_capacity(128));
     let mut secret = Zeroizing::new(Vec::with_capacity(40));
     bytes_field(&mut secret, 1, rec.key.as_bytes());
@@ -119,7 +119,7 @@ pub fn encode(rec: &KeyRecord) -> Zeroizing<Vec<u8>> {
 }
 
 /// Parses a stored key in either format. The error says what is wrong, never a key byte.
-pub fn decode(value: &[u8]) -> Result<KeyRecord, FormatError> {
+pub(crate) fn decode(value: &[u8]) -> Result<KeyRecord, FormatError> {
     let text = value.trim_ascii();
     if text.first() == Some(&b'{') {
         return decode_json(text);
@@ -132,7 +132,7 @@ pub fn decode(value: &[u8]) -> Result<KeyRecord, FormatError> {
 }
 
 /// Go's zero `time.Time`, which keys without a creation time report.
-pub fn zero_time() -> OffsetDateTime {
+pub(crate) fn zero_time() -> OffsetDateTime {
     time::Date::from_calendar_date(1, time::Month::January, 1)
         .expect("a valid date")
         .midnight()

@@ -20,13 +20,13 @@ const MAX_FILE: u64 = 1 << 20;
 /// Temporary files start with a dot, which no key name contains.
 const TMP_PREFIX: &str = ".tmp-";
 
-pub struct FsStore {
+pub(crate) struct FsStore {
     dir: PathBuf,
 }
 
 impl FsStore {
     /// Uses (and creates, if missing) `dir`.
-    pub fn open(dir: &Path) -> Result<FsStore, String> {
+    pub(crate) fn open(dir: &Path) -> Result<FsStore, String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("keystore.fs.path: cannot create {}: {e}", dir.display()))?;
         if !dir.is_dir() {

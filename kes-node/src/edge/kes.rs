@@ -34,7 +34,7 @@ impl Node {
     }
 }
 
-pub struct KesStore {
+pub(crate) struct KesStore {
     nodes: Vec<Node>,
     /// The node that answered last.
     preferred: AtomicUsize,
@@ -44,7 +44,7 @@ pub struct KesStore {
 
 impl KesStore {
     /// `connections` clients per endpoint; `credentials` makes each one's credentials.
-    pub fn new(
+    pub(crate) fn new(
         endpoints: &[String],
         enclave: &str,
         connections: usize,

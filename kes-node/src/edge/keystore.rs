@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 /// Why a key store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyStoreError {
+pub(crate) enum KeyStoreError {
     NotFound,
     Exists,
     /// The key store cannot be reached (network, process or disk gone): the edge server goes
@@ -29,7 +29,7 @@ impl std::fmt::Display for KeyStoreError {
 }
 
 /// A central store of keys. Implementations are shared by several worker threads.
-pub trait KeyStore: Send + Sync {
+pub(crate) trait KeyStore: Send + Sync {
     /// What and where it is, for logs (`fs: /var/lib/kes/keys`).
     fn describe(&self) -> String;
     /// Checks that the store answers; returns how long that took.

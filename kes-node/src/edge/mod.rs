@@ -12,12 +12,12 @@
 //! `/v1/ready` and `/v1/status` say so, and with `cache.expiry.offline` set, cached keys go on
 //! serving.
 #[cfg(feature = "aws")]
-pub mod aws;
-pub mod cache;
-pub mod format;
-pub mod fs;
-pub mod kes;
-pub mod keystore;
+pub(crate) mod aws;
+pub(crate) mod cache;
+pub(crate) mod format;
+pub(crate) mod fs;
+pub(crate) mod kes;
+pub(crate) mod keystore;
 mod runtime;
 
 use std::fmt::Write as _;
@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use keystore::{KeyStore, KeyStoreError};
-pub use runtime::Runtime;
+pub(crate) use keystore::{KeyStore, KeyStoreError};
+pub(crate) use runtime::Runtime;
 
 use crate::api::{EdgeKeys, KeyStoreDown};
 use crate::config::CacheConfig;
@@ -35,14 +35,14 @@ use cache::Cache;
 
 /// The public CAs (Mozilla's list, built in) that key stores reached over the internet are
 /// checked against unless the config names CAs.
-pub fn public_roots() -> rustls::RootCertStore {
+pub(crate) fn public_roots() -> rustls::RootCertStore {
     rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
 }
 
 /// What the handlers and the runtime share: the key store, the cache and the store's health.
-pub struct Edge {
+pub(crate) struct Edge {
     pub store: Arc<dyn KeyStore>,
     pub cache: Cache,
     /// The last health: the store's latency, or why it is down.
@@ -57,7 +57,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(store: Arc<dyn KeyStore>, cache: CacheConfig, ping: Duration) -> Edge {
+    pub(crate) fn new(store: Arc<dyn KeyStore>, cache: CacheConfig, ping: Duration) -> Edge {
         Edge {
             store,
             cache: Cache::new(cache),
@@ -71,7 +71,7 @@ impl Edge {
     }
 
     /// The cached key, counting a hit or a miss.
-    pub fn cached(&self, name: &str) -> Option<KeyRecord> {
+    pub(crate) fn cached(&self, name: &str) -> Option<KeyRecord> {
         let found = self.cache.get(name, Instant::now());
         let counter = if found.is_some() {
             &self.hits
@@ -83,7 +83,7 @@ impl Edge {
     }
 
     /// The key store's health as last checked: its latency, or why it is down.
-    pub fn health(&self) -> Result<Duration, KeyStoreError> {
+    pub(crate) fn health(&self) -> Result<Duration, KeyStoreError> {
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -92,14 +92,14 @@ impl Edge {
 
     /// Records a health check's result. Like upstream, any failed check puts the cache in
     /// offline mode (a store that answers only errors serves no keys either).
-    pub fn report(&self, result: Result<Duration, KeyStoreError>) {
+    pub(crate) fn report(&self, result: Result<Duration, KeyStoreError>) {
         let offline = result.is_err();
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = result;
         self.cache.set_offline(offline, Instant::now());
     }
 
     /// A store call found the store unreachable (`false`) or answering (`true`).
-    pub fn observed(&self, reachable: bool, why: Option<&str>) {
+    pub(crate) fn observed(&self, reachable: bool, why: Option<&str>) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         match (reachable, &*health) {
             (false, _) => {
@@ -120,7 +120,7 @@ impl Edge {
     }
 
     /// Prometheus families of the cache and the key store (beside upstream's).
-    pub fn render_metrics(&self, out: &mut String) {
+    pub(crate) fn render_metrics(&self, out: &mut String) {
         let up = u8::from(self.health().is_ok());
         for (name, kind, help, value) in [
             (

@@ -43,7 +43,7 @@ struct Inflight {
     stale: bool,
 }
 
-pub struct Runtime {
+pub(crate) struct Runtime {
     edge: Arc<Edge>,
     workers: usize,
     jobs: Option<Sender<Job>>,
@@ -60,7 +60,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// `workers` threads call the key store (at least one).
-    pub fn new(edge: Arc<Edge>, workers: usize) -> Runtime {
+    pub(crate) fn new(edge: Arc<Edge>, workers: usize) -> Runtime {
         Runtime {
             edge,
             workers: workers.max(1),

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 /// The descriptor the variables are handed over on across the re-`exec`.
-pub const FD_VAR: &str = "KES_SECRETS_FD";
+pub(crate) const FD_VAR: &str = "KES_SECRETS_FD";
 /// The most the pipe carries (a pipe holds 64 KiB; a key string is about 60 bytes).
 const MAX_LEN: usize = 16 * 1024;
 
@@ -29,7 +29,7 @@ const MAX_LEN: usize = 16 * 1024;
 static HANDED_OVER: OnceLock<Vec<(String, Zeroizing<String>)>> = OnceLock::new();
 
 /// `std::env::var`, except that a handed-over variable has its handed-over value.
-pub fn var(name: &str) -> Result<String, std::env::VarError> {
+pub(crate) fn var(name: &str) -> Result<String, std::env::VarError> {
     match HANDED_OVER
         .get()
         .into_iter()
@@ -43,7 +43,7 @@ pub fn var(name: &str) -> Result<String, std::env::VarError> {
 
 /// In an image started by [`hand_over`], reads what it was handed (once; later calls and
 /// other processes do nothing). An error means the server must not start: it lacks secrets.
-pub fn receive() -> Result<(), String> {
+pub(crate) fn receive() -> Result<(), String> {
     if HANDED_OVER.get().is_some() {
         return Ok(());
     }
@@ -59,7 +59,7 @@ pub fn receive() -> Result<(), String> {
 /// If any of `names` is set, re-`exec`s this process without them, their values in a pipe.
 /// Returns when none is set, or when that fails: then, with a warning, the variables stay
 /// where they are and the server reads them there.
-pub fn hand_over(names: &[&str]) {
+pub(crate) fn hand_over(names: &[&str]) {
     let present: Vec<&str> = names
         .iter()
         .copied()

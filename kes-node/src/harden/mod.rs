@@ -21,21 +21,21 @@
 //!    and goes on.
 //!
 //! Short-lived commands (`hsm`, `restore`, the client) are not hardened.
-pub mod handover;
+pub(crate) mod handover;
 
 use rustix::mm::{mlockall, MlockAllFlags};
 use rustix::process::{getrlimit, setrlimit, DumpableBehavior, Resource, Rlimit};
 use zeroize::Zeroizing;
 
-pub use handover::{receive, var};
+pub(crate) use handover::{receive, var};
 
 /// The variable a SoftHSM key may be given in.
-pub const HSM_KEY_VAR: &str = "KES_HSM_KEY";
+pub(crate) const HSM_KEY_VAR: &str = "KES_HSM_KEY";
 
 /// Hardens the process (see the module docs); `secret_vars` are more variables to take out of
 /// the environment besides `KES_HSM_KEY`. Does not return if it re-`exec`s itself; an error
 /// means handed-over secrets could not be read (the server must not start).
-pub fn start(secret_vars: &[&str]) -> Result<(), String> {
+pub(crate) fn start(secret_vars: &[&str]) -> Result<(), String> {
     receive()?;
     let mut names = vec![HSM_KEY_VAR];
     names.extend_from_slice(secret_vars);
@@ -47,7 +47,7 @@ pub fn start(secret_vars: &[&str]) -> Result<(), String> {
 
 /// The `KES_HSM_KEY` value: the one handed over at start-up, else the variable (for commands
 /// that do not harden).
-pub fn hsm_key() -> Option<Zeroizing<String>> {
+pub(crate) fn hsm_key() -> Option<Zeroizing<String>> {
     var(HSM_KEY_VAR).ok().map(Zeroizing::new)
 }
 

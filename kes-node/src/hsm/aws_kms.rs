@@ -50,7 +50,7 @@ const NODE_ID_LEN: usize = 16;
 const NODE_ID_LABEL: &[u8] = b"kes:v1:kms:node";
 
 /// An AWS KMS key that seals the root key.
-pub struct KmsHsm {
+pub(crate) struct KmsHsm {
     /// `aws-kms:<key id>`
     name: String,
     key_id: String,
@@ -61,7 +61,7 @@ pub struct KmsHsm {
 
 impl KmsHsm {
     /// Resolves the region, endpoint and credentials; contacts nothing yet.
-    pub fn open(cfg: &AwsKmsConfig) -> Result<KmsHsm, String> {
+    pub(crate) fn open(cfg: &AwsKmsConfig) -> Result<KmsHsm, String> {
         let region = match &cfg.region {
             Some(region) => region.clone(),
             None => ["AWS_REGION", "AWS_DEFAULT_REGION"]

@@ -11,20 +11,20 @@ use super::Hsm;
 
 /// One HSM's entry in `/v1/status`: `state` is `ok` or `unavailable: <why>`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct HsmState {
+pub(crate) struct HsmState {
     pub name: String,
     pub state: String,
 }
 
 /// The last probe result of each configured HSM.
 #[derive(Default)]
-pub struct HsmHealth {
+pub(crate) struct HsmHealth {
     states: Mutex<Vec<HsmState>>,
 }
 
 impl HsmHealth {
     /// What `/v1/status` reports.
-    pub fn snapshot(&self) -> Vec<HsmState> {
+    pub(crate) fn snapshot(&self) -> Vec<HsmState> {
         self.states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -59,7 +59,7 @@ impl HsmHealth {
 /// which logs every change of state to standard error. The thread ends (and lets go of the
 /// HSM) at its first probe after the server dropped `health`: an embedded server that stopped
 /// leaves no thread behind for longer than `every`.
-pub fn watch(hsm: Arc<dyn Hsm>, health: Arc<HsmHealth>, every: Duration) {
+pub(crate) fn watch(hsm: Arc<dyn Hsm>, health: Arc<HsmHealth>, every: Duration) {
     health.record(hsm.name(), Ok(()));
     let health = Arc::downgrade(&health);
     let spawned = std::thread::Builder::new()

@@ -13,7 +13,7 @@
 //! so a database can be opened by any HSM that has a copy, and `kes-node hsm add|rm|ls` adds
 //! and removes copies.
 //!
-//! [`open`] makes the configured HSM from the config's `hsm:` section
+//! `open` makes the configured HSM from the config's `hsm:` section
 //! ([`HsmConfig`](crate::config::HsmConfig)): exactly one HSM; with none given, `KES_HSM_KEY`
 //! (else `hsm.key`) is the SoftHSM key. The HSM knows nothing of `kes.db`: what it needs to
 //! know about the database (whether a new key may be made, which copies exist when its own is
@@ -23,17 +23,17 @@ use kes_core::hsm::{SoftHsm, SOFT_HSM_NAME};
 use zeroize::Zeroizing;
 
 #[cfg(feature = "aws")]
-pub mod aws_kms;
+pub(crate) mod aws_kms;
 mod copies;
-pub mod health;
+pub(crate) mod health;
 mod open;
 #[cfg(feature = "pkcs11")]
-pub mod pkcs11;
+pub(crate) mod pkcs11;
 #[cfg(feature = "tpm")]
-pub mod tpm;
+pub(crate) mod tpm;
 
 pub use copies::{add_copy, sealed_copies};
-pub use open::{open, open_exact, soft_hsm, NewKey, OpenError};
+pub(crate) use open::{open, open_exact, NewKey, OpenError};
 
 /// Why sealing or unsealing failed. Messages name the device and what to check; they never
 /// hold key material.
@@ -67,11 +67,10 @@ impl std::error::Error for HsmError {}
 /// A hardware or software security module that protects the root key of `kes.db`.
 ///
 /// Implement it in your own crate to seal `kes.db` with a device kes-node does not know (see
-/// `examples/toy_hsm.rs`), and hand it to [`Store::open`](crate::store::Store::open), or run
-/// a whole server on it with [`Builder::hsm`](crate::server::Builder::hsm). The
-/// store calls it rarely: [`Hsm::seal`] once when it creates a database (and for
-/// `kes-node hsm add`), [`Hsm::unseal`] once per open; the root key then stays in memory, so
-/// a slow device never slows requests down.
+/// `examples/toy_hsm.rs`), and run a server on it with
+/// [`Builder::hsm`](crate::server::Builder::hsm). The store calls it rarely: [`Hsm::seal`]
+/// once when it creates a database (and for [`add_copy`]), [`Hsm::unseal`] once per open;
+/// the root key then stays in memory, so a slow device never slows requests down.
 ///
 /// # Contract
 ///
@@ -158,7 +157,7 @@ impl Hsm for SoftHsmDevice {
 /// The seed of the cluster's inter-node key under `context`. An HSM that cannot derive one
 /// (a PKCS#11 key without CKA_SIGN, say) gets a random seed: the node serves on its own but
 /// cannot authenticate to peers, which the warning says.
-pub fn cluster_seed(hsm: &dyn Hsm, context: &[u8]) -> [u8; 32] {
+pub(crate) fn cluster_seed(hsm: &dyn Hsm, context: &[u8]) -> [u8; 32] {
     match hsm.derive_seed(context) {
         Ok(seed) => *seed,
         Err(err) => {

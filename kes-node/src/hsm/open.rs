@@ -10,7 +10,7 @@ use crate::config::HsmConfig;
 /// token; the TPM re-derives its primary key every time and AWS KMS keys are made in AWS, so
 /// for them this changes nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NewKey {
+pub(crate) enum NewKey {
     /// Yes: a new `kes.db`, or `hsm add` (the HSM is new to the database).
     Allowed,
     /// No: the data was sealed by an existing key (an existing `kes.db`, `restore`).
@@ -19,9 +19,11 @@ pub enum NewKey {
 
 /// Why the HSM could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The device has no key for HSM `name` (and making one was not allowed): `why` says so;
-    /// the caller can tell more from the copies `kes.db` holds.
+    /// the caller can tell more from the copies `kes.db` holds. (Only a PKCS#11 token makes
+    /// keys, so only it reports a missing one.)
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
     MissingKey { name: String, why: String },
     /// Anything else; the message names the problem and the config field to check.
     Failed(String),
@@ -44,7 +46,7 @@ impl From<String> for OpenError {
 
 /// The configured HSM: the `hsm:` section's device; for the SoftHSM, `KES_HSM_KEY` (which
 /// wins) or `hsm.key`.
-pub fn open(config: &HsmConfig, new_key: NewKey) -> Result<Box<dyn Hsm>, OpenError> {
+pub(crate) fn open(config: &HsmConfig, new_key: NewKey) -> Result<Box<dyn Hsm>, OpenError> {
     match config {
         HsmConfig::Soft(key) => Ok(Box::new(SoftHsmDevice(soft_hsm(
             key.as_ref().map(|k| k.as_str()),
@@ -56,7 +58,7 @@ pub fn open(config: &HsmConfig, new_key: NewKey) -> Result<Box<dyn Hsm>, OpenErr
 }
 
 /// The HSM an `hsm:` section names, exactly (`KES_HSM_KEY` is not consulted): for `hsm add`.
-pub fn open_exact(config: &HsmConfig, new_key: NewKey) -> Result<Box<dyn Hsm>, OpenError> {
+pub(crate) fn open_exact(config: &HsmConfig, new_key: NewKey) -> Result<Box<dyn Hsm>, OpenError> {
     match config {
         HsmConfig::Soft(Some(key)) => Ok(Box::new(SoftHsmDevice(SoftHsm::parse(key).map_err(
             |_| {
@@ -126,7 +128,7 @@ fn without(field: &str, what: &str, feature: &str) -> OpenError {
 }
 
 /// The SoftHSM from `KES_HSM_KEY` (preferred) or `hsm.key` in the config.
-pub fn soft_hsm(config_key: Option<&str>) -> Result<SoftHsm, String> {
+pub(crate) fn soft_hsm(config_key: Option<&str>) -> Result<SoftHsm, String> {
     // A hardened server had the variable handed over at start-up (see `crate::harden`).
     let (key, source) = match crate::harden::hsm_key() {
         Some(k) if !k.trim().is_empty() => (k, "KES_HSM_KEY"),

@@ -60,7 +60,7 @@ const GCM_AAD: &[u8] = b"kes:v1:pkcs11:root_key";
 
 /// Why a token could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The token has no key with the configured label (and creating one was not allowed).
     MissingKey { name: String },
     /// Anything else; the message names the problem and the config field to check.
@@ -90,7 +90,7 @@ fn split_name(name: &str) -> (&str, &str) {
 
 /// The open token: its context, slot, the PIN (kept, zeroized on drop, to log in again after
 /// the token comes back) and the live session.
-pub struct Pkcs11Hsm {
+pub(crate) struct Pkcs11Hsm {
     name: String,
     ctx: Pkcs11,
     module: PathBuf,
@@ -116,7 +116,7 @@ struct Live {
 
 impl Pkcs11Hsm {
     /// Loads the module, finds the token, logs in and finds the key, creating it if `create`.
-    pub fn open(cfg: &Pkcs11Config, create: bool) -> Result<Pkcs11Hsm, OpenError> {
+    pub(crate) fn open(cfg: &Pkcs11Config, create: bool) -> Result<Pkcs11Hsm, OpenError> {
         let ctx = module(&cfg.module).map_err(OpenError::Other)?;
         let slot = find_slot(&ctx, cfg).map_err(OpenError::Other)?;
         let info = ctx

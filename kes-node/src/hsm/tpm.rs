@@ -64,7 +64,7 @@ use crate::config::TpmConfig;
 const TAG_V1: u8 = 1;
 
 /// A TPM 2.0 reached through a TCTI, and the PCRs new copies are bound to.
-pub struct TpmHsm {
+pub(crate) struct TpmHsm {
     name: String,
     tcti: String,
     /// Bit i: PCR i of the sha256 bank.
@@ -73,7 +73,7 @@ pub struct TpmHsm {
 
 impl TpmHsm {
     /// Checks that the TPM answers (a wrong `tcti` is a start-up error naming it).
-    pub fn open(cfg: &TpmConfig) -> Result<TpmHsm, String> {
+    pub(crate) fn open(cfg: &TpmConfig) -> Result<TpmHsm, String> {
         // tpm2-tss logs its errors to standard error itself; ours say the same in one line
         // that names the fix. Its log stays on when the operator asks for it.
         if std::env::var_os("TSS2_LOG").is_none() {

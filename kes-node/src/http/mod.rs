@@ -5,6 +5,6 @@ mod parser;
 mod request;
 mod response;
 
-pub use parser::{Parsed, RequestParser, MAX_HEAD_LEN};
-pub use request::{percent_decode, Request};
-pub use response::{go_json, BodyProducer, Producer, Response};
+pub(crate) use parser::{Parsed, RequestParser};
+pub(crate) use request::{percent_decode, Request};
+pub(crate) use response::{go_json, BodyProducer, Producer, Response};

@@ -14,9 +14,9 @@ use super::request::Request;
 use super::response::Response;
 
 /// Longest request head accepted (request line and headers): longer heads get 431.
-pub const MAX_HEAD_LEN: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_LEN: usize = 64 * 1024;
 /// Longest request line accepted: longer ones get 414.
-pub const MAX_REQUEST_LINE: usize = 16 * 1024;
+pub(super) const MAX_REQUEST_LINE: usize = 16 * 1024;
 /// Bodies of routes that take none are read and dropped up to this size; longer ones close
 /// the connection after the response (as Go's server does).
 const MAX_DRAIN: u64 = 256 * 1024;
@@ -24,7 +24,7 @@ const MAX_HEADERS: usize = 64;
 
 /// What [`RequestParser::poll`] found in the buffer.
 #[derive(Debug)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// Need more bytes.
     Incomplete,
     /// A complete request (its bytes are removed from the buffer).
@@ -57,7 +57,7 @@ enum Body {
 
 /// Parses requests off the front of a connection's plaintext buffer, one at a time.
 #[derive(Debug, Default)]
-pub struct RequestParser {
+pub(crate) struct RequestParser {
     state: Body,
     request: Option<Request>,
     limit: usize,
@@ -70,34 +70,29 @@ pub struct RequestParser {
 }
 
 impl RequestParser {
-    /// True while a request has started but is not complete (used for timeouts).
-    pub fn in_progress(&self, buf: &[u8]) -> bool {
-        self.request.is_some() || !buf.is_empty()
-    }
-
     /// True once an admitted request with `Expect: 100-continue` waits for its interim
     /// response (cleared by this call): the caller sends `100 Continue` before more input.
-    pub fn take_continue(&mut self) -> bool {
+    pub(crate) fn take_continue(&mut self) -> bool {
         std::mem::take(&mut self.continue_due)
     }
 
     /// The memory the body being read may take: what its head announced (within the route's
     /// limit) from the moment it was admitted, or what it holds if that is more.
-    pub fn body_charge(&self) -> usize {
+    pub(crate) fn body_charge(&self) -> usize {
         self.request
             .as_ref()
             .map_or(0, |r| self.reserve.max(r.body.capacity()))
     }
 
     /// True while a body is being read or discarded.
-    pub fn in_body(&self) -> bool {
+    pub(crate) fn in_body(&self) -> bool {
         !matches!(self.state, Body::Head)
     }
 
     /// Consumes bytes from the front of `buf`. `admit` is asked once per request with a body,
     /// right after its head: `Ok(limit)` reads at most `limit` body bytes (0: the route takes
     /// none), `Err(response)` refuses the request without reading its body.
-    pub fn poll(
+    pub(crate) fn poll(
         &mut self,
         buf: &mut Vec<u8>,
         mut admit: impl FnMut(&Request) -> Result<usize, Response>,

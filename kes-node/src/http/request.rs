@@ -2,7 +2,7 @@
 
 /// One complete request: head plus (possibly truncated) body.
 #[derive(Debug, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The path part of the request target, still percent-encoded.
     pub path: String,
@@ -23,7 +23,7 @@ pub struct Request {
 
 impl Request {
     /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -33,7 +33,7 @@ impl Request {
 
 /// Decodes `%XX` escapes. `None` if an escape is malformed. Invalid UTF-8 is replaced, which can
 /// only make a name invalid, never valid.
-pub fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
     }

@@ -3,7 +3,7 @@
 
 /// A response to encode. `head_only` suppresses the body (HEAD requests) but keeps its length.
 #[derive(Debug, Default)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
@@ -17,14 +17,14 @@ pub struct Response {
 }
 
 /// Produces a response body piece by piece.
-pub trait BodyProducer: Send {
+pub(crate) trait BodyProducer: Send {
     /// The next piece, `None` at the end. An error aborts the response: the connection
     /// closes without the last chunk, so the client sees a truncated body, not a short one.
     fn next_piece(&mut self) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// A [`BodyProducer`] in a response.
-pub struct Producer(pub Box<dyn BodyProducer>);
+pub(crate) struct Producer(pub Box<dyn BodyProducer>);
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Producer {
 
 impl Response {
     /// `200` with no body.
-    pub fn ok() -> Response {
+    pub(crate) fn ok() -> Response {
         Response {
             status: 200,
             ..Default::default()
@@ -42,7 +42,7 @@ impl Response {
     }
 
     /// `200` with a JSON body (Go's encoder: compact, HTML-escaped, trailing newline).
-    pub fn json<T: serde::Serialize>(value: &T) -> Response {
+    pub(crate) fn json<T: serde::Serialize>(value: &T) -> Response {
         Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
@@ -52,7 +52,7 @@ impl Response {
     }
 
     /// A KES error: `{"message":"..."\n}` (the newline sits inside the object, as upstream sends it).
-    pub fn error(status: u16, message: &str) -> Response {
+    pub(crate) fn error(status: u16, message: &str) -> Response {
         let mut body = b"{\"message\":".to_vec();
         let mut encoded = go_json(&message);
         encoded.pop(); // go_json ends with '\n'; upstream puts it before the closing brace.
@@ -67,7 +67,7 @@ impl Response {
     }
 
     /// A plain-text error, as Go's mux and server write them (`404 page not found\n`).
-    pub fn text(status: u16, text: &str) -> Response {
+    pub(crate) fn text(status: u16, text: &str) -> Response {
         Response {
             status,
             headers: vec![
@@ -80,7 +80,7 @@ impl Response {
     }
 
     /// `301 Moved Permanently` to `location`; GET gets Go's little HTML body.
-    pub fn moved(location: &str, method: &str) -> Response {
+    pub(crate) fn moved(location: &str, method: &str) -> Response {
         let mut r = Response {
             status: 301,
             ..Default::default()
@@ -99,7 +99,7 @@ impl Response {
     }
 
     /// Encodes status line, headers and (unless `head_only`) body for HTTP/1.`minor`.
-    pub fn encode(&self, minor: u8, head_only: bool, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, minor: u8, head_only: bool, out: &mut Vec<u8>) {
         use std::io::Write;
         let _ = write!(
             out,
@@ -134,7 +134,7 @@ impl Response {
 
 /// Serializes like Go's `json.Encoder.Encode`: compact, `<`, `>`, `&`, U+2028 and U+2029
 /// escaped, followed by a newline.
-pub fn go_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+pub(crate) fn go_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let raw = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
     let mut out = Vec::with_capacity(raw.len() + 1);
     // The escaped characters never occur in JSON outside of strings, so a byte-wise pass is exact.

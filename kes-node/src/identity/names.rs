@@ -5,7 +5,7 @@
 
 /// Why a string is not an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotAnIdentity(pub String);
+pub(crate) struct NotAnIdentity(pub String);
 
 impl std::fmt::Display for NotAnIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -21,7 +21,7 @@ impl std::fmt::Display for NotAnIdentity {
 impl std::error::Error for NotAnIdentity {}
 
 /// The identity `s` names, in lower case, if it is 64 hex characters (either case).
-pub fn normalize_identity(s: &str) -> Result<String, NotAnIdentity> {
+pub(crate) fn normalize_identity(s: &str) -> Result<String, NotAnIdentity> {
     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(s.to_ascii_lowercase())
     } else {
@@ -31,7 +31,7 @@ pub fn normalize_identity(s: &str) -> Result<String, NotAnIdentity> {
 
 /// `s` in lower case if it is an identity written in upper or mixed case, else `s` unchanged
 /// (for lookups that answer "does not exist" for anything that is not an identity).
-pub fn lookup_form(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn lookup_form(s: &str) -> std::borrow::Cow<'_, str> {
     match normalize_identity(s) {
         Ok(id) if id != s => std::borrow::Cow::Owned(id),
         _ => std::borrow::Cow::Borrowed(s),

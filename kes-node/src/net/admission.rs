@@ -11,7 +11,7 @@ use super::Limits;
 
 /// What to do with a newly accepted socket.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(super) enum Decision {
     Admit,
     /// Admit it after closing this connection (the oldest unauthenticated one).
     Evict(usize),
@@ -19,7 +19,7 @@ pub enum Decision {
     Refuse,
 }
 
-pub struct Admission {
+pub(super) struct Admission {
     max: usize,
     max_per_ip: usize,
     per_ip: HashMap<IpAddr, usize>,
@@ -29,7 +29,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(limits: &Limits) -> Admission {
+    pub(super) fn new(limits: &Limits) -> Admission {
         Admission {
             max: limits.effective_connections(),
             max_per_ip: limits.connections_per_ip,
@@ -39,7 +39,7 @@ impl Admission {
     }
 
     /// A newcomer from `ip` while `open` connections (peer links included) are open.
-    pub fn admit(&mut self, conns: &Slab<Connection>, ip: IpAddr, open: usize) -> Decision {
+    pub(super) fn admit(&mut self, conns: &Slab<Connection>, ip: IpAddr, open: usize) -> Decision {
         let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
         let victim = if from_ip >= self.max_per_ip {
             self.oldest_unknown(conns, Some(ip))
@@ -79,7 +79,7 @@ impl Admission {
         None
     }
 
-    pub fn added(&mut self, conns: &Slab<Connection>, key: usize, ip: Option<IpAddr>) {
+    pub(super) fn added(&mut self, conns: &Slab<Connection>, key: usize, ip: Option<IpAddr>) {
         let Some(serial) = conns.get(key).map(|c| c.serial) else {
             return;
         };
@@ -98,7 +98,7 @@ impl Admission {
         }
     }
 
-    pub fn removed(&mut self, ip: Option<IpAddr>) {
+    pub(super) fn removed(&mut self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
             if let Some(n) = self.per_ip.get_mut(&ip) {
                 *n -= 1;

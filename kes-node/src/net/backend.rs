@@ -15,25 +15,25 @@ use crate::store::StoreError;
 
 /// Tokens from here up are the backend's own event sources (peer links, wakers); the event
 /// loop's listener, signals and client connections use the range below.
-pub const BACKEND_TOKENS: usize = 1 << 30;
+pub(crate) const BACKEND_TOKENS: usize = 1 << 30;
 
 /// A client connection of the event loop: its token and a serial number, so that an answer
 /// for a connection that went away never reaches a new connection that reuses the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnRef {
+pub(crate) struct ConnRef {
     pub token: Token,
     pub serial: u64,
 }
 
 /// A finished write: which connection waits for it, its request, and its outcome.
-pub type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
+pub(crate) type Completion = (ConnRef, Box<Pending>, Result<(), StoreError>);
 
 /// A connection whose TLS handshake chose the peer protocol ([`super::tls::PEER_ALPN`]),
 /// handed to the backend as it is: its socket (still registered with the loop's poll under a
 /// client token: the backend re-registers it) and its TLS pump, with the plaintext read so
 /// far (at most about [`super::PRE_AUTH_INPUT`]: a stranger may send little before its Hello
 /// is checked).
-pub struct PeerStream {
+pub(crate) struct PeerStream {
     pub socket: TcpStream,
     pub pump: Pump,
     /// When the event loop handed it over (the peer's Hello is due within its timeout).
@@ -41,7 +41,7 @@ pub struct PeerStream {
 }
 
 /// The event loop's backend. Tokens from [`BACKEND_TOKENS`] up are the backend's.
-pub trait Backend {
+pub(crate) trait Backend {
     /// Registers the backend's own event sources.
     fn register(&mut self, registry: &Registry) -> io::Result<()>;
     /// Connections the backend holds (peer links), counted against the connection limit.

@@ -6,13 +6,13 @@ use std::cell::Cell;
 
 /// Shared by the event loop's connections (one thread).
 #[derive(Debug)]
-pub struct Budget {
+pub(super) struct Budget {
     used: Cell<usize>,
     limit: usize,
 }
 
 impl Budget {
-    pub fn new(limit: usize) -> Budget {
+    pub(super) fn new(limit: usize) -> Budget {
         Budget {
             used: Cell::new(0),
             limit,
@@ -20,12 +20,12 @@ impl Budget {
     }
 
     /// True while connections hold more than the budget.
-    pub fn over(&self) -> bool {
+    pub(super) fn over(&self) -> bool {
         self.used.get() >= self.limit
     }
 
     /// Moves a connection's charge from `*charged` to `held`.
-    pub fn charge(&self, charged: &mut usize, held: usize) {
+    pub(super) fn charge(&self, charged: &mut usize, held: usize) {
         self.used.set(
             self.used
                 .get()
@@ -36,7 +36,7 @@ impl Budget {
     }
 
     #[cfg(test)]
-    pub fn used(&self) -> usize {
+    pub(super) fn used(&self) -> usize {
         self.used.get()
     }
 }

@@ -42,7 +42,7 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// How much a connection is trusted when the server is full (see `net/limits.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Standing {
+pub(super) enum Standing {
     /// TLS not finished, or an identity neither the admin nor known to the store: evicted
     /// first when a newcomer needs the slot.
     Unknown,
@@ -112,7 +112,7 @@ impl Answer {
     }
 }
 
-pub struct Connection {
+pub(super) struct Connection {
     pub socket: TcpStream,
     /// Unique among all connections of this process (tokens are reused, serials are not).
     pub serial: u64,
@@ -151,14 +151,14 @@ pub struct Connection {
 }
 
 /// What a connection needs from the event loop besides its socket.
-pub struct Setup {
+pub(super) struct Setup {
     pub budget: Rc<Budget>,
     pub handshake_timeout: Duration,
     pub log_queue: usize,
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, tls: Session, setup: &Setup, now: Instant) -> Connection {
+    pub(super) fn new(socket: TcpStream, tls: Session, setup: &Setup, now: Instant) -> Connection {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Connection {
             ip: socket.peer_addr().ok().map(|a| a.ip()),
@@ -191,26 +191,26 @@ impl Connection {
     }
 
     /// How much this connection is trusted (see [`Standing`]).
-    pub fn standing(&self) -> Standing {
+    pub(super) fn standing(&self) -> Standing {
         self.standing
     }
 
     /// Closes the connection at once (evicted for a newcomer).
-    pub fn evict(&mut self) {
+    pub(super) fn evict(&mut self) {
         self.state = State::Closed;
     }
 
     /// True (once) if the connection stopped for the memory budget since the last call.
-    pub fn take_starved(&mut self) -> bool {
+    pub(super) fn take_starved(&mut self) -> bool {
         std::mem::take(&mut self.starved)
     }
 
     /// True (once) if the connection ended its turn with work left (see [`REQUESTS_PER_TURN`]).
-    pub fn take_yielded(&mut self) -> bool {
+    pub(super) fn take_yielded(&mut self) -> bool {
         std::mem::take(&mut self.yielded)
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
 
@@ -221,7 +221,7 @@ impl Connection {
     }
 
     /// True if the connection is between requests (safe to close on shutdown).
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.is_open()
             && self.pump.input.is_empty()
             && !self.pump.tls.wants_write()
@@ -229,7 +229,7 @@ impl Connection {
     }
 
     /// Shutdown: finish what is in flight, then close.
-    pub fn close_after_current(&mut self) {
+    pub(super) fn close_after_current(&mut self) {
         if self.is_idle() || matches!(self.state, State::Streaming(_)) {
             self.close_now();
         }
@@ -271,7 +271,7 @@ impl Connection {
     }
 
     /// Reads what the socket has, answers complete requests, writes what it can.
-    pub fn on_ready(&mut self, app: &App, now: Instant) {
+    pub(super) fn on_ready(&mut self, app: &App, now: Instant) {
         match self.state {
             State::Closed => return,
             State::Lingering(_) => return self.discard_input(),
@@ -329,12 +329,12 @@ impl Connection {
     }
 
     /// Gives this connection's charge back (it is being removed).
-    pub fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         self.budget.charge(&mut self.charged, 0);
     }
 
     /// Closes connections that exceeded a deadline.
-    pub fn check_timeouts(&mut self, now: Instant) {
+    pub(super) fn check_timeouts(&mut self, now: Instant) {
         let expired = match self.state {
             State::Closed => false,
             _ if self
@@ -395,14 +395,14 @@ impl Connection {
 
     /// True once the handshake chose the peer protocol: the event loop hands the connection
     /// to its backend (see [`Connection::into_peer_stream`]).
-    pub fn is_peer_link(&self) -> bool {
+    pub(super) fn is_peer_link(&self) -> bool {
         !self.pump.tls.is_handshaking()
             && self.pump.tls.alpn_protocol() == Some(super::tls::PEER_ALPN)
     }
 
     /// Turns a peer connection into what the backend adopts (with any bytes already read);
     /// `None` if its session is not established.
-    pub fn into_peer_stream(mut self, now: Instant) -> Option<super::PeerStream> {
+    pub(super) fn into_peer_stream(mut self, now: Instant) -> Option<super::PeerStream> {
         self.release();
         if self.pump.tls.is_handshaking() {
             return None;
@@ -526,7 +526,7 @@ impl Connection {
     }
 
     /// What a waiting request waits for (taken once by the event loop).
-    pub fn take_wait(&mut self) -> Option<Wait> {
+    pub(super) fn take_wait(&mut self) -> Option<Wait> {
         match &mut self.state {
             State::Waiting(w) => match &mut w.on {
                 Awaited::Wait { wait, .. } => wait.take(),
@@ -537,7 +537,7 @@ impl Connection {
     }
 
     /// The write this connection's request waits for (taken once by the event loop).
-    pub fn take_write(&mut self) -> Option<Box<Pending>> {
+    pub(super) fn take_write(&mut self) -> Option<Box<Pending>> {
         match &mut self.state {
             State::Waiting(w) => match &mut w.on {
                 Awaited::Write(pending) => pending.take(),
@@ -549,7 +549,7 @@ impl Connection {
 
     /// What the waiting request waited for is there: it goes on from where it parked (the
     /// way `resume` says), then what is pipelined behind it is served.
-    pub fn resume(&mut self, app: &App, resume: Resume, now: Instant) {
+    pub(super) fn resume(&mut self, app: &App, resume: Resume, now: Instant) {
         let waiting = match std::mem::replace(&mut self.state, State::Open) {
             State::Waiting(w) if matches!(w.on, Awaited::Wait { .. }) => w,
             other => {
@@ -569,7 +569,7 @@ impl Connection {
     }
 
     /// Answers the write this connection waits for, then serves what is pipelined behind it.
-    pub fn complete(&mut self, app: &App, resp: Response, now: Instant) {
+    pub(super) fn complete(&mut self, app: &App, resp: Response, now: Instant) {
         let waiting = match std::mem::replace(&mut self.state, State::Open) {
             State::Waiting(w) if matches!(w.on, Awaited::Write(_)) => w,
             other => {
@@ -598,7 +598,7 @@ impl Connection {
 
     /// The topic of a log stream that just started (once): the event loop counts it, and
     /// uncounts it when the connection goes ([`Connection::counted_topic`]).
-    pub fn take_new_subscription(&mut self) -> Option<Topic> {
+    pub(super) fn take_new_subscription(&mut self) -> Option<Topic> {
         match &self.state {
             State::Streaming(sub) if std::mem::take(&mut self.uncounted) => {
                 self.counted = Some(sub.topic);
@@ -609,17 +609,17 @@ impl Connection {
     }
 
     /// The topic this connection was counted under as a subscriber, if any.
-    pub fn counted_topic(&self) -> Option<Topic> {
+    pub(super) fn counted_topic(&self) -> Option<Topic> {
         self.counted
     }
 
     /// True while this connection streams a log.
-    pub fn is_streaming(&self) -> bool {
+    pub(super) fn is_streaming(&self) -> bool {
         matches!(self.state, State::Streaming(_))
     }
 
     /// What this log stream subscribed to and who it is (while it streams).
-    pub fn subscriber(&self) -> Option<(&Subscription, &str)> {
+    pub(super) fn subscriber(&self) -> Option<(&Subscription, &str)> {
         let State::Streaming(sub) = &self.state else {
             return None;
         };
@@ -627,7 +627,7 @@ impl Connection {
     }
 
     /// Ends a log stream (its subscriber may no longer read it): the last chunk, then close.
-    pub fn end_stream(&mut self) {
+    pub(super) fn end_stream(&mut self) {
         if !self.is_streaming() {
             return;
         }
@@ -637,7 +637,7 @@ impl Connection {
 
     /// Appends one event to a log stream as an HTTP chunk. Returns false if not streaming.
     /// A subscriber with more than `limits.log_queue` unsent is dropped: its stream ends.
-    pub fn send_event(&mut self, line: &[u8]) -> bool {
+    pub(super) fn send_event(&mut self, line: &[u8]) -> bool {
         if !self.is_streaming() {
             return false;
         }

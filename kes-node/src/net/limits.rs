@@ -7,7 +7,7 @@
 //! store) rather than being refused; connections of known identities are never evicted. So an
 //! attacker holding thousands of connections only ever evicts itself, and the admin (or any
 //! known client) still gets in, even from the attacker's own address.
-pub use crate::config::Limits;
+pub(crate) use crate::config::Limits;
 
 impl Limits {
     /// The number of event loops: `workers`, else the cores this process may use.

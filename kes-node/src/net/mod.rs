@@ -15,14 +15,14 @@ mod connection;
 mod limits;
 mod pump;
 mod session;
-pub mod stop;
-pub mod tls;
-pub mod workers;
+pub(crate) mod stop;
+pub(crate) mod tls;
+pub(crate) mod workers;
 
-pub use backend::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
-pub use limits::Limits;
-pub use pump::{Broken, Pump, Reading, PRE_AUTH_INPUT};
-pub use session::Session;
+pub(crate) use backend::{Backend, Completion, ConnRef, PeerStream, BACKEND_TOKENS};
+pub(crate) use limits::Limits;
+pub(crate) use pump::{Broken, Pump, PRE_AUTH_INPUT};
+pub(crate) use session::Session;
 
 use std::io;
 use std::rc::Rc;
@@ -65,7 +65,7 @@ struct Conns {
 /// What stops the event loops: SIGINT and SIGTERM (if `signals`: a server of its own
 /// process; an embedded one leaves the host's signals alone) and the program's
 /// [`stop::Trigger`], whose receiving ends are here, one per loop.
-pub struct Stopping {
+pub(crate) struct Stopping {
     pub signals: bool,
     pub receivers: Vec<stop::Receiver>,
 }
@@ -74,7 +74,7 @@ pub struct Stopping {
 /// TLS configurations are read from `tls` at each accept, so replacing them there (a reload)
 /// applies to new connections. SIGHUP calls `reload` (on this thread, between events) when
 /// signals are handled. This is one event loop (`workers: 1`); `workers::run` starts N of them.
-pub fn serve(
+pub(crate) fn serve(
     listener: TcpListener,
     tls: Arc<tls::Shared>,
     limits: &Limits,

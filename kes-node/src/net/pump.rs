@@ -15,10 +15,10 @@ use super::session::Session;
 /// a peer's length-prefixed Hello frame (at most 256 bytes: the frame is ~45) and its 4-byte
 /// length. Both the event loop (before it hands a peer connection on) and the peer link
 /// (until the Hello verified) hold a stranger to it.
-pub const PRE_AUTH_INPUT: usize = 4 + 256;
+pub(crate) const PRE_AUTH_INPUT: usize = 4 + 256;
 
 /// A TLS session over a socket, and the plaintext it received that was not consumed yet.
-pub struct Pump {
+pub(crate) struct Pump {
     pub tls: Session,
     /// Received plaintext, in order; the caller takes what it understood off the front.
     pub input: Vec<u8>,
@@ -28,7 +28,7 @@ pub struct Pump {
 
 /// What one [`Pump::read`] did.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// Some bytes arrived from the peer.
     pub heard: bool,
     /// It stopped because the input reached the bound.
@@ -37,7 +37,7 @@ pub struct Reading {
 
 /// Why a connection broke.
 #[derive(Debug)]
-pub enum Broken {
+pub(crate) enum Broken {
     /// The TLS session failed (rustls may have queued an alert: flush it before closing).
     Tls(rustls::Error),
     /// The socket failed.
@@ -45,7 +45,7 @@ pub enum Broken {
 }
 
 impl Pump {
-    pub fn new(tls: Session, input: Vec<u8>) -> Pump {
+    pub(crate) fn new(tls: Session, input: Vec<u8>) -> Pump {
         Pump {
             tls,
             input,
@@ -54,13 +54,13 @@ impl Pump {
     }
 
     /// True once the peer ended the stream.
-    pub fn eof(&self) -> bool {
+    pub(crate) fn eof(&self) -> bool {
         self.eof
     }
 
     /// Reads what the socket has, until it would block, the stream ends, the input holds
     /// `cap` bytes, or `hold` (asked before each read, with the input so far) says stop.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         socket: &mut TcpStream,
         cap: usize,
@@ -98,7 +98,7 @@ impl Pump {
 
     /// Writes what the session has queued while the socket takes it: `Ok(true)` once all of
     /// it is out, `Ok(false)` if the socket is full (its writable event comes later).
-    pub fn flush(&mut self, socket: &mut TcpStream) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self, socket: &mut TcpStream) -> io::Result<bool> {
         while self.tls.wants_write() {
             match self.tls.write_tls(socket) {
                 Ok(_) => {}

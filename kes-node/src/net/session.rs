@@ -12,7 +12,7 @@ use rustls::Connection;
 
 use super::tls::TlsConfigs;
 
-pub enum Session {
+pub(crate) enum Session {
     /// Collecting the ClientHello.
     Accepting {
         acceptor: Box<Acceptor>,
@@ -25,7 +25,7 @@ pub enum Session {
 }
 
 impl Session {
-    pub fn new(configs: Arc<TlsConfigs>) -> Session {
+    pub(crate) fn new(configs: Arc<TlsConfigs>) -> Session {
         Session::Accepting {
             acceptor: Box::default(),
             configs,
@@ -34,12 +34,12 @@ impl Session {
 
     /// A session set up already (a peer link this node dials); its plaintext buffer is
     /// unbounded, like an accepted one's.
-    pub fn ready(mut conn: Connection) -> Session {
+    pub(crate) fn ready(mut conn: Connection) -> Session {
         conn.set_buffer_limit(None);
         Session::Ready(Box::new(conn))
     }
 
-    pub fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize> {
+    pub(crate) fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize> {
         match self {
             Session::Accepting { acceptor, .. } => acceptor.read_tls(rd),
             Session::Ready(c) => c.read_tls(rd),
@@ -48,7 +48,7 @@ impl Session {
     }
 
     /// Processes what was read; an error means the session failed (an alert may be queued).
-    pub fn process_new_packets(&mut self) -> Result<(), rustls::Error> {
+    pub(crate) fn process_new_packets(&mut self) -> Result<(), rustls::Error> {
         let Session::Accepting { acceptor, configs } = self else {
             return match self {
                 Session::Ready(c) => c.process_new_packets().map(|_| ()),
@@ -81,7 +81,7 @@ impl Session {
         }
     }
 
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         match self {
             Session::Accepting { .. } => false,
             Session::Ready(c) => c.wants_write(),
@@ -89,7 +89,7 @@ impl Session {
         }
     }
 
-    pub fn write_tls(&mut self, wr: &mut dyn Write) -> io::Result<usize> {
+    pub(crate) fn write_tls(&mut self, wr: &mut dyn Write) -> io::Result<usize> {
         match self {
             Session::Accepting { .. } => Ok(0),
             Session::Ready(c) => c.write_tls(wr),
@@ -102,28 +102,30 @@ impl Session {
         }
     }
 
-    pub fn is_handshaking(&self) -> bool {
+    pub(crate) fn is_handshaking(&self) -> bool {
         match self {
             Session::Ready(c) => c.is_handshaking(),
             _ => true,
         }
     }
 
-    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
             Session::Ready(c) => c.alpn_protocol(),
             _ => None,
         }
     }
 
-    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         match self {
             Session::Ready(c) => c.peer_certificates(),
             _ => None,
         }
     }
 
-    pub fn send_close_notify(&mut self) {
+    pub(crate) fn send_close_notify(&mut self) {
         if let Session::Ready(c) = self {
             c.send_close_notify();
         }
@@ -131,7 +133,7 @@ impl Session {
 
     /// Appends the plaintext received so far to `buf`: like `Reader::read_to_end`, `Ok` once
     /// the peer closed the session, `WouldBlock` when there is no more for now.
-    pub fn read_plaintext(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    pub(crate) fn read_plaintext(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
             Session::Ready(c) => c.reader().read_to_end(buf),
             _ => Err(io::ErrorKind::WouldBlock.into()),
@@ -140,7 +142,7 @@ impl Session {
 
     /// Queues plaintext to send (nothing before the handshake chose a configuration; false
     /// then, or if the session is closed for writing).
-    pub fn write_plaintext(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn write_plaintext(&mut self, bytes: &[u8]) -> bool {
         match self {
             // The buffer limit is off: only a closed session refuses.
             Session::Ready(c) => c.writer().write_all(bytes).is_ok(),
@@ -150,7 +152,11 @@ impl Session {
 
     /// Keying material exported from the established session (RFC 5705), for a peer link's
     /// Hello; `None` before the handshake finished.
-    pub fn export_keying_material<'b>(&self, out: &'b mut [u8], label: &[u8]) -> Option<&'b [u8]> {
+    pub(crate) fn export_keying_material<'b>(
+        &self,
+        out: &'b mut [u8],
+        label: &[u8],
+    ) -> Option<&'b [u8]> {
         match self {
             Session::Ready(c) => match &**c {
                 Connection::Client(c) => c.export_keying_material(out, label, None).ok(),

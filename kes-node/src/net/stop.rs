@@ -11,15 +11,15 @@ use std::sync::Mutex;
 
 /// The stopping end: held by whoever may stop the server (the embedding program's handle).
 #[derive(Debug)]
-pub struct Trigger {
+pub(crate) struct Trigger {
     ends: Mutex<Vec<UnixStream>>,
 }
 
 /// One event loop's end, to register with its poll.
-pub type Receiver = mio::net::UnixStream;
+pub(crate) type Receiver = mio::net::UnixStream;
 
 /// A trigger for `n` event loops and each loop's receiving end.
-pub fn channel(n: usize) -> io::Result<(Trigger, Vec<Receiver>)> {
+pub(crate) fn channel(n: usize) -> io::Result<(Trigger, Vec<Receiver>)> {
     let mut ends = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -36,7 +36,7 @@ pub fn channel(n: usize) -> io::Result<(Trigger, Vec<Receiver>)> {
 
 impl Trigger {
     /// Tells every loop to shut down gracefully; returns at once.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
         for end in ends.iter() {
             // Fails only if the loop is gone already (its end closed): nothing to stop then.

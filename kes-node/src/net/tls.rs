@@ -29,10 +29,10 @@ use crate::config::Config;
 
 /// The ALPN protocol of a stateful node's peer links (`cluster/peer.rs`): a connection
 /// offering it is handed to the backend once its handshake is done.
-pub const PEER_ALPN: &[u8] = b"kes-peer/1";
+pub(crate) const PEER_ALPN: &[u8] = b"kes-peer/1";
 
 /// The server's TLS configurations.
-pub struct TlsConfigs {
+pub(crate) struct TlsConfigs {
     /// For HTTP clients.
     pub http: Arc<ServerConfig>,
     /// For peers of a cluster; `None` on an edge server (no peer protocol: a client offering
@@ -42,7 +42,10 @@ pub struct TlsConfigs {
 
 impl TlsConfigs {
     /// The configuration for a ClientHello offering `alpn`.
-    pub fn choose<'a>(&self, mut alpn: impl Iterator<Item = &'a [u8]>) -> &Arc<ServerConfig> {
+    pub(crate) fn choose<'a>(
+        &self,
+        mut alpn: impl Iterator<Item = &'a [u8]>,
+    ) -> &Arc<ServerConfig> {
         match &self.peer {
             Some(peer) if alpn.any(|p| p == PEER_ALPN) => peer,
             _ => &self.http,
@@ -51,20 +54,20 @@ impl TlsConfigs {
 }
 
 /// The configurations in use, replaceable while the server runs.
-pub struct Shared(RwLock<Arc<TlsConfigs>>);
+pub(crate) struct Shared(RwLock<Arc<TlsConfigs>>);
 
 impl Shared {
-    pub fn new(configs: TlsConfigs) -> Arc<Shared> {
+    pub(crate) fn new(configs: TlsConfigs) -> Arc<Shared> {
         Arc::new(Shared(RwLock::new(Arc::new(configs))))
     }
 
     /// The configurations for a new connection.
-    pub fn current(&self) -> Arc<TlsConfigs> {
+    pub(crate) fn current(&self) -> Arc<TlsConfigs> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replaces the configurations (for connections accepted from now on).
-    pub fn replace(&self, configs: TlsConfigs) {
+    pub(crate) fn replace(&self, configs: TlsConfigs) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(configs);
     }
 }
@@ -72,7 +75,7 @@ impl Shared {
 /// Builds the configurations from `config`'s `tls:` (and its `api.<path>.skip_auth`s);
 /// `peers`: a stateful node, which also speaks the peer protocol. Errors are one line naming
 /// the file.
-pub fn configs(config: &Config, peers: bool) -> Result<TlsConfigs, String> {
+pub(crate) fn configs(config: &Config, peers: bool) -> Result<TlsConfigs, String> {
     let tls = &config.tls;
     let optional_client_cert = config.api.values().any(|r| r.skip_auth);
     let http = server_config(

@@ -46,7 +46,7 @@ const BACKLOG: i32 = 1024;
 /// Binds `n` listening sockets to `addr` (non-blocking). With one, a plain socket, as a
 /// single-loop server always had. With more, each has `SO_REUSEPORT`; the first is bound
 /// first so that port 0 picks one port that all of them then share.
-pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub(crate) fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
     if n <= 1 {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -84,7 +84,7 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Serves `app` with one event loop per listener until stopped (see the module docs and
 /// [`Stopping`]: one receiving end per listener). `backend` and `reload` stay on the calling
 /// thread (worker 0).
-pub fn run(
+pub(crate) fn run(
     listeners: Vec<std::net::TcpListener>,
     tls: Arc<tls::Shared>,
     limits: &Limits,

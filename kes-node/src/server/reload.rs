@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::net::tls::{self, Shared};
 
 /// What a SIGHUP reloads, and from where.
-pub struct Reloader {
+pub(super) struct Reloader {
     /// The config file; `None` for a dev server (nothing to reload).
     path: Option<PathBuf>,
     tls: Arc<Shared>,
@@ -25,7 +25,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(path: Option<&Path>, tls: Arc<Shared>, peers: bool, config: &Config) -> Reloader {
+    pub(super) fn new(
+        path: Option<&Path>,
+        tls: Arc<Shared>,
+        peers: bool,
+        config: &Config,
+    ) -> Reloader {
         Reloader {
             path: path.map(Path::to_path_buf),
             tls,
@@ -35,7 +40,7 @@ impl Reloader {
     }
 
     /// Reloads; logs one line with what was reloaded, or why nothing was.
-    pub fn reload(&self, app: &App) {
+    pub(super) fn reload(&self, app: &App) {
         let Some(path) = &self.path else {
             eprintln!("kes-node: SIGHUP: a dev server has no config file to reload");
             return;

@@ -1,7 +1,7 @@
 //! A deterministic simulator of a whole kes-node cluster (feature `sim`), driving the code
-//! that ships: each machine runs the cluster's sans-IO [`Replica`](crate::cluster::Replica)
+//! that ships: each machine runs the cluster's sans-IO `Replica` (`cluster/replica`)
 //! (group commit, forwarding to the leader, backlog, leaderless waits, hand-over, expand with
-//! its snapshot, the read gate) over a real [`Store`](crate::store::Store) whose `kes.db` lives
+//! its snapshot, the read gate) over a real `Store` whose `kes.db` lives
 //! on a simulated disk ([`disk::Disk`]: redb on memory that loses unsynced writes on a crash).
 //! The machines talk over an in-memory network ([`net::Net`]) carrying production's peer
 //! frames, which loses, duplicates, delays and reorders consensus messages, breaks links, and

@@ -1,5 +1,5 @@
 //! The simulated network between the nodes: one link per ordered pair of nodes, carrying the
-//! same postcard-encoded [`Frame`]s as the TLS links of production.
+//! same postcard-encoded `Frame`s as the TLS links of production.
 //!
 //! A link is up while both ends run and no partition separates them; when it breaks, what it
 //! carried is lost and both ends hear [`LinkChange::Down`]. Consensus messages (`Frame::Raft`)

@@ -1,5 +1,5 @@
-//! One simulated machine: the shipped [`Replica`] over a real `Store` on a simulated disk,
-//! with a drifting clock, and the in-memory network as its [`Links`].
+//! One simulated machine: the shipped `Replica` over a real `Store` on a simulated disk,
+//! with a drifting clock, and the in-memory network as its `Links`.
 use std::collections::BTreeMap;
 
 use kes_core::consensus::sim::Chooser;

@@ -15,7 +15,7 @@ use crate::hsm::Hsm;
 
 /// What `kes-node check` found wrong. `Display` is one line that names the file.
 #[derive(Debug)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     /// The file cannot be opened.
     Open { path: PathBuf, err: std::io::Error },
     /// A check of opening failed (damaged, or the HSM does not unseal it).
@@ -49,7 +49,7 @@ impl std::error::Error for CheckError {}
 
 /// Checks `<dir>/kes.db`; `Ok` with one line per finding that is fine, `Err` with what is
 /// wrong.
-pub fn check(dir: &Path, hsm: &dyn Hsm) -> Result<Vec<String>, CheckError> {
+pub(crate) fn check(dir: &Path, hsm: &dyn Hsm) -> Result<Vec<String>, CheckError> {
     let path = dir.join(DB_FILE);
     let file = match File::open(&path) {
         Ok(file) => file,

@@ -304,7 +304,9 @@ enum WireCommand<'a> {
 }
 
 /// Encodes a command for replication. The buffer holds key material: it is zeroized on drop.
-pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>>, CodecError> {
+pub(crate) fn encode_command(
+    cmd: &crate::command::Command,
+) -> Result<Zeroizing<Vec<u8>>, CodecError> {
     use crate::command::Command as C;
     let record: Zeroizing<Vec<u8>> = match cmd {
         C::CreateKey { key, .. } => encode_key(key)?,
@@ -379,7 +381,7 @@ pub fn encode_command(cmd: &crate::command::Command) -> Result<Zeroizing<Vec<u8>
 }
 
 /// Decodes what [`encode_command`] produced.
-pub fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, CodecError> {
+pub(crate) fn decode_command(bytes: &[u8]) -> Result<crate::command::Command, CodecError> {
     use crate::command::Command as C;
     let (wire, rest): (WireCommand<'_>, _) =
         postcard::take_from_bytes(bytes).map_err(|err| CodecError::Command(err.to_string()))?;

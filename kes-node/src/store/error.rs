@@ -455,7 +455,7 @@ impl fmt::Display for NoSpace {
 }
 
 /// `1.5 MiB`-style text for messages.
-pub fn human(bytes: u64) -> String {
+pub(super) fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = bytes as f64;
     let mut unit = 0;

@@ -36,13 +36,13 @@ impl KeyCache {
     }
 
     /// The cached key, or the generation to pass to [`KeyCache::insert`] after reading it.
-    pub fn get(&self, item_key: &str) -> Result<KeyRecord, u64> {
+    pub(super) fn get(&self, item_key: &str) -> Result<KeyRecord, u64> {
         let inner = self.lock();
         inner.keys.get(item_key).cloned().ok_or(inner.generation)
     }
 
     /// Caches a key read from the database, unless a deletion committed since `generation`.
-    pub fn insert(&self, generation: u64, item_key: String, record: &KeyRecord) {
+    pub(super) fn insert(&self, generation: u64, item_key: String, record: &KeyRecord) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
@@ -54,7 +54,7 @@ impl KeyCache {
     }
 
     /// A transaction that removed keys committed.
-    pub fn invalidate(&self) {
+    pub(super) fn invalidate(&self) {
         let mut inner = self.lock();
         inner.generation += 1;
         inner.keys.clear();

@@ -36,7 +36,7 @@ use crate::hsm::{Hsm, HsmError};
 mod apply;
 mod backup;
 mod check;
-pub mod codec;
+pub(crate) mod codec;
 mod db;
 mod digest;
 mod error;
@@ -47,34 +47,34 @@ mod raft;
 mod readonly;
 mod roots;
 mod snapshot;
-pub mod space;
+pub(crate) mod space;
 
-pub use backup::BackupStream;
-pub use check::{check, CheckError};
-pub use error::{
+pub(crate) use backup::BackupStream;
+pub(crate) use check::check;
+pub(crate) use error::{
     CodecError, ConsensusDefect, Corruption, Defect, IoFailure, NoSpace, Refusal, StoreError,
     Unavailable,
 };
-pub use raft::{
-    decode_addresses, encode_addresses, Addresses, LogEntry, Outcomes, RaftState, ReadyRef,
+pub(crate) use raft::{
+    decode_addresses, encode_addresses, Addresses, Outcomes, RaftState, ReadyRef,
 };
-pub use snapshot::{SnapshotReader, CHUNK_BYTES};
+pub(crate) use snapshot::{SnapshotReader, CHUNK_BYTES};
 
 use crate::command::Command;
 use crate::records::{EnclaveRecord, IdentityRecord, KeyRecord, PolicyRecord, SecretRecord};
-pub use roots::sealed_names;
+pub(crate) use roots::sealed_names;
 #[cfg(test)]
 mod tests;
 
 /// The enclave that always exists; requests without `Kes-Enclave` use it.
-pub const DEFAULT_ENCLAVE: &str = "default";
+pub(crate) const DEFAULT_ENCLAVE: &str = "default";
 
 /// The file name of the database inside the node's directory.
-pub const DB_FILE: &str = "kes.db";
+pub(crate) const DB_FILE: &str = "kes.db";
 /// Where a new database is prepared before it is renamed to [`DB_FILE`].
 const DB_TMP_FILE: &str = "kes.db.tmp";
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_VERSION: &str = "version";

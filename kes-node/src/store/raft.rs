@@ -26,18 +26,18 @@ const HARD_STATE: &str = "hard_state";
 pub(crate) const APPLIED: &str = "applied";
 
 /// The members' addresses: the shell's part of a configuration entry.
-pub type Addresses = BTreeMap<NodeId, String>;
+pub(crate) type Addresses = BTreeMap<NodeId, String>;
 
 /// A log entry as the shell keeps it: the command is the encoded [`Command`] (or, for
 /// configuration entries, the encoded [`Addresses`]).
-pub type LogEntry = Entry<Vec<u8>>;
+pub(crate) type LogEntry = Entry<Vec<u8>>;
 
 /// One step's storage work and, if it installs a snapshot, how many chunks of it are staged
 /// (see `snapshot.rs`).
-pub type ReadyRef<'a> = (&'a StepOutput<Vec<u8>>, Option<u32>);
+pub(crate) type ReadyRef<'a> = (&'a StepOutput<Vec<u8>>, Option<u32>);
 
 /// The outcome of each applied command entry, by log index.
-pub type Outcomes = Vec<(Index, Result<(), StoreError>)>;
+pub(crate) type Outcomes = Vec<(Index, Result<(), StoreError>)>;
 
 /// What a node needs to restart its consensus state.
 pub struct RaftState {
@@ -54,11 +54,11 @@ pub(crate) struct Applied {
 }
 
 /// Encodes a configuration's addresses for a configuration entry.
-pub fn encode_addresses(a: &Addresses) -> Vec<u8> {
+pub(crate) fn encode_addresses(a: &Addresses) -> Vec<u8> {
     postcard::to_allocvec(a).unwrap_or_default()
 }
 
-pub fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
+pub(crate) fn decode_addresses(bytes: &[u8]) -> Result<Addresses, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| corrupted(ConsensusDefect::Addresses(e.to_string())))
 }
 

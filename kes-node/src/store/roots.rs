@@ -12,7 +12,7 @@ use crate::hsm::Hsm;
 
 /// The names of the HSMs that hold a sealed copy of the root key of `<dir>/kes.db`, read
 /// without changing the file (nor needing any HSM); `None` if there is no `kes.db`.
-pub fn sealed_names(dir: &Path) -> Result<Option<Vec<String>>, OpenError> {
+pub(crate) fn sealed_names(dir: &Path) -> Result<Option<Vec<String>>, OpenError> {
     let path = dir.join(DB_FILE);
     let file = match File::open(&path) {
         Ok(file) => file,

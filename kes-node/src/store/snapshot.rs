@@ -32,7 +32,7 @@ fn corrupted(defect: ConsensusDefect) -> StoreError {
 
 /// The size a chunk aims for: large enough to keep a link busy, small enough to be nothing
 /// in memory.
-pub const CHUNK_BYTES: usize = 256 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Received chunks of the snapshot being installed, by sequence number.
 const STAGE: TableDefinition<u32, &[u8]> = TableDefinition::new("raft_snapshot");
@@ -257,7 +257,7 @@ impl<'t, 's> Installer<'t, 's> {
     /// Empties every table, the log included. Each table is created again at once, empty: a
     /// table that the snapshot has no record for must still exist afterwards, or this node
     /// could not produce snapshots and backups itself (nor open the table for reading).
-    pub fn start(tx: &'t mut Tx<'s>) -> Result<Self, StoreError> {
+    pub(super) fn start(tx: &'t mut Tx<'s>) -> Result<Self, StoreError> {
         tx.removes_keys = true;
         for table in TABLES.iter().chain([&ENCLAVES]) {
             tx.txn.delete_table(table.def()).map_err(io_err)?;
@@ -277,7 +277,7 @@ impl<'t, 's> Installer<'t, 's> {
     }
 
     /// Installs one chunk's records.
-    pub fn chunk(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn chunk(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let records: Vec<Record> = postcard::from_bytes(chunk)
             .map_err(|e| corrupted(ConsensusDefect::ChunkUndecodable(e.to_string())))?;
         for record in &records {
@@ -301,7 +301,7 @@ impl<'t, 's> Installer<'t, 's> {
     }
 
     /// Records the applied point (`meta`) with the snapshot's addresses.
-    pub fn finish(self, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    pub(super) fn finish(self, meta: &SnapshotMeta) -> Result<(), StoreError> {
         let Some(addresses) = self.addresses else {
             return Err(corrupted(ConsensusDefect::NoAddresses));
         };

@@ -11,7 +11,7 @@ use super::{NoSpace, Store, StoreError};
 use crate::command::Command;
 
 /// The default floor: 64 MiB.
-pub const DEFAULT_MIN_FREE: u64 = 64 << 20;
+pub(crate) const DEFAULT_MIN_FREE: u64 = 64 << 20;
 
 /// The floor and where it is measured.
 pub(crate) struct Floor {
@@ -30,14 +30,14 @@ impl Floor {
 }
 
 /// Bytes available to the server on the file system holding `dir`.
-pub fn available(dir: &Path) -> std::io::Result<u64> {
+pub(crate) fn available(dir: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Whether `cmd` is refused below the floor: anything that stores more. Deletions and
 /// membership changes pass, so that an operator can still make room or move nodes.
-pub fn needs_room(cmd: &Command) -> bool {
+pub(crate) fn needs_room(cmd: &Command) -> bool {
     !matches!(
         cmd,
         Command::DeleteKey { .. }

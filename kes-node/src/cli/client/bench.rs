@@ -14,7 +14,7 @@ use crate::client::{Client, ClientError};
 client_command! {
     /// Load-test a KES server: N connections, one operation, a fixed time or request count.
     #[argh(subcommand, name = "bench")]
-    pub struct BenchArgs {
+    pub(crate) struct BenchArgs {
         /// operation: version, generate, encrypt, decrypt, hmac, create, create-delete
         /// (default generate)
         #[argh(option, default = "String::from(\"generate\")")]
@@ -74,7 +74,7 @@ impl Limit {
     }
 }
 
-pub fn run(a: BenchArgs) -> Result<(), String> {
+pub(crate) fn run(a: BenchArgs) -> Result<(), String> {
     if !OPS.contains(&a.op.as_str()) {
         return Err(format!(
             "unknown operation '{}' (one of {})",

@@ -8,7 +8,7 @@ use crate::client::ClusterInfo;
 /// Manage the cluster's members.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "cluster")]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     #[argh(subcommand)]
     command: ClusterCommand,
 }
@@ -65,7 +65,7 @@ client_command! {
     }
 }
 
-pub fn run(args: ClusterArgs) -> Result<(), String> {
+pub(crate) fn run(args: ClusterArgs) -> Result<(), String> {
     match args.command {
         ClusterCommand::Recover(a) => crate::cli::recover::run(a),
         ClusterCommand::Info(a) => {

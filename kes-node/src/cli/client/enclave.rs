@@ -7,7 +7,7 @@ use super::{client_command, for_each_name, print_fields, print_json, print_names
 /// Manage enclaves.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "enclave")]
-pub struct EnclaveArgs {
+pub(crate) struct EnclaveArgs {
     #[argh(subcommand)]
     command: EnclaveCommand,
 }
@@ -61,7 +61,7 @@ client_command! {
     }
 }
 
-pub fn run(args: EnclaveArgs) -> Result<(), String> {
+pub(crate) fn run(args: EnclaveArgs) -> Result<(), String> {
     match args.command {
         EnclaveCommand::Create(a) => {
             let client = a.connect()?;

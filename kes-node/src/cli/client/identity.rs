@@ -15,7 +15,7 @@ use crate::identity::{identity_of_certificate_pem, ApiKey};
 /// Manage identities; make API keys and certificates.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "identity")]
-pub struct IdentityArgs {
+pub(crate) struct IdentityArgs {
     #[argh(subcommand)]
     command: IdentityCommand,
 }
@@ -118,7 +118,7 @@ client_command! {
     }
 }
 
-pub fn run(args: IdentityArgs) -> Result<(), String> {
+pub(crate) fn run(args: IdentityArgs) -> Result<(), String> {
     match args.command {
         IdentityCommand::New(a) => new(a),
         IdentityCommand::Of(a) => {

@@ -10,7 +10,7 @@ use super::{
 /// Manage cryptographic keys.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "key")]
-pub struct KeyArgs {
+pub(crate) struct KeyArgs {
     #[argh(subcommand)]
     command: KeyCommand,
 }
@@ -143,7 +143,7 @@ client_command! {
     }
 }
 
-pub fn run(args: KeyArgs) -> Result<(), String> {
+pub(crate) fn run(args: KeyArgs) -> Result<(), String> {
     match args.command {
         KeyCommand::Create(a) => {
             let client = a.connect()?;

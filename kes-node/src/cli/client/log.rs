@@ -7,7 +7,7 @@ use super::client_command;
 client_command! {
     /// Print the server's audit log (default) or error log as events arrive.
     #[argh(subcommand, name = "log")]
-    pub struct LogArgs {
+    pub(crate) struct LogArgs {
         /// follow the audit log (the default)
         #[argh(switch)]
         audit: bool,
@@ -17,7 +17,7 @@ client_command! {
     }
 }
 
-pub fn run(a: LogArgs) -> Result<(), String> {
+pub(crate) fn run(a: LogArgs) -> Result<(), String> {
     if a.audit && a.error {
         return Err("--audit and --error exclude each other".into());
     }

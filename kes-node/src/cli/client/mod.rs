@@ -11,15 +11,15 @@
 //! Output: with `--json` the server's JSON exactly as it came (a listing becomes one object per
 //! line, `{"name":...}` or `{"identity":...}`); otherwise short lines and aligned tables for
 //! people. Errors go to stderr as `kes-node: <message>` with exit code 1 (see `main`).
-pub mod bench;
-pub mod cluster;
-pub mod enclave;
-pub mod identity;
-pub mod key;
-pub mod log;
-pub mod policy;
-pub mod secret;
-pub mod status;
+pub(super) mod bench;
+pub(super) mod cluster;
+pub(super) mod enclave;
+pub(super) mod identity;
+pub(super) mod key;
+pub(super) mod log;
+pub(super) mod policy;
+pub(super) mod secret;
+pub(super) mod status;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use crate::client::{Policy, Rules};
 /// Manage policies.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "policy")]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     #[argh(subcommand)]
     command: PolicyCommand,
 }
@@ -95,7 +95,7 @@ client_command! {
     }
 }
 
-pub fn run(args: PolicyArgs) -> Result<(), String> {
+pub(crate) fn run(args: PolicyArgs) -> Result<(), String> {
     match args.command {
         PolicyCommand::Create(a) => {
             let text = std::fs::read(&a.file)

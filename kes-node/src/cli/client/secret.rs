@@ -9,7 +9,7 @@ use super::{
 /// Manage secrets.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "secret")]
-pub struct SecretArgs {
+pub(crate) struct SecretArgs {
     #[argh(subcommand)]
     command: SecretCommand,
 }
@@ -77,7 +77,7 @@ client_command! {
     }
 }
 
-pub fn run(args: SecretArgs) -> Result<(), String> {
+pub(crate) fn run(args: SecretArgs) -> Result<(), String> {
     match args.command {
         SecretCommand::Create(a) => {
             let value = match &a.value {

@@ -4,14 +4,14 @@ use super::{client_command, human_bytes, human_duration, print_fields, print_jso
 client_command! {
     /// Print the server's status (or, with --api, its API routes).
     #[argh(subcommand, name = "status")]
-    pub struct StatusArgs {
+    pub(crate) struct StatusArgs {
         /// list the server's API routes
         #[argh(switch)]
         api: bool,
     }
 }
 
-pub fn run(a: StatusArgs) -> Result<(), String> {
+pub(crate) fn run(a: StatusArgs) -> Result<(), String> {
     let client = a.connect()?;
     if a.api {
         let routes = client.api().map_err(|e| e.to_string())?;

@@ -3,4 +3,4 @@
 //! in the replica reads a clock, so a simulated run replays exactly.
 
 /// Milliseconds since an epoch of the driver's choosing.
-pub type Millis = u64;
+pub(crate) type Millis = u64;

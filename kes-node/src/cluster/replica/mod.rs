@@ -75,12 +75,12 @@ use crate::command::Command;
 use crate::store::{Addresses, StoreError};
 use answer::Waiter;
 
-pub use clock::Millis;
+pub(crate) use clock::Millis;
 use expansion::Expansion;
-pub use storage::Storage;
+pub(crate) use storage::Storage;
 
 /// The placeholder id of a node that waits to be added (no real node has it).
-pub const JOINING_ID: NodeId = NodeId::MAX;
+pub(crate) const JOINING_ID: NodeId = NodeId::MAX;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Millis = 6_000;
 /// The same for a membership change (an expand ships a snapshot first).
@@ -128,7 +128,7 @@ pub enum Dialed {
 }
 
 /// Links for a node that has none (a single node, tests): every send is lost.
-pub struct NoLinks;
+pub(crate) struct NoLinks;
 
 impl Links for NoLinks {
     fn send(&mut self, _: NodeId, _: &Frame) -> bool {

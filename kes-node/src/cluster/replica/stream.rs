@@ -16,7 +16,7 @@ pub(super) struct Outgoing {
 
 impl Outgoing {
     /// Chunks sent so far.
-    pub fn chunks(&self) -> u32 {
+    pub(super) fn chunks(&self) -> u32 {
         self.reader.chunks
     }
 }
@@ -35,7 +35,7 @@ pub(super) struct Incoming {
 
 impl Incoming {
     /// Stages one chunk if it continues the current stream (or starts a new one).
-    pub fn chunk(&mut self, store: &dyn Storage, stream: u64, seq: u32, mut data: Vec<u8>) {
+    pub(super) fn chunk(&mut self, store: &dyn Storage, stream: u64, seq: u32, mut data: Vec<u8>) {
         let expected = match self.receiving {
             Some((s, next)) if s == stream => next,
             _ => 0,
@@ -55,7 +55,7 @@ impl Incoming {
     }
 
     /// True if `stream` arrived whole: its `InstallSnapshot` may be stepped.
-    pub fn end(&mut self, stream: u64, chunks: u32) -> bool {
+    pub(super) fn end(&mut self, stream: u64, chunks: u32) -> bool {
         let whole = !self.installing && self.receiving == Some((stream, chunks));
         self.receiving = None;
         if whole {
@@ -65,7 +65,7 @@ impl Incoming {
     }
 
     /// The chunk count for a step that installs the snapshot (see `batch.rs`).
-    pub fn take_complete(&mut self) -> Option<u32> {
+    pub(super) fn take_complete(&mut self) -> Option<u32> {
         let chunks = self.complete.take();
         if chunks.is_some() {
             self.installing = true;
@@ -75,12 +75,12 @@ impl Incoming {
 
     /// A complete stream's `InstallSnapshot` was stepped; if the core did not install it
     /// (a stale term, say), it is dropped.
-    pub fn stepped(&mut self) {
+    pub(super) fn stepped(&mut self) {
         self.complete = None;
     }
 
     /// The staged snapshot is installed.
-    pub fn persisted(&mut self) {
+    pub(super) fn persisted(&mut self) {
         self.installing = false;
     }
 }

@@ -14,12 +14,12 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::keystore::{KeyStore, KeyStoreError};
-pub use sigv4::Credentials;
+pub(crate) use sigv4::Credentials;
 
 const SERVICE: &str = "secretsmanager";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-pub struct SecretsManager {
+pub(crate) struct SecretsManager {
     agent: ureq::Agent,
     /// `https://host[:port]/`
     url: String,
@@ -40,7 +40,7 @@ enum AwsError {
 
 impl SecretsManager {
     /// `endpoint`: `host`, `host:port`, `https://…` or `http://…`.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: &str,
         region: &str,
         kms_key: Option<String>,
