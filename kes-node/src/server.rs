@@ -225,6 +225,8 @@ impl Builder {
         let workers = self.config.limits.worker_count();
         let (trigger, receivers) =
             stop::channel(workers).map_err(|e| format!("cannot set up shutdown: {e}"))?;
+        let trigger = Arc::new(trigger);
+        let loops_trigger = trigger.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         // Everything is opened on the server's thread, which then serves: what it holds
         // (the store, the cluster) never crosses threads.
@@ -239,14 +241,14 @@ impl Builder {
                     }
                 };
                 let _ = tx.send(Ok(ready.local));
-                ready.serve(receivers)
+                ready.serve(receivers, loops_trigger)
             })
             .map_err(|e| format!("cannot start the server thread: {e}"))?;
         match rx.recv() {
             Ok(Ok(local)) => Ok(Server {
                 local,
                 workers,
-                shutdown: Shutdown(Arc::new(trigger)),
+                shutdown: Shutdown(trigger),
                 thread: Some(thread),
             }),
             Ok(Err(err)) => {
@@ -353,10 +355,15 @@ struct Ready {
 
 impl Ready {
     /// Serves until stopped; then the store, the cluster and the key store are dropped.
-    fn serve(mut self, receivers: Vec<stop::Receiver>) -> Result<(), Error> {
+    fn serve(
+        mut self,
+        receivers: Vec<stop::Receiver>,
+        trigger: Arc<stop::Trigger>,
+    ) -> Result<(), Error> {
         let stopping = Stopping {
             signals: self.signals,
             receivers,
+            trigger,
         };
         let reloader = &self.reloader;
         crate::net::workers::run(

@@ -68,6 +68,8 @@ struct Conns {
 pub(crate) struct Stopping {
     pub signals: bool,
     pub receivers: Vec<stop::Receiver>,
+    /// What pulls `receivers`: when one loop fails, the others are stopped with it.
+    pub trigger: Arc<stop::Trigger>,
 }
 
 /// Serves `app` on `listener` until stopped (see [`Stopping`]), then shuts down gracefully.

@@ -103,6 +103,7 @@ pub(crate) fn run(
         return super::serve(first, tls, limits, app, backend, reload, stopping);
     }
     let signals = stopping.signals;
+    let trigger = stopping.trigger;
     let mut stops = stopping.receivers.into_iter().map(Some);
     let first_stop = stops.next().flatten();
     let share = limits.share(n);
@@ -110,6 +111,7 @@ pub(crate) fn run(
     let owner_waker: Arc<OnceLock<Arc<Waker>>> = Arc::default();
     std::thread::scope(|scope| {
         let mut threads = Vec::new();
+        let mut result = Ok(());
         for (id, listener) in (1..n).zip(listeners) {
             let (tls, share, app) = (tls.clone(), &share, app);
             let stop = stops.next().flatten();
@@ -129,21 +131,34 @@ pub(crate) fn run(
                         eprintln!("kes-node: worker {id} failed: {e}");
                     }
                     result
-                })?;
-            threads.push(spawned);
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
         drop(to_owner);
-        let mut owner = Owner::new(backend, app, from_workers, owner_waker, n - 1);
-        let me = Worker {
-            id: 0,
-            listener: first,
-            reload: Some(reload),
-            signals,
-            stop: first_stop,
-        };
-        let result = super::serve_loop(me, tls, &share, app, &mut owner);
-        // A worker that failed stops the server: the others are told by their signals only,
-        // so an error here ends worker 0 and with it the writes of all (see README).
+        if result.is_ok() {
+            let running = threads.len();
+            let mut owner = Owner::new(backend, app, from_workers, owner_waker, running);
+            let me = Worker {
+                id: 0,
+                listener: first,
+                reload: Some(reload),
+                signals,
+                stop: first_stop,
+            };
+            result = super::serve_loop(me, tls, &share, app, &mut owner);
+        }
+        // Worker 0 failed (or a worker could not start): without it there are no writes, so
+        // the others are stopped too, as a stop would (the server's own trigger), rather than
+        // serving on until a signal.
+        if result.is_err() {
+            trigger.stop();
+        }
         for t in threads {
             let _ = t.join();
         }
