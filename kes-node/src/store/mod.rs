@@ -250,7 +250,7 @@ impl Store {
         hsm: &dyn Hsm,
     ) -> Result<Store, OpenError> {
         let failed = |e: &dyn std::fmt::Display| OpenError::Database(e.to_string());
-        let db = Database::builder()
+        let db = backend_builder()
             .create_with_backend(backend)
             .map_err(|e| failed(&e))?;
         let fresh = db
@@ -985,4 +985,17 @@ fn create(dir: &Path, hsm: &dyn Hsm) -> Result<(), OpenError> {
         .and_then(|d| d.sync_all())
         .map_err(|err| fail("sync", dir, &err))?;
     Ok(())
+}
+
+/// redb's builder for `Store::open_backend`. Under cargo-fuzz (cfg `fuzzing`, which redb
+/// needs for this setting) the regions are 1 MiB: redb's default 4 GiB regions make every open
+/// and close of a tiny database serialize allocator state sized for gigabytes, which was most
+/// of a `replica` fuzz run's time.
+#[allow(unexpected_cfgs)]
+fn backend_builder() -> redb::Builder {
+    #[allow(unused_mut)]
+    let mut builder = Database::builder();
+    #[cfg(fuzzing)]
+    builder.set_region_size(1 << 20);
+    builder
 }
