@@ -164,7 +164,7 @@ impl Connection {
             ip: socket.peer_addr().ok().map(|a| a.ip()),
             socket,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            pump: Pump::new(tls, Vec::new()),
+            pump: Pump::new(tls, Vec::new()).with_short_reads(),
             out: Vec::new(),
             parser: RequestParser::default(),
             peer: Peer {
@@ -268,6 +268,12 @@ impl Connection {
             }
         }
         self.state = State::Closed;
+    }
+
+    /// The poller reported that the client ended its side (FIN): from now on reads go on
+    /// until they see the end (see [`Pump::short_read_drains`]).
+    pub(super) fn hung_up(&mut self) {
+        self.pump.short_read_drains = false;
     }
 
     /// Reads what the socket has, answers complete requests, writes what it can.
@@ -407,6 +413,8 @@ impl Connection {
         if self.pump.tls.is_handshaking() {
             return None;
         }
+        // The peer link's poller does not pass FINs on: its reads go on to `WouldBlock`.
+        self.pump.short_read_drains = false;
         Some(super::PeerStream {
             socket: self.socket,
             pump: self.pump,

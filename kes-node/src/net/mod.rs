@@ -212,6 +212,9 @@ pub(crate) fn serve_loop(
                 Token(t) => {
                     let key = t - FIRST_CONNECTION;
                     if let Some(conn) = conns.slab.get_mut(key) {
+                        if event.is_read_closed() || event.is_error() {
+                            conn.hung_up();
+                        }
                         conn.on_ready(app, now);
                         after_ready(&poll, &mut conns, key, app, backend, shutdown_at, now);
                     }

@@ -5,7 +5,7 @@
 //!
 //! Reading stops at a bound the caller gives: a connection not yet authenticated gets
 //! [`PRE_AUTH_INPUT`] (a peer's Hello and its length; see `cluster/peer.rs`), in this one place.
-use std::io;
+use std::io::{self, Read};
 
 use mio::net::TcpStream;
 
@@ -22,6 +22,11 @@ pub(crate) struct Pump {
     pub tls: Session,
     /// Received plaintext, in order; the caller takes what it understood off the front.
     pub input: Vec<u8>,
+    /// A read that comes back short means the socket is drained (see [`Pump::read`]). Only
+    /// a caller that hears of the peer's FIN from the poller may set it (and clears it once
+    /// the poller reported one: data and FIN may sit in the socket together, and the end
+    /// must still be read); otherwise reads go on to `WouldBlock`.
+    pub short_read_drains: bool,
     /// The peer ended the stream (TCP or TLS close).
     eof: bool,
 }
@@ -33,6 +38,21 @@ pub(crate) struct Reading {
     pub heard: bool,
     /// It stopped because the input reached the bound.
     pub capped: bool,
+}
+
+/// The socket as the TLS session reads it, noting whether the last read came back short
+/// (see [`Pump::read`]).
+struct Noting<'a> {
+    socket: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Noting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
 }
 
 /// Why a connection broke.
@@ -49,8 +69,16 @@ impl Pump {
         Pump {
             tls,
             input,
+            short_read_drains: false,
             eof: false,
         }
+    }
+
+    /// The pump of a caller that hears of FINs from the poller (see
+    /// [`Pump::short_read_drains`]).
+    pub(crate) fn with_short_reads(mut self) -> Pump {
+        self.short_read_drains = true;
+        self
     }
 
     /// True once the peer ended the stream.
@@ -58,8 +86,15 @@ impl Pump {
         self.eof
     }
 
-    /// Reads what the socket has, until it would block, the stream ends, the input holds
+    /// Reads what the socket has, until it is drained, the stream ends, the input holds
     /// `cap` bytes, or `hold` (asked before each read, with the input so far) says stop.
+    ///
+    /// Drained (with [`Pump::short_read_drains`]): a read that returned less than it asked
+    /// for emptied the socket's receive queue, so the loop stops there instead of asking once
+    /// more for a `WouldBlock` (one syscall per request saved, issue 16). That is safe with
+    /// edge-triggered readiness (mio's): bytes that arrive after that read raise a new edge,
+    /// and bytes that arrived during it were either in it or raise one too; only a FIN
+    /// queued behind the data would go unread, which is why the caller must know of it.
     pub(crate) fn read(
         &mut self,
         socket: &mut TcpStream,
@@ -75,7 +110,11 @@ impl Pump {
             if hold(&self.tls, &self.input) {
                 break;
             }
-            match self.tls.read_tls(socket) {
+            let mut noting = Noting {
+                socket: &mut *socket,
+                short: false,
+            };
+            match self.tls.read_tls(&mut noting) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {
                     reading.heard = true;
@@ -86,6 +125,9 @@ impl Pump {
                     // received plaintext, so one call adds at most that.
                     if self.tls.read_plaintext(&mut self.input).is_ok() {
                         self.eof = true;
+                    }
+                    if noting.short && self.short_read_drains {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
