@@ -232,8 +232,9 @@ fn generate_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
         Err(resp) => return Ok(resp),
     };
     let rec = load(app, ctx)?;
-    // The data key and the ciphertext's randomness in one draw (one getrandom call).
-    let random = zeroize::Zeroizing::new(random::bytes::<{ DEK_LEN + RANDOM_LEN }>());
+    // The data key and the ciphertext's randomness in one draw, from the per-thread generator
+    // (no syscall: see random.rs).
+    let random = zeroize::Zeroizing::new(random::fast_bytes::<{ DEK_LEN + RANDOM_LEN }>());
     let (dek, iv_nonce) = random.split_at(DEK_LEN);
     let iv_nonce: &[u8; RANDOM_LEN] = iv_nonce.try_into().expect("RANDOM_LEN bytes");
     let ciphertext = rec.key.encrypt(iv_nonce, dek, &context);
@@ -273,7 +274,7 @@ fn encrypt_key(app: &App, ctx: &Ctx) -> Result<Response, Miss> {
     let rec = load(app, ctx)?;
     let ciphertext = rec
         .key
-        .encrypt(&random::bytes::<RANDOM_LEN>(), &plaintext, &context);
+        .encrypt(&random::fast_bytes::<RANDOM_LEN>(), &plaintext, &context);
     Ok(Response::json(&Ciphertext {
         ciphertext: b64(&ciphertext),
     }))
