@@ -354,7 +354,7 @@ impl App {
                     req.method, route.method
                 ),
             );
-            r.headers.insert(0, ("Accept", route.method.to_owned()));
+            r.headers.insert(0, ("Accept", route.method.into()));
             return Err((r, None));
         }
         match (

@@ -1,11 +1,13 @@
 //! HTTP responses and their encoding, in the shapes Go's net/http and encoding/json produce
 //! (clients compare error messages byte for byte).
+use std::borrow::Cow;
 
 /// A response to encode. `head_only` suppresses the body (HEAD requests) but keeps its length.
 #[derive(Debug, Default)]
 pub(crate) struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Name and value; most values are constants (no allocation per response).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Vec<u8>,
     /// Close the connection after this response.
     pub close: bool,
@@ -85,7 +87,7 @@ impl Response {
             status: 301,
             ..Default::default()
         };
-        r.headers.push(("Location", location.to_owned()));
+        r.headers.push(("Location", location.to_owned().into()));
         if method == "GET" || method == "HEAD" {
             r.headers
                 .push(("Content-Type", "text/html; charset=utf-8".into()));
@@ -99,17 +101,22 @@ impl Response {
     }
 
     /// Encodes status line, headers and (unless `head_only`) body for HTTP/1.`minor`.
+    /// Pieces appended as they are, no formatting machinery: this runs for every response.
     pub(crate) fn encode(&self, minor: u8, head_only: bool, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = write!(
-            out,
-            "HTTP/1.{} {} {}\r\n",
-            minor,
-            self.status,
-            reason(self.status)
-        );
+        out.extend_from_slice(if minor == 0 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        decimal(self.status.into(), out);
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
-            let _ = write!(out, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         if self.stream {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
@@ -125,7 +132,9 @@ impl Response {
         if self.close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        out.extend_from_slice(b"Content-Length: ");
+        decimal(self.body.len() as u64, out);
+        out.extend_from_slice(b"\r\n\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
         }
@@ -135,7 +144,15 @@ impl Response {
 /// Serializes like Go's `json.Encoder.Encode`: compact, `<`, `>`, `&`, U+2028 and U+2029
 /// escaped, followed by a newline.
 pub(crate) fn go_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let raw = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+    let mut raw = Vec::with_capacity(128);
+    if serde_json::to_writer(&mut raw, value).is_err() {
+        raw = b"null".to_vec();
+    }
+    // Mostly nothing to escape (keys, base64, identities): then the bytes are final as they are.
+    if !raw.iter().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2)) {
+        raw.push(b'\n');
+        return raw;
+    }
     let mut out = Vec::with_capacity(raw.len() + 1);
     // The escaped characters never occur in JSON outside of strings, so a byte-wise pass is exact.
     let mut i = 0;
@@ -160,6 +177,21 @@ pub(crate) fn go_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
     }
     out.push(b'\n');
     out
+}
+
+/// Appends `n` in decimal.
+fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn html_escape(s: &str) -> String {
@@ -208,5 +240,29 @@ mod tests {
     #[test]
     fn json_escapes_like_go() {
         assert_eq!(go_json(&"<unknown>"), b"\"\\u003cunknown\\u003e\"\n");
+        assert_eq!(go_json(&"a\u{2028}b"), b"\"a\\u2028b\"\n");
+        assert_eq!(go_json(&"plain"), b"\"plain\"\n");
+    }
+
+    #[test]
+    fn encodes_head_and_body() {
+        let mut r = Response::json(&"x");
+        r.close = true;
+        let mut out = Vec::new();
+        r.encode(1, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\
+              Content-Length: 4\r\n\r\n\"x\"\n"
+        );
+        out.clear();
+        Response::text(404, "").encode(0, true, &mut out);
+        assert!(out.starts_with(b"HTTP/1.0 404 Not Found\r\n"));
+        assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            out.clear();
+            decimal(n, &mut out);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 }
