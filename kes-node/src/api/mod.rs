@@ -18,6 +18,7 @@ mod secrets;
 mod system;
 pub(crate) mod view;
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -202,10 +203,10 @@ impl App {
             started: Instant::now(),
             counted: route.counted && method_ok,
             ip: peer.ip,
-            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
-            enclave: self.enclave_of(req),
-            method: req.method.clone(),
-            path: req.path.clone(),
+            identity: peer.identity.as_deref().unwrap_or_default().into(),
+            enclave: self.enclave_of(req).into(),
+            method: req.method.as_str().into(),
+            path: req.path.as_str().into(),
         };
         Err(self.record(&done, refused))
     }
@@ -253,10 +254,10 @@ impl App {
                     started,
                     counted: route.is_some_and(|r| r.counted),
                     ip: peer.ip,
-                    identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
-                    enclave: self.enclave_of(&req),
-                    method: req.method,
-                    path: req.path,
+                    identity: peer.identity.as_deref().unwrap_or_default().into(),
+                    enclave: self.enclave_of(&req).into(),
+                    method: req.method.into(),
+                    path: req.path.into(),
                 };
                 Outcome::Done(self.record(&done, resp))
             }
@@ -464,7 +465,7 @@ impl App {
                 Outcome::Done(self.record(&done, resp))
             }
             Reply::Write(write) => {
-                let done = Done::of(&r, peer, route.counted);
+                let done = Done::of(&r, peer, route.counted).into_owned();
                 Outcome::Write(Box::new(Pending { write, done }))
             }
             Reply::Gate(names) => park(r, peer, Wait::Gate(names)),
@@ -526,31 +527,44 @@ fn read_names(route: &Route, e: &str, resource: &str, identity: &str) -> Option<
 /// A write in flight and what the audit log needs once it is answered.
 pub(crate) struct Pending {
     pub write: reply::Write,
-    done: Done,
+    done: Done<'static>,
 }
 
-struct Done {
+/// What the audit log and the metrics need of an answered request: borrowed from the request
+/// when it is answered at once (no copies per request), owned by a write that waits.
+struct Done<'a> {
     started: Instant,
     counted: bool,
     ip: Option<std::net::IpAddr>,
-    identity: String,
+    identity: Cow<'a, str>,
     /// The enclave the request addressed (its audit event and errors belong to it).
-    enclave: String,
-    method: String,
-    path: String,
+    enclave: Cow<'a, str>,
+    method: Cow<'a, str>,
+    path: Cow<'a, str>,
 }
 
-impl Done {
+impl<'a> Done<'a> {
     /// What the audit log needs of a routed request once it is answered.
-    fn of(r: &Routed, peer: &Peer, counted: bool) -> Done {
+    fn of(r: &'a Routed, peer: &'a Peer, counted: bool) -> Done<'a> {
         Done {
             started: r.started,
             counted,
             ip: peer.ip,
-            identity: peer.identity.as_deref().unwrap_or_default().to_owned(),
-            enclave: r.enclave.clone(),
-            method: r.req.method.clone(),
-            path: r.req.path.clone(),
+            identity: peer.identity.as_deref().unwrap_or_default().into(),
+            enclave: r.enclave.as_str().into(),
+            method: r.req.method.as_str().into(),
+            path: r.req.path.as_str().into(),
+        }
+    }
+
+    /// The same, owning its strings (a write that waits for its outcome).
+    fn into_owned(self) -> Done<'static> {
+        Done {
+            identity: self.identity.into_owned().into(),
+            enclave: self.enclave.into_owned().into(),
+            method: self.method.into_owned().into(),
+            path: self.path.into_owned().into(),
+            ..self
         }
     }
 }
