@@ -42,6 +42,7 @@ impl Default for Metrics {
 
 #[derive(Default)]
 struct Histogram {
+    /// Responses by the first bucket they fall under (not cumulative: see `record`).
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     /// Nanoseconds.
@@ -57,10 +58,10 @@ impl Metrics {
         if let Some(d) = latency {
             let secs = d.as_secs_f64();
             let h = &self.latency;
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if secs <= *le {
-                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
+            // One increment (its own bucket; rendering sums them up), not one per bucket it
+            // falls under: every event loop counts here, so each is a shared cache line.
+            if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+                h.buckets[i].fetch_add(1, Ordering::Relaxed);
             }
             h.count.fetch_add(1, Ordering::Relaxed);
             let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
@@ -130,13 +131,14 @@ impl Metrics {
             let count = h.count.load(Ordering::Relaxed);
             let sum = h.sum.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "# HELP kes_http_response_time Response time in seconds.\n# TYPE kes_http_response_time histogram");
+            let mut below = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "kes_http_response_time_bucket{{le=\"{le}\"}} {}",
-                    h.buckets[i].load(Ordering::Relaxed)
-                );
+                below += h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"{le}\"}} {below}");
             }
+            // Counted apart from the buckets: never let a render that raced a request show
+            // fewer in +Inf than below it.
+            let count = count.max(below);
             let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"+Inf\"}} {count}");
             let _ = writeln!(
                 out,
@@ -206,5 +208,32 @@ impl Metrics {
         let up = (uptime.as_millis() / 10) as f64 / 100.0;
         let _ = writeln!(out, "# HELP kes_system_up_time Uptime in seconds.\n# TYPE kes_system_up_time gauge\nkes_system_up_time {up}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buckets are counted one per response and rendered cumulative, as Prometheus reads them.
+    #[test]
+    fn histogram_renders_cumulative_buckets() {
+        let m = Metrics::default();
+        for ms in [5, 200, 20_000] {
+            m.record(200, Some(Duration::from_millis(ms)));
+        }
+        let text = m.render(Duration::from_secs(1));
+        let bucket = |le: &str| {
+            let line = format!("kes_http_response_time_bucket{{le=\"{le}\"}} ");
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("no {line} in {text}"));
+            text[at + line.len()..].lines().next().unwrap().to_owned()
+        };
+        assert_eq!(bucket("0.01"), "1");
+        assert_eq!(bucket("0.1"), "1");
+        assert_eq!(bucket("0.25"), "2");
+        assert_eq!(bucket("10"), "2");
+        assert_eq!(bucket("+Inf"), "3");
     }
 }
