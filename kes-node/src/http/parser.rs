@@ -328,16 +328,18 @@ fn parse_head(buf: &mut Vec<u8>) -> Result<Option<(Request, Framing, Expect)>, R
     let mut req = Request {
         method,
         minor_version,
+        headers: Vec::with_capacity(parsed.headers.len()),
         ..Default::default()
     };
 
     // Origin form `/p?q`, or absolute form `https://host/p?q` (which proxies send).
-    let origin = match target.find("://") {
-        Some(i) if !target.starts_with('/') => {
-            let rest = &target[i + 3..];
-            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
-        }
-        _ => target,
+    let origin = if target.starts_with('/') {
+        target
+    } else if let Some(i) = target.find("://") {
+        let rest = &target[i + 3..];
+        rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
+    } else {
+        target
     };
     if !origin.starts_with('/') {
         return Err(bad_request("400 Bad Request"));

@@ -744,7 +744,12 @@ fn item_key(enclave: &str, name: &str) -> Result<String, StoreError> {
     if enclave.contains('/') {
         return Err(StoreError::NotFound);
     }
-    Ok(format!("{enclave}/{name}"))
+    // Built by hand: this runs for every key operation (the key cache's lookup).
+    let mut key = String::with_capacity(enclave.len() + 1 + name.len());
+    key.push_str(enclave);
+    key.push('/');
+    key.push_str(name);
+    Ok(key)
 }
 
 /// The associated data of a value: `<table>/<enclave>/<name>`.
