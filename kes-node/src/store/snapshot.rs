@@ -90,6 +90,15 @@ impl Store {
 }
 
 impl SnapshotReader {
+    /// The applied point this view holds (`None` for a database that never ran consensus).
+    pub fn applied(&self) -> Result<Option<SnapshotMeta>, StoreError> {
+        let raft = self.txn.open_table(RAFT).map_err(io_err)?;
+        let applied = raft.get(APPLIED).map_err(io_err)?;
+        applied
+            .map(|v| Applied::decode(v.value()).map(|a| a.meta))
+            .transpose()
+    }
+
     /// The next chunk (an encoded `Vec<Record>` of about `max` bytes), or `None` when the
     /// snapshot is complete.
     pub fn next_chunk(&mut self, max: usize) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {

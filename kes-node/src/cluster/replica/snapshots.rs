@@ -10,10 +10,10 @@
 //!
 //! While a stream to a node runs, further snapshot requests for it are ignored: the core keeps
 //! asking (every rejected append does) and restarting would never finish a large snapshot.
-//! That is safe because only a joining node needs a snapshot and nothing commits while it
-//! catches up (the configuration that adds it needs its acknowledgement), so the stream's
-//! view is still the newest committed state when it ends.
-use kes_core::consensus::{Envelope, NodeId};
+//! That is safe because a stream is labeled with the applied point of its own view (not the
+//! core's commit index when it asked: see `start_snapshot`), and what commits meanwhile reaches
+//! the receiver as entries after that point.
+use kes_core::consensus::{Envelope, Message, NodeId};
 use zeroize::Zeroize;
 
 use super::storage::Storage;
@@ -32,12 +32,23 @@ impl<W: Write, R> Replica<W, R> {
         match store.snapshot_reader() {
             Ok(reader) => {
                 let stream = self.rng.next();
+                let mut envelope = env.clone();
+                // The snapshot is labeled with the point its view holds, which can be past the
+                // core's commit: with group commit, the step that asked for it was persisted
+                // together with later ones, whose entries are applied too. Labeled with the
+                // core's older index, the receiver recorded a newer state at an older applied
+                // index (and applied those entries again on top of it).
+                if let (Message::InstallSnapshot { meta, .. }, Ok(Some(applied))) =
+                    (&mut envelope.message, reader.applied())
+                {
+                    *meta = applied;
+                }
                 self.outgoing.insert(
                     env.to,
                     Outgoing {
                         stream,
                         reader,
-                        envelope: env.clone(),
+                        envelope,
                     },
                 );
             }
