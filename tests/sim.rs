@@ -99,6 +99,20 @@ fn regressions() {
 /// Inputs of the `replica` fuzz target (`fuzz/`) that found defects of the shell, each failing
 /// without its fix (`cargo +nightly fuzz run replica FILE` replays one with its trace).
 const FUZZ_REGRESSIONS: &[(&[u8], &str)] = &[
+    // A 3-node cluster with node 1 dead: a plain shrink of node 0 was accepted and appended
+    // (configuration [1, 2]), which cannot commit without node 1; once its leader restarted,
+    // no one could be elected (node 2 needs dead node 1, node 0 lacks node 2's vote), so the
+    // operator's forced shrink of node 1 had no leader to go to. A plain shrink now needs
+    // every member reachable, as an expand does.
+    (
+        &[
+            0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8,
+            0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8,
+            0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8, 0xf8,
+            0x0e, 0x2c,
+        ],
+        "a plain shrink while another member is down wedges elections",
+    ),
     // A member that answered stale rejections got a snapshot; with group commit the store's
     // view was already past the core's commit index the snapshot was labeled with, so the
     // receiver recorded applied index 12 with the state of a later index (applied agreement

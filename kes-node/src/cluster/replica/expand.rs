@@ -96,14 +96,22 @@ impl<W: Write, R> Replica<W, R> {
     }
 
     /// Members (other than this leader) it has not heard from for an election timeout.
-    fn unreachable_members(&self) -> Vec<String> {
+    pub(super) fn unreachable_members(&self) -> Vec<String> {
+        self.unreachable_ids()
+            .into_iter()
+            .map(|id| self.name_of(id))
+            .collect()
+    }
+
+    /// The ids of [`Self::unreachable_members`].
+    pub(super) fn unreachable_ids(&self) -> Vec<NodeId> {
         let config = self.node.config();
         self.node
             .peers()
             .filter(|(id, _, heard)| {
                 config.contains(*id) && self.now >= heard + self.params.election_timeout
             })
-            .map(|(id, _, _)| self.name_of(id))
+            .map(|(id, _, _)| id)
             .collect()
     }
 

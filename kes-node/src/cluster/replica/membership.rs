@@ -54,6 +54,33 @@ impl<W: Write, R> Replica<W, R> {
                     );
                     return Some(Err(StoreError::Unavailable(Unavailable::Cluster(why))));
                 }
+                // The other members too: a plain shrink commits only with every node's
+                // acknowledgement, and appended while one is dead it leaves a configuration
+                // whose majority needs the dead node; once its leader restarts no one can be
+                // elected to take the forced shrink of the dead node (fuzz input in
+                // `tests/sim.rs`).
+                let silent = self.unreachable_ids();
+                let others: Vec<String> = self
+                    .node
+                    .config()
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&id| id != gone && id != self.id)
+                    .filter(|&id| {
+                        silent.contains(&id) || !matches!(links.dialed(id), super::Dialed::Open(_))
+                    })
+                    .map(|id| self.name_of(id))
+                    .collect();
+                // (While a change is pending, the core's refusal names it instead.)
+                if !*force && !others.is_empty() && self.pending_change().is_none() {
+                    let why = format!(
+                        "cluster: node(s) {} unreachable: a shrink needs every member to \
+                         acknowledge it; bring them back or remove them with a forced shrink first",
+                        others.join(", ")
+                    );
+                    return Some(Err(StoreError::Unavailable(Unavailable::Cluster(why))));
+                }
                 addresses.insert(gone, String::new());
                 if *force {
                     Change::ForceRemove(gone)
