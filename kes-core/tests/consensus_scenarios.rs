@@ -848,6 +848,120 @@ fn stuck_expand_completes_by_force_removing_a_dead_member() {
     c.check_history().unwrap();
 }
 
+/// A shrink of a live node that is cut off (so it lags) is pending when another member dies,
+/// and the operator force-removes the dead member. That override waives the dead member only:
+/// the shrink still waits for the leaving node, so nothing commits without it before it has
+/// appended its removal, and it serves no stale read meanwhile. (The override used to commit
+/// the shrink without the leaving node, which, cut off, never learned it and went on answering
+/// reads from its old state: kes-node's simulator, seed 58 with `override_others`.)
+#[test]
+fn override_of_another_member_still_waits_for_the_leaving_node() {
+    let mut c = cluster(4, 4, false, 36);
+    let l = elect(&mut c);
+    let w0 = c.write(l, 0).unwrap();
+    assert!(c.run_until(50, |c| c.completed(w0) == Some(true)).unwrap());
+    let (leaving, dead) = ((l + 1) % 4, (l + 2) % 4);
+    let other = (l + 3) % 4;
+    c.run(5).unwrap(); // the commit notice of w0 reaches everyone
+    let mut groups = vec![0u8; 4];
+    groups[leaving] = 1;
+    c.partition(&groups);
+    assert!(c.change(l, Change::Remove(leaving as u16)).unwrap());
+    c.run(20).unwrap();
+    c.crash(dead);
+    c.nodes[dead].destroyed = true;
+    assert!(c.change(l, Change::ForceRemove(dead as u16)).unwrap());
+    // Nothing else while the override is pending; the dead node is not removed twice.
+    assert!(!c.change(l, Change::ForceRemove(dead as u16)).unwrap());
+    assert!(!c.change(l, Change::ForceRemove(other as u16)).unwrap());
+    c.run(100).unwrap();
+    let committed = c.node(l).committed_config().clone();
+    assert!(
+        committed.contains(leaving as u16) && committed.contains(dead as u16),
+        "committed without the leaving node: {committed:?}\n{}",
+        trace(&c)
+    );
+    // A write cannot commit without the leaving node either.
+    let w1 = c.write(l, 0).unwrap();
+    c.run(50).unwrap();
+    assert_ne!(c.completed(w1), Some(true));
+    // So the cut-off leaving node still answers with the latest committed state.
+    let r = c.read(leaving, 0).unwrap();
+    assert!(c.run_until(20, |c| c.read_value(r).is_some()).unwrap());
+    assert_eq!(c.read_value(r), Some(Some(value_of(&c, w0))));
+    // Once it can talk again it appends its removal, stops serving, and both changes commit.
+    c.heal();
+    assert!(
+        c.run_until(300, |c| c.node(l).pending_entries().is_empty()
+            && c.node(l).committed_config().members.len() == 2)
+            .unwrap(),
+        "{}",
+        trace(&c)
+    );
+    assert!(!c.node(leaving).is_member());
+    assert_eq!(
+        c.node(leaving).read_status(&names(0)),
+        Err(ReadError::NotMember)
+    );
+    let w2 = c.write(l, 0).unwrap();
+    assert!(c.run_until(100, |c| c.completed(w2) == Some(true)).unwrap());
+    let r = c.read(other, 0).unwrap();
+    assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+    assert_eq!(c.read_value(r), Some(Some(value_of(&c, w2))));
+    c.check_history().unwrap();
+}
+
+/// As above, but the leaving node is gone for good too: its own forced removal is accepted on
+/// top of the override, and both commit with the remaining nodes (with `read_lease`, only once
+/// the lease has run out since they acknowledged the last forced removal).
+#[test]
+fn leaving_node_gone_too_is_removed_by_force_on_top_of_the_override() {
+    for lease in [false, true] {
+        let mut c = cluster(4, 4, lease, 37);
+        let l = elect(&mut c);
+        let w0 = c.write(l, 0).unwrap();
+        assert!(c.run_until(50, |c| c.completed(w0) == Some(true)).unwrap());
+        let (leaving, dead) = ((l + 1) % 4, (l + 2) % 4);
+        let other = (l + 3) % 4;
+        for n in [leaving, dead] {
+            c.crash(n);
+            c.nodes[n].destroyed = true;
+        }
+        assert!(c.change(l, Change::Remove(leaving as u16)).unwrap());
+        assert!(c.change(l, Change::ForceRemove(dead as u16)).unwrap());
+        c.run(100).unwrap();
+        assert!(c.node(l).committed_config().contains(leaving as u16));
+        assert!(!c.change(l, Change::Remove(leaving as u16)).unwrap());
+        assert!(!c.change(l, Change::ForceRemove(other as u16)).unwrap());
+        assert!(!c.change(l, Change::ForceRemove(l as u16)).unwrap());
+        let start = c.now;
+        assert!(c.change(l, Change::ForceRemove(leaving as u16)).unwrap());
+        // Removed once is enough.
+        assert!(!c.change(l, Change::ForceRemove(leaving as u16)).unwrap());
+        assert!(!c.change(l, Change::ForceRemove(dead as u16)).unwrap());
+        assert!(
+            c.run_until(300, |c| c.node(l).pending_entries().is_empty())
+                .unwrap(),
+            "lease {lease}: {}",
+            trace(&c)
+        );
+        if let (true, Some(read_lease)) = (lease, c.params.read_lease) {
+            assert!(c.now >= start + read_lease, "lease {lease}");
+        }
+        let mut members = c.node(l).committed_config().members.clone();
+        members.sort_unstable();
+        let mut expected = [l as u16, other as u16];
+        expected.sort_unstable();
+        assert_eq!(members.as_slice(), expected, "lease {lease}");
+        let w1 = c.write(l, 1).unwrap();
+        assert!(c.run_until(100, |c| c.completed(w1) == Some(true)).unwrap());
+        let r = c.read(other, 1).unwrap();
+        assert!(c.run_until(50, |c| c.read_value(r).is_some()).unwrap());
+        assert_eq!(c.read_value(r), Some(Some(value_of(&c, w1))));
+        c.check_history().unwrap();
+    }
+}
+
 /// A safe expand as the shell does it: the leader ships the snapshot first (`snapshot_for`),
 /// the new node installs it without being a member (it serves nothing yet), and only then is
 /// the configuration proposed. Without writes in between no second snapshot is needed; with

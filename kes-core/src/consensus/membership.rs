@@ -21,15 +21,18 @@
 //!   a forced removal of that node on top of it: of the node being added (the expand is
 //!   abandoned), of the node being removed (the shrink goes through), or of another member
 //!   (the change completes without it). It commits like any forced shrink, with the remaining
-//!   nodes only, and carries the stuck entry with it. No other change is accepted while one is
-//!   pending.
+//!   nodes only, and carries the stuck entry with it. A forced removal waives the
+//!   acknowledgement of the node it removes and of no other: a pending shrink still needs the
+//!   leaving node's, so that the leaving node appends its removal (and stops serving) before
+//!   anything commits without it. If the leaving node is gone too, its own forced removal is
+//!   accepted on top of the other one; no other change is accepted while one is pending.
 //! - A node that asks for votes but is not a member gets `NotMember` back and stops campaigning
 //!   and serving (until a leader replicates to it again, e.g. after it is re-added).
 
 use heapless::Vec;
 
 use super::log::config_of;
-use super::message::{Body, Index, NodeId};
+use super::message::{Body, Config, Index, NodeId};
 use super::node::{push_bounded, Change, Node, ProposalId, ProposeError};
 use super::output::Output;
 use super::MAX_NODES;
@@ -112,29 +115,69 @@ impl<C: Clone> Node<C> {
     /// pending change waits for), so that a change stuck on a dead node can always be got out
     /// of the way. Removing the node the pending change adds abandons the expand; removing the
     /// node it removes gets the shrink through; removing another member completes the change
-    /// without it. Like any forced shrink this assumes the node is gone: without it, every
-    /// configuration in the log is one change away from the others, so majorities intersect.
-    /// Once the override is appended nothing else is accepted until it commits.
+    /// without it (but a shrink still waits for the leaving node, see [`Node::forced_removals`]),
+    /// and on top of that removal the leaving node may be removed by force too. Like any forced
+    /// shrink this assumes the node is gone: without the removed nodes, every configuration in
+    /// the log is one change away from the others, so majorities intersect. Nothing else is
+    /// accepted until the forced removals commit.
     fn override_pending(&self, change: Change) -> Result<super::Members, ProposeError> {
         let Change::ForceRemove(n) = change else {
             return Err(ProposeError::InvalidChange);
         };
+        if n == self.id {
+            return Err(ProposeError::InvalidChange);
+        }
+        let committed = self.log.committed_config();
         let mut configs = self.log.pending().iter().filter_map(config_of);
-        let (Some(pending), None) = (configs.next(), configs.next()) else {
-            return Err(ProposeError::InvalidChange);
-        };
-        if pending.forced || n == self.id {
-            return Err(ProposeError::InvalidChange);
+        match (configs.next(), configs.next(), configs.next()) {
+            (Some(pending), None, None) if !pending.forced => {
+                let mut members = pending.members.clone();
+                if members.contains(&n) {
+                    members.retain(|&m| m != n);
+                    Ok(members)
+                } else if committed.contains(n) {
+                    Ok(members)
+                } else {
+                    Err(ProposeError::InvalidChange)
+                }
+            }
+            // A shrink overridden by the forced removal of another member still waits for the
+            // leaving node: if it is gone too, remove it by force as well.
+            (Some(shrink), Some(forced), None) if !shrink.forced && forced.forced => {
+                let leaving = dropped(committed, &shrink);
+                let waived = self.forced_removals().iter().any(|&(_, m)| m == n);
+                if leaving == Some(n) && !waived {
+                    Ok(forced.members)
+                } else {
+                    Err(ProposeError::InvalidChange)
+                }
+            }
+            _ => Err(ProposeError::InvalidChange),
         }
-        let mut members = pending.members.clone();
-        if members.contains(&n) {
-            members.retain(|&m| m != n);
-            Ok(members)
-        } else if self.log.committed_config().contains(n) {
-            Ok(members)
-        } else {
-            Err(ProposeError::InvalidChange)
+    }
+
+    /// The node each pending forced configuration removes, with its index: the member of the
+    /// configuration before it that it drops or, if it drops none, the node the pending shrink
+    /// below it removes (that shrink's forced override). A forced configuration waives the
+    /// acknowledgement of that node only: earlier entries commit without it together with the
+    /// forced configuration. (Waiving every node the forced configuration lacks would let a
+    /// pending shrink commit without the leaving node when the override removed another member:
+    /// the leaving node, lagging, would never append its removal and would go on serving reads.)
+    pub(super) fn forced_removals(&self) -> Vec<(Index, NodeId), MAX_NODES> {
+        let mut removals = Vec::new();
+        let mut prev = self.log.committed_config().clone();
+        let mut leaving = None;
+        for config in self.log.pending().iter().filter_map(config_of) {
+            if config.forced {
+                if let Some(n) = dropped(&prev, &config).or(leaving) {
+                    push_bounded(&mut removals, (config.index, n));
+                }
+            } else {
+                leaving = dropped(&prev, &config);
+            }
+            prev = config;
         }
+        removals
     }
 
     pub(super) fn handle_not_member(&mut self, config_index: Index) {
@@ -150,4 +193,9 @@ impl<C: Clone> Node<C> {
             );
         }
     }
+}
+
+/// The member of `before` that `after` drops, if any (changes are one node at a time).
+fn dropped(before: &Config, after: &Config) -> Option<NodeId> {
+    before.members.iter().copied().find(|&m| !after.contains(m))
 }

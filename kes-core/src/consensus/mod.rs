@@ -102,7 +102,8 @@
 //! 5. **Membership** (`membership.rs`). One node at a time; a configuration is a log entry and
 //!    takes effect when appended. Shrink commits with all nodes of the old configuration, expand
 //!    with all of the new one, a forced shrink with the remaining nodes only (and entries below
-//!    it commit without the removed node only together with it).
+//!    it commit without the removed node only together with it; it waives no other node, so a
+//!    shrink it overrides still waits for the leaving node to append its removal).
 //! 6. **Snapshots** (`replication.rs`). A follower that lacks entries at or below the leader's
 //!    commit index (only a joining node can) is sent the leader's applied state; the core says
 //!    to whom and with which metadata, the shell produces, ships and installs the data.

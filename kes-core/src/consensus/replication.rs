@@ -12,10 +12,12 @@
 //!   every member of the configuration before it to have matched `min(c, e)`. A forced shrink
 //!   at `e` needs the removed node for `c < e` only (so entries commit without it only together
 //!   with its removal; that includes a stuck configuration entry below it whose old
-//!   configuration still had the node, see `membership.rs`); with `read_lease` on it holds all commits until `read_lease` has passed
-//!   since every remaining member acknowledged it. When the commit index advances the leader
-//!   applies and immediately tells every target (the commit notice), not only on the next
-//!   heartbeat.
+//!   configuration still had the node, see `membership.rs`), and waives no other node's
+//!   acknowledgement (a pending shrink below it still needs the leaving node's). With
+//!   `read_lease` on the leader holds all commits until `read_lease` has passed since every
+//!   remaining member acknowledged the last forced shrink. When the commit index advances the
+//!   leader applies and immediately tells every target (the commit notice), not only on the
+//!   next heartbeat.
 //!
 //! Follower side (Raft's rules exactly): reject a lower term; check `prev_index`/`prev_term`
 //! (entries at or below the follower's commit index match by construction); skip matching
@@ -352,19 +354,25 @@ impl<C: Clone> Node<C> {
         }
         let mut prev = self.log.committed_config().clone();
         let mut forced_acked = self.forced_acked;
-        let pending = self.log.pending();
-        for (k, entry) in pending.iter().enumerate() {
+        let removals = self.forced_removals();
+        // With `read_lease`, only the last forced configuration is timed: its members are
+        // those of any forced one below it, so they acknowledged those no later.
+        let last_forced = (self.log.pending().iter().filter_map(config_of))
+            .filter(|config| config.forced)
+            .map(|config| config.index)
+            .last();
+        for entry in self.log.pending() {
             let Some(config) = config_of(entry) else {
                 continue;
             };
             if !config.forced {
                 for &m in prev.members.iter() {
-                    // A later forced removal of `m` (a stuck change got out of the way) lets
-                    // this entry commit without `m`, together with that removal.
-                    let removed_later = pending[k + 1..]
+                    // A later forced removal of `m` itself (a stuck change got out of the way)
+                    // lets this entry commit without `m`, together with that removal; a forced
+                    // removal of another node does not (see `forced_removals`).
+                    let removed_later = removals
                         .iter()
-                        .filter_map(config_of)
-                        .any(|f| f.forced && !f.members.contains(&m) && c >= f.index);
+                        .any(|&(i, n)| n == m && i > entry.index && c >= i);
                     let matched = self.match_of(m);
                     if matched < entry.index && !removed_later {
                         c = c.min(matched);
@@ -379,7 +387,8 @@ impl<C: Clone> Node<C> {
                     }
                 }
             }
-            if let (true, Some(lease)) = (config.forced, self.params.read_lease) {
+            let timed = config.forced && last_forced == Some(entry.index);
+            if let (true, Some(lease)) = (timed, self.params.read_lease) {
                 if forced_acked.map(|(i, _)| i) != Some(entry.index)
                     && config
                         .members
