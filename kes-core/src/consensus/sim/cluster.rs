@@ -7,7 +7,7 @@
 //! atomic transaction per step (collected in a [`StepOutput`]), then messages, then answers; a
 //! crash may cut in anywhere between.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -124,6 +124,8 @@ pub struct Cluster {
     /// The events so far, if kept.
     pub trace: Option<Vec<String>>,
     refused: bool,
+    /// Nodes whose forced removal a leader accepted (the operator's word that they are gone).
+    pub(super) force_removed: BTreeSet<NodeId>,
     /// How often interesting things happened.
     pub counters: super::Counters,
     /// Every error a write or membership change got, in order (node, error).
@@ -171,6 +173,7 @@ impl Cluster {
             crash_in_ready_percent: 0,
             trace: None,
             refused: false,
+            force_removed: Default::default(),
             crash_on_apply: None,
             write_errors: Vec::new(),
             counters: super::Counters::default(),
@@ -715,6 +718,8 @@ impl Cluster {
         self.writes.insert((i, id), Pending::Change);
         self.log(|| format!("n{i} membership {change:?} ({id})"));
         self.refused = false;
+        // Recorded before the step, which may already commit the removal.
+        let fresh = matches!(change, Change::ForceRemove(n) if self.force_removed.insert(n));
         self.step(
             i,
             Input::ChangeMembership {
@@ -723,6 +728,9 @@ impl Cluster {
                 command: CONFIG_CMD,
             },
         )?;
+        if let (true, true, Change::ForceRemove(n)) = (self.refused, fresh, change) {
+            self.force_removed.remove(&n);
+        }
         Ok(!self.refused)
     }
 

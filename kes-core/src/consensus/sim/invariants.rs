@@ -1,6 +1,7 @@
 //! The invariants the simulator checks: after every event (one leader per term, committed
 //! entries on every member, acknowledged writes kept), on every commit (log matching: every node
-//! commits the same entry at each index) and at the end (linearizability of the history).
+//! commits the same entry at each index; a shrink commits only once the node it removes holds
+//! it, unless that node was removed by force) and at the end (linearizability of the history).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -26,6 +27,17 @@ impl Cluster {
                 members, forced, ..
             } = &entry.body
             {
+                // A node a shrink removes appends its removal (and stops serving) before the
+                // shrink commits, unless the operator removed it by force.
+                let left = (self.committed_config.members.iter())
+                    .filter(|&&m| !members.contains(&m) && !self.force_removed.contains(&m));
+                for &m in left.filter(|_| !*forced) {
+                    if self.nodes[m as usize].disk.log.get(index - 1) != Some(&entry) {
+                        return Err(format!(
+                            "shrink at {index} committed without n{m}, which it removes"
+                        ));
+                    }
+                }
                 self.committed_config = Config {
                     index: entry.index,
                     members: members.clone(),

@@ -168,19 +168,28 @@ fn random_change(cluster: &mut Cluster, options: &Options) -> Result<(), String>
 
 /// Like an operator with a membership change stuck on a node that is down: force-removes the
 /// node the pending change adds or removes (without a lease only a crashed node, which then
-/// never comes back). Returns whether it tried.
+/// never comes back). Once a forced removal of another member overrode a pending shrink, the
+/// shrink still waits for the leaving node: force-removes that one on top (the core refuses
+/// any other). Returns whether it tried.
 fn override_stuck(cluster: &mut Cluster, l: usize, options: &Options) -> Result<bool, String> {
     let node = cluster.node(l);
     let (latest, committed) = (node.config(), node.committed_config().clone());
-    if latest == committed || latest.forced {
+    if latest == committed {
         return Ok(false);
     }
-    let subject = latest
-        .members
-        .iter()
-        .chain(committed.members.iter())
-        .copied()
-        .find(|&m| latest.contains(m) != committed.contains(m));
+    let subject = if latest.forced {
+        let gone: Vec<usize> = (committed.members.iter().map(|&m| m as usize))
+            .filter(|&m| !latest.contains(m as u16) && !cluster.nodes[m].destroyed)
+            .collect();
+        pick(cluster, &gone).map(|m| m as u16)
+    } else {
+        latest
+            .members
+            .iter()
+            .chain(committed.members.iter())
+            .copied()
+            .find(|&m| latest.contains(m) != committed.contains(m))
+    };
     let Some(n) = subject.filter(|&n| n as usize != l) else {
         return Ok(false);
     };
