@@ -74,6 +74,10 @@ fn seeds() {
         total.configs_committed > 0 && total.rebuilds > 0,
         "{total:?}"
     );
+    // Rare (a change pending while another member is down): about 6 in 1,000 seeds.
+    if n >= 1000 {
+        assert!(total.overrides_of_others > 0, "{total:?}");
+    }
 }
 
 /// Seeds that found defects of the shell (each fails without its fix).
@@ -158,13 +162,14 @@ fn replay_fuzz() {
     }
 }
 
-/// A defect of the consensus core found by the simulator, not fixed yet: with a shrink of a
-/// lagging node pending, the operator force-removes another member that died (as the README
-/// allows: "of a member that died meanwhile"); the override commits the pending removal
-/// without the leaving node's acknowledgement, so the removed node never learns it and, while
-/// it hears nothing, serves stale reads (no read lease). Seed 58 with such overrides allowed.
+/// A defect of the consensus core that this simulator found (the run fails without the fix):
+/// with a shrink of a lagging node pending, the operator force-removes another member that
+/// died (as the README allows: "of a member that died meanwhile"); the override committed the
+/// pending removal without the leaving node's acknowledgement, so the removed node never
+/// learned it and, while it heard nothing, served stale reads (no read lease). A forced
+/// removal now waives only the node it removes. Seed 58 with such overrides allowed (the
+/// default options of seed 58 do not allow them).
 #[test]
-#[ignore = "kes-core defect: a forced override completes a pending shrink without the leaving node"]
 fn override_of_another_member_keeps_the_leaving_node_informed() {
     let mut options = Options::for_seed(58);
     options.override_others = true;

@@ -1,4 +1,6 @@
 //! The random scheduler of the fault phase and the liveness phase that follows it.
+use kes_core::consensus::Body;
+
 use super::world::{Change, Result, World};
 use super::Options;
 
@@ -129,19 +131,22 @@ fn random_change(world: &mut World, options: &Options) -> Result {
             // A member that is down is gone for good: remove it by force (without a lease
             // only while the others are a majority of the configuration; a live node is
             // never force-removed: that is the documented hazard). While a change is
-            // pending, only the node it adds or removes: forcing out another member lets a
-            // pending shrink commit without the leaving node, which then serves stale reads
-            // (seed 58, `tests/sim.rs`: a defect of the core's override, not fixed here).
+            // pending, the node it adds or removes, or (`override_others`) another member
+            // that died: a pending shrink then still waits for the leaving node (seed 58,
+            // `tests/sim.rs`), which, if down too, may be forced out on top. Like the README's
+            // operator, never another member while a forced shrink is pending.
             let subject = pending_subject(world, l);
+            let others = options.override_others && !forced_pending(world, l);
             let down: Vec<usize> = members
                 .iter()
                 .copied()
-                .filter(|&j| {
-                    !world.is_up(j) && (options.override_others || subject.is_none_or(|s| s == j))
-                })
+                .filter(|&j| !world.is_up(j) && (others || subject.is_none_or(|s| s == j)))
                 .collect();
             let allowed = options.read_lease || 2 * (members.len() - 1) > members.len();
             if let (true, Some(j)) = (allowed, pick(world, &down)) {
+                if subject.is_some_and(|s| s != j) {
+                    world.counters.overrides_of_others += 1;
+                }
                 world.change(via, Change::ForceShrink(j))?;
             }
         }
@@ -174,6 +179,15 @@ fn survivors(world: &World) -> Option<Vec<usize>> {
     (!alive.is_empty() && 2 * alive.len() <= members.len()).then_some(alive)
 }
 
+/// Whether leader `l` holds a forced shrink it has not committed (`cluster info` says
+/// `forced`).
+fn forced_pending(world: &World, l: usize) -> bool {
+    world.replica(l).is_some_and(|r| {
+        let node = r.node();
+        node.config().forced && node.config() != *node.committed_config()
+    })
+}
+
 /// The machine a membership change pending on leader `l` adds or removes, if one is pending.
 fn pending_subject(world: &World, l: usize) -> Option<usize> {
     let node = world.replica(l)?.node();
@@ -189,6 +203,35 @@ fn pending_subject(world: &World, l: usize) -> Option<usize> {
         .find(|&m| latest.contains(m) != committed.contains(m))?;
     // A node being added that has no machine yet cannot be down.
     Some(world.machine_of(id).unwrap_or(usize::MAX))
+}
+
+/// Whether no running machine holds a configuration without `m` (committed or pending): the
+/// operator's forced shrink of `m`, if asked for, never got anywhere (its request was lost).
+fn never_removed(world: &World, m: usize) -> bool {
+    let Some(id) = world.machines[m].id else {
+        return false;
+    };
+    let keeps = |i: usize| {
+        // (A node waiting to join holds no configuration yet.)
+        let Some(node) = world.replica(i).map(|r| r.node()) else {
+            return true;
+        };
+        let config = node.committed_config();
+        (config.members.is_empty() || config.contains(id))
+            && node.pending_entries().iter().all(|e| match &e.body {
+                Body::Config { members, .. } => members.contains(&id),
+                _ => true,
+            })
+    };
+    (0..world.machines.len()).all(keeps)
+}
+
+/// The operator brings back machine `m`, which it meant to be gone for good but whose forced
+/// shrink never happened and cannot happen now (see the callers): its disk was kept.
+fn bring_back(world: &mut World, m: usize) -> Result {
+    world.log(|| format!("n{m} was not removed: the operator brings it back"));
+    world.machines[m].doomed = false;
+    world.restart(m)
 }
 
 /// Faults stop, everyone is connected and running: a leader must emerge and a write commit
@@ -211,9 +254,18 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
         if world.leader().is_some() {
             leaderless_since = world.now;
         } else if world.now > leaderless_since + 10 * params.election_timeout {
-            // No majority is left among the living: the operator's offline recovery.
+            // No majority is left among the living: the operator's offline recovery. Or a
+            // majority is left only with a node the operator asked to remove by force, which
+            // never happened (no leader could take the request): it brings that one back.
             if let Some(keep) = survivors(world) {
                 world.recover(&keep)?;
+            } else {
+                let lost: Vec<usize> = (0..world.machines.len())
+                    .filter(|&m| world.machines[m].doomed && never_removed(world, m))
+                    .collect();
+                for m in lost {
+                    bring_back(world, m)?;
+                }
             }
             leaderless_since = world.now;
         }
@@ -227,17 +279,29 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
             }
         }
         if let Some(l) = world.leader() {
-            // Members that are gone for good are removed by the operator, one at a time.
-            let doomed = world
-                .members_seen_by(l)
-                .into_iter()
-                .find(|&m| world.machines[m].doomed);
+            // Members that are gone for good are removed by the operator, one at a time:
+            // first those of the leader's latest configuration (a pending change may already
+            // be removing the others, and may need the first ones to commit).
+            let in_latest = |m: usize| {
+                let id = world.machines[m].id;
+                let node = world.replica(l).map(|r| r.node());
+                id.zip(node)
+                    .is_some_and(|(id, node)| node.config().contains(id))
+            };
+            let doomed = (world.members_seen_by(l).into_iter())
+                .filter(|&m| world.machines[m].doomed)
+                .min_by_key(|&m| !in_latest(m));
             if let Some(handle) = changing {
                 if !world.change_pending(handle) {
                     changing = None;
                 }
             } else if let Some(m) = doomed {
-                changing = world.change(l, Change::ForceShrink(m))?;
+                // A forced shrink that needs `m` is pending: no other is accepted on top.
+                if forced_pending(world, l) && never_removed(world, m) {
+                    bring_back(world, m)?;
+                } else {
+                    changing = world.change(l, Change::ForceShrink(m))?;
+                }
             } else if write.is_none() {
                 write = Some(world.write(l, 0)?);
             }
