@@ -249,6 +249,7 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
     let start = world.now;
     let mut write: Option<usize> = None;
     let mut changing = None;
+    let mut attempts = 0;
     let mut leaderless_since = world.now;
     while world.now < start + bound {
         if world.leader().is_some() {
@@ -281,16 +282,21 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
         if let Some(l) = world.leader() {
             // Members that are gone for good are removed by the operator, one at a time:
             // first those of the leader's latest configuration (a pending change may already
-            // be removing the others, and may need the first ones to commit).
+            // be removing the others, and may need the first ones to commit); among the
+            // others, whichever the pending change still waits for: each in turn, as a
+            // refused one is not it.
             let in_latest = |m: usize| {
                 let id = world.machines[m].id;
                 let node = world.replica(l).map(|r| r.node());
                 id.zip(node)
                     .is_some_and(|(id, node)| node.config().contains(id))
             };
-            let doomed = (world.members_seen_by(l).into_iter())
+            let all: Vec<usize> = (world.members_seen_by(l).into_iter())
                 .filter(|&m| world.machines[m].doomed)
-                .min_by_key(|&m| !in_latest(m));
+                .collect();
+            let first: Vec<usize> = all.iter().copied().filter(|&m| in_latest(m)).collect();
+            let candidates = if first.is_empty() { all } else { first };
+            let doomed = (!candidates.is_empty()).then(|| candidates[attempts % candidates.len()]);
             if let Some(handle) = changing {
                 if !world.change_pending(handle) {
                     changing = None;
@@ -300,6 +306,7 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
                 if forced_pending(world, l) && never_removed(world, m) {
                     bring_back(world, m)?;
                 } else {
+                    attempts += 1;
                     changing = world.change(l, Change::ForceShrink(m))?;
                 }
             } else if write.is_none() {
