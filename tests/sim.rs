@@ -92,7 +92,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
     // A shrink overridden by the forced shrink of another member still waits for the leaving
     // node, which here refuses to start (it holds its removal): the operator must force it out
     // on top, not retry the other member's forced shrink forever (`override_others`).
-    (1_000_272, "the leaving node forced out on top of an override"),
+    (
+        1_000_272,
+        "the leaving node forced out on top of an override",
+    ),
 ];
 
 #[test]
