@@ -224,7 +224,7 @@ pub(super) fn parse_hsm(hsm: &Fields, base: &Path) -> Result<HsmConfig, String> 
     // `tpm: {}` (or `tpm:` alone) selects the TPM with its defaults.
     let given: Vec<&str> = KINDS
         .into_iter()
-        .filter(|k| hsm.map.is_some_and(|m| m.contains_key(*k)))
+        .filter(|k| hsm.contains(k))
         .filter(|k| *k != "key" || hsm.get(k).is_some())
         .collect();
     if given.len() > 1 {
