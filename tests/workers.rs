@@ -1,8 +1,9 @@
 //! N event loops over real TLS and real processes: a server with `--workers 4` serves key,
 //! policy and identity routes to 32 concurrent connections (writes proxied to the loop that
 //! owns the backend), a log stream on one loop receives the events of requests served on the
-//! others, connections really spread across the loops, and a 3-node cluster with two loops
-//! per node takes writes on every node.
+//! others, connections really spread across the loops, a request made once a stream's head
+//! arrived is in that stream whichever loop serves it, and a 3-node cluster with two loops per
+//! node takes writes on every node.
 mod support;
 
 use std::time::{Duration, Instant};
@@ -117,6 +118,65 @@ fn four_workers_serve_every_route_to_many_connections() {
     assert!(accepted.iter().sum::<u64>() > CLIENTS as u64);
     let busy = accepted.iter().filter(|n| **n > 0).count();
     assert!(busy >= 2, "connections did not spread: {accepted:?}");
+}
+
+/// Rounds of [`a_request_made_once_the_stream_head_arrived_is_in_the_stream`].
+const SUBSCRIBE_ROUNDS: usize = 200;
+
+/// True once `stream` delivered every needle; false if one did not come within `wait`.
+fn all_arrive(stream: &mut Client, needles: &[String], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let text = String::from_utf8_lossy(stream.pending()).to_string();
+        if needles.iter().all(|n| text.contains(n)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        assert!(
+            !stream
+                .peer_closed_within(Duration::from_millis(50))
+                .unwrap(),
+            "stream closed"
+        );
+    }
+}
+
+/// The 200 head of a log stream means "subscribed": every request made after it arrived is
+/// in the stream, also one served at once by another loop (the subscription used to be
+/// counted only after the head was sent, and a loop that audited a request meanwhile saw no
+/// subscriber and dropped its event). Each round opens a stream and, the moment its head
+/// arrives, sends a request on each of four connections held open (spread across the loops).
+#[test]
+fn a_request_made_once_the_stream_head_arrived_is_in_the_stream() {
+    let mut env = Env::new("workers-subscribe");
+    env.set_workers(4);
+    let server = env.start();
+    let mut others: Vec<Client> = (0..4).map(|_| server.admin()).collect();
+    let mut missed = Vec::new();
+    for round in 0..SUBSCRIBE_ROUNDS {
+        let mut audit = audit_stream(&server);
+        let needles: Vec<String> = (0..others.len())
+            .map(|j| format!("/v1/key/describe/sub-{round}-{j}"))
+            .collect();
+        // All four sent before any answer is read: they race the stream's loop together.
+        for (c, path) in others.iter_mut().zip(&needles) {
+            let req = c.build_request("GET", path, &[], None);
+            c.send_raw(&req).unwrap();
+        }
+        for c in &mut others {
+            assert_eq!(c.read_response().unwrap().status, 404);
+        }
+        if !all_arrive(&mut audit, &needles, Duration::from_secs(2)) {
+            missed.push(round);
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {SUBSCRIBE_ROUNDS} rounds missed a request made after the head: {missed:?}",
+        missed.len()
+    );
 }
 
 #[test]

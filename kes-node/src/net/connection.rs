@@ -144,10 +144,9 @@ pub(super) struct Connection {
     yielded: bool,
     handshake_timeout: Duration,
     log_queue: usize,
-    /// The log topic the event loop counted this connection's stream under (it uncounts it
-    /// when the connection goes), and whether a stream started that it has not counted yet.
+    /// The log topic this connection's stream is counted under (the event loop uncounts it
+    /// when the connection goes).
     counted: Option<Topic>,
-    uncounted: bool,
 }
 
 /// What a connection needs from the event loop besides its socket.
@@ -186,7 +185,6 @@ impl Connection {
             handshake_timeout: setup.handshake_timeout,
             log_queue: setup.log_queue,
             counted: None,
-            uncounted: false,
         }
     }
 
@@ -479,7 +477,7 @@ impl Connection {
                 Parsed::Request(req) => {
                     let answer = Answer::of(app, &req);
                     let outcome = app.handle(req, &self.peer);
-                    self.take_outcome(outcome, answer, now);
+                    self.take_outcome(app, outcome, answer, now);
                 }
             }
             self.flush();
@@ -488,9 +486,20 @@ impl Connection {
     }
 
     /// Sends the answer to the request at the head of the line and gets ready for the next.
-    fn respond(&mut self, mut resp: Response, answer: Answer, now: Instant) {
+    fn respond(&mut self, app: &App, mut resp: Response, answer: Answer, now: Instant) {
         if !answer.keep_alive {
             resp.close = true;
+        }
+        // A log stream is counted as a subscriber before its head is queued: a client holding
+        // the head may expect every request it makes afterwards in the stream, also one that
+        // another event loop serves at once (counted after the head, such a request's event
+        // found no subscriber and was dropped).
+        let stream = answer
+            .subscription
+            .filter(|_| resp.stream && resp.producer.is_none());
+        if let Some(sub) = &stream {
+            app.logs.subscribe(sub.topic, 1);
+            self.counted = Some(sub.topic);
         }
         self.send(&resp, answer.minor, answer.head_only);
         self.last_activity = now;
@@ -502,11 +511,8 @@ impl Connection {
             self.produce(now);
             return;
         }
-        self.state = match answer.subscription {
-            Some(sub) if resp.stream => {
-                self.uncounted = true;
-                State::Streaming(sub)
-            }
+        self.state = match stream {
+            Some(sub) => State::Streaming(sub),
             // Only log routes stream.
             None if resp.stream => State::Closing,
             _ if resp.close => State::Closing,
@@ -519,11 +525,11 @@ impl Connection {
         };
     }
 
-    fn take_outcome(&mut self, outcome: Outcome, answer: Answer, now: Instant) {
+    fn take_outcome(&mut self, app: &App, outcome: Outcome, answer: Answer, now: Instant) {
         // Until the write is answered or the wait ends, nothing more is read off this
         // connection: responses go out in request order.
         let on = match outcome {
-            Outcome::Done(resp) => return self.respond(resp, answer, now),
+            Outcome::Done(resp) => return self.respond(app, resp, answer, now),
             Outcome::Write(pending) => Awaited::Write(Some(pending)),
             Outcome::Wait(parked, wait) => Awaited::Wait {
                 parked,
@@ -568,7 +574,7 @@ impl Connection {
         let Waiting { answer, on } = *waiting;
         if let Awaited::Wait { parked, .. } = on {
             let outcome = app.resume(parked, resume);
-            self.take_outcome(outcome, answer, now);
+            self.take_outcome(app, outcome, answer, now);
         }
         self.flush();
         if self.is_open() {
@@ -585,7 +591,7 @@ impl Connection {
                 return;
             }
         };
-        self.respond(resp, waiting.answer, now);
+        self.respond(app, resp, waiting.answer, now);
         self.flush();
         self.on_ready(app, now);
     }
@@ -604,19 +610,8 @@ impl Connection {
         }
     }
 
-    /// The topic of a log stream that just started (once): the event loop counts it, and
-    /// uncounts it when the connection goes ([`Connection::counted_topic`]).
-    pub(super) fn take_new_subscription(&mut self) -> Option<Topic> {
-        match &self.state {
-            State::Streaming(sub) if std::mem::take(&mut self.uncounted) => {
-                self.counted = Some(sub.topic);
-                self.counted
-            }
-            _ => None,
-        }
-    }
-
-    /// The topic this connection was counted under as a subscriber, if any.
+    /// The topic this connection was counted under as a subscriber (from before its head was
+    /// queued, see `respond`), if any: the event loop uncounts it when the connection goes.
     pub(super) fn counted_topic(&self) -> Option<Topic> {
         self.counted
     }

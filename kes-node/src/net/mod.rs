@@ -275,7 +275,7 @@ fn begin_shutdown(
 }
 
 /// After a connection ran: hands a peer link to the backend, passes on what its request
-/// needs (a write, a wait, a subscription), notes a stop for the budget, removes it if closed.
+/// needs (a write, a wait), notes a stop for the budget, removes it if closed.
 fn after_ready(
     poll: &Poll,
     conns: &mut Conns,
@@ -303,9 +303,6 @@ fn after_ready(
     }
     if let Some(wait) = conn.take_wait() {
         backend.wait(app, me, wait);
-    }
-    if let Some(topic) = conn.take_new_subscription() {
-        app.logs.subscribe(topic, 1);
     }
     if shutdown_at.is_some() {
         conn.close_after_current();
