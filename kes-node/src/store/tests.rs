@@ -7,7 +7,7 @@ use kes_core::hsm::SoftHsm;
 use redb::Database;
 
 use super::*;
-use crate::hsm::SoftHsmDevice;
+use crate::hsm::{HsmError, SoftHsmDevice};
 
 /// A fresh directory, removed on drop.
 struct TempDir(PathBuf);
