@@ -26,7 +26,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::secret_key::{Cipher, DecryptError};
+use super::cipher::{Cipher, DecryptError};
 
 /// Length of the per-message IV that the subkey is derived from.
 pub const IV_LEN: usize = 16;

@@ -5,15 +5,17 @@
 //! `ciphertext || tag(16) || iv(16) || nonce(12)`. Decryption also accepts the legacy JSON
 //! and msgpack framings and falls back to the raw format when they do not parse.
 
+mod cipher;
 mod ciphertext;
 mod hmac_key;
 mod secret_key;
 
+pub use cipher::{Cipher, DecryptError};
 pub(crate) use ciphertext::GO_STD_BASE64;
 pub use ciphertext::{IV_LEN, NONCE_LEN, TAG_LEN};
 pub(crate) use hmac_key::hmac_sha256;
 pub use hmac_key::HmacKey;
-pub use secret_key::{hchacha20, Cipher, DecryptError, SecretKey, OVERHEAD, RANDOM_LEN};
+pub use secret_key::{hchacha20, SecretKey, OVERHEAD, RANDOM_LEN};
 
 /// Length of a data encryption key produced by `/v1/key/generate`.
 pub const DEK_LEN: usize = 32;
