@@ -642,10 +642,7 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
     assert!(String::from_utf8_lossy(&check.stderr).contains("is damaged"));
 
     // The README's rebuild: the directory aside, the old copy dropped from the cluster, the
-    // node started empty and waiting, then added. The empty node starts only once the healthy
-    // nodes show the old copy gone: a node waiting to join takes its id from the first message
-    // a leader addresses to it, so at the address of a member still configured it would become
-    // that member (empty), and the add would then find it "not waiting to join".
+    // node started empty and waiting, then added (the other order: the next test).
     let aside = cluster.dir(2).with_extension("damaged");
     std::fs::rename(cluster.dir(2), &aside).unwrap();
     std::fs::create_dir_all(cluster.dir(2)).unwrap();
@@ -659,6 +656,87 @@ fn a_damaged_cluster_node_is_rebuilt_from_a_healthy_one() {
     });
 
     // The rebuilt node serves every key, and the cluster takes writes on both nodes again.
+    wait_served(&cluster, 2, "/v1/key/describe", &names);
+    cluster.client(2).create_key("after-rebuild");
+    assert_eq!(
+        cluster
+            .client(0)
+            .get("/v1/key/describe/after-rebuild")
+            .status,
+        200
+    );
+}
+
+/// The rebuild in the other order: the empty node is started before the `rm --force` of its
+/// old copy. The healthy nodes still have the old copy configured at that address, so they
+/// redial it and find the empty node. They used to send it the old member's messages, and a
+/// node waiting to join takes its id from the first message addressed to it: it became the old
+/// member, empty, and the `add` then found it "not waiting to join". Now a link whose Hello
+/// names another node than the member dialed carries nothing and shows `refused` (saying the
+/// node waits to join), and the node stays waiting until it is added under a new id.
+#[test]
+fn a_node_started_empty_before_its_old_copy_is_removed_joins_under_a_new_id() {
+    const JOINING: u64 = u16::MAX as u64;
+    let mut cluster = Cluster::start("rebuild-early", ClusterOpts::nodes(3));
+    let names: Vec<String> = (0..10).map(|i| format!("e{i:02}")).collect();
+    {
+        let mut c = cluster.client(0);
+        for name in &names {
+            c.create_key(name);
+        }
+    }
+    let addr = cluster.addr(2).to_string();
+    let old = cluster
+        .describe(0)
+        .unwrap()
+        .id_of(&addr)
+        .expect("node 2's id");
+    assert!(cluster.stop(2));
+    let aside = cluster.dir(2).with_extension("lost");
+    std::fs::rename(cluster.dir(2), &aside).unwrap();
+    std::fs::create_dir_all(cluster.dir(2)).unwrap();
+    cluster.start_node_with(2, &["--join"]);
+
+    // The healthy nodes redial the address (backing off to 2 s) and see who answers.
+    let shown = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let joiner = cluster.describe(2)?;
+        if joiner.raw["role"] == "" {
+            return Err("the empty node has not published its view yet".into());
+        }
+        assert_eq!(
+            joiner.raw["node_id"],
+            JOINING,
+            "the empty node took an id before it was added: {}\n{}",
+            joiner.raw,
+            cluster.dump_logs(30)
+        );
+        let mut errors = Vec::new();
+        for slot in [0, 1] {
+            let link = &cluster.describe(slot)?.raw["links"][old.to_string()];
+            if link["state"] != "refused" {
+                return Err(format!(
+                    "node {slot} shows the link to node {old} as {link}"
+                ));
+            }
+            errors.push(link["error"].as_str().unwrap_or_default().to_string());
+        }
+        Ok(errors)
+    });
+    let errors = shown.unwrap_or_else(|e| panic!("{e}\n{}", cluster.dump_logs(30)));
+    for error in errors {
+        assert!(error.contains("waiting to join"), "{error}");
+        assert!(error.contains(&format!("not node {old}")), "{error}");
+    }
+
+    membership_step(&cluster, &["cluster", "rm", "--force", &addr], |v| {
+        v.id_of(&addr).is_none()
+    });
+    membership_step(&cluster, &["cluster", "add", &addr], |v| {
+        v.id_of(&addr).is_some()
+    });
+    let new = cluster.describe(0).unwrap().id_of(&addr).unwrap();
+    assert!(new > old, "ids are never reused: {old} -> {new}");
+    assert_eq!(cluster.describe(2).unwrap().raw["node_id"], new);
     wait_served(&cluster, 2, "/v1/key/describe", &names);
     cluster.client(2).create_key("after-rebuild");
     assert_eq!(

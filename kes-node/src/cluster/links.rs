@@ -1,7 +1,13 @@
 //! The shell's peer links: the TLS connections of the mio event loop (a [`Slab`] of
 //! [`Link`]s), which this node dials to every other member and redials with backoff, and the
 //! [`Links`] view of them that the replica sends through.
-use std::collections::BTreeMap;
+//!
+//! Messages for a node go only over a link whose verified Hello named that node. A dialed
+//! member that answers as another node (an empty node waiting to join, started at the address
+//! of a member not removed yet) is refused: a node waiting to join takes its id from the first
+//! message addressed to it, so it would otherwise become that member, empty. Only the link an
+//! expand dials may open to a node waiting to join; the expand then claims it for the new id.
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +20,7 @@ use slab::Slab;
 use super::file;
 use super::frame::{Failure, Frame};
 use super::peer::{Link, LinkState};
-use super::replica::{Dialed, Links};
+use super::replica::{Dialed, Links, JOINING_ID};
 use crate::api::view::LinkView;
 
 /// Tokens of peer links start here (the event loop leaves this range to its backend).
@@ -36,6 +42,9 @@ pub(super) struct Net {
     redial_delay: BTreeMap<NodeId, Duration>,
     /// Why the last outbound link to a node closed before it opened (cleared when one opens).
     link_failures: BTreeMap<NodeId, Failure>,
+    /// Ids dialed by an expand ([`Links::dial`]): their link may open to a node waiting to
+    /// join. Forgotten when that link goes.
+    expanding: BTreeSet<NodeId>,
     /// Bumped whenever a link opens or closes, so that `publish` refreshes the view.
     pub epoch: u64,
     /// Addresses to dial instead of the configured ones (`KES_PEER_DIAL`, for tests).
@@ -52,6 +61,7 @@ impl Net {
             redial_at: BTreeMap::new(),
             redial_delay: BTreeMap::new(),
             link_failures: BTreeMap::new(),
+            expanding: BTreeSet::new(),
             epoch: 0,
             dial: file::dial_overrides(),
             secret,
@@ -93,9 +103,21 @@ impl Net {
         token: Token,
         frames: &mut Vec<Frame>,
     ) -> Option<NodeId> {
-        let link = self.links.get_mut(token.0 - LINK_BASE)?;
+        let key = token.0 - LINK_BASE;
+        let link = self.links.get_mut(key)?;
         let was = link.state;
         link.on_ready(me, &self.secret, frames);
+        if link.dialer && was == LinkState::Opening && link.state == LinkState::Open {
+            let dialed = self.outbound.iter().find(|(_, k)| **k == key);
+            if let (Some((&id, _)), Some(peer)) = (dialed, link.peer) {
+                if peer != id && !self.expanding.contains(&id) {
+                    link.refuse(not_the_node_dialed(id, peer));
+                    frames.clear();
+                    self.epoch += 1;
+                    return None;
+                }
+            }
+        }
         if let (true, LinkState::Open, Some(peer)) = (link.dialer, link.state, link.peer) {
             self.redial_delay.remove(&peer);
         }
@@ -121,6 +143,9 @@ impl Net {
                 .map(|(id, _)| *id);
             if let (Some(id), Some(failure)) = (dialed, link.failure.take()) {
                 self.link_failures.insert(id, failure);
+            }
+            if let Some(id) = dialed {
+                self.expanding.remove(&id);
             }
             self.outbound.retain(|_, k| *k != key);
             self.epoch += 1;
@@ -211,13 +236,14 @@ impl Net {
     }
 
     /// The open link that carries messages to `to`: the outbound one, or else the one the peer
-    /// opened to us (a joining node does not know the leader's address yet).
+    /// opened to us (a joining node does not know the leader's address yet); either only if
+    /// its Hello named `to` (or an expand claimed it for `to`).
     fn link_to(&self, to: NodeId) -> Option<usize> {
         if let Some(&key) = self.outbound.get(&to) {
             if self
                 .links
                 .get(key)
-                .is_some_and(|l| l.state == LinkState::Open)
+                .is_some_and(|l| l.state == LinkState::Open && l.peer == Some(to))
             {
                 return Some(key);
             }
@@ -243,6 +269,19 @@ impl Net {
             (None, Some(f)) => view("refused", Some(f)),
             (None, None) => view("dialing", None),
         }
+    }
+}
+
+/// Why a link dialed to member `id` is refused when the node that answered is `peer`.
+fn not_the_node_dialed(id: NodeId, peer: NodeId) -> String {
+    if peer == JOINING_ID {
+        format!(
+            "the node at its address is not node {id} but a node waiting to join (started \
+             with --join): if it replaces node {id}, remove node {id} with `cluster rm --force`, \
+             then add it with `cluster add`"
+        )
+    } else {
+        format!("the node at its address is not node {id} but node {peer}")
     }
 }
 
@@ -288,7 +327,9 @@ impl Links for PeerIo<'_> {
             .unwrap_or_else(|| addr.to_owned());
         self.net
             .dial(registry, to, &addr, Instant::now())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.net.expanding.insert(to);
+        Ok(())
     }
 
     fn dialed(&self, to: NodeId) -> Dialed {
@@ -315,6 +356,7 @@ impl Links for PeerIo<'_> {
     }
 
     fn close(&mut self, to: NodeId) {
+        self.net.expanding.remove(&to);
         if let Some(key) = self.net.outbound.remove(&to) {
             if let Some(link) = self.net.links.get_mut(key) {
                 link.state = LinkState::Closed;

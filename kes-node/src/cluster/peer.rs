@@ -161,6 +161,14 @@ impl Link {
         log_reason(self.dialer, &remote, Some(why));
     }
 
+    /// Closes a link that opened to another node than the one dialed (see `links.rs`):
+    /// nothing went over it, and `why` is what `cluster info` shows for it.
+    pub(crate) fn refuse(&mut self, why: String) {
+        self.log_failure(&why);
+        self.failure = Some(Failure::Refused(why));
+        self.state = LinkState::Closed;
+    }
+
     /// True if the link has not opened in time: close it with [`Link::expire`].
     pub(crate) fn overdue(&self, now: Instant) -> bool {
         let limit = if self.dialer {

@@ -98,7 +98,10 @@ impl<W: Write, R> Replica<W, R> {
         }))
     }
 
-    /// A joining node learns its id from the first message the leader addresses to it.
+    /// A joining node learns its id from the first message the leader addresses to it. Only
+    /// an expand sends it any: the shell's links carry messages for a node only over a link
+    /// whose Hello named it, or that an expand claimed for it (`cluster/links.rs`); a member
+    /// dialed at the address of a node waiting to join gets its link refused instead.
     pub(super) fn learn_id(&mut self, to: NodeId) {
         if !self.joining || to == super::JOINING_ID {
             return;
