@@ -102,12 +102,12 @@ pub(crate) fn newest(state: &RaftState) -> Addresses {
     addresses
 }
 
-/// This node's id at start: [`JOINING_ID`](super::replica::JOINING_ID) for a node without a
+/// This node's id at start: [`JOINING_ID`](super::frame::JOINING_ID) for a node without a
 /// configuration (started with `--join`), else the id its address `listen` has in the newest
 /// configuration it holds; `None` if it has none there (it was removed).
 pub(crate) fn own_id(state: &RaftState, listen: SocketAddr) -> Option<u16> {
     if state.applied.config.members.is_empty() {
-        return Some(super::replica::JOINING_ID);
+        return Some(super::frame::JOINING_ID);
     }
     find_self(&newest(state), listen)
 }
@@ -187,7 +187,7 @@ mod tests {
         state.applied.config = Config::default();
         assert_eq!(
             own_id(&state, listen),
-            Some(super::super::replica::JOINING_ID)
+            Some(super::super::frame::JOINING_ID)
         );
     }
 

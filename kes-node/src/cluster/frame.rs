@@ -3,6 +3,11 @@
 use kes_core::consensus::{Envelope, NodeId};
 use serde::{Deserialize, Serialize};
 
+/// The id a node waiting to be added goes by (`--join`): what its Hello says until it learned
+/// its own, and what it starts as (no real node has it). Here, below both `.cluster.json`
+/// (`file.rs`) and the replica, which both use it.
+pub(crate) const JOINING_ID: NodeId = NodeId::MAX;
+
 /// One frame on a peer link.
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Frame {

@@ -18,9 +18,9 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::file;
-use super::frame::{Failure, Frame};
+use super::frame::{Failure, Frame, JOINING_ID};
 use super::peer::{Link, LinkState};
-use super::replica::{Dialed, Links, JOINING_ID};
+use super::replica::{Dialed, Links};
 use crate::api::view::LinkView;
 
 /// Tokens of peer links start here (the event loop leaves this range to its backend).

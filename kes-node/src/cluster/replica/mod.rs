@@ -70,6 +70,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kes_core::consensus::{HardState, Input, Node, NodeId, Params, Role, StepOutput};
 
+pub(crate) use super::frame::JOINING_ID;
 use super::frame::{Failure, Frame};
 use crate::command::Command;
 use crate::store::{Addresses, StoreError};
@@ -79,8 +80,6 @@ pub(crate) use clock::Millis;
 use expansion::Expansion;
 pub(crate) use storage::Storage;
 
-/// The placeholder id of a node that waits to be added (no real node has it).
-pub(crate) const JOINING_ID: NodeId = NodeId::MAX;
 /// How long a forwarded write waits for the leader's answer.
 const FORWARD_TIMEOUT: Millis = 6_000;
 /// The same for a membership change (an expand ships a snapshot first).
