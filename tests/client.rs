@@ -448,6 +448,26 @@ fn cluster_calls_and_lost_quorum() {
     .unwrap();
     both.describe_key("k").unwrap();
     assert_eq!(both.endpoint().port, cluster.addr(0).port());
+    // When no server can answer, the joining node's 503 says more than one that cannot be
+    // reached, whichever comes last.
+    let neither = Client::with_endpoints(
+        &[
+            cluster.addr(2).to_string(),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+        Credentials::from_pem_files(
+            &cluster.root().join("admin.cert"),
+            &cluster.root().join("admin.key"),
+        )
+        .unwrap(),
+        ServerTrust::from_ca_path(&cluster.root().join("ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let err = neither.describe_key("k").unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unavailable(e) if e.status() == 503),
+        "{err:?}"
+    );
 
     let addr2 = cluster.addr(2).to_string();
     c0.expand_cluster(&addr2).unwrap();
@@ -503,14 +523,20 @@ fn several_endpoints() {
     assert_eq!(c.endpoints().count(), 2);
     c.create_key("k").unwrap();
     assert_eq!(c.endpoint().port, server.addr.port());
-    // Only unreachable servers: the last error says so.
+    // Only unreachable servers: the error names each.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
     let none = Client::with_endpoints(
-        &[nowhere.as_str(), nowhere.as_str()],
+        &[nowhere.as_str(), elsewhere.as_str()],
         Credentials::from_api_key(&key).unwrap(),
         ServerTrust::Insecure,
     )
     .unwrap();
-    assert!(matches!(none.version(), Err(ClientError::Transport(_))));
+    match none.version() {
+        Err(ClientError::Transport(why)) => {
+            assert!(why.contains(&nowhere) && why.contains(&elsewhere), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         Client::with_endpoints::<&str>(
             &[],

@@ -3,7 +3,8 @@
 //! Each server ([`Node`]) has one kept-alive connection. A request goes to the server that
 //! answered last and on to the next while a server cannot be reached or answers `503` (the
 //! Go SDK's load balancer fails over the same way); the answer that ends the round is the
-//! caller's, whatever it is.
+//! caller's, whatever it is. When every server failed, a `503` wins over servers that could
+//! not be reached (it says why), and those are named together.
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
@@ -39,22 +40,49 @@ fn try_next(result: &Result<http::Response, ClientError>) -> bool {
 }
 
 impl Client {
-    /// One request and its answer, from the first server that can give one.
+    /// One request and its answer, from the first server that can give one. If none can,
+    /// the first `503` (a server that answered says more than one that cannot be reached),
+    /// else the last failure, naming every server that could not be reached.
     pub(super) fn round_trip(&self, call: &Call) -> Result<http::Response, ClientError> {
         let n = self.nodes.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
-        let mut last = Err(ClientError::Config("no server given".into()));
+        let mut unavailable: Option<(usize, http::Response)> = None;
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut last = ClientError::Config("no server given".into());
         for i in 0..n {
             let at = (first + i) % n;
-            last = self.round_trip_on(&self.nodes[at], call);
-            if i + 1 == n || !try_next(&last) {
-                if last.is_ok() {
+            let result = self.round_trip_on(&self.nodes[at], call);
+            if !try_next(&result) {
+                if result.is_ok() {
                     self.preferred.store(at, Ordering::Relaxed);
                 }
-                break;
+                return result;
+            }
+            match result {
+                Ok(resp) => {
+                    unavailable.get_or_insert((at, resp));
+                }
+                Err(e) => {
+                    if let ClientError::Transport(why) | ClientError::Tls(why) = &e {
+                        unreachable.push(why.clone());
+                    }
+                    last = e;
+                }
             }
         }
-        last
+        if let Some((at, resp)) = unavailable {
+            self.preferred.store(at, Ordering::Relaxed);
+            return Ok(resp);
+        }
+        Err(match last {
+            ClientError::Transport(_) if unreachable.len() > 1 => {
+                ClientError::Transport(unreachable.join("; "))
+            }
+            ClientError::Tls(_) if unreachable.len() > 1 => {
+                ClientError::Tls(unreachable.join("; "))
+            }
+            other => other,
+        })
     }
 
     /// One request and response on `node`'s kept connection. A kept connection the server

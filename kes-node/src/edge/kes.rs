@@ -4,46 +4,35 @@
 //! servers can sit in front of one replicated cluster.
 //!
 //! The edge server's identity needs, in that enclave, a policy allowing `/v1/secret/*`. Given
-//! the nodes of a cluster, it asks the one that answered last and moves on to the next when a
-//! node cannot be reached: every node answers reads, so keys stay available while nodes are
-//! down (writes need every node of a kes-node cluster anyway). A create that reached a node
-//! whose answer got lost may, retried on the next node, find its own key and answer "exists".
+//! the nodes of a cluster, it fails over the way the client library does
+//! ([`Client::with_endpoints`]): a call goes to the node that answered last, and on to the next
+//! while a node cannot be reached or answers `503` (not a member, no quorum on its side). Every
+//! node answers reads, so keys stay available while nodes are down (writes need every node of
+//! a kes-node cluster anyway). A create that reached a node whose answer got lost may, retried
+//! on the next node, find its own key and answer "exists".
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
 use super::keystore::{KeyStore, KeyStoreError};
-use crate::client::{ApiError, Client, ClientError, Credentials, ServerTrust};
+use crate::client::{ApiError, Client, ClientError, Credentials, Endpoint, ServerTrust};
 
 /// A secret name no key is expected to have: the health check reads it (a `404` proves that
 /// the server answers, the enclave exists and the edge server may read it).
 const PROBE: &str = "kes-edge-status-probe";
 
-/// One node: its endpoint and a few connections, so that workers do not queue behind one
-/// another.
-struct Node {
-    endpoint: String,
+pub(crate) struct KesStore {
+    /// Clients over every endpoint, each with a connection per node of its own, so that
+    /// workers do not queue behind one another; taken in turn.
     clients: Vec<Client>,
     next: AtomicUsize,
-}
-
-impl Node {
-    fn client(&self) -> &Client {
-        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
-    }
-}
-
-pub(crate) struct KesStore {
-    nodes: Vec<Node>,
-    /// The node that answered last.
-    preferred: AtomicUsize,
     enclave: String,
     identity: String,
 }
 
 impl KesStore {
-    /// `connections` clients per endpoint; `credentials` makes each one's credentials.
+    /// `connections` clients; `credentials` makes each one's credentials.
     pub(crate) fn new(
         endpoints: &[String],
         enclave: &str,
@@ -51,58 +40,37 @@ impl KesStore {
         credentials: impl Fn() -> Result<Credentials, ClientError>,
         trust: ServerTrust,
     ) -> Result<KesStore, String> {
-        let bad = |e: ClientError| format!("keystore.kes: {e}");
-        let mut nodes = Vec::new();
-        let mut identity = String::new();
-        for endpoint in endpoints {
-            let mut clients = Vec::new();
-            for _ in 0..connections.max(1) {
-                let client = Client::new(endpoint, credentials().map_err(bad)?, trust.clone())
-                    .map_err(bad)?
-                    .with_enclave(Some(enclave.to_owned()));
-                identity = client.identity().to_owned();
-                clients.push(client);
-            }
-            nodes.push(Node {
-                endpoint: endpoint.clone(),
-                clients,
-                next: AtomicUsize::new(0),
-            });
-        }
-        if nodes.is_empty() {
+        if endpoints.is_empty() {
             return Err("keystore.kes.endpoint: no endpoint given".into());
         }
+        let bad = |e: ClientError| format!("keystore.kes: {e}");
+        let clients = (0..connections.max(1))
+            .map(|_| {
+                Client::with_endpoints(endpoints, credentials().map_err(bad)?, trust.clone())
+                    .map(|c| c.with_enclave(Some(enclave.to_owned())))
+                    .map_err(bad)
+            })
+            .collect::<Result<Vec<Client>, String>>()?;
         Ok(KesStore {
-            nodes,
-            preferred: AtomicUsize::new(0),
+            identity: clients[0].identity().to_owned(),
+            clients,
+            next: AtomicUsize::new(0),
             enclave: enclave.to_owned(),
-            identity,
         })
     }
 
-    /// Runs `call` on the preferred node, and on the others in turn while nodes cannot be
-    /// reached.
+    /// Runs `call` on the next client (which fails over across the nodes).
     fn call<T>(
         &self,
-        call: impl Fn(&Client) -> Result<T, ClientError>,
+        call: impl FnOnce(&Client) -> Result<T, ClientError>,
     ) -> Result<T, KeyStoreError> {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let mut unreachable = Vec::new();
-        for i in 0..self.nodes.len() {
-            let at = (first + i) % self.nodes.len();
-            let node = &self.nodes[at];
-            match call(node.client()) {
-                Err(ClientError::Transport(why) | ClientError::Tls(why)) => unreachable.push(why),
-                result => {
-                    self.preferred.store(at, Ordering::Relaxed);
-                    return result.map_err(|e| self.error(&node.endpoint, e));
-                }
-            }
-        }
-        Err(KeyStoreError::Unreachable(unreachable.join("; ")))
+        let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
+        call(client).map_err(|e| self.error(client.endpoint(), e))
     }
 
-    fn error(&self, endpoint: &str, err: ClientError) -> KeyStoreError {
+    /// `err` as the edge server sees it; `endpoint` is the node that answered.
+    fn error(&self, endpoint: &Endpoint, err: ClientError) -> KeyStoreError {
+        let endpoint = endpoint.url();
         match err {
             ClientError::Transport(why) | ClientError::Tls(why) => KeyStoreError::Unreachable(why),
             e if e.is(&ApiError::SECRET_NOT_FOUND) => KeyStoreError::NotFound,
@@ -125,7 +93,7 @@ impl KesStore {
 
 impl KeyStore for KesStore {
     fn describe(&self) -> String {
-        let endpoints: Vec<&str> = self.nodes.iter().map(|n| n.endpoint.as_str()).collect();
+        let endpoints: Vec<String> = self.clients[0].endpoints().map(Endpoint::url).collect();
         format!("kes: {} (enclave {})", endpoints.join(", "), self.enclave)
     }
 
