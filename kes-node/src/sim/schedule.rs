@@ -1,8 +1,11 @@
 //! The random scheduler of the fault phase and the liveness phase that follows it.
+use std::collections::BTreeSet;
+
 use kes_core::consensus::Body;
 
 use super::world::{Change, Result, World};
 use super::Options;
+use crate::store::StoreError;
 
 fn live(world: &World) -> Vec<usize> {
     (0..world.machines.len())
@@ -234,6 +237,22 @@ fn bring_back(world: &mut World, m: usize) -> Result {
     world.restart(m)
 }
 
+/// Running machines the operator wants in the cluster that the leader `l` does not count as
+/// members (latest or committed configuration): each believes it is a member, or (`rejoin`)
+/// was found so before and was rebuilt. The case: an expand shipped the snapshot and appended
+/// the configuration that adds the node, the node got that entry, and then a leader elected
+/// without it cut it from the log (seed 1002282). Nothing in the cluster can tell the node
+/// that it was not added after all (the node's pre-votes get `NotMember` from members that may
+/// just lag), so it waits for a leader forever and its clients get no answers; its operator's
+/// `cluster add` failed or timed out, and `cluster info` on a member does not list it.
+fn outsiders(world: &World, l: usize, rejoin: &BTreeSet<usize>) -> Vec<usize> {
+    let members = world.members_seen_by(l);
+    (0..world.machines.len())
+        .filter(|&j| world.is_up(j) && !world.machines[j].doomed && !members.contains(&j))
+        .filter(|&j| world.machines[j].member || rejoin.contains(&j))
+        .collect()
+}
+
 /// Faults stop, everyone is connected and running: a leader must emerge and a write commit
 /// within a bound, and then every live member must serve reads of every key.
 pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
@@ -251,6 +270,9 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
     let mut changing = None;
     let mut attempts = 0;
     let mut leaderless_since = world.now;
+    // Machines to add again (see `outsiders`), and the one `changing` adds.
+    let mut rejoin = BTreeSet::new();
+    let mut adding = None;
     while world.now < start + bound {
         if world.leader().is_some() {
             leaderless_since = world.now;
@@ -297,9 +319,22 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
             let first: Vec<usize> = all.iter().copied().filter(|&m| in_latest(m)).collect();
             let candidates = if first.is_empty() { all } else { first };
             let doomed = (!candidates.is_empty()).then(|| candidates[attempts % candidates.len()]);
+            let outside = outsiders(world, l, &rejoin);
+            rejoin.extend(outside.iter().copied());
             if let Some(handle) = changing {
                 if !world.change_pending(handle) {
                     changing = None;
+                    // The expand of an outsider answered 400 (it is not waiting to join: its
+                    // id went to another node meanwhile, or it was removed before): its
+                    // operator wipes it and starts it with `--join`, to add it once more.
+                    let refused = matches!(
+                        world.change_outcomes.get(&handle),
+                        Some(Err(StoreError::Refused(_)))
+                    );
+                    if let Some(j) = adding.take().filter(|_| refused) {
+                        world.crash(j)?;
+                        world.rebuild(j)?;
+                    }
                 }
             } else if let Some(m) = doomed {
                 // A forced shrink that needs `m` is pending: no other is accepted on top.
@@ -309,6 +344,13 @@ pub(super) fn liveness(world: &mut World, options: &Options) -> Result {
                     attempts += 1;
                     changing = world.change(l, Change::ForceShrink(m))?;
                 }
+            } else if let Some(&j) = outside.get(attempts % outside.len().max(1)) {
+                // The operator adds the node again (`kes-node cluster add`), as after any
+                // expand that did not complete; the leader finds it waiting with the id it
+                // is to get and ships it a fresh snapshot.
+                attempts += 1;
+                changing = world.change(l, Change::Expand(j))?;
+                adding = Some(j);
             } else if write.is_none() {
                 write = Some(world.write(l, 0)?);
             }

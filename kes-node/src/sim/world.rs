@@ -53,6 +53,8 @@ pub struct World {
     reads: BTreeMap<(usize, Waiter), usize>,
     /// Membership changes waiting for their outcome.
     pub changes: BTreeMap<(usize, Waiter), Change>,
+    /// The outcomes of answered membership changes (what the operator reads).
+    pub change_outcomes: BTreeMap<(usize, Waiter), std::result::Result<(), StoreError>>,
     next_waiter: Waiter,
     next_value: u64,
     leaders: BTreeMap<Term, usize>,
@@ -164,6 +166,7 @@ impl World {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             changes: BTreeMap::new(),
+            change_outcomes: BTreeMap::new(),
             next_waiter: 1,
             next_value: 1,
             leaders: BTreeMap::new(),
@@ -352,6 +355,7 @@ impl World {
                     Change::ForceShrink(_) => self.counters.forced_shrinks += 1,
                 }
             }
+            self.change_outcomes.insert((i, waiter), outcome);
             return Ok(());
         }
         let Some(op) = self.writes.remove(&(i, waiter)) else {
