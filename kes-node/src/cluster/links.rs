@@ -20,7 +20,7 @@ use slab::Slab;
 use super::file;
 use super::frame::{Failure, Frame, JOINING_ID};
 use super::peer::{Link, LinkState};
-use super::replica::{Dialed, Links};
+use super::replica::{Dialed, Links, Peer};
 use crate::api::view::LinkView;
 
 /// Tokens of peer links start here (the event loop leaves this range to its backend).
@@ -235,22 +235,27 @@ impl Net {
         Ok(())
     }
 
-    /// The open link that carries messages to `to`: the outbound one, or else the one the peer
-    /// opened to us (a joining node does not know the leader's address yet); either only if
-    /// its Hello named `to` (or an expand claimed it for `to`).
-    fn link_to(&self, to: NodeId) -> Option<usize> {
-        if let Some(&key) = self.outbound.get(&to) {
+    /// The open link that carries frames to `to`: the outbound one, or else one the peer
+    /// opened to us (a joining node does not know the leader's address yet), unless `to` is
+    /// `only_dialed` (a request to a member: whoever else claims its id must never get it,
+    /// see `replica/route.rs`); either only if its Hello named `to` (or an expand claimed it
+    /// for `to`).
+    fn link_to(&self, to: Peer<'_>) -> Option<usize> {
+        if let Some(&key) = self.outbound.get(&to.id) {
             if self
                 .links
                 .get(key)
-                .is_some_and(|l| l.state == LinkState::Open && l.peer == Some(to))
+                .is_some_and(|l| l.state == LinkState::Open && l.peer == Some(to.id))
             {
                 return Some(key);
             }
         }
+        if to.only_dialed {
+            return None;
+        }
         self.links
             .iter()
-            .find(|(_, l)| !l.dialer && l.peer == Some(to) && l.state == LinkState::Open)
+            .find(|(_, l)| !l.dialer && l.peer == Some(to.id) && l.state == LinkState::Open)
             .map(|(key, _)| key)
     }
 
@@ -292,24 +297,24 @@ pub(super) struct PeerIo<'a> {
 }
 
 impl Links for PeerIo<'_> {
-    fn send(&mut self, to: NodeId, frame: &Frame) -> bool {
+    fn send(&mut self, to: Peer<'_>, frame: &Frame) -> bool {
         match self.net.link_to(to) {
             Some(key) => self.net.links[key].send(frame),
             None => false,
         }
     }
 
-    fn open(&self, to: NodeId) -> bool {
+    fn open(&self, to: Peer<'_>) -> bool {
         self.net.link_to(to).is_some()
     }
 
-    fn busy(&self, to: NodeId) -> bool {
+    fn busy(&self, to: Peer<'_>) -> bool {
         self.net
             .link_to(to)
             .is_none_or(|key| self.net.links[key].wants_write())
     }
 
-    fn watch_writable(&mut self, to: NodeId) {
+    fn watch_writable(&mut self, to: Peer<'_>) {
         if let (Some(registry), Some(key)) = (self.registry, self.net.link_to(to)) {
             self.net.update(registry, Token(LINK_BASE + key));
         }
@@ -332,11 +337,11 @@ impl Links for PeerIo<'_> {
         Ok(())
     }
 
-    fn dialed(&self, to: NodeId) -> Dialed {
+    fn dialed(&self, to: Peer<'_>) -> Dialed {
         let link = self
             .net
             .outbound
-            .get(&to)
+            .get(&to.id)
             .and_then(|k| self.net.links.get(*k));
         match link {
             Some(l) if l.state == LinkState::Open => match l.peer {
@@ -345,7 +350,7 @@ impl Links for PeerIo<'_> {
             },
             Some(l) if l.state == LinkState::Opening => Dialed::Opening,
             Some(l) => Dialed::Closed(l.failure.clone()),
-            None => Dialed::Closed(self.net.link_failures.get(&to).cloned()),
+            None => Dialed::Closed(self.net.link_failures.get(&to.id).cloned()),
         }
     }
 

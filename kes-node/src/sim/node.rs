@@ -8,7 +8,7 @@ use kes_core::consensus::{NodeId, Params};
 use super::disk::Disk;
 use super::net::Net;
 use crate::cluster::frame::Frame;
-use crate::cluster::replica::{Dialed, Links, Replica, Start, Write, JOINING_ID};
+use crate::cluster::replica::{Dialed, Links, Peer, Replica, Start, Write, JOINING_ID};
 use crate::command::Command;
 use crate::store::Store;
 
@@ -80,8 +80,9 @@ impl Machine {
     }
 }
 
-/// The network as one machine's links. Node ids resolve to machines through `ids` (the id
-/// each machine has) and the machine's own dials.
+/// The network as one machine's links. The link this machine dialed to a peer goes to the
+/// machine at the peer's address, or for a peer without one to the machine it dialed for an
+/// expand; the links other machines opened belong to the id each claims (`ids`).
 pub struct MachineLinks<'a> {
     pub net: &'a mut Net,
     pub chooser: &'a mut Chooser,
@@ -93,19 +94,30 @@ pub struct MachineLinks<'a> {
 }
 
 impl MachineLinks<'_> {
-    fn machine(&self, to: NodeId) -> Option<usize> {
-        if let Some(&m) = self.dials.get(&to) {
-            return Some(m);
+    /// The machine at the other end of the link this machine dialed to `to`.
+    fn dialed_machine(&self, to: Peer<'_>) -> Option<usize> {
+        match to.at {
+            Some(at) => self.addresses.iter().position(|a| a == at),
+            None => self.dials.get(&to.id).copied(),
         }
-        if to == JOINING_ID {
-            return None;
+    }
+
+    /// The machine a frame for `to` goes to: the dialed one, or (unless `to.only_dialed`)
+    /// while that link is down, a connected machine that claims `to`'s id.
+    fn machine(&self, to: Peer<'_>) -> Option<usize> {
+        let dialed = self.dialed_machine(to);
+        let up = |m: usize| self.net.connected(self.me as NodeId, m as NodeId);
+        if dialed.is_some_and(up) || to.only_dialed || to.id == JOINING_ID {
+            return dialed;
         }
-        self.ids.iter().position(|id| *id == Some(to))
+        (0..self.ids.len())
+            .find(|&m| m != self.me && self.ids[m] == Some(to.id) && up(m))
+            .or(dialed)
     }
 }
 
 impl Links for MachineLinks<'_> {
-    fn send(&mut self, to: NodeId, frame: &Frame) -> bool {
+    fn send(&mut self, to: Peer<'_>, frame: &Frame) -> bool {
         let Some(m) = self.machine(to) else {
             return false;
         };
@@ -117,14 +129,14 @@ impl Links for MachineLinks<'_> {
             frame,
         )
     }
-    fn open(&self, to: NodeId) -> bool {
+    fn open(&self, to: Peer<'_>) -> bool {
         self.machine(to)
             .is_some_and(|m| self.net.connected(self.me as NodeId, m as NodeId))
     }
-    fn busy(&self, _: NodeId) -> bool {
+    fn busy(&self, _: Peer<'_>) -> bool {
         false
     }
-    fn watch_writable(&mut self, _: NodeId) {}
+    fn watch_writable(&mut self, _: Peer<'_>) {}
     fn dial(&mut self, to: NodeId, addr: &str) -> Result<(), String> {
         let m = self
             .addresses
@@ -134,10 +146,10 @@ impl Links for MachineLinks<'_> {
         self.dials.insert(to, m);
         Ok(())
     }
-    fn dialed(&self, to: NodeId) -> Dialed {
+    fn dialed(&self, to: Peer<'_>) -> Dialed {
         // The shell dials every peer (and an expand's new node): the outbound link is open
         // whenever the two machines are connected.
-        match self.machine(to) {
+        match self.dialed_machine(to) {
             Some(m) if self.net.connected(self.me as NodeId, m as NodeId) => {
                 Dialed::Open(self.ids[m].unwrap_or(JOINING_ID))
             }

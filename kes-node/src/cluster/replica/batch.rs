@@ -3,6 +3,7 @@
 //! messages go out, their clients are answered and their reads released.
 use kes_core::consensus::{Body, Input, ReadError, StepOutput};
 
+use super::route::is_request;
 use super::storage::Storage;
 use super::{Links, Replica, Write};
 
@@ -123,24 +124,32 @@ impl<W: Write, R> Replica<W, R> {
         {
             if let Ok(addresses) = store.applied_addresses() {
                 self.mirror = Some(addresses.clone());
-                self.addresses = self.newest_addresses(addresses);
+                self.remember(&addresses);
+                let newest = self.newest_addresses(addresses);
+                self.set_addresses(newest);
             }
         }
         // A configuration takes effect when appended: dial new members at once.
         for entry in &ready.append {
             if let Body::Config { command, .. } = &entry.body {
                 if let Ok(addresses) = crate::store::decode_addresses(command) {
-                    self.addresses = addresses;
+                    self.set_addresses(addresses);
                 }
             }
         }
         if ready.restore.is_some() {
             if let Ok(addresses) = store.applied_addresses() {
-                self.addresses = self.newest_addresses(addresses);
+                self.remember(&addresses);
+                let newest = self.newest_addresses(addresses);
+                self.set_addresses(newest);
             }
         }
         for env in &ready.messages {
-            links.send(env.to, &super::Frame::Raft(Box::new(env.clone())));
+            let to = match is_request(&env.message) {
+                true => self.request_to(env.to),
+                false => self.answer_to(env.to),
+            };
+            links.send(to, &super::Frame::Raft(Box::new(env.clone())));
         }
         for env in &ready.snapshots {
             self.start_snapshot(store, env);

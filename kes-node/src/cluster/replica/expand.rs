@@ -148,7 +148,7 @@ impl<W: Write, R> Replica<W, R> {
                         };
                         exp.deadline = now + CONFIRM;
                     }
-                } else if !links.open(id) {
+                } else if !links.open(self.request_to(id)) {
                     let why = format!(
                         "cluster: the link to {endpoint} broke while sending it the snapshot; retry"
                     );
@@ -170,7 +170,7 @@ impl<W: Write, R> Replica<W, R> {
             return;
         };
         let (id, endpoint, deadline) = (exp.id, exp.endpoint.clone(), exp.deadline);
-        let outcome = match links.dialed(id) {
+        let outcome = match links.dialed(self.request_to(id)) {
             Dialed::Open(p) if p == JOINING_ID || p == id => Ok(true),
             Dialed::Open(p) => Err(refused(format!(
                 "cluster: {endpoint} is not waiting to join: it runs as node {p} of a \

@@ -87,7 +87,7 @@ impl<W: Write, R> Replica<W, R> {
                     _ => FORWARD_TIMEOUT,
                 };
                 let frame = Frame::Forward { id, command };
-                if links.send(leader, &frame) {
+                if links.send(self.answer_to(leader), &frame) {
                     self.forwards.insert(id, (waiter, self.now + timeout));
                 } else if self.now >= deadline {
                     let why = Unavailable::LeaderUnreachable(leader);
@@ -203,7 +203,7 @@ impl<W: Write, R> Replica<W, R> {
     ) {
         if self.node.role() != Role::Leader {
             let outcome = WireOutcome::Unavailable("cluster: not the leader; retry".into());
-            links.send(from, &Frame::ForwardResult { id, outcome });
+            links.send(self.answer_to(from), &Frame::ForwardResult { id, outcome });
             return;
         }
         let cmd = match codec::decode_command(&command) {
@@ -212,7 +212,7 @@ impl<W: Write, R> Replica<W, R> {
         };
         if let Err(err) = store.check_room(&cmd) {
             let outcome = to_wire(&Err(err));
-            links.send(from, &Frame::ForwardResult { id, outcome });
+            links.send(self.answer_to(from), &Frame::ForwardResult { id, outcome });
             return;
         }
         if self.removes_self(&cmd) {
@@ -228,7 +228,7 @@ impl<W: Write, R> Replica<W, R> {
             Some(Ok(input)) => input,
             Some(Err(err)) => {
                 let outcome = to_wire(&Err(err));
-                links.send(from, &Frame::ForwardResult { id, outcome });
+                links.send(self.answer_to(from), &Frame::ForwardResult { id, outcome });
                 return;
             }
             None => Input::Propose {

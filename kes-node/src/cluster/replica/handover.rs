@@ -55,7 +55,7 @@ impl<W: Write, R> Replica<W, R> {
             Ok(()) => WireOutcome::HandingOver,
             Err(err) => to_wire(&Err(err)),
         };
-        links.send(from, &Frame::ForwardResult { id, outcome });
+        links.send(self.answer_to(from), &Frame::ForwardResult { id, outcome });
     }
 
     /// The leader `old` answered a forwarded shrink of itself with `HandingOver`.

@@ -46,7 +46,8 @@ impl<W: Write, R> Replica<W, R> {
                     return Some(Err(StoreError::NotFound));
                 };
                 // Its agreement travels on the link this node dialed to it.
-                let reachable = matches!(links.dialed(gone), super::Dialed::Open(_));
+                let reachable =
+                    matches!(links.dialed(self.request_to(gone)), super::Dialed::Open(_));
                 if !*force && !reachable {
                     let why = format!(
                         "node {gone} ({endpoint}) is unreachable: a shrink needs its agreement; \
@@ -68,7 +69,8 @@ impl<W: Write, R> Replica<W, R> {
                     .copied()
                     .filter(|&id| id != gone && id != self.id)
                     .filter(|&id| {
-                        silent.contains(&id) || !matches!(links.dialed(id), super::Dialed::Open(_))
+                        silent.contains(&id)
+                            || !matches!(links.dialed(self.request_to(id)), super::Dialed::Open(_))
                     })
                     .map(|id| self.name_of(id))
                     .collect();

@@ -6,8 +6,8 @@
 //! (`forward.rs`), the backlog of writes while the core's window is full (`backlog.rs`),
 //! leaderless waits, leadership hand-over before a shrink of the leader (`handover.rs`),
 //! snapshot streaming and staging (`snapshots.rs`), the preparation of an expand
-//! (`expand.rs`), the read gate (`gate.rs`), and what happens when a persist fails
-//! (`persist.rs`). Each of those files adds the methods of one concern to [`Replica`]; the
+//! (`expand.rs`), the read gate (`gate.rs`), which link a frame may take (`route.rs`), and
+//! what happens when a persist fails (`persist.rs`). Each of those files adds the methods of one concern to [`Replica`]; the
 //! state they keep lives in files below this one (`answer.rs`: who waits for a write and how
 //! its outcome travels; `stream.rs`: snapshot streams; `expansion.rs`; `health.rs`;
 //! `clock.rs`; `storage.rs`), so that every import points down. The shell (`cluster/mod.rs`)
@@ -60,6 +60,7 @@ mod handover;
 mod health;
 mod membership;
 mod persist;
+mod route;
 mod snapshots;
 mod storage;
 mod stream;
@@ -78,6 +79,7 @@ use answer::Waiter;
 
 pub(crate) use clock::Millis;
 use expansion::Expansion;
+pub(crate) use route::Peer;
 pub(crate) use storage::Storage;
 
 /// How long a forwarded write waits for the leader's answer.
@@ -95,20 +97,25 @@ pub trait Write {
 
 /// The peer links as the replica needs them. The shell implements it over TLS connections in
 /// its event loop; the simulator over in-memory queues.
+///
+/// The link that carries frames to a [`Peer`] is the one this node dialed to it; while that
+/// one is not open, or for a peer without an address, it may be one the peer opened, whose
+/// Hello claimed its id, unless the peer is `only_dialed` (see `route.rs`: a request to a
+/// member never takes such a link).
 pub trait Links {
-    /// Queues `frame` on the open link that carries messages to `to` (the one this node
-    /// dialed, or else one `to` opened); false if there is none or it broke (the frame is lost).
-    fn send(&mut self, to: NodeId, frame: &Frame) -> bool;
-    /// Whether a link to `to` is open.
-    fn open(&self, to: NodeId) -> bool;
+    /// Queues `frame` on the open link that carries frames to `to`; false if there is none or
+    /// it broke (the frame is lost).
+    fn send(&mut self, to: Peer<'_>, frame: &Frame) -> bool;
+    /// Whether a link that carries frames to `to` is open.
+    fn open(&self, to: Peer<'_>) -> bool;
     /// Whether the link to `to` still has unsent bytes queued (snapshot streams wait for it).
-    fn busy(&self, to: NodeId) -> bool;
+    fn busy(&self, to: Peer<'_>) -> bool;
     /// Asks to hear (through [`Replica::on_writable`]) when the link to `to` drained.
-    fn watch_writable(&mut self, to: NodeId);
+    fn watch_writable(&mut self, to: Peer<'_>);
     /// Opens an outbound link to a node that is not a member yet (an expand's new node).
     fn dial(&mut self, to: NodeId, addr: &str) -> Result<(), String>;
-    /// The state of the outbound link to `to`.
-    fn dialed(&self, to: NodeId) -> Dialed;
+    /// The state of the outbound link to `to` (dialed to `to.at`, when given).
+    fn dialed(&self, to: Peer<'_>) -> Dialed;
     /// Frames on the outbound link to `to` now come from `to` (its Hello said "joining").
     fn claim(&mut self, to: NodeId);
     /// Closes the outbound link to `to`.
@@ -130,20 +137,20 @@ pub enum Dialed {
 pub(crate) struct NoLinks;
 
 impl Links for NoLinks {
-    fn send(&mut self, _: NodeId, _: &Frame) -> bool {
+    fn send(&mut self, _: Peer<'_>, _: &Frame) -> bool {
         false
     }
-    fn open(&self, _: NodeId) -> bool {
+    fn open(&self, _: Peer<'_>) -> bool {
         false
     }
-    fn busy(&self, _: NodeId) -> bool {
+    fn busy(&self, _: Peer<'_>) -> bool {
         false
     }
-    fn watch_writable(&mut self, _: NodeId) {}
+    fn watch_writable(&mut self, _: Peer<'_>) {}
     fn dial(&mut self, _: NodeId, _: &str) -> Result<(), String> {
         Err("no links".into())
     }
-    fn dialed(&self, _: NodeId) -> Dialed {
+    fn dialed(&self, _: Peer<'_>) -> Dialed {
         Dialed::Closed(None)
     }
     fn claim(&mut self, _: NodeId) {}
@@ -185,6 +192,8 @@ pub struct Replica<W, R> {
     now: Millis,
     rng: Rng,
     addresses: Addresses,
+    /// Every address a member had, by id (see `route.rs`).
+    book: Addresses,
     params: Params,
     /// True until a joining node learned its id from the leader (`--join`).
     joining: bool,
@@ -235,6 +244,11 @@ impl<W: Write, R> Replica<W, R> {
         // The newest configuration: one appended but not applied yet counts (its new member
         // must be dialed, and may have to be removed by force).
         let addresses = super::file::newest(&state);
+        // A node a pending shrink removes has an address in the applied configuration only.
+        let book: Addresses = (state.addresses.iter().chain(addresses.iter()))
+            .filter(|(_, a)| !a.is_empty())
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
         let mut rng = Rng(start.seed);
         let node = Node::new(
             start.id,
@@ -253,6 +267,7 @@ impl<W: Write, R> Replica<W, R> {
             now,
             rng,
             addresses,
+            book,
             params: start.params,
             joining,
             was_member: !joining,
@@ -310,14 +325,6 @@ impl<W: Write, R> Replica<W, R> {
     /// address, so that ids are never reused).
     pub fn addresses(&self) -> &Addresses {
         &self.addresses
-    }
-
-    /// The other members this node keeps links to.
-    pub fn peers(&self) -> impl Iterator<Item = (NodeId, &str)> + '_ {
-        self.addresses
-            .iter()
-            .filter(move |(id, a)| **id != self.id && !a.is_empty())
-            .map(|(id, a)| (*id, a.as_str()))
     }
 
     /// When the core wants its next tick.
@@ -387,7 +394,7 @@ impl<W: Write, R> Replica<W, R> {
                     id,
                     outcome: answer::to_wire(&outcome),
                 };
-                links.send(node, &frame);
+                links.send(self.answer_to(node), &frame);
             }
         }
     }

@@ -134,11 +134,11 @@ impl<W: Write, R> Replica<W, R> {
         };
         self.node = node;
         // The newest configuration: the applied one, or one appended after it.
-        self.addresses = state.addresses;
+        self.set_addresses(state.addresses);
         for entry in &state.entries {
             if let Body::Config { command, .. } = &entry.body {
                 if let Ok(addresses) = crate::store::decode_addresses(command) {
-                    self.addresses = addresses;
+                    self.set_addresses(addresses);
                 }
             }
         }

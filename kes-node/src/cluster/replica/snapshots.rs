@@ -69,10 +69,12 @@ impl<W: Write, R> Replica<W, R> {
         let Some(mut out) = self.outgoing.remove(&to) else {
             return;
         };
-        if !links.open(to) {
+        // A snapshot makes its receiver a member: only the link dialed to `to` carries it.
+        let peer = self.request_to(to);
+        if !links.open(peer) {
             return; // the link is gone: abandon the stream
         }
-        while !links.busy(to) {
+        while !links.busy(peer) {
             let frame = match out.reader.next_chunk(CHUNK_BYTES) {
                 Ok(Some(chunk)) => Frame::SnapshotChunk {
                     stream: out.stream,
@@ -85,8 +87,8 @@ impl<W: Write, R> Replica<W, R> {
                         chunks: out.reader.chunks,
                         envelope: Box::new(out.envelope),
                     };
-                    links.send(to, &frame);
-                    links.watch_writable(to);
+                    links.send(peer, &frame);
+                    links.watch_writable(peer);
                     return;
                 }
                 Err(err) => {
@@ -94,7 +96,7 @@ impl<W: Write, R> Replica<W, R> {
                     return;
                 }
             };
-            let sent = links.send(to, &frame);
+            let sent = links.send(peer, &frame);
             if let Frame::SnapshotChunk { mut data, .. } = frame {
                 data.zeroize();
             }
@@ -102,7 +104,7 @@ impl<W: Write, R> Replica<W, R> {
                 return;
             }
         }
+        links.watch_writable(peer);
         self.outgoing.insert(to, out);
-        links.watch_writable(to);
     }
 }

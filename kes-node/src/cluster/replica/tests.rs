@@ -8,7 +8,7 @@ use kes_core::consensus::{Config, Members, NodeId, Params, Role};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{Dialed, Links, Millis, Replica, Start, Write};
+use super::{Dialed, Links, Millis, Peer, Replica, Start, Write};
 use crate::cluster::frame::Frame;
 use crate::command::Command;
 use crate::item::{ItemName, Kind};
@@ -56,40 +56,65 @@ impl Wires {
     }
 }
 
-/// One node's view of [`Wires`]: nodes are addressed by their place in the cluster, which is
-/// also the id they have or get.
+/// One node's view of [`Wires`]: node `p` (its place in the cluster) listens at `addr(p)`
+/// and usually has or gets id `p`. As in production, the link this node dialed to a peer
+/// reaches the node at the peer's address; links other nodes opened belong to the id their
+/// Hello claims.
 struct Port<'a> {
     me: NodeId,
     wires: &'a mut Wires,
 }
 
-impl Links for Port<'_> {
-    fn send(&mut self, to: NodeId, frame: &Frame) -> bool {
-        if !self.open(to) {
-            return false;
+impl Port<'_> {
+    /// The place of the node at `at`.
+    fn at(&self, at: &str) -> Option<NodeId> {
+        (0..self.wires.ids.len() as NodeId).find(|&p| addr(p) == at)
+    }
+
+    fn up(&self, p: NodeId) -> bool {
+        p != self.me && self.wires.up(self.me, p)
+    }
+
+    /// The node a frame for `to` reaches: the one at its address, or (unless `only_dialed`)
+    /// while that link is down or without an address, one whose Hello claims its id.
+    fn node_for(&self, to: Peer<'_>) -> Option<NodeId> {
+        let dialed = to.at.and_then(|a| self.at(a));
+        if dialed.is_some_and(|p| self.up(p)) || to.only_dialed {
+            return dialed.filter(|&p| self.up(p));
         }
+        (0..self.wires.ids.len() as NodeId)
+            .find(|&p| self.up(p) && self.wires.ids[p as usize] == to.id)
+    }
+}
+
+impl Links for Port<'_> {
+    fn send(&mut self, to: Peer<'_>, frame: &Frame) -> bool {
+        let Some(to) = self.node_for(to) else {
+            return false;
+        };
         let bytes = postcard::to_allocvec(frame).unwrap();
         self.wires.queue.push_back((self.me, to, bytes));
         true
     }
-    fn open(&self, to: NodeId) -> bool {
-        (to as usize) < self.wires.ids.len() && to != self.me && self.wires.up(self.me, to)
+    fn open(&self, to: Peer<'_>) -> bool {
+        self.node_for(to).is_some()
     }
-    fn busy(&self, _: NodeId) -> bool {
+    fn busy(&self, _: Peer<'_>) -> bool {
         false
     }
-    fn watch_writable(&mut self, _: NodeId) {}
-    fn dial(&mut self, to: NodeId, _: &str) -> Result<(), String> {
-        match self.open(to) {
-            true => Ok(()),
-            false => Err("nothing listens there".into()),
+    fn watch_writable(&mut self, _: Peer<'_>) {}
+    fn dial(&mut self, _: NodeId, at: &str) -> Result<(), String> {
+        match self.at(at).filter(|&p| self.up(p)) {
+            Some(_) => Ok(()),
+            None => Err("nothing listens there".into()),
         }
     }
-    fn dialed(&self, to: NodeId) -> Dialed {
-        if self.open(to) {
-            Dialed::Open(self.wires.ids[to as usize])
-        } else {
-            Dialed::Closed(None)
+    fn dialed(&self, to: Peer<'_>) -> Dialed {
+        // A peer without an address: the node at its place (these tests dial no other).
+        let p = to.at.map_or(Some(to.id), |a| self.at(a));
+        match p.filter(|&p| (p as usize) < self.wires.ids.len() && self.up(p)) {
+            Some(p) => Dialed::Open(self.wires.ids[p as usize]),
+            None => Dialed::Closed(None),
         }
     }
     fn claim(&mut self, _: NodeId) {}
@@ -658,4 +683,67 @@ fn an_expand_to_an_address_where_nothing_listens_is_refused_and_changes_nothing(
     }
     assert_eq!(c.nodes[leader].node().config().members.len(), 2);
     assert!(c.nodes[leader].pending_change().is_none());
+}
+
+/// A node left over from an expand that shipped it a snapshot and then failed keeps the id it
+/// was given, and nothing records that: the next expand gives the same id to another node.
+/// Requests for that member travel only on the link dialed to its address, never on the one
+/// the leftover node opened, so nothing commits without the member, which would otherwise
+/// serve reads from a state without it (sim seed 1004951).
+#[test]
+fn a_node_left_over_from_a_failed_expand_never_stands_in_for_the_member_with_its_id() {
+    let mut c = Cluster::new(1);
+    let leader = c.elect();
+    // The leftover node (place 1): it took the leader's snapshot as node 1 (the configuration
+    // without it), then its expand failed.
+    let store = Store::in_memory().unwrap();
+    let mut members = Members::new();
+    members.push(0).unwrap();
+    let config = Config {
+        index: 0,
+        members,
+        forced: false,
+    };
+    store
+        .init_raft(config, &Addresses::from([(0, addr(0))]))
+        .unwrap();
+    let start = Start {
+        id: 1,
+        params: c.nodes[0].params,
+        seed: 5,
+        group_commit: true,
+    };
+    c.nodes.push(Replica::new(c.now, &store, start).unwrap());
+    c.stores.push(store);
+    c.decided.push(Default::default());
+    let stale = 1;
+    // The next expand, of the node at place 2, gives it id 1 too.
+    let new = c.add_joining();
+    let expand = Command::Expand {
+        endpoint: addr(new as NodeId),
+    };
+    c.propose(leader, 1, expand);
+    c.run(2_000);
+    assert_eq!(c.write_outcome(leader, 1), Some(&Ok(())));
+    assert_eq!((c.nodes[stale].id(), c.nodes[new].id()), (1, 1));
+    // The member is cut off; the leftover node is not.
+    c.cut(leader as NodeId, new as NodeId);
+    c.propose(leader, 2, secret("w"));
+    c.run(1_000);
+    assert_eq!(
+        c.write_outcome(leader, 2),
+        None,
+        "nothing commits without node 1"
+    );
+    assert_eq!(
+        c.nodes[stale].node().last_index(),
+        0,
+        "the leftover node got nothing"
+    );
+    assert!(c.stores[stale].secret(DEFAULT_ENCLAVE, "w").is_err());
+    c.heal();
+    c.run(1_000);
+    assert_eq!(c.write_outcome(leader, 2), Some(&Ok(())));
+    assert!(c.stores[new].secret(DEFAULT_ENCLAVE, "w").is_ok());
+    assert_eq!(c.nodes[stale].node().last_index(), 0);
 }
