@@ -205,7 +205,7 @@ fn pending_subject(world: &World, l: usize) -> Option<usize> {
         .copied()
         .find(|&m| latest.contains(m) != committed.contains(m))?;
     // A node being added that has no machine yet cannot be down.
-    Some(world.machine_of(id).unwrap_or(usize::MAX))
+    Some(world.machine_seen_by(l, id).unwrap_or(usize::MAX))
 }
 
 /// Whether no running machine holds a configuration without `m` (committed or pending): the

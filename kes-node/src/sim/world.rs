@@ -220,10 +220,22 @@ impl World {
         let node = r.node();
         let mut ids: Vec<NodeId> = node.config().members.iter().copied().collect();
         ids.extend(node.committed_config().members.iter().copied());
-        let mut machines: Vec<usize> = ids.iter().filter_map(|id| self.machine_of(*id)).collect();
+        let mut machines: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.machine_seen_by(i, *id))
+            .collect();
         machines.sort_unstable();
         machines.dedup();
         machines
+    }
+
+    /// The machine that machine `i` knows as node `id`: the one at the address it has for
+    /// `id` (two machines can hold one id: a node left over from a failed expand keeps the id
+    /// the next expand gives another), else the one that has the id.
+    pub fn machine_seen_by(&self, i: usize, id: NodeId) -> Option<usize> {
+        let at = self.replica(i).and_then(|r| r.address_of(id));
+        at.and_then(|a| self.machines.iter().position(|m| m.address == a))
+            .or_else(|| self.machine_of(id))
     }
 
     /// The machine that has node id `id`.

@@ -97,6 +97,11 @@ impl<W: Write, R> Replica<W, R> {
         }
     }
 
+    /// The address this node knows node `id` by (a removed member keeps its last one).
+    pub fn address_of(&self, id: NodeId) -> Option<&str> {
+        self.book.get(&id).map(String::as_str)
+    }
+
     /// Sets the addresses of the newest configuration.
     pub(super) fn set_addresses(&mut self, addresses: Addresses) {
         self.remember(&addresses);
