@@ -189,7 +189,7 @@ fn fuzz_regression_many_concurrent_writes() {
     ];
     let data: Vec<u8> = RUNS
         .iter()
-        .flat_map(|&(b, n)| std::iter::repeat(b).take(n))
+        .flat_map(|&(b, n)| std::iter::repeat_n(b, n))
         .collect();
     assert_eq!(data.len(), 243);
     if let Err(failure) = kes_node::sim::run_fuzz(&data) {
