@@ -1018,3 +1018,55 @@ fn snapshot_shipped_before_the_configuration_that_adds_the_node() {
         c.check_history().unwrap();
     }
 }
+
+/// A leadership transfer while an expand is pending goes to a member of the committed
+/// configuration. The node being added may hold the most of the log (here: the only follower
+/// that got the new configuration), but the members that do not hold that configuration yet
+/// do not count it as a voter, so it could not win: the transfer would cost an election that
+/// fails and a further term before anyone leads (seen in the trace of simulator seed 1002282).
+#[test]
+fn leadership_transfer_during_an_expand_goes_to_a_committed_member() {
+    let mut c = cluster(3, 4, false, 36);
+    let l = elect(&mut c);
+    let term = c.node(l).term();
+    assert!(c.ship_snapshot(l, 3).unwrap());
+    c.run(5).unwrap();
+    // Only the leader and the new node hear each other while the expand is appended.
+    let mut groups = vec![1u8; 4];
+    groups[l] = 0;
+    groups[3] = 0;
+    c.partition(&groups);
+    assert!(c.change(l, Change::Add(3)).unwrap());
+    assert!(
+        c.run_until(20, |c| {
+            c.node(l).match_index(3) == Some(c.node(l).last_index())
+        })
+        .unwrap(),
+        "the leader knows the new node holds the configuration:\n{}",
+        trace(&c)
+    );
+    assert!(!c.node(l).committed_config().contains(3));
+    c.transfer(l).unwrap();
+    c.heal();
+    assert!(
+        c.run_until(200, |c| c.leader().is_some_and(|n| n != l))
+            .unwrap(),
+        "no new leader after the transfer:\n{}",
+        trace(&c)
+    );
+    let n = c.leader().unwrap();
+    assert_ne!(n, 3, "the node being added cannot win:\n{}", trace(&c));
+    assert_eq!(
+        c.node(n).term(),
+        term + 1,
+        "one election, no extra terms:\n{}",
+        trace(&c)
+    );
+    assert!(
+        c.run_until(200, |c| c.node(n).committed_config().contains(3))
+            .unwrap(),
+        "the expand completes under the new leader:\n{}",
+        trace(&c)
+    );
+    c.check_history().unwrap();
+}

@@ -3,8 +3,9 @@
 //! member and then lets the new leader propose the removal.
 //!
 //! 1. [`Input::TransferLeadership`](super::Input::TransferLeadership) at the leader picks the
-//!    member of its latest configuration that has matched the most (ties: the lowest id) and
-//!    stops taking proposals (`Busy`) for one election timeout.
+//!    member of its latest configuration that has matched the most (ties: the lowest id),
+//!    preferring members the committed configuration has too, and stops taking proposals
+//!    (`Busy`) for one election timeout.
 //! 2. As soon as that member holds the leader's whole log, the leader sends it `TimeoutNow`.
 //! 3. The member starts an election at once (no pre-vote), flagging its vote requests as a
 //!    transfer, so followers that heard from the leader recently still vote (they would
@@ -23,13 +24,19 @@ impl<C: Clone> Node<C> {
         if self.role != Role::Leader || self.transfer.is_some() {
             return;
         }
+        // A member of the latest configuration that the committed one has too, if any: a node
+        // that only a pending expand adds may hold the most of the log, yet the others, which
+        // may not hold that configuration yet, do not count it as a voter: it could not win.
         let config = self.log.config();
-        let target = self
-            .progress
-            .iter()
-            .filter(|p| config.contains(p.id))
-            .max_by_key(|p| (p.matched, core::cmp::Reverse(p.id)))
-            .map(|p| p.id);
+        let committed = self.log.committed_config();
+        let best = |voter: &dyn Fn(NodeId) -> bool| {
+            self.progress
+                .iter()
+                .filter(|p| config.contains(p.id) && voter(p.id))
+                .max_by_key(|p| (p.matched, core::cmp::Reverse(p.id)))
+                .map(|p| p.id)
+        };
+        let target = best(&|id| committed.contains(id)).or_else(|| best(&|_| true));
         let Some(target) = target else {
             return;
         };
