@@ -33,7 +33,8 @@ use heapless::Vec;
 
 use super::log::config_of;
 use super::message::{Body, Config, Index, NodeId};
-use super::node::{push_bounded, Change, Node, ProposalId, ProposeError};
+use super::node::{push_bounded, Change, Node};
+use super::outcome::{ProposalId, ProposeError};
 use super::output::Output;
 use super::MAX_NODES;
 

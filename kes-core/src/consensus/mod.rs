@@ -167,6 +167,7 @@ mod log;
 mod membership;
 mod message;
 mod node;
+mod outcome;
 mod output;
 mod replication;
 mod transfer;
@@ -179,9 +180,8 @@ pub use message::{
     Body, Config, Entry, Envelope, HardState, Index, Members, Message, NameId, Names, NodeId,
     SnapshotMeta, Term, Time,
 };
-pub use node::{
-    Change, Input, Node, Params, ProposalId, ProposeError, ReadError, ReadId, Role, StartError,
-};
+pub use node::{Change, Input, Node, Params, Role, StartError};
+pub use outcome::{ProposalId, ProposeError, ReadError, ReadId};
 pub use output::Output;
 #[cfg(feature = "alloc")]
 pub use output::StepOutput;

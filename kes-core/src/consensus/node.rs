@@ -6,8 +6,9 @@ use heapless::Vec;
 
 use super::log::Log;
 use super::message::{
-    Entry, Envelope, HardState, Index, Members, Message, Names, NodeId, SnapshotMeta, Term, Time,
+    Entry, Envelope, HardState, Index, Message, Names, NodeId, SnapshotMeta, Term, Time,
 };
+use super::outcome::{ProposalId, ProposeError, ReadId};
 use super::output::Output;
 use super::{MAX_NODES, MAX_PROPOSALS, MAX_READS};
 
@@ -59,14 +60,6 @@ pub enum Role {
     Leader,
 }
 
-/// The shell's handle for a client write, returned with its outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ProposalId(pub u64);
-
-/// The shell's handle for a client read, returned when the read may be answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReadId(pub u64);
-
 /// A membership change; one node at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -116,56 +109,6 @@ pub enum Input<C> {
     /// Hand leadership to another member (leader only), e.g. before removing this node; see
     /// `transfer.rs`. Proposals get `Busy` until it succeeds or is abandoned.
     TransferLeadership,
-}
-
-/// Why a write did not (or may not) commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProposeError {
-    /// This node is not the leader; `leader` is the last one it heard of. Nothing was appended.
-    NotLeader {
-        /// The leader this node last heard of.
-        leader: Option<NodeId>,
-    },
-    /// Too many writes in flight; nothing was appended. Retry later.
-    Busy,
-    /// These nodes have not answered for an election timeout, so the write could not commit;
-    /// nothing was appended.
-    Unavailable {
-        /// The nodes not heard from.
-        unreachable: Members,
-    },
-    /// The membership change is invalid (already a member, not a member, removes the leader, or
-    /// another change is still pending). Nothing was appended.
-    InvalidChange,
-    /// The entry was replaced by another one: it will never commit.
-    Overwritten,
-    /// The entry did not commit in time; the nodes in `unreachable` had not stored it. It may
-    /// still commit later.
-    Timeout {
-        /// The nodes that had not stored the entry.
-        unreachable: Members,
-    },
-    /// This node lost track of the entry (it installed a snapshot); it may or may not have
-    /// committed.
-    Unknown,
-}
-
-/// Why a read may not be served.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadError {
-    /// This node is not a member of the cluster (never joined, or removed).
-    NotMember,
-    /// Too many reads are waiting.
-    Busy,
-    /// An entry touching one of the names is still undecided on this node (the entry's index).
-    Pending {
-        /// The index of the undecided entry.
-        index: Index,
-    },
-    /// `read_lease` is on and this node holds no lease (it cannot hear from a leader).
-    NoLease,
-    /// The leader has committed entries this node does not hold yet.
-    CatchingUp,
 }
 
 /// Why [`Node::new`] refused the stored state.
@@ -266,7 +209,7 @@ pub struct Node<C> {
     /// When we last accepted a message from the leader of our term.
     pub(super) leader_contact: Time,
     /// As leader: the leadership transfer under way, if any.
-    pub(super) transfer: Option<super::transfer::Transfer>,
+    pub(super) transfer: Option<Transfer>,
 }
 
 impl<C: Clone> Node<C> {
@@ -600,4 +543,14 @@ impl<C: Clone> Node<C> {
             .unwrap_or(Time::MAX);
         timer.min(reads).min(proposals)
     }
+}
+
+/// A transfer under way.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Transfer {
+    pub target: NodeId,
+    /// When the transfer is abandoned.
+    pub until: super::message::Time,
+    /// Whether `TimeoutNow` went out.
+    pub sent: bool,
 }

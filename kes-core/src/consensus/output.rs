@@ -9,7 +9,7 @@
 //! `Vec`s, for shells that want a batch to carry out.
 
 use super::message::{Entry, Envelope, HardState, Index, SnapshotMeta};
-use super::node::{ProposalId, ProposeError, ReadError, ReadId};
+use super::outcome::{ProposalId, ProposeError, ReadError, ReadId};
 
 /// What the core asks the shell to do, one call per decision, during
 /// [`Node::step`](super::Node::step).

@@ -29,7 +29,8 @@ use heapless::Vec;
 
 use super::log::config_of;
 use super::message::{Entry, Index, Message, Names, NodeId, SnapshotMeta, Term, Time};
-use super::node::{push_bounded, Node, Proposal, ProposalId, ProposeError, Role};
+use super::node::{push_bounded, Node, Proposal, Role};
+use super::outcome::{ProposalId, ProposeError};
 use super::output::Output;
 use super::{Body, MAX_BATCH};
 

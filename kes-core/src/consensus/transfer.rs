@@ -15,7 +15,7 @@
 //! 4. The old leader sees the higher term and steps down. If nothing happens within the
 //!    election timeout, the transfer is abandoned and the leader takes proposals again.
 use super::message::{Message, NodeId, Term};
-use super::node::{Node, Role};
+use super::node::{Node, Role, Transfer};
 use super::output::Output;
 
 impl<C: Clone> Node<C> {
@@ -87,14 +87,4 @@ impl<C: Clone> Node<C> {
         self.reset_election_timer();
         self.start_election_for_transfer(out);
     }
-}
-
-/// A transfer under way.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Transfer {
-    pub target: NodeId,
-    /// When the transfer is abandoned.
-    pub until: super::message::Time,
-    /// Whether `TimeoutNow` went out.
-    pub sent: bool,
 }

@@ -19,7 +19,8 @@
 //! and none answers from a state without it.
 
 use super::message::{NameId, Names};
-use super::node::{Node, ReadError, ReadId, WaitingRead};
+use super::node::{Node, WaitingRead};
+use super::outcome::{ReadError, ReadId};
 use super::output::Output;
 
 impl<C: Clone> Node<C> {
