@@ -3,7 +3,8 @@
 //! owns the backend), a log stream on one loop receives the events of requests served on the
 //! others, connections really spread across the loops, a request made once a stream's head
 //! arrived is in that stream whichever loop serves it, and a 3-node cluster with two loops per
-//! node takes writes on every node.
+//! node takes writes on every node, and SIGTERM sent the moment the server says it listens
+//! stops every loop (exit 0).
 mod support;
 
 use std::time::{Duration, Instant};
@@ -216,6 +217,23 @@ fn cluster_with_two_workers_per_node_writes_on_every_node() {
         for key in &keys {
             let g = c.put_json(&format!("/v1/key/generate/{key}"), &json!({}));
             assert_eq!(g.status, 200, "node {node}, {key}: {}", g.text());
+        }
+    }
+}
+
+/// SIGTERM the moment the listening line is out: every event loop must stop and the process
+/// exit 0. Before the signal handler was installed ahead of that line and one loop stopped the
+/// others, the signal could arrive before a worker thread had registered for it (that worker
+/// then served on and the process never exited), or before any loop had (the process died of
+/// the signal).
+#[test]
+fn sigterm_right_after_listening_stops_every_worker() {
+    const ROUNDS: usize = 30;
+    for workers in [1, 4] {
+        let mut env = Env::new(&format!("workers-sigterm-{workers}"));
+        env.set_workers(workers);
+        for _ in 0..ROUNDS {
+            env.start().stop();
         }
     }
 }

@@ -51,6 +51,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use signal_hook_mio::v1_0::Signals;
+
 use crate::api::App;
 use crate::config::{Config, EdgeConfig};
 use crate::hsm::Hsm;
@@ -300,6 +302,13 @@ impl Builder {
             }
         };
         let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        // Before the listening line: whoever reads it may signal at once.
+        let signals = match self.signals {
+            true => {
+                Some(stop::handle_signals().map_err(|e| format!("cannot handle signals: {e}"))?)
+            }
+            false => None,
+        };
         if self.announce {
             if workers > 1 {
                 println!("kes-node: {workers} event loops");
@@ -317,7 +326,7 @@ impl Builder {
             app,
             backend,
             reloader,
-            signals: self.signals,
+            signals,
             config,
         })
     }
@@ -349,7 +358,7 @@ struct Ready {
     app: App,
     backend: Box<dyn Backend>,
     reloader: reload::Reloader,
-    signals: bool,
+    signals: Option<Signals>,
     config: Config,
 }
 
@@ -361,7 +370,7 @@ impl Ready {
         trigger: Arc<stop::Trigger>,
     ) -> Result<(), Error> {
         let stopping = Stopping {
-            signals: self.signals,
+            signals: self.signals.take(),
             receivers,
             trigger,
         };

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -66,7 +66,9 @@ struct Conns {
 /// process; an embedded one leaves the host's signals alone) and the program's
 /// [`stop::Trigger`], whose receiving ends are here, one per loop.
 pub(crate) struct Stopping {
-    pub signals: bool,
+    /// Installed before the server says it listens (see [`stop::handle_signals`]), so a
+    /// signal sent the moment it does is not lost; only the first loop watches them.
+    pub signals: Option<Signals>,
     pub receivers: Vec<stop::Receiver>,
     /// What pulls `receivers`: when one loop fails, the others are stopped with it.
     pub trigger: Arc<stop::Trigger>,
@@ -91,19 +93,24 @@ pub(crate) fn serve(
         reload: Some(reload),
         signals: stopping.signals,
         stop: stopping.receivers.into_iter().next(),
+        trigger: stopping.trigger,
     };
     serve_loop(me, tls, limits, app, backend)
 }
 
 /// One event loop of several: its number (0 owns the backend), its listening socket, on
-/// the loop that handles SIGHUP what a reload does, whether it handles signals, and its end of
-/// the program's stop.
+/// the loop that handles signals what a reload does and the signals, its end of the
+/// program's stop, and the trigger that stops every loop.
 pub(crate) struct Worker<'r> {
     pub id: usize,
     pub listener: TcpListener,
     pub reload: Option<&'r dyn Fn(&App)>,
-    pub signals: bool,
+    /// One loop watches the process's signals and, on SIGINT/SIGTERM, stops all of them with
+    /// `trigger`: a handler per loop would miss a signal sent before a loop's thread had
+    /// registered its own, and that loop would serve on (the process never exiting).
+    pub signals: Option<Signals>,
     pub stop: Option<stop::Receiver>,
+    pub trigger: Arc<stop::Trigger>,
 }
 
 /// The event loop of [`serve`], as one of several workers.
@@ -120,6 +127,7 @@ pub(crate) fn serve_loop(
         reload,
         signals,
         stop,
+        trigger,
     } = me;
     // `None` once shutting down: the socket is closed then, so new connections are refused.
     let mut listener = Some(listener);
@@ -131,12 +139,7 @@ pub(crate) fn serve_loop(
         poll.registry()
             .register(listener, LISTENER, Interest::READABLE)?;
     }
-    // Every loop stops on SIGINT/SIGTERM; only the one that reloads listens for SIGHUP.
-    let mut signals = match (signals, reload) {
-        (false, _) => None,
-        (true, Some(_)) => Some(Signals::new([SIGINT, SIGTERM, SIGHUP])?),
-        (true, None) => Some(Signals::new([SIGINT, SIGTERM])?),
-    };
+    let mut signals = signals;
     if let Some(signals) = &mut signals {
         poll.registry()
             .register(signals, SIGNALS, Interest::READABLE)?;
@@ -195,9 +198,13 @@ pub(crate) fn serve_loop(
                     if let Some(reload) = reload.filter(|_| pending.contains(&SIGHUP)) {
                         reload(app);
                     }
-                    if pending.iter().any(|s| *s != SIGHUP) && shutdown_at.is_none() {
-                        shutdown_at = Some(now);
-                        begin_shutdown(&poll, listener.take(), &mut conns, app)?;
+                    if pending.iter().any(|s| *s != SIGHUP) {
+                        // Every other loop sees its stop end readable and shuts down too.
+                        trigger.stop();
+                        if shutdown_at.is_none() {
+                            shutdown_at = Some(now);
+                            begin_shutdown(&poll, listener.take(), &mut conns, app)?;
+                        }
                     }
                 }
                 STOP => {

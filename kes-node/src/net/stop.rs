@@ -4,10 +4,16 @@
 //! same graceful shutdown a signal starts. Nothing is written, so nothing can fill up, and a
 //! second stop is a no-op. A socket rather than a `mio::Waker`: a poll may have one waker, and
 //! the backends own theirs.
+//!
+//! The signals are installed by [`handle_signals`] before the server says it listens, and one
+//! loop watches them and pulls the trigger for all.
 use std::io;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
 /// The stopping end: held by whoever may stop the server (the embedding program's handle).
 #[derive(Debug)]
@@ -43,4 +49,11 @@ impl Trigger {
             let _ = end.shutdown(Shutdown::Write);
         }
     }
+}
+
+/// Installs the handlers of SIGINT and SIGTERM (stop) and SIGHUP (reload): from now on these
+/// signals are queued for the loop that watches them, not acted on by the system's default
+/// (which would end the process at once).
+pub(crate) fn handle_signals() -> io::Result<Signals> {
+    Signals::new([SIGINT, SIGTERM, SIGHUP])
 }

@@ -113,7 +113,7 @@ pub(crate) fn run(
         let mut threads = Vec::new();
         let mut result = Ok(());
         for (id, listener) in (1..n).zip(listeners) {
-            let (tls, share, app) = (tls.clone(), &share, app);
+            let (tls, share, app, trigger) = (tls.clone(), &share, app, trigger.clone());
             let stop = stops.next().flatten();
             let mut proxy = Proxy::new(id, app, to_owner.clone(), owner_waker.clone());
             let spawned = std::thread::Builder::new()
@@ -123,8 +123,9 @@ pub(crate) fn run(
                         id,
                         listener,
                         reload: None,
-                        signals,
+                        signals: None,
                         stop,
+                        trigger,
                     };
                     let result = super::serve_loop(me, tls, share, app, &mut proxy);
                     if let Err(e) = &result {
@@ -150,6 +151,7 @@ pub(crate) fn run(
                 reload: Some(reload),
                 signals,
                 stop: first_stop,
+                trigger: trigger.clone(),
             };
             result = super::serve_loop(me, tls, &share, app, &mut owner);
         }
