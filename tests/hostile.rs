@@ -483,6 +483,63 @@ fn slow_log_subscriber() {
     assert!(ended_in_time, "the slow subscriber was never dropped");
 }
 
+/// `Kes-Enclave` names of refused requests: an identity unknown to the server sends requests
+/// whose `Kes-Enclave` header is a different 60 KB string each time (no enclave can have such
+/// a name). Before the fix, the authorization cache kept every one of them (as "no such
+/// identity there"), up to 10,000 entries: 600 MB for one unknown client.
+#[test]
+fn enclave_names_of_refused_requests() {
+    let _one = serial();
+    let env = hostile_env("hostile-enclaves");
+    let server = env.start();
+    let watch = Watch::new(server.pid());
+    let addr = server.addr;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let attack = {
+        let refused = refused.clone();
+        Attack::start(4, move |i, stop| {
+            let Ok(mut c) = tls_connect(addr, &pki().foreign, b"http/1.1") else {
+                return;
+            };
+            let filler = "e".repeat(60_000);
+            // 700 requests per thread, 4 at a time: 2,800 names in all (168 MB of them).
+            for n in 0..175 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let batch: String = (0..4)
+                    .map(|k| {
+                        format!(
+                            "GET /v1/key/list/* HTTP/1.1\r\nHost: kes\r\nKes-Enclave: {i}-{n}-{k}-{filler}\r\n\r\n"
+                        )
+                    })
+                    .collect();
+                if c.send_raw(batch.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..4 {
+                    match c.read_response() {
+                        Ok(r) if r.status == 403 => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        })
+    };
+    // The attack runs to its end (or the server's), then the admin asks.
+    while attack.threads.iter().any(|t| !t.is_finished()) && !watch.died() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(attack);
+    let admin = admin_probe(addr);
+    let refused = refused.load(Ordering::Relaxed);
+    println!("enclaves: {refused} requests refused");
+    verdict("enclave-names", &watch, &admin, 96.0);
+    assert_eq!(refused, 2_800, "every request is refused (403)");
+}
+
 /// HTTP strictness (RFC 9112): smuggling primitives are refused, over-long request lines and
 /// heads get 414/431 without an echo, and `Expect: 100-continue` is answered.
 #[test]

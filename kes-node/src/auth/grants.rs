@@ -147,6 +147,12 @@ impl Grants {
         enclave: &str,
         id: &str,
     ) -> Result<Option<Arc<Grant>>, StoreError> {
+        // No enclave can have a name that is not a valid name (enclave creation checks it), so
+        // nobody is known there; and the name comes from a request header: cached, any
+        // client could make the cache hold 10,000 header-long names.
+        if !kes_core::name::valid_name(enclave) {
+            return Ok(None);
+        }
         let commits = store.commits();
         {
             let mut inner = self.lock();
@@ -265,6 +271,20 @@ mod tests {
         assert!(!g.allows("/v1/key/generate/k"));
         assert!(grants.lookup(&store, D, &id('c')).unwrap().is_none());
         assert!(grants.lookup(&store, "nowhere", &b).unwrap().is_none());
+    }
+
+    /// Enclave names come from a request header: one that no enclave can have is answered
+    /// without a cache entry (the cache holds only names of valid length and characters).
+    #[test]
+    fn names_no_enclave_can_have_are_not_cached() {
+        let store = Store::in_memory().unwrap();
+        let grants = Grants::default();
+        for enclave in ["e".repeat(81), "a/b".into(), "t\u{fffd}".into(), "".into()] {
+            assert!(grants.lookup(&store, &enclave, &id('a')).unwrap().is_none());
+        }
+        assert_eq!(grants.lock().len, 0);
+        assert!(grants.lookup(&store, "t1", &id('a')).unwrap().is_none());
+        assert_eq!(grants.lock().len, 1);
     }
 
     /// The checks that hold where a change applies, whatever was ordered before it: a deleted
