@@ -735,3 +735,103 @@ fn failed_peer_links_are_logged_once_per_reason() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("Hello does not verify"), "{}", lines[0]);
 }
+
+/// Silent peer links: clients with nothing but a self-signed certificate pick `kes-peer/1`,
+/// finish the TLS handshake and then send nothing, over and over, holding every connection.
+/// A link that chose the peer protocol leaves the HTTP connection slots for the cluster's
+/// links, so each must still count against the connection limits until its Hello verified:
+/// the server's open descriptors stay near `connections` (600) and the admin gets in.
+#[test]
+fn silent_peer_links() {
+    let _one = serial();
+    let mut env = hostile_env("hostile-silent-peers");
+    env.limit_open_files(2048);
+    let server = env.start();
+    let watch = Watch::new(server.pid());
+    let fds = FdWatch::new(server.pid());
+    let addr = server.addr;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let attack = {
+        let opened = opened.clone();
+        Attack::start(16, move |_, stop| {
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                match tls_connect(addr, &pki().foreign, b"kes-peer/1") {
+                    Ok(c) => {
+                        held.push_back(c);
+                        opened.fetch_add(1, Ordering::Relaxed);
+                        if held.len() > 250 {
+                            held.pop_front();
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let admin = admin_probes(addr, 3, Duration::from_millis(300));
+    drop(attack);
+    let peak_fds = fds.peak();
+    println!(
+        "hostile: silent-peers: {} links opened, peak open descriptors {peak_fds}",
+        opened.load(Ordering::Relaxed)
+    );
+    verdict("silent-peers", &watch, &admin, 96.0);
+    assert!(
+        peak_fds < 800,
+        "the server held {peak_fds} descriptors (connections: 600)"
+    );
+    if other_binary().is_none() {
+        // Logged when the reason changes, not once per link.
+        let stderr = server.stderr();
+        let refusals = stderr.matches("peer link from 127.0.0.1 refused").count();
+        assert!(
+            (1..=4).contains(&refusals),
+            "refused peer links logged {refusals} times:\n{stderr}"
+        );
+    }
+}
+
+/// Samples the number of open descriptors of `pid` every 10 ms; remembers the peak.
+struct FdWatch {
+    peak: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FdWatch {
+    fn new(pid: u32) -> FdWatch {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                        peak.fetch_max(dir.count(), Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        FdWatch {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FdWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

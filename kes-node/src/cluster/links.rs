@@ -32,6 +32,12 @@ const REDIAL: Duration = Duration::from_millis(250);
 /// that is down for long costs little, and one that returns is found again within it.
 const REDIAL_MAX: Duration = Duration::from_secs(2);
 
+/// The most inbound links waiting for their Hello. A client needs nothing but a self-signed
+/// certificate to get a link this far, and a link no longer holds an HTTP connection slot once
+/// the event loop handed it over; so a newcomer beyond this closes the oldest such link. A real
+/// peer sends its Hello right after the handshake, so it waits here for a round trip at most.
+const MAX_STRANGERS: usize = 32;
+
 /// Every peer link of this node, inbound and outbound.
 pub(super) struct Net {
     links: Slab<Link>,
@@ -82,8 +88,19 @@ impl Net {
         }
     }
 
-    /// Takes over an inbound peer connection accepted by the HTTP listener.
+    /// Takes over an inbound peer connection accepted by the HTTP listener; closes the oldest
+    /// inbound link still waiting for its Hello if [`MAX_STRANGERS`] wait already.
     pub(super) fn adopt(&mut self, registry: &Registry, link: Link) -> Token {
+        let strangers = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.dialer && l.state == LinkState::Opening);
+        if strangers.clone().count() >= MAX_STRANGERS {
+            if let Some(oldest) = strangers.min_by_key(|(_, l)| l.opened).map(|(k, _)| k) {
+                self.links[oldest].evict();
+                self.update(registry, Token(LINK_BASE + oldest));
+            }
+        }
         let entry = self.links.vacant_entry();
         let key = entry.key();
         let link = entry.insert(link);

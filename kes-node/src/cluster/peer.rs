@@ -64,23 +64,32 @@ pub(crate) struct Link {
     heard: bool,
 }
 
-/// The last reason logged per side (dialed links by address, accepted ones all together): a
-/// peer that keeps failing the same way is logged once, not on every attempt.
-static LAST_REASON: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+/// Distinct reasons remembered for accepted links (see [`LOGGED`]).
+const INBOUND_REASONS: usize = 16;
 
-/// Logs why a link to or from `remote` did not open, unless that was the last reason logged
-/// for it; `None` notes that it opened (logged if it had failed before).
+/// What was logged per side. Dialed links keep their last reason, per address: a peer that
+/// keeps failing the same way is logged once, and again when the reason changes. Accepted
+/// links, which anyone with a certificate can open, keep up to [`INBOUND_REASONS`] distinct
+/// reasons all together, so a stranger interleaving failures does not log each attempt.
+/// `"open"` stands for the link having opened.
+static LOGGED: Mutex<Vec<(String, Vec<String>)>> = Mutex::new(Vec::new());
+
+/// Logs why a link to or from `remote` did not open, unless that reason is logged already
+/// (see [`LOGGED`]); `None` notes that it opened (logged if it had failed before).
 fn log_reason(dialer: bool, remote: &str, reason: Option<&str>) {
     let key = if dialer {
         format!("to {remote}")
     } else {
         "from peers".to_string()
     };
-    let mut last = LAST_REASON.lock().unwrap_or_else(|e| e.into_inner());
-    let slot = last.iter().position(|(k, _)| *k == key);
-    let before = slot.map(|i| last[i].1.clone());
-    let now = reason.unwrap_or("open").to_string();
-    if before.as_deref() == Some(now.as_str()) || (before.is_none() && reason.is_none()) {
+    let now = reason.unwrap_or("open");
+    let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = logged.iter().position(|(k, _)| *k == key);
+    let fresh = match slot {
+        Some(i) => !logged[i].1.iter().any(|r| r == now),
+        None => reason.is_some(),
+    };
+    if !fresh {
         return;
     }
     match reason {
@@ -88,15 +97,23 @@ fn log_reason(dialer: bool, remote: &str, reason: Option<&str>) {
         Some(why) => eprintln!("kes-node: peer link from {remote} refused: {why}"),
         None => eprintln!("kes-node: peer link {key}: open"),
     }
-    match slot {
-        Some(i) => last[i].1 = now,
+    let reasons = match slot {
+        Some(i) => &mut logged[i].1,
         None => {
-            if last.len() >= 64 {
-                last.remove(0);
+            if logged.len() >= 64 {
+                logged.remove(0);
             }
-            last.push((key, now));
+            logged.push((key, Vec::new()));
+            &mut logged.last_mut().expect("just pushed").1
         }
+    };
+    if dialer || reason.is_none() || reasons.iter().any(|r| r == "open") {
+        reasons.clear();
     }
+    if reasons.len() >= INBOUND_REASONS {
+        reasons.remove(0);
+    }
+    reasons.push(now.to_owned());
 }
 
 fn role(dialer: bool) -> u8 {
@@ -167,6 +184,12 @@ impl Link {
         self.log_failure(&why);
         self.failure = Some(Failure::Refused(why));
         self.state = LinkState::Closed;
+    }
+
+    /// Closes an inbound link still waiting for its Hello to make room for a newer one (see
+    /// `links.rs`, `MAX_STRANGERS`).
+    pub(crate) fn evict(&mut self) {
+        self.fail(true, "too many peer links waiting for their Hello");
     }
 
     /// True if the link has not opened in time: close it with [`Link::expire`].
