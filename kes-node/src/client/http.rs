@@ -6,6 +6,9 @@
 //! `Connection: close`, the body ran to the end of the connection, or anything went wrong.
 //! A streamed response (the log routes) keeps its connection: [`Stream`] reads its chunks as
 //! they arrive.
+//!
+//! Every exchange has a [`Deadline`] (`deadline.rs`), which no read or write of the socket
+//! under TLS goes past.
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use super::deadline::{Deadline, Timed};
 use super::ClientError;
 
 /// The largest response body we accept (the server's own request limit is 1 MB).
@@ -133,7 +137,7 @@ impl Head {
 
 /// One TLS connection to a server.
 pub(super) struct Conn {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, Timed>,
     /// Bytes read from TLS but not consumed yet.
     buf: Vec<u8>,
 }
@@ -146,18 +150,21 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects (TCP, then the TLS handshake, so that certificate errors show up here).
+    /// Connects (TCP, then the TLS handshake, so that certificate errors show up here). Each
+    /// step waits at most `step`, all of them together at most until `deadline`.
     pub(super) fn open(
         endpoint: &Endpoint,
         name: ServerName<'static>,
         tls: Arc<ClientConfig>,
-        timeout: Duration,
+        step: Duration,
+        deadline: Deadline,
     ) -> Result<Conn, ClientError> {
         let net = |e: io::Error| ClientError::Transport(format!("{}: {e}", endpoint.url()));
         let addrs = endpoint.socket_addrs().map_err(net)?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
         let mut tcp = None;
         for addr in addrs {
+            let timeout = step.min(deadline.left().map_err(net)?);
             match TcpStream::connect_timeout(&addr, timeout) {
                 Ok(s) => {
                     tcp = Some(s);
@@ -170,12 +177,11 @@ impl Conn {
         tcp.set_nodelay(true).map_err(net)?;
         let conn = ClientConnection::new(tls, name)
             .map_err(|e| ClientError::Tls(format!("{}: TLS: {e}", endpoint.url())))?;
+        let timed = Timed::new(tcp, Some(step), Some(deadline));
         let mut conn = Conn {
-            stream: StreamOwned::new(conn, tcp),
+            stream: StreamOwned::new(conn, timed),
             buf: Vec::new(),
         };
-        conn.set_timeout(Some(timeout))
-            .map_err(|e| io_error(endpoint, e))?;
         while conn.stream.conn.is_handshaking() {
             conn.stream
                 .conn
@@ -185,9 +191,10 @@ impl Conn {
         Ok(conn)
     }
 
-    pub(super) fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.sock.set_read_timeout(timeout)?;
-        self.stream.sock.set_write_timeout(timeout)
+    /// The limits of the next exchange: each read or write waits at most `step`, none past
+    /// `deadline` (`None`: no limit).
+    pub(super) fn set_limits(&mut self, step: Option<Duration>, deadline: Option<Deadline>) {
+        self.stream.sock.set_limits(step, deadline);
     }
 
     /// Sends one request.
@@ -373,14 +380,15 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(conn: Conn, head: &Head) -> io::Result<Stream> {
-        conn.set_timeout(None)?;
-        Ok(Stream {
+    /// The body of `head` on `conn`, read without a time limit (a log stream waits for events).
+    pub(super) fn new(mut conn: Conn, head: &Head) -> Stream {
+        conn.set_limits(None, None);
+        Stream {
             conn,
             chunked: head.chunked(),
             pending: Vec::new(),
             done: false,
-        })
+        }
     }
 
     /// The next body bytes as they arrive; `None` when the body ended properly (a chunked body

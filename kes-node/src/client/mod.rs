@@ -76,6 +76,7 @@
 
 mod access;
 mod cluster;
+mod deadline;
 mod error;
 mod http;
 mod keys;
@@ -108,7 +109,8 @@ pub use types::{
 
 /// The endpoint the CLI uses when `KES_SERVER` is not set.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7373";
-/// Connect, read and write timeout of ordinary requests.
+/// The longest an ordinary request may take (see [`Client::with_timeout`]), and the connect,
+/// read and write timeout of each of its steps.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A decoded answer together with the server's bytes.
@@ -191,6 +193,8 @@ pub struct Client {
     tls: Arc<rustls::ClientConfig>,
     enclave: Option<String>,
     identity: String,
+    /// The longest a call may take, all servers it tries together.
+    timeout: Duration,
 }
 
 /// A request before it is sent.
@@ -237,6 +241,7 @@ impl Client {
             tls,
             enclave: None,
             identity,
+            timeout: TIMEOUT,
         })
     }
 
@@ -244,6 +249,17 @@ impl Client {
     /// `Kes-Enclave: <name>` with every request.
     pub fn with_enclave(mut self, enclave: Option<String>) -> Client {
         self.enclave = enclave.filter(|e| !e.is_empty());
+        self
+    }
+
+    /// Gives each call at most `timeout` (30 s by default), from the first connection attempt
+    /// to the last byte of the answer, however many servers it tries: a server that answers a
+    /// byte at a time cannot hold a call longer (each read would be within any read timeout).
+    /// A call out of time fails with [`ClientError::Transport`], and the next call starts at
+    /// the next server. Log streams and backups are bounded only until their answer's head
+    /// arrived.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
         self
     }
 

@@ -5,11 +5,16 @@
 //! Go SDK's load balancer fails over the same way); the answer that ends the round is the
 //! caller's, whatever it is. When every server failed, a `503` wins over servers that could
 //! not be reached (it says why), and those are named together.
+//!
+//! A call has one deadline ([`Client::with_timeout`]) for all the servers it tries. A server
+//! that used it up is not asked first by the next call: one slow node of a cluster costs one
+//! call, not every call.
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use rustls::pki_types::ServerName;
 
+use super::deadline::Deadline;
 use super::{api_error, http, tls, Call, Client, ClientError, Endpoint, TIMEOUT};
 
 /// One server of a client.
@@ -44,6 +49,7 @@ impl Client {
     /// the first `503` (a server that answered says more than one that cannot be reached),
     /// else the last failure, naming every server that could not be reached.
     pub(super) fn round_trip(&self, call: &Call) -> Result<http::Response, ClientError> {
+        let deadline = Deadline::after(self.timeout);
         let n = self.nodes.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut unavailable: Option<(usize, http::Response)> = None;
@@ -51,7 +57,10 @@ impl Client {
         let mut last = ClientError::Config("no server given".into());
         for i in 0..n {
             let at = (first + i) % n;
-            let result = self.round_trip_on(&self.nodes[at], call);
+            let result = self.round_trip_on(&self.nodes[at], call, deadline);
+            if result.is_err() && deadline.passed() {
+                self.pass_over(at);
+            }
             if !try_next(&result) {
                 if result.is_ok() {
                     self.preferred.store(at, Ordering::Relaxed);
@@ -69,6 +78,9 @@ impl Client {
                     last = e;
                 }
             }
+            if deadline.passed() {
+                break;
+            }
         }
         if let Some((at, resp)) = unavailable {
             self.preferred.store(at, Ordering::Relaxed);
@@ -85,18 +97,34 @@ impl Client {
         })
     }
 
-    /// One request and response on `node`'s kept connection. A kept connection the server
-    /// has closed in the meantime fails before any answer arrives: then the request is sent
-    /// once more on a new connection.
-    fn round_trip_on(&self, node: &Node, call: &Call) -> Result<http::Response, ClientError> {
+    /// The next call starts after the server at `at` (unless another call moved on already).
+    fn pass_over(&self, at: usize) {
+        let next = (at + 1) % self.nodes.len();
+        let _ = self
+            .preferred
+            .compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// One request and response on `node`'s kept connection, complete by `deadline`. A kept
+    /// connection the server has closed in the meantime fails before any answer arrives: then
+    /// the request is sent once more on a new connection.
+    fn round_trip_on(
+        &self,
+        node: &Node,
+        call: &Call,
+        deadline: Deadline,
+    ) -> Result<http::Response, ClientError> {
         let head = self.request_head(node, call);
         let body = call.body.as_deref().unwrap_or_default();
         let network = |e| http::io_error(&node.endpoint, e);
         let mut slot = node.conn.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let (mut conn, reused) = match slot.take() {
-                Some(c) => (c, true),
-                None => (self.connect(node)?, false),
+                Some(mut c) => {
+                    c.set_limits(Some(TIMEOUT), Some(deadline));
+                    (c, true)
+                }
+                None => (self.connect(node, deadline)?, false),
             };
             let attempt = conn.send(&head, body).and_then(|()| conn.read_head());
             let head_in = match attempt {
@@ -118,25 +146,34 @@ impl Client {
 
     /// A `GET` whose answer is read as it arrives, on a connection of its own (it never
     /// becomes free again), from the first server that can give it. Also returns that server.
+    /// The deadline holds until the answer's head is in; the body takes as long as it takes.
     pub(super) fn open_stream(&self, path: &str) -> Result<(http::Stream, &Endpoint), ClientError> {
         let call = self.get(path);
+        let deadline = Deadline::after(self.timeout);
         let n = self.nodes.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut last = Err(ClientError::Config("no server given".into()));
         for i in 0..n {
             let node = &self.nodes[(first + i) % n];
-            last = self.stream_on(node, &call).map(|s| (s, &node.endpoint));
+            last = self
+                .stream_on(node, &call, deadline)
+                .map(|s| (s, &node.endpoint));
             let unreachable = matches!(last, Err(ClientError::Transport(_) | ClientError::Tls(_)));
-            if !unreachable {
+            if !unreachable || deadline.passed() {
                 break;
             }
         }
         last
     }
 
-    fn stream_on(&self, node: &Node, call: &Call) -> Result<http::Stream, ClientError> {
+    fn stream_on(
+        &self,
+        node: &Node,
+        call: &Call,
+        deadline: Deadline,
+    ) -> Result<http::Stream, ClientError> {
         let network = |e| http::io_error(&node.endpoint, e);
-        let mut conn = self.connect(node)?;
+        let mut conn = self.connect(node, deadline)?;
         conn.send(&self.request_head(node, call), &[])
             .map_err(network)?;
         let head_in = conn.read_head().map_err(network)?;
@@ -148,15 +185,16 @@ impl Client {
                 &body,
             ));
         }
-        http::Stream::new(conn, &head_in).map_err(network)
+        Ok(http::Stream::new(conn, &head_in))
     }
 
-    fn connect(&self, node: &Node) -> Result<http::Conn, ClientError> {
+    fn connect(&self, node: &Node, deadline: Deadline) -> Result<http::Conn, ClientError> {
         http::Conn::open(
             &node.endpoint,
             node.server_name.clone(),
             self.tls.clone(),
             TIMEOUT,
+            deadline,
         )
     }
 

@@ -1,6 +1,6 @@
 //! The client against a scripted TLS server: response framing (length, chunks, end of
 //! connection), keep-alive reuse, the retry on a connection the server closed while idle, the
-//! enclave header and a streamed log.
+//! enclave header, a streamed log and a call's deadline against a server that drips its answer.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,12 +17,15 @@ struct Answer {
     bytes: Vec<u8>,
     /// Close the connection after answering.
     close: bool,
+    /// Send the answer's TLS bytes one at a time, 20 ms apart.
+    drip: bool,
 }
 
 fn answer(bytes: &str) -> Answer {
     Answer {
         bytes: bytes.as_bytes().to_vec(),
         close: false,
+        drip: false,
     }
 }
 
@@ -52,10 +55,16 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
             "HTTP/1.1 301 Moved Permanently\r\nLocation: /elsewhere/\r\nContent-Length: 0\r\n\r\n",
         ),
         ("GET", "/v1/status") => Answer {
-            bytes: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n\
-                     {\"version\":\"v1\",\"uptime\":42}\n"
-                .to_vec(),
             close: true,
+            ..answer(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n\
+                 {\"version\":\"v1\",\"uptime\":42}\n",
+            )
+        },
+        // About 450 bytes of TLS, a byte every 20 ms: complete after some 9 s.
+        ("GET", "/v1/key/describe/drip") => Answer {
+            drip: true,
+            ..json_ok(&format!("{{\"name\":\"drip\",\"pad\":\"{}\"}}", "x".repeat(300)))
         },
         // Answers, then closes as a server does when a kept connection idles too long.
         ("GET", "/v1/metrics") => Answer {
@@ -177,6 +186,26 @@ fn serve(config: Arc<ServerConfig>, tcp: TcpStream) {
         let mut words = head.split_whitespace();
         let (method, path) = (words.next().unwrap(), words.next().unwrap());
         let reply = script(method, path, &head, &body);
+        if reply.drip {
+            // Encrypted first, then written to the socket a byte at a time: the client's
+            // rustls never has a whole record, and keeps reading inside one read call.
+            let mut raw = Vec::new();
+            if tls.conn.writer().write_all(&reply.bytes).is_err() {
+                return;
+            }
+            while tls.conn.wants_write() {
+                if tls.conn.write_tls(&mut raw).is_err() {
+                    return;
+                }
+            }
+            for byte in raw {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if tls.sock.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         if tls
             .write_all(&reply.bytes)
             .and_then(|()| tls.flush())
@@ -293,4 +322,37 @@ fn listings_follow_pages_and_read_ndjson() {
     let err = client.list_identities("*").unwrap_err();
     assert_eq!(err.to_string(), "failed to list identities");
     assert!(matches!(err, ClientError::Server(_)), "{err:?}");
+}
+
+/// A server that drips its answer (the bytes of its TLS records one by one, every read well
+/// within the per-read timeout) holds a call no longer than the call's time: it fails when the
+/// time is up, saying so, instead of after the whole answer (some 9 s). The next call starts
+/// at the other server, not at the one that ran the time out.
+#[test]
+fn a_dripping_server_runs_out_of_the_calls_time() {
+    let (slow, fast) = (start(), start());
+    let key = crate::identity::ApiKey::generate();
+    let client = Client::with_endpoints(
+        &[slow.addr.to_string(), fast.addr.to_string()],
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap()
+    .with_timeout(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let err = client.describe_key("drip").unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, ClientError::Transport(why) if why.contains("no complete answer within 1s")),
+        "{err:?}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        "failed after {took:?}"
+    );
+    // The time was up at the first server: the second was not asked in this call.
+    assert_eq!(fast.accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(client.version().unwrap().version, "v1");
+    assert_eq!(fast.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(slow.accepted.load(Ordering::SeqCst), 1);
 }
