@@ -563,6 +563,8 @@ fn kes_edge(
 }
 
 /// An edge environment in front of the kes-nodes at `addrs` (the nodes of one cluster).
+/// `extra` follows the `keystore.kes` section: lines indented by four spaces are more of its
+/// fields (`    timeout: 1s\n`), unindented ones sections of their own.
 fn kes_edge_nodes(
     tag: &str,
     ca: &std::path::Path,
@@ -905,6 +907,139 @@ fn kes_hanging_store_blocks_no_one() {
     assert_eq!(
         metric(&mut c, "kes_edge_keystore_fetches_total"),
         fetches + 1
+    );
+}
+
+/// A fake kes-node that answers every request with a head announcing a 4 KB body and then
+/// sends it a byte every 200 ms: each read comes back well within any read timeout, and the
+/// answer never completes. Returns its address.
+fn dripping_upstream() -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki().server_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki().server_key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let config = Arc::new(config);
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{";
+                if tls.write_all(reply).and_then(|_| tls.flush()).is_err() {
+                    return;
+                }
+                for _ in 0..4000 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if tls.write_all(b" ").and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A key store that answers slowly forever (a byte every 200 ms, never a whole answer) holds
+/// neither the start nor a request nor a key store worker: each call gives up when
+/// `keystore.kes.timeout` (1 s here) is up, and the store counts as unreachable, as one that is
+/// down does. The start waits for one health check (1 s), requests get the KES error of an
+/// unreachable store (`502`), `/v1/ready` says it is not reachable, and a start that must
+/// create `keys:` fails saying why. Before, every call read on for as long as bytes kept coming
+/// (the per-read timeout never ran out): the edge server never got to listening.
+#[test]
+fn kes_dripping_store_times_out() {
+    let ca = TempDir::new("edge-drip-ca");
+    std::fs::write(ca.path().join("ca.pem"), &pki().ca_cert_pem).unwrap();
+    let upstream = dripping_upstream();
+    let drip_edge = |tag: &str, extra: &str| {
+        let extra = format!("    timeout: 1s\n{extra}");
+        kes_edge_nodes(
+            tag,
+            &ca.path().join("ca.pem"),
+            &[upstream],
+            &[7u8; 32],
+            &extra,
+        )
+    };
+    let env = drip_edge("edge-kes-drip", "");
+    let start = Instant::now();
+    let edge = env.start();
+    println!("edge: listening after {:?}", start.elapsed());
+    for key in ["k1", "k2"] {
+        let mut c = edge.admin();
+        c.stream
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let start = Instant::now();
+        let body = serde_json::json!({"plaintext": b64(b"x")});
+        let resp = c
+            .request(
+                "PUT",
+                &format!("/v1/key/encrypt/{key}"),
+                &[],
+                Some(&serde_json::to_vec(&body).unwrap()),
+            )
+            .unwrap_or_else(|e| panic!("{key}: no answer after {:?}: {e}", start.elapsed()));
+        let took = start.elapsed();
+        println!("edge: {key} answered {} after {took:?}", resp.status);
+        resp.assert_error(502, "failed to read key");
+        assert!(
+            took < Duration::from_secs(4),
+            "{key}: answered after {took:?}"
+        );
+    }
+    let mut c = edge.admin();
+    eventually(
+        Duration::from_secs(5),
+        "ready reports the store down",
+        || c.get("/v1/ready").status == 504,
+    );
+    assert!(
+        edge.stderr().contains("no complete answer within 1s"),
+        "{}",
+        edge.stderr()
+    );
+
+    let keys = drip_edge("edge-kes-drip-keys", "keys:\n  - name: k\n");
+    let start = Instant::now();
+    let exit = keys.try_start().err().expect("must not start");
+    println!("edge with keys: exited after {:?}", start.elapsed());
+    assert!(
+        exit.status.is_some(),
+        "still starting after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        exit.stderr.contains("cannot create key 'k'")
+            && exit.stderr.contains("no complete answer within 1s"),
+        "{}",
+        exit.stderr
     );
 }
 

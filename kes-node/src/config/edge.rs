@@ -17,6 +17,7 @@
 //!     enclave: edge
 //!     credentials: { api_key: kes:v1:... }   # or { cert: FILE, key: FILE }
 //!     tls: { ca: ./ca.pem }                 # optional: trust these CAs (default: system roots)
+//!     timeout: 10s     # our addition: a call's whole answer must be in by then (else: unreachable)
 //!   aws:
 //!     secretsmanager:
 //!       endpoint: secretsmanager.us-east-1.amazonaws.com
@@ -95,6 +96,10 @@ pub enum KeyStoreConfig {
         key: Option<PathBuf>,
         /// `tls.ca`: the CAs the nodes' certificates must chain to (default: the public roots).
         ca: Option<PathBuf>,
+        /// `timeout`: the longest one call may take, connecting to the last byte of the answer,
+        /// all nodes it tries together (default 10 s, the default `status.ping`). A node that
+        /// answers a byte at a time then counts as unreachable instead of holding a worker.
+        timeout: Duration,
     },
     /// `keystore.aws.secretsmanager`: AWS Secrets Manager.
     Aws {
@@ -228,7 +233,10 @@ pub fn parse_edge(text: &str, base: &Path) -> Result<EdgeConfig, String> {
             (KeyStoreConfig::Fs { path: p }, section.section("status")?)
         }
         "kes" => {
-            section.check_known(&["endpoint", "enclave", "credentials", "tls", "status"], &[])?;
+            section.check_known(
+                &["endpoint", "enclave", "credentials", "tls", "status", "timeout"],
+                &[],
+            )?;
             let creds = section.section("credentials")?;
             creds.check_known(&["api_key", "cert", "key"], &[])?;
             let tls = section.section("tls")?;
@@ -249,6 +257,10 @@ pub fn parse_edge(text: &str, base: &Path) -> Result<EdgeConfig, String> {
             if endpoints.is_empty() {
                 return Err("config: keystore.kes.endpoint is required (https://host:port, or a list)".into());
             }
+            let timeout = duration(&section, "timeout", Duration::from_secs(10))?;
+            if timeout.is_zero() {
+                return Err("config: keystore.kes.timeout: must be more than 0".into());
+            }
             let config = KeyStoreConfig::Kes {
                 endpoints,
                 enclave: section
@@ -258,6 +270,7 @@ pub fn parse_edge(text: &str, base: &Path) -> Result<EdgeConfig, String> {
                 cert,
                 key,
                 ca: path(&tls, "ca")?,
+                timeout,
             };
             (config, section.section("status")?)
         }
@@ -348,10 +361,17 @@ mod tests {
         );
         assert!(e("keystore:\n  fs: {path: a}\nkeys:\n  - name: a/b\n").contains("keys[0].name"));
         assert!(e("keystore:\n  kes: {endpoint: x, enclave: e}\n").contains("credentials"));
-        let c = parse("keystore:\n  kes:\n    endpoint: [a:1, b:2]\n    enclave: e\n    credentials: {api_key: k}\n").unwrap();
+        let kes = "keystore:\n  kes:\n    endpoint: [a:1, b:2]\n    enclave: e\n    credentials: {api_key: k}\n";
+        let c = parse(kes).unwrap();
         assert!(
-            matches!(c.keystore, KeyStoreConfig::Kes { ref endpoints, .. } if endpoints == &["a:1", "b:2"])
+            matches!(c.keystore, KeyStoreConfig::Kes { ref endpoints, timeout, .. } if endpoints == &["a:1", "b:2"] && timeout == Duration::from_secs(10))
         );
+        let c = parse(&format!("{kes}    timeout: 1500ms\n")).unwrap();
+        assert!(
+            matches!(c.keystore, KeyStoreConfig::Kes { timeout, .. } if timeout == Duration::from_millis(1500))
+        );
+        assert!(e(&format!("{kes}    timeout: 0s\n")).contains("keystore.kes.timeout"));
+        assert!(e(&format!("{kes}    timeout: soon\n")).contains("keystore.kes.timeout"));
         assert!(e(
             "keystore:\n  aws:\n    secretsmanager: {region: r, credentials: {accesskey: a}}\n"
         )

@@ -10,6 +10,13 @@
 //! node answers reads, so keys stay available while nodes are down (writes need every node of
 //! a kes-node cluster anyway). A create that reached a node whose answer got lost may, retried
 //! on the next node, find its own key and answer "exists".
+//!
+//! Each call has `keystore.kes.timeout` (10 s by default) for its whole answer, all nodes it
+//! tries together ([`Client::with_timeout`]): a node that answers slowly, a byte at a time or
+//! never, counts as unreachable once the time is up, as a node that is down does (the edge
+//! server serves from its offline cache, or answers `502`), instead of holding a key store
+//! worker and the requests waiting for it, or the start (which checks the store and creates
+//! the `keys:`).
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,11 +39,13 @@ pub(crate) struct KesStore {
 }
 
 impl KesStore {
-    /// `connections` clients; `credentials` makes each one's credentials.
+    /// `connections` clients, each call of which takes at most `timeout`; `credentials` makes
+    /// each one's credentials.
     pub(crate) fn new(
         endpoints: &[String],
         enclave: &str,
         connections: usize,
+        timeout: Duration,
         credentials: impl Fn() -> Result<Credentials, ClientError>,
         trust: ServerTrust,
     ) -> Result<KesStore, String> {
@@ -47,7 +56,10 @@ impl KesStore {
         let clients = (0..connections.max(1))
             .map(|_| {
                 Client::with_endpoints(endpoints, credentials().map_err(bad)?, trust.clone())
-                    .map(|c| c.with_enclave(Some(enclave.to_owned())))
+                    .map(|c| {
+                        c.with_enclave(Some(enclave.to_owned()))
+                            .with_timeout(timeout)
+                    })
                     .map_err(bad)
             })
             .collect::<Result<Vec<Client>, String>>()?;

@@ -69,6 +69,7 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
             cert,
             key,
             ca,
+            timeout,
         } => {
             use crate::client::{Credentials, ServerTrust};
             let trust = match ca {
@@ -85,6 +86,7 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
                 endpoints,
                 enclave,
                 WORKERS,
+                *timeout,
                 credentials,
                 trust,
             )?)
