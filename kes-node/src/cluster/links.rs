@@ -53,6 +53,8 @@ pub(super) struct Net {
     expanding: BTreeSet<NodeId>,
     /// Bumped whenever a link opens or closes, so that `publish` refreshes the view.
     pub epoch: u64,
+    /// How many links whose Hello named a peer have closed, per peer ([`Links::breaks`]).
+    breaks: BTreeMap<NodeId, u64>,
     /// Addresses to dial instead of the configured ones (`KES_PEER_DIAL`, for tests).
     dial: BTreeMap<NodeId, String>,
     secret: HmacKey,
@@ -69,6 +71,7 @@ impl Net {
             link_failures: BTreeMap::new(),
             expanding: BTreeSet::new(),
             epoch: 0,
+            breaks: BTreeMap::new(),
             dial: file::dial_overrides(),
             secret,
             client_tls,
@@ -163,6 +166,9 @@ impl Net {
             }
             if let Some(id) = dialed {
                 self.expanding.remove(&id);
+            }
+            if let Some(peer) = link.peer {
+                *self.breaks.entry(peer).or_default() += 1;
             }
             self.outbound.retain(|_, k| *k != key);
             self.epoch += 1;
@@ -323,6 +329,10 @@ impl Links for PeerIo<'_> {
 
     fn open(&self, to: Peer<'_>) -> bool {
         self.net.link_to(to).is_some()
+    }
+
+    fn breaks(&self, to: Peer<'_>) -> u64 {
+        self.net.breaks.get(&to.id).copied().unwrap_or(0)
     }
 
     fn busy(&self, to: Peer<'_>) -> bool {

@@ -141,6 +141,10 @@ pub struct Counters {
     pub recoveries: u64,
     /// Configurations (membership changes) seen committed and applied.
     pub configs_committed: u64,
+    /// Forwarded writes and changes answered `503` because the leader's answer may be lost
+    /// (a link with it broke, or another node leads), and those that waited out their timeout.
+    pub answers_lost: u64,
+    pub forwards_timed_out: u64,
 }
 
 impl Counters {
@@ -163,6 +167,8 @@ impl Counters {
         self.refused_starts += o.refused_starts;
         self.recoveries += o.recoveries;
         self.configs_committed += o.configs_committed;
+        self.answers_lost += o.answers_lost;
+        self.forwards_timed_out += o.forwards_timed_out;
     }
 }
 

@@ -141,6 +141,11 @@ impl Net {
         self.reconfigure(self.up.clone(), vec![0; n])
     }
 
+    /// How many times the link from `a` to `b` broke (it breaks both ways at once).
+    pub fn breaks(&self, a: NodeId, b: NodeId) -> u64 {
+        self.generation.get(&(a, b)).copied().unwrap_or(0)
+    }
+
     pub fn groups(&self) -> &[u8] {
         &self.group
     }

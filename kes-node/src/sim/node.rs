@@ -133,6 +133,15 @@ impl Links for MachineLinks<'_> {
         self.machine(to)
             .is_some_and(|m| self.net.connected(self.me as NodeId, m as NodeId))
     }
+    fn breaks(&self, to: Peer<'_>) -> u64 {
+        // The links with every machine that may carry frames for `to`: the dialed one and
+        // those that claim its id.
+        let dialed = self.dialed_machine(to);
+        (0..self.ids.len())
+            .filter(|&m| m != self.me && (Some(m) == dialed || self.ids[m] == Some(to.id)))
+            .map(|m| self.net.breaks(self.me as NodeId, m as NodeId))
+            .sum()
+    }
     fn busy(&self, _: Peer<'_>) -> bool {
         false
     }

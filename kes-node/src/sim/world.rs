@@ -22,7 +22,7 @@ use crate::cluster::replica::JOINING_ID;
 use crate::command::Command;
 use crate::item::{ItemName, Kind as ItemKind};
 use crate::records::PolicyRecord;
-use crate::store::{Addresses, Store, StoreError};
+use crate::store::{Addresses, Store, StoreError, Unavailable};
 
 /// The enclave the clients write to.
 const ENCLAVE: &str = "default";
@@ -358,6 +358,15 @@ impl World {
         waiter: Waiter,
         outcome: std::result::Result<(), StoreError>,
     ) -> Result {
+        match &outcome {
+            Err(StoreError::Unavailable(Unavailable::AnswerLost { .. })) => {
+                self.counters.answers_lost += 1
+            }
+            Err(StoreError::Unavailable(Unavailable::LeaderSilent)) => {
+                self.counters.forwards_timed_out += 1
+            }
+            _ => {}
+        }
         if let Some(change) = self.changes.remove(&(i, waiter)) {
             self.log(|| format!("n{i} {change:?} -> {outcome:?}"));
             if outcome.is_ok() {

@@ -151,6 +151,13 @@ pub enum Unavailable {
     LeaderUnreachable(NodeId),
     /// A write forwarded to the leader got no answer in time.
     LeaderSilent,
+    /// A write (`change`: a membership change) forwarded to node `leader` got no answer, and
+    /// the answer may be lost: the write may or may not have been made.
+    AnswerLost {
+        leader: NodeId,
+        cause: LostAnswer,
+        change: bool,
+    },
     /// The leader is handing over its leadership.
     HandingOver,
     /// This node could not store the write (why).
@@ -163,6 +170,15 @@ pub enum Unavailable {
     Cluster(String),
     /// Another node's answer, as it worded it (the peer protocol carries text).
     Peer(String),
+}
+
+/// Why the answer to a forwarded write may be lost (see [`Unavailable::AnswerLost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// A link between this node and the leader broke after the write left.
+    LinkBroke,
+    /// Another term began without that leader (the new leader, if known and another node).
+    LeaderChanged(Option<NodeId>),
 }
 
 impl fmt::Display for Unavailable {
@@ -185,6 +201,40 @@ impl fmt::Display for Unavailable {
             Unavailable::LeaderSilent => f.write_str(
                 "cluster: the leader did not answer in time; the write may still commit",
             ),
+            Unavailable::AnswerLost {
+                leader,
+                cause,
+                change,
+            } => {
+                match cause {
+                    LostAnswer::LinkBroke => write!(
+                        f,
+                        "cluster: the connection to the leader (node {leader}) broke before it \
+                         answered"
+                    )?,
+                    LostAnswer::LeaderChanged(Some(new)) => write!(
+                        f,
+                        "cluster: the leadership moved from node {leader} to node {new} before \
+                         node {leader} answered"
+                    )?,
+                    LostAnswer::LeaderChanged(None) => write!(
+                        f,
+                        "cluster: the leader (node {leader}) lost its leadership before it \
+                         answered"
+                    )?,
+                }
+                if *change {
+                    f.write_str(
+                        "; the change may or may not have been made: check `kes-node cluster \
+                         info` before retrying",
+                    )
+                } else {
+                    f.write_str(
+                        "; the write may or may not have been made: check before retrying (a \
+                         retried create may answer that the item exists)",
+                    )
+                }
+            }
             Unavailable::HandingOver => {
                 f.write_str("cluster: the leader is handing over its leadership; retry")
             }
@@ -484,7 +534,7 @@ mod tests {
             name: "k1".into(),
             defect: Defect::Undecodable(CodecError::UnknownCipher(9)),
         });
-        let cases: [(StoreError, &str); 9] = [
+        let cases: [(StoreError, &str); 11] = [
             (
                 item,
                 "key 'k1' in enclave 'default' is corrupted: its stored value has unknown \
@@ -516,6 +566,26 @@ mod tests {
             (
                 StoreError::Unavailable(Unavailable::LeaderUnreachable(2)),
                 "cluster: the leader (node 2) is unreachable; retry",
+            ),
+            (
+                StoreError::Unavailable(Unavailable::AnswerLost {
+                    leader: 2,
+                    cause: LostAnswer::LinkBroke,
+                    change: true,
+                }),
+                "cluster: the connection to the leader (node 2) broke before it answered; the \
+                 change may or may not have been made: check `kes-node cluster info` before \
+                 retrying",
+            ),
+            (
+                StoreError::Unavailable(Unavailable::AnswerLost {
+                    leader: 2,
+                    cause: LostAnswer::LeaderChanged(Some(0)),
+                    change: false,
+                }),
+                "cluster: the leadership moved from node 2 to node 0 before node 2 answered; the \
+                 write may or may not have been made: check before retrying (a retried create \
+                 may answer that the item exists)",
             ),
             (
                 StoreError::NoSpace(NoSpace::BelowFloor {

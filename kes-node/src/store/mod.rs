@@ -61,8 +61,8 @@ pub(crate) use tx::{decrypt, encode_failed, read_enclave, Tx};
 pub(crate) use backup::BackupStream;
 pub(crate) use check::check;
 pub(crate) use error::{
-    CodecError, ConsensusDefect, Corruption, Defect, IoFailure, NoSpace, Refusal, StoreError,
-    Unavailable,
+    CodecError, ConsensusDefect, Corruption, Defect, IoFailure, LostAnswer, NoSpace, Refusal,
+    StoreError, Unavailable,
 };
 pub(crate) use raft::{
     decode_addresses, encode_addresses, Addresses, Outcomes, RaftState, ReadyRef,

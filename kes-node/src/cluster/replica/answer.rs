@@ -1,10 +1,10 @@
 //! Who waits for a write, and how its outcome reaches them: a client of this node, or one of
 //! another node that forwarded the write (its answer travels back as a [`WireOutcome`]).
-use kes_core::consensus::NodeId;
+use kes_core::consensus::{NodeId, Term};
 
 use super::clock::Millis;
 use crate::cluster::frame::WireOutcome;
-use crate::store::{IoFailure, Refusal, StoreError, Unavailable};
+use crate::store::{IoFailure, LostAnswer, Refusal, StoreError, Unavailable};
 
 /// Who waits for a write.
 pub(super) enum Waiter<W> {
@@ -12,6 +12,20 @@ pub(super) enum Waiter<W> {
     Local(W),
     /// A client of another node that forwarded the write (its forward id).
     Remote(NodeId, u64),
+}
+
+/// A client's write this node forwarded to the leader, waiting for its answer.
+pub(super) struct Forwarded<W> {
+    pub waiter: W,
+    /// The leader it went to, and this node's term then.
+    pub leader: NodeId,
+    pub term: Term,
+    /// [`super::Links::breaks`] toward the leader when it left.
+    pub breaks: u64,
+    /// When it stops waiting: the timeout, or soon after the answer may have been lost.
+    pub deadline: Millis,
+    /// Why the answer may be lost, once it may.
+    pub lost: Option<LostAnswer>,
 }
 
 /// A shrink of the leader `old`, waiting for another leader until the deadline.

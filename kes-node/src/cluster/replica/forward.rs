@@ -1,17 +1,25 @@
 //! Client writes: the leader proposes them; a follower forwards them to the leader over its
 //! peer link and relays the answer; without a reachable leader a write waits (bounded) for
 //! one. Also the dispatch of frames that arrive from peers.
+//!
+//! A forwarded write waits for the leader's answer up to its timeout (two minutes for a
+//! membership change, which may ship a snapshot first). Once a link between this node and
+//! the leader broke after the write left ([`Links::breaks`] moved), or another term began
+//! without that leader, the answer may be lost: the write then waits at most one election
+//! timeout more (a leader that got it may still answer over another or a redialed link) and
+//! its client gets a `503` that says the outcome is unknown. Never "failed": the leader may
+//! have committed it, and the old leader's entry may still commit under the new one.
 use kes_core::consensus::Names;
 use kes_core::consensus::{Input, NodeId, ProposalId, Role, MAX_NAMES};
 
-use super::answer::{from_wire, to_wire, Waiter};
+use super::answer::{from_wire, to_wire, Forwarded, Waiter};
 use super::storage::Storage;
 use super::{
     Links, Millis, Replica, Write, FORWARD_TIMEOUT, LEADERLESS_WAIT, MEMBERSHIP_FORWARD_TIMEOUT,
 };
 use crate::cluster::frame::{Frame, WireOutcome};
 use crate::command::Command;
-use crate::store::{codec, IoFailure, StoreError, Unavailable};
+use crate::store::{codec, IoFailure, LostAnswer, StoreError, Unavailable};
 
 /// The gate names of the items a command touches (the core bounds them at [`MAX_NAMES`]).
 pub(super) fn names_of(cmd: &Command) -> Names {
@@ -87,8 +95,17 @@ impl<W: Write, R> Replica<W, R> {
                     _ => FORWARD_TIMEOUT,
                 };
                 let frame = Frame::Forward { id, command };
+                let breaks = links.breaks(self.answer_to(leader));
                 if links.send(self.answer_to(leader), &frame) {
-                    self.forwards.insert(id, (waiter, self.now + timeout));
+                    let forwarded = Forwarded {
+                        waiter,
+                        leader,
+                        term: self.node.term(),
+                        breaks,
+                        deadline: self.now + timeout,
+                        lost: None,
+                    };
+                    self.forwards.insert(id, forwarded);
                 } else if self.now >= deadline {
                     let why = Unavailable::LeaderUnreachable(leader);
                     self.completions
@@ -127,23 +144,61 @@ impl<W: Write, R> Replica<W, R> {
         }
     }
 
-    /// Forwarded writes whose leader did not answer in time.
-    pub(super) fn expire_forwards(&mut self) {
+    /// Forwarded writes whose answer did not come in time, or may be lost and did not come
+    /// within the grace that follows (see the module docs).
+    pub(super) fn expire_forwards(&mut self, links: &dyn Links) {
         let now = self.now;
-        let expired: Vec<u64> = self
-            .forwards
-            .iter()
-            .filter(|(_, (_, d))| now >= *d)
+        let grace = self.params.election_timeout;
+        let lost: Vec<(u64, LostAnswer)> = (self.forwards.iter())
+            .filter(|(_, f)| f.lost.is_none())
+            .filter_map(|(id, f)| Some((*id, self.answer_lost(links, f)?)))
+            .collect();
+        for (id, cause) in lost {
+            if let Some(f) = self.forwards.get_mut(&id) {
+                f.lost = Some(cause);
+                f.deadline = f.deadline.min(now + grace);
+            }
+        }
+        let expired: Vec<u64> = (self.forwards.iter())
+            .filter(|(_, f)| now >= f.deadline)
             .map(|(k, _)| *k)
             .collect();
         for id in expired {
-            if let Some((waiter, _)) = self.forwards.remove(&id) {
-                self.completions.push((
-                    waiter,
-                    Err(StoreError::Unavailable(Unavailable::LeaderSilent)),
-                ));
-            }
+            let Some(f) = self.forwards.remove(&id) else {
+                continue;
+            };
+            // The new leader, if one is known by now and is another node (the old one may
+            // have been elected again meanwhile).
+            let new = self.node.leader().filter(|l| *l != f.leader);
+            let why = match f.lost {
+                None => Unavailable::LeaderSilent,
+                Some(cause) => Unavailable::AnswerLost {
+                    leader: f.leader,
+                    cause: match cause {
+                        LostAnswer::LeaderChanged(_) => LostAnswer::LeaderChanged(new),
+                        broke => broke,
+                    },
+                    change: matches!(
+                        f.waiter.command(),
+                        Command::Expand { .. } | Command::Shrink { .. }
+                    ),
+                },
+            };
+            self.completions
+                .push((f.waiter, Err(StoreError::Unavailable(why))));
         }
+    }
+
+    /// Why the answer to forwarded write `f` may be lost, if it may: a link with its leader
+    /// broke since it left, or a later term has another leader or none yet (the old leader
+    /// learns its entry's fate only from the new one, and may be cut off from it).
+    fn answer_lost(&self, links: &dyn Links, f: &Forwarded<W>) -> Option<LostAnswer> {
+        if links.breaks(self.answer_to(f.leader)) != f.breaks {
+            return Some(LostAnswer::LinkBroke);
+        }
+        let leader = self.node.leader();
+        (self.node.term() > f.term && leader != Some(f.leader))
+            .then_some(LostAnswer::LeaderChanged(leader))
     }
 
     /// Handles a frame that arrived from peer `from`.
@@ -181,11 +236,11 @@ impl<W: Write, R> Replica<W, R> {
             }
             Frame::Forward { id, command } => self.on_forward(links, store, from, id, command),
             Frame::ForwardResult { id, outcome } => {
-                if let Some((waiter, _)) = self.forwards.remove(&id) {
+                if let Some(f) = self.forwards.remove(&id) {
                     if matches!(outcome, WireOutcome::HandingOver) {
-                        self.hold_for_new_leader(waiter, from);
+                        self.hold_for_new_leader(f.waiter, from);
                     } else {
-                        self.completions.push((waiter, from_wire(outcome)));
+                        self.completions.push((f.waiter, from_wire(outcome)));
                     }
                 }
             }

@@ -32,8 +32,10 @@
 //!   transaction (group commit), then carry out what they asked for.
 //!
 //! Membership changes arrive as writes (`Command::Expand`/`Command::Shrink`); links coming up
-//! or going down are seen through [`Links::open`] when they matter. Randomness (election
-//! timeouts, snapshot stream ids) comes from a seed given to [`Replica::new`].
+//! or going down are seen through [`Links::open`] when they matter, and links that broke
+//! meanwhile through [`Links::breaks`] (a count, so a link that broke and came back between
+//! two events is seen too). Randomness (election timeouts, snapshot stream ids) comes from a
+//! seed given to [`Replica::new`].
 //!
 //! # Actions out
 //!
@@ -108,6 +110,10 @@ pub trait Links {
     fn send(&mut self, to: Peer<'_>, frame: &Frame) -> bool;
     /// Whether a link that carries frames to `to` is open.
     fn open(&self, to: Peer<'_>) -> bool;
+    /// How many links between this node and `to` (either way) have broken so far. What one
+    /// carried is lost, and so may be an answer that was to come back: a write forwarded to
+    /// the leader stops waiting long for its answer when this moves (see `forward.rs`).
+    fn breaks(&self, to: Peer<'_>) -> u64;
     /// Whether the link to `to` still has unsent bytes queued (snapshot streams wait for it).
     fn busy(&self, to: Peer<'_>) -> bool;
     /// Asks to hear (through [`Replica::on_writable`]) when the link to `to` drained.
@@ -142,6 +148,9 @@ impl Links for NoLinks {
     }
     fn open(&self, _: Peer<'_>) -> bool {
         false
+    }
+    fn breaks(&self, _: Peer<'_>) -> u64 {
+        0
     }
     fn busy(&self, _: Peer<'_>) -> bool {
         false
@@ -202,8 +211,8 @@ pub struct Replica<W, R> {
     group_commit: bool,
     next_id: u64,
     proposals: HashMap<u64, Waiter<W>>,
-    /// Writes forwarded to the leader, with their deadline.
-    forwards: HashMap<u64, (W, Millis)>,
+    /// Writes forwarded to the leader, waiting for its answer.
+    forwards: HashMap<u64, answer::Forwarded<W>>,
     /// Outcomes of applied entries, by log index, until their proposal is answered.
     outcomes: HashMap<u64, Result<(), StoreError>>,
     reads: HashMap<u64, R>,
@@ -367,7 +376,7 @@ impl<W: Write, R> Replica<W, R> {
         self.release_held(links, store);
         self.drive_expansion(links);
         self.retry_leaderless(links, store);
-        self.expire_forwards();
+        self.expire_forwards(links);
         self.expire_backlog(links);
         let receivers: Vec<NodeId> = self.outgoing.keys().copied().collect();
         for to in receivers {

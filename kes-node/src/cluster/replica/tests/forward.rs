@@ -1,0 +1,132 @@
+//! A write forwarded to the leader whose answer may be lost: the link between the two broke
+//! after it left, or another node leads now. Its client hears `503` (outcome unknown) within
+//! about an election timeout, not after the forward timeout (two minutes for a membership
+//! change); an answer that still comes within that grace is relayed as it is.
+use kes_core::consensus::NodeId;
+
+use super::{addr, secret, unavailable, Cluster};
+use crate::cluster::frame::Frame;
+use crate::cluster::replica::{Millis, MEMBERSHIP_FORWARD_TIMEOUT};
+use crate::command::Command;
+use crate::store::{LostAnswer, Unavailable};
+
+/// The election timeout of [`Cluster`]'s nodes, and so the grace after a possible loss.
+const ELECTION: Millis = 1_000;
+
+/// Runs the cluster until node `i` answered client `client`, or for at most `limit`;
+/// returns how long that took.
+fn run_until_answered(c: &mut Cluster, i: usize, client: u32, limit: Millis) -> Millis {
+    let start = c.now;
+    while c.write_outcome(i, client).is_none() && c.now < start + limit {
+        c.run(10);
+    }
+    c.now - start
+}
+
+/// Delivers the first frame in flight from `from` to `to` alone (it must be a forward).
+fn deliver_forward(c: &mut Cluster, from: usize, to: usize) {
+    let at = (c.wires.queue.iter())
+        .position(|(f, t, _)| (*f, *t) == (from as NodeId, to as NodeId))
+        .expect("a frame in flight");
+    let (_, _, bytes) = c.wires.queue.remove(at).unwrap();
+    let frame: Frame = postcard::from_bytes(&bytes).unwrap();
+    assert!(matches!(frame, Frame::Forward { .. }), "{frame:?}");
+    let now = c.now;
+    let (node, store, mut port) = c.port(to);
+    node.on_frame(now, &mut port, store, from as NodeId, frame);
+    c.flush(to);
+}
+
+fn shrink(place: usize) -> Command {
+    Command::Shrink {
+        endpoint: addr(place as NodeId),
+        force: false,
+    }
+}
+
+#[test]
+fn a_forwarded_change_whose_link_to_the_leader_breaks_gets_503_outcome_unknown_at_once() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.propose(follower, 1, shrink(other));
+    // The request left; the link breaks before the leader read it (`cluster add` or `rm` on
+    // a follower while the leader restarts, or a network fault).
+    c.cut(leader as NodeId, follower as NodeId);
+    let took = run_until_answered(&mut c, follower, 1, MEMBERSHIP_FORWARD_TIMEOUT + 1_000);
+    eprintln!("answered after {took} ms (the forward timeout is {MEMBERSHIP_FORWARD_TIMEOUT} ms)");
+    let why = unavailable(c.write_outcome(follower, 1));
+    assert!(
+        took <= ELECTION + 100,
+        "answered after {took} ms, not within the grace: {why}"
+    );
+    assert_eq!(
+        why,
+        &Unavailable::AnswerLost {
+            leader: leader as NodeId,
+            cause: LostAnswer::LinkBroke,
+            change: true,
+        }
+    );
+    let text = why.to_string();
+    assert!(
+        text.contains("may or may not have been made") && text.contains("kes-node cluster info"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_forwarded_change_whose_leader_hangs_gets_503_outcome_unknown_once_another_leads() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.propose(follower, 1, shrink(other));
+    // The leader hangs: its links stay up (nothing breaks), but it never answers; the others
+    // elect a new leader.
+    c.wires.hung.insert(leader as NodeId);
+    let took = run_until_answered(&mut c, follower, 1, MEMBERSHIP_FORWARD_TIMEOUT + 1_000);
+    eprintln!("answered after {took} ms (the forward timeout is {MEMBERSHIP_FORWARD_TIMEOUT} ms)");
+    let why = unavailable(c.write_outcome(follower, 1));
+    // An election (at most twice the election timeout, plus a pre-vote round), then the grace.
+    assert!(
+        took <= 4 * ELECTION,
+        "answered after {took} ms, not soon after the election: {why}"
+    );
+    let new = c.nodes[follower].node().leader().expect("a new leader");
+    assert_ne!(new, leader as NodeId);
+    assert_eq!(
+        why,
+        &Unavailable::AnswerLost {
+            leader: leader as NodeId,
+            cause: LostAnswer::LeaderChanged(Some(new)),
+            change: true,
+        }
+    );
+}
+
+#[test]
+fn a_forwarded_write_still_gets_the_leaders_answer_if_the_link_is_back_within_the_grace() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    c.propose(follower, 1, secret("late"));
+    // The leader got the write; then the link breaks, so it cannot commit (every node must
+    // have the entry) nor answer.
+    deliver_forward(&mut c, follower, leader);
+    c.cut(leader as NodeId, follower as NodeId);
+    c.run(ELECTION / 2);
+    assert!(c.write_outcome(follower, 1).is_none(), "it waits, briefly");
+    // The link is redialed within the grace: the write commits and the answer comes back.
+    c.heal();
+    let took = run_until_answered(&mut c, follower, 1, ELECTION);
+    assert_eq!(
+        c.write_outcome(follower, 1),
+        Some(&Ok(())),
+        "after {took} ms"
+    );
+    assert!(c.stores[follower]
+        .secret(crate::store::DEFAULT_ENCLAVE, "late")
+        .is_ok());
+}
