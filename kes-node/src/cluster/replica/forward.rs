@@ -236,6 +236,11 @@ impl<W: Write, R> Replica<W, R> {
             }
             Frame::Forward { id, command } => self.on_forward(links, store, from, id, command),
             Frame::ForwardResult { id, outcome } => {
+                // Only the node a write went to answers it (ids are this run's, see
+                // `first_id` in mod.rs).
+                if self.forwards.get(&id).is_none_or(|f| f.leader != from) {
+                    return;
+                }
                 if let Some(f) = self.forwards.remove(&id) {
                     if matches!(outcome, WireOutcome::HandingOver) {
                         self.hold_for_new_leader(f.waiter, from);

@@ -34,8 +34,8 @@
 //! Membership changes arrive as writes (`Command::Expand`/`Command::Shrink`); links coming up
 //! or going down are seen through [`Links::open`] when they matter, and links that broke
 //! meanwhile through [`Links::breaks`] (a count, so a link that broke and came back between
-//! two events is seen too). Randomness (election timeouts, snapshot stream ids) comes from a
-//! seed given to [`Replica::new`].
+//! two events is seen too). Randomness (election timeouts, snapshot stream ids, where the ids
+//! of writes begin) comes from a seed given to [`Replica::new`].
 //!
 //! # Actions out
 //!
@@ -180,6 +180,15 @@ impl Rng {
     }
 }
 
+/// Where the ids of this start's proposals and forwarded writes begin: at a random point, so
+/// that an answer the leader sends to an earlier run of this node (a write forwarded before a
+/// restart, committed after it) matches no write of this run, whose client it would give that
+/// other write's outcome. Drawn apart from [`Replica`]'s generator, whose sequence it leaves
+/// as it was; the top bit stays clear, so counting up never overflows.
+fn first_id(seed: u64) -> u64 {
+    Rng(seed ^ 0x6964_735f_6b65_7321).next() >> 1
+}
+
 /// How to start a replica (see [`Replica::new`]).
 pub struct Start {
     /// This node's id, or [`JOINING_ID`] for a node waiting to be added.
@@ -209,6 +218,7 @@ pub struct Replica<W, R> {
     /// Whether this node was a member when last checked (see `note_removal`).
     was_member: bool,
     group_commit: bool,
+    /// The last id given to a proposal or a forwarded write (see [`first_id`]).
     next_id: u64,
     proposals: HashMap<u64, Waiter<W>>,
     /// Writes forwarded to the leader, waiting for its answer.
@@ -281,7 +291,7 @@ impl<W: Write, R> Replica<W, R> {
             joining,
             was_member: !joining,
             group_commit: start.group_commit,
-            next_id: 1,
+            next_id: first_id(start.seed),
             proposals: HashMap::new(),
             forwards: HashMap::new(),
             outcomes: HashMap::new(),

@@ -326,6 +326,23 @@ impl Cluster {
     fn heal(&mut self) {
         self.wires.cut.clear();
     }
+
+    /// Restarts node `i` from what its store holds, with another seed: its links break (what
+    /// they carried is lost) and are back at once, and it forgets everything in memory.
+    fn restart(&mut self, i: usize, seed: u64) {
+        let me = i as NodeId;
+        (self.wires.queue).retain(|(from, to, _)| *from != me && *to != me);
+        for p in (0..self.nodes.len() as NodeId).filter(|&p| p != me) {
+            *self.wires.breaks.entry((me.min(p), me.max(p))).or_default() += 1;
+        }
+        let start = Start {
+            id: self.nodes[i].id(),
+            params: self.nodes[i].params,
+            seed,
+            group_commit: true,
+        };
+        self.nodes[i] = Replica::new(self.now, &self.stores[i], start).unwrap();
+    }
 }
 
 fn unavailable(r: Option<&Result<(), StoreError>>) -> &Unavailable {

@@ -23,6 +23,17 @@ fn run_until_answered(c: &mut Cluster, i: usize, client: u32, limit: Millis) -> 
     c.now - start
 }
 
+/// The id of the first forward in flight from `from` to `to`.
+fn forward_id(c: &Cluster, from: usize, to: usize) -> u64 {
+    (c.wires.queue.iter())
+        .filter(|(f, t, _)| (*f, *t) == (from as NodeId, to as NodeId))
+        .find_map(|(_, _, bytes)| match postcard::from_bytes(bytes) {
+            Ok(Frame::Forward { id, .. }) => Some(id),
+            _ => None,
+        })
+        .expect("a forward in flight")
+}
+
 /// Delivers the first frame in flight from `from` to `to` alone (it must be a forward).
 fn deliver_forward(c: &mut Cluster, from: usize, to: usize) {
     let at = (c.wires.queue.iter())
@@ -129,4 +140,66 @@ fn a_forwarded_write_still_gets_the_leaders_answer_if_the_link_is_back_within_th
     assert!(c.stores[follower]
         .secret(crate::store::DEFAULT_ENCLAVE, "late")
         .is_ok());
+}
+
+#[test]
+fn a_restarted_follower_never_takes_an_answer_meant_for_its_former_self() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    // The third node hangs a while: nothing commits (every node must have an entry).
+    c.wires.hung.insert(other as NodeId);
+    c.propose(follower, 1, secret("twice"));
+    deliver_forward(&mut c, follower, leader);
+    // The leader appended the write; the follower restarts, and its client is gone.
+    c.restart(follower, 1234);
+    // A new client of the restarted follower creates the same name.
+    c.propose(follower, 2, secret("twice"));
+    c.run(300);
+    assert!(
+        c.write_outcome(follower, 2).is_none(),
+        "nothing commits yet"
+    );
+    // Both commit: the first creates the name, the second finds it. The leader answers the
+    // first toward the follower too, under the id the follower's former self gave it.
+    c.wires.hung.clear();
+    run_until_answered(&mut c, follower, 2, 2 * ELECTION);
+    c.run(200);
+    assert!(c.stores[follower]
+        .secret(crate::store::DEFAULT_ENCLAVE, "twice")
+        .is_ok());
+    assert_eq!(
+        c.write_outcome(follower, 2),
+        Some(&Err(crate::store::StoreError::Exists)),
+        "the second create was told the first one's outcome"
+    );
+}
+
+#[test]
+fn only_the_node_a_write_went_to_answers_it() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.propose(follower, 1, secret("mine"));
+    let id = forward_id(&c, follower, leader);
+    // Another node sends an answer under that id (a mix-up; it never got the write).
+    let now = c.now;
+    let outcome = crate::cluster::frame::WireOutcome::Exists;
+    let (node, store, mut port) = c.port(follower);
+    node.on_frame(
+        now,
+        &mut port,
+        store,
+        other as NodeId,
+        Frame::ForwardResult { id, outcome },
+    );
+    c.flush(follower);
+    assert!(
+        c.write_outcome(follower, 1).is_none(),
+        "taken from node {other}"
+    );
+    c.run(50);
+    assert_eq!(c.write_outcome(follower, 1), Some(&Ok(())));
 }
