@@ -179,6 +179,9 @@ pub enum LostAnswer {
     LinkBroke,
     /// Another term began without that leader (the new leader, if known and another node).
     LeaderChanged(Option<NodeId>),
+    /// This node stopped hearing from the leader for an election timeout (in the same term: a
+    /// link that stays open but carries nothing, or a leader that stopped sending).
+    NotHeard,
 }
 
 impl fmt::Display for Unavailable {
@@ -216,6 +219,11 @@ impl fmt::Display for Unavailable {
                         f,
                         "cluster: the leadership moved from node {leader} to node {new} before \
                          node {leader} answered"
+                    )?,
+                    LostAnswer::NotHeard => write!(
+                        f,
+                        "cluster: this node stopped hearing from the leader (node {leader}) \
+                         before it answered"
                     )?,
                     LostAnswer::LeaderChanged(None) => write!(
                         f,
@@ -534,7 +542,7 @@ mod tests {
             name: "k1".into(),
             defect: Defect::Undecodable(CodecError::UnknownCipher(9)),
         });
-        let cases: [(StoreError, &str); 11] = [
+        let cases: [(StoreError, &str); 12] = [
             (
                 item,
                 "key 'k1' in enclave 'default' is corrupted: its stored value has unknown \
@@ -576,6 +584,16 @@ mod tests {
                 "cluster: the connection to the leader (node 2) broke before it answered; the \
                  change may or may not have been made: check `kes-node cluster info` before \
                  retrying",
+            ),
+            (
+                StoreError::Unavailable(Unavailable::AnswerLost {
+                    leader: 2,
+                    cause: LostAnswer::NotHeard,
+                    change: false,
+                }),
+                "cluster: this node stopped hearing from the leader (node 2) before it answered; \
+                 the write may or may not have been made: check before retrying (a retried \
+                 create may answer that the item exists)",
             ),
             (
                 StoreError::Unavailable(Unavailable::AnswerLost {

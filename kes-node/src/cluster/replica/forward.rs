@@ -4,11 +4,13 @@
 //!
 //! A forwarded write waits for the leader's answer up to its timeout (two minutes for a
 //! membership change, which may ship a snapshot first). Once a link between this node and
-//! the leader broke after the write left ([`Links::breaks`] moved), or another term began
-//! without that leader, the answer may be lost: the write then waits at most one election
-//! timeout more (a leader that got it may still answer over another or a redialed link) and
-//! its client gets a `503` that says the outcome is unknown. Never "failed": the leader may
-//! have committed it, and the old leader's entry may still commit under the new one.
+//! the leader broke after the write left ([`Links::breaks`] moved), another term began
+//! without that leader, or this node stopped hearing from the leader, the answer may be lost:
+//! the write then waits at most one election timeout more (a leader that got it may still
+//! answer over another or a redialed link) and its client gets a `503` that says the outcome
+//! is unknown. Never "failed": the leader may have committed it, and the old leader's entry
+//! may still commit under the new one. Every forwarded write leaves the pending map on its
+//! answer, at its timeout, or at the end of that grace, whichever comes first.
 use kes_core::consensus::Names;
 use kes_core::consensus::{Input, NodeId, ProposalId, Role, MAX_NAMES};
 
@@ -190,15 +192,23 @@ impl<W: Write, R> Replica<W, R> {
     }
 
     /// Why the answer to forwarded write `f` may be lost, if it may: a link with its leader
-    /// broke since it left, or a later term has another leader or none yet (the old leader
-    /// learns its entry's fate only from the new one, and may be cut off from it).
+    /// broke since it left; or this node no longer follows that leader: a later term has
+    /// another leader or none yet (the old leader learns its entry's fate only from the new
+    /// one, and may be cut off from it), or in the same term this node stopped hearing from it
+    /// for an election timeout (the core forgets the leader when its election timer fires: a
+    /// link that stays open but carries nothing never breaks).
     fn answer_lost(&self, links: &dyn Links, f: &Forwarded<W>) -> Option<LostAnswer> {
         if links.breaks(self.answer_to(f.leader)) != f.breaks {
             return Some(LostAnswer::LinkBroke);
         }
         let leader = self.node.leader();
-        (self.node.term() > f.term && leader != Some(f.leader))
-            .then_some(LostAnswer::LeaderChanged(leader))
+        if leader == Some(f.leader) {
+            return None;
+        }
+        Some(match self.node.term() > f.term {
+            true => LostAnswer::LeaderChanged(leader),
+            false => LostAnswer::NotHeard,
+        })
     }
 
     /// Handles a frame that arrived from peer `from`.

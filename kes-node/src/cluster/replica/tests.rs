@@ -50,6 +50,8 @@ struct Wires {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Nodes that hang: they neither run their timers nor read, but their links stay up.
     hung: BTreeSet<NodeId>,
+    /// Unordered pairs whose links stay up but carry nothing (a black hole between them).
+    silent: BTreeSet<(NodeId, NodeId)>,
     /// How many times each unordered pair's links broke.
     breaks: BTreeMap<(NodeId, NodeId), u64>,
     /// The id each node's Hello says (a joining node's placeholder until it learns its own).
@@ -221,7 +223,8 @@ impl Cluster {
         while let Some((from, to, bytes)) = self.wires.queue.pop_front() {
             budget -= 1;
             assert!(budget > 0, "frames never stop");
-            if !self.wires.up(from, to) || self.wires.hung.contains(&to) {
+            let silent = self.wires.silent.contains(&(from.min(to), from.max(to)));
+            if !self.wires.up(from, to) || self.wires.hung.contains(&to) || silent {
                 continue;
             }
             let frame: Frame = postcard::from_bytes(&bytes).unwrap();

@@ -118,6 +118,41 @@ fn a_forwarded_change_whose_leader_hangs_gets_503_outcome_unknown_once_another_l
 }
 
 #[test]
+fn a_forwarded_change_whose_leader_falls_silent_gets_503_outcome_unknown_soon_after() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    c.propose(follower, 1, shrink(other));
+    // The link between the two stays up but carries nothing any more (a black hole); the
+    // third node still hears the leader, so nobody else is elected and the term stays.
+    let pair = (
+        leader.min(follower) as NodeId,
+        leader.max(follower) as NodeId,
+    );
+    c.wires.silent.insert(pair);
+    let term = c.nodes[follower].node().term();
+    let took = run_until_answered(&mut c, follower, 1, MEMBERSHIP_FORWARD_TIMEOUT + 1_000);
+    eprintln!("answered after {took} ms (the forward timeout is {MEMBERSHIP_FORWARD_TIMEOUT} ms)");
+    let why = unavailable(c.write_outcome(follower, 1));
+    // Its election timeout (at most twice the configured one), then the grace.
+    assert!(
+        took <= 3 * ELECTION + 100,
+        "answered after {took} ms, not soon after it stopped hearing the leader: {why}"
+    );
+    assert_eq!(c.nodes[follower].node().term(), term, "no other term began");
+    assert_eq!(c.nodes[other].node().leader(), Some(leader as NodeId));
+    assert_eq!(
+        why,
+        &Unavailable::AnswerLost {
+            leader: leader as NodeId,
+            cause: LostAnswer::NotHeard,
+            change: true,
+        }
+    );
+}
+
+#[test]
 fn a_forwarded_write_still_gets_the_leaders_answer_if_the_link_is_back_within_the_grace() {
     let mut c = Cluster::new(3);
     let leader = c.elect();
