@@ -2372,3 +2372,64 @@ fn read_lease_stops_reads_on_a_cut_off_node() {
     served.unwrap_or_else(|e| panic!("node {k} does not serve reads after the heal: {e}"));
     println!("read lease: node {k} refused reads during the partition ({refused}) and served after the heal");
 }
+
+/// A write a follower forwarded to the leader, whose answer is lost (the link between the two
+/// breaks, or the leader freezes with its links open), is answered `503` within about two
+/// election timeouts, saying that it may or may not have been made: never a failure (the
+/// leader may have committed it), and not after the forward timeout (6 s; 120 s for a
+/// membership change). The third node is cut off first, so the write is still pending at the
+/// leader (every node must store it) when its answer is lost.
+#[test]
+fn a_forwarded_write_whose_answer_is_lost_gets_503_outcome_unknown_within_seconds() {
+    let mut cluster = Cluster::start("lost-answer", ClusterOpts::nodes(3).with_proxy());
+    let mut summary = Vec::new();
+    for phase in ["the link to the leader breaks", "the leader freezes"] {
+        let leader = cluster
+            .wait_for_leader(LEADER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{phase}: {e}"));
+        let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+        // Everything commits before the fault: the pending write is the only one.
+        write_until_ok(&cluster, &[follower], "lost-answer-pre", HEAL_TIMEOUT);
+        cluster.proxy().partition(other, CutMode::BlackHole);
+        let name = format!("lost-answer-{}", summary.len());
+        let addr = cluster.addr(follower);
+        let (took, resp) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut conn = Conn::new(addr, Duration::from_secs(20));
+                let res = conn.request("PUT", &create_path(&name), None);
+                (Instant::now(), res)
+            });
+            // The write reaches the leader and waits there for the third node.
+            std::thread::sleep(Duration::from_millis(300));
+            let fault = Instant::now();
+            match summary.len() {
+                0 => cluster
+                    .proxy()
+                    .cut_between(follower, leader, CutMode::Refuse),
+                _ => cluster.pause(leader),
+            }
+            let (answered, res) = writer.join().expect("writer panicked");
+            (answered - fault, ok_response(&name, res))
+        });
+        let msg = error_message(&resp);
+        assert_eq!(resp.status, 503, "{phase}: {} {msg}", resp.status);
+        assert!(
+            msg.contains("may or may not have been made"),
+            "{phase}: the answer ({:.0} ms after the fault) says the outcome is unknown: {msg}",
+            ms(took)
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{phase}: answered {:.0} ms after the fault: {msg}",
+            ms(took)
+        );
+        if summary.len() == 1 {
+            cluster.resume(leader);
+        }
+        cluster.proxy().heal_all();
+        summary.push(format!("{phase}: 503 after {:.0} ms ({msg})", ms(took)));
+    }
+    // The cluster recovers and takes writes again.
+    write_until_ok(&cluster, &[0, 1, 2], "lost-answer-post", HEAL_TIMEOUT);
+    println!("lost answers: {}", summary.join("; "));
+}
