@@ -1,6 +1,7 @@
 //! Policy matching against a deliberately naive reference: the fuzzer builds a policy and a
 //! path from its input; `kes_core::policy::verify` must agree with the reference, and
-//! `is_subset` must be sound: if policy A is a subset of B, every path A allows B allows.
+//! `is_subset` must be sound: if policy A is a subset of B, every path A allows B allows; and
+//! it must agree with `is_subset_pairwise`, the subset rule applied as it reads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -65,6 +66,13 @@ fuzz_target!(|data: &[u8]| {
         b_allow.iter().map(String::as_str),
         b_deny.iter().map(String::as_str),
     );
+    let pairwise = kes_core::policy::is_subset_pairwise(
+        a_allow.iter().map(String::as_str),
+        a_deny.iter().map(String::as_str),
+        b_allow.iter().map(String::as_str),
+        b_deny.iter().map(String::as_str),
+    );
+    assert_eq!(subset, pairwise, "A={a_allow:?}/{a_deny:?} B={b_allow:?}/{b_deny:?}");
     if subset && reference(a_allow, a_deny, path) {
         assert!(reference(b_allow, b_deny, path), "A ⊆ B but B refuses {path:?} that A allows: A={a_allow:?}/{a_deny:?} B={b_allow:?}/{b_deny:?}");
     }
