@@ -84,6 +84,8 @@ mod listing;
 mod logs;
 mod secrets;
 mod send;
+#[cfg(test)]
+pub(crate) use send::OUTCOME_UNKNOWN;
 mod system;
 mod tls;
 mod types;

@@ -2,7 +2,8 @@
 //!
 //! Each server ([`Node`]) has one kept-alive connection. A request goes to the server that
 //! answered last and on to the next while a server cannot be reached or answers `503` (the
-//! Go SDK's load balancer fails over the same way); the answer that ends the round is the
+//! Go SDK's load balancer fails over the same way), except a `503` saying that a write may
+//! have been made: that one is the caller's to check. The answer that ends the round is the
 //! caller's, whatever it is. When every server failed, a `503` wins over servers that could
 //! not be reached (it says why), and those are named together.
 //!
@@ -36,12 +37,33 @@ impl Node {
     }
 }
 
-/// Whether the answer of one server sends the request on to the next.
+/// Whether the answer of one server sends the request on to the next. Not a `503` that
+/// says the write may have been made ([`outcome_unknown`]): sent again elsewhere, a create
+/// would answer that the item exists, a delete that it does not, and the caller would
+/// believe its write failed.
 fn try_next(result: &Result<http::Response, ClientError>) -> bool {
     match result {
-        Ok(resp) => resp.status == 503,
+        Ok(resp) => resp.status == 503 && !outcome_unknown(&resp.body),
         Err(e) => matches!(e, ClientError::Transport(_) | ClientError::Tls(_)),
     }
+}
+
+/// What a kes-node cluster's `503`s say when a write may have been made after all (an answer
+/// lost with the link to the leader, a leader that did not answer in time, a write committed
+/// but not replicated everywhere; see `store/error.rs`, whose tests hold it to these).
+pub(crate) const OUTCOME_UNKNOWN: [&str; 3] = [
+    "may or may not have been made",
+    "the write may still commit",
+    "committed but not replicated",
+];
+
+/// Does a `503`'s error body say that the write may have been made?
+fn outcome_unknown(body: &[u8]) -> bool {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    OUTCOME_UNKNOWN.iter().any(|p| message.contains(p))
 }
 
 impl Client {

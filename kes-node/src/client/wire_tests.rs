@@ -1,6 +1,7 @@
 //! The client against a scripted TLS server: response framing (length, chunks, end of
 //! connection), keep-alive reuse, the retry on a connection the server closed while idle, the
-//! enclave header, a streamed log and a call's deadline against a server that drips its answer.
+//! enclave header, a streamed log, a call's deadline against a server that drips its answer, and
+//! the failover that stops at a write whose outcome is unknown.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,15 @@ fn json_ok(body: &str) -> Answer {
     ))
 }
 
+/// A `503` with the KES error body.
+fn unavailable(message: &str) -> Answer {
+    let body = serde_json::json!({ "message": message }).to_string();
+    answer(&format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
 /// The script: request line and headers in, answer out.
 fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
     match (method, path) {
@@ -46,6 +56,13 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
              13;ext=1\r\n\"chunked\",\"algorith\r\n\
              d\r\nm\":\"AES256\"}\n\r\n\
              0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        ("PUT", "/v1/key/create/lost") => unavailable(
+            "cluster: the connection to the leader (node 2) broke before it answered; the \
+             write may or may not have been made: check before retrying",
+        ),
+        ("PUT", "/v1/key/create/busy") => unavailable(
+            "cluster: the leader (node 2) is unreachable; retry",
         ),
         ("GET", "/v1/key/describe/missing") => answer(
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 33\r\n\r\n\
@@ -355,4 +372,26 @@ fn a_dripping_server_runs_out_of_the_calls_time() {
     assert_eq!(client.version().unwrap().version, "v1");
     assert_eq!(fast.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(slow.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A `503` that says the write may have been made ends the call there: sent to the next
+/// server, a create would answer that the key exists and the caller would think it failed.
+/// Any other `503` goes on to the next server.
+#[test]
+fn a_write_whose_outcome_is_unknown_is_not_sent_again() {
+    let (first, second) = (start(), start());
+    let key = crate::identity::ApiKey::generate();
+    let client = Client::with_endpoints(
+        &[first.addr.to_string(), second.addr.to_string()],
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap();
+    let err = client.create_key("lost").unwrap_err();
+    assert!(err.to_string().contains("may or may not"), "{err}");
+    assert_eq!(first.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(second.accepted.load(Ordering::SeqCst), 0, "sent again");
+    let err = client.create_key("busy").unwrap_err();
+    assert!(err.to_string().contains("unreachable; retry"), "{err}");
+    assert_eq!(second.accepted.load(Ordering::SeqCst), 1, "not failed over");
 }

@@ -534,6 +534,40 @@ mod tests {
 
     /// The messages users and operators see are those of the string errors these types
     /// replaced, word for word.
+    /// The client does not send a write on to another node after a `503` that says it may
+    /// have been made; it knows them by these phrases.
+    #[test]
+    fn answers_lost_say_the_outcome_is_unknown_as_the_client_knows_it() {
+        let mut lost = vec![StoreError::Unavailable(Unavailable::LeaderSilent)];
+        for cause in [
+            LostAnswer::LinkBroke,
+            LostAnswer::LeaderChanged(Some(3)),
+            LostAnswer::LeaderChanged(None),
+            LostAnswer::NotHeard,
+        ] {
+            for change in [false, true] {
+                lost.push(StoreError::Unavailable(Unavailable::AnswerLost {
+                    leader: 2,
+                    cause,
+                    change,
+                }));
+            }
+        }
+        for err in lost {
+            let message = err.to_string();
+            assert!(
+                crate::client::OUTCOME_UNKNOWN
+                    .iter()
+                    .any(|p| message.contains(p)),
+                "{message}"
+            );
+        }
+        let retry = StoreError::Unavailable(Unavailable::LeaderUnreachable(2)).to_string();
+        assert!(!crate::client::OUTCOME_UNKNOWN
+            .iter()
+            .any(|p| retry.contains(p)));
+    }
+
     #[test]
     fn messages_are_unchanged() {
         let item = StoreError::Corrupted(Corruption::Item {
