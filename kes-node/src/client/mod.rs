@@ -206,6 +206,23 @@ struct Call {
     body: Option<Vec<u8>>,
 }
 
+/// Calls that are `PUT`s on the wire but change nothing on the server: the cryptographic
+/// operations of a key.
+const READ_ONLY_PUTS: [&str; 4] = [
+    "/v1/key/generate/",
+    "/v1/key/encrypt/",
+    "/v1/key/decrypt/",
+    "/v1/key/hmac/",
+];
+
+impl Call {
+    /// Whether the call changes something on the server (creates, deletes, assigns...): such a
+    /// call is not sent again once a server may have received it (see `send.rs`).
+    fn changes_state(&self) -> bool {
+        self.method != "GET" && !READ_ONLY_PUTS.iter().any(|p| self.path.starts_with(p))
+    }
+}
+
 impl Client {
     /// A client for `server` (`https://host:port`, `host:port` or `host`, port 7373 by
     /// default). Nothing is sent until the first call; bad credentials, CA certificates or a

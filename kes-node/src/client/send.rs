@@ -2,9 +2,10 @@
 //!
 //! Each server ([`Node`]) has one kept-alive connection. A request goes to the server that
 //! answered last and on to the next while a server cannot be reached or answers `503` (the
-//! Go SDK's load balancer fails over the same way), except a `503` saying that a write may
-//! have been made: that one is the caller's to check. The answer that ends the round is the
-//! caller's, whatever it is. When every server failed, a `503` wins over servers that could
+//! Go SDK's load balancer fails over the same way), except where a write may have been made:
+//! a `503` that says so, or a write cut off after it was sent. Sent again elsewhere, it could
+//! be made twice or answered as a conflict with itself; that is the caller's to check. The
+//! answer that ends the round is the caller's, whatever it is. When every server failed, a `503` wins over servers that could
 //! not be reached (it says why), and those are named together.
 //!
 //! A call has one deadline ([`Client::with_timeout`]) for all the servers it tries. A server
@@ -41,11 +42,26 @@ impl Node {
 /// says the write may have been made ([`outcome_unknown`]): sent again elsewhere, a create
 /// would answer that the item exists, a delete that it does not, and the caller would
 /// believe its write failed.
-fn try_next(result: &Result<http::Response, ClientError>) -> bool {
+///
+/// The same holds for a write cut off after it was sent (the server may have made it before
+/// it failed): only a server that could not be reached at all passes a write on.
+fn try_next(call: &Call, result: &Result<http::Response, Failed>) -> bool {
     match result {
         Ok(resp) => resp.status == 503 && !outcome_unknown(&resp.body),
-        Err(e) => matches!(e, ClientError::Transport(_) | ClientError::Tls(_)),
+        Err(failed) => {
+            matches!(
+                failed.error,
+                ClientError::Transport(_) | ClientError::Tls(_)
+            ) && !(failed.sent && call.changes_state())
+        }
     }
+}
+
+/// A failed exchange with one server, and whether the request may have reached it.
+struct Failed {
+    error: ClientError,
+    /// Set once the connection was open and the request was being sent.
+    sent: bool,
 }
 
 /// What a kes-node cluster's `503`s say when a write may have been made after all (an answer
@@ -83,17 +99,17 @@ impl Client {
             if result.is_err() && deadline.passed() {
                 self.pass_over(at);
             }
-            if !try_next(&result) {
+            if !try_next(call, &result) {
                 if result.is_ok() {
                     self.preferred.store(at, Ordering::Relaxed);
                 }
-                return result;
+                return result.map_err(|f| f.error);
             }
             match result {
                 Ok(resp) => {
                     unavailable.get_or_insert((at, resp));
                 }
-                Err(e) => {
+                Err(Failed { error: e, .. }) => {
                     if let ClientError::Transport(why) | ClientError::Tls(why) = &e {
                         unreachable.push(why.clone());
                     }
@@ -135,10 +151,13 @@ impl Client {
         node: &Node,
         call: &Call,
         deadline: Deadline,
-    ) -> Result<http::Response, ClientError> {
+    ) -> Result<http::Response, Failed> {
         let head = self.request_head(node, call);
         let body = call.body.as_deref().unwrap_or_default();
-        let network = |e| http::io_error(&node.endpoint, e);
+        let network = |e| Failed {
+            error: http::io_error(&node.endpoint, e),
+            sent: true,
+        };
         let mut slot = node.conn.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let (mut conn, reused) = match slot.take() {
@@ -146,7 +165,12 @@ impl Client {
                     c.set_limits(Some(TIMEOUT), Some(deadline));
                     (c, true)
                 }
-                None => (self.connect(node, deadline)?, false),
+                None => {
+                    let conn = self
+                        .connect(node, deadline)
+                        .map_err(|error| Failed { error, sent: false })?;
+                    (conn, false)
+                }
             };
             let attempt = conn.send(&head, body).and_then(|()| conn.read_head());
             let head_in = match attempt {

@@ -61,6 +61,11 @@ fn script(method: &str, path: &str, head: &str, body: &[u8]) -> Answer {
             "cluster: the connection to the leader (node 2) broke before it answered; the \
              write may or may not have been made: check before retrying",
         ),
+        // Cut off after the request arrived: no answer at all.
+        ("PUT", "/v1/key/create/cut") | ("PUT", "/v1/key/generate/cut") => Answer {
+            close: true,
+            ..answer("")
+        },
         ("PUT", "/v1/key/create/busy") => unavailable(
             "cluster: the leader (node 2) is unreachable; retry",
         ),
@@ -393,5 +398,25 @@ fn a_write_whose_outcome_is_unknown_is_not_sent_again() {
     assert_eq!(second.accepted.load(Ordering::SeqCst), 0, "sent again");
     let err = client.create_key("busy").unwrap_err();
     assert!(err.to_string().contains("unreachable; retry"), "{err}");
+    assert_eq!(second.accepted.load(Ordering::SeqCst), 1, "not failed over");
+}
+
+/// A write cut off after it was sent may have been made: it is not sent to the next server.
+/// A key operation that changes nothing (generate) is.
+#[test]
+fn a_write_cut_off_after_it_was_sent_is_not_sent_again() {
+    let (first, second) = (start(), start());
+    let key = crate::identity::ApiKey::generate();
+    let client = Client::with_endpoints(
+        &[first.addr.to_string(), second.addr.to_string()],
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap();
+    let err = client.create_key("cut").unwrap_err();
+    assert!(matches!(err, ClientError::Transport(_)), "{err:?}");
+    assert_eq!(second.accepted.load(Ordering::SeqCst), 0, "sent again");
+    let err = client.generate_key("cut", b"").unwrap_err();
+    assert!(matches!(err, ClientError::Transport(_)), "{err:?}");
     assert_eq!(second.accepted.load(Ordering::SeqCst), 1, "not failed over");
 }
