@@ -243,6 +243,17 @@ fn serve(config: Arc<ServerConfig>, tcp: TcpStream) {
     }
 }
 
+/// A client of two servers, `first` asked first.
+fn client_of_both(first: &Scripted, second: &Scripted) -> Client {
+    let key = crate::identity::ApiKey::generate();
+    Client::with_endpoints(
+        &[first.addr.to_string(), second.addr.to_string()],
+        Credentials::from_api_key(&key.encode()).unwrap(),
+        ServerTrust::Insecure,
+    )
+    .unwrap()
+}
+
 fn client(server: &Scripted) -> Client {
     let key = crate::identity::ApiKey::generate();
     let credentials = Credentials::from_api_key(&key.encode()).unwrap();
@@ -353,14 +364,7 @@ fn listings_follow_pages_and_read_ndjson() {
 #[test]
 fn a_dripping_server_runs_out_of_the_calls_time() {
     let (slow, fast) = (start(), start());
-    let key = crate::identity::ApiKey::generate();
-    let client = Client::with_endpoints(
-        &[slow.addr.to_string(), fast.addr.to_string()],
-        Credentials::from_api_key(&key.encode()).unwrap(),
-        ServerTrust::Insecure,
-    )
-    .unwrap()
-    .with_timeout(std::time::Duration::from_secs(1));
+    let client = client_of_both(&slow, &fast).with_timeout(std::time::Duration::from_secs(1));
     let started = std::time::Instant::now();
     let err = client.describe_key("drip").unwrap_err();
     let took = started.elapsed();
@@ -385,13 +389,7 @@ fn a_dripping_server_runs_out_of_the_calls_time() {
 #[test]
 fn a_write_whose_outcome_is_unknown_is_not_sent_again() {
     let (first, second) = (start(), start());
-    let key = crate::identity::ApiKey::generate();
-    let client = Client::with_endpoints(
-        &[first.addr.to_string(), second.addr.to_string()],
-        Credentials::from_api_key(&key.encode()).unwrap(),
-        ServerTrust::Insecure,
-    )
-    .unwrap();
+    let client = client_of_both(&first, &second);
     let err = client.create_key("lost").unwrap_err();
     assert!(err.to_string().contains("may or may not"), "{err}");
     assert_eq!(first.accepted.load(Ordering::SeqCst), 1);
@@ -406,13 +404,7 @@ fn a_write_whose_outcome_is_unknown_is_not_sent_again() {
 #[test]
 fn a_write_cut_off_after_it_was_sent_is_not_sent_again() {
     let (first, second) = (start(), start());
-    let key = crate::identity::ApiKey::generate();
-    let client = Client::with_endpoints(
-        &[first.addr.to_string(), second.addr.to_string()],
-        Credentials::from_api_key(&key.encode()).unwrap(),
-        ServerTrust::Insecure,
-    )
-    .unwrap();
+    let client = client_of_both(&first, &second);
     let err = client.create_key("cut").unwrap_err();
     assert!(matches!(err, ClientError::Transport(_)), "{err:?}");
     assert_eq!(second.accepted.load(Ordering::SeqCst), 0, "sent again");
