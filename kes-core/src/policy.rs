@@ -46,7 +46,7 @@ where
 /// The rule read literally compares every allow rule of `p` with every deny rule of `o` and
 /// then with every deny rule of `p`: cubic, and a policy may have tens of thousands of rules
 /// (a tenant allowed to create policies made one check take seconds of the event loop). Here
-/// each set is indexed once ([`Index`]) and each question is a few lookups per character of
+/// each set is indexed once (`Index`: sorted sets) and each question is a few lookups per character of
 /// the pattern asked about, so the check is about linear in the size of both policies.
 ///
 /// Without the `alloc` feature there is nothing to index with, and the rule is applied as
