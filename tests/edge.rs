@@ -914,26 +914,10 @@ fn kes_hanging_store_blocks_no_one() {
 /// sends it a byte every 200 ms: each read comes back well within any read timeout, and the
 /// answer never completes. Returns its address.
 fn dripping_upstream() -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read, Write};
-    use std::sync::Arc;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki().server_cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(pki().server_key_pem.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let config = Arc::new(config);
+    let config = fake_server_tls(&[]);
     std::thread::spawn(move || {
         for sock in listener.incoming().flatten() {
             let config = config.clone();

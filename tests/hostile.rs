@@ -65,9 +65,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Samples the server's RSS every 10 ms; remembers the peak and whether it died.
+/// Samples the server's RSS and open descriptors every 10 ms; remembers the peaks and whether
+/// it died.
 struct Watch {
     peak: Arc<AtomicU64>,
+    peak_fds: Arc<AtomicUsize>,
     died: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -76,15 +78,20 @@ struct Watch {
 impl Watch {
     fn new(pid: u32) -> Watch {
         let peak = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        let peak_fds = Arc::new(AtomicUsize::new(0));
         let died = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (peak, died, stop) = (peak.clone(), died.clone(), stop.clone());
+            let (peak, peak_fds) = (peak.clone(), peak_fds.clone());
+            let (died, stop) = (died.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match rss_kib(pid) {
                         Some(kib) => {
                             peak.fetch_max(kib, Ordering::Relaxed);
+                            if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                                peak_fds.fetch_max(fds.count(), Ordering::Relaxed);
+                            }
                         }
                         None => {
                             died.store(true, Ordering::Relaxed);
@@ -97,6 +104,7 @@ impl Watch {
         };
         Watch {
             peak,
+            peak_fds,
             died,
             stop,
             thread: Some(thread),
@@ -105,6 +113,10 @@ impl Watch {
 
     fn peak_mib(&self) -> f64 {
         self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    fn peak_fds(&self) -> usize {
+        self.peak_fds.load(Ordering::Relaxed)
     }
 
     fn died(&self) -> bool {
@@ -672,26 +684,10 @@ fn peers_replicate_with_tls_ca_and_auth() {
 /// often the dialer retries (the acceptor's side: `peer_alpn_before_hello`).
 #[test]
 fn failed_peer_links_are_logged_once_per_reason() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     // A fake node 1: TLS with the peer protocol, then a Hello with a MAC made up.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake = listener.local_addr().unwrap();
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki().server_cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(pki().server_key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    config.alpn_protocols = vec![b"kes-peer/1".to_vec()];
-    let config = Arc::new(config);
+    let config = fake_server_tls(&[b"kes-peer/1"]);
     let dialed = Arc::new(AtomicUsize::new(0));
     {
         let dialed = dialed.clone();
@@ -748,7 +744,6 @@ fn silent_peer_links() {
     env.limit_open_files(2048);
     let server = env.start();
     let watch = Watch::new(server.pid());
-    let fds = FdWatch::new(server.pid());
     let addr = server.addr;
     let opened = Arc::new(AtomicUsize::new(0));
     let attack = {
@@ -772,7 +767,7 @@ fn silent_peer_links() {
     std::thread::sleep(Duration::from_secs(3));
     let admin = admin_probes(addr, 3, Duration::from_millis(300));
     drop(attack);
-    let peak_fds = fds.peak();
+    let peak_fds = watch.peak_fds();
     println!(
         "hostile: silent-peers: {} links opened, peak open descriptors {peak_fds}",
         opened.load(Ordering::Relaxed)
@@ -790,49 +785,6 @@ fn silent_peer_links() {
             (1..=4).contains(&refusals),
             "refused peer links logged {refusals} times:\n{stderr}"
         );
-    }
-}
-
-/// Samples the number of open descriptors of `pid` every 10 ms; remembers the peak.
-struct FdWatch {
-    peak: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FdWatch {
-    fn new(pid: u32) -> FdWatch {
-        let peak = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (peak, stop) = (peak.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-                        peak.fetch_max(dir.count(), Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            })
-        };
-        FdWatch {
-            peak,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak(&self) -> usize {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FdWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -1373,3 +1373,25 @@ pub fn workers_args(forced: Option<usize>) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// A TLS server configuration with the test PKI's server certificate, no client
+/// authentication and the given ALPN protocols: for fake servers (an upstream KES, a peer).
+pub fn fake_server_tls(alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki().server_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki().server_key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
